@@ -1,0 +1,70 @@
+"""Shared input checks, so every error says what came in and what to do about it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TrustSERError",
+    "check_choice",
+    "check_positive",
+    "check_probability",
+    "check_fitted",
+    "check_existing_dir",
+    "format_rows",
+]
+
+
+class TrustSERError(Exception):
+    """Base class for errors caused by bad input, shown to users without a traceback."""
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``allowed``; otherwise raise naming both."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {options}.")
+    return value
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """Reject non-positive numbers (and NaN) with the parameter's name."""
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or value != value:  # NaN fails every comparison
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}.")
+    return value
+
+
+def check_probability(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}.")
+    return value
+
+
+def check_fitted(estimator: Any, attributes: Sequence[str]) -> None:
+    """Raise if ``fit`` has not set the learned ``*_`` attributes (sklearn's contract)."""
+    missing = [a for a in attributes if not hasattr(estimator, a)]
+    if missing:
+        raise RuntimeError(
+            f"This {type(estimator).__name__} is not fitted yet (missing {', '.join(missing)}); "
+            "call fit() before using it."
+        )
+
+
+def check_existing_dir(name: str, path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{name}: directory {str(path)!r} does not exist.")
+    return path
+
+
+def format_rows(rows: Sequence[str], *, limit: int = 5) -> str:
+    """The first ``limit`` offending rows, one per line, plus how many more there are."""
+    shown = [f"  - {r}" for r in rows[:limit]]
+    if len(rows) > limit:
+        shown.append(f"  ... and {len(rows) - limit} more")
+    return "\n".join(shown)

@@ -1,0 +1,221 @@
+"""Audio loading: any file soundfile reads → mono float32 at 16 kHz, first ``max_seconds``.
+
+Every later stage (extraction, attacks) loads through :func:`load_audio`, so the waveform an
+attack perturbs is exactly the one whose features were cached.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from trustser._validation import TrustSERError
+
+__all__ = [
+    "TARGET_SAMPLE_RATE",
+    "DEFAULT_MAX_SECONDS",
+    "MIN_SECONDS",
+    "AudioError",
+    "SilentAudioWarning",
+    "AudioInfo",
+    "Audio",
+    "audio_info",
+    "load_audio",
+    "expected_num_samples",
+    "resampled_length",
+]
+
+TARGET_SAMPLE_RATE = 16_000
+DEFAULT_MAX_SECONDS = 6.0  # the paper keeps the first 6 s of every utterance
+MIN_SECONDS = 0.05  # below this no encoder yields a meaningful frame
+
+# Extra source samples kept past the crop point so the resampler's filter sees real signal,
+# not an artificial edge, at the end of the kept window.
+_CROP_MARGIN_SECONDS = 0.01
+
+
+class AudioError(TrustSERError, ValueError):
+    """A file that cannot be used as speech input; names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, hint: str = "") -> None:
+        self.path = str(path)
+        self.reason = reason
+        message = f"cannot use audio file {self.path!r}: {reason}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
+class SilentAudioWarning(UserWarning):
+    """The file decoded to all-zero samples: allowed, but almost certainly a data problem."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts about a file, read without decoding it."""
+
+    path: str
+    sample_rate: int
+    num_frames: int
+    channels: int
+    format: str
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A decoded, mono, resampled and cropped waveform plus what happened on the way."""
+
+    waveform: torch.Tensor  # (time,) float32
+    sample_rate: int
+    source_sample_rate: int
+    source_num_frames: int
+    source_channels: int
+    cropped: bool  # longer than max_seconds: only the start was kept
+    silent: bool  # every sample is zero
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.waveform.shape[-1])
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+def _describe_soundfile_error(path: Path, error: Exception) -> AudioError:
+    size = path.stat().st_size if path.exists() else None
+    if size == 0:
+        return AudioError(path, "the file is empty (0 bytes)", "re-export or remove it")
+    text = str(error).split("\n")[0]
+    return AudioError(
+        path,
+        f"not a readable audio file or truncated ({text})",
+        "check the file with `soxi`/`ffprobe` or re-export it as WAV/FLAC",
+    )
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Read the header of ``path``; raises :class:`AudioError` if it is not usable audio."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "no such file", "check the manifest's path or the corpus root")
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as error:  # LibsndfileError subclasses RuntimeError
+        raise _describe_soundfile_error(path, error) from None
+    if info.frames <= 0:
+        raise AudioError(path, "the file holds no samples", "re-export or remove it")
+    return AudioInfo(
+        path=str(path),
+        sample_rate=int(info.samplerate),
+        num_frames=int(info.frames),
+        channels=int(info.channels),
+        format=str(info.format),
+    )
+
+
+def resampled_length(num_frames: int, source_rate: int, target_rate: int) -> int:
+    """Samples that ``torchaudio.functional.resample`` returns for ``num_frames`` input samples."""
+    if source_rate == target_rate:
+        return int(num_frames)
+    gcd = math.gcd(int(source_rate), int(target_rate))
+    orig, new = source_rate // gcd, target_rate // gcd
+    return int(math.ceil(new * num_frames / orig))
+
+
+def expected_num_samples(
+    num_frames: int,
+    source_rate: int,
+    *,
+    sample_rate: int = TARGET_SAMPLE_RATE,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+) -> int:
+    """Length of :func:`load_audio`'s output, from header facts alone (plans store offsets)."""
+    length = resampled_length(num_frames, source_rate, sample_rate)
+    if max_seconds is not None:
+        length = min(length, _max_samples(max_seconds, sample_rate))
+    return length
+
+
+def _max_samples(max_seconds: float, sample_rate: int) -> int:
+    return int(round(max_seconds * sample_rate))
+
+
+@lru_cache(maxsize=16)
+def _resampler(source_rate: int, target_rate: int):
+    import torchaudio
+
+    return torchaudio.transforms.Resample(source_rate, target_rate)
+
+
+def load_audio(
+    path: str | os.PathLike,
+    *,
+    sample_rate: int = TARGET_SAMPLE_RATE,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    min_seconds: float = MIN_SECONDS,
+) -> Audio:
+    """Decode ``path`` to mono float32 at ``sample_rate``, keeping the first ``max_seconds``.
+
+    Raises :class:`AudioError` (one type, naming the file) for empty, truncated, non-audio,
+    NaN/inf-bearing or too-short files. All-zero audio loads, with ``silent=True`` and a
+    :class:`SilentAudioWarning`.
+    """
+    info = audio_info(path)
+    stop = info.num_frames
+    if max_seconds is not None:
+        keep = int(math.ceil((max_seconds + _CROP_MARGIN_SECONDS) * info.sample_rate))
+        stop = min(stop, keep)
+    try:
+        data, _ = sf.read(str(path), frames=stop, dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as error:
+        raise _describe_soundfile_error(Path(path), error) from None
+    if data.shape[0] == 0:
+        raise AudioError(path, "the file holds no samples", "re-export or remove it")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioError(
+            path, f"{bad} samples are NaN or infinite", "re-export the file from its source"
+        )
+    mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)))
+    if info.sample_rate != sample_rate:
+        mono = _resampler(info.sample_rate, sample_rate)(mono)
+    full_length = expected_num_samples(
+        info.num_frames, info.sample_rate, sample_rate=sample_rate, max_seconds=None
+    )
+    cropped = False
+    if max_seconds is not None:
+        limit = _max_samples(max_seconds, sample_rate)
+        cropped = full_length > limit
+        mono = mono[:limit]
+    duration = mono.shape[-1] / sample_rate
+    if duration < min_seconds:
+        raise AudioError(
+            path,
+            f"too short: {duration * 1000:.1f} ms < {min_seconds * 1000:.0f} ms",
+            "encoders need at least a few frames; drop the clip from the manifest",
+        )
+    silent = not bool(mono.abs().max() > 0)
+    if silent:
+        warnings.warn(f"{path}: every sample is zero", SilentAudioWarning, stacklevel=2)
+    return Audio(
+        waveform=mono.contiguous().to(torch.float32),
+        sample_rate=sample_rate,
+        source_sample_rate=info.sample_rate,
+        source_num_frames=info.num_frames,
+        source_channels=info.channels,
+        cropped=cropped,
+        silent=silent,
+    )
