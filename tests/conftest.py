@@ -1,0 +1,62 @@
+"""Shared fixtures. Tests never download anything: the model hubs are switched off here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _emodb_root() -> Path:
+    env = os.environ.get("EMODB_ROOT")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "emodb"
+
+
+@pytest.fixture(scope="session")
+def emodb_root() -> Path:
+    """The real EmoDB corpus; tests that need it skip cleanly when it is absent."""
+    root = _emodb_root()
+    if not (root / "wav").is_dir():
+        pytest.skip(f"EmoDB not found at {root} (set EMODB_ROOT)")
+    return root
+
+
+def write_tone(
+    path: Path,
+    seconds: float = 1.0,
+    sample_rate: int = 16_000,
+    *,
+    channels: int = 1,
+    frequency: float = 220.0,
+    amplitude: float = 0.3,
+    subtype: str = "PCM_16",
+    format: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """A deterministic tone-plus-noise clip, so tests need no corpus files."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    mono = amplitude * np.sin(2 * np.pi * frequency * t) + 0.01 * rng.standard_normal(t.size)
+    data = np.stack([mono * (1 - 0.2 * c) for c in range(channels)], axis=1) if channels > 1 else mono
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data.astype(np.float32), sample_rate, subtype=subtype, format=format)
+    return path
+
+
+@pytest.fixture
+def tone(tmp_path: Path):
+    """Factory fixture: ``tone(name, seconds=..., sample_rate=...)`` writes a clip under tmp_path."""
+
+    def make(name: str = "clip.wav", **kwargs) -> Path:
+        return write_tone(tmp_path / name, **kwargs)
+
+    return make

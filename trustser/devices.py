@@ -1,0 +1,39 @@
+"""Device and seeding helpers: CPU and CUDA alike, deterministic given a seed."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from trustser._validation import check_choice
+
+__all__ = ["DEVICE_CHOICES", "resolve_device", "seed_everything"]
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda:1`` style names pass through."""
+    if isinstance(device, torch.device):
+        return device
+    base = device.split(":")[0]
+    check_choice("device", base, DEVICE_CHOICES)
+    if base == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is visible; use --device cpu or auto.")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for explicit use."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
