@@ -1,7 +1,138 @@
-"""Top-level `trustser` commands of the attack area."""
+"""`trustser attack`: FGSM / PGD / white noise through the full backbone at a fixed SNR."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from trustser.attacks.methods import AttackError
+from trustser.attacks.runner import AttackRun, run_attack
+from trustser.cli._common import console, err_console, user_errors
 
 app = typer.Typer()
+
+
+def _snr_values(first: list[float], extra: list[str]) -> list[float]:
+    """``--snr 45 35 25``: click binds 45 to --snr and leaves 35 25 as extra arguments."""
+    values = list(first)
+    for token in extra:
+        try:
+            values.append(float(token))
+        except ValueError:
+            raise AttackError(
+                f"unexpected argument {token!r}; only SNR values may follow --snr "
+                "(e.g. --snr 45 35 25)."
+            ) from None
+    return values
+
+
+def _percent(value: float | None, spread: float | None = None) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f} ± {100 * spread:.1f}" if spread is not None else f"{100 * value:.1f}"
+
+
+def _render(run: AttackRun) -> None:
+    table = Table(title=f"{run.backbone}: attack success rate (mean ± sd over folds)")
+    for column, justify in (
+        ("method", "left"),
+        ("SNR dB", "right"),
+        ("ASR %", "right"),
+        ("flipped / attacked", "right"),
+        ("measured SNR dB (min–max)", "right"),
+        ("clean acc %", "right"),
+        ("clips/s", "right"),
+        ("output", "left"),
+    ):
+        table.add_column(column, justify=justify)
+    for result in run.results:
+        summary = result.summary()
+        measured = summary["measured_snr_db"]
+        span = (
+            f"{measured['min']:.2f}–{measured['max']:.2f}" if measured["min"] is not None else "–"
+        )
+        rate = summary["clips_per_second"]
+        table.add_row(
+            result.method,
+            f"{result.snr_db:g}",
+            _percent(result.asr_mean, result.asr_std),
+            f"{result.num_flipped} / {result.num_attacked}",
+            span,
+            _percent(summary["clean_accuracy"]),
+            f"{rate:.1f}" if rate else "–",
+            str(result.out_dir),
+        )
+    console.print(table)
+    if run.sweep is not None:
+        console.print(f"ASR vs SNR: {run.sweep.markdown} and {run.sweep.plot.name}")
+    for note in run.warnings:
+        err_console.print(f"[yellow]note:[/yellow] {note}")
+
+
+@app.command(
+    "attack",
+    context_settings={"allow_extra_args": True},
+    help="Attack the test waveforms end to end (backbone + trained emotion head) at a fixed SNR.",
+)
+def attack(
+    ctx: typer.Context,
+    store: Annotated[
+        Path, typer.Option("--store", help="Embedding store written by `trustser extract`.")
+    ],
+    backbone: Annotated[
+        str | None,
+        typer.Option("--backbone", help="Backbone group in the store (default: the only one)."),
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="fgsm, pgd, or noise (white-noise control).")
+    ] = "fgsm",
+    snr: Annotated[
+        list[float],
+        typer.Option("--snr", help="Target SNR in dB; several values sweep: --snr 45 35 25."),
+    ] = [45.0],  # noqa: B006 - typer needs a literal default
+    runs: Annotated[
+        Path, typer.Option("--runs", help="Results directory holding <backbone>/emotion heads.")
+    ] = Path("runs"),
+    folds: Annotated[
+        str | None,
+        typer.Option("--folds", help="Folds by name or 1-based index, comma-separated (default all)."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, or cuda.")] = "auto",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Clips per padded, length-sorted batch.")
+    ] = 8,
+    save_audio: Annotated[
+        int, typer.Option("--save-audio", help="Write this many clean/adversarial WAV pairs.")
+    ] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for random starts and noise.")] = 0,
+    steps: Annotated[int, typer.Option("--steps", help="PGD iterations.")] = 10,
+    step_size: Annotated[
+        float | None,
+        typer.Option("--step-size", help="PGD step as a fraction of ε (default 2.5/steps)."),
+    ] = None,
+    random_start: Annotated[
+        bool, typer.Option("--random-start/--no-random-start", help="PGD: start from U(−ε, ε).")
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    with user_errors():
+        run = run_attack(
+            store,
+            backbone,
+            runs=runs,
+            method=method,
+            snr_db=_snr_values(snr, list(ctx.args)),
+            folds=folds,
+            device=device,
+            batch_size=batch_size,
+            save_audio=save_audio,
+            seed=seed,
+            steps=steps,
+            step_size=step_size,
+            random_start=random_start,
+            progress=progress,
+        )
+    _render(run)

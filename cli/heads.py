@@ -1,7 +1,210 @@
-"""`trustser heads ...` commands."""
+"""`trustser heads fit` and `trustser heads probe`: heads and linear probes from the cache."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
-app = typer.Typer(help="heads commands", no_args_is_help=True)
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trustser.cli._common import console, user_errors
+from trustser.heads.model import POOLINGS
+from trustser.heads.probe import ProbeEvent, ProbeResult, run_probes
+from trustser.heads.training import DATA_MODES, FitResult, TrainingEvent, fit_heads
+
+app = typer.Typer(help="Train heads and probes from the embedding cache.", no_args_is_help=True)
+
+StoreOption = Annotated[
+    Path,
+    typer.Option("--store", "-s", help="Embedding store written by `trustser extract`.", exists=True, file_okay=False),
+]
+BackboneOption = Annotated[
+    str | None,
+    typer.Option("--backbone", "-b", help="Store group to read (default: the store's only group)."),
+]
+TaskOption = Annotated[
+    str, typer.Option("--task", "-t", help="emotion, gender, speaker, all, or a comma list.")
+]
+RunsOption = Annotated[Path, typer.Option("--runs", help="Results root: DIR/<backbone>/<task>/.")]
+FoldsOption = Annotated[
+    str | None,
+    typer.Option("--folds", help="Folds to run, by name or 1-based index (e.g. 1,3); default all."),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed (weights init, shuffling, speaker split).")]
+
+
+@app.command("fit")
+def fit(
+    store: StoreOption,
+    backbone: BackboneOption = None,
+    task: TaskOption = "emotion",
+    runs: RunsOption = Path("runs"),
+    folds: FoldsOption = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs (default per task: emotion 30, gender 10, speaker 30).")
+    ] = None,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Utterances per batch.")] = 64,
+    hidden: Annotated[int, typer.Option(help="Hidden width of the head.")] = 128,
+    dropout: Annotated[float, typer.Option(help="Dropout inside the head.")] = 0.0,
+    pooling: Annotated[str, typer.Option(help=f"Frame pooling: {' | '.join(POOLINGS)}.")] = "mean",
+    class_weight: Annotated[
+        str, typer.Option("--class-weight", help="balanced (class-weighted loss) or none.")
+    ] = "balanced",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    seed: SeedOption = 0,
+    data: Annotated[
+        str,
+        typer.Option(help=f"{' | '.join(DATA_MODES)}: keep features in RAM when they fit, or stream."),
+    ] = "auto",
+) -> None:
+    """Train the layer-weighted head on every fold, straight from the store."""
+    with user_errors():
+        if class_weight not in ("balanced", "none"):
+            raise ValueError(f"--class-weight {class_weight!r} is not supported; use balanced or none.")
+        with _FitProgress() as progress:
+            result = fit_heads(
+                store,
+                backbone,
+                task=task,
+                runs=runs,
+                folds=folds,
+                epochs=epochs,
+                hidden=hidden,
+                lr=lr,
+                batch_size=batch_size,
+                dropout=dropout,
+                pooling=pooling,
+                class_weight=None if class_weight == "none" else class_weight,
+                device=device,
+                seed=seed,
+                data=data,
+                callback=progress.update,
+            )
+    _render_fit(result)
+
+
+@app.command("probe")
+def probe(
+    store: StoreOption,
+    backbone: BackboneOption = None,
+    task: TaskOption = "emotion",
+    runs: RunsOption = Path("runs"),
+    folds: FoldsOption = None,
+    c: Annotated[float, typer.Option("--C", help="Inverse L2 strength of the logistic regression.")] = 1.0,
+    max_iter: Annotated[int, typer.Option("--max-iter", help="lbfgs iterations.")] = 2000,
+    seed: SeedOption = 0,
+) -> None:
+    """Logistic-regression probes on time-means, per layer and all layers, per fold."""
+    with user_errors():
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True,
+        ) as bar:
+            bars: dict[str, int] = {}
+
+            def update(event: ProbeEvent) -> None:
+                if event.task not in bars:
+                    bars[event.task] = bar.add_task(f"probe {event.task}", total=event.total)
+                bar.update(bars[event.task], completed=event.done)
+
+            result = run_probes(
+                store, backbone, task=task, runs=runs, folds=folds, C=c, max_iter=max_iter,
+                seed=seed, callback=update,
+            )
+    _render_probe(result)
+
+
+class _FitProgress:
+    """A bar per fold that advances per epoch and shows the dev UAR."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._bars: dict[tuple[str, str], int] = {}
+
+    def __enter__(self) -> _FitProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, event: TrainingEvent) -> None:
+        key = (event.task, event.fold)
+        if event.kind == "fold_start":
+            self._bars[key] = self._progress.add_task(
+                f"{event.task} {event.fold} ({event.fold_index + 1}/{event.num_folds})",
+                total=event.epochs,
+                status="",
+            )
+        elif event.kind == "epoch":
+            self._progress.update(
+                self._bars[key], completed=event.epoch, status=f"dev UAR {event.dev_uar:.3f}"
+            )
+        elif event.kind == "fold_end":
+            self._progress.update(
+                self._bars[key], status=f"dev {event.dev_uar:.3f}  test UAR {event.test_uar:.3f}"
+            )
+
+
+def _render_fit(result: FitResult) -> None:
+    for task in result.tasks:
+        m = task.metrics
+        table = Table(title=f"{task.task} heads · {task.backbone}", caption=f"{len(task.labels)} classes; features read from {task.data_mode}")
+        for column in ("fold", "best epoch", "dev UAR", "test UAR", "test acc", "test macro-F1"):
+            table.add_column(column, justify="left" if column == "fold" else "right")
+        for fold in task.folds:
+            table.add_row(
+                fold.fold,
+                str(fold.best_epoch),
+                f"{fold.dev['uar']:.3f}",
+                f"{fold.test['uar']:.3f}",
+                f"{fold.test['weighted_accuracy']:.3f}",
+                f"{fold.test['macro_f1']:.3f}",
+            )
+        for stat in ("mean", "std"):
+            table.add_row(
+                stat if stat == "mean" else "sd",
+                f"{m['best_epoch_mean']:.1f}" if stat == "mean" else "",
+                *(f"{m[f'{key}_{stat}']:.3f}" for key in ("dev_uar", "test_uar", "test_accuracy", "test_macro_f1")),
+                style="bold",
+                end_section=stat == "std",
+            )
+        table.rows[len(task.folds) - 1].end_section = True
+        console.print(table)
+        weights = Table(title=f"{task.task}: learned layer weights (softmax, sum 1)")
+        weights.add_column("layer", justify="right")
+        for fold in task.folds:
+            weights.add_column(fold.fold, justify="right")
+        weights.add_column("mean", justify="right", style="bold")
+        for layer, mean in enumerate(m["layer_weights_mean"]):
+            weights.add_row(str(layer), *(f"{f.layer_weights[layer]:.3f}" for f in task.folds), f"{mean:.3f}")
+        console.print(weights)
+        console.print(f"wrote {task.directory} ({task.seconds:.1f} s)")
+
+
+def _render_probe(result: ProbeResult) -> None:
+    for task in result.tasks:
+        table = Table(title=f"{task.task} linear probes · {result.backbone}")
+        for column in ("features", "dev UAR", "test UAR", "test acc"):
+            table.add_column(column, justify="left" if column == "features" else "right")
+        rows = [("all layers", task.all_layers)] + [(f"layer {v['layer']}", v) for v in task.layers]
+        for label, values in rows:
+            best = label == f"layer {task.best_layer_test}"
+            table.add_row(
+                label + (" *" if best else ""),
+                f"{values['dev_uar_mean']:.3f} ± {values['dev_uar_std']:.3f}",
+                f"{values['test_uar_mean']:.3f} ± {values['test_uar_std']:.3f}",
+                f"{values['test_accuracy_mean']:.3f} ± {values['test_accuracy_std']:.3f}",
+            )
+        console.print(table)
+    console.print(f"wrote {result.path} ({result.seconds:.1f} s); * best layer by test UAR")

@@ -1,7 +1,283 @@
-"""Top-level `trustser` commands of the profile area."""
+"""Top-level `trustser cost`, `trustser profile` and `trustser recommend` commands."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+from trustser.cli._common import console, err_console, user_errors
+from trustser.cost import CostReport, run_cost
+from trustser.profile import AXES, AXIS_TITLES, SCALE_MODES, Profile, ProfileError, run_profile
+from trustser.recommend import Recommendation, run_recommend
 
 app = typer.Typer()
+
+_MANY = {"allow_extra_args": True}
+
+
+def _names(first: list[str] | None, extra: list[str], option: str) -> list[str] | None:
+    """``--backbone a b c`` (click binds a, leaves b c as extra arguments) or ``a,b`` or repeats."""
+    if extra and not first:
+        raise ProfileError(
+            f"unexpected argument(s) {' '.join(extra)!r}; backbone names follow {option} "
+            f"(e.g. {option} whisper_tiny wavlm_base_plus)."
+        )
+    values = [v.strip() for item in [*(first or []), *extra] for v in item.split(",")]
+    values = [v for v in values if v]
+    return values or None
+
+
+def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    return "–" if value is None else pattern.format(value)
+
+
+def _render_cost(report: CostReport, path: Path | None) -> None:
+    table = Table(title=f"{report.backbone}: cost of one {report.seconds:g} s clip")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("what it is")
+    rows = [
+        (
+            "backbone parameters",
+            f"{report.backbone_params / 1e6:.3f} M",
+            "every parameter of the loaded encoder",
+        ),
+        ("head parameters", f"{report.head_params / 1e3:.1f} k", report.head_source),
+        ("frames", str(report.num_frames), f"{report.num_samples} samples at 16 kHz"),
+        (
+            "backbone GMACs",
+            f"{report.backbone_macs / 1e9:.3f}",
+            "fvcore, eager attention (1 MAC = 1 multiply–add)",
+        ),
+        ("  of which attention", f"{report.attention_macs / 1e9:.3f}", "QKᵀ and AV products"),
+        ("head GMACs", f"{report.head_macs / 1e9:.4f}", "layer mix, 1×1 convs, classifier"),
+        ("total GMACs", f"{report.gmacs:.3f}", "the profile's sustainability axis"),
+        (
+            "GFLOPs (torch)",
+            f"{report.torch_flops / 1e9:.3f}",
+            "FlopCounterMode cross-check ≈ 2 × MACs",
+        ),
+        (
+            "latency (batch 1)",
+            _fmt(report.latency_ms, "{:.1f} ms"),
+            f"median of {report.repeats} runs, p90 {_fmt(report.latency_ms_p90, '{:.1f}')} ms",
+        ),
+        (
+            "real-time factor",
+            _fmt(report.real_time_factor, "{:.4f}"),
+            "processing time / audio time",
+        ),
+        (
+            "throughput",
+            _fmt(report.throughput_clips_per_s, "{:.1f} clips/s"),
+            f"batch {report.throughput_batch_size}",
+        ),
+        ("device", report.device, f"{report.torch_threads} torch threads"),
+    ]
+    for row in rows:
+        table.add_row(*(escape(str(cell)) for cell in row))
+    console.print(table)
+    console.print(f"not counted: {'; '.join(report.not_counted)}", style="dim")
+    if path is not None:
+        console.print(f"wrote {path}")
+
+
+@app.command("cost", help="Parameters, MACs/FLOPs and latency of a backbone + head for a 6 s clip.")
+def cost(
+    backbone: Annotated[
+        str,
+        typer.Option("--backbone", help="Registry name or spec (e.g. whisper_tiny_en_offline)."),
+    ],
+    runs: Annotated[
+        Path,
+        typer.Option("--runs", help="Results directory: cost.json goes to <runs>/<backbone>/."),
+    ] = Path("runs"),
+    write: Annotated[
+        bool, typer.Option("--write/--no-write", help="Write cost.json under --runs.")
+    ] = True,
+    device: Annotated[
+        str, typer.Option("--device", help="Where to time: auto, cpu, or cuda.")
+    ] = "auto",
+    seconds: Annotated[float, typer.Option("--seconds", help="Clip length in seconds.")] = 6.0,
+    window: Annotated[
+        str, typer.Option("--window", help="Whisper only: trimmed or 30s.")
+    ] = "trimmed",
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs at batch 1.")] = 20,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Batch for the throughput figure.")
+    ] = 8,
+    timing: Annotated[
+        bool, typer.Option("--timing/--no-timing", help="Measure latency and throughput.")
+    ] = True,
+    num_classes: Annotated[
+        int, typer.Option("--num-classes", help="Head classes when no trained head is found.")
+    ] = 4,
+) -> None:
+    with user_errors(), console.status(f"measuring {backbone}") as status:
+        report, path = run_cost(
+            backbone,
+            runs=runs,
+            write=write,
+            progress=lambda message: status.update(message),
+            device=device,
+            seconds=seconds,
+            window=window,
+            repeats=repeats,
+            batch_size=batch_size,
+            timing=timing,
+            num_classes=num_classes,
+        )
+    _render_cost(report, path)
+
+
+def _render_profile(profile: Profile) -> None:
+    table = Table(title=f"Trust profile (scale: {profile.scale}; higher is more trustworthy)")
+    table.add_column("backbone")
+    for axis in AXES:
+        table.add_column(AXIS_TITLES[axis], justify="right")
+    for entry in profile.backbones:
+        cells = []
+        for axis in AXES:
+            score = entry.scores.get(axis)
+            cells.append(
+                "[red]missing[/red]"
+                if score is None
+                else f"{score:.2f}" + ("*" if entry.clipped.get(axis) else "")
+            )
+        table.add_row(escape(entry.name), *cells)
+    console.print(table)
+    if any(any(b.clipped.values()) for b in profile.backbones):
+        console.print("* clipped at the end of the scale", style="dim")
+    for entry in profile.backbones:
+        for axis, command in entry.missing.items():
+            err_console.print(
+                f"[yellow]missing[/yellow] {escape(entry.name)} {axis}: run `{escape(command)}`"
+            )
+
+
+@app.command(
+    "profile",
+    context_settings=_MANY,
+    help="Collect every result under --runs into profile.json/.csv/.md, radar charts and report.html.",
+)
+def profile(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("report"),
+    store: Annotated[
+        str | None, typer.Option("--store", help="Embedding store: its backbones are profiled.")
+    ] = None,
+    backbone: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backbone", help="Backbones to profile: --backbone a b c (default: all found)."
+        ),
+    ] = None,
+    runs: Annotated[Path, typer.Option("--runs", help="Results directory.")] = Path("runs"),
+    scale: Annotated[
+        str, typer.Option("--scale", help=f"Normalisation: {', '.join(SCALE_MODES)}.")
+    ] = "paper",
+    attack: Annotated[
+        str, typer.Option("--attack", help="Attack behind the safety axis: fgsm, pgd or noise.")
+    ] = "fgsm",
+    snr: Annotated[float, typer.Option("--snr", help="SNR (dB) of the safety-axis attack.")] = 45.0,
+    paper: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--paper", help="Add the paper's Table 4 row(s), e.g. --paper 'Whisper tiny'."
+        ),
+    ] = None,
+    charts: Annotated[bool, typer.Option("--charts/--no-charts", help="Draw radar charts.")] = True,
+) -> None:
+    with user_errors(), console.status("collecting results") as status:
+        result, files = run_profile(
+            runs,
+            out,
+            store=store,
+            backbones=_names(backbone, list(ctx.args), "--backbone"),
+            scale=scale,
+            attack=(attack, snr),
+            paper=paper,
+            charts=charts,
+            progress=lambda message: status.update(message),
+        )
+    _render_profile(result)
+    console.print(
+        f"wrote {len(files)} files to {out} (open {files.get('report', out / 'profile.md')})"
+    )
+
+
+def _render_recommendation(result: Recommendation) -> None:
+    weights = ", ".join(f"{AXIS_TITLES[a]} {result.weights[a]:.2f}" for a in AXES)
+    table = Table(
+        title=f"{result.scenario}: {result.description}",
+        caption=f"weights: {weights}; {result.scale} scale",
+    )
+    table.add_column("rank", justify="right")
+    table.add_column("backbone")
+    table.add_column("score", justify="right")
+    table.add_column("reasons")
+    for ranked in result.ranking:
+        table.add_row(
+            str(ranked.rank),
+            escape(ranked.backbone),
+            f"{ranked.score:.3f}",
+            escape("\n".join(ranked.reasons)),
+        )
+    console.print(table)
+    if result.paper_choice:
+        console.print(f"the paper's Table 5 recommends {result.paper_choice}", style="dim")
+    for name, why in result.excluded.items():
+        err_console.print(f"[yellow]not ranked[/yellow] {escape(name)}: {escape(why)}")
+
+
+@app.command(
+    "recommend",
+    context_settings=_MANY,
+    help="Rank profiled backbones for a deployment scenario (the paper's Table 5) or custom weights.",
+)
+def recommend(
+    ctx: typer.Context,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option("--scenario", help="edge, cloud or critical (default: all three)."),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights", help="Custom weights, e.g. perf=3,safety=2,privacy=1 or perf=high."
+        ),
+    ] = None,
+    profile: Annotated[
+        Path | None, typer.Option("--profile", help="A profile.json (or its directory) to rank.")
+    ] = None,
+    runs: Annotated[
+        Path, typer.Option("--runs", help="Results directory (without --profile).")
+    ] = Path("runs"),
+    store: Annotated[
+        str | None, typer.Option("--store", help="Embedding store (without --profile).")
+    ] = None,
+    backbone: Annotated[
+        list[str] | None, typer.Option("--backbone", help="Backbones to rank: --backbone a b c.")
+    ] = None,
+    scale: Annotated[str, typer.Option("--scale", help=f"{', '.join(SCALE_MODES)}.")] = "paper",
+    paper: Annotated[
+        list[str] | None, typer.Option("--paper", help="Rank the paper's Table 4 row(s) too.")
+    ] = None,
+) -> None:
+    with user_errors():
+        results = run_recommend(
+            profile=profile,
+            runs=runs,
+            store=store,
+            backbones=_names(backbone, list(ctx.args), "--backbone"),
+            scale=scale,
+            scenarios=scenario,
+            weights=weights,
+            paper=paper,
+        )
+    for result in results:
+        _render_recommendation(result)

@@ -1,17 +1,30 @@
 """Audio loading: any file soundfile reads → mono float32 at 16 kHz, first ``max_seconds``.
 
 Every later stage (extraction, attacks) loads through :func:`load_audio`, so the waveform an
-attack perturbs is exactly the one whose features were cached.
+attack perturbs is exactly the one whose features were cached. The output length is a pure
+function of the header (:func:`expected_num_samples`), which lets the store plan its offsets
+before decoding anything; :func:`load_audio` enforces that invariant.
+
+Truncated files: when a WAV ``data`` chunk (or an AIFF ``SSND`` chunk) declares more bytes than
+the file holds, libsndfile reports, and decodes, only the frames that are really there. We keep
+that behaviour (the header's frame count then equals the decoded length, so planning stays
+exact) but make it visible: :class:`AudioInfo` and :class:`Audio` carry ``truncated=True`` and
+:func:`load_audio` emits a :class:`TruncatedAudioWarning`, or raises with
+``allow_truncated=False``. Formats whose decoder fails on a cut stream (FLAC) raise
+:class:`AudioError`.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import soundfile as sf
@@ -19,16 +32,22 @@ import torch
 
 from trustser._validation import TrustSERError
 
+if TYPE_CHECKING:
+    from trustser.manifest import Utterance
+
 __all__ = [
     "TARGET_SAMPLE_RATE",
     "DEFAULT_MAX_SECONDS",
     "MIN_SECONDS",
     "AudioError",
     "SilentAudioWarning",
+    "TruncatedAudioWarning",
     "AudioInfo",
     "Audio",
+    "AudioCheck",
     "audio_info",
     "load_audio",
+    "check_audio_files",
     "expected_num_samples",
     "resampled_length",
 ]
@@ -40,6 +59,12 @@ MIN_SECONDS = 0.05  # below this no encoder yields a meaningful frame
 # Extra source samples kept past the crop point so the resampler's filter sees real signal,
 # not an artificial edge, at the end of the kept window.
 _CROP_MARGIN_SECONDS = 0.01
+
+# libsndfile's parse log names a data chunk whose declared size exceeds the file like
+# "data : 32000 (should be 15978)" (WAV) or "SSND : 32008 (should be 15981)" (AIFF).
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# Streaming writers leave these placeholder sizes when the length is unknown: not truncation.
+_UNKNOWN_CHUNK_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}
 
 
 class AudioError(TrustSERError, ValueError):
@@ -58,15 +83,24 @@ class SilentAudioWarning(UserWarning):
     """The file decoded to all-zero samples: allowed, but almost certainly a data problem."""
 
 
+class TruncatedAudioWarning(UserWarning):
+    """The file's data chunk is cut short; only the samples present were loaded."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
-    """Header facts about a file, read without decoding it."""
+    """Header facts about a file, read without decoding it.
+
+    ``num_frames`` is what libsndfile will actually decode; ``truncated`` says the header
+    declared more audio than the file holds.
+    """
 
     path: str
     sample_rate: int
     num_frames: int
     channels: int
     format: str
+    truncated: bool = False
 
     @property
     def duration(self) -> float:
@@ -84,6 +118,7 @@ class Audio:
     source_channels: int
     cropped: bool  # longer than max_seconds: only the start was kept
     silent: bool  # every sample is zero
+    truncated: bool = False  # the file's data chunk was cut short; what was there was loaded
 
     @property
     def num_samples(self) -> int:
@@ -94,16 +129,30 @@ class Audio:
         return self.num_samples / self.sample_rate
 
 
+def _libsndfile_reason(error: Exception) -> str:
+    text = str(error).split("\n")[0]
+    # "Error opening '/long/path.wav': Format not recognised." → "Format not recognised."
+    text = re.sub(r"^Error opening .*?: ", "", text)
+    return text.strip() or type(error).__name__
+
+
 def _describe_soundfile_error(path: Path, error: Exception) -> AudioError:
     size = path.stat().st_size if path.exists() else None
     if size == 0:
         return AudioError(path, "the file is empty (0 bytes)", "re-export or remove it")
-    text = str(error).split("\n")[0]
     return AudioError(
         path,
-        f"not a readable audio file or truncated ({text})",
+        f"not a readable audio file or truncated ({_libsndfile_reason(error)})",
         "check the file with `soxi`/`ffprobe` or re-export it as WAV/FLAC",
     )
+
+
+def _is_truncated(extra_info: str) -> bool:
+    for match in _SHORT_CHUNK.finditer(extra_info):
+        declared, present = int(match[1]), int(match[2])
+        if declared not in _UNKNOWN_CHUNK_SIZES and declared > present:
+            return True
+    return False
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:
@@ -115,14 +164,19 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as error:  # LibsndfileError subclasses RuntimeError
         raise _describe_soundfile_error(path, error) from None
+    truncated = _is_truncated(str(getattr(info, "extra_info", "")))
     if info.frames <= 0:
-        raise AudioError(path, "the file holds no samples", "re-export or remove it")
+        reason = "the file holds no samples"
+        if truncated:
+            reason += " (the header declares audio data, but the file ends before it: truncated)"
+        raise AudioError(path, reason, "re-export or remove it")
     return AudioInfo(
         path=str(path),
         sample_rate=int(info.samplerate),
         num_frames=int(info.frames),
         channels=int(info.channels),
         format=str(info.format),
+        truncated=truncated,
     )
 
 
@@ -166,14 +220,26 @@ def load_audio(
     sample_rate: int = TARGET_SAMPLE_RATE,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     min_seconds: float = MIN_SECONDS,
+    allow_truncated: bool = True,
 ) -> Audio:
     """Decode ``path`` to mono float32 at ``sample_rate``, keeping the first ``max_seconds``.
 
-    Raises :class:`AudioError` (one type, naming the file) for empty, truncated, non-audio,
-    NaN/inf-bearing or too-short files. All-zero audio loads, with ``silent=True`` and a
-    :class:`SilentAudioWarning`.
+    Raises :class:`AudioError` (one type, naming the file) for missing, empty, non-audio,
+    undecodable, NaN/inf-bearing or too-short files. All-zero audio loads, with ``silent=True``
+    and a :class:`SilentAudioWarning`. A WAV/AIFF whose data chunk is cut short loads what is
+    there with ``truncated=True`` and a :class:`TruncatedAudioWarning` (or raises when
+    ``allow_truncated`` is false).
     """
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
     info = audio_info(path)
+    if info.truncated and not allow_truncated:
+        raise AudioError(
+            path,
+            f"truncated: the header declares more audio than the file holds "
+            f"(only {info.num_frames} frames are present)",
+            "re-export the file, or allow truncated files",
+        )
     stop = info.num_frames
     if max_seconds is not None:
         keep = int(math.ceil((max_seconds + _CROP_MARGIN_SECONDS) * info.sample_rate))
@@ -182,8 +248,12 @@ def load_audio(
         data, _ = sf.read(str(path), frames=stop, dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as error:
         raise _describe_soundfile_error(Path(path), error) from None
-    if data.shape[0] == 0:
-        raise AudioError(path, "the file holds no samples", "re-export or remove it")
+    if data.shape[0] < stop:
+        raise AudioError(
+            path,
+            f"decoded {data.shape[0]} frames but the header promises {stop}: the file is truncated",
+            "re-export the file from its source",
+        )
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(
@@ -210,6 +280,12 @@ def load_audio(
     silent = not bool(mono.abs().max() > 0)
     if silent:
         warnings.warn(f"{path}: every sample is zero", SilentAudioWarning, stacklevel=2)
+    if info.truncated:
+        warnings.warn(
+            f"{path}: the data chunk is cut short; loaded the {info.num_frames} frames present",
+            TruncatedAudioWarning,
+            stacklevel=2,
+        )
     return Audio(
         waveform=mono.contiguous().to(torch.float32),
         sample_rate=sample_rate,
@@ -218,4 +294,69 @@ def load_audio(
         source_channels=info.channels,
         cropped=cropped,
         silent=silent,
+        truncated=info.truncated,
+    )
+
+
+@dataclass(frozen=True)
+class AudioCheck:
+    """What :func:`check_audio_files` found, keyed by utterance id."""
+
+    checked: int
+    errors: dict[str, str] = field(default_factory=dict)  # unusable: id → reason
+    changed: dict[str, str] = field(default_factory=dict)  # header differs from the manifest
+    truncated: list[str] = field(default_factory=list)
+    silent: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.changed
+
+
+def check_audio_files(
+    utterances: Iterable[Utterance],
+    *,
+    mode: Literal["headers", "decode"] = "headers",
+    show_progress: bool = False,
+) -> AudioCheck:
+    """Open every utterance's file and report problems instead of raising on the first one.
+
+    ``headers`` reads each header (fast) and compares sample rate and frame count with the
+    values the manifest recorded, since the store plans its offsets from them. ``decode`` also
+    runs :func:`load_audio` on each file, catching NaN/inf, too-short and silent clips.
+    """
+    if mode not in ("headers", "decode"):
+        raise ValueError(f"mode={mode!r} is not supported; choose 'headers' or 'decode'.")
+    items = list(utterances)
+    if show_progress:
+        from rich.progress import track
+
+        iterator: Iterable[Utterance] = track(items, description=f"checking audio ({mode})")
+    else:
+        iterator = items
+    errors: dict[str, str] = {}
+    changed: dict[str, str] = {}
+    truncated: list[str] = []
+    silent: list[str] = []
+    for u in iterator:
+        try:
+            info = audio_info(u.path)
+            if mode == "decode":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", SilentAudioWarning)
+                    warnings.simplefilter("ignore", TruncatedAudioWarning)
+                    audio = load_audio(u.path)
+                if audio.silent:
+                    silent.append(u.id)
+        except AudioError as error:
+            errors[u.id] = f"{error.reason} ({u.path})"
+            continue
+        if info.truncated:
+            truncated.append(u.id)
+        if u.sample_rate is not None and u.sample_rate != info.sample_rate:
+            changed[u.id] = f"sample rate {info.sample_rate} Hz, manifest says {u.sample_rate} Hz"
+        elif u.num_frames is not None and u.num_frames != info.num_frames:
+            changed[u.id] = f"{info.num_frames} frames, manifest says {u.num_frames}"
+    return AudioCheck(
+        checked=len(items), errors=errors, changed=changed, truncated=truncated, silent=silent
     )

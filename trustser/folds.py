@@ -40,7 +40,12 @@ def rotating_folds(
 def gender_balanced_speaker_groups(
     speakers_by_gender: Mapping[str, Sequence[str]], num_groups: int
 ) -> list[list[str]]:
-    """Deal each gender's sorted speakers round-robin so every group mixes genders evenly."""
+    """Deal each gender's sorted speakers round-robin so every group mixes genders evenly.
+
+    Genders are dealt in name order, each continuing where the previous one stopped, so group
+    sizes differ by at most one and each gender's share per group by at most one.
+    """
+    _check_num_groups(num_groups)
     groups: list[list[str]] = [[] for _ in range(num_groups)]
     offset = 0
     for gender in sorted(speakers_by_gender):
@@ -58,6 +63,7 @@ def gender_balanced_speaker_groups(
 
 def block_speaker_groups(speakers: Sequence[str], num_groups: int) -> list[list[str]]:
     """Consecutive blocks of the sorted speaker list (CREMA-D's 20 %-of-speakers folds)."""
+    _check_num_groups(num_groups)
     ordered = sorted(speakers)
     if len(ordered) < num_groups:
         raise ValueError(f"cannot form {num_groups} blocks from {len(ordered)} speakers")
@@ -68,3 +74,8 @@ def block_speaker_groups(speakers: Sequence[str], num_groups: int) -> list[list[
         groups.append(ordered[start:stop])
         start = stop
     return groups
+
+
+def _check_num_groups(num_groups: int) -> None:
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["BackboneSpec", "Backbone", "weights_checksum"]
+from trustser.backbones.errors import BackboneInputError
+
+__all__ = ["BackboneSpec", "Backbone", "weights_checksum", "pad_frames"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class Backbone(nn.Module, ABC):
     frame_rate: float
     masks_padding: bool = True
     sample_rate: int = 16_000
+    min_samples: int = 1  # shortest clip that yields at least one frame
+    max_samples: int | None = None  # longest clip the encoder accepts (None = unbounded)
 
     def train(self, mode: bool = True) -> Backbone:  # noqa: ARG002 - frozen: always eval
         return super().train(False)
@@ -83,6 +87,56 @@ class Backbone(nn.Module, ABC):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden [B, L, T_max, D], frame_lengths [B]) for 16 kHz waveforms [B, S_max]."""
 
+    def check_batch(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate a batch; return float32 waveforms on the model's device, zero past each length.
+
+        Zeroing the tail makes the result independent of whatever the caller left in the padding.
+        """
+        name = self.spec.name
+        if not isinstance(waveforms, torch.Tensor) or waveforms.dim() != 2:
+            shape = tuple(waveforms.shape) if isinstance(waveforms, torch.Tensor) else type(waveforms)
+            raise BackboneInputError(
+                f"{name}: waveforms must be a 2-D tensor [batch, samples], got {shape}; "
+                "add a batch dimension with waveforms.unsqueeze(0)."
+            )
+        if not waveforms.is_floating_point():
+            raise BackboneInputError(
+                f"{name}: waveforms must be floating point in [-1, 1], got dtype {waveforms.dtype}."
+            )
+        lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or lengths.numel() != waveforms.shape[0]:
+            raise BackboneInputError(
+                f"{name}: lengths must be 1-D with one entry per clip ({waveforms.shape[0]}), "
+                f"got shape {tuple(lengths.shape)}."
+            )
+        if lengths.is_floating_point():
+            raise BackboneInputError(f"{name}: lengths must be integers (samples), got {lengths.dtype}.")
+        lengths = lengths.to(device="cpu", dtype=torch.long)
+        if waveforms.shape[0] == 0:
+            raise BackboneInputError(f"{name}: the batch is empty.")
+        longest, shortest = int(lengths.max()), int(lengths.min())
+        if longest > waveforms.shape[1]:
+            raise BackboneInputError(
+                f"{name}: a length ({longest}) exceeds the padded waveform size ({waveforms.shape[1]})."
+            )
+        if shortest < self.min_samples:
+            raise BackboneInputError(
+                f"{name}: a clip of {shortest} samples ({shortest / self.sample_rate:.4f} s) is too "
+                f"short; this encoder needs at least {self.min_samples} samples for one frame."
+            )
+        if self.max_samples is not None and longest > self.max_samples:
+            raise BackboneInputError(
+                f"{name}: a clip of {longest} samples ({longest / self.sample_rate:.1f} s) is longer "
+                f"than this encoder accepts ({self.max_samples / self.sample_rate:.0f} s); "
+                "trim clips first (trustser.audio keeps the first 6 s)."
+            )
+        waveforms = waveforms.to(device=self.device, dtype=torch.float32)
+        positions = torch.arange(waveforms.shape[1], device=waveforms.device)
+        valid = positions[None, :] < lengths.to(waveforms.device)[:, None]
+        return waveforms * valid, lengths
+
     @property
     def device(self) -> torch.device:
         for tensor in self.parameters():
@@ -101,6 +155,7 @@ class Backbone(nn.Module, ABC):
             "frame_rate": self.frame_rate,
             "sample_rate": self.sample_rate,
             "masks_padding": self.masks_padding,
+            "resolved_revision": self.spec.extra.get("resolved_revision"),
             "weights_sha256": weights_checksum(self),
             **self.extra_provenance(),
         }
@@ -108,3 +163,15 @@ class Backbone(nn.Module, ABC):
     def extra_provenance(self) -> dict[str, Any]:
         """Family-specific settings that change the features (e.g. Whisper's window)."""
         return {}
+
+
+def pad_frames(
+    hidden: torch.Tensor, frame_lengths: torch.Tensor
+) -> torch.Tensor:
+    """Zero every frame past ``frame_lengths[b]`` in ``hidden [B, L, T, D]``.
+
+    Padding frames carry no information; zeroing them keeps stores and checksums deterministic.
+    """
+    steps = torch.arange(hidden.shape[2], device=hidden.device)
+    keep = steps[None, :] < frame_lengths.to(hidden.device)[:, None]
+    return hidden * keep[:, None, :, None].to(hidden.dtype)

@@ -1,13 +1,18 @@
-"""What every corpus module shares: header probing, manifest reuse, validation, writing."""
+"""What every corpus module shares: manifest reuse, header probing, fold building, writing.
+
+A corpus module scans its official layout into *candidate* utterances (labels, speakers,
+genders, paths) and hands them to :func:`assemble`, which reads each file's header, leaves out
+or reports unreadable files, builds the folds from the speakers that remain, validates and
+writes. Modules therefore differ only in how they read their corpus.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-
-from rich.progress import track
 
 from trustser._validation import TrustSERError, format_rows
 from trustser.audio import AudioError, audio_info
@@ -21,14 +26,31 @@ from trustser.manifest import (
     write_manifest,
 )
 
-__all__ = ["CorpusLayoutError", "with_audio_headers", "finish", "reuse_existing", "require_dir"]
+__all__ = [
+    "PLACEHOLDER_DURATION",
+    "CorpusLayoutError",
+    "UnreadableAudioWarning",
+    "require_dir",
+    "find_file",
+    "with_audio_headers",
+    "reuse_existing",
+    "assemble",
+]
+
+# Candidates carry this until their header is read; it never reaches a written manifest.
+PLACEHOLDER_DURATION = 0.0
 
 
 class CorpusLayoutError(TrustSERError, FileNotFoundError):
     """The corpus root does not look like the official distribution."""
 
 
+class UnreadableAudioWarning(UserWarning):
+    """Files were left out of a manifest because they could not be read (``skip_unreadable``)."""
+
+
 def require_dir(root: Path, relative: str, corpus: str, hint: str) -> Path:
+    """``root / relative`` if it is a directory; else a layout error naming it and the fix."""
     path = root / relative
     if not path.is_dir():
         raise CorpusLayoutError(
@@ -37,23 +59,48 @@ def require_dir(root: Path, relative: str, corpus: str, hint: str) -> Path:
     return path
 
 
+def find_file(root: Path, candidates: Sequence[str], corpus: str, hint: str) -> Path:
+    """The first of ``candidates`` (relative to ``root``) that exists; else a layout error."""
+    for relative in candidates:
+        path = root / relative
+        if path.is_file():
+            return path
+    names = " or ".join(repr(str(root / c)) for c in candidates)
+    raise CorpusLayoutError(f"{corpus}: expected the file {names} of the official distribution; {hint}")
+
+
 def with_audio_headers(
-    utterances: Iterable[Utterance], *, corpus: str, show_progress: bool = False
-) -> list[Utterance]:
+    utterances: Iterable[Utterance],
+    *,
+    corpus: str,
+    skip_unreadable: bool = False,
+    show_progress: bool = False,
+) -> tuple[list[Utterance], list[tuple[str, str]]]:
     """Fill duration, sample rate and frame count from each file's header (no decoding).
 
-    Unreadable files raise one error listing them all, so a bad corpus fails before extraction.
+    Returns ``(readable, skipped)``. Unreadable files raise one error listing them all, so a
+    bad corpus fails before extraction, unless ``skip_unreadable`` is set: then they are
+    returned as ``(id, reason)`` pairs and reported with an :class:`UnreadableAudioWarning`.
+    Files whose data chunk is cut short are kept (their real length is used) and warned about.
     """
     out: list[Utterance] = []
-    bad: list[str] = []
+    bad: list[tuple[str, str]] = []
+    truncated: list[str] = []
     items = list(utterances)
-    iterator = track(items, description=f"{corpus}: reading headers") if show_progress else items
+    if show_progress:
+        from rich.progress import track
+
+        iterator: Iterable[Utterance] = track(items, description=f"{corpus}: reading headers")
+    else:
+        iterator = items
     for u in iterator:
         try:
             info = audio_info(u.path)
         except AudioError as error:
-            bad.append(f"{u.id}: {error.reason} ({u.path})")
+            bad.append((u.id, f"{error.reason} ({u.path})"))
             continue
+        if info.truncated:
+            truncated.append(f"{u.id}: {u.path}")
         out.append(
             replace(
                 u,
@@ -62,46 +109,100 @@ def with_audio_headers(
                 num_frames=info.num_frames,
             )
         )
-    if bad:
+    rows = [f"{i}: {reason}" for i, reason in bad]
+    if bad and not skip_unreadable:
         raise ManifestError(
-            f"{corpus}: {len(bad)} audio file(s) cannot be read:\n{format_rows(bad)}\n"
-            "Remove or repair them (or pass --skip-unreadable to leave them out)."
+            f"{corpus}: {len(bad)} audio file(s) cannot be read:\n{format_rows(rows)}\n"
+            "Remove or repair them, or leave them out with skip_unreadable=True "
+            "(`--skip-unreadable`)."
         )
-    return out
+    if bad:
+        warnings.warn(
+            f"{corpus}: left out {len(bad)} unreadable audio file(s):\n{format_rows(rows)}",
+            UnreadableAudioWarning,
+            stacklevel=3,
+        )
+    if truncated:
+        warnings.warn(
+            f"{corpus}: {len(truncated)} file(s) are truncated (data chunk cut short); only the "
+            f"audio present is used:\n{format_rows(truncated)}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return out, bad
 
 
-def reuse_existing(out: str | os.PathLike | None, corpus: str) -> Manifest | None:
-    """An already-written manifest for the same corpus at ``out``, else ``None`` (lhotse-style)."""
-    if out is None or not Path(out).is_file():
+def reuse_existing(
+    out: str | os.PathLike | None,
+    corpus: str,
+    *,
+    root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Manifest | None:
+    """The manifest already at ``out`` when it is a valid one of this corpus (and ``root``).
+
+    ``None`` when there is nothing to reuse (no ``out``, no file, or ``overwrite``). A file that
+    is invalid, of another corpus or prepared from another root is never silently replaced:
+    that raises, asking for ``overwrite=True``. ``root=None`` skips the root comparison.
+    """
+    if out is None or overwrite or not Path(out).exists():
         return None
+    fix = "pass overwrite=True (`--overwrite`) to rebuild it, or choose another output"
     try:
         manifest = read_manifest(out)
-    except ManifestError:
-        return None
-    return manifest if manifest.corpus == corpus else None
+    except ManifestError as error:
+        raise ManifestError(
+            f"{str(out)!r} exists but cannot be reused; {fix}. What is wrong with it:\n{error}"
+        ) from None
+    if manifest.corpus != corpus:
+        raise ManifestError(
+            f"{str(out)!r} holds a manifest of corpus {manifest.corpus!r}, not {corpus!r}; {fix}."
+        )
+    wanted = str(Path(root).resolve()) if root is not None else ""
+    if wanted and manifest.root and manifest.root != wanted:
+        raise ManifestError(
+            f"{str(out)!r} was prepared from {manifest.root!r}, not {wanted!r}; {fix}."
+        )
+    return manifest
 
 
-def finish(
+def assemble(
     *,
     corpus: str,
-    utterances: Iterable[Utterance],
-    folds: tuple[Fold, ...],
+    root: Path,
+    candidates: Iterable[Utterance],
+    make_folds: Callable[[list[Utterance]], tuple[Fold, ...]],
     fold_scheme: str,
     version: str,
     out: str | os.PathLike | None,
+    skip_unreadable: bool = False,
+    show_progress: bool = False,
 ) -> Manifest:
-    """Sort, validate and (optionally) write a prepared manifest."""
-    ordered = tuple(sorted(utterances, key=lambda u: u.id))
-    if not ordered:
+    """Headers → folds → validate → write: the end of every corpus's ``prepare``."""
+    candidates = list(candidates)
+    if not candidates:
         raise CorpusLayoutError(
-            f"{corpus}: no usable utterances were found; check that the root points at the corpus."
+            f"{corpus}: no usable utterances were found under {str(root)!r}; check that the root "
+            "points at the corpus as distributed (see docs/corpora.md)."
         )
+    readable, skipped = with_audio_headers(
+        candidates, corpus=corpus, skip_unreadable=skip_unreadable, show_progress=show_progress
+    )
+    if not readable:
+        raise CorpusLayoutError(f"{corpus}: none of the {len(candidates)} audio files can be read.")
+    ordered = sorted(readable, key=lambda u: u.id)
+    try:
+        folds = make_folds(ordered)
+    except ValueError as error:  # too few speakers/sessions left for the fold scheme
+        raise ManifestError(f"{corpus}: cannot build the folds ({fold_scheme}): {error}.") from None
     manifest = Manifest(
         corpus=corpus,
-        utterances=ordered,
+        utterances=tuple(ordered),
         folds=folds,
         fold_scheme=fold_scheme,
         version=version,
+        root=str(root.resolve()),
+        skipped=tuple(sorted(skipped)),
     )
     validate(manifest)
     if out is not None:

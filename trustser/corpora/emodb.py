@@ -1,6 +1,7 @@
 """EmoDB (Berlin Database of Emotional Speech), as distributed: ``wav/03a01Fa.wav``.
 
 File name: speaker (2 digits), text code (3), emotion letter (index 5), version letter.
+Ten speakers, five per gender (see :data:`GENDERS`, from the corpus documentation).
 Burkhardt et al., "A database of German emotional speech", Interspeech 2005.
 """
 
@@ -10,11 +11,11 @@ import os
 import re
 from pathlib import Path
 
-from trustser.corpora._common import finish, require_dir, reuse_existing, with_audio_headers
+from trustser.corpora._common import PLACEHOLDER_DURATION, assemble, require_dir, reuse_existing
 from trustser.folds import gender_balanced_speaker_groups, rotating_folds
-from trustser.manifest import Manifest, Utterance, speakers_by_gender
+from trustser.manifest import Fold, Manifest, Utterance, speakers_by_gender
 
-__all__ = ["NAME", "LABELS", "GENDERS", "NUM_FOLDS", "FOLD_SCHEME", "prepare"]
+__all__ = ["NAME", "LABELS", "GENDERS", "NUM_FOLDS", "FOLD_SCHEME", "VERSION", "SOURCE", "prepare"]
 
 NAME = "emodb"
 # W anger, L boredom, E disgust, A fear, F happiness, T sadness, N neutral.
@@ -25,42 +26,58 @@ GENDERS: dict[str, str] = {
 }
 NUM_FOLDS = 5
 FOLD_SCHEME = "5 speaker folds, each testing one male and one female speaker; dev = next fold's pair"
+VERSION = "EmoDB (535 clips; 4-class subset)"
+SOURCE = "http://emodb.bilderbar.info/ (free for research; cite Burkhardt et al. 2005)"
 _NAME_PATTERN = re.compile(r"^(?P<speaker>\d\d)(?P<text>[a-z]\d\d)(?P<emotion>[A-Z])(?P<version>[a-z])$")
 
 
-def prepare(root: str | os.PathLike, out: str | os.PathLike | None = None) -> Manifest:
+def _folds(utterances: list[Utterance]) -> tuple[Fold, ...]:
+    groups = gender_balanced_speaker_groups(speakers_by_gender(utterances), NUM_FOLDS)
+    return rotating_folds(groups, by="speaker")
+
+
+def prepare(
+    root: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    skip_unreadable: bool = False,
+    show_progress: bool = False,
+) -> Manifest:
     """Manifest of EmoDB's four-class subset (339 clips, 10 speakers) with 5 speaker folds."""
-    existing = reuse_existing(out, NAME)
+    root = Path(root)
+    existing = reuse_existing(out, NAME, root=root, overwrite=overwrite)
     if existing is not None:
         return existing
-    root = Path(root)
-    wav_dir = require_dir(root, "wav", "EmoDB", "download it from http://emodb.bilderbar.info/")
-    utterances = []
+    wav_dir = require_dir(root, "wav", "EmoDB", f"download it from {SOURCE}")
+    candidates = []
     for path in sorted(wav_dir.glob("*.wav")):
         match = _NAME_PATTERN.match(path.stem)
         if match is None or match["emotion"] not in LABELS:
             continue  # other emotions (boredom, disgust, fear) and stray files are not used
         speaker = match["speaker"]
         if speaker not in GENDERS:
-            continue
-        utterances.append(
+            continue  # not one of the ten documented speakers
+        candidates.append(
             Utterance(
-                id=f"emodb_{path.stem}",
+                id=f"{NAME}_{path.stem}",
                 path=str(path.resolve()),
-                speaker=f"emodb_{speaker}",
+                speaker=f"{NAME}_{speaker}",
                 gender=GENDERS[speaker],
                 emotion=LABELS[match["emotion"]],
-                duration=1.0,  # replaced from the header below
+                duration=PLACEHOLDER_DURATION,
                 text=match["text"],
+                custom={"version": match["version"]},
             )
         )
-    utterances = with_audio_headers(utterances, corpus=NAME)
-    groups = gender_balanced_speaker_groups(speakers_by_gender(utterances), NUM_FOLDS)
-    return finish(
+    return assemble(
         corpus=NAME,
-        utterances=utterances,
-        folds=rotating_folds(groups, by="speaker"),
+        root=root,
+        candidates=candidates,
+        make_folds=_folds,
         fold_scheme=FOLD_SCHEME,
-        version="emodb-1.0 (535 clips, 4-class subset)",
+        version=VERSION,
         out=out,
+        skip_unreadable=skip_unreadable,
+        show_progress=show_progress,
     )

@@ -1,0 +1,581 @@
+"""Writing a store: plan parts, fill units, mark them done — resumable and safe for many ranks.
+
+The order of operations is the format's durability contract (docs/store-format.md §8): a part
+appears by one ``rename`` of a complete directory; a unit's record is written only after the
+unit's shard and mean chunk are ``fsync``-ed. ``StoreWriter`` knows nothing about backbones: it
+takes features as arrays, which is what the state-machine tests drive directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+from zarr.storage import LocalStore
+
+from trustser._version import __version__
+from trustser.manifest import Manifest
+from trustser.runs import safe_name
+from trustser.store._fs import (
+    create_json_exclusive,
+    fsync_dir,
+    fsync_file,
+    hostname,
+    pid_alive,
+    remove_partials,
+    remove_tree,
+    write_json_atomic,
+)
+from trustser.store.format import (
+    CODECS,
+    DTYPES,
+    FORMAT,
+    FORMAT_VERSION,
+    GROUP_ATTR,
+    MANIFEST_ATTR,
+    MANIFEST_REF_ATTR,
+    PART_ATTR,
+    PROVENANCE_REQUIRED,
+    ROOT_ATTR,
+    UNIT_ATTR,
+    ProvenanceMismatchError,
+    StoreError,
+    provenance_differences,
+    read_node,
+)
+from trustser.store.plan import DEFAULT_SHARD_MB, PartPlan, plan_part, planned_samples
+from trustser.store.reader import Part, Store, StoreGroup
+
+__all__ = [
+    "ZSTD_LEVEL",
+    "StoreWriter",
+    "UnitBuffer",
+    "create_root",
+    "group_document",
+    "utc_now",
+]
+
+ZSTD_LEVEL = 3
+FLOAT16_MAX = 65504.0
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def group_document(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """A Zarr v3 group ``zarr.json`` carrying ``attributes``."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": dict(attributes)}
+
+
+def create_root(path: str | os.PathLike, *, durable: bool = True) -> Path:
+    """Create an empty store at ``path`` (no-op if one exists; concurrent callers are safe)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    root = {
+        ROOT_ATTR: {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": utc_now(),
+            "trustser_version": __version__,
+        }
+    }
+    create_json_exclusive(path / "zarr.json", group_document(root), durable=durable)
+    (path / "manifests").mkdir(exist_ok=True)
+    create_json_exclusive(path / "manifests" / "zarr.json", group_document({}), durable=durable)
+    return path
+
+
+def _temp_dir(parent: Path, label: str) -> Path:
+    return parent / f".tmp-{label}-{hostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _clean_stale_temps(parent: Path) -> None:
+    """Remove temporary directories of dead writers on this host (a killed run's leftovers)."""
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        if not entry.name.startswith(".tmp-") or not entry.is_dir():
+            continue
+        try:
+            head, pid, _ = entry.name.rsplit("-", 2)
+            pid_number = int(pid)
+        except ValueError:
+            continue
+        if head.endswith("-" + hostname()) and not pid_alive(pid_number):
+            remove_tree(entry)
+
+
+def _fsync_tree(path: Path) -> None:
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            fsync_file(os.path.join(dirpath, name))
+        fsync_dir(dirpath)
+
+
+def _compressors(codec: str):
+    return None if codec == "none" else ZstdCodec(level=ZSTD_LEVEL)
+
+
+def _blob(data: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(data, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+
+
+def _write_blob_array(
+    zstore: LocalStore, name: str, blob: np.ndarray, attributes: dict | None = None
+) -> None:
+    array = zarr.create_array(
+        store=zstore,
+        name=name or None,
+        shape=blob.shape,
+        chunks=(max(1, blob.size),),
+        dtype="uint8",
+        compressors=None,
+        fill_value=0,
+        attributes=attributes or {},
+    )
+    array[:] = blob
+
+
+def _write_small_array(zstore: LocalStore, name: str, values: np.ndarray) -> None:
+    array = zarr.create_array(
+        store=zstore,
+        name=name,
+        shape=values.shape,
+        chunks=(max(1, values.size),),
+        dtype=values.dtype,
+        compressors=None,
+        fill_value=0,
+    )
+    array[:] = values
+
+
+class UnitBuffer:
+    """One unit's features being assembled in memory before :meth:`StoreWriter.commit`.
+
+    ``put(id, hidden [L, T, D])`` places a clip's frames (``T`` must equal the planned count) and
+    its float32 time-mean; ``skip(id, reason)`` records why a clip has none.
+    """
+
+    def __init__(self, part: Part, unit: int, *, dtype: str, num_layers: int, dim: int) -> None:
+        self.part = part
+        self.unit = unit
+        self.clips = part.unit_clips(unit)
+        self.base_row = unit * part.unit_frames
+        self.block = np.zeros((part.unit_frames, num_layers, dim), dtype=np.dtype(dtype))
+        self.means = np.zeros((len(self.clips), num_layers, dim), dtype=np.float32)
+        self.state: dict[str, str | None] = {}  # id → None (features stored) or skip reason
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.part.ids[i] for i in self.clips]
+
+    @property
+    def missing(self) -> list[str]:
+        """Clips of the unit that were neither put nor skipped."""
+        return [i for i in self.ids if i not in self.state]
+
+    def planned(self, utt_id: str) -> tuple[int, int, str | None]:
+        """``(num_samples, num_frames, plan-time skip reason)`` of a clip of this unit."""
+        index = self._index(utt_id)
+        reason = self.part.attrs["plan_skipped"].get(utt_id)
+        return int(self.part.num_samples[index]), int(self.part.num_frames[index]), reason
+
+    def _index(self, utt_id: str) -> int:
+        index = self.part.index.get(utt_id)
+        if index is None or index not in self.clips:
+            raise KeyError(
+                f"utterance {utt_id!r} is not in unit {self.unit} of part {self.part.key}"
+            )
+        return index
+
+    def put(self, utt_id: str, hidden: Any) -> None:
+        """Store ``hidden`` (``[L, T, D]``, numpy or torch) as the clip's features."""
+        index = self._index(utt_id)
+        if hasattr(hidden, "detach"):
+            hidden = hidden.detach().to("cpu").float().numpy()
+        hidden = np.asarray(hidden, dtype=np.float32)
+        frames = int(self.part.num_frames[index])
+        expected = (self.block.shape[1], frames, self.block.shape[2])
+        if hidden.shape != expected:
+            raise ValueError(
+                f"features of {utt_id!r} have shape {hidden.shape}, planned {expected} [L, T, D]; "
+                "the backbone's frame_count() disagrees with its output."
+            )
+        if not np.isfinite(hidden).all():
+            raise ValueError(f"features of {utt_id!r} contain NaN or inf; skip the clip instead.")
+        if (
+            self.block.dtype == np.float16
+            and hidden.size
+            and float(np.abs(hidden).max()) > FLOAT16_MAX
+        ):
+            raise StoreError(
+                f"features of {utt_id!r} reach |x| = {float(np.abs(hidden).max()):.4g}, beyond the "
+                f"float16 range ({FLOAT16_MAX:g}); extract this backbone with --dtype float32."
+            )
+        start = int(self.part.offsets[index]) - self.base_row
+        self.block[start : start + frames] = hidden.transpose(1, 0, 2)
+        self.means[index - self.clips.start] = hidden.mean(axis=1)
+        self.state[utt_id] = None
+
+    def skip(self, utt_id: str, reason: str) -> None:
+        index = self._index(utt_id)
+        start = int(self.part.offsets[index]) - self.base_row
+        self.block[start : start + int(self.part.num_frames[index])] = 0
+        self.means[index - self.clips.start] = 0
+        self.state[utt_id] = str(reason)
+
+
+class StoreWriter:
+    """Writes the group ``name`` of the store at ``path`` for one backbone configuration.
+
+    ``provenance`` must hold the keys of ``PROVENANCE_REQUIRED``; an existing group with a
+    different configuration is refused (:class:`ProvenanceMismatchError`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        name: str,
+        provenance: Mapping[str, Any],
+        *,
+        durable: bool = True,
+    ) -> None:
+        missing = [k for k in PROVENANCE_REQUIRED if k not in provenance]
+        if missing:
+            raise ValueError(f"provenance lacks required key(s) {missing}")
+        if provenance["dtype"] not in DTYPES:
+            raise ValueError(
+                f"dtype={provenance['dtype']!r} is not supported; choose one of {', '.join(DTYPES)}."
+            )
+        if provenance["codec"] not in CODECS:
+            raise ValueError(
+                f"codec={provenance['codec']!r} is not supported; choose one of {', '.join(CODECS)}."
+            )
+        self.path = Path(path)
+        self.name = name
+        self.durable = durable
+        self.store = Store(self.path, mode="a")
+        self.key = safe_name(name)
+        self.group_path = self.path / self.key
+        self.group_path.mkdir(exist_ok=True)
+        requested = json.loads(json.dumps(dict(provenance), default=str))
+        document = group_document({GROUP_ATTR: {"name": name, "provenance": requested}})
+        if not create_json_exclusive(self.group_path / "zarr.json", document, durable=durable):
+            existing = (
+                read_node(self.group_path / "zarr.json").get("attributes", {}).get(GROUP_ATTR, {})
+            )
+            if existing.get("name") != name:
+                raise ProvenanceMismatchError(
+                    f"{self.group_path} already holds group {existing.get('name')!r}, whose directory "
+                    f"name collides with {name!r}; choose another group name."
+                )
+            rows = provenance_differences(existing.get("provenance", {}), requested)
+            if rows:
+                raise ProvenanceMismatchError(
+                    f"group {name!r} in {self.path} was extracted with a different configuration:\n"
+                    + "\n".join(f"  - {r}" for r in rows)
+                    + "\nNever mixing two configurations in one array: pass another group name "
+                    "(--group) or another store."
+                )
+        (self.group_path / "manifests").mkdir(exist_ok=True)
+        create_json_exclusive(
+            self.group_path / "manifests" / "zarr.json", group_document({}), durable=durable
+        )
+        _clean_stale_temps(self.group_path)
+        _clean_stale_temps(self.path / "manifests")
+        self.provenance = dict(requested)
+        self._zstore = LocalStore(self.path)
+        self._arrays: dict[tuple[str, str], zarr.Array] = {}
+
+    # -- reading back ---------------------------------------------------------------------
+    def group(self) -> StoreGroup:
+        """A fresh reader of this group (sees every unit recorded so far)."""
+        return StoreGroup(self.store, self.key)
+
+    # -- manifests and planning -------------------------------------------------------------
+    def _store_manifest(self, manifest: Manifest, checksum: str) -> None:
+        base = self.path / "manifests"
+        if (base / checksum / "zarr.json").is_file():
+            return
+        tmp = _temp_dir(base, checksum[:16])
+        try:
+            data = {
+                "header": manifest.header(),
+                "utterances": [u.to_dict() for u in manifest.utterances],
+            }
+            attributes = {
+                MANIFEST_ATTR: {
+                    "checksum": checksum,
+                    "corpus": manifest.corpus,
+                    "num_utterances": len(manifest),
+                }
+            }
+            _write_blob_array(LocalStore(tmp), "", _blob(data), attributes)
+            self._publish(tmp, base / checksum)
+        finally:
+            remove_tree(tmp)
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        """Rename a complete temporary directory into place; a concurrent twin may win."""
+        if self.durable:
+            _fsync_tree(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            return  # another writer published the same content first
+        if self.durable:
+            fsync_dir(final.parent)
+
+    def _register(self, manifest: Manifest, checksum: str) -> None:
+        ref = {
+            MANIFEST_REF_ATTR: {
+                "checksum": checksum,
+                "corpus": manifest.corpus,
+                "registered": utc_now(),
+            }
+        }
+        write_json_atomic(
+            self.group_path / "manifests" / checksum / "zarr.json",
+            group_document(ref),
+            durable=self.durable,
+        )
+
+    def add_manifest(
+        self,
+        manifest: Manifest,
+        *,
+        frame_count: Callable[[int], int],
+        shard_mb: float = DEFAULT_SHARD_MB,
+    ) -> list[Part]:
+        """Plan the manifest's new clips as a part (if any) and return every part it touches.
+
+        Clips the group already planned are reused; if their audio now plans to a different
+        sample count, the manifest is refused (the stored features would be wrong for it).
+        """
+        checksum = manifest.checksum()
+        group = self.group()
+        planned: dict[str, tuple[Part, int]] = {}
+        for part in group.parts:
+            for index, utt in enumerate(part.ids):
+                planned[utt] = (part, index)
+        max_seconds = self.provenance["max_seconds"]
+        sample_rate = int(self.provenance["sample_rate"])
+        new, changed = [], []
+        for utterance in manifest.utterances:
+            samples, reason = planned_samples(
+                utterance, max_seconds=max_seconds, sample_rate=sample_rate
+            )
+            if utterance.id not in planned:
+                new.append(utterance)
+                continue
+            part, index = planned[utterance.id]
+            before = int(part.num_samples[index])
+            if before == 0 and samples > 0:
+                new.append(utterance)  # unreadable when planned, readable now: plan it again
+            elif reason is None and samples != before:
+                changed.append(
+                    f"{utterance.id}: planned {before} samples, the audio now gives {samples}"
+                )
+        if changed:
+            from trustser._validation import format_rows
+
+            raise StoreError(
+                f"{len(changed)} clip(s) of manifest {manifest.corpus!r} differ from the audio already "
+                f"extracted into group {self.name!r}:\n{format_rows(changed)}\n"
+                "Their stored features would be wrong; extract into a new store or group."
+            )
+        self._store_manifest(manifest, checksum)
+        if new:
+            itemsize = np.dtype(self.provenance["dtype"]).itemsize
+            plan = plan_part(
+                new,
+                frame_count=frame_count,
+                bytes_per_frame=int(self.provenance["num_layers"])
+                * int(self.provenance["dim"])
+                * itemsize,
+                max_seconds=max_seconds,
+                sample_rate=sample_rate,
+                shard_mb=shard_mb,
+            )
+            self._create_part(plan, manifest, checksum)
+        self._register(manifest, checksum)
+        wanted = set(manifest.ids)
+        return [p for p in self.group().parts if wanted.intersection(p.ids)]
+
+    def _create_part(self, plan: PartPlan, manifest: Manifest, checksum: str) -> str:
+        settings = {k: self.provenance[k] for k in ("dtype", "codec", "num_layers", "dim")}
+        key = f"part-{plan.digest(manifest_checksum=checksum, settings=settings)}"
+        final = self.group_path / key
+        if (final / "zarr.json").is_file():
+            return key
+        tmp = _temp_dir(self.group_path, key)
+        try:
+            zstore = LocalStore(tmp)
+            num_layers, dim = int(self.provenance["num_layers"]), int(self.provenance["dim"])
+            F, C, S = plan.unit_frames, plan.chunk_frames, plan.clips_per_unit
+            compressors = _compressors(self.provenance["codec"])
+            zarr.create_array(
+                store=zstore,
+                name="emb",
+                shape=(plan.num_units * F, num_layers, dim),
+                chunks=(C, num_layers, dim),
+                shards=(F, num_layers, dim),
+                dtype=self.provenance["dtype"],
+                compressors=compressors,
+                fill_value=0,
+                config={"write_empty_chunks": False},
+            )
+            zarr.create_array(
+                store=zstore,
+                name="means",
+                shape=(plan.num_clips, num_layers, dim),
+                chunks=(S, num_layers, dim),
+                dtype="float32",
+                compressors=compressors,
+                fill_value=0,
+                config={"write_empty_chunks": False},
+            )
+            _write_blob_array(zstore, "ids", _blob(list(plan.ids)))
+            _write_small_array(zstore, "offsets", plan.offsets.astype(np.int64))
+            _write_small_array(zstore, "num_frames", plan.num_frames.astype(np.int32))
+            _write_small_array(zstore, "num_samples", plan.num_samples.astype(np.int64))
+            attributes = {
+                PART_ATTR: {
+                    "manifest": checksum,
+                    "corpus": manifest.corpus,
+                    "num_clips": plan.num_clips,
+                    "clips_per_unit": S,
+                    "num_units": plan.num_units,
+                    "unit_frames": F,
+                    "chunk_frames": C,
+                    "created": utc_now(),
+                    "plan_skipped": dict(plan.plan_skipped),
+                }
+            }
+            write_json_atomic(tmp / "zarr.json", group_document(attributes), durable=False)
+            write_json_atomic(tmp / "done" / "zarr.json", group_document({}), durable=False)
+            self._publish(tmp, final)
+        finally:
+            remove_tree(tmp)
+        return key
+
+    # -- units ------------------------------------------------------------------------------
+    def pending_units(
+        self,
+        parts: Iterable[Part],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        retry_skipped: bool = False,
+        ids: Iterable[str] | None = None,
+    ) -> list[tuple[Part, int]]:
+        """Units this rank must (re)write: ``k mod world_size == rank`` and no record yet.
+
+        With ``ids``, only units holding at least one of them; with ``retry_skipped``, also
+        finished units that recorded skipped clips.
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        wanted = None if ids is None else set(ids)
+        todo = []
+        for part in parts:
+            for unit in range(part.num_units):
+                if unit % world_size != rank:
+                    continue
+                record = part.records.get(unit)
+                if record is not None and not (retry_skipped and record["skipped"]):
+                    continue
+                clips = part.unit_clips(unit)
+                if wanted is not None and not any(part.ids[i] in wanted for i in clips):
+                    continue
+                todo.append((part, unit))
+        return todo
+
+    def buffer(self, part: Part, unit: int) -> UnitBuffer:
+        """An empty in-memory unit to fill with ``put``/``skip`` and pass to :meth:`commit`."""
+        return UnitBuffer(
+            part,
+            unit,
+            dtype=self.provenance["dtype"],
+            num_layers=int(self.provenance["num_layers"]),
+            dim=int(self.provenance["dim"]),
+        )
+
+    def _array(self, part: Part, name: str) -> zarr.Array:
+        key = (part.key, name)
+        if key not in self._arrays:
+            self._arrays[key] = zarr.open_array(
+                store=self._zstore, path=f"{self.key}/{part.key}/{name}", mode="r+"
+            )
+        return self._arrays[key]
+
+    def _unit_files(self, part: Part, unit: int) -> list[Path]:
+        # Default chunk key encoding: shard k of emb and chunk k of means live at c/<k>/0/0.
+        return [part.path / name / "c" / str(unit) / "0" / "0" for name in ("emb", "means")]
+
+    def clear_unit(self, part: Part, unit: int) -> None:
+        """Forget a unit: its record first (so readers stop seeing it), then its data files."""
+        record_dir = part.path / "done" / str(unit)
+        record = record_dir / "zarr.json"
+        if record.exists():
+            record.unlink()
+            if self.durable:
+                fsync_dir(record_dir)
+        remove_partials(record_dir)
+        for path in self._unit_files(part, unit):
+            path.unlink(missing_ok=True)
+            remove_partials(path.parent)
+
+    def commit(
+        self, buffer: UnitBuffer, *, info: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Write the unit's shard and mean chunk, make them durable, then record the unit done."""
+        missing = buffer.missing
+        if missing:
+            raise ValueError(
+                f"unit {buffer.unit} of {buffer.part.key} lacks clips {missing[:5]}; put or skip each one."
+            )
+        part, unit = buffer.part, buffer.unit
+        self.clear_unit(part, unit)
+        self._array(part, "emb")[unit * part.unit_frames : (unit + 1) * part.unit_frames] = (
+            buffer.block
+        )
+        start = unit * part.clips_per_unit
+        self._array(part, "means")[start : start + len(buffer.clips)] = buffer.means
+        if self.durable:
+            for path in self._unit_files(part, unit):
+                fsync_file(path)
+                fsync_dir(path.parent)
+        skipped = {utt: reason for utt, reason in buffer.state.items() if reason is not None}
+        done_clips = [part.index[utt] for utt, reason in buffer.state.items() if reason is None]
+        record = {
+            "unit": unit,
+            "clips": len(buffer.clips),
+            "frames": int(sum(int(part.num_frames[i]) for i in done_clips)),
+            "audio_seconds": float(sum(int(part.num_samples[i]) for i in done_clips))
+            / float(self.provenance["sample_rate"]),
+            "skipped": skipped,
+            "host": hostname(),
+            "pid": os.getpid(),
+            "finished": utc_now(),
+            **dict(info or {}),
+        }
+        write_json_atomic(
+            part.path / "done" / str(unit) / "zarr.json",
+            group_document({UNIT_ATTR: record}),
+            durable=self.durable,
+        )
+        part.records[unit] = record
+        return record

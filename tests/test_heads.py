@@ -1,0 +1,428 @@
+"""Heads from cached features: tasks and splits, the estimator, per-fold training, probes, CLI.
+
+Everything here runs on a small in-memory fake of the store API (random features with planted
+class signals: emotion in layer 1, gender in layer 2, speaker identity in layer 0), so the tests
+need neither a backbone nor a store on disk. tests/test_heads_store.py covers the real store.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import trustser.store
+from trustser.folds import gender_balanced_speaker_groups, rotating_folds
+from trustser.heads import training
+from trustser.heads.data import ArrayFeatures, DataError, FeatureSet
+from trustser.heads.estimator import HeadClassifier, class_weights
+from trustser.heads.model import LayerWeightedHead, load_head
+from trustser.heads.probe import run_probes
+from trustser.heads.tasks import (
+    TaskError,
+    build_task,
+    parse_tasks,
+    select_splits,
+    speaker_splits,
+)
+from trustser.heads.training import choose_data_mode, fit_heads
+from trustser.manifest import EMOTIONS, Manifest, Utterance, speakers_by_gender
+
+L, D = 3, 12
+EMOTION_LAYER, GENDER_LAYER, SPEAKER_LAYER = 1, 2, 0
+
+
+def make_manifest(per_emotion: int = 3, speakers: int = 10) -> Manifest:
+    utterances = []
+    for s in range(speakers):
+        gender = "female" if s % 2 else "male"
+        for emotion in EMOTIONS:
+            for k in range(per_emotion):
+                uid = f"s{s}_{emotion}_{k}"
+                utterances.append(
+                    Utterance(uid, f"/nowhere/{uid}.wav", f"spk{s}", gender, emotion, 1.0 + 0.1 * k)
+                )
+    groups = gender_balanced_speaker_groups(speakers_by_gender(utterances), 5)
+    return Manifest(
+        corpus="fake",
+        utterances=tuple(utterances),
+        folds=rotating_folds(groups, by="speaker"),
+        fold_scheme="5 gender-balanced speaker folds",
+    )
+
+
+def make_frames(manifest: Manifest, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    emotion_centre = {e: rng.normal(size=D) for e in EMOTIONS}
+    gender_centre = {"female": rng.normal(size=D), "male": rng.normal(size=D)}
+    speakers = sorted({u.speaker for u in manifest})
+    speaker_centre = {s: rng.normal(size=D) for s in speakers}
+    frames = {}
+    for u in manifest:
+        x = rng.normal(size=(L, int(rng.integers(4, 16)), D))
+        x[EMOTION_LAYER] += 3.0 * emotion_centre[u.emotion]
+        x[GENDER_LAYER] += 3.0 * gender_centre[u.gender]
+        x[SPEAKER_LAYER] += 2.0 * speaker_centre[u.speaker]
+        frames[u.id] = x.astype(np.float32)
+    return frames
+
+
+class FakeGroup:
+    """The store group API (docs/architecture.md) over in-memory arrays; counts what is used."""
+
+    def __init__(self, manifest: Manifest, frames: dict[str, np.ndarray]) -> None:
+        self._manifest = manifest
+        self._features = ArrayFeatures(frames)
+        self.num_layers, self.dim = L, D
+        self.ids = list(frames)
+        self.skipped: dict[str, str] = {}
+        self.provenance = {
+            "backbone": "tiny:fake",
+            "num_layers": L,
+            "dim": D,
+            "frame_rate": 50.0,
+            "max_seconds": 6.0,
+            "weights_sha256": "ab" * 32,
+        }
+        self.loads: list[list[str]] = []
+        self.streamed = 0
+
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    def frames(self, utterance_id: str) -> np.ndarray:
+        return self._features.frames(utterance_id)
+
+    def means(self, ids):
+        return self._features.means(ids)
+
+    def batches(self, ids, batch_size=64, shuffle=True, seed=0):
+        self.streamed += 1
+        return self._features.batches(ids, batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+    def load(self, ids):
+        self.loads.append(list(ids))
+        return ArrayFeatures({i: self._features.frames(i) for i in ids})
+
+
+class FakeStore:
+    def __init__(self, group: FakeGroup, name: str = "fakenet") -> None:
+        self._group, self.backbones = group, [name]
+
+    def group(self, name: str) -> FakeGroup:
+        if name not in self.backbones:
+            raise KeyError(f"no group {name!r}")
+        return self._group
+
+
+@pytest.fixture(scope="module")
+def manifest() -> Manifest:
+    return make_manifest()
+
+
+@pytest.fixture(scope="module")
+def frames(manifest) -> dict[str, np.ndarray]:
+    return make_frames(manifest)
+
+
+@pytest.fixture
+def fake_store(monkeypatch, tmp_path, manifest, frames):
+    """A store directory whose ``open_store`` returns the fake; yields (path, group)."""
+    group = FakeGroup(manifest, frames)
+    path = tmp_path / "cache.zarr"
+    path.mkdir()
+    monkeypatch.setattr(trustser.store, "open_store", lambda p: FakeStore(group), raising=False)
+    return path, group
+
+
+def feature_set(source, manifest, ids, attribute="emotion") -> FeatureSet:
+    return FeatureSet(source, ids, [getattr(manifest[i], attribute) for i in ids])
+
+
+# ------------------------------------------------------------------------------------ tasks
+def test_emotion_and_gender_tasks_use_the_speaker_independent_folds(manifest):
+    for name, labels in (("emotion", EMOTIONS), ("gender", ("female", "male"))):
+        task = build_task(name, manifest)
+        assert task.labels == tuple(labels)
+        assert [s.name for s in task.splits] == [f.name for f in manifest.folds]
+        assert task.default_epochs == {"emotion": 30, "gender": 10}[name]
+        for split in task.splits:
+            speakers = {r: {manifest[i].speaker for i in getattr(split, r)} for r in ("train", "dev", "test")}
+            assert not speakers["train"] & speakers["test"]
+            assert not speakers["dev"] & speakers["test"]
+            assert not speakers["train"] & speakers["dev"]
+            assert len(split.ids) == len(manifest)
+
+
+def test_speaker_split_puts_every_speaker_in_every_role_stratified_and_seeded(manifest):
+    task = speaker_splits(manifest, num_folds=4, seed=3)
+    assert task.labels == tuple(sorted({u.speaker for u in manifest}))
+    tests = [set(s.test) for s in task.splits]
+    assert set().union(*tests) == set(manifest.ids)  # every utterance tested exactly once
+    assert sum(len(t) for t in tests) == len(manifest)
+    for split in task.splits:
+        assert not set(split.train) & set(split.test) and not set(split.dev) & set(split.test)
+        for role in ("train", "dev", "test"):
+            assert {manifest[i].speaker for i in getattr(split, role)} == set(task.labels)
+        # 12 utterances per speaker over 4 groups: exactly 3 per speaker in test
+        counts = {s: 0 for s in task.labels}
+        for i in split.test:
+            counts[manifest[i].speaker] += 1
+        assert set(counts.values()) == {3}
+        # and the emotions of each speaker are spread (stratified): 3 distinct in 3 test clips
+        for speaker in task.labels:
+            emotions = [manifest[i].emotion for i in split.test if manifest[i].speaker == speaker]
+            assert len(set(emotions)) == 3
+    again = speaker_splits(manifest, num_folds=4, seed=3)
+    other = speaker_splits(manifest, num_folds=4, seed=4)
+    assert again.splits == task.splits
+    assert other.splits != task.splits
+
+
+def test_speaker_split_excludes_speakers_with_too_few_utterances(manifest):
+    small = manifest.filter(lambda u: u.speaker != "spk0" or u.emotion == "sad")  # spk0: 3 clips
+    task = speaker_splits(small, num_folds=5)
+    assert "spk0" not in task.labels
+    assert len(task.excluded) == 3 and all("spk0" in why for why in task.excluded.values())
+    with pytest.raises(TaskError, match=">= 3"):
+        speaker_splits(manifest, num_folds=2)
+
+
+def test_fold_selection_by_name_or_index_and_clear_errors(manifest):
+    task = build_task("emotion", manifest)
+    assert [s.name for s in select_splits(task, "1,3")] == ["fold1", "fold3"]
+    assert [s.name for s in select_splits(task, ["fold2", "2", "5"])] == ["fold2", "fold5"]
+    assert len(select_splits(task, None)) == 5
+    with pytest.raises(TaskError, match=r"fold '7' does not exist.*1\.\.5"):
+        select_splits(task, "7")
+    assert parse_tasks("all") == ["emotion", "gender", "speaker"]
+    assert parse_tasks("gender,emotion") == ["gender", "emotion"]
+    with pytest.raises(TaskError, match="choose emotion, gender, speaker or all"):
+        parse_tasks("valence")
+    no_folds = Manifest(corpus="x", utterances=manifest.utterances)
+    with pytest.raises(TaskError, match="defines no folds"):
+        build_task("emotion", no_folds)
+
+
+# -------------------------------------------------------------------------------- estimator
+def test_class_weights_balanced_formula():
+    weights = class_weights(["a", "a", "a", "b"], ["a", "b"], "balanced")
+    np.testing.assert_allclose(weights, [4 / (2 * 3), 4 / (2 * 1)])
+    np.testing.assert_allclose(class_weights(["a", "b"], ["a", "b"], None), [1, 1])
+    np.testing.assert_allclose(class_weights(["a", "b"], ["a", "b"], {"b": 3.0}), [1, 3])
+    with pytest.raises(DataError, match=r"\['c'\] have no training utterances"):
+        class_weights(["a", "b"], ["a", "b", "c"], "balanced")
+
+
+def test_estimator_learns_the_planted_signal_and_is_deterministic(manifest, frames):
+    source = ArrayFeatures(frames)
+    split = build_task("emotion", manifest).splits[0]
+    train, dev, test = (feature_set(source, manifest, getattr(split, r)) for r in ("train", "dev", "test"))
+    params = dict(epochs=6, batch_size=16, hidden=32, lr=1e-2, device="cpu", seed=7)
+    a = HeadClassifier(**params).fit(train, dev, classes=EMOTIONS)
+    b = HeadClassifier(**params).fit(train, dev, classes=EMOTIONS)
+    c = HeadClassifier(**{**params, "seed": 8}).fit(train, dev, classes=EMOTIONS)
+    assert a.score(test) > 0.7  # chance: 0.25
+    for (name, x), y in zip(a.head_.state_dict().items(), b.head_.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    assert a.history_ == [{**h, "seconds": a.history_[i]["seconds"]} for i, h in enumerate(b.history_)]
+    assert not torch.equal(a.head_.frame_net[0].weight, c.head_.frame_net[0].weight)
+    assert len(a.history_) == 6 and 1 <= a.best_epoch_ <= 6
+    assert a.best_score_ == max(h["dev_uar"] for h in a.history_)
+    assert a.best_epoch_ == min(h["epoch"] for h in a.history_ if h["dev_uar"] == a.best_score_)
+    proba = a.predict_proba(test)
+    assert proba.shape == (len(test), 4)
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-6)
+    assert list(a.predict(test)) == [EMOTIONS[k] for k in proba.argmax(1)]
+    assert a.layer_weights_.shape == (L,) and np.isclose(a.layer_weights_.sum(), 1)
+
+
+def test_estimator_contract_and_errors(manifest, frames):
+    source = ArrayFeatures(frames)
+    ids = manifest.ids[:24]
+    data = feature_set(source, manifest, ids)
+    est = HeadClassifier(lr=-1.0)
+    assert est.lr == -1.0  # stored as given, checked in fit
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        est.fit(data)
+    with pytest.raises(ValueError, match="pooling='max'"):
+        HeadClassifier(pooling="max").fit(data)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        HeadClassifier().predict(data)
+    with pytest.raises(DataError, match=r"dev labels \['bored'\]"):
+        dev = FeatureSet(source, ids[:2], ["bored", "sad"])
+        HeadClassifier(epochs=1, device="cpu").fit(data, dev, classes=EMOTIONS)
+    with pytest.raises(DataError, match="one label per id"):
+        FeatureSet(source, ids, ["sad"])
+    # attention pooling and dropout train too; no dev set keeps the last epoch
+    fitted = HeadClassifier(epochs=2, pooling="attention", dropout=0.2, device="cpu").fit(data)
+    assert fitted.best_epoch_ == 2 and fitted.best_score_ is None
+    assert fitted.head_.pooling == "attention"
+
+
+def test_head_ignores_padded_frames():
+    torch.manual_seed(0)
+    for pooling in ("mean", "attention"):
+        head = LayerWeightedHead(L, D, 4, hidden=8, pooling=pooling).eval()
+        x = torch.randn(1, L, 5, D)
+        padded = torch.cat([x, torch.randn(1, L, 3, D) * 100], dim=2)
+        mask = torch.tensor([[True] * 5 + [False] * 3])
+        torch.testing.assert_close(head(x, torch.ones(1, 5, dtype=torch.bool)), head(padded, mask))
+
+
+# ------------------------------------------------------------------------- training + runs
+def test_fit_heads_writes_the_results_layout(fake_store, tmp_path, manifest):
+    store, group = fake_store
+    events = []
+    result = fit_heads(
+        store, task="emotion", runs=tmp_path / "runs", epochs=3, batch_size=16, lr=3e-3,
+        device="cpu", folds="1,3", callback=events.append,
+    )
+    assert result.backbone == "fakenet" and result.data_mode == "memory"
+    assert group.loads and group.streamed == 0  # read from RAM, loaded once
+    (task,) = result.tasks
+    out = tmp_path / "runs" / "fakenet" / "emotion"
+    assert task.directory == out
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.json", "predictions.csv", "fold1", "fold3"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_uar", "test_accuracy", "test_macro_f1", "dev_uar", "dev_accuracy"):
+        assert 0 <= metrics[f"{key}_mean"] <= 1 and metrics[f"{key}_std"] >= 0
+    assert metrics["test_uar_mean"] > 0.6
+    assert [f["fold"] for f in metrics["folds"]] == ["fold1", "fold3"]
+    fold = metrics["folds"][0]
+    assert set(fold["test_per_class_recall"]) == set(EMOTIONS)
+    assert np.asarray(fold["test_confusion"]).shape == (4, 4)
+    assert len(fold["layer_weights"]) == L and len(metrics["layer_weights_mean"]) == L
+    assert np.isclose(metrics["test_uar_mean"], np.mean([f["test_uar"] for f in metrics["folds"]]))
+    config = json.loads((out / "config.json").read_text())
+    assert config["store"]["group"] == "fakenet"
+    assert config["store"]["provenance"]["weights_sha256"] == "ab" * 32
+    assert config["hyperparameters"]["epochs"] == 3 and config["folds"] == ["fold1", "fold3"]
+
+    with open(out / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    emotion = build_task("emotion", manifest)
+    expected = [i for name in ("fold1", "fold3") for i in emotion.split(name).test]
+    assert [r["id"] for r in rows] == expected
+    assert list(rows[0]) == ["id", "fold", "speaker", "gender", "true", "pred", *(f"prob_{e}" for e in EMOTIONS)]
+    for r in rows[:10]:
+        u = manifest[r["id"]]
+        assert (r["speaker"], r["gender"], r["true"]) == (u.speaker, u.gender, u.emotion)
+        probs = [float(r[f"prob_{e}"]) for e in EMOTIONS]
+        assert np.isclose(sum(probs), 1, atol=1e-5) and r["pred"] == EMOTIONS[int(np.argmax(probs))]
+
+    # the saved head reloads and reproduces the predictions; its sidecar names the data
+    head, sidecar = load_head(out / "fold1" / "head.safetensors")
+    assert sidecar["store"]["group"] == "fakenet" and sidecar["task"] == "emotion"
+    assert sidecar["store"]["provenance"]["weights_sha256"] == "ab" * 32
+    assert sidecar["labels"] == list(EMOTIONS) and sidecar["fold"] == "fold1"
+    assert sidecar["test_ids"] == list(emotion.split("fold1").test)
+    assert sidecar["ids_sha256"] == emotion.split("fold1").checksum()
+    batch = next(ArrayFeatures(group._features._frames).batches(sidecar["test_ids"][:4], shuffle=False))
+    with torch.no_grad():
+        proba = torch.softmax(head(torch.as_tensor(batch.hidden), torch.as_tensor(batch.mask)), 1)
+    saved = np.array([[float(r[f"prob_{e}"]) for e in EMOTIONS] for r in rows[:4]])
+    np.testing.assert_allclose(proba.numpy(), saved, atol=1e-5)
+
+    kinds = [e.kind for e in events]
+    assert kinds.count("fold_start") == 2 and kinds.count("epoch") == 6 and kinds.count("fold_end") == 2
+
+
+def test_fit_heads_is_deterministic_and_streaming_matches_memory(fake_store, tmp_path):
+    store, group = fake_store
+    common = dict(task="gender", epochs=2, batch_size=16, device="cpu", folds="2", seed=5)
+    a = fit_heads(store, runs=tmp_path / "a", data="memory", **common)
+    b = fit_heads(store, runs=tmp_path / "b", data="memory", **common)
+    s = fit_heads(store, runs=tmp_path / "s", data="stream", **common)
+    assert s.data_mode == "stream" and group.streamed > 0
+    for other in (b, s):
+        assert other.tasks[0].folds[0].test == a.tasks[0].folds[0].test
+        assert other.tasks[0].folds[0].layer_weights == a.tasks[0].folds[0].layer_weights
+    weights = [(d / "fakenet" / "gender" / "fold2" / "head.safetensors").read_bytes() for d in ("a", "b", "s") for d in [tmp_path / d]]
+    assert weights[0] == weights[1] == weights[2]
+    assert (tmp_path / "a" / "fakenet" / "gender" / "predictions.csv").read_text() == (
+        tmp_path / "b" / "fakenet" / "gender" / "predictions.csv"
+    ).read_text()
+
+
+def test_all_tasks_and_layer_weights_find_the_informative_layer(fake_store, tmp_path):
+    store, group = fake_store
+    result = fit_heads(
+        store, task="all", runs=tmp_path, epochs=6, batch_size=16, lr=2e-2, device="cpu", folds="1"
+    )
+    assert [t.task for t in result.tasks] == ["emotion", "gender", "speaker"]
+    assert len(group.loads) == 1  # one load serves all three tasks
+    expected = {"emotion": EMOTION_LAYER, "gender": GENDER_LAYER, "speaker": SPEAKER_LAYER}
+    for task in result.tasks:
+        assert (tmp_path / "fakenet" / task.task / "metrics.json").is_file()
+        assert int(np.argmax(task.folds[0].layer_weights)) == expected[task.task], task.task
+        assert task.metrics["test_uar_mean"] > 0.7, task.task
+    speaker = result.tasks[2]
+    assert len(speaker.labels) == 10 and speaker.folds[0].sizes["test"] == 24
+
+
+def test_memory_decision_and_errors(fake_store, monkeypatch, manifest):
+    store, group = fake_store
+    monkeypatch.setattr(training, "available_memory", lambda: 10**12)
+    mode, size = choose_data_mode(group, manifest.ids)
+    # without the store's nbytes(): 120 clips of 1.0-1.2 s at 50 frames/s (+1 each), float32
+    frames = sum(int(np.ceil(manifest[i].duration * 50)) + 1 for i in manifest.ids)
+    assert (mode, size) == ("memory", frames * L * D * 4)
+    monkeypatch.setattr(training, "available_memory", lambda: size)  # needs 2x headroom
+    assert choose_data_mode(group, manifest.ids)[0] == "stream"
+    assert choose_data_mode(group, manifest.ids, mode="memory")[0] == "memory"
+    with pytest.raises(ValueError, match="data='disk'"):
+        choose_data_mode(group, manifest.ids, mode="disk")
+    with pytest.raises(training.StoreGroupError, match="choose one with --backbone"):
+        two = FakeStore(group)
+        two.backbones = ["a", "b"]
+        monkeypatch.setattr(trustser.store, "open_store", lambda p: two)
+        fit_heads(store)
+
+
+# ----------------------------------------------------------------------------------- probes
+def test_probes_per_layer_and_all_layers(fake_store, tmp_path):
+    store, _ = fake_store
+    result = run_probes(store, task="emotion", runs=tmp_path)
+    (emotion,) = result.tasks
+    assert result.path == tmp_path / "fakenet" / "probe" / "metrics.json"
+    assert len(emotion.layers) == L and emotion.best_layer_test == EMOTION_LAYER
+    assert emotion.all_layers["test_uar_mean"] > 0.9
+    assert len(emotion.all_layers["folds"]) == 5
+    run_probes(store, task="gender", runs=tmp_path, folds="1,2")
+    metrics = json.loads(result.path.read_text())
+    assert set(metrics["tasks"]) == {"emotion", "gender"}  # the second run kept the first
+    assert metrics["tasks"]["gender"]["best_layer_test"] == GENDER_LAYER
+    assert metrics["tasks"]["gender"]["folds"] == ["fold1", "fold2"]
+    assert metrics["emotion_test_uar_mean"] == emotion.all_layers["test_uar_mean"]
+
+
+# -------------------------------------------------------------------------------------- CLI
+def test_cli_fit_and_probe_wiring(fake_store, tmp_path):
+    from trustser.cli.main import app
+
+    store, _ = fake_store
+    runner = CliRunner()
+    runs = tmp_path / "runs"
+    result = runner.invoke(
+        app,
+        ["heads", "fit", "--store", str(store), "--task", "gender", "--epochs", "2", "--folds", "1,2",
+         "--runs", str(runs), "--device", "cpu", "--batch-size", "32"],
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # rich wraps at the terminal width
+    assert "gender heads" in text and "mean" in text and "learned layer weights" in text
+    assert (runs / "fakenet" / "gender" / "fold2" / "head.safetensors").is_file()
+    result = runner.invoke(app, ["heads", "probe", "--store", str(store), "--runs", str(runs)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "emotion linear probes" in text and "all layers" in text
+    bad = runner.invoke(app, ["heads", "fit", "--store", str(store), "--folds", "9", "--runs", str(runs)])
+    assert bad.exit_code == 2 and "fold '9' does not exist" in " ".join(bad.output.split())
+    bad = runner.invoke(app, ["heads", "fit", "--store", str(store), "--class-weight", "x"])
+    assert bad.exit_code == 2 and "--class-weight" in bad.output

@@ -1,0 +1,239 @@
+"""Stateless waveform attacks on ``(batch, time)`` tensors with padding masks.
+
+Every function here takes a padded batch ``waveforms [B, S]`` (float, full scale = 1.0) and a
+boolean ``mask [B, S]`` that is True on the real samples of each clip (a prefix: clip ``b`` owns
+samples ``0 .. lengths[b]-1``). Padding samples never receive a perturbation.
+
+Units. ``epsilon`` is an amplitude in the waveform's own units (full scale = 1.0), one value per
+clip (``[B]``) or one for the batch. The attacks bound the perturbation in the **L∞ norm**:
+``|δ[b, t]| <= epsilon[b]`` on every real sample. Signal-to-noise ratios are in dB:
+
+.. math::
+
+    \\mathrm{SNR}_b = 10 \\log_{10} \\frac{\\sum_t x_{b,t}^2}{\\sum_t \\delta_{b,t}^2}
+    \\quad\\text{(sums over real samples only)}
+
+Since every real sample of an FGSM perturbation is ``±epsilon``, its RMS is ``epsilon`` and
+:func:`snr_epsilon` (``epsilon = RMS(x) · 10^(−SNR/20)``) gives exactly the requested SNR. PGD
+stays inside the same L∞ ball, so its SNR is never below the target (usually slightly above).
+Nothing is clipped to ``[-1, 1]``: clipping would change the SNR (see ``docs/attacks.md``).
+
+``model(waveforms, lengths) -> logits [B, C]`` is any differentiable callable that ignores
+padding; the loss is the cross-entropy against the true labels, summed over clips so that each
+clip's gradient does not depend on the other clips in its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "Model",
+    "check_batch",
+    "fgsm",
+    "loss_gradient",
+    "measured_snr",
+    "pgd",
+    "snr_epsilon",
+    "white_noise",
+]
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_batch(waveforms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Validate a padded batch and return its ``lengths [B]`` (int64, on the mask's device).
+
+    The mask must be boolean, the waveforms' shape, and a prefix of each row (real samples
+    first, then padding), with at least one real sample per clip.
+    """
+    if waveforms.dim() != 2:
+        raise ValueError(f"waveforms must be (batch, time), got shape {tuple(waveforms.shape)}")
+    if not waveforms.is_floating_point():
+        raise ValueError(f"waveforms must be floating point, got {waveforms.dtype}")
+    if mask.shape != waveforms.shape:
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} does not match waveforms {tuple(waveforms.shape)}"
+        )
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be torch.bool (True = real sample), got {mask.dtype}")
+    lengths = mask.sum(dim=1)
+    if bool((lengths == 0).any()):
+        empty = (lengths == 0).nonzero().flatten().tolist()
+        raise ValueError(f"clips {empty} of the batch have no real samples")
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    if not bool(torch.equal(mask, positions[None, :] < lengths[:, None])):
+        raise ValueError("mask must mark a prefix of each row (real samples first, then padding)")
+    return lengths.to(torch.long)
+
+
+def _per_clip(value: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a ``[B, 1]`` column in ``like``'s dtype and device."""
+    column = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if column.dim() == 0:
+        column = column.expand(batch)
+    if column.shape != (batch,):
+        raise ValueError(f"expected one value per clip ({batch}), got shape {tuple(column.shape)}")
+    return column.reshape(batch, 1)
+
+
+def snr_epsilon(waveforms: torch.Tensor, mask: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """Per-clip L∞ radius ``epsilon [B]`` = RMS(x over real samples) · 10^(−snr_db/20).
+
+    A perturbation of ``±epsilon`` on every real sample then has exactly ``snr_db`` dB SNR.
+    Computed in float64 and returned in the waveforms' dtype.
+    """
+    lengths = check_batch(waveforms, mask)
+    energy = (waveforms.double() * mask).pow(2).sum(dim=1)
+    rms = (energy / lengths.double()).sqrt()
+    return (rms * 10.0 ** (-float(snr_db) / 20.0)).to(waveforms.dtype)
+
+
+def measured_snr(
+    clean: torch.Tensor, adversarial: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """SNR in dB of ``adversarial − clean`` against ``clean`` over real samples, ``[B]`` float64.
+
+    ``+inf`` for a clip left unchanged; ``-inf`` for an all-zero clip that was perturbed.
+    """
+    check_batch(clean, mask)
+    if adversarial.shape != clean.shape:
+        raise ValueError(
+            f"adversarial shape {tuple(adversarial.shape)} does not match clean {tuple(clean.shape)}"
+        )
+    signal = (clean.double() * mask).pow(2).sum(dim=1)
+    noise = ((adversarial.double() - clean.double()) * mask).pow(2).sum(dim=1)
+    return 10.0 * (torch.log10(signal) - torch.log10(noise))
+
+
+def loss_gradient(
+    model: Model, waveforms: torch.Tensor, labels: torch.Tensor, *, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(∇ₓ Σ_b CE(model(x)_b, y_b) masked to real samples, logits [B, C])`` at ``x = waveforms``.
+
+    Only the waveform receives a gradient: parameters of ``model`` are untouched, and the
+    returned logits are detached.
+    """
+    lengths = check_batch(waveforms, mask)
+    x = waveforms.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x, lengths.to(x.device))
+        if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+            raise ValueError(f"model must return logits [B, C], got shape {tuple(logits.shape)}")
+        loss = F.cross_entropy(logits.float(), labels.to(logits.device), reduction="sum")
+        (gradient,) = torch.autograd.grad(loss, x)
+    return gradient * mask, logits.detach()
+
+
+def _sign_without_ties(
+    gradient: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """sign(gradient) on real samples, with exact zeros replaced by a random ±1.
+
+    A sample whose gradient is exactly zero (e.g. past the last complete analysis window, or
+    in digital silence) has no first-order effect on the loss; giving it a random sign keeps the
+    perturbation's RMS equal to epsilon, hence its SNR equal to the target.
+    """
+    direction = torch.sign(gradient)
+    ties = (direction == 0) & mask
+    if bool(ties.any()):
+        coin = torch.randint(0, 2, direction.shape, generator=generator, device="cpu")
+        coin = coin.to(device=direction.device, dtype=direction.dtype) * 2 - 1
+        direction = torch.where(ties, coin, direction)
+    return direction * mask
+
+
+def fgsm(
+    model: Model,
+    waveforms: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mask: torch.Tensor,
+    epsilon: torch.Tensor | float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fast gradient sign method: ``x + epsilon · sign(∇ₓ CE(model(x), y))`` (L∞ radius epsilon).
+
+    ``epsilon`` is in waveform amplitude units (full scale 1.0), per clip ``[B]`` or scalar.
+    Every real sample moves by exactly ``±epsilon`` (zero-gradient samples get a random sign
+    drawn from the CPU ``generator``); padding is returned unchanged.
+    """
+    gradient, _ = loss_gradient(model, waveforms, labels, mask=mask)
+    eps = _per_clip(epsilon, waveforms.shape[0], waveforms)
+    direction = _sign_without_ties(gradient, mask, generator)
+    return (waveforms + eps * direction).detach()
+
+
+def pgd(
+    model: Model,
+    waveforms: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mask: torch.Tensor,
+    epsilon: torch.Tensor | float,
+    steps: int = 10,
+    step_size: torch.Tensor | float | None = None,
+    random_start: bool = False,
+    early_stop: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Projected gradient descent on the L∞ ball of radius ``epsilon`` (Madry et al., 2018).
+
+    Each of ``steps`` iterations takes ``δ ← clip(δ + α · sign(∇_δ CE(model(x + δ), y)), −ε, ε)``
+    on the real samples. ``epsilon`` and ``step_size`` (α) are amplitudes in waveform units,
+    per clip ``[B]`` or scalar; α defaults to ``2.5 · epsilon / steps``. ``random_start`` draws
+    ``δ₀ ~ U(−ε, ε)`` from the CPU ``generator`` (otherwise ``δ₀ = 0``).
+
+    With ``early_stop`` (default) a clip stops moving at the first iterate the model
+    misclassifies, so adding steps never undoes a success; the returned batch holds that iterate
+    for such clips and the last one for the others. Padding is returned unchanged.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_batch(waveforms, mask)
+    batch = waveforms.shape[0]
+    eps = _per_clip(epsilon, batch, waveforms)
+    alpha = 2.5 * eps / steps if step_size is None else _per_clip(step_size, batch, waveforms)
+    labels = labels.to(waveforms.device)
+    if random_start:
+        uniform = torch.rand(waveforms.shape, generator=generator, device="cpu")
+        delta = (uniform.to(waveforms.device, waveforms.dtype) * 2 - 1) * eps * mask
+    else:
+        delta = torch.zeros_like(waveforms)
+    active = torch.ones(batch, dtype=torch.bool, device=waveforms.device)
+    for _ in range(steps):
+        gradient, logits = loss_gradient(model, waveforms + delta, labels, mask=mask)
+        if early_stop:
+            active &= logits.argmax(dim=1) == labels
+            if not bool(active.any()):
+                break
+        step = alpha * torch.sign(gradient)
+        updated = torch.maximum(torch.minimum(delta + step, eps), -eps) * mask
+        delta = torch.where(active[:, None], updated, delta)
+    return (waveforms + delta).detach()
+
+
+def white_noise(
+    waveforms: torch.Tensor,
+    *,
+    mask: torch.Tensor,
+    epsilon: torch.Tensor | float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Add white Gaussian noise whose RMS over each clip's real samples is exactly ``epsilon``.
+
+    The non-adversarial control: with ``epsilon`` from :func:`snr_epsilon` the noise has the
+    same energy (hence the same SNR) as an FGSM perturbation, but ignores the model. The draw
+    is rescaled to the exact RMS, so the measured SNR equals the target. ``epsilon`` is an
+    amplitude in waveform units (an RMS here, not an L∞ bound); padding stays unchanged.
+    """
+    lengths = check_batch(waveforms, mask)
+    eps = _per_clip(epsilon, waveforms.shape[0], waveforms)
+    noise = torch.randn(waveforms.shape, generator=generator, device="cpu", dtype=torch.float64)
+    noise = noise.to(waveforms.device) * mask
+    rms = (noise.pow(2).sum(dim=1, keepdim=True) / lengths[:, None].double()).sqrt()
+    scaled = noise / rms.clamp_min(torch.finfo(torch.float64).tiny) * eps.double()
+    return (waveforms + scaled.to(waveforms.dtype)).detach()

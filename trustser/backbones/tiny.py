@@ -1,0 +1,151 @@
+"""``tiny:<family>``: small randomly initialised encoders for tests — no download, deterministic.
+
+Each tiny model keeps the structure that matters for its family (the seven-layer 20 ms conv front
+end, GroupNorm vs LayerNorm, the padding mask, Whisper's 80-band log-mel and 1500 positions, the
+s3prl APC/TERA modules) and shrinks only the widths and depths, so a 2 s clip runs in
+milliseconds on a CPU. Weights come from a fixed seed in a forked RNG: the same name always gives
+the same ``weights_sha256`` and the caller's random state is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["TINY_FAMILIES", "TINY_SEED", "build_tiny_model", "tiny_config"]
+
+TINY_SEED = 0
+
+# Shared by every wav2vec2-style tiny model: the real 7-layer conv stack (hop 320 = 20 ms).
+_CONV = {
+    "conv_dim": (16,) * 7,
+    "conv_kernel": (10, 3, 3, 3, 3, 2, 2),
+    "conv_stride": (5, 2, 2, 2, 2, 2, 2),
+}
+_TRANSFORMER = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+    "mask_time_prob": 0.0,
+}
+
+_CONFIGS: dict[str, dict[str, Any]] = {
+    # like wav2vec2-base: GroupNorm in the first conv, post-LN transformer, no padding mask
+    "wav2vec2": {**_CONV, **_TRANSFORMER, "feat_extract_norm": "group", "conv_bias": False},
+    # like wav2vec2-large-lv60: LayerNorm convs, pre-LN ("stable") transformer, attention mask
+    "wav2vec2_layer": {
+        **_CONV,
+        **_TRANSFORMER,
+        "feat_extract_norm": "layer",
+        "do_stable_layer_norm": True,
+        "conv_bias": True,
+    },
+    # like wavlm-base-plus: GroupNorm front end, gated relative position bias
+    "wavlm": {
+        **_CONV,
+        **_TRANSFORMER,
+        "feat_extract_norm": "group",
+        "conv_bias": False,
+        "num_buckets": 32,
+        "max_bucket_distance": 64,
+    },
+    # like hubert-base-ls960: GroupNorm front end
+    "hubert": {**_CONV, **_TRANSFORMER, "feat_extract_norm": "group", "conv_bias": False},
+    # like data2vec-audio-base: LayerNorm convs (always), stacked conv positions, attention mask
+    "data2vec": {
+        **_CONV,
+        **{k: v for k, v in _TRANSFORMER.items() if not k.startswith("num_conv_pos")},
+        "num_conv_pos_embeddings": 3,
+        "conv_pos_kernel_size": 5,
+        "num_conv_pos_embedding_groups": 2,
+        "conv_bias": False,
+    },
+    # Whisper: the real 80-band log-mel and 1500 positions (so the 30 s window works)
+    "whisper": {
+        "d_model": 32,
+        "encoder_layers": 2,
+        "encoder_attention_heads": 2,
+        "encoder_ffn_dim": 64,
+        "decoder_layers": 1,
+        "decoder_attention_heads": 2,
+        "decoder_ffn_dim": 64,
+        "num_mel_bins": 80,
+        "max_source_positions": 1500,
+    },
+    # s3prl APC: unidirectional GRU stack over 80-band log-mel, residual connections
+    "apc": {"input_size": 80, "hidden_size": 32, "num_layers": 3, "residual": True},
+    # s3prl TERA: transformer over 80-band log-mel (3 layers as in the base model)
+    "tera": {
+        "hidden_size": 32,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "input_dim": 80,
+    },
+}
+
+# Per family: does the real model normalise the waveform (Wav2Vec2FeatureExtractor do_normalize)?
+# The tiny models take the code path of the family's registry default.
+TINY_NORMALIZE = {
+    "wav2vec2": True,
+    "wav2vec2_layer": True,
+    "wavlm": False,
+    "hubert": False,
+    "data2vec": True,
+}
+
+TINY_FAMILIES = tuple(_CONFIGS)
+
+
+def tiny_config(family: str) -> dict[str, Any]:
+    """The architecture settings of ``tiny:<family>`` (a copy)."""
+    return dict(_CONFIGS[family])
+
+
+def _hf_builder(family: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import transformers
+
+        classes = {
+            "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+            "wav2vec2_layer": ("Wav2Vec2Config", "Wav2Vec2Model"),
+            "wavlm": ("WavLMConfig", "WavLMModel"),
+            "hubert": ("HubertConfig", "HubertModel"),
+            "data2vec": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+        }
+        config_name, model_name = classes[family]
+        config = getattr(transformers, config_name)(**_CONFIGS[family])
+        return getattr(transformers, model_name)(config)
+
+    return build
+
+
+def _whisper() -> nn.Module:
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    return WhisperEncoder(WhisperConfig(**_CONFIGS["whisper"]))
+
+
+def build_tiny_model(family: str, *, seed: int = TINY_SEED) -> nn.Module:
+    """The random model of ``tiny:<family>``, built from ``seed`` without touching global RNG."""
+    if family in ("apc", "tera"):
+        from trustser.backbones import s3prl_models
+
+        builder: Callable[[], nn.Module] = lambda: s3prl_models.build_model(  # noqa: E731
+            family, _CONFIGS[family]
+        )
+    elif family == "whisper":
+        builder = _whisper
+    else:
+        builder = _hf_builder(family)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = builder()
+    return model.float().eval()

@@ -1,0 +1,108 @@
+"""Whisper encoders, run by hand so clips need not be padded to 30 s.
+
+transformers' ``WhisperEncoder`` only accepts a full 3000-frame (30 s) mel window. This module runs
+the same modules step by step: log-mel (torch) → conv1 → GELU → conv2 (stride 2) → GELU →
+``+ positions[:T]`` → encoder layers → final layer norm.
+
+Hidden states (L = encoder layers + 1): layer 0 is the convolutional front end plus positions,
+layer i the output of encoder layer i; the last one has the final layer norm applied (as in
+transformers' ``hidden_states``).
+
+Windows:
+
+* ``"trimmed"`` (default) — the encoder sees only the clip's own frames (6 s → 300 frames,
+  positions cut to the frame count, as the paper's reference code did). In a batch, each layer gets
+  an additive attention mask over the padded frames and padded conv inputs are zeroed, so a clip
+  gives the same features alone and in a padded batch.
+* ``"30s"`` — every clip is zero-padded to Whisper's 30 s window and attention sees the padding
+  (the standard transformers behaviour). The returned hidden states are cut to the clip's frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from trustser._validation import check_choice
+from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
+from trustser.backbones.logmel import HOP_LENGTH, WINDOW_SAMPLES, WhisperLogMel, mel_frame_count
+
+__all__ = ["WHISPER_WINDOWS", "WhisperBackbone", "encoder_frame_count"]
+
+WHISPER_WINDOWS = ("trimmed", "30s")
+
+
+def encoder_frame_count(num_mel_frames: int) -> int:
+    """Frames after conv2 (kernel 3, stride 2, padding 1): ceil(T / 2)."""
+    return (num_mel_frames - 1) // 2 + 1 if num_mel_frames > 0 else 0
+
+
+class WhisperBackbone(Backbone):
+    """A frozen transformers ``WhisperEncoder`` returning all hidden states from the waveform."""
+
+    def __init__(self, encoder: nn.Module, spec: BackboneSpec, *, window: str = "trimmed") -> None:
+        super().__init__()
+        check_choice("window", window, WHISPER_WINDOWS)
+        config = encoder.config
+        self.spec = spec
+        self.window = window
+        self.encoder = encoder
+        self.log_mel = WhisperLogMel(config.num_mel_bins)
+        self.num_layers = config.encoder_layers + 1
+        self.dim = config.d_model
+        self.frame_rate = spec.sample_rate / HOP_LENGTH / 2
+        self.masks_padding = True
+        self.min_samples = HOP_LENGTH  # one mel frame
+        positions = config.max_source_positions
+        self.max_samples = min(positions * 2 * HOP_LENGTH, WINDOW_SAMPLES)
+        self.freeze()
+
+    def frame_count(self, num_samples: int) -> int:
+        return encoder_frame_count(mel_frame_count(num_samples))
+
+    def extra_provenance(self) -> dict[str, Any]:
+        return {"window": self.window, "num_mel_bins": self.log_mel.num_mel_bins}
+
+    def forward(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        waveforms, lengths = self.check_batch(waveforms, lengths)
+        frame_lengths = self.frame_counts(lengths)
+        if self.window == "30s":
+            mel_width = self.encoder.config.max_source_positions * 2
+            mel = self.log_mel(waveforms, lengths, num_frames=mel_width)
+            hidden = self._encode(mel, None)
+            hidden = hidden[:, :, : int(frame_lengths.max())]
+        else:
+            mel = self.log_mel(waveforms, lengths)
+            hidden = self._encode(mel, lengths // HOP_LENGTH)
+        return pad_frames(hidden, frame_lengths), frame_lengths
+
+    def _encode(self, mel: torch.Tensor, mel_lengths: torch.Tensor | None) -> torch.Tensor:
+        """conv front end → positions → layers; ``mel_lengths`` None means no padding mask."""
+        encoder = self.encoder
+        x = nn.functional.gelu(encoder.conv1(mel))
+        if mel_lengths is not None:  # conv2 must see zeros past each clip, as it would alone
+            steps = torch.arange(x.shape[2], device=x.device)
+            x = x * (steps[None, :] < mel_lengths.to(x.device)[:, None])[:, None, :].to(x.dtype)
+        x = nn.functional.gelu(encoder.conv2(x)).transpose(1, 2)
+        num_frames = x.shape[1]
+        x = x + encoder.embed_positions.weight[:num_frames]
+        mask = None
+        if mel_lengths is not None:
+            frames = torch.tensor(
+                [encoder_frame_count(int(n)) for n in mel_lengths.tolist()], device=x.device
+            )
+            if int(frames.min()) < num_frames:  # some clip is padded: mask its padded keys
+                keys = torch.arange(num_frames, device=x.device)[None, :] < frames[:, None]
+                blocked = torch.zeros(keys.shape, dtype=x.dtype, device=x.device)
+                blocked = blocked.masked_fill(~keys, torch.finfo(x.dtype).min)
+                mask = blocked[:, None, None, :].expand(-1, 1, num_frames, -1)
+        states = [x]
+        for layer in encoder.layers:
+            x = layer(x, mask)
+            states.append(x)
+        states[-1] = encoder.layer_norm(x)
+        return torch.stack(states, dim=1)

@@ -1,0 +1,487 @@
+"""Sustainability: what one backbone + head costs to run on a 6 s clip.
+
+Three kinds of number, each labelled for what it is:
+
+* **parameters** of the backbone and of the head, counted from the loaded modules;
+* **MACs** (multiply–accumulates) for one clip, counted by fvcore over a JIT trace of the model
+  with *eager* attention, so the attention products (QKᵀ and AV) are ordinary matmuls that fvcore
+  sees (with SDPA, the default kernel, neither fvcore nor torch's FlopCounterMode counts them on
+  CPU). fvcore counts one MAC per multiply–add; **FLOPs ≈ 2 × MACs**. torch's
+  ``FlopCounterMode`` (which counts FLOPs) is run on the same model as a cross-check. The paper's
+  "GFLOPs" came from thop and are MACs too;
+* **latency** (ms per clip at batch 1, median of timed runs) and **throughput** (clips per second
+  at a larger batch) of backbone + head on the current device, with the default attention kernel.
+
+Not counted in MACs (documented, and small): elementwise work (activations, softmax, residual
+adds, masking), the FFT of Whisper's log-mel front end (its mel-filterbank matmul *is* counted),
+and normalisation layers are reported separately under ``norm`` (fvcore estimates them; torch's
+counter ignores them).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trustser._validation import TrustSERError, check_positive
+from trustser._version import __version__
+
+__all__ = [
+    "COST_FORMAT_VERSION",
+    "DEFAULT_SECONDS",
+    "CostError",
+    "CostReport",
+    "count_macs",
+    "count_parameters",
+    "count_torch_flops",
+    "head_config_from_runs",
+    "measure_cost",
+    "read_cost",
+    "run_cost",
+    "time_model",
+]
+
+DEFAULT_SECONDS = 6.0
+COST_FORMAT_VERSION = 1
+
+# fvcore operator name → reported category (MACs of each are summed per category).
+_CATEGORIES = {
+    "conv": "conv",
+    "linear": "linear",
+    "addmm": "linear",
+    "mm": "linear",
+    "matmul": "matmul",
+    "bmm": "matmul",
+    "baddbmm": "matmul",
+    "einsum": "matmul",
+    "scaled_dot_product_attention": "matmul",
+    "gru": "rnn",
+    "lstm": "rnn",
+    "rnn_tanh": "rnn",
+    "rnn_relu": "rnn",
+}
+_MATMUL_OPS = {"matmul", "bmm", "baddbmm", "einsum", "scaled_dot_product_attention"}
+_ATTENTION_NAMES = ("attn", "attention")
+
+NOT_COUNTED = [
+    "elementwise operations (activations, softmax, residual additions, masking)",
+    "the FFT of Whisper's log-mel front end (its mel-filterbank matmul is counted)",
+    "normalisation layers are not in the MAC total; fvcore's estimate is listed as 'norm'",
+]
+
+
+class CostError(TrustSERError, ValueError):
+    """A cost measurement that cannot be made as asked (bad length, unreadable cost.json)."""
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """Parameters, MACs, FLOPs and timings of backbone + head for one clip length."""
+
+    backbone: str
+    family: str
+    source: str
+    window: str | None
+    seconds: float
+    num_samples: int
+    num_frames: int
+    num_layers: int
+    dim: int
+    backbone_params: int
+    head_params: int
+    head_config: dict[str, Any]
+    head_source: str
+    backbone_macs: int
+    head_macs: int
+    attention_macs: int
+    macs_by_category: dict[str, int]
+    norm_macs: int
+    torch_flops: int
+    device: str
+    torch_threads: int
+    latency_ms: float | None
+    latency_ms_p90: float | None
+    throughput_clips_per_s: float | None
+    throughput_batch_size: int
+    repeats: int
+    counter: str = "fvcore MACs over a JIT trace, eager attention; FLOPs ≈ 2 × MACs"
+    not_counted: list[str] = field(default_factory=lambda: list(NOT_COUNTED))
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_params(self) -> int:
+        return self.backbone_params + self.head_params
+
+    @property
+    def total_macs(self) -> int:
+        return self.backbone_macs + self.head_macs
+
+    @property
+    def gmacs(self) -> float:
+        """Backbone + head GMACs per clip: the sustainability axis of the profile."""
+        return self.total_macs / 1e9
+
+    @property
+    def real_time_factor(self) -> float | None:
+        """Processing time / audio time at batch 1 (below 1 = faster than real time)."""
+        return None if self.latency_ms is None else self.latency_ms / 1000.0 / self.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            format="trustser-cost",
+            format_version=COST_FORMAT_VERSION,
+            total_params=self.total_params,
+            total_macs=self.total_macs,
+            gmacs=self.gmacs,
+            gflops_approx=2 * self.gmacs,
+            real_time_factor=self.real_time_factor,
+        )
+        return data
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Every parameter element of ``module`` (frozen or not; shared tensors once)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+# --- fvcore handles for operators it does not know -------------------------------------------
+
+
+def _shape(value: Any) -> list[int]:
+    from fvcore.nn.jit_handles import get_shape
+
+    shape = get_shape(value)
+    if shape is None:
+        raise CostError("fvcore could not see a tensor shape while counting MACs.")
+    return list(shape)
+
+
+def _baddbmm_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    # baddbmm(input, batch1 [b, n, m], batch2 [b, m, p]): the products are b·n·m·p MACs.
+    b, n, m = _shape(inputs[1])
+    p = _shape(inputs[2])[-1]
+    return b * n * m * p
+
+
+def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    # softmax(Q Kᵀ) V with Q [..., L, E], K [..., S, E], V [..., S, Ev].
+    q, k, v = (_shape(x) for x in inputs[:3])
+    batch = math.prod(q[:-2])
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _rnn_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    # aten::gru/lstm(input, hx, params, has_biases, layers, dropout, train, bidirectional,
+    # batch_first): every weight matrix multiplies one vector per time step and sequence.
+    shape = _shape(inputs[0])
+    steps = math.prod(shape[:-1])  # B·T (batched) or T (unbatched), whatever the layout
+    macs = 0
+    for weight in inputs[2].node().inputs():
+        dims = _shape(weight)
+        if len(dims) == 2:  # biases are 1-D and cost additions only
+            macs += dims[0] * dims[1]
+    return steps * macs
+
+
+_EXTRA_HANDLES: dict[str, Callable[[list[Any], list[Any]], int]] = {
+    "aten::baddbmm": _baddbmm_macs,
+    "aten::scaled_dot_product_attention": _sdpa_macs,
+    "aten::gru": _rnn_macs,
+    "aten::lstm": _rnn_macs,
+    "aten::rnn_tanh": _rnn_macs,
+    "aten::rnn_relu": _rnn_macs,
+}
+
+
+class _FirstOutput(nn.Module):
+    """fvcore traces modules returning tensors; backbones return (hidden, frame_lengths)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        output = self.module(*inputs)
+        return output[0] if isinstance(output, tuple) else output
+
+
+def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    """fvcore MACs of ``module(*inputs)``: total (matmul-like ops), by category, attention, norm.
+
+    ``attention`` is the matmul-like work inside modules whose name contains ``attn`` or
+    ``attention`` (QKᵀ and AV; the Q/K/V/output projections count as ``linear``).
+    """
+    import logging
+
+    from fvcore.nn import FlopCountAnalysis
+
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    analysis = FlopCountAnalysis(_FirstOutput(module).eval(), inputs)
+    analysis.set_op_handle(**_EXTRA_HANDLES)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
+    by_category: Counter[str] = Counter()
+    norm = 0
+    for operator, macs in analysis.by_operator().items():
+        if operator in _CATEGORIES:
+            by_category[_CATEGORIES[operator]] += int(macs)
+        else:  # fvcore's norm / upsample estimates: reported, not in the MAC total
+            norm += int(macs)
+    attention = 0
+    for name, per_op in analysis.by_module_and_operator().items():
+        leaf = name.rsplit(".", 1)[-1].lower()
+        if any(key in leaf for key in _ATTENTION_NAMES):
+            parent_attention = any(
+                key in part.lower() for part in name.split(".")[:-1] for key in _ATTENTION_NAMES
+            )
+            if not parent_attention:  # count each attention block once, at its top module
+                attention += sum(int(v) for op, v in per_op.items() if op in _MATMUL_OPS)
+    return {
+        "total": int(sum(by_category.values())),
+        "by_category": dict(sorted(by_category.items())),
+        "attention": attention,
+        "norm": norm,
+    }
+
+
+def count_torch_flops(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """FLOPs of ``module(*inputs)`` by torch's ``FlopCounterMode`` (2 per multiply–add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        module(*inputs)
+    return int(counter.get_total_flops())
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_model(
+    model: Callable[..., Any],
+    inputs: tuple[torch.Tensor, ...],
+    *,
+    device: torch.device,
+    repeats: int,
+    warmup: int = 2,
+) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones (no autograd)."""
+    check_positive("repeats", repeats)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(*inputs)
+        _synchronize(device)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(*inputs)
+            _synchronize(device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+class _EndToEnd(nn.Module):
+    """waveform → backbone → head logits: what one prediction costs."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        hidden, frame_lengths = self.backbone(waveforms, lengths)
+        steps = torch.arange(hidden.shape[2], device=hidden.device)
+        mask = steps[None, :] < frame_lengths.to(hidden.device)[:, None]
+        return self.head(hidden, mask)
+
+
+def head_config_from_runs(runs: str | Path, backbone: str) -> tuple[dict[str, Any], str] | None:
+    """The config of a trained emotion head under ``runs`` (first fold found), with its path."""
+    from trustser.runs import RunLayout, read_json
+
+    task_dir = RunLayout(runs).head_dir(backbone, "emotion")
+    if not task_dir.is_dir():
+        return None
+    for sidecar in sorted(task_dir.glob("*/head.json")):
+        config = read_json(sidecar).get("config")
+        if isinstance(config, dict) and {"num_layers", "dim", "num_classes"} <= set(config):
+            return dict(config), str(sidecar)
+    return None
+
+
+def _build_head(
+    num_layers: int, dim: int, head_config: dict[str, Any] | None, num_classes: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    from trustser.heads.model import LayerWeightedHead
+
+    config = dict(head_config or {})
+    config.pop("num_layers", None)
+    config.pop("dim", None)
+    classes = int(config.pop("num_classes", num_classes))
+    head = LayerWeightedHead(num_layers, dim, classes, **config)
+    return head.eval(), head.config()
+
+
+def measure_cost(
+    backbone: str,
+    *,
+    device: str | torch.device = "auto",
+    seconds: float = DEFAULT_SECONDS,
+    window: str = "trimmed",
+    head_config: dict[str, Any] | None = None,
+    head_source: str = "paper head (hidden 128, 4 classes), untrained: cost only",
+    num_classes: int = 4,
+    repeats: int = 20,
+    batch_size: int = 8,
+    timing: bool = True,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> CostReport:
+    """Count parameters, MACs and FLOPs, and time backbone + head, for a ``seconds`` clip.
+
+    Counting runs on the CPU with eager attention (exact and device independent); timing runs on
+    ``device`` with the default attention kernel, at batch 1 (latency) and ``batch_size``
+    (throughput). ``timing=False`` skips the timings (they are then ``None``).
+    """
+    from trustser.backbones import load_backbone
+    from trustser.devices import resolve_device
+
+    check_positive("seconds", seconds)
+    check_positive("batch_size", batch_size)
+    check_positive("repeats", repeats)
+    say = progress or (lambda _message: None)
+    say(f"loading {backbone} with eager attention for counting")
+    counted = load_backbone(backbone, device="cpu", window=window, attn_implementation="eager")
+    num_samples = round(seconds * counted.sample_rate)
+    if num_samples < counted.min_samples or (
+        counted.max_samples is not None and num_samples > counted.max_samples
+    ):
+        limit = counted.max_samples / counted.sample_rate if counted.max_samples else math.inf
+        raise CostError(
+            f"{backbone}: a {seconds} s clip is outside what this encoder accepts "
+            f"({counted.min_samples / counted.sample_rate:.3f} s to {limit:g} s); choose another "
+            "--seconds."
+        )
+    num_frames = counted.frame_count(num_samples)
+    generator = torch.Generator().manual_seed(seed)
+    wave = 0.1 * torch.randn(1, num_samples, generator=generator)
+    lengths = torch.tensor([num_samples])
+    head, config = _build_head(counted.num_layers, counted.dim, head_config, num_classes)
+
+    say("counting MACs (fvcore) and FLOPs (torch FlopCounterMode)")
+    backbone_count = count_macs(counted, (wave, lengths))
+    hidden = torch.randn(1, counted.num_layers, num_frames, counted.dim, generator=generator)
+    mask = torch.ones(1, num_frames, dtype=torch.bool)
+    head_count = count_macs(head, (hidden, mask))
+    torch_flops = count_torch_flops(_EndToEnd(counted, head), (wave, lengths))
+    by_category = Counter(backbone_count["by_category"])
+    by_category.update(head_count["by_category"])
+    provenance_window = getattr(counted, "window", None)
+    spec = counted.spec
+    backbone_params = count_parameters(counted)
+    del counted
+
+    latency = p90 = throughput = None
+    target = resolve_device(device)
+    if timing:
+        say(f"timing on {target} (batch 1 and batch {batch_size})")
+        timed = load_backbone(backbone, device=target, window=window)
+        model = _EndToEnd(timed, head.to(target)).eval()
+        single = (wave.to(target), lengths)
+        times = time_model(model, single, device=target, repeats=repeats)
+        latency = 1000.0 * statistics.median(times)
+        p90 = 1000.0 * float(sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)])
+        batch = (wave.repeat(batch_size, 1).to(target), lengths.repeat(batch_size))
+        batch_times = time_model(model, batch, device=target, repeats=max(3, repeats // 4))
+        throughput = batch_size / statistics.median(batch_times)
+        head = head.to("cpu")
+
+    return CostReport(
+        backbone=spec.name,
+        family=spec.family,
+        source=spec.source,
+        window=provenance_window,
+        seconds=float(seconds),
+        num_samples=num_samples,
+        num_frames=num_frames,
+        num_layers=head.num_layers,
+        dim=head.dim,
+        backbone_params=backbone_params,
+        head_params=count_parameters(head),
+        head_config=config,
+        head_source=head_source,
+        backbone_macs=backbone_count["total"],
+        head_macs=head_count["total"],
+        attention_macs=backbone_count["attention"],
+        macs_by_category=dict(sorted(by_category.items())),
+        norm_macs=backbone_count["norm"] + head_count["norm"],
+        torch_flops=torch_flops,
+        device=str(target) if timing else "not timed",
+        torch_threads=torch.get_num_threads(),
+        latency_ms=latency,
+        latency_ms_p90=p90,
+        throughput_clips_per_s=throughput,
+        throughput_batch_size=batch_size,
+        repeats=repeats,
+        environment={
+            "trustser": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "cuda_device": torch.cuda.get_device_name(target) if target.type == "cuda" else "",
+        },
+    )
+
+
+def run_cost(
+    backbone: str,
+    *,
+    runs: str | Path | None = None,
+    write: bool = True,
+    progress: Callable[[str], None] | None = None,
+    **options: Any,
+) -> tuple[CostReport, Path | None]:
+    """``trustser cost``: measure, using a trained emotion head's config from ``runs`` when there
+    is one, and write ``runs/<backbone>/cost.json`` unless ``write`` is False or ``runs`` is None.
+    """
+    from trustser.runs import RunLayout, write_json
+
+    if runs is not None and "head_config" not in options:
+        found = head_config_from_runs(runs, backbone)
+        if found is not None:
+            options["head_config"], sidecar = found
+            options["head_source"] = f"trained emotion head config ({sidecar})"
+    report = measure_cost(backbone, progress=progress, **options)
+    path = None
+    if write and runs is not None:
+        path = write_json(RunLayout(runs).cost_path(backbone), report.to_dict())
+    return report, path
+
+
+def read_cost(path: str | Path) -> dict[str, Any]:
+    """A ``cost.json`` written by :func:`run_cost`; refuses other formats or versions."""
+    from trustser.runs import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("format") != "trustser-cost":
+        raise CostError(f"{str(path)!r} is not a trustser cost.json; rerun `trustser cost`.")
+    if data.get("format_version") != COST_FORMAT_VERSION:
+        raise CostError(
+            f"{str(path)!r} has cost format version {data.get('format_version')!r}; this trustser "
+            f"reads version {COST_FORMAT_VERSION}. Rerun `trustser cost` to refresh it."
+        )
+    return data

@@ -1,0 +1,276 @@
+"""``HeadClassifier``: the paper's head as an sklearn-style estimator over cached features.
+
+``fit(train, dev)`` trains :class:`~trustser.heads.model.LayerWeightedHead` with Adam and
+class-weighted cross-entropy, evaluates dev UAR after every epoch and keeps the weights of the
+best epoch (the paper's model selection). Training reads features only — from a store group, its
+in-memory copy or :class:`~trustser.heads.data.ArrayFeatures` — so a fit costs seconds, not
+backbone forwards. The same hyperparameters and ``seed`` give identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trustser._validation import check_choice, check_fitted, check_positive, check_probability
+from trustser.devices import DEVICE_CHOICES, resolve_device
+from trustser.heads.data import DataError, FeatureSet
+from trustser.heads.model import POOLINGS, LayerWeightedHead
+from trustser.metrics.performance import uar_score
+
+__all__ = ["HeadClassifier", "EpochEnd", "class_weights"]
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """Reported to ``fit``'s callback after each epoch (drives progress bars)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    dev_uar: float | None
+    best_epoch: int
+    seconds: float
+
+
+def class_weights(
+    labels: Sequence[str], classes: Sequence[str], policy: str | Mapping[str, float] | None
+) -> np.ndarray:
+    """Per-class loss weights. ``"balanced"``: :math:`w_c = N / (C \\cdot n_c)` over the training
+    labels (sklearn's rule), so every class contributes equally to the loss; ``None``: all 1;
+    a mapping gives each class's weight explicitly (missing classes get 1).
+    """
+    if policy is None:
+        return np.ones(len(classes))
+    if isinstance(policy, Mapping):
+        unknown = sorted(set(policy) - set(classes))
+        if unknown:
+            raise ValueError(f"class_weight names unknown classes {unknown}; classes are {list(classes)}.")
+        return np.array([float(policy.get(c, 1.0)) for c in classes])
+    check_choice("class_weight", policy, ("balanced",))
+    counts = np.array([sum(1 for y in labels if y == c) for c in classes], dtype=float)
+    empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
+    if empty:
+        raise DataError(
+            f"class(es) {empty} have no training utterances, so 'balanced' weights are undefined; "
+            "choose folds whose training part holds every class."
+        )
+    return counts.sum() / (len(classes) * counts)
+
+
+class HeadClassifier:
+    """Layer-weighted head trained from cached hidden states.
+
+    Parameters are stored exactly as given and checked in :meth:`fit`. Learned state:
+    ``head_`` (the best-epoch :class:`LayerWeightedHead`, eval mode), ``classes_``,
+    ``layer_weights_`` (softmax weights over the L hidden states), ``best_epoch_`` (1-based),
+    ``best_score_`` (dev UAR at that epoch, or None without dev data), ``history_`` (one dict per
+    epoch: ``epoch``, ``train_loss``, ``dev_uar``, ``seconds``) and ``device_``.
+    """
+
+    _parameter_constraints: dict[str, str] = {
+        "hidden": "int >= 1",
+        "lr": "float > 0",
+        "epochs": "int >= 1",
+        "batch_size": "int >= 1",
+        "dropout": "float in [0, 1]",
+        "pooling": f"one of {POOLINGS}",
+        "class_weight": "'balanced', None or {class: weight}",
+        "device": f"one of {DEVICE_CHOICES} (or 'cuda:N')",
+        "seed": "int",
+    }
+
+    def __init__(
+        self,
+        *,
+        hidden: int = 128,
+        lr: float = 5e-4,
+        epochs: int = 30,
+        batch_size: int = 64,
+        dropout: float = 0.0,
+        pooling: str = "mean",
+        class_weight: str | Mapping[str, float] | None = "balanced",
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        self.hidden = hidden
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.dropout = dropout
+        self.pooling = pooling
+        self.class_weight = class_weight
+        self.device = device
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._parameter_constraints}
+
+    def __repr__(self) -> str:
+        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"HeadClassifier({changed})"
+
+    def _validate_params(self) -> None:
+        for name in ("hidden", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}.")
+            check_positive(name, value)
+        if not isinstance(self.lr, Real):
+            raise ValueError(f"lr must be a number, got {self.lr!r}.")
+        check_positive("lr", self.lr)
+        check_probability("dropout", self.dropout)
+        check_choice("pooling", self.pooling, POOLINGS)
+        if not isinstance(self.seed, Integral):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+        if self.class_weight is not None and not isinstance(self.class_weight, Mapping):
+            check_choice("class_weight", self.class_weight, ("balanced",))
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        train: FeatureSet,
+        dev: FeatureSet | None = None,
+        *,
+        classes: Sequence[str] | None = None,
+        callback: Callable[[EpochEnd], None] | None = None,
+    ) -> HeadClassifier:
+        """Train on ``train``; keep the epoch with the best ``dev`` UAR (the last without dev).
+
+        ``classes`` fixes the class order (default: sorted training labels); labels in ``dev``
+        outside it are an error. Ties in dev UAR keep the earlier epoch.
+        """
+        self._validate_params()
+        if train.labels is None or len(train) == 0:
+            raise DataError("fit needs a labelled, non-empty training FeatureSet.")
+        if dev is not None and (dev.labels is None or len(dev) == 0):
+            raise DataError("the dev FeatureSet must be labelled and non-empty (or pass dev=None).")
+        classes = tuple(classes) if classes is not None else tuple(sorted(set(train.labels)))
+        if len(classes) < 2:
+            raise DataError(f"a classifier needs at least two classes, got {list(classes)}.")
+        index = {c: i for i, c in enumerate(classes)}
+        for name, part in (("train", train), ("dev", dev)):
+            if part is None:
+                continue
+            unknown = sorted({y for y in part.labels if y not in index})
+            if unknown:
+                raise DataError(f"{name} labels {unknown} are not among classes {list(classes)}.")
+        device = resolve_device(self.device)
+        weights = torch.tensor(
+            class_weights(train.labels, classes, self.class_weight), dtype=torch.float32, device=device
+        )
+        target_of = dict(zip(train.ids, (index[y] for y in train.labels), strict=True))
+        dev_true = np.array([index[y] for y in dev.labels]) if dev is not None else None
+
+        fork_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(self.seed)
+            head: LayerWeightedHead | None = None
+            optimizer: torch.optim.Optimizer | None = None
+            loss_fn = nn.CrossEntropyLoss(weight=weights)
+            history: list[dict[str, Any]] = []
+            best_state: dict[str, torch.Tensor] | None = None
+            best_epoch, best_score = 0, -np.inf
+            for epoch in range(1, self.epochs + 1):
+                start = time.perf_counter()
+                total, count = 0.0, 0
+                epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+                for batch in train.source.batches(
+                    train.ids, batch_size=self.batch_size, shuffle=True, seed=epoch_seed
+                ):
+                    hidden, mask = _to_tensors(batch, device)
+                    if head is None:  # shapes come from the data; init from the seeded RNG
+                        head = LayerWeightedHead(
+                            hidden.shape[1],
+                            hidden.shape[3],
+                            len(classes),
+                            hidden=self.hidden,
+                            dropout=self.dropout,
+                            pooling=self.pooling,
+                        ).to(device)
+                        optimizer = torch.optim.Adam(head.parameters(), lr=self.lr)
+                    head.train()
+                    targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
+                    loss = loss_fn(head(hidden, mask), targets)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += float(loss.detach()) * len(batch.ids)
+                    count += len(batch.ids)
+                if head is None or count == 0:
+                    raise DataError("the training source yielded no batches for the training ids.")
+                dev_uar = None
+                if dev is not None:
+                    proba = _predict_proba(head, dev, self.batch_size, device)
+                    dev_uar = float(uar_score(dev_true, proba.argmax(1)))
+                score = dev_uar if dev_uar is not None else float(epoch)
+                if score > best_score:
+                    best_score, best_epoch = score, epoch
+                    best_state = copy.deepcopy(head.state_dict())
+                seconds = time.perf_counter() - start
+                history.append(
+                    {"epoch": epoch, "train_loss": total / count, "dev_uar": dev_uar, "seconds": seconds}
+                )
+                if callback is not None:
+                    callback(EpochEnd(epoch, self.epochs, total / count, dev_uar, best_epoch, seconds))
+        head.load_state_dict(best_state)
+        head.eval()
+        self.head_ = head
+        self.classes_ = np.array(classes, dtype=object)
+        self.layer_weights_ = head.layer_weights.detach().to("cpu").numpy().astype(float)
+        self.best_epoch_ = best_epoch
+        self.best_score_ = best_score if dev is not None else None
+        self.history_ = history
+        self.device_ = device
+        return self
+
+    # --------------------------------------------------------------- prediction
+    def predict_proba(self, data: FeatureSet) -> np.ndarray:
+        """Class probabilities ``[N, C]``, rows in ``data.ids`` order, columns in ``classes_``."""
+        check_fitted(self, ["head_", "classes_"])
+        return _predict_proba(self.head_, data, self.batch_size, self.device_)
+
+    def predict(self, data: FeatureSet) -> np.ndarray:
+        """The most probable class name per id of ``data``."""
+        check_fitted(self, ["head_", "classes_"])
+        return self.classes_[self.predict_proba(data).argmax(axis=1)]
+
+    def score(self, data: FeatureSet) -> float:
+        """Unweighted average recall (UAR) on labelled ``data``."""
+        if data.labels is None:
+            raise DataError("score needs a labelled FeatureSet.")
+        return float(uar_score(np.array(data.labels, dtype=object), self.predict(data)))
+
+
+def _to_tensors(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    hidden = torch.as_tensor(batch.hidden, dtype=torch.float32).to(device, non_blocking=True)
+    mask = torch.as_tensor(batch.mask, dtype=torch.bool).to(device, non_blocking=True)
+    return hidden, mask
+
+
+@torch.no_grad()
+def _predict_proba(
+    head: LayerWeightedHead, data: FeatureSet, batch_size: int, device: torch.device
+) -> np.ndarray:
+    was_training = head.training
+    head.eval()
+    rows: dict[str, np.ndarray] = {}
+    for batch in data.source.batches(data.ids, batch_size=batch_size, shuffle=False, seed=0):
+        hidden, mask = _to_tensors(batch, device)
+        proba = torch.softmax(head(hidden, mask).float(), dim=1).to("cpu").numpy()
+        rows.update(zip(batch.ids, proba, strict=True))
+    head.train(was_training)
+    missing = [i for i in data.ids if i not in rows]
+    if missing:
+        raise DataError(
+            f"the feature source returned no features for {len(missing)} id(s), e.g. {missing[:3]}."
+        )
+    return np.stack([rows[i] for i in data.ids])

@@ -1,0 +1,223 @@
+"""Linear probes: logistic regression on time-averaged hidden states, per layer and all layers.
+
+A quick baseline and sanity check for the trained heads. For each task and fold, the store's
+time-mean array ``[N, L, D]`` is standardised (mean/std of the training part) and a
+class-balanced L2 logistic regression is fitted on the training part, once per layer
+(``D`` features) and once on all layers concatenated (``L·D`` features). Results go to
+``<runs>/<backbone>/probe/metrics.json``; probing one task keeps the other tasks already there
+when they come from the same store group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from trustser._validation import check_positive
+from trustser._version import __version__
+from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
+from trustser.metrics._common import mean_std
+from trustser.metrics.performance import performance_summary
+from trustser.runs import RunLayout, read_json, write_json
+
+__all__ = ["ProbeEvent", "ProbeTaskResult", "ProbeResult", "probe_task", "run_probes"]
+
+
+@dataclass(frozen=True)
+class ProbeEvent:
+    """One probe fitted (for progress bars): ``done`` of ``total`` for the current task."""
+
+    task: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ProbeTaskResult:
+    """``all_layers`` and each entry of ``layers`` hold ``<role>_<metric>_mean/_std`` and
+    ``folds``; ``best_layer_dev`` / ``best_layer_test`` index ``layers`` by mean UAR."""
+
+    task: str
+    labels: tuple[str, ...]
+    all_layers: dict[str, Any]
+    layers: list[dict[str, Any]]
+    best_layer_dev: int
+    best_layer_test: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": list(self.labels),
+            "all_layers": self.all_layers,
+            "layers": self.layers,
+            "best_layer_dev": self.best_layer_dev,
+            "best_layer_test": self.best_layer_test,
+        }
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    backbone: str
+    path: Path
+    tasks: list[ProbeTaskResult]
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def probe_task(
+    means: np.ndarray,
+    ids: Sequence[str],
+    task: Task,
+    splits: Sequence[Split],
+    *,
+    C: float = 1.0,
+    max_iter: int = 2000,
+    callback: Callable[[ProbeEvent], None] | None = None,
+) -> ProbeTaskResult:
+    """Probe ``task`` on time-means ``[N, L, D]`` whose rows follow ``ids``."""
+    check_positive("C", C)
+    row = {utterance_id: i for i, utterance_id in enumerate(ids)}
+    num_layers = means.shape[1]
+    views: list[tuple[int | None, np.ndarray]] = [(None, means.reshape(len(means), -1))]
+    views += [(layer, means[:, layer]) for layer in range(num_layers)]
+    per_view: dict[int | None, list[dict[str, Any]]] = {layer: [] for layer, _ in views}
+    total, done = len(views) * len(splits), 0
+    for split in splits:
+        index = {role: [row[i] for i in getattr(split, role)] for role in ("train", "dev", "test")}
+        truth = {role: [task.label_of[i] for i in getattr(split, role)] for role in index}
+        for layer, features in views:
+            model = make_pipeline(
+                StandardScaler(),
+                LogisticRegression(C=C, max_iter=max_iter, class_weight="balanced"),
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(features[index["train"]], truth["train"])
+            fold: dict[str, Any] = {"fold": split.name}
+            for role in ("dev", "test"):
+                predicted = model.predict(features[index[role]])
+                summary = performance_summary(truth[role], predicted, labels=list(task.labels))
+                fold[f"{role}_uar"] = summary["uar"]
+                fold[f"{role}_accuracy"] = summary["weighted_accuracy"]
+                fold[f"{role}_macro_f1"] = summary["macro_f1"]
+                if layer is None:
+                    fold[f"{role}_per_class_recall"] = summary["per_class_recall"]
+                    fold[f"{role}_confusion"] = summary["confusion"]
+            per_view[layer].append(fold)
+            done += 1
+            if callback is not None:
+                callback(ProbeEvent(task.name, done, total))
+    all_layers = _aggregate(per_view[None])
+    layers = [{"layer": layer, **_aggregate(per_view[layer])} for layer in range(num_layers)]
+    return ProbeTaskResult(
+        task=task.name,
+        labels=task.labels,
+        all_layers=all_layers,
+        layers=layers,
+        best_layer_dev=int(np.argmax([v["dev_uar_mean"] for v in layers])),
+        best_layer_test=int(np.argmax([v["test_uar_mean"] for v in layers])),
+    )
+
+
+def _aggregate(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for role in ("test", "dev"):
+        for name in ("uar", "accuracy", "macro_f1"):
+            out[f"{role}_{name}_mean"], out[f"{role}_{name}_std"] = mean_std(
+                [f[f"{role}_{name}"] for f in folds]
+            )
+    out["folds"] = folds
+    return out
+
+
+def run_probes(
+    store: str | os.PathLike,
+    backbone: str | None = None,
+    *,
+    task: str = "emotion",
+    runs: str | os.PathLike = "runs",
+    folds: str | Sequence[str] | None = None,
+    C: float = 1.0,
+    max_iter: int = 2000,
+    seed: int = 0,
+    callback: Callable[[ProbeEvent], None] | None = None,
+) -> ProbeResult:
+    """Probe each task of ``task`` (a name, a comma list or ``all``) and write probe/metrics.json.
+
+    ``seed`` only matters for the speaker task's split (the probes themselves are deterministic).
+    """
+    from trustser.heads.training import open_group
+
+    start = time.perf_counter()
+    group, name = open_group(store, backbone)
+    manifest = group.manifest()
+    tasks = [build_task(n, manifest, seed=seed) for n in parse_tasks(task)]
+    chosen = {t.name: select_splits(t, folds) for t in tasks}
+    ids = list(dict.fromkeys(i for splits in chosen.values() for s in splits for i in s.ids))
+    means = np.asarray(group.means(ids), dtype=np.float64)
+    results = [
+        probe_task(means, ids, t, chosen[t.name], C=C, max_iter=max_iter, callback=callback)
+        for t in tasks
+    ]
+    store_info = {"path": str(Path(store).resolve()), "group": name, "provenance": dict(group.provenance)}
+    path = RunLayout(Path(runs)).probe_dir(name) / "metrics.json"
+    metrics = _merge_existing(path, store_info)
+    metrics.update(
+        {
+            "backbone": name,
+            "store": store_info,
+            "features": "time-mean of every hidden state; standardised on each fold's training part",
+            "model": f"LogisticRegression(C={C}, class_weight='balanced', L2, lbfgs, max_iter={max_iter})",
+            "std": "population standard deviation over folds (ddof=0)",
+            "trustser_version": __version__,
+        }
+    )
+    for result in results:
+        metrics["tasks"][result.task] = {
+            **result.to_dict(),
+            "split_scheme": tasks[[t.name for t in tasks].index(result.task)].scheme,
+            "folds": [s.name for s in chosen[result.task]],
+            "C": C,
+            "seed": seed,
+        }
+        for key in ("test_uar", "test_accuracy", "test_macro_f1", "dev_uar"):
+            for stat in ("mean", "std"):
+                metrics[f"{result.task}_{key}_{stat}"] = result.all_layers[f"{key}_{stat}"]
+        metrics[f"{result.task}_best_layer_test"] = result.best_layer_test
+    write_json(path, metrics)
+    return ProbeResult(
+        backbone=name, path=path, tasks=results, metrics=metrics, seconds=time.perf_counter() - start
+    )
+
+
+def _merge_existing(path: Path, store_info: Mapping[str, Any]) -> dict[str, Any]:
+    """Earlier probe results at ``path`` when they probed the same features, else a fresh dict."""
+    if path.is_file():
+        try:
+            previous = read_json(path)
+        except ValueError:
+            previous = None
+        if (
+            isinstance(previous, dict)
+            and isinstance(previous.get("tasks"), dict)
+            and previous.get("store", {}).get("group") == store_info["group"]
+            and _plain(previous.get("store", {}).get("provenance")) == _plain(store_info["provenance"])
+        ):
+            return previous
+    return {"tasks": {}}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))

@@ -1,0 +1,259 @@
+"""What a head predicts, from which labels, on which splits.
+
+Three tasks share one head and one training loop:
+
+* ``emotion`` — the manifest's emotion labels (four classes for the paper's corpora) on the
+  manifest's speaker-independent folds; 30 epochs as the paper.
+* ``gender`` — female / male on the same speaker-independent folds: a privacy attack that infers
+  the speaker's gender from embeddings of speakers it never saw; 10 epochs as the paper.
+* ``speaker`` — closed-set speaker identification, a second privacy attack. A closed set needs
+  every speaker in train, dev and test, so this task cannot use speaker-independent folds; it
+  uses its own split (see :func:`speaker_splits`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trustser._validation import TrustSERError
+from trustser.manifest import GENDERS, Manifest, Utterance
+from trustser.runs import TASKS
+
+__all__ = [
+    "TASKS",
+    "DEFAULT_EPOCHS",
+    "SPEAKER_FOLDS",
+    "TaskError",
+    "Split",
+    "Task",
+    "build_task",
+    "speaker_splits",
+    "select_splits",
+    "parse_tasks",
+    "ids_checksum",
+]
+
+# The paper: 30 epochs for emotion, 10 for the gender head. Speaker identification has no paper
+# setting; it gets the emotion head's budget.
+DEFAULT_EPOCHS: dict[str, int] = {"emotion": 30, "gender": 10, "speaker": 30}
+SPEAKER_FOLDS = 5
+
+
+class TaskError(TrustSERError, ValueError):
+    """A task that cannot be built from the data at hand (too few labels, unknown fold...)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One train/dev/test partition of utterance ids (a fold)."""
+
+    name: str
+    train: tuple[str, ...]
+    dev: tuple[str, ...]
+    test: tuple[str, ...]
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.train + self.dev + self.test
+
+    def checksum(self) -> str:
+        """SHA-256 of the three id lists: identifies exactly which data a head saw."""
+        return ids_checksum({"train": self.train, "dev": self.dev, "test": self.test})
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification task: labels in class-index order, a label per id, and its splits."""
+
+    name: str
+    labels: tuple[str, ...]
+    label_of: Mapping[str, str]
+    splits: tuple[Split, ...]
+    scheme: str
+    excluded: Mapping[str, str] = field(default_factory=dict)  # id -> why it takes no part
+
+    @property
+    def default_epochs(self) -> int:
+        return DEFAULT_EPOCHS[self.name]
+
+    @property
+    def ids(self) -> list[str]:
+        """Every id some split uses, in first-seen order."""
+        seen: dict[str, None] = {}
+        for split in self.splits:
+            for utterance_id in split.ids:
+                seen.setdefault(utterance_id, None)
+        return list(seen)
+
+    def split(self, name: str) -> Split:
+        for split in self.splits:
+            if split.name == name:
+                return split
+        raise TaskError(
+            f"task {self.name!r} has no fold {name!r}; folds: {', '.join(s.name for s in self.splits)}"
+        )
+
+
+def ids_checksum(parts: Mapping[str, Sequence[str]]) -> str:
+    digest = hashlib.sha256()
+    for role in sorted(parts):
+        digest.update(role.encode())
+        for utterance_id in parts[role]:
+            digest.update(b"\x00" + utterance_id.encode())
+        digest.update(b"\x01")
+    return digest.hexdigest()
+
+
+def parse_tasks(spec: str) -> list[str]:
+    """``"emotion"`` → ``["emotion"]``; ``"all"`` → every task; ``"emotion,gender"`` works too."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if names == ["all"]:
+        return list(TASKS)
+    unknown = [n for n in names if n not in TASKS]
+    if unknown or not names:
+        raise TaskError(
+            f"task {spec!r} is not supported; choose {', '.join(TASKS)} or all (comma-separated works)."
+        )
+    return list(dict.fromkeys(names))
+
+
+def build_task(
+    name: str,
+    manifest: Manifest,
+    *,
+    seed: int = 0,
+    speaker_folds: int = SPEAKER_FOLDS,
+) -> Task:
+    """The task ``name`` over ``manifest`` (typically ``group.manifest()``: the extracted ids)."""
+    if name not in TASKS:
+        raise TaskError(f"task {name!r} is not supported; choose one of {', '.join(TASKS)}.")
+    if not manifest.utterances:
+        raise TaskError(f"the {manifest.corpus} manifest has no utterances; extract some first.")
+    if name == "speaker":
+        return speaker_splits(manifest, num_folds=speaker_folds, seed=seed)
+    attribute = name  # "emotion" or "gender": a typed Utterance field
+    allowed = manifest.labels if name == "emotion" else GENDERS
+    present = {getattr(u, attribute) for u in manifest.utterances}
+    labels = tuple(label for label in allowed if label in present)
+    if len(labels) < 2:
+        raise TaskError(
+            f"task {name!r} needs at least two {attribute} classes in the {manifest.corpus} "
+            f"manifest; found {sorted(present)}."
+        )
+    if not manifest.folds:
+        raise TaskError(
+            f"the {manifest.corpus} manifest defines no folds; the {name} task needs its "
+            "speaker-independent folds (prepare the corpus with `trustser data prepare`)."
+        )
+    label_of = {u.id: getattr(u, attribute) for u in manifest.utterances}
+    splits = []
+    for fold in manifest.folds:
+        parts = manifest.split(fold)
+        split = Split(fold.name, *(tuple(u.id for u in parts[r]) for r in ("train", "dev", "test")))
+        for role in ("train", "dev", "test"):
+            if not getattr(split, role):
+                raise TaskError(
+                    f"fold {fold.name!r} of {manifest.corpus} has no extracted utterances in {role}; "
+                    "finish extraction or choose other folds."
+                )
+        splits.append(split)
+    return Task(
+        name=name,
+        labels=labels,
+        label_of=label_of,
+        splits=tuple(splits),
+        scheme=f"speaker-independent folds of the manifest: {manifest.fold_scheme or 'as defined'}",
+    )
+
+
+def speaker_splits(manifest: Manifest, *, num_folds: int = SPEAKER_FOLDS, seed: int = 0) -> Task:
+    """Closed-set speaker identification: every speaker's utterances spread over every role.
+
+    Each speaker's utterances are ordered by emotion (then randomly within an emotion, from
+    ``seed``) and dealt round-robin into ``num_folds`` groups from a random start, so every
+    group holds about ``1/num_folds`` of each speaker's utterances and of each speaker's
+    emotions (stratified by speaker, then emotion). Fold ``k`` tests on group ``k``, selects
+    the epoch on group ``k+1`` and trains on the rest — the same rotation as the corpus folds.
+    Speakers with fewer than ``num_folds`` utterances cannot appear in every group and are
+    excluded (listed in :attr:`Task.excluded`).
+    """
+    if num_folds < 3:
+        raise TaskError(f"speaker folds must be >= 3 (train, dev and test), got {num_folds}.")
+    by_speaker: dict[str, list[Utterance]] = {}
+    for u in manifest.utterances:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EA4]))
+    groups: list[list[str]] = [[] for _ in range(num_folds)]
+    excluded: dict[str, str] = {}
+    kept: list[str] = []
+    for speaker in sorted(by_speaker):
+        utterances = by_speaker[speaker]
+        if len(utterances) < num_folds:
+            for u in utterances:
+                excluded[u.id] = (
+                    f"speaker {speaker!r} has {len(utterances)} utterance(s); "
+                    f"needs >= {num_folds} to appear in every speaker fold"
+                )
+            continue
+        kept.append(speaker)
+        keys = rng.random(len(utterances))
+        order = sorted(range(len(utterances)), key=lambda i: (utterances[i].emotion, keys[i]))
+        start = int(rng.integers(num_folds))
+        for position, index in enumerate(order):
+            groups[(start + position) % num_folds].append(utterances[index].id)
+    if len(kept) < 2:
+        raise TaskError(
+            f"speaker identification needs at least two speakers with >= {num_folds} utterances "
+            f"each in the {manifest.corpus} manifest; found {len(kept)}."
+        )
+    position_of = {u.id: i for i, u in enumerate(manifest.utterances)}
+    groups = [sorted(g, key=position_of.__getitem__) for g in groups]  # manifest order
+    splits = []
+    for k in range(num_folds):
+        dev = (k + 1) % num_folds
+        train = tuple(i for j, g in enumerate(groups) if j not in (k, dev) for i in g)
+        splits.append(Split(f"fold{k + 1}", train, tuple(groups[dev]), tuple(groups[k])))
+    keep = set(kept)
+    return Task(
+        name="speaker",
+        labels=tuple(kept),
+        label_of={u.id: u.speaker for u in manifest.utterances if u.speaker in keep},
+        splits=tuple(splits),
+        scheme=(
+            f"{num_folds} utterance folds stratified by speaker then emotion (seed {seed}); "
+            "fold k: test = group k, dev = group k+1, train = rest"
+        ),
+        excluded=excluded,
+    )
+
+
+def select_splits(task: Task, folds: str | Sequence[str] | None) -> list[Split]:
+    """Splits chosen by name or 1-based index (``"1,3"``, ``"fold2"``, ``["1", "fold3"]``).
+
+    ``None`` or an empty string selects all folds.
+    """
+    if folds is None:
+        return list(task.splits)
+    items = folds.split(",") if isinstance(folds, str) else list(folds)
+    items = [str(i).strip() for i in items if str(i).strip()]
+    if not items:
+        return list(task.splits)
+    names = [s.name for s in task.splits]
+    chosen: list[str] = []
+    for item in items:
+        if item in names:
+            name = item
+        elif item.isdigit() and 1 <= int(item) <= len(names):
+            name = names[int(item) - 1]
+        else:
+            raise TaskError(
+                f"fold {item!r} does not exist for task {task.name!r}; use a name "
+                f"({', '.join(names)}) or a 1-based index 1..{len(names)}."
+            )
+        if name not in chosen:
+            chosen.append(name)
+    return [task.split(n) for n in chosen]

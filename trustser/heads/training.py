@@ -1,0 +1,427 @@
+"""Train a task's heads on every fold straight from the embedding store, and write the run.
+
+``fit_heads(store, backbone, task="emotion")`` opens the store group, builds the task's splits
+(:mod:`trustser.heads.tasks`), loads the features it needs into RAM when they fit (else streams
+length-bucketed batches from disk), trains one :class:`~trustser.heads.estimator.HeadClassifier`
+per fold and writes ``<runs>/<backbone>/<task>/`` in the shared results layout
+(:class:`trustser.runs.RunLayout`): ``config.json``, ``metrics.json``, ``predictions.csv`` and
+``<fold>/head.safetensors`` + ``head.json``. The backbone is never loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trustser._validation import TrustSERError, check_choice, check_probability
+from trustser._version import __version__
+from trustser.heads.data import FeatureSet, FeatureSource, available_memory, feature_bytes
+from trustser.heads.estimator import EpochEnd, HeadClassifier
+from trustser.heads.model import save_head
+from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
+from trustser.manifest import Manifest
+from trustser.metrics._common import mean_std
+from trustser.metrics.performance import performance_summary
+from trustser.runs import RunLayout, write_json
+
+__all__ = [
+    "DATA_MODES",
+    "TrainingEvent",
+    "FoldResult",
+    "TaskResult",
+    "FitResult",
+    "fit_heads",
+    "fit_task",
+    "open_group",
+    "choose_data_mode",
+]
+
+DATA_MODES = ("auto", "memory", "stream")
+
+
+@dataclass(frozen=True)
+class TrainingEvent:
+    """Progress of :func:`fit_heads`, for progress bars. ``kind`` is ``"fold_start"``,
+    ``"epoch"`` or ``"fold_end"``; ``fold_index`` is 0-based."""
+
+    kind: str
+    task: str
+    fold: str
+    fold_index: int
+    num_folds: int
+    epoch: int = 0
+    epochs: int = 0
+    dev_uar: float | None = None
+    test_uar: float | None = None
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    fold: str
+    best_epoch: int
+    layer_weights: list[float]
+    test: dict[str, Any]  # performance_summary on the test part
+    dev: dict[str, Any]  # performance_summary on the dev part (best epoch)
+    history: list[dict[str, Any]]
+    sizes: dict[str, int]
+    ids_sha256: str
+    seconds: float
+    head_path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "fold": self.fold,
+            "best_epoch": self.best_epoch,
+            "layer_weights": self.layer_weights,
+            "n_train": self.sizes["train"],
+            "n_dev": self.sizes["dev"],
+            "n_test": self.sizes["test"],
+            "ids_sha256": self.ids_sha256,
+            "fit_seconds": self.seconds,
+            "history": self.history,
+        }
+        for role, summary in (("test", self.test), ("dev", self.dev)):
+            out[f"{role}_uar"] = summary["uar"]
+            out[f"{role}_accuracy"] = summary["weighted_accuracy"]
+            out[f"{role}_macro_f1"] = summary["macro_f1"]
+            out[f"{role}_per_class_recall"] = summary["per_class_recall"]
+            out[f"{role}_confusion"] = summary["confusion"]
+        return out
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's heads over its folds; ``metrics`` is what ``metrics.json`` holds."""
+
+    task: str
+    backbone: str
+    labels: tuple[str, ...]
+    directory: Path
+    folds: list[FoldResult]
+    metrics: dict[str, Any]
+    data_mode: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    store: Path
+    backbone: str
+    data_mode: str
+    tasks: list[TaskResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class StoreGroupError(TrustSERError, ValueError):
+    """The store or the group asked for cannot be used (absent, ambiguous)."""
+
+
+def open_group(store: str | os.PathLike, backbone: str | None = None) -> tuple[Any, str]:
+    """Open ``store`` read-only and return ``(group, name)``; ``backbone=None`` picks the only one."""
+    from trustser.store import open_store
+
+    handle = open_store(store)
+    names = list(handle.backbones)
+    if backbone is None:
+        if len(names) != 1:
+            listed = ", ".join(names) or "none"
+            raise StoreGroupError(
+                f"store {str(store)!r} holds {len(names)} backbone groups ({listed}); "
+                "choose one with --backbone."
+            )
+        backbone = names[0]
+    return handle.group(backbone), backbone
+
+
+def choose_data_mode(
+    group: Any,
+    ids: Sequence[str],
+    *,
+    mode: str = "auto",
+    memory_fraction: float = 0.5,
+) -> tuple[str, int]:
+    """``("memory" | "stream", bytes in RAM)``: keep the features in RAM when they fit.
+
+    The size is the group's own ``nbytes(ids)`` (exact frame counts, in the store's dtype) when
+    it offers one; otherwise it is estimated from the manifest durations, capped at the
+    extraction's ``max_seconds``, times the frame rate, as float32. ``auto`` loads when that is
+    at most ``memory_fraction`` of the memory available now; ``memory`` / ``stream`` force it.
+    """
+    check_choice("data", mode, DATA_MODES)
+    check_probability("memory_fraction", memory_fraction)
+    if hasattr(group, "nbytes"):
+        size = int(group.nbytes(list(ids)))
+    else:
+        manifest = group.manifest()
+        frame_rate = float(group.provenance.get("frame_rate") or 50.0)
+        max_seconds = group.provenance.get("max_seconds")
+        frames = 0
+        for utterance_id in ids:
+            seconds = manifest[utterance_id].duration
+            if max_seconds:
+                seconds = min(seconds, float(max_seconds))
+            frames += int(np.ceil(seconds * frame_rate)) + 1
+        size = feature_bytes(frames, group.num_layers, group.dim)
+    if mode != "auto":
+        return mode, size
+    free = available_memory()
+    return ("memory" if free is not None and size <= memory_fraction * free else "stream"), size
+
+
+def fit_heads(
+    store: str | os.PathLike,
+    backbone: str | None = None,
+    *,
+    task: str = "emotion",
+    runs: str | os.PathLike = "runs",
+    folds: str | Sequence[str] | None = None,
+    epochs: int | None = None,
+    hidden: int = 128,
+    lr: float = 5e-4,
+    batch_size: int = 64,
+    dropout: float = 0.0,
+    pooling: str = "mean",
+    class_weight: str | None = "balanced",
+    device: str = "auto",
+    seed: int = 0,
+    data: str = "auto",
+    memory_fraction: float = 0.5,
+    callback: Callable[[TrainingEvent], None] | None = None,
+) -> FitResult:
+    """Fit heads for ``task`` (``emotion``, ``gender``, ``speaker``, ``all`` or a comma list)
+    on every fold (or ``folds``: names or 1-based indices) and write the runs.
+
+    ``epochs=None`` uses each task's default (emotion 30, gender 10, speaker 30). ``data``:
+    ``auto`` keeps the needed features in RAM when they fit, ``memory`` forces it, ``stream``
+    reads batches from the store every epoch.
+    """
+    start = time.perf_counter()
+    check_choice("data", data, DATA_MODES)
+    names = parse_tasks(task)
+    group, name = open_group(store, backbone)
+    manifest = group.manifest()
+    tasks = [build_task(n, manifest, seed=seed) for n in names]
+    chosen = {t.name: select_splits(t, folds) for t in tasks}
+    needed = list(dict.fromkeys(i for splits in chosen.values() for s in splits for i in s.ids))
+    mode, _ = choose_data_mode(group, needed, mode=data, memory_fraction=memory_fraction)
+    source: FeatureSource = group.load(needed) if mode == "memory" else group
+    results = []
+    for t in tasks:
+        estimator = HeadClassifier(
+            hidden=hidden,
+            lr=lr,
+            epochs=epochs if epochs is not None else t.default_epochs,
+            batch_size=batch_size,
+            dropout=dropout,
+            pooling=pooling,
+            class_weight=class_weight,
+            device=device,
+            seed=seed,
+        )
+        results.append(
+            fit_task(
+                source,
+                t,
+                estimator,
+                splits=chosen[t.name],
+                manifest=manifest,
+                layout=RunLayout(Path(runs)),
+                backbone=name,
+                store_info={
+                    "path": str(Path(store).resolve()),
+                    "group": name,
+                    "provenance": dict(group.provenance),
+                },
+                data_mode=mode,
+                callback=callback,
+            )
+        )
+    return FitResult(
+        store=Path(store), backbone=name, data_mode=mode, tasks=results, seconds=time.perf_counter() - start
+    )
+
+
+def fit_task(
+    source: FeatureSource,
+    task: Task,
+    estimator: HeadClassifier,
+    *,
+    splits: Sequence[Split],
+    manifest: Manifest,
+    layout: RunLayout,
+    backbone: str,
+    store_info: Mapping[str, Any],
+    data_mode: str = "memory",
+    callback: Callable[[TrainingEvent], None] | None = None,
+) -> TaskResult:
+    """Train ``estimator`` (cloned per fold) on each split of ``task`` and write the task's run."""
+    start = time.perf_counter()
+    directory = layout.head_dir(backbone, task.name)
+    params = estimator.get_params()
+    fold_results: list[FoldResult] = []
+    rows: list[dict[str, Any]] = []
+    for index, split in enumerate(splits):
+        fold_start = time.perf_counter()
+        notify = _notifier(callback, task.name, split.name, index, len(splits))
+        notify("fold_start", epochs=params["epochs"])
+        model = HeadClassifier(**params)
+        model.fit(
+            _feature_set(source, task, split.train),
+            _feature_set(source, task, split.dev),
+            classes=task.labels,
+            callback=(lambda e, n=notify: n("epoch", epoch=e.epoch, epochs=e.epochs, dev_uar=e.dev_uar))
+            if callback
+            else None,
+        )
+        summaries, probabilities = {}, {}
+        for role in ("dev", "test"):
+            part = _feature_set(source, task, getattr(split, role))
+            proba = model.predict_proba(part)
+            predicted = [task.labels[k] for k in proba.argmax(axis=1)]
+            summaries[role] = performance_summary(list(part.labels), predicted, labels=list(task.labels))
+            probabilities[role] = (part, proba, predicted)
+        test_part, test_proba, test_pred = probabilities["test"]
+        for utterance_id, truth, pred, proba in zip(
+            test_part.ids, test_part.labels, test_pred, test_proba, strict=True
+        ):
+            utterance = manifest[utterance_id]
+            row = {
+                "id": utterance_id,
+                "fold": split.name,
+                "speaker": utterance.speaker,
+                "gender": utterance.gender,
+                "true": truth,
+                "pred": pred,
+            }
+            row.update({f"prob_{label}": float(p) for label, p in zip(task.labels, proba, strict=True)})
+            rows.append(row)
+        layer_weights = [float(w) for w in model.layer_weights_]
+        head_path = layout.head_path(backbone, task.name, split.name)
+        save_head(
+            model.head_,
+            head_path,
+            metadata={
+                "store": dict(store_info),
+                "task": task.name,
+                "labels": list(task.labels),
+                "fold": split.name,
+                "split_scheme": task.scheme,
+                "ids_sha256": split.checksum(),
+                "train_ids": list(split.train),
+                "dev_ids": list(split.dev),
+                "test_ids": list(split.test),
+                "best_epoch": model.best_epoch_,
+                "layer_weights": layer_weights,
+                "dev_uar": summaries["dev"]["uar"],
+                "test_uar": summaries["test"]["uar"],
+                "hyperparameters": params,
+                "trustser_version": __version__,
+            },
+        )
+        result = FoldResult(
+            fold=split.name,
+            best_epoch=model.best_epoch_,
+            layer_weights=layer_weights,
+            test=summaries["test"],
+            dev=summaries["dev"],
+            history=model.history_,
+            sizes={"train": len(split.train), "dev": len(split.dev), "test": len(split.test)},
+            ids_sha256=split.checksum(),
+            seconds=time.perf_counter() - fold_start,
+            head_path=head_path,
+        )
+        fold_results.append(result)
+        notify("fold_end", dev_uar=result.dev["uar"], test_uar=result.test["uar"])
+    metrics = _task_metrics(task, backbone, fold_results, time.perf_counter() - start)
+    config = {
+        "task": task.name,
+        "backbone": backbone,
+        "store": dict(store_info),
+        "labels": list(task.labels),
+        "split_scheme": task.scheme,
+        "folds": [s.name for s in splits],
+        "excluded": dict(task.excluded),
+        "hyperparameters": params,
+        "data_mode": data_mode,
+        "trustser_version": __version__,
+    }
+    write_json(directory / "config.json", config)
+    write_json(directory / "metrics.json", metrics)
+    _write_predictions(directory / "predictions.csv", rows, task.labels)
+    return TaskResult(
+        task=task.name,
+        backbone=backbone,
+        labels=task.labels,
+        directory=directory,
+        folds=fold_results,
+        metrics=metrics,
+        data_mode=data_mode,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _feature_set(source: FeatureSource, task: Task, ids: Sequence[str]) -> FeatureSet:
+    return FeatureSet(source, tuple(ids), tuple(task.label_of[i] for i in ids))
+
+
+def _notifier(
+    callback: Callable[[TrainingEvent], None] | None, task: str, fold: str, index: int, total: int
+) -> Callable[..., None]:
+    def notify(kind: str, **info: Any) -> None:
+        if callback is not None:
+            callback(TrainingEvent(kind, task, fold, index, total, **info))
+
+    return notify
+
+
+def _task_metrics(
+    task: Task, backbone: str, folds: Sequence[FoldResult], seconds: float
+) -> dict[str, Any]:
+    """metrics.json: plain ``<role>_<metric>_mean/_std`` keys over folds, then per-fold details."""
+    metrics: dict[str, Any] = {
+        "task": task.name,
+        "backbone": backbone,
+        "labels": list(task.labels),
+        "num_folds": len(folds),
+        "std": "population standard deviation over folds (ddof=0)",
+    }
+    for role in ("test", "dev"):
+        for key, name in (("uar", "uar"), ("weighted_accuracy", "accuracy"), ("macro_f1", "macro_f1")):
+            mean, std = mean_std([getattr(f, role)[key] for f in folds])
+            metrics[f"{role}_{name}_mean"] = mean
+            metrics[f"{role}_{name}_std"] = std
+        recalls: dict[str, float | None] = {}
+        for label in task.labels:
+            values = [getattr(f, role)["per_class_recall"].get(label) for f in folds]
+            defined = [v for v in values if v is not None]
+            recalls[label] = float(np.mean(defined)) if defined else None
+        metrics[f"{role}_per_class_recall_mean"] = recalls
+        metrics[f"{role}_confusion_sum"] = np.sum([getattr(f, role)["confusion"] for f in folds], axis=0).tolist()
+    weights = np.array([f.layer_weights for f in folds])
+    metrics["layer_weights_mean"] = weights.mean(axis=0).tolist()
+    metrics["layer_weights_std"] = weights.std(axis=0).tolist()
+    metrics["best_epoch_mean"] = float(np.mean([f.best_epoch for f in folds]))
+    metrics["fit_seconds_total"] = seconds
+    metrics["folds"] = [f.to_dict() for f in folds]
+    return metrics
+
+
+def _write_predictions(path: Path, rows: list[dict[str, Any]], labels: Sequence[str]) -> Path:
+    """predictions.csv (id, fold, speaker, gender, true, pred, prob_<label>...), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["id", "fold", "speaker", "gender", "true", "pred", *(f"prob_{label}" for label in labels)]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+    return path

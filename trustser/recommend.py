@@ -1,0 +1,335 @@
+"""Which backbone for which deployment: the paper's Table 5 as a ranking over profile scores.
+
+A scenario gives each axis a priority (high / med / low, from the paper's Table 5) which becomes a
+weight (3 / 2 / 1); weights are normalised to sum to 1 and each backbone is ranked by
+:math:`\\sum_a w_a s_a` over its axis scores :math:`s_a \\in [0, 1]` (higher is more trustworthy).
+A custom weight vector (``perf=3,safety=1,...``) replaces the scenario. Backbones missing an axis
+that carries weight are not ranked; the result says which command would measure it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trustser._validation import TrustSERError
+from trustser.profile import AXES, AXIS_TITLES, Profile
+
+__all__ = [
+    "PRIORITY_WEIGHTS",
+    "SCENARIOS",
+    "Ranked",
+    "RecommendError",
+    "Recommendation",
+    "parse_weights",
+    "recommend",
+    "recommendation_to_markdown",
+    "run_recommend",
+    "scenario_weights",
+]
+
+PRIORITY_WEIGHTS: dict[str, float] = {"high": 3.0, "med": 2.0, "low": 1.0}
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "edge": {
+        "description": "on-device inference with little compute and energy",
+        "priorities": {
+            "performance": "med",
+            "safety": "low",
+            "privacy": "low",
+            "sustainability": "high",
+            "fairness": "med",
+        },
+        "paper_choice": "Whisper tiny",
+    },
+    "cloud": {
+        "description": "a hosted service handling many users' speech",
+        "priorities": {
+            "performance": "high",
+            "safety": "med",
+            "privacy": "high",
+            "sustainability": "low",
+            "fairness": "high",
+        },
+        "paper_choice": "Whisper small",
+    },
+    "critical": {
+        "description": "critical facilities where manipulated decisions are costly",
+        "priorities": {
+            "performance": "high",
+            "safety": "high",
+            "privacy": "low",
+            "sustainability": "low",
+            "fairness": "med",
+        },
+        "paper_choice": "WavLM Base+",
+    },
+}
+
+_ALIASES = {
+    "performance": "performance",
+    "perf": "performance",
+    "uar": "performance",
+    "privacy": "privacy",
+    "priv": "privacy",
+    "safety": "safety",
+    "safe": "safety",
+    "robustness": "safety",
+    "fairness": "fairness",
+    "fair": "fairness",
+    "sustainability": "sustainability",
+    "sust": "sustainability",
+    "cost": "sustainability",
+    "efficiency": "sustainability",
+}
+
+
+class RecommendError(TrustSERError, ValueError):
+    """A ranking that cannot be made as asked (unknown scenario, bad weights, nothing to rank)."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One ranked backbone: its weighted score, per-axis contributions and the reasons."""
+
+    rank: int
+    backbone: str
+    score: float
+    contributions: dict[str, float]
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A ranking of profiled backbones for one scenario or weight vector."""
+
+    scenario: str
+    description: str
+    weights: dict[str, float]  # normalised to sum to 1
+    priorities: dict[str, str]
+    scale: str
+    ranking: list[Ranked]
+    excluded: dict[str, str] = field(default_factory=dict)  # backbone -> why not ranked
+    paper_choice: str | None = None
+
+    @property
+    def best(self) -> str | None:
+        return self.ranking[0].backbone if self.ranking else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_weights(text: str | Mapping[str, Any]) -> dict[str, float]:
+    """``"perf=3,safety=1"`` or ``"perf=high,privacy=low"`` → weights per axis (others 0)."""
+    if isinstance(text, Mapping):
+        items = [(str(k), v) for k, v in text.items()]
+    else:
+        items = []
+        for part in filter(None, (p.strip() for p in str(text).split(","))):
+            if "=" not in part:
+                raise RecommendError(
+                    f"weight {part!r} is not AXIS=VALUE; write e.g. --weights perf=3,safety=2,sust=1."
+                )
+            key, value = part.split("=", 1)
+            items.append((key.strip(), value.strip()))
+    weights = dict.fromkeys(AXES, 0.0)
+    for key, value in items:
+        axis = _ALIASES.get(key.lower())
+        if axis is None:
+            raise RecommendError(
+                f"unknown axis {key!r} in --weights; use {', '.join(AXES)} (or perf, priv, safe, "
+                "fair, sust)."
+            )
+        if isinstance(value, str) and value.lower() in PRIORITY_WEIGHTS:
+            number = PRIORITY_WEIGHTS[value.lower()]
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise RecommendError(
+                    f"weight of {axis} must be a number or high/med/low, got {value!r}."
+                ) from None
+        if not number >= 0:
+            raise RecommendError(f"weight of {axis} must be >= 0, got {value!r}.")
+        weights[axis] = number
+    if sum(weights.values()) <= 0:
+        raise RecommendError("every weight is 0; give at least one axis a positive weight.")
+    return weights
+
+
+def scenario_weights(scenario: str) -> dict[str, float]:
+    """The paper's Table 5 priorities of ``scenario`` as weights (high 3, med 2, low 1)."""
+    if scenario not in SCENARIOS:
+        raise RecommendError(
+            f"scenario {scenario!r} is not known; choose one of {', '.join(SCENARIOS)} or give "
+            "--weights."
+        )
+    return {a: PRIORITY_WEIGHTS[p] for a, p in SCENARIOS[scenario]["priorities"].items()}
+
+
+def _priority(weight: float, top: float) -> str:
+    if weight <= 0:
+        return "ignored"
+    ratio = weight / top
+    return "high" if ratio > 0.8 else "med" if ratio > 0.45 else "low"
+
+
+def _reasons(
+    scores: dict[str, float], weights: dict[str, float], priorities: dict[str, str]
+) -> list[str]:
+    weighted = sorted((a for a in AXES if weights[a] > 0), key=lambda a: -weights[a] * scores[a])
+    strong = [a for a in weighted if scores[a] >= 0.6][:2]
+    weak = [a for a in AXES if weights[a] > 0 and scores[a] < 0.4]
+    reasons = []
+    if strong:
+        reasons.append(
+            "strong on "
+            + ", ".join(f"{a} ({scores[a]:.2f}, {priorities[a]} priority)" for a in strong)
+        )
+    if weak:
+        reasons.append(
+            "weak on " + ", ".join(f"{a} ({scores[a]:.2f}, {priorities[a]} priority)" for a in weak)
+        )
+    if not strong and not weak:
+        reasons.append("middling on every weighted axis (all scores between 0.4 and 0.6)")
+    return reasons
+
+
+def recommend(
+    profile: Profile,
+    *,
+    scenario: str | None = None,
+    weights: str | Mapping[str, Any] | None = None,
+) -> Recommendation:
+    """Rank the backbones of ``profile`` for ``scenario`` (edge, cloud, critical) or ``weights``."""
+    if (scenario is None) == (weights is None):
+        raise RecommendError("give exactly one of --scenario or --weights.")
+    if scenario is not None:
+        raw = scenario_weights(scenario)
+        name, info = scenario, SCENARIOS[scenario]
+        description, paper_choice = info["description"], info["paper_choice"]
+        priorities = dict(info["priorities"])
+    else:
+        raw = parse_weights(weights)  # type: ignore[arg-type]
+        name, description, paper_choice = "custom", "custom weights", None
+        top = max(raw.values())
+        priorities = {a: _priority(w, top) for a, w in raw.items()}
+    total = sum(raw.values())
+    normalised = {a: raw[a] / total for a in AXES}
+
+    excluded: dict[str, str] = {}
+    candidates = []
+    for entry in profile.backbones:
+        lacking = [a for a in AXES if normalised[a] > 0 and entry.scores.get(a) is None]
+        if lacking:
+            hints = "; ".join(
+                f"{a}: run `{entry.missing[a]}`" if a in entry.missing else f"{a}: not measured"
+                for a in lacking
+            )
+            excluded[entry.name] = f"missing {', '.join(lacking)} ({hints})"
+            continue
+        scores = {
+            a: float(entry.scores[a]) if entry.scores.get(a) is not None else 0.0 for a in AXES
+        }
+        contributions = {a: normalised[a] * scores[a] for a in AXES}
+        candidates.append((sum(contributions.values()), entry.name, scores, contributions))
+    if not candidates:
+        detail = "; ".join(f"{k}: {v}" for k, v in excluded.items()) or "the profile is empty"
+        raise RecommendError(f"no backbone has every weighted axis measured ({detail}).")
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+
+    ranking = []
+    for index, (score, backbone, scores, contributions) in enumerate(candidates):
+        reasons = _reasons(scores, normalised, priorities)
+        if index + 1 < len(candidates):
+            other = candidates[index + 1]
+            deltas = {a: contributions[a] - other[3][a] for a in AXES if normalised[a] > 0}
+            gains = sorted((a for a in deltas if deltas[a] > 1e-9), key=lambda a: -deltas[a])
+            losses = sorted((a for a in deltas if deltas[a] < -1e-9), key=lambda a: deltas[a])
+            text = f"ahead of {other[1]} by {score - other[0]:.3f}"
+            if gains:
+                text += " thanks to " + ", ".join(f"{a} (+{deltas[a]:.3f})" for a in gains[:2])
+            if losses:
+                text += " despite " + ", ".join(f"{a} ({deltas[a]:.3f})" for a in losses[:2])
+            reasons.append(text)
+        ranking.append(
+            Ranked(
+                rank=index + 1,
+                backbone=backbone,
+                score=float(score),
+                contributions=contributions,
+                reasons=reasons,
+            )
+        )
+    return Recommendation(
+        scenario=name,
+        description=description,
+        weights=normalised,
+        priorities=priorities,
+        scale=profile.scale,
+        ranking=ranking,
+        excluded=excluded,
+        paper_choice=paper_choice,
+    )
+
+
+def recommendation_to_markdown(result: Recommendation) -> str:
+    """A ranking as Markdown: weights, ranked table with reasons, and what was left out."""
+    lines = [
+        f"### Scenario: {result.scenario} — {result.description}",
+        "",
+        "Weights: "
+        + ", ".join(
+            f"{AXIS_TITLES[a]} {result.weights[a]:.2f} ({result.priorities[a]})" for a in AXES
+        )
+        + f"; scores on the {result.scale} scale.",
+        "",
+        "| rank | backbone | weighted score | reasons |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.rank} | {r.backbone} | {r.score:.3f} | {'; '.join(r.reasons)} |"
+        for r in result.ranking
+    ]
+    lines.append("")
+    if result.paper_choice:
+        lines += [f"The paper's Table 5 recommends {result.paper_choice} for this scenario.", ""]
+    lines += [f"- not ranked: **{k}** — {v}" for k, v in result.excluded.items()]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def run_recommend(
+    *,
+    profile: str | Path | None = None,
+    runs: str | Path = "runs",
+    store: str | None = None,
+    backbones: Sequence[str] | None = None,
+    scale: str = "paper",
+    scenarios: Sequence[str] | None = None,
+    weights: str | None = None,
+    paper: Sequence[str] | None = None,
+) -> list[Recommendation]:
+    """``trustser recommend``: rank from a saved ``profile.json`` (or collect one from ``runs``).
+
+    With neither ``scenarios`` nor ``weights``, every Table 5 scenario is ranked. A saved profile
+    is re-scored when ``scale`` differs from the one it was written with.
+    """
+    from trustser.profile import collect_profile, read_profile, score_profile
+
+    if profile is not None:
+        loaded = read_profile(profile)
+        if paper:
+            raise RecommendError(
+                "--paper adds rows when collecting; it cannot be used with --profile."
+            )
+        loaded = loaded if loaded.scale == scale else score_profile(loaded, scale)
+    else:
+        loaded = collect_profile(runs, store=store, backbones=backbones, scale=scale, paper=paper)
+    if weights is not None:
+        if scenarios:
+            raise RecommendError("give --scenario or --weights, not both.")
+        return [recommend(loaded, weights=weights)]
+    return [recommend(loaded, scenario=s) for s in (scenarios or list(SCENARIOS))]

@@ -1,0 +1,386 @@
+"""A single self-contained HTML report of a trust profile, for sharing.
+
+Everything is inside one file: CSS inline, radar charts embedded as base64 SVG images (no external
+requests, no scripts), tables of scores and raw metrics per axis, the deployment rankings of the
+paper's Table 5 scenarios, the scales used, and the commands that would fill missing axes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from trustser._version import __version__
+from trustser.profile import AXES, AXIS_TITLES, BackboneProfile, Profile
+
+__all__ = ["render_report", "write_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
+max-width:1100px;color:#222;line-height:1.45;padding:0 1rem}
+h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+.meta{color:#666;font-size:.9rem}
+table{border-collapse:collapse;margin:.8rem 0;font-size:.88rem}
+th,td{border:1px solid #ddd;padding:.3rem .55rem;text-align:right;vertical-align:top}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+td.reasons{text-align:left;max-width:520px}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}.charts figure{margin:0;flex:1 1 420px}
+.charts img{width:100%;height:auto;border:1px solid #eee}
+code{background:#f6f6f6;padding:.05rem .3rem;border-radius:3px;font-size:.85rem}
+.missing{color:#a33}.note{color:#555;font-size:.88rem}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pct(value: Any, std: Any = None) -> str:
+    if value is None:
+        return "–"
+    text = f"{100 * float(value):.1f}"
+    return f"{text} ± {100 * float(std):.1f}" if std is not None else text
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return "–" if value is None else f"{float(value):.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, raw_last: bool = False) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = [f"<td>{_e(c)}</td>" for c in row]
+        if raw_last:  # the last cell is pre-rendered HTML
+            cells[-1] = f'<td class="reasons">{row[-1]}</td>'
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _score_cell(score: float | None, clipped: bool) -> str:
+    if score is None:
+        return '<td class="missing">not measured</td>'
+    hue = int(120 * score)  # red (0) → green (1)
+    mark = " ✂" if clipped else ""
+    title = ' title="clipped at the end of the scale"' if clipped else ""
+    return f'<td style="background:hsl({hue},70%,85%)"{title}>{score:.2f}{mark}</td>'
+
+
+def _chart(entries: Sequence[BackboneProfile], profile: Profile, title: str) -> str:
+    from trustser.radar import figure_svg, radar_figure
+
+    figure = radar_figure(
+        entries, scale=profile.scale, scales=profile.scales, attack=profile.attack, title=title
+    )
+    data = base64.b64encode(figure_svg(figure)).decode("ascii")
+    return (
+        f'<figure><img alt="{_e(title)}" src="data:image/svg+xml;base64,{data}">'
+        f'<figcaption class="note">{_e(title)}</figcaption></figure>'
+    )
+
+
+def _scores(profile: Profile) -> str:
+    head = "".join(f"<th>{_e(AXIS_TITLES[a])}</th>" for a in AXES)
+    rows = []
+    for b in profile.backbones:
+        cells = "".join(_score_cell(b.scores.get(a), bool(b.clipped.get(a))) for a in AXES)
+        rows.append(f"<tr><td>{_e(b.name)}</td>{cells}</tr>")
+    return f"<table><thead><tr><th>backbone</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _performance(profile: Profile) -> str:
+    labels: list[str] = []
+    for b in profile.backbones:
+        for label in (b.performance or {}).get("labels", []):
+            if label not in labels:
+                labels.append(label)
+    rows = []
+    for b in profile.backbones:
+        p = b.performance or {}
+        recall = (
+            p.get("per_class_recall_mean") or (p.get("pooled") or {}).get("per_class_recall") or {}
+        )
+        rows.append(
+            [
+                b.name,
+                _pct(b.raw.get("performance"), p.get("uar_std")),
+                _pct(p.get("accuracy_mean"), p.get("accuracy_std")),
+                _pct(p.get("macro_f1_mean"), p.get("macro_f1_std")),
+                str(p.get("num_folds", "–")),
+                *(_pct(recall.get(label)) for label in labels),
+            ]
+        )
+    header = [
+        "backbone",
+        "UAR %",
+        "weighted acc. %",
+        "macro-F1 %",
+        "folds",
+        *(f"recall {x} %" for x in labels),
+    ]
+    return _table(header, rows)
+
+
+def _fairness(profile: Profile) -> str:
+    rows = []
+    for b in profile.backbones:
+        f = b.fairness or {}
+        spread = (f.get("pooled") or {}).get("speakers") or {}
+        rows.append(
+            [
+                b.name,
+                _pct(b.raw.get("fairness"), f.get("multiclass_equalized_odds_fold_std")),
+                _pct(f.get("multiclass_statistical_parity_fold_mean")),
+                _pct(f.get("equalized_odds_max_fold_mean")),
+                _pct(f.get("equalized_odds_mean_fold_mean")),
+                _pct(f.get("statistical_parity_max_fold_mean")),
+                _pct((f.get("pooled") or {}).get("multiclass_equalized_odds")),
+                f"{_pct(spread.get('min'))} / {_pct(spread.get('max'))} / {_pct(spread.get('sd'))}"
+                if spread
+                else "–",
+                spread.get("worst_speaker", "–"),
+            ]
+        )
+    header = [
+        "backbone",
+        "EO multiclass % (fold mean)",
+        "SP multiclass %",
+        "EO worst class %",
+        "EO class mean %",
+        "SP worst class %",
+        "EO multiclass pooled %",
+        "speaker UAR min / max / sd %",
+        "worst speaker",
+    ]
+    out = _table(header, rows)
+    for b in profile.backbones:
+        per_class = ((b.fairness or {}).get("pooled") or {}).get("per_class") or {}
+        if not per_class:
+            continue
+        class_rows = []
+        for label, c in per_class.items():
+            groups = sorted(c["tpr"])
+            class_rows.append(
+                [
+                    label,
+                    " / ".join(_pct(c["tpr"][g]) for g in groups),
+                    " / ".join(_pct(c["fpr"][g]) for g in groups),
+                    " / ".join(_pct(c["selection_rate"][g]) for g in groups),
+                    _pct(c.get("equalized_odds_difference")),
+                    _pct(c.get("statistical_parity_difference")),
+                ]
+            )
+        groups_text = " / ".join(sorted(next(iter(per_class.values()))["tpr"]))
+        out += (
+            f'<p class="note">{_e(b.name)} — per class, pooled over folds ({_e(groups_text)}):</p>'
+        )
+        out += _table(
+            ["class", "TPR %", "FPR %", "selection rate %", "EO difference %", "SP difference %"],
+            class_rows,
+        )
+    return out
+
+
+def _privacy(profile: Profile) -> str:
+    rows = []
+    for b in profile.backbones:
+        priv = b.privacy or {}
+        g, s = priv.get("gender") or {}, priv.get("speaker") or {}
+        rows.append(
+            [
+                b.name,
+                _pct(b.raw.get("privacy"), g.get("accuracy_std")),
+                _pct(g.get("uar")),
+                f"{_pct(g.get('chance_majority'))} / {_pct(g.get('chance_uniform'))}",
+                _pct(s.get("accuracy")),
+                f"{_pct(s.get('chance_majority'))} / {_pct(s.get('chance_uniform'))}",
+            ]
+        )
+    header = [
+        "backbone",
+        "gender acc. %",
+        "gender UAR %",
+        "gender chance % (majority / 1/K)",
+        "speaker-ID acc. %",
+        "speaker chance % (majority / 1/K)",
+    ]
+    return _table(header, rows)
+
+
+def _safety(profile: Profile) -> str:
+    rows = []
+    for b in profile.backbones:
+        for a in (b.safety or {}).get("attacks", []):
+            rows.append(
+                [
+                    b.name,
+                    a["method"].upper(),
+                    f"{a['snr_db']:g}",
+                    _pct(a["asr_mean"], a.get("asr_std")),
+                    str(a.get("num_attacked", "–")),
+                    _pct(a.get("clean_accuracy")),
+                ]
+            )
+        if not (b.safety or {}).get("attacks") and b.raw.get("safety") is not None:
+            rows.append(
+                [
+                    b.name,
+                    profile.attack["method"].upper(),
+                    f"{profile.attack['snr_db']:g}",
+                    _pct(b.raw["safety"]),
+                    "–",
+                    "–",
+                ]
+            )
+    if not rows:
+        return '<p class="missing">No attack results.</p>'
+    return _table(
+        ["backbone", "method", "SNR dB", "ASR %", "clips attacked", "clean accuracy %"], rows
+    )
+
+
+def _sustainability(profile: Profile) -> str:
+    rows = []
+    for b in profile.backbones:
+        c = b.sustainability or {}
+        params = "–"
+        if c.get("backbone_params") is not None:
+            params = f"{c['backbone_params'] / 1e6:.2f} M + {c['head_params'] / 1e3:.1f} k"
+        rows.append(
+            [
+                b.name,
+                params,
+                _num(b.raw.get("sustainability")),
+                _num(
+                    (c.get("attention_macs") or 0) / 1e9
+                    if c.get("attention_macs") is not None
+                    else None,
+                    3,
+                ),
+                _num(
+                    (c.get("torch_flops") or 0) / 1e9 if c.get("torch_flops") is not None else None
+                ),
+                _num(c.get("latency_ms"), 1),
+                _num(c.get("throughput_clips_per_s"), 1),
+                str(c.get("device") or "–"),
+            ]
+        )
+    header = [
+        "backbone",
+        "params (backbone + head)",
+        "GMAC / 6 s",
+        "attention GMAC",
+        "GFLOPs (torch)",
+        "latency ms (batch 1)",
+        "throughput clips/s",
+        "device",
+    ]
+    return _table(header, rows) + (
+        '<p class="note">MACs counted by fvcore with eager attention (1 MAC = one multiply–add, '
+        "≈ 2 FLOPs); GFLOPs by torch's FlopCounterMode on the same model. Latency and throughput "
+        "are measured with the default attention kernel on the device named.</p>"
+    )
+
+
+def _recommendations(profile: Profile) -> str:
+    from trustser.recommend import SCENARIOS, RecommendError, recommend
+
+    parts = []
+    for scenario in SCENARIOS:
+        try:
+            result = recommend(profile, scenario=scenario)
+        except RecommendError as error:
+            parts.append(f'<h3>{_e(scenario)}</h3><p class="missing">{_e(error)}</p>')
+            continue
+        weights = ", ".join(
+            f"{AXIS_TITLES[a]} {result.weights[a]:.2f} ({result.priorities[a]})" for a in AXES
+        )
+        rows = [
+            [str(r.rank), r.backbone, f"{r.score:.3f}", "<br>".join(_e(x) for x in r.reasons)]
+            for r in result.ranking
+        ]
+        parts.append(
+            f"<h3>{_e(scenario)} — {_e(result.description)}</h3>"
+            f'<p class="note">Weights: {_e(weights)}. The paper recommends '
+            f"{_e(result.paper_choice)}.</p>"
+            + _table(["rank", "backbone", "weighted score", "reasons"], rows, raw_last=True)
+            + "".join(
+                f'<p class="missing">not ranked: {_e(k)} — {_e(v)}</p>'
+                for k, v in result.excluded.items()
+            )
+        )
+    return "".join(parts)
+
+
+def _scales(profile: Profile) -> str:
+    rows = [
+        [AXIS_TITLES[a], str(profile.scales[a]["metric"]), str(profile.scales[a]["description"])]
+        for a in AXES
+    ]
+    return _table(["axis", "raw metric", "worst → best (score 0 → 1)"], rows)
+
+
+def render_report(profile: Profile, *, title: str = "TrustSER trust profile") -> str:
+    """The report as one HTML string (no external resources)."""
+    charts = (
+        [_chart(profile.backbones, profile, "All backbones")] if len(profile.backbones) > 1 else []
+    )
+    charts += [_chart([b], profile, b.name) for b in profile.backbones]
+    missing = [
+        f"<li><b>{_e(b.name)}</b> — {_e(a)}: <code>{_e(c)}</code></li>"
+        for b in profile.backbones
+        for a, c in b.missing.items()
+    ]
+    notes = [f"<li>{_e(n)}</li>" for n in profile.notes]
+    notes += [f"<li>{_e(b.name)}: {_e(n)}</li>" for b in profile.backbones for n in b.notes]
+    attack = profile.attack
+    sections = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="meta">trustser {_e(__version__)} · scale <b>{_e(profile.scale)}</b> · '
+        f"safety axis: {_e(attack['method'].upper())} at {attack['snr_db']:g} dB · runs "
+        f"<code>{_e(profile.runs)}</code>"
+        + (f" · store <code>{_e(profile.store)}</code>" if profile.store else "")
+        + "</p>",
+        "<p>Every axis reads <b>higher is more trustworthy</b>; scores lie in [0, 1] on the scale "
+        "below (✂ marks a value clipped at the end of the scale).</p>",
+        "<h2>Scores</h2>",
+        _scores(profile),
+        f'<div class="charts">{"".join(charts)}</div>',
+        "<h2>Performance</h2>",
+        _performance(profile),
+        "<h2>Fairness (gender)</h2>",
+        _fairness(profile),
+        "<h2>Privacy</h2>",
+        _privacy(profile),
+        "<h2>Safety</h2>",
+        _safety(profile),
+        "<h2>Sustainability</h2>",
+        _sustainability(profile),
+        "<h2>Deployment scenarios (the paper's Table 5)</h2>",
+        _recommendations(profile),
+        "<h2>Scales</h2>",
+        _scales(profile),
+    ]
+    if missing:
+        sections += ["<h2>Missing axes</h2>", f"<ul>{''.join(missing)}</ul>"]
+    if notes:
+        sections += ["<h2>Notes</h2>", f'<ul class="note">{"".join(notes)}</ul>']
+    body = "\n".join(sections)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+def write_report(
+    profile: Profile, path: str | Path, *, title: str = "TrustSER trust profile"
+) -> Path:
+    """Write :func:`render_report` to ``path`` (UTF-8)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(profile, title=title), encoding="utf-8")
+    return path
