@@ -13,7 +13,9 @@ from trustser.cli._common import console, err_console, user_errors
 from trustser.corpora import corpus_info, list_corpora, prepare_corpus
 from trustser.manifest import ROLES, ManifestSummary, check_manifest, summarize
 
-app = typer.Typer(help="Prepare corpus manifests and the synthetic demo corpus.", no_args_is_help=True)
+app = typer.Typer(
+    help="Prepare corpus manifests and the synthetic demo corpus.", no_args_is_help=True
+)
 
 ManifestArgument = Annotated[
     Path,
@@ -29,14 +31,20 @@ def prepare(
         typer.Argument(help="The corpus folder, as distributed.", exists=True, file_okay=False),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Manifest to write (.jsonl, or .jsonl.gz).", dir_okay=False)
+        Path,
+        typer.Option(
+            "--out", "-o", help="Manifest to write (.jsonl, or .jsonl.gz).", dir_okay=False
+        ),
     ],
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Rebuild even if OUT already holds this corpus.")
     ] = False,
     skip_unreadable: Annotated[
         bool,
-        typer.Option("--skip-unreadable", help="Leave out unreadable audio files (listed) instead of failing."),
+        typer.Option(
+            "--skip-unreadable",
+            help="Leave out unreadable audio files (listed) instead of failing.",
+        ),
     ] = False,
 ) -> None:
     """Read CORPUS from its official layout under ROOT and write a validated manifest."""
@@ -144,7 +152,9 @@ def _render_summary(summary: ManifestSummary) -> None:
     for label in summary.labels:
         row = [str(summary.emotion_by_gender[g].get(label, 0)) for g in genders]
         counts.add_row(label, *row, str(summary.emotions.get(label, 0)))
-    counts.add_row("total", *(str(summary.genders.get(g, 0)) for g in genders), str(summary.num_utterances))
+    counts.add_row(
+        "total", *(str(summary.genders.get(g, 0)) for g in genders), str(summary.num_utterances)
+    )
     console.print(counts)
 
     if summary.folds:
@@ -158,15 +168,23 @@ def _render_summary(summary: ManifestSummary) -> None:
         if unused:
             folds.add_column("unused", justify="right")
         for fold in summary.folds:
-            test_counts = "/".join(str(fold.emotions["test"].get(label, 0)) for label in summary.labels)
-            row = [fold.name, fold.by, *(f"{fold.utterances[r]} ({fold.speakers[r]})" for r in ROLES)]
+            test_counts = "/".join(
+                str(fold.emotions["test"].get(label, 0)) for label in summary.labels
+            )
+            row = [
+                fold.name,
+                fold.by,
+                *(f"{fold.utterances[r]} ({fold.speakers[r]})" for r in ROLES),
+            ]
             row.append(test_counts)
             if unused:
                 row.append(str(fold.unassigned))
             folds.add_row(*row)
         console.print(folds)
     else:
-        console.print("[yellow]no folds defined[/]: heads need folds (see docs/manifest.md)", highlight=False)
+        console.print(
+            "[yellow]no folds defined[/]: heads need folds (see docs/manifest.md)", highlight=False
+        )
 
     if summary.skipped:
         skipped = Table(title=f"{len(summary.skipped)} unreadable file(s) left out")
@@ -175,5 +193,7 @@ def _render_summary(summary: ManifestSummary) -> None:
         for utterance_id, reason in summary.skipped[:20]:
             skipped.add_row(utterance_id, reason)
         if len(summary.skipped) > 20:
-            skipped.add_row("...", f"and {len(summary.skipped) - 20} more (see the manifest header)")
+            skipped.add_row(
+                "...", f"and {len(summary.skipped) - 20} more (see the manifest header)"
+            )
         console.print(skipped)

@@ -102,7 +102,7 @@ def test_wav_cut_inside_the_header(tone):
 
 def test_wav_with_header_but_no_data(tone):
     path = _cut(tone("hollow.wav"), 44)
-    with pytest.raises(AudioError, match="holds no samples.*truncated"):
+    with pytest.raises(AudioError, match=r"holds no samples.*truncated"):
         load_audio(path)
 
 
@@ -118,7 +118,9 @@ def test_aiff_bytes_under_a_wav_name_load(tone, tmp_path):
     disguised = tmp_path / "disguised.wav"
     disguised.write_bytes(aiff.read_bytes())
     assert audio_info(disguised).format == "AIFF"  # detected from the bytes, not the name
-    torch.testing.assert_close(load_audio(disguised).waveform, load_audio(aiff).waveform)
+    np.testing.assert_array_equal(
+        load_audio(disguised).waveform.numpy(), load_audio(aiff).waveform.numpy()
+    )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -175,7 +177,9 @@ def test_longer_than_the_limit_keeps_the_start(tone):
     whole = load_audio(path, max_seconds=None)
     assert not whole.cropped and whole.num_samples == 120_000
     # Decoding only the start (plus a margin) gives the same samples as resampling it all.
-    torch.testing.assert_close(cropped.waveform, whole.waveform[:96_000], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        cropped.waveform.numpy(), whole.waveform[:96_000].numpy(), atol=1e-5, rtol=0
+    )
     assert load_audio(path, max_seconds=2.0).num_samples == 32_000
 
 

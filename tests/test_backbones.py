@@ -232,3 +232,30 @@ def test_cuda_matches_cpu():
             expected = cpu(waveforms, lengths)[0]
             got = gpu(waveforms.cuda(), lengths)[0].cpu()
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_hf_directory_loads_wav2vec2_family_with_its_preprocessor_setting(tmp_path):
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from trustser.backbones.tiny import build_tiny_model
+
+    model = build_tiny_model("wav2vec2_layer")
+    model.save_pretrained(tmp_path)
+    Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(tmp_path)
+    loaded = load_backbone(f"hf:{tmp_path}", device="cpu")
+    provenance = loaded.provenance()
+    assert (loaded.spec.family, loaded.masks_padding, provenance["normalize"]) == ("wav2vec2", True, False)
+    reference = load_backbone("tiny:wav2vec2_layer", device="cpu")
+    assert provenance["weights_sha256"] == reference.provenance()["weights_sha256"]
+    waveforms, lengths = _batch(seed=6)
+    reference.normalize = False
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(waveforms, lengths)[0], reference(waveforms, lengths)[0])
+
+
+def test_hf_directory_with_a_non_speech_model_is_refused(tmp_path):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
+    with pytest.raises(UnknownBackboneError, match="'bert' is not a supported speech encoder"):
+        load_backbone(f"hf:{tmp_path}", device="cpu")

@@ -29,8 +29,12 @@ def test_prepare_then_info_and_validate(emodb_tree, tmp_path):
     assert "fold5" in result.stdout and "neutral" in result.stdout
 
     again = runner.invoke(app, ["prepare", "emodb", str(emodb_tree), "-o", str(out)])
-    assert again.exit_code == 0 and "reused existing" in again.stdout and "--overwrite" in again.stdout
-    rebuilt = runner.invoke(app, ["prepare", "emodb", str(emodb_tree), "-o", str(out), "--overwrite"])
+    assert (
+        again.exit_code == 0 and "reused existing" in again.stdout and "--overwrite" in again.stdout
+    )
+    rebuilt = runner.invoke(
+        app, ["prepare", "emodb", str(emodb_tree), "-o", str(out), "--overwrite"]
+    )
     assert rebuilt.exit_code == 0 and "wrote" in rebuilt.stdout
 
     info = runner.invoke(app, ["info", str(out)])
@@ -48,14 +52,18 @@ def test_prepare_reports_skipped_files(emodb_tree, tmp_path):
     out = tmp_path / "m.jsonl"
     failed = runner.invoke(app, ["prepare", "emodb", str(emodb_tree), "-o", str(out)])
     assert failed.exit_code == 2 and "cannot be read" in failed.stderr
-    result = runner.invoke(app, ["prepare", "emodb", str(emodb_tree), "-o", str(out), "--skip-unreadable"])
+    result = runner.invoke(
+        app, ["prepare", "emodb", str(emodb_tree), "-o", str(out), "--skip-unreadable"]
+    )
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stderr and "unreadable" in result.stdout
     assert "emodb_03a01Fa" in result.stdout
 
 
 def test_bad_input_is_one_line_and_exit_2(emodb_tree, tmp_path):
-    unknown = runner.invoke(app, ["prepare", "timit", str(emodb_tree), "-o", str(tmp_path / "x.jsonl")])
+    unknown = runner.invoke(
+        app, ["prepare", "timit", str(emodb_tree), "-o", str(tmp_path / "x.jsonl")]
+    )
     assert unknown.exit_code == 2 and "error: unknown corpus 'timit'" in unknown.stderr
     assert "Traceback" not in unknown.output
 

@@ -58,12 +58,15 @@ def make_iemocap(tone, base: Path) -> Path:
             turn = f"{dialog}_{suffix}"
             lines += [
                 f"[{k + 1.25:.4f} - {k + 2.5:.4f}]\t{turn}\t{label}\t[2.5000, 3.0000, 3.5000]",
-                f"C-E1:\tNeutral state;\t()",
-                f"A-E1:\tval 3; act 2; dom  3;\t()",
+                "C-E1:\tNeutral state;\t()",
+                "A-E1:\tval 3; act 2; dom  3;\t()",
                 "",
             ]
             transcript.append(f"{turn} [{k + 1.25:08.4f}-{k + 2.5:08.4f}]: Words of {suffix}.")
-            tone(str((session / "sentences/wav" / dialog / f"{turn}.wav").relative_to(base)), seconds=CLIP)
+            tone(
+                str((session / "sentences/wav" / dialog / f"{turn}.wav").relative_to(base)),
+                seconds=CLIP,
+            )
         evaluation = session / "dialog/EmoEvaluation"
         evaluation.mkdir(parents=True)
         (evaluation / f"{dialog}.txt").write_text("\n".join(lines) + "\n")
@@ -94,14 +97,22 @@ def test_iemocap(tone, tmp_path):
     assert "iemocap_Ses01F_impro01_M002" not in manifest.by_id  # frustration is left out
     assert len(genders_of(manifest)) == 10
     assert [f.test for f in manifest.folds] == [(f"Session{s}",) for s in range(1, 6)]
-    assert [f.dev for f in manifest.folds] == [("Session2",), ("Session3",), ("Session4",), ("Session5",), ("Session1",)]
+    assert [f.dev for f in manifest.folds] == [
+        ("Session2",),
+        ("Session3",),
+        ("Session4",),
+        ("Session5",),
+        ("Session1",),
+    ]
     assert_speaker_independent(manifest)
     assert read_manifest(tmp_path / "iemocap.jsonl") == manifest
 
 
 def test_iemocap_layout_errors(tone, tmp_path):
     root = make_iemocap(tone, tmp_path)
-    with pytest.raises(CorpusLayoutError, match=r"IEMOCAP: \['Session1', 'Session2'.*IEMOCAP_full_release"):
+    with pytest.raises(
+        CorpusLayoutError, match=r"IEMOCAP: \['Session1', 'Session2'.*IEMOCAP_full_release"
+    ):
         iemocap.prepare(tmp_path)
     (root / "Session3").rename(root / "session3")
     with pytest.raises(CorpusLayoutError, match=r"\['Session3'\] not found"):
@@ -127,7 +138,14 @@ def make_crema_d(tone, base: Path) -> Path:
     rows += [f"{actor},30,{sex},Caucasian,Not Hispanic" for actor, sex in CREMA_ACTORS.items()]
     (root / "VideoDemographics.csv").write_text("\ufeff" + "\n".join(rows) + "\n")  # with a BOM
     for actor in CREMA_ACTORS:
-        for name in ("DFA_ANG_XX", "IEO_HAP_HI", "TIE_NEU_XX", "MTI_SAD_XX", "IOM_DIS_XX", "IWW_FEA_LO"):
+        for name in (
+            "DFA_ANG_XX",
+            "IEO_HAP_HI",
+            "TIE_NEU_XX",
+            "MTI_SAD_XX",
+            "IOM_DIS_XX",
+            "IWW_FEA_LO",
+        ):
             tone(f"CREMA-D/AudioWAV/{actor}_{name}.wav", seconds=CLIP)
     (root / "AudioWAV" / "1076_MTI_SAD_XX.wav").write_bytes(b"RIFF")  # the known-bad file
     return root
@@ -138,9 +156,17 @@ def test_crema_d(tone, tmp_path):
     assert len(manifest) == 10 * 4
     clip = manifest["crema_d_1001_DFA_ANG_XX"]
     assert clip.speaker == "crema_d_1001" and clip.gender == "male" and clip.emotion == "angry"
-    assert clip.text == "Don't forget a jacket" and clip.custom == {"sentence": "DFA", "intensity": "XX"}
+    assert clip.text == "Don't forget a jacket" and clip.custom == {
+        "sentence": "DFA",
+        "intensity": "XX",
+    }
     assert manifest["crema_d_1002_IEO_HAP_HI"].gender == "female"
-    assert Counter(u.emotion for u in manifest) == {"neutral": 10, "happy": 10, "sad": 10, "angry": 10}
+    assert Counter(u.emotion for u in manifest) == {
+        "neutral": 10,
+        "happy": 10,
+        "sad": 10,
+        "angry": 10,
+    }
     assert not any("DIS" in u.id or "FEA" in u.id or "1076" in u.id for u in manifest)
     # Five consecutive blocks of the sorted actors; dev is the next block.
     assert [f.test for f in manifest.folds] == [
@@ -163,11 +189,12 @@ def test_crema_d_needs_every_actor_in_the_demographics(tone, tmp_path):
     with pytest.raises(CorpusLayoutError, match="line 2: Sex='X'"):
         crema_d.prepare(root)
     (root / "VideoDemographics.csv").unlink()
-    with pytest.raises(CorpusLayoutError, match="VideoDemographics.csv"):
+    with pytest.raises(CorpusLayoutError, match=r"VideoDemographics\.csv"):
         crema_d.prepare(root)
 
 
 # --------------------------------------------------------------------------- MSP-Improv
+
 
 def _improv_turns():
     for session in range(1, 7):
@@ -183,12 +210,16 @@ def _improv_turns():
                 yield f"{sentence}-{gender}{session:02d}-{condition}-{turn}", session, label
 
 
-def make_msp_improv(tone, base: Path, *, audio_folder: bool = False, label_name: str = "Evaluation.txt") -> Path:
+def make_msp_improv(
+    tone, base: Path, *, audio_folder: bool = False, label_name: str = "Evaluation.txt"
+) -> Path:
     root = base / "MSP-IMPROV"
     audio = root / "Audio" if audio_folder else root
     lines = []
     for turn_id, session, label in _improv_turns():
-        lines.append(f"UTD-IMPROV-{turn_id}.avi; {label}; A:2.500000; V:3.250000; D:NaN ; N:4.000000;")
+        lines.append(
+            f"UTD-IMPROV-{turn_id}.avi; {label}; A:2.500000; V:3.250000; D:NaN ; N:4.000000;"
+        )
         lines.append("rater0001; Angry; Frustrated; A:2.0; V:3.0; D:3.0 ; N:4.0;")
         lines.append("")
         sentence, _, condition, _ = turn_id.split("-")
@@ -206,7 +237,9 @@ def test_msp_improv(tone, tmp_path, audio_folder, label_name):
     manifest = msp_improv.prepare(root)
     assert len(manifest) == 6 * 2 * 4
     clip = manifest["msp_improv_MSP-IMPROV-S01A-F01-P-FM01"]
-    assert clip.speaker == "msp_improv_F01" and clip.gender == "female" and clip.session == "session1"
+    assert (
+        clip.speaker == "msp_improv_F01" and clip.gender == "female" and clip.session == "session1"
+    )
     assert clip.emotion == "angry"
     assert clip.custom == {
         "sentence": "S01A",
@@ -219,7 +252,12 @@ def test_msp_improv(tone, tmp_path, audio_folder, label_name):
     male = manifest["msp_improv_MSP-IMPROV-S03S-M04-S-MF01"]
     assert male.speaker == "msp_improv_M04" and male.gender == "male" and male.emotion == "neutral"
     assert male.session == "session4"
-    assert Counter(u.emotion for u in manifest) == {"neutral": 12, "happy": 12, "sad": 12, "angry": 12}
+    assert Counter(u.emotion for u in manifest) == {
+        "neutral": 12,
+        "happy": 12,
+        "sad": 12,
+        "angry": 12,
+    }
     assert len(genders_of(manifest)) == 12
     assert len(manifest.folds) == 6
     assert manifest.folds[5].test == ("session6",) and manifest.folds[5].dev == ("session1",)
@@ -229,7 +267,7 @@ def test_msp_improv(tone, tmp_path, audio_folder, label_name):
 def test_msp_improv_layout_errors(tone, tmp_path):
     root = make_msp_improv(tone, tmp_path)
     (root / "Evaluation.txt").rename(root / "labels.txt")
-    with pytest.raises(CorpusLayoutError, match="Evaluation.txt' or .*Evalution.txt"):
+    with pytest.raises(CorpusLayoutError, match=r"Evaluation\.txt' or .*Evalution\.txt"):
         msp_improv.prepare(root)
     (root / "labels.txt").rename(root / "Evaluation.txt")
     (root / "session6").rename(root / "extra")
@@ -278,7 +316,9 @@ def test_msp_podcast(tone, tmp_path, old_names):
     assert clip.speaker == "msp_podcast_11" and clip.gender == "male" and clip.emotion == "angry"
     assert clip.split == "Train"
     assert clip.custom == {"activation": 4.2, "valence": 3.8, "dominance": 4.0}
-    assert manifest["msp_podcast_MSP-PODCAST_0002_0001"].split == "Development"  # also from Validation
+    assert (
+        manifest["msp_podcast_MSP-PODCAST_0002_0001"].split == "Development"
+    )  # also from Validation
     anonymous = manifest["msp_podcast_MSP-PODCAST_0004_0001"]
     assert anonymous.speaker == UNKNOWN_SPEAKER and not anonymous.speaker_known
     assert {u.split for u in manifest} == {"Train", "Development", "Test1"}
@@ -299,7 +339,9 @@ def test_msp_podcast_label_file_checks(tone, tmp_path):
     root = make_msp_podcast(tone, tmp_path)
     label_file = root / "Labels" / "labels_consensus.csv"
     label_file.write_text("FileName,EmoClass\nMSP-PODCAST_0001_0001.wav,N\n")
-    with pytest.raises(CorpusLayoutError, match=r"lacks column\(s\) \['SpkrID', 'Gender', 'Split_Set'\]"):
+    with pytest.raises(
+        CorpusLayoutError, match=r"lacks column\(s\) \['SpkrID', 'Gender', 'Split_Set'\]"
+    ):
         msp_podcast.prepare(root)
     label_file.write_text(
         "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set\n"
@@ -311,11 +353,17 @@ def test_msp_podcast_label_file_checks(tone, tmp_path):
 
 # --------------------------------------------------------------------------- RAVDESS
 
+
 def make_ravdess(tone, base: Path, *, nested: bool = False) -> Path:
     root = base / "ravdess"
     top = "ravdess/Audio_Speech_Actors_01-24" if nested else "ravdess"
     for actor in range(1, 25):
-        for emotion, intensity, statement in (("01", "01", "01"), ("02", "01", "02"), ("05", "02", "02"), ("03", "01", "01")):
+        for emotion, intensity, statement in (
+            ("01", "01", "01"),
+            ("02", "01", "02"),
+            ("05", "02", "02"),
+            ("03", "01", "01"),
+        ):
             name = f"03-01-{emotion}-{intensity}-{statement}-01-{actor:02d}.wav"
             tone(f"{top}/Actor_{actor:02d}/{name}", seconds=CLIP)
         tone(f"{top}/Actor_{actor:02d}/03-02-04-01-01-01-{actor:02d}.wav", seconds=CLIP)  # song
@@ -350,6 +398,7 @@ def test_ravdess_layout_errors(tone, tmp_path):
 
 # --------------------------------------------------------------------------- EmoDB (fixture)
 
+
 def make_emodb(tone, base: Path) -> Path:
     for speaker in ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16"):
         for code in ("a01Fa", "a02Nb", "b01Tc", "b02Wa", "a04Ld"):  # L (boredom) is dropped
@@ -364,12 +413,15 @@ def test_emodb_fixture(tone, tmp_path):
     clip = manifest["emodb_03a01Fa"]
     assert clip.speaker == "emodb_03" and clip.gender == "male" and clip.emotion == "happy"
     assert clip.text == "a01"
-    assert manifest["emodb_08b02Wa"].gender == "female" and manifest["emodb_08b02Wa"].emotion == "angry"
+    assert (
+        manifest["emodb_08b02Wa"].gender == "female"
+        and manifest["emodb_08b02Wa"].emotion == "angry"
+    )
     for fold in manifest.folds:
         assert Counter(genders_of(manifest)[s] for s in fold.test) == {"female": 1, "male": 1}
     assert_speaker_independent(manifest)
 
 
 def test_emodb_needs_the_wav_folder(tmp_path):
-    with pytest.raises(CorpusLayoutError, match="EmoDB: expected the directory .*wav"):
+    with pytest.raises(CorpusLayoutError, match=r"EmoDB: expected the directory .*wav"):
         emodb.prepare(tmp_path)

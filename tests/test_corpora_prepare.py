@@ -35,9 +35,15 @@ def test_registry_lists_and_resolves_names():
     names = list_corpora()
     assert names[: len(CORPORA)] == list(CORPORA)
     assert {"iemocap", "crema_d", "msp_improv", "msp_podcast", "ravdess", "emodb"} <= set(names)
-    for alias, name in (("CREMA-D", "crema_d"), ("msp-improv", "msp_improv"), ("MSPPodcast", "msp_podcast")):
-        assert corpus_module(alias).NAME == name
-    with pytest.raises(UnknownCorpusError, match="unknown corpus 'timit'; choose one of iemocap") as caught:
+    for alias, name in (
+        ("CREMA-D", "crema_d"),
+        ("msp-improv", "msp_improv"),
+        ("MSPPodcast", "msp_podcast"),
+    ):
+        assert name == corpus_module(alias).NAME
+    with pytest.raises(
+        UnknownCorpusError, match="unknown corpus 'timit'; choose one of iemocap"
+    ) as caught:
         corpus_module("timit")
     assert isinstance(caught.value, TrustSERError)
     assert not str(caught.value).startswith('"')  # shown as a sentence, not a quoted key
@@ -87,20 +93,24 @@ def test_prepare_never_silently_replaces_something_else(tone, tmp_path):
     root = make_emodb(tone, tmp_path)
     out = tmp_path / "m.jsonl"
     prepare_corpus("emodb", root, out)
-    with pytest.raises(ManifestError, match="holds a manifest of corpus 'emodb', not 'ravdess'.*overwrite"):
+    with pytest.raises(
+        ManifestError, match=r"holds a manifest of corpus 'emodb', not 'ravdess'.*overwrite"
+    ):
         prepare_corpus("ravdess", root, out)
     other_root = tmp_path / "copy"
     root.rename(other_root)
-    with pytest.raises(ManifestError, match="(?s)cannot be reused; pass overwrite=True.*missing file"):
+    with pytest.raises(
+        ManifestError, match=r"(?s)cannot be reused; pass overwrite=True.*missing file"
+    ):
         prepare_corpus("emodb", other_root, out)  # the old files are gone
     other_root.rename(root)
     (root / "wav").rename(root / "wav_saved")
     make_emodb(tone, tmp_path / "second")
-    with pytest.raises(ManifestError, match="was prepared from .*emodb', not .*second/emodb'"):
+    with pytest.raises(ManifestError, match=r"was prepared from .*emodb', not .*second/emodb'"):
         prepare_corpus("emodb", tmp_path / "second" / "emodb", out)
     junk = tmp_path / "junk.jsonl"
     junk.write_text("hello\n")
-    with pytest.raises(ManifestError, match="(?s)cannot be reused.*not valid JSON"):
+    with pytest.raises(ManifestError, match=r"(?s)cannot be reused.*not valid JSON"):
         prepare_corpus("emodb", root, junk)
 
 
@@ -125,7 +135,9 @@ def test_skip_unreadable_leaves_them_out_and_reports(tone, tmp_path):
     with pytest.warns(UnreadableAudioWarning, match=r"left out 1 unreadable audio file\(s\)"):
         manifest = prepare_corpus("emodb", root, out, skip_unreadable=True)
     assert len(manifest) == 39 and "emodb_03a01Fa" not in manifest.by_id
-    assert manifest.skipped == (("emodb_03a01Fa", f"the file is empty (0 bytes) ({root.resolve()}/wav/03a01Fa.wav)"),)
+    assert manifest.skipped == (
+        ("emodb_03a01Fa", f"the file is empty (0 bytes) ({root.resolve()}/wav/03a01Fa.wav)"),
+    )
     assert read_manifest(out).skipped == manifest.skipped  # recorded in the header
     assert summarize(manifest).skipped == manifest.skipped
 
@@ -142,7 +154,9 @@ def test_truncated_files_are_kept_with_a_warning(tone, tmp_path):
 def test_fold_scheme_failures_are_explained(tone, tmp_path):
     for speaker in ("03", "08"):
         tone(f"emodb/wav/{speaker}a01Fa.wav", seconds=0.06)
-    with pytest.raises(ManifestError, match="emodb: cannot build the folds .*cannot form 5 speaker groups"):
+    with pytest.raises(
+        ManifestError, match=r"emodb: cannot build the folds .*cannot form 5 speaker groups"
+    ):
         prepare_corpus("emodb", tmp_path / "emodb")
 
 
@@ -159,7 +173,9 @@ def test_unsupported_options_are_refused(tmp_path, monkeypatch):
 
     fake = types.SimpleNamespace(prepare=prepare)
     monkeypatch.setattr(registry, "corpus_module", lambda name: fake)
-    assert registry.prepare_corpus("x", tmp_path, show_progress=True) == "manifest"  # cosmetic: dropped
+    assert (
+        registry.prepare_corpus("x", tmp_path, show_progress=True) == "manifest"
+    )  # cosmetic: dropped
     with pytest.raises(TrustSERError, match="does not support overwrite, skip_unreadable"):
         registry.prepare_corpus("x", tmp_path, overwrite=True, skip_unreadable=True)
     assert calls == [(tmp_path, None)]
@@ -179,7 +195,12 @@ def test_real_emodb(emodb_root, tmp_path):
         warnings.simplefilter("error")
         manifest = prepare_corpus("emodb", emodb_root, out)
     assert len(manifest) == 339
-    assert Counter(u.emotion for u in manifest) == {"neutral": 79, "happy": 71, "sad": 62, "angry": 127}
+    assert Counter(u.emotion for u in manifest) == {
+        "neutral": 79,
+        "happy": 71,
+        "sad": 62,
+        "angry": 127,
+    }
     summary = summarize(manifest)
     assert summary.num_speakers == 10 and summary.speakers_per_gender == {"female": 5, "male": 5}
     assert all(u.sample_rate == 16_000 and u.duration > 1.0 for u in manifest)
@@ -190,7 +211,9 @@ def test_real_emodb(emodb_root, tmp_path):
         speakers = {role: {u.speaker for u in parts[role]} for role in parts}
         assert not speakers["train"] & speakers["test"] and not speakers["dev"] & speakers["test"]
         assert not speakers["train"] & speakers["dev"]
-        assert {u.gender for u in parts["test"]} == {"female", "male"} and len(speakers["test"]) == 2
+        assert {u.gender for u in parts["test"]} == {"female", "male"} and len(
+            speakers["test"]
+        ) == 2
         tested += speakers["test"]
     assert sorted(tested) == sorted({u.speaker for u in manifest})  # each speaker tested once
     header = json.loads(out.read_text().splitlines()[0])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
+import operator
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +29,14 @@ from trustser.manifest import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SPEAKERS = {"f1": "female", "m1": "male", "f2": "female", "m2": "male", "f3": "female", "m3": "male"}
+SPEAKERS = {
+    "f1": "female",
+    "m1": "male",
+    "f2": "female",
+    "m2": "male",
+    "f3": "female",
+    "m3": "male",
+}
 EMOTIONS = ("neutral", "happy", "sad", "angry")
 
 
@@ -101,7 +110,9 @@ def test_header_records_corpus_version_and_folds(corpus, tmp_path):
 def test_checksum_ignores_provenance_but_not_records(corpus):
     moved = replace(corpus, root="/elsewhere", skipped=(("x", "unreadable"),))
     assert moved.checksum() == corpus.checksum()
-    relabelled = replace(corpus, utterances=(replace(corpus.utterances[0], emotion="sad"), *corpus.utterances[1:]))
+    relabelled = replace(
+        corpus, utterances=(replace(corpus.utterances[0], emotion="sad"), *corpus.utterances[1:])
+    )
     assert relabelled.checksum() != corpus.checksum()
 
 
@@ -118,15 +129,23 @@ HEADER = {"format": MANIFEST_FORMAT, "format_version": 1, "corpus": "hand"}
 
 
 def _record(uid: str, path: str, **fields) -> dict:
-    record = {"id": uid, "path": path, "speaker": "s1", "gender": "male", "emotion": "happy", "duration": 1.5}
+    record = {
+        "id": uid,
+        "path": path,
+        "speaker": "s1",
+        "gender": "male",
+        "emotion": "happy",
+        "duration": 1.5,
+    }
     record.update(fields)
     return record
 
 
 def test_relative_paths_resolve_against_the_manifest_directory(tone, tmp_path, monkeypatch):
     clip = tone("corpus/wav/a.wav")
-    manifest_path = _write_lines(
-        tmp_path / "corpus" / "m.jsonl", [HEADER, _record("a", "wav/a.wav"), _record("b", str(clip))]
+    _write_lines(
+        tmp_path / "corpus" / "m.jsonl",
+        [HEADER, _record("a", "wav/a.wav"), _record("b", str(clip))],
     )
     monkeypatch.chdir(tmp_path)  # not the manifest's directory
     manifest = read_manifest(Path("corpus/m.jsonl"))
@@ -135,7 +154,9 @@ def test_relative_paths_resolve_against_the_manifest_directory(tone, tmp_path, m
 
 def test_gzip_is_detected_from_content_not_name(tone, tmp_path):
     clip = tone("a.wav")
-    path = _write_lines(tmp_path / "oddly_named.jsonl", [HEADER, _record("a", str(clip))], compress=True)
+    path = _write_lines(
+        tmp_path / "oddly_named.jsonl", [HEADER, _record("a", str(clip))], compress=True
+    )
     assert read_manifest(path).ids == ["a"]
 
 
@@ -160,7 +181,7 @@ def test_first_line_must_be_the_header(tmp_path):
 
 
 def test_unreadable_manifest_files(tmp_path):
-    with pytest.raises(ManifestError, match="does not exist.*trustser data prepare"):
+    with pytest.raises(ManifestError, match=r"does not exist.*trustser data prepare"):
         read_manifest(tmp_path / "none.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ManifestError, match="the file is empty"):
@@ -177,7 +198,10 @@ def test_unreadable_manifest_files(tmp_path):
     ("record", "message"),
     [
         (_record("a", "a.wav", mood="glum"), r"line 2.*unknown field\(s\) \['mood'\].*custom"),
-        ({"id": "a", "path": "a.wav", "gender": "male", "emotion": "sad"}, r"lacks required field\(s\) \['speaker', 'duration'\]"),
+        (
+            {"id": "a", "path": "a.wav", "gender": "male", "emotion": "sad"},
+            r"lacks required field\(s\) \['speaker', 'duration'\]",
+        ),
         (_record("a", "a.wav", speaker=1001), "field 'speaker' must be a string, got int 1001"),
         (_record("a", "a.wav", duration="2.0"), "field 'duration' must be an integer or a number"),
         (_record("a", "a.wav", duration=True), "field 'duration'"),
@@ -191,10 +215,16 @@ def test_utterance_fields_are_checked(tmp_path, record, message):
 
 
 def test_malformed_folds_in_the_header(tmp_path):
-    bad_by = {**HEADER, "folds": [{"name": "f", "by": "gender", "train": [], "dev": [], "test": []}]}
+    bad_by = {
+        **HEADER,
+        "folds": [{"name": "f", "by": "gender", "train": [], "dev": [], "test": []}],
+    }
     with pytest.raises(ManifestError, match="by='gender' is not supported"):
         read_manifest(_write_lines(tmp_path / "a.jsonl", [bad_by]), check=False)
-    not_list = {**HEADER, "folds": [{"name": "f", "by": "speaker", "train": "s1", "dev": [], "test": []}]}
+    not_list = {
+        **HEADER,
+        "folds": [{"name": "f", "by": "speaker", "train": "s1", "dev": [], "test": []}],
+    }
     with pytest.raises(ManifestError, match="'train' must be a list"):
         read_manifest(_write_lines(tmp_path / "b.jsonl", [not_list]), check=False)
     missing = {**HEADER, "folds": [{"name": "f", "by": "speaker"}]}
@@ -271,9 +301,14 @@ def test_speaker_overlapping_folds(corpus):
         folds=(Fold("leaky", "session", train=("s0", "s1"), dev=("s2",), test=("s1",)),),
     )
     message = _problems(leaky)
-    assert "overlapping fold roles (1):" in message and "leaky: session ['s1'] listed in both train and test" in message
+    assert (
+        "overlapping fold roles (1):" in message
+        and "leaky: session ['s1'] listed in both train and test" in message
+    )
     assert "empty fold role (1):" in message  # a value goes to its first role, leaving test empty
-    by_session = replace(corpus, folds=(Fold("bysess", "session", train=("s0",), dev=("s1",), test=("s2",)),))
+    by_session = replace(
+        corpus, folds=(Fold("bysess", "session", train=("s0",), dev=("s1",), test=("s2",)),)
+    )
     # Sessions s0..s2 hold distinct speakers here, so this one is fine...
     validate(by_session)
     # ...until one speaker records in two sessions.
@@ -283,7 +318,9 @@ def test_speaker_overlapping_folds(corpus):
 
 
 def test_empty_fold_role_and_duplicate_fold_names(corpus):
-    message = _problems(replace(corpus, folds=(*_folds(), Fold("fold1", "speaker", ("f1",), ("m1",), ("nobody",)))))
+    message = _problems(
+        replace(corpus, folds=(*_folds(), Fold("fold1", "speaker", ("f1",), ("m1",), ("nobody",))))
+    )
     assert "duplicate fold name (1):" in message and "empty fold role (1):" in message
 
 
@@ -303,14 +340,21 @@ def test_unknown_speakers_are_exempt_from_speaker_checks(corpus):
     anonymous = corpus
     for index in (0, 2, 4):  # test of fold1 (f1, m1) and dev of fold1 (f2)
         anonymous = _with(anonymous, index, speaker=UNKNOWN_SPEAKER)
-    anonymous = replace(anonymous, folds=_folds() + (Fold("unk", "speaker", ("f3",), ("m3",), (UNKNOWN_SPEAKER,)),))
+    anonymous = replace(
+        anonymous, folds=(*_folds(), Fold("unk", "speaker", ("f3",), ("m3",), (UNKNOWN_SPEAKER,)))
+    )
     validate(anonymous)
     assert not anonymous.utterances[0].speaker_known
-    assert UNKNOWN_SPEAKER not in sum(speakers_by_gender(anonymous).values(), [])
+    assert UNKNOWN_SPEAKER not in functools.reduce(
+        operator.iadd, speakers_by_gender(anonymous).values(), []
+    )
 
 
 def test_errors_name_the_line_for_hand_written_files(tmp_path):
-    path = _write_lines(tmp_path / "m.jsonl", [HEADER, _record("a", "/no/a.wav"), _record("b", "/no/b.wav", emotion="joy")])
+    path = _write_lines(
+        tmp_path / "m.jsonl",
+        [HEADER, _record("a", "/no/a.wav"), _record("b", "/no/b.wav", emotion="joy")],
+    )
     with pytest.raises(ManifestError) as caught:
         read_manifest(path)
     message = str(caught.value)
@@ -380,3 +424,12 @@ def test_documented_example_is_valid(tone, tmp_path):
     assert manifest.corpus == "private" and len(manifest) == 6 and len(manifest.folds) == 3
     summary = summarize(manifest)
     assert summary.speakers_per_gender == {"female": 2, "male": 2}
+
+
+def test_null_custom_reads_as_empty_and_skipped_is_checked(tone, tmp_path):
+    clip = tone("a.wav")
+    path = _write_lines(tmp_path / "m.jsonl", [HEADER, _record("a", str(clip), custom=None)])
+    assert read_manifest(path)["a"].custom == {}
+    bad = _write_lines(tmp_path / "bad.jsonl", [{**HEADER, "skipped": ["a.wav"]}])
+    with pytest.raises(ManifestError, match="header 'skipped' must be a list"):
+        read_manifest(bad)

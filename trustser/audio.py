@@ -36,19 +36,19 @@ if TYPE_CHECKING:
     from trustser.manifest import Utterance
 
 __all__ = [
-    "TARGET_SAMPLE_RATE",
     "DEFAULT_MAX_SECONDS",
     "MIN_SECONDS",
-    "AudioError",
-    "SilentAudioWarning",
-    "TruncatedAudioWarning",
-    "AudioInfo",
+    "TARGET_SAMPLE_RATE",
     "Audio",
     "AudioCheck",
+    "AudioError",
+    "AudioInfo",
+    "SilentAudioWarning",
+    "TruncatedAudioWarning",
     "audio_info",
-    "load_audio",
     "check_audio_files",
     "expected_num_samples",
+    "load_audio",
     "resampled_length",
 ]
 
@@ -186,7 +186,7 @@ def resampled_length(num_frames: int, source_rate: int, target_rate: int) -> int
         return int(num_frames)
     gcd = math.gcd(int(source_rate), int(target_rate))
     orig, new = source_rate // gcd, target_rate // gcd
-    return int(math.ceil(new * num_frames / orig))
+    return math.ceil(new * num_frames / orig)
 
 
 def expected_num_samples(
@@ -204,7 +204,7 @@ def expected_num_samples(
 
 
 def _max_samples(max_seconds: float, sample_rate: int) -> int:
-    return int(round(max_seconds * sample_rate))
+    return round(max_seconds * sample_rate)
 
 
 @lru_cache(maxsize=16)
@@ -242,7 +242,7 @@ def load_audio(
         )
     stop = info.num_frames
     if max_seconds is not None:
-        keep = int(math.ceil((max_seconds + _CROP_MARGIN_SECONDS) * info.sample_rate))
+        keep = math.ceil((max_seconds + _CROP_MARGIN_SECONDS) * info.sample_rate)
         stop = min(stop, keep)
     try:
         data, _ = sf.read(str(path), frames=stop, dtype="float32", always_2d=True)

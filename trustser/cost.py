@@ -4,18 +4,20 @@ Three kinds of number, each labelled for what it is:
 
 * **parameters** of the backbone and of the head, counted from the loaded modules;
 * **MACs** (multiply–accumulates) for one clip, counted by fvcore over a JIT trace of the model
-  with *eager* attention, so the attention products (QKᵀ and AV) are ordinary matmuls that fvcore
-  sees (with SDPA, the default kernel, neither fvcore nor torch's FlopCounterMode counts them on
-  CPU). fvcore counts one MAC per multiply–add; **FLOPs ≈ 2 × MACs**. torch's
-  ``FlopCounterMode`` (which counts FLOPs) is run on the same model as a cross-check. The paper's
-  "GFLOPs" came from thop and are MACs too;
+  with *eager* attention, so the attention products (QKᵀ and AV) are ordinary matmuls (with SDPA,
+  the default kernel, torch's FlopCounterMode does not count attention on CPU; fvcore sees the
+  SDPA call and counts it through a handle added here, but eager is what the cross-check needs).
+  fvcore counts one MAC per multiply–add; **FLOPs ≈ 2 × MACs**. torch's ``FlopCounterMode``
+  (which counts FLOPs) runs on the same model as a cross-check. The paper's "GFLOPs" came from
+  thop and are MACs too. Operators fvcore does not know are counted by handles here:
+  ``baddbmm`` (WavLM's attention), ``scaled_dot_product_attention`` and GRU/LSTM (APC);
 * **latency** (ms per clip at batch 1, median of timed runs) and **throughput** (clips per second
   at a larger batch) of backbone + head on the current device, with the default attention kernel.
 
 Not counted in MACs (documented, and small): elementwise work (activations, softmax, residual
-adds, masking), the FFT of Whisper's log-mel front end (its mel-filterbank matmul *is* counted),
-and normalisation layers are reported separately under ``norm`` (fvcore estimates them; torch's
-counter ignores them).
+adds, masking) and the FFT of log-mel / filterbank front ends (their filterbank matmuls *are*
+counted). Normalisation layers are reported separately as ``norm_macs`` (fvcore estimates them;
+torch's counter ignores them).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ _ATTENTION_NAMES = ("attn", "attention")
 
 NOT_COUNTED = [
     "elementwise operations (activations, softmax, residual additions, masking)",
-    "the FFT of Whisper's log-mel front end (its mel-filterbank matmul is counted)",
+    "the FFT of log-mel / filterbank front ends (Whisper, APC, TERA; their mel-filterbank matmuls are counted)",
     "normalisation layers are not in the MAC total; fvcore's estimate is listed as 'norm'",
 ]
 
@@ -182,12 +184,14 @@ def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 def _rnn_macs(inputs: list[Any], outputs: list[Any]) -> int:
-    # aten::gru/lstm(input, hx, params, has_biases, layers, dropout, train, bidirectional,
-    # batch_first): every weight matrix multiplies one vector per time step and sequence.
+    # aten::gru/lstm, two overloads: .input(input, hx, params, ...) with input [B, T, In] or
+    # [T, B, In], and .data(data [ΣT, In], batch_sizes, hx, params, ...) for packed sequences.
+    # Every weight matrix multiplies one vector per time step and sequence.
+    params = next(i for i, v in enumerate(inputs) if v.node().kind() == "prim::ListConstruct")
     shape = _shape(inputs[0])
-    steps = math.prod(shape[:-1])  # B·T (batched) or T (unbatched), whatever the layout
+    steps = shape[0] if params == 3 else math.prod(shape[:-1])
     macs = 0
-    for weight in inputs[2].node().inputs():
+    for weight in inputs[params].node().inputs():
         dims = _shape(weight)
         if len(dims) == 2:  # biases are 1-D and cost additions only
             macs += dims[0] * dims[1]
@@ -223,11 +227,17 @@ def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str,
     ``attention`` (QKᵀ and AV; the Q/K/V/output projections count as ``linear``).
     """
     import logging
+    import warnings
 
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # fvcore's import calls the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     logging.getLogger("fvcore").setLevel(logging.ERROR)
-    analysis = FlopCountAnalysis(_FirstOutput(module).eval(), inputs)
+    wrapped = _FirstOutput(module).eval()
+    with torch.no_grad():  # once outside the tracer, so lazy imports and caches happen here
+        wrapped(*inputs)
+    analysis = FlopCountAnalysis(wrapped, inputs)
     analysis.set_op_handle(**_EXTRA_HANDLES)
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)

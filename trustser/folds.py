@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from trustser.manifest import Fold, FoldKey
 
-__all__ = ["rotating_folds", "gender_balanced_speaker_groups", "block_speaker_groups"]
+__all__ = ["block_speaker_groups", "gender_balanced_speaker_groups", "rotating_folds"]
 
 
 def rotating_folds(

@@ -28,26 +28,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMOTIONS",
-    "GENDERS",
-    "ROLES",
     "FOLD_KEYS",
-    "UNKNOWN_SPEAKER",
+    "GENDERS",
     "MANIFEST_FORMAT",
     "MANIFEST_FORMAT_VERSION",
-    "ManifestError",
-    "Utterance",
+    "ROLES",
+    "UNKNOWN_SPEAKER",
     "Fold",
-    "Manifest",
     "FoldSummary",
-    "ManifestSummary",
+    "Manifest",
     "ManifestCheck",
-    "validate",
-    "read_manifest",
-    "write_manifest",
+    "ManifestError",
+    "ManifestSummary",
+    "Utterance",
+    "check_manifest",
     "merge_manifests",
+    "read_manifest",
     "speakers_by_gender",
     "summarize",
-    "check_manifest",
+    "validate",
+    "write_manifest",
 ]
 
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
@@ -118,7 +118,9 @@ class Utterance:
         """Build from a JSON object, checking field names and types (no coercion)."""
         where = f" (line {line})" if line is not None else ""
         if not isinstance(data, dict):
-            raise ManifestError(f"utterance{where} must be a JSON object, got {type(data).__name__}.")
+            raise ManifestError(
+                f"utterance{where} must be a JSON object, got {type(data).__name__}."
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -141,7 +143,7 @@ class Utterance:
                     f"utterance {data.get('id', '?')!r}{where}: field {name!r} must be {expected}, "
                     f"got {type(value).__name__} {value!r}."
                 )
-        values = dict(data)
+        values = {k: v for k, v in data.items() if not (k == "custom" and v is None)}
         values["duration"] = float(values["duration"])
         return cls(**values)
 
@@ -235,7 +237,9 @@ class Manifest:
         try:
             return self.by_id[utterance_id]
         except KeyError:
-            raise KeyError(f"utterance id {utterance_id!r} is not in the {self.corpus} manifest") from None
+            raise KeyError(
+                f"utterance id {utterance_id!r} is not in the {self.corpus} manifest"
+            ) from None
 
     def fold(self, name: str) -> Fold:
         for fold in self.folds:
@@ -320,7 +324,10 @@ def validate(manifest: Manifest, *, check_files: bool = True) -> Manifest:
         if not u.id:
             add("empty id", f"path {u.path!r}")
         if u.emotion not in labels:
-            add("unknown emotion label", f"{u.id}: emotion={u.emotion!r}, expected one of {sorted(labels)}")
+            add(
+                "unknown emotion label",
+                f"{u.id}: emotion={u.emotion!r}, expected one of {sorted(labels)}",
+            )
         if not u.gender:
             add("missing gender", f"{u.id}: gender is empty; expected 'female' or 'male'")
         elif u.gender not in GENDERS:
@@ -334,7 +341,9 @@ def validate(manifest: Manifest, *, check_files: bool = True) -> Manifest:
                     "speaker with two genders",
                     f"{u.id}: speaker {u.speaker!r} is {u.gender!r} here but {first!r} elsewhere",
                 )
-        if not (isinstance(u.duration, (int, float)) and math.isfinite(u.duration) and u.duration > 0):
+        if not (
+            isinstance(u.duration, (int, float)) and math.isfinite(u.duration) and u.duration > 0
+        ):
             add("bad duration", f"{u.id}: duration={u.duration!r}, expected seconds > 0")
         if check_files and not os.path.isfile(u.path):
             add("missing file", f"{u.id}: {u.path}")
@@ -362,7 +371,10 @@ def _validate_folds(manifest: Manifest, add: Callable[[str, str], None]) -> None
         for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
             both = sorted(set(getattr(fold, a)) & set(getattr(fold, b)))
             if both:
-                add("overlapping fold roles", f"{fold.name}: {fold.by} {both[:5]} listed in both {a} and {b}")
+                add(
+                    "overlapping fold roles",
+                    f"{fold.name}: {fold.by} {both[:5]} listed in both {a} and {b}",
+                )
         speakers: dict[str, set[str]] = {role: set() for role in ROLES}
         for u in manifest.utterances:
             role = fold.role(u)
@@ -421,7 +433,9 @@ def read_manifest(
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"manifest {str(path)!r} does not exist; create it with `trustser data prepare`.")
+        raise ManifestError(
+            f"manifest {str(path)!r} does not exist; create it with `trustser data prepare`."
+        )
     base = path.resolve().parent
     utterances: list[Utterance] = []
     header: dict[str, Any] | None = None
@@ -434,7 +448,9 @@ def read_manifest(
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise ManifestError(f"{path}: line {number} is not valid JSON ({error.msg}).") from None
+                    raise ManifestError(
+                        f"{path}: line {number} is not valid JSON ({error.msg})."
+                    ) from None
                 if header is None:
                     header = _check_header(path, record)
                     continue
@@ -456,6 +472,12 @@ def read_manifest(
     if not isinstance(folds, list):
         raise ManifestError(f"{path}: header 'folds' must be a list, got {type(folds).__name__}.")
     skipped = header.get("skipped", [])
+    if not isinstance(skipped, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("id"), str) for s in skipped
+    ):
+        raise ManifestError(
+            f"{path}: header 'skipped' must be a list of {{'id', 'reason'}} objects, got {skipped!r}."
+        )
     manifest = Manifest(
         corpus=str(header.get("corpus", "custom")),
         utterances=tuple(utterances),
@@ -464,7 +486,7 @@ def read_manifest(
         version=str(header.get("version", "")),
         labels=tuple(labels),
         root=str(header.get("root", "")),
-        skipped=tuple((str(s.get("id", "?")), str(s.get("reason", ""))) for s in skipped),
+        skipped=tuple((s["id"], str(s.get("reason", ""))) for s in skipped),
     )
     if check:
         validate(manifest, check_files=check_files)
@@ -573,7 +595,9 @@ def summarize(manifest: Manifest) -> ManifestSummary:
                 name=fold.name,
                 by=fold.by,
                 utterances={role: len(parts[role]) for role in ROLES},
-                speakers={role: len({u.speaker for u in parts[role] if u.speaker_known}) for role in ROLES},
+                speakers={
+                    role: len({u.speaker for u in parts[role] if u.speaker_known}) for role in ROLES
+                },
                 emotions={
                     role: {label: sum(u.emotion == label for u in parts[role]) for label in labels}
                     for role in ROLES
@@ -635,8 +659,12 @@ def check_manifest(
                 lines.append(f"unreadable audio ({len(result.errors)}):")
                 lines.append(format_rows([f"{k}: {v}" for k, v in result.errors.items()]))
             if result.changed:
-                lines.append(f"file changed since the manifest was written ({len(result.changed)}):")
+                lines.append(
+                    f"file changed since the manifest was written ({len(result.changed)}):"
+                )
                 lines.append(format_rows([f"{k}: {v}" for k, v in result.changed.items()]))
-            lines.append("Repair the files, or re-create the manifest with `trustser data prepare`.")
+            lines.append(
+                "Repair the files, or re-create the manifest with `trustser data prepare`."
+            )
             raise ManifestError("\n".join(lines))
     return ManifestCheck(manifest=manifest, summary=summarize(manifest), audio=result)

@@ -16,7 +16,7 @@ from torch import nn
 
 from trustser.backbones.errors import BackboneInputError
 
-__all__ = ["BackboneSpec", "Backbone", "weights_checksum", "pad_frames"]
+__all__ = ["Backbone", "BackboneSpec", "pad_frames", "weights_checksum"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class BackboneSpec:
     source: str  # HF model id, s3prl upstream, local path, or "random"
     revision: str | None = None
     sample_rate: int = 16_000
-    num_layers: int | None = None  # L, hidden states returned (layer 0 included); None = from config
+    # L: hidden states returned (layer 0 included); None = known only from the loaded config
+    num_layers: int | None = None
     dim: int | None = None  # D
     frame_rate: float | None = None  # frames per second
     description: str = ""
@@ -65,7 +66,7 @@ class Backbone(nn.Module, ABC):
     min_samples: int = 1  # shortest clip that yields at least one frame
     max_samples: int | None = None  # longest clip the encoder accepts (None = unbounded)
 
-    def train(self, mode: bool = True) -> Backbone:  # noqa: ARG002 - frozen: always eval
+    def train(self, mode: bool = True) -> Backbone:
         return super().train(False)
 
     def freeze(self) -> Backbone:

@@ -36,12 +36,12 @@ from trustser.backbones.errors import CT2FormatError, WeightsNotFoundError
 
 __all__ = [
     "CT2Model",
-    "read_ct2",
-    "whisper_config",
-    "whisper_state_dict",
     "load_whisper_model",
     "offline_model_dir",
+    "read_ct2",
+    "whisper_config",
     "whisper_generation_config",
+    "whisper_state_dict",
 ]
 
 SUPPORTED_VERSIONS = (5, 6)

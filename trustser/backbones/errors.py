@@ -6,10 +6,10 @@ from trustser._validation import TrustSERError
 
 __all__ = [
     "BackboneError",
-    "UnknownBackboneError",
-    "WeightsNotFoundError",
     "BackboneInputError",
     "CT2FormatError",
+    "UnknownBackboneError",
+    "WeightsNotFoundError",
 ]
 
 

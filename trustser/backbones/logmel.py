@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["N_FFT", "HOP_LENGTH", "WINDOW_SAMPLES", "WhisperLogMel", "mel_frame_count"]
+__all__ = ["HOP_LENGTH", "N_FFT", "WINDOW_SAMPLES", "WhisperLogMel", "mel_frame_count"]
 
 N_FFT = 400
 HOP_LENGTH = 160
@@ -57,7 +57,8 @@ class WhisperLogMel(nn.Module):
         self.num_mel_bins = num_mel_bins
         self.sample_rate = sample_rate
         filters = torch.from_numpy(_mel_filters(num_mel_bins, sample_rate)).float()
-        self.register_buffer("mel_filters", filters.T.contiguous(), persistent=False)  # [n_mels, 201]
+        # [n_mels, 201]; not persistent: derived data, kept out of checkpoints and checksums
+        self.register_buffer("mel_filters", filters.T.contiguous(), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
 
     def forward(

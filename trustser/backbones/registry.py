@@ -30,12 +30,12 @@ from trustser.backbones.errors import UnknownBackboneError
 from trustser.backbones.tiny import TINY_FAMILIES, tiny_config
 
 __all__ = [
+    "FAMILIES",
     "REGISTRY",
     "SPEC_KINDS",
-    "FAMILIES",
-    "resolve_spec",
-    "list_backbones",
     "count_parameters",
+    "list_backbones",
+    "resolve_spec",
 ]
 
 FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec", "whisper", "apc", "tera")

@@ -328,7 +328,8 @@ def _locate_checkpoint(spec: BackboneSpec) -> tuple[Path, list[str]]:
 
         return Path(hf_hub_download(info["repo_id"], info["filename"])), tried
     except Exception as error:  # huggingface_hub raises many types for offline/missing files
-        tried[-1] += f": {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}"
+        reason = str(error).strip().splitlines()
+        tried[-1] += f": {reason[0] if reason else type(error).__name__}"
         raise WeightsNotFoundError(
             f"backbone {spec.name!r}: checkpoint not found; tried {'; '.join(tried)}. "
             f"To supply a local copy, download {info['url']} on a connected machine and use "

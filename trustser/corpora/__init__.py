@@ -18,11 +18,11 @@ from trustser.manifest import Manifest
 
 __all__ = [
     "CORPORA",
-    "UnknownCorpusError",
     "CorpusInfo",
-    "list_corpora",
-    "corpus_module",
+    "UnknownCorpusError",
     "corpus_info",
+    "corpus_module",
+    "list_corpora",
     "prepare_corpus",
 ]
 
@@ -36,7 +36,11 @@ CORPORA: dict[str, str] = {
 }
 # Listed only when its module is installed (the synthetic espeak-ng demo corpus).
 _OPTIONAL: dict[str, str] = {"synth": "trustser.corpora.synth"}
-_ALIASES: dict[str, str] = {"cremad": "crema_d", "mspimprov": "msp_improv", "msppodcast": "msp_podcast"}
+_ALIASES: dict[str, str] = {
+    "cremad": "crema_d",
+    "mspimprov": "msp_improv",
+    "msppodcast": "msp_podcast",
+}
 
 
 class UnknownCorpusError(TrustSERError, KeyError):
@@ -125,7 +129,9 @@ def prepare_corpus(
     accepted = inspect.signature(module.prepare).parameters
     kwargs = {k: v for k, v in options.items() if k in accepted}
     # show_progress is cosmetic and silently dropped; the others change the result.
-    unsupported = [k for k, v in options.items() if k not in accepted and v and k != "show_progress"]
+    unsupported = [
+        k for k, v in options.items() if k not in accepted and v and k != "show_progress"
+    ]
     if unsupported:
         raise TrustSERError(
             f"corpus {name!r} does not support {', '.join(unsupported)}; leave those options out."

@@ -30,11 +30,11 @@ __all__ = [
     "PLACEHOLDER_DURATION",
     "CorpusLayoutError",
     "UnreadableAudioWarning",
-    "require_dir",
-    "find_file",
-    "with_audio_headers",
-    "reuse_existing",
     "assemble",
+    "find_file",
+    "require_dir",
+    "reuse_existing",
+    "with_audio_headers",
 ]
 
 # Candidates carry this until their header is read; it never reaches a written manifest.
@@ -66,7 +66,9 @@ def find_file(root: Path, candidates: Sequence[str], corpus: str, hint: str) -> 
         if path.is_file():
             return path
     names = " or ".join(repr(str(root / c)) for c in candidates)
-    raise CorpusLayoutError(f"{corpus}: expected the file {names} of the official distribution; {hint}")
+    raise CorpusLayoutError(
+        f"{corpus}: expected the file {names} of the official distribution; {hint}"
+    )
 
 
 def with_audio_headers(

@@ -30,16 +30,16 @@ from trustser.folds import block_speaker_groups, rotating_folds
 from trustser.manifest import Fold, Manifest, Utterance
 
 __all__ = [
-    "NAME",
-    "LABELS",
-    "SENTENCES",
-    "KNOWN_BAD",
-    "NUM_FOLDS",
     "FOLD_SCHEME",
-    "VERSION",
+    "KNOWN_BAD",
+    "LABELS",
+    "NAME",
+    "NUM_FOLDS",
+    "SENTENCES",
     "SOURCE",
-    "read_demographics",
+    "VERSION",
     "prepare",
+    "read_demographics",
 ]
 
 NAME = "crema_d"

@@ -15,7 +15,7 @@ from trustser.corpora._common import PLACEHOLDER_DURATION, assemble, require_dir
 from trustser.folds import gender_balanced_speaker_groups, rotating_folds
 from trustser.manifest import Fold, Manifest, Utterance, speakers_by_gender
 
-__all__ = ["NAME", "LABELS", "GENDERS", "NUM_FOLDS", "FOLD_SCHEME", "VERSION", "SOURCE", "prepare"]
+__all__ = ["FOLD_SCHEME", "GENDERS", "LABELS", "NAME", "NUM_FOLDS", "SOURCE", "VERSION", "prepare"]
 
 NAME = "emodb"
 # W anger, L boredom, E disgust, A fear, F happiness, T sadness, N neutral.
@@ -25,10 +25,14 @@ GENDERS: dict[str, str] = {
     **{s: "female" for s in ("08", "09", "13", "14", "16")},
 }
 NUM_FOLDS = 5
-FOLD_SCHEME = "5 speaker folds, each testing one male and one female speaker; dev = next fold's pair"
+FOLD_SCHEME = (
+    "5 speaker folds, each testing one male and one female speaker; dev = next fold's pair"
+)
 VERSION = "EmoDB (535 clips; 4-class subset)"
 SOURCE = "http://emodb.bilderbar.info/ (free for research; cite Burkhardt et al. 2005)"
-_NAME_PATTERN = re.compile(r"^(?P<speaker>\d\d)(?P<text>[a-z]\d\d)(?P<emotion>[A-Z])(?P<version>[a-z])$")
+_NAME_PATTERN = re.compile(
+    r"^(?P<speaker>\d\d)(?P<text>[a-z]\d\d)(?P<emotion>[A-Z])(?P<version>[a-z])$"
+)
 
 
 def _folds(utterances: list[Utterance]) -> tuple[Fold, ...]:

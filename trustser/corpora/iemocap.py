@@ -32,20 +32,26 @@ from trustser.folds import rotating_folds
 from trustser.manifest import Fold, Manifest, Utterance
 
 __all__ = [
-    "NAME",
-    "LABELS",
-    "SESSIONS",
-    "NUM_FOLDS",
     "FOLD_SCHEME",
-    "VERSION",
+    "LABELS",
+    "NAME",
+    "NUM_FOLDS",
+    "SESSIONS",
     "SOURCE",
+    "VERSION",
     "EvaluationRow",
     "parse_evaluation",
     "prepare",
 ]
 
 NAME = "iemocap"
-LABELS: dict[str, str] = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
+LABELS: dict[str, str] = {
+    "neu": "neutral",
+    "hap": "happy",
+    "exc": "happy",
+    "sad": "sad",
+    "ang": "angry",
+}
 SESSIONS: tuple[str, ...] = tuple(f"Session{i}" for i in range(1, 6))
 NUM_FOLDS = 5
 FOLD_SCHEME = "5 session folds: test = one session, dev = the next session, train = the other three"

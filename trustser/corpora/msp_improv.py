@@ -33,13 +33,13 @@ from trustser.folds import rotating_folds
 from trustser.manifest import Fold, Manifest, Utterance
 
 __all__ = [
-    "NAME",
-    "LABELS",
-    "SESSIONS",
-    "NUM_FOLDS",
     "FOLD_SCHEME",
-    "VERSION",
+    "LABELS",
+    "NAME",
+    "NUM_FOLDS",
+    "SESSIONS",
     "SOURCE",
+    "VERSION",
     "parse_evaluation",
     "prepare",
 ]
@@ -53,7 +53,9 @@ VERSION = "MSP-IMPROV (Evaluation.txt consensus labels, 4 classes)"
 SOURCE = "https://ecs.utdallas.edu/research/researchlabs/msp-lab/MSP-Improv.html (academic licence)"
 LABEL_FILES: tuple[str, ...] = ("Evaluation.txt", "Evalution.txt")
 
-_CONSENSUS_LINE = re.compile(r"^UTD-IMPROV-(?P<turn>[A-Z0-9-]+)\.avi\s*;\s*(?P<label>[A-Z])\s*;(?P<rest>.*)$")
+_CONSENSUS_LINE = re.compile(
+    r"^UTD-IMPROV-(?P<turn>[A-Z0-9-]+)\.avi\s*;\s*(?P<label>[A-Z])\s*;(?P<rest>.*)$"
+)
 _TURN = re.compile(
     r"^(?P<sentence>S\d\d(?P<target>[AHSN]))-(?P<gender>[FM])(?P<session>\d\d)-(?P<condition>[A-Z])-(?P<turn>\w+)$"
 )

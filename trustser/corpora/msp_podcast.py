@@ -34,14 +34,14 @@ from trustser.corpora._common import (
 from trustser.manifest import UNKNOWN_SPEAKER, Fold, Manifest, Utterance
 
 __all__ = [
-    "NAME",
-    "LABELS",
-    "SPLITS",
-    "NUM_FOLDS",
     "FOLD",
     "FOLD_SCHEME",
-    "VERSION",
+    "LABELS",
+    "NAME",
+    "NUM_FOLDS",
     "SOURCE",
+    "SPLITS",
+    "VERSION",
     "prepare",
 ]
 
@@ -58,7 +58,9 @@ NUM_FOLDS = 1
 FOLD = Fold(name="standard", by="split", train=("Train",), dev=("Development",), test=("Test1",))
 FOLD_SCHEME = "the standard split: train = Train, dev = Development, test = Test1 (one fold)"
 VERSION = "MSP-Podcast (labels_consensus.csv, 4 classes)"
-SOURCE = "https://ecs.utdallas.edu/research/researchlabs/msp-lab/MSP-Podcast.html (academic licence)"
+SOURCE = (
+    "https://ecs.utdallas.edu/research/researchlabs/msp-lab/MSP-Podcast.html (academic licence)"
+)
 LABEL_FILES: tuple[str, ...] = ("Labels/labels_consensus.csv", "Labels/labels_concensus.csv")
 COLUMNS: tuple[str, ...] = ("FileName", "EmoClass", "SpkrID", "Gender", "Split_Set")
 _DIMENSIONS = {"EmoAct": "activation", "EmoVal": "valence", "EmoDom": "dominance"}
@@ -90,7 +92,9 @@ def prepare(
     if existing is not None:
         return existing
     label_file = find_file(root, LABEL_FILES, "MSP-Podcast", f"get it from {SOURCE}")
-    audio_dir = require_dir(root, "Audios", "MSP-Podcast", "extract Audios.zip (or Audio.tar) there")
+    audio_dir = require_dir(
+        root, "Audios", "MSP-Podcast", "extract Audios.zip (or Audio.tar) there"
+    )
     candidates = []
     bad_gender = []
     with open(label_file, encoding="utf-8-sig", newline="") as handle:

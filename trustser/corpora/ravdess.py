@@ -26,20 +26,23 @@ from trustser.folds import gender_balanced_speaker_groups, rotating_folds
 from trustser.manifest import Fold, Manifest, Utterance, speakers_by_gender
 
 __all__ = [
-    "NAME",
-    "LABELS",
-    "STATEMENTS",
-    "NUM_FOLDS",
     "FOLD_SCHEME",
-    "VERSION",
+    "LABELS",
+    "NAME",
+    "NUM_FOLDS",
     "SOURCE",
+    "STATEMENTS",
+    "VERSION",
     "gender_of_actor",
     "prepare",
 ]
 
 NAME = "ravdess"
 LABELS: dict[str, str] = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
-STATEMENTS: dict[str, str] = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
+STATEMENTS: dict[str, str] = {
+    "01": "Kids are talking by the door",
+    "02": "Dogs are sitting by the door",
+}
 NUM_FOLDS = 6
 FOLD_SCHEME = (
     "6 speaker folds of 4 actors (2 female, 2 male): test = one group, dev = the next group, "
