@@ -86,9 +86,9 @@ def bench(
     # warm-up (allocator, kernels) on a few clips at both batch sizes
     attack_clips(
         model,
-        attack,
         clips[:batch_size],
-        labels[:batch_size].tolist(),
+        attack=attack,
+        labels=labels[:batch_size].tolist(),
         batch_size=batch_size,
         identical_only=identical,
         device=device,
@@ -96,9 +96,9 @@ def bench(
     )
     attack_clips(
         model,
-        attack,
         clips[:2],
-        labels[:2].tolist(),
+        attack=attack,
+        labels=labels[:2].tolist(),
         batch_size=1,
         device=device,
         generator=torch.Generator().manual_seed(0),
@@ -106,9 +106,9 @@ def bench(
     batched_s, batched = timed(
         lambda: attack_clips(
             model,
-            attack,
             clips,
-            labels.tolist(),
+            attack=attack,
+            labels=labels.tolist(),
             batch_size=batch_size,
             identical_only=identical,
             device=device,
@@ -119,9 +119,9 @@ def bench(
     single_s, single = timed(
         lambda: attack_clips(
             model,
-            attack,
             clips,
-            labels.tolist(),
+            attack=attack,
+            labels=labels.tolist(),
             batch_size=1,
             device=device,
             generator=torch.Generator().manual_seed(seed),

@@ -45,7 +45,6 @@ def _render(run: AttackRun) -> None:
         ("measured SNR dB (min–max)", "right"),
         ("clean acc %", "right"),
         ("clips/s", "right"),
-        ("output", "left"),
     ):
         table.add_column(column, justify=justify)
     for result in run.results:
@@ -63,11 +62,12 @@ def _render(run: AttackRun) -> None:
             span,
             _percent(summary["clean_accuracy"]),
             f"{rate:.1f}" if rate else "–",
-            str(result.out_dir),
         )
     console.print(table)
+    for result in run.results:
+        console.print(f"wrote {result.out_dir}", soft_wrap=True)
     if run.sweep is not None:
-        console.print(f"ASR vs SNR: {run.sweep.markdown} and {run.sweep.plot.name}")
+        console.print(f"ASR vs SNR: {run.sweep.markdown} and {run.sweep.plot.name}", soft_wrap=True)
     for note in run.warnings:
         err_console.print(f"[yellow]note:[/yellow] {note}")
 
@@ -98,7 +98,9 @@ def attack(
     ] = Path("runs"),
     folds: Annotated[
         str | None,
-        typer.Option("--folds", help="Folds by name or 1-based index, comma-separated (default all)."),
+        typer.Option(
+            "--folds", help="Folds by name or 1-based index, comma-separated (default all)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, or cuda.")] = "auto",
     batch_size: Annotated[
@@ -116,7 +118,9 @@ def attack(
     random_start: Annotated[
         bool, typer.Option("--random-start/--no-random-start", help="PGD: start from U(−ε, ε).")
     ] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+    ] = True,
 ) -> None:
     with user_errors():
         run = run_attack(

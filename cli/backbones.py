@@ -18,7 +18,9 @@ def _millions(count: int | None) -> str:
 
 @app.command("list")
 def list_command(
-    tiny: Annotated[bool, typer.Option("--tiny", help="Also list the tiny:<family> test models.")] = False,
+    tiny: Annotated[
+        bool, typer.Option("--tiny", help="Also list the tiny:<family> test models.")
+    ] = False,
 ) -> None:
     """Registry names: source, layers × dim, frame rate, parameters."""
     from trustser.backbones import list_backbones
@@ -54,11 +56,15 @@ def _value(value: Any) -> str:
 
 @app.command("info")
 def info_command(
-    name: Annotated[str, typer.Argument(help="Registry name or spec (hf:..., ct2:..., s3prl:..., tiny:...).")],
+    name: Annotated[
+        str, typer.Argument(help="Registry name or spec (hf:..., ct2:..., s3prl:..., tiny:...).")
+    ],
     load: Annotated[
         bool, typer.Option("--load/--no-load", help="Load the weights and show their checksum.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, or cuda (with --load).")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu, or cuda (with --load).")
+    ] = "cpu",
     window: Annotated[
         str, typer.Option("--window", help="Whisper window: trimmed or 30s (with --load).")
     ] = "trimmed",
@@ -72,7 +78,11 @@ def info_command(
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in info.items():
-        shown = _millions(value) + f" ({info['parameters_basis']})" if key == "parameters" and value else _value(value)
+        shown = (
+            _millions(value) + f" ({info['parameters_basis']})"
+            if key == "parameters" and value
+            else _value(value)
+        )
         if key != "parameters_basis":
             table.add_row(key, shown)
     console.print(table)

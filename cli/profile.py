@@ -12,7 +12,7 @@ from rich.table import Table
 from trustser.cli._common import console, err_console, user_errors
 from trustser.cost import CostReport, run_cost
 from trustser.profile import AXES, AXIS_TITLES, SCALE_MODES, Profile, ProfileError, run_profile
-from trustser.recommend import Recommendation, run_recommend
+from trustser.recommend import SCENARIOS, Recommendation, run_recommend
 
 app = typer.Typer()
 
@@ -113,6 +113,10 @@ def cost(
     timing: Annotated[
         bool, typer.Option("--timing/--no-timing", help="Measure latency and throughput.")
     ] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads for the timings (default: torch's)."),
+    ] = None,
     num_classes: Annotated[
         int, typer.Option("--num-classes", help="Head classes when no trained head is found.")
     ] = 4,
@@ -129,6 +133,7 @@ def cost(
             repeats=repeats,
             batch_size=batch_size,
             timing=timing,
+            threads=threads,
             num_classes=num_classes,
         )
     _render_cost(report, path)
@@ -136,7 +141,7 @@ def cost(
 
 def _render_profile(profile: Profile) -> None:
     table = Table(title=f"Trust profile (scale: {profile.scale}; higher is more trustworthy)")
-    table.add_column("backbone")
+    table.add_column("backbone", overflow="fold")
     for axis in AXES:
         table.add_column(AXIS_TITLES[axis], justify="right")
     for entry in profile.backbones:
@@ -217,7 +222,7 @@ def _render_recommendation(result: Recommendation) -> None:
         caption=f"weights: {weights}; {result.scale} scale",
     )
     table.add_column("rank", justify="right")
-    table.add_column("backbone")
+    table.add_column("backbone", overflow="fold")
     table.add_column("score", justify="right")
     table.add_column("reasons")
     for ranked in result.ranking:
@@ -243,7 +248,10 @@ def recommend(
     ctx: typer.Context,
     scenario: Annotated[
         list[str] | None,
-        typer.Option("--scenario", help="edge, cloud or critical (default: all three)."),
+        typer.Option(
+            "--scenario",
+            help="edge, cloud or critical; several: --scenario edge cloud (default: all).",
+        ),
     ] = None,
     weights: Annotated[
         str | None,
@@ -268,12 +276,16 @@ def recommend(
         list[str] | None, typer.Option("--paper", help="Rank the paper's Table 4 row(s) too.")
     ] = None,
 ) -> None:
+    extra = list(ctx.args)
+    if scenario:  # --scenario edge cloud: click leaves "cloud" as an extra argument
+        scenario = [*scenario, *(a for a in extra if a in SCENARIOS)]
+        extra = [a for a in extra if a not in SCENARIOS]
     with user_errors():
         results = run_recommend(
             profile=profile,
             runs=runs,
             store=store,
-            backbones=_names(backbone, list(ctx.args), "--backbone"),
+            backbones=_names(backbone, extra, "--backbone"),
             scale=scale,
             scenarios=scenario,
             weights=weights,

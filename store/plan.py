@@ -84,9 +84,8 @@ def layout(
         raise ValueError("layout needs at least one clip")
     positive = frames[frames > 0]
     mean_frames = float(positive.mean()) if positive.size else 1.0
-    clips_per_unit = int(
-        max(1, min(MAX_CLIPS_PER_UNIT, math.floor(shard_bytes / (mean_frames * bytes_per_frame))))
-    )
+    by_size = math.floor(shard_bytes / (mean_frames * bytes_per_frame))
+    clips_per_unit = int(max(1, min(MAX_CLIPS_PER_UNIT, frames.size, by_size)))
     exponent = round(math.log2(TARGET_CHUNK_BYTES / bytes_per_frame)) if bytes_per_frame > 0 else 0
     chunk_frames = int(min(MAX_CHUNK_FRAMES, max(MIN_CHUNK_FRAMES, 2 ** max(exponent, 0))))
     # At most an eighth of a typical unit, so the partly filled last chunk of a shard wastes little.
@@ -144,8 +143,13 @@ def plan_part(
     max_seconds: float | None,
     sample_rate: int = 16_000,
     shard_mb: float = DEFAULT_SHARD_MB,
+    max_samples: int | None = None,
 ) -> PartPlan:
-    """Order the clips by length, split them into units and place every clip's frame rows."""
+    """Order the clips by length, split them into units and place every clip's frame rows.
+
+    ``max_samples`` is the longest input the backbone accepts (Whisper: 30 s); longer clips
+    are planned as skipped, with a reason that says how to keep them.
+    """
     if not utterances:
         raise ValueError("plan_part needs at least one utterance")
     rows = []
@@ -155,6 +159,16 @@ def plan_part(
             utterance, max_seconds=max_seconds, sample_rate=sample_rate
         )
         frames = 0
+        if reason is None and max_samples is not None and samples > max_samples:
+            reason = str(
+                AudioError(
+                    utterance.path,
+                    f"{samples / sample_rate:.1f} s is longer than the backbone accepts "
+                    f"({max_samples / sample_rate:.1f} s)",
+                    f"extract with --max-seconds {max_samples / sample_rate:g} to keep its start",
+                )
+            )
+            samples = 0
         if reason is None:
             frames = int(frame_count(samples))
             if frames <= 0:

@@ -43,6 +43,7 @@ from trustser.store.format import (
     read_node,
     require_keys,
 )
+from trustser.store.shards import RawShardReader
 
 __all__ = [
     "OPEN_MODES",
@@ -56,7 +57,8 @@ __all__ = [
 ]
 
 OPEN_MODES = ("r", "a")
-READ_THREADS = 4
+READ_THREADS = 4  # parallel unit reads in load()
+PREFETCH_BATCHES = 2  # batches read ahead by BatchIterable
 
 
 def manifest_from_json(data: dict[str, Any]) -> Manifest:
@@ -90,8 +92,12 @@ class Part:
             read_node(self.path / "zarr.json").get("attributes", {}).get(PART_ATTR),
             PART_REQUIRED,
         )
+        metadata = {}
         for name in PART_ARRAYS:
-            check_array_metadata(self.path / name, read_node(self.path / name / "zarr.json"))
+            metadata[name] = read_node(self.path / name / "zarr.json")
+            check_array_metadata(self.path / name, metadata[name])
+        emb = metadata["emb"]
+        self._raw = RawShardReader(self.path / "emb", emb) if RawShardReader.supports(emb) else None
         self.ids: list[str] = list(_read_blob(self._array("ids")))
         self.offsets = np.asarray(self._array("offsets")[:], dtype=np.int64)
         self.num_frames = np.asarray(self._array("num_frames")[:], dtype=np.int64)
@@ -148,10 +154,15 @@ class Part:
         start = unit * self.clips_per_unit
         return range(start, min(start + self.clips_per_unit, len(self.ids)))
 
+    def read_rows(self, start: int, count: int) -> np.ndarray:
+        """Rows ``[start, start + count)`` of ``emb`` (within one unit), uncompressed fast path first."""
+        if self._raw is not None:
+            return self._raw.read(start, count)
+        return self.emb[start : start + count]
+
     def rows(self, index: int) -> np.ndarray:
         """Clip ``index``'s frames as stored: ``[T, L, D]`` in the group dtype."""
-        start = int(self.offsets[index])
-        return self.emb[start : start + int(self.num_frames[index])]
+        return self.read_rows(int(self.offsets[index]), int(self.num_frames[index]))
 
 
 class _Features:
@@ -214,27 +225,28 @@ class BatchIterable:
     def __len__(self) -> int:
         return len(self.plan)
 
+    def _make(self, ids: list[str]) -> Batch:
+        return pad_batch(ids, [self._source._rows(i) for i in ids])
+
     def __iter__(self) -> Iterator[Batch]:
         if isinstance(self._source, InMemoryFeatures):
             for ids in self.plan:
-                yield pad_batch(ids, [self._source._rows(i) for i in ids])
+                yield self._make(ids)
             return
-        pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="trustser-read")
+        # From disk: one background thread reads and pads the next batch while the caller
+        # computes on the current one (many small tasks would cost more than they hide).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustser-read")
         try:
-            pending: deque = deque()
-            upcoming = iter(self.plan)
-
-            def submit() -> None:
-                ids = next(upcoming, None)
-                if ids is not None:
-                    pending.append((ids, [pool.submit(self._source._rows, i) for i in ids]))
-
-            submit()
-            submit()  # one batch read ahead while the caller works on the current one
+            pending: deque = deque(
+                pool.submit(self._make, ids) for ids in self.plan[:PREFETCH_BATCHES]
+            )
+            upcoming = iter(self.plan[PREFETCH_BATCHES:])
             while pending:
-                ids, futures = pending.popleft()
-                submit()
-                yield pad_batch(ids, [f.result() for f in futures])
+                batch = pending.popleft().result()
+                following = next(upcoming, None)
+                if following is not None:
+                    pending.append(pool.submit(self._make, following))
+                yield batch
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -502,7 +514,7 @@ class StoreGroup(_Features):
             members = by_unit[key]
             first = min(int(part.offsets[i]) for _, i in members)
             last = max(int(part.offsets[i] + part.num_frames[i]) for _, i in members)
-            span = part.emb[first:last]  # one read of the unit's shard
+            span = part.read_rows(first, last - first)  # one read of the unit's shard
             for row, index in members:
                 start = int(part.offsets[index]) - first
                 rows[offsets[row] : offsets[row + 1]] = span[

@@ -264,6 +264,7 @@ class StoreWriter:
         self.path = Path(path)
         self.name = name
         self.durable = durable
+        create_root(self.path, durable=durable)  # idempotent; completes a root a killed run began
         self.store = Store(self.path, mode="a")
         self.key = safe_name(name)
         self.group_path = self.path / self.key
@@ -358,6 +359,7 @@ class StoreWriter:
         *,
         frame_count: Callable[[int], int],
         shard_mb: float = DEFAULT_SHARD_MB,
+        max_samples: int | None = None,
     ) -> list[Part]:
         """Plan the manifest's new clips as a part (if any) and return every part it touches.
 
@@ -408,6 +410,7 @@ class StoreWriter:
                 max_seconds=max_seconds,
                 sample_rate=sample_rate,
                 shard_mb=shard_mb,
+                max_samples=max_samples,
             )
             self._create_part(plan, manifest, checksum)
         self._register(manifest, checksum)

@@ -91,7 +91,7 @@ def test_fgsm_hits_the_target_snr_and_leaves_padding_alone(toy, batch):
         adv = AF.fgsm(
             toy,
             x,
-            labels,
+            labels=labels,
             mask=mask,
             epsilon=AF.snr_epsilon(x, mask, snr),
             generator=torch.Generator().manual_seed(0),
@@ -107,15 +107,15 @@ def test_fgsm_zero_gradient_samples_get_a_seeded_random_sign(toy, batch):
     # clip 2 has 37 samples past its last complete frame: their gradient is exactly zero.
     x, mask = batch.waveforms, batch.mask
     labels = predictions(toy, x, mask)
-    gradient, _ = AF.loss_gradient(toy, x, labels, mask=mask)
+    gradient, _ = AF.loss_gradient(toy, x, labels=labels, mask=mask)
     tail = slice(800, 837)
     assert torch.count_nonzero(gradient[2, tail]) == 0
     eps = AF.snr_epsilon(x, mask, 20.0)
     first = AF.fgsm(
-        toy, x, labels, mask=mask, epsilon=eps, generator=torch.Generator().manual_seed(1)
+        toy, x, labels=labels, mask=mask, epsilon=eps, generator=torch.Generator().manual_seed(1)
     )
     again = AF.fgsm(
-        toy, x, labels, mask=mask, epsilon=eps, generator=torch.Generator().manual_seed(1)
+        toy, x, labels=labels, mask=mask, epsilon=eps, generator=torch.Generator().manual_seed(1)
     )
     assert torch.equal(first, again)
     signs = torch.sign(first[2, tail] - x[2, tail])
@@ -125,9 +125,9 @@ def test_fgsm_zero_gradient_samples_get_a_seeded_random_sign(toy, batch):
 def test_fgsm_step_follows_the_gradient_sign_and_raises_the_loss(toy, batch):
     x, mask = batch.waveforms, batch.mask
     labels = predictions(toy, x, mask)
-    gradient, _ = AF.loss_gradient(toy, x, labels, mask=mask)
+    gradient, _ = AF.loss_gradient(toy, x, labels=labels, mask=mask)
     eps = AF.snr_epsilon(x, mask, 40.0)
-    adv = AF.fgsm(toy, x, labels, mask=mask, epsilon=eps)
+    adv = AF.fgsm(toy, x, labels=labels, mask=mask, epsilon=eps)
     moved = torch.sign(adv - x)
     nonzero = gradient != 0
     assert torch.equal(moved[nonzero], torch.sign(gradient)[nonzero])
@@ -141,7 +141,7 @@ def test_gradient_is_only_wrt_the_waveform_and_model_stays_in_eval(toy, batch):
     x, mask = batch.waveforms, batch.mask
     labels = predictions(toy, x, mask)
     model = ToyModel()  # parameters still require grad here
-    gradient, _ = AF.loss_gradient(model, x, labels, mask=mask)
+    gradient, _ = AF.loss_gradient(model, x, labels=labels, mask=mask)
     assert all(p.grad is None for p in model.parameters())
     assert not model.training
     assert torch.count_nonzero(gradient[~mask]) == 0
@@ -152,14 +152,14 @@ def test_padding_content_and_batch_company_do_not_change_a_clip(toy):
     full = pad_batch(clips, [0, 1, 2])
     labels = predictions(toy, full.waveforms, full.mask)
     eps = AF.snr_epsilon(full.waveforms, full.mask, 30.0)
-    together = AF.fgsm(toy, full.waveforms, labels, mask=full.mask, epsilon=eps)
+    together = AF.fgsm(toy, full.waveforms, labels=labels, mask=full.mask, epsilon=eps)
     garbage = full.waveforms + (~full.mask) * torch.randn(full.waveforms.shape)
-    noisy_pad = AF.fgsm(toy, garbage, labels, mask=full.mask, epsilon=eps)
+    noisy_pad = AF.fgsm(toy, garbage, labels=labels, mask=full.mask, epsilon=eps)
     assert torch.allclose(noisy_pad[full.mask], together[full.mask])
     for b, clip in enumerate(clips):
         alone = pad_batch(clips, [b])
         single = AF.fgsm(
-            toy, alone.waveforms, labels[b : b + 1], mask=alone.mask, epsilon=eps[b : b + 1]
+            toy, alone.waveforms, labels=labels[b : b + 1], mask=alone.mask, epsilon=eps[b : b + 1]
         )
         assert torch.allclose(single[0], together[b, : clip.numel()], atol=1e-7)
 
@@ -171,7 +171,7 @@ def test_pgd_stays_in_the_linf_ball_and_one_full_step_is_fgsm(toy, batch):
     adv = AF.pgd(
         toy,
         x,
-        labels,
+        labels=labels,
         mask=mask,
         epsilon=eps,
         steps=7,
@@ -186,9 +186,16 @@ def test_pgd_stays_in_the_linf_ball_and_one_full_step_is_fgsm(toy, batch):
     y = predictions(toy, whole.waveforms, whole.mask)
     e = AF.snr_epsilon(whole.waveforms, whole.mask, 30.0)
     one = AF.pgd(
-        toy, whole.waveforms, y, mask=whole.mask, epsilon=e, steps=1, step_size=e, early_stop=False
+        toy,
+        whole.waveforms,
+        labels=y,
+        mask=whole.mask,
+        epsilon=e,
+        steps=1,
+        step_size=e,
+        early_stop=False,
     )
-    assert torch.allclose(one, AF.fgsm(toy, whole.waveforms, y, mask=whole.mask, epsilon=e))
+    assert torch.allclose(one, AF.fgsm(toy, whole.waveforms, labels=y, mask=whole.mask, epsilon=e))
 
 
 def test_pgd_is_at_least_as_strong_as_fgsm_on_the_same_clips(toy):
@@ -199,8 +206,8 @@ def test_pgd_is_at_least_as_strong_as_fgsm_on_the_same_clips(toy):
     strictly_better = 0
     for snr in (30.0, 24.0, 18.0):
         eps = AF.snr_epsilon(x, mask, snr)
-        fgsm_adv = AF.fgsm(toy, x, labels, mask=mask, epsilon=eps)
-        pgd_adv = AF.pgd(toy, x, labels, mask=mask, epsilon=eps, steps=10)
+        fgsm_adv = AF.fgsm(toy, x, labels=labels, mask=mask, epsilon=eps)
+        pgd_adv = AF.pgd(toy, x, labels=labels, mask=mask, epsilon=eps, steps=10)
         fgsm_flips = int((predictions(toy, fgsm_adv, mask) != labels).sum())
         pgd_flips = int((predictions(toy, pgd_adv, mask) != labels).sum())
         assert pgd_flips >= fgsm_flips, (snr, pgd_flips, fgsm_flips)
@@ -213,13 +220,13 @@ def test_pgd_early_stop_keeps_the_first_success_and_seeds_repeat(toy, batch):
     labels = predictions(toy, x, mask)
     eps = AF.snr_epsilon(x, mask, 6.0)  # loud enough to flip everything quickly
     toy.calls = 0
-    adv = AF.pgd(toy, x, labels, mask=mask, epsilon=eps, steps=50)
+    adv = AF.pgd(toy, x, labels=labels, mask=mask, epsilon=eps, steps=50)
     assert toy.calls < 50  # stopped once every clip was flipped
     assert bool((predictions(toy, adv, mask) != labels).all())
     kwargs = dict(mask=mask, epsilon=eps, steps=3, random_start=True)
-    a = AF.pgd(toy, x, labels, generator=torch.Generator().manual_seed(4), **kwargs)
-    b = AF.pgd(toy, x, labels, generator=torch.Generator().manual_seed(4), **kwargs)
-    c = AF.pgd(toy, x, labels, generator=torch.Generator().manual_seed(5), **kwargs)
+    a = AF.pgd(toy, x, labels=labels, generator=torch.Generator().manual_seed(4), **kwargs)
+    b = AF.pgd(toy, x, labels=labels, generator=torch.Generator().manual_seed(4), **kwargs)
+    c = AF.pgd(toy, x, labels=labels, generator=torch.Generator().manual_seed(5), **kwargs)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -251,16 +258,18 @@ def test_wrappers_delegate_and_validate(toy, batch):
     x, mask = batch.waveforms, batch.mask
     labels = predictions(toy, x, mask)
     eps = AF.snr_epsilon(x, mask, 40.0)
-    wrapped = FGSM(40.0)(toy, x, labels, mask=mask, generator=torch.Generator().manual_seed(2))
+    wrapped = FGSM(40.0)(
+        toy, x, labels=labels, mask=mask, generator=torch.Generator().manual_seed(2)
+    )
     direct = AF.fgsm(
-        toy, x, labels, mask=mask, epsilon=eps, generator=torch.Generator().manual_seed(2)
+        toy, x, labels=labels, mask=mask, epsilon=eps, generator=torch.Generator().manual_seed(2)
     )
     assert torch.equal(wrapped, direct)
     pgd = make_attack("pgd", 40.0, steps=4)
     assert isinstance(pgd, PGD) and pgd.relative_step == pytest.approx(2.5 / 4)
     assert torch.equal(
-        pgd(toy, x, labels, mask=mask),
-        AF.pgd(toy, x, labels, mask=mask, epsilon=eps, steps=4, step_size=eps * 2.5 / 4),
+        pgd(toy, x, labels=labels, mask=mask),
+        AF.pgd(toy, x, labels=labels, mask=mask, epsilon=eps, steps=4, step_size=eps * 2.5 / 4),
     )
     assert isinstance(make_attack("noise", 40.0), WhiteNoise)
     assert PGD(45, steps=5, step_size=0.1).settings()["step_size"] == 0.1

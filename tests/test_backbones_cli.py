@@ -20,7 +20,9 @@ def test_list_shows_registry_and_optionally_tiny_models():
 
 
 def test_info_loads_and_shows_the_checksum():
-    result = runner.invoke(app, ["backbones", "info", "tiny:whisper", "--load"], env={"COLUMNS": "200"})
+    result = runner.invoke(
+        app, ["backbones", "info", "tiny:whisper", "--load"], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
     assert "weights_sha256" in result.output and "frames_per_6s" in result.output
 

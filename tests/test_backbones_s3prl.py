@@ -80,7 +80,10 @@ def _apc_checkpoint(model: torch.nn.Module) -> dict:
     return {
         "config": {
             "data": {"audio": dict(APC_AUDIO)},
-            "model": {"paras": {k: config[k] for k in ("hidden_size", "num_layers", "residual")} | {"dropout": 0.1}},
+            "model": {
+                "paras": {k: config[k] for k in ("hidden_size", "num_layers", "residual")}
+                | {"dropout": 0.1}
+            },
         },
         "model": model.state_dict(),
         "step": 1000,
@@ -98,9 +101,15 @@ def _tera_checkpoint(model: torch.nn.Module) -> dict:
         "pre_layer_norm": False,
         "input_dim": -1,
     }
-    weights = {k.replace("LayerNorm.weight", "LayerNorm.gamma"): v for k, v in model.state_dict().items()}
+    weights = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma"): v for k, v in model.state_dict().items()
+    }
     return {
-        "Upstream_Config": {"transformer": transformer, "audio": copy.deepcopy(TERA_AUDIO), "task": {"sequence_length": 1500}},
+        "Upstream_Config": {
+            "transformer": transformer,
+            "audio": copy.deepcopy(TERA_AUDIO),
+            "task": {"sequence_length": 1500},
+        },
         "Transformer": weights,
         "Optimizer": {"state": {}, "param_groups": [{"lr": 2e-4}]},
     }

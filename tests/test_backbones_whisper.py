@@ -18,7 +18,9 @@ def speechlike() -> torch.Tensor:
     t = np.arange(40_000) / 16_000
     f0 = 120 + 40 * np.sin(2 * np.pi * 0.7 * t)
     phase = 2 * np.pi * np.cumsum(f0) / 16_000
-    wave = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.1 + 0.005 * rng.standard_normal(t.size)
+    wave = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.1 + 0.005 * rng.standard_normal(
+        t.size
+    )
     return torch.tensor(wave, dtype=torch.float32)[None]
 
 
@@ -99,5 +101,7 @@ def test_hf_directory_round_trip(tmp_path, speechlike):
     reference.encoder.load_state_dict(model.encoder.state_dict())
     lengths = torch.tensor([speechlike.shape[1]])
     with torch.no_grad():
-        torch.testing.assert_close(loaded(speechlike, lengths)[0], reference(speechlike, lengths)[0])
+        torch.testing.assert_close(
+            loaded(speechlike, lengths)[0], reference(speechlike, lengths)[0]
+        )
     assert loaded.provenance()["weights_sha256"] == reference.provenance()["weights_sha256"]

@@ -86,7 +86,11 @@ def test_timing_and_run_cost_with_a_trained_head_config(tmp_path):
         "pooling": "mean",
     }
     write_json(sidecar, {"config": config})
-    report, path = run_cost("tiny:whisper", runs=tmp_path, device="cpu", repeats=2, batch_size=2)
+    before = torch.get_num_threads()
+    report, path = run_cost(
+        "tiny:whisper", runs=tmp_path, device="cpu", repeats=2, batch_size=2, threads=1
+    )
+    assert report.torch_threads == 1 and torch.get_num_threads() == before
     assert path == layout.cost_path("tiny:whisper") and path.is_file()
     assert report.head_config["hidden"] == 64 and "trained emotion head" in report.head_source
     assert report.head_params == count_parameters(LayerWeightedHead(3, 32, 4, hidden=64))

@@ -108,8 +108,21 @@ def test_worked_example_of_the_format_doc():
 
 def test_plan_orders_by_length_keeps_clips_inside_their_shard(tmp_path: Path):
     utts = utterances("c", [1.0, 0.5, 2.0, 0.5, 1.5, 0.7])
-    missing = Utterance(id="nohead", path=str(tmp_path / "gone.wav"), speaker="x", gender="male", emotion="sad", duration=1.0)
-    plan = plan_part([*utts, missing], frame_count=frame_count, bytes_per_frame=24, max_seconds=1.2, shard_mb=0.0002)
+    missing = Utterance(
+        id="nohead",
+        path=str(tmp_path / "gone.wav"),
+        speaker="x",
+        gender="male",
+        emotion="sad",
+        duration=1.0,
+    )
+    plan = plan_part(
+        [*utts, missing],
+        frame_count=frame_count,
+        bytes_per_frame=24,
+        max_seconds=1.2,
+        shard_mb=0.0002,
+    )
     samples = plan.num_samples
     assert list(samples) == sorted(samples) and plan.ids[0] == "nohead"
     assert "no such file" in plan.plan_skipped["nohead"]
@@ -119,6 +132,16 @@ def test_plan_orders_by_length_keeps_clips_inside_their_shard(tmp_path: Path):
         assert k * plan.unit_frames <= plan.offsets[i]
         assert plan.offsets[i] + plan.num_frames[i] <= (k + 1) * plan.unit_frames
     assert plan.unit_frames % plan.chunk_frames == 0
+
+
+def test_plan_skips_clips_longer_than_the_backbone_accepts():
+    utts = utterances("w", [2.0, 40.0])
+    plan = plan_part(
+        utts, frame_count=frame_count, bytes_per_frame=24, max_seconds=None, max_samples=30 * 16_000
+    )
+    assert plan.num_frames.tolist() == [0, 100] and list(plan.plan_skipped) == ["w001"]
+    assert "longer than the backbone accepts (30.0 s)" in plan.plan_skipped["w001"]
+    assert "--max-seconds 30" in plan.plan_skipped["w001"]
 
 
 def test_reader_round_trip(toy):
@@ -133,7 +156,9 @@ def test_reader_round_trip(toy):
         np.testing.assert_array_equal(frames, features(utt, frames.shape[1]))
     means = group.means(group.ids[:5])
     assert means.shape == (5, L, D) and means.dtype == np.float32
-    np.testing.assert_allclose(means[2], features(group.ids[2], group.frames(group.ids[2]).shape[1]).mean(1), rtol=1e-6)
+    np.testing.assert_allclose(
+        means[2], features(group.ids[2], group.frames(group.ids[2]).shape[1]).mean(1), rtol=1e-6
+    )
     sub = group.manifest()
     assert sub.corpus == "toy" and sub.folds == manifest.folds and "a004" not in sub.ids
     assert sub.ids == [i for i in manifest.ids if i != "a004"]  # manifest order is kept
@@ -185,7 +210,7 @@ def test_missing_features_name_the_reason(toy):
         group.frames("a004")
     with pytest.raises(MissingFeaturesError, match="not in this group"):
         group.means(["zzz"])
-    with pytest.raises(StoreError, match="no group 'other'.*groups: fake"):
+    with pytest.raises(StoreError, match=r"no group 'other'.*groups: fake"):
         open_store(toy[0]).group("other")
 
 
@@ -202,8 +227,11 @@ def test_open_refuses_unknown_version_foreign_stores_and_unsafe_codecs(toy, tmp_
     part = next(p for p in (path / "fake").iterdir() if p.name.startswith("part-"))
     emb_meta = part / "emb" / "zarr.json"
     original = emb_meta.read_text()
-    _edit_json(emb_meta, lambda d: d["codecs"][0]["configuration"]["codecs"].append({"name": "numcodecs.pickle"}))
-    with pytest.raises(StoreFormatError, match="codec 'numcodecs.pickle' is refused"):
+    _edit_json(
+        emb_meta,
+        lambda d: d["codecs"][0]["configuration"]["codecs"].append({"name": "numcodecs.pickle"}),
+    )
+    with pytest.raises(StoreFormatError, match=r"codec 'numcodecs\.pickle' is refused"):
         open_store(path).group("fake")
     emb_meta.write_text(original)
     _edit_json(part / "num_frames" / "zarr.json", lambda d: d.update(data_type="string"))
@@ -212,7 +240,9 @@ def test_open_refuses_unknown_version_foreign_stores_and_unsafe_codecs(toy, tmp_
     _edit_json(part / "zarr.json", lambda d: d["attributes"]["trustser_part"].pop("unit_frames"))
     with pytest.raises(StoreFormatError, match="unit_frames"):
         open_store(path).group("fake")
-    _edit_json(path / "zarr.json", lambda d: d["attributes"]["trustser_store"].update(format_version=99))
+    _edit_json(
+        path / "zarr.json", lambda d: d["attributes"]["trustser_store"].update(format_version=99)
+    )
     with pytest.raises(StoreFormatError, match="format_version 99"):
         open_store(path)
     _edit_json(path / "zarr.json", lambda d: d["attributes"].clear())
@@ -222,10 +252,17 @@ def test_open_refuses_unknown_version_foreign_stores_and_unsafe_codecs(toy, tmp_
 
 def test_a_group_never_mixes_configurations(toy):
     path, _ = toy
-    for key, value in (("window", "30s"), ("max_seconds", 3.0), ("dtype", "float32"), ("weights_sha256", "1" * 64)):
+    for key, value in (
+        ("window", "30s"),
+        ("max_seconds", 3.0),
+        ("dtype", "float32"),
+        ("weights_sha256", "1" * 64),
+    ):
         with pytest.raises(ProvenanceMismatchError, match=f"{key}: .* in the store, .* requested"):
             StoreWriter(path, "fake", {**PROVENANCE, key: value})
-    StoreWriter(path, "fake", {**PROVENANCE, "versions": {"torch": "other"}})  # run facts are not compared
+    StoreWriter(
+        path, "fake", {**PROVENANCE, "versions": {"torch": "other"}}
+    )  # run facts are not compared
     StoreWriter(path, "fake-30s", {**PROVENANCE, "window": "30s"})
     assert open_store(path).backbones == ["fake", "fake-30s"]
 
@@ -241,7 +278,9 @@ def test_corpora_merge_by_id_and_the_latest_manifest_wins(toy):
         group.manifest()
     assert group.manifest("other").ids == other.ids
     # The same corpus again, one clip added and a label fixed: only the new clip is planned.
-    fixed = [u if u.id != "a001" else Utterance(**{**u.to_dict(), "emotion": "angry"}) for u in manifest]
+    fixed = [
+        u if u.id != "a001" else Utterance(**{**u.to_dict(), "emotion": "angry"}) for u in manifest
+    ]
     grown = make_manifest("toy", [*fixed, *utterances("z", [0.9])])
     parts = writer.add_manifest(grown, frame_count=frame_count, shard_mb=0.001)
     assert len(parts) == 2  # the old toy part and the new one
@@ -250,8 +289,14 @@ def test_corpora_merge_by_id_and_the_latest_manifest_wins(toy):
     latest = group.manifest("toy")
     assert "z000" in latest.ids and latest["a001"].emotion == "angry"
     # Audio that changed length under an id already extracted is refused.
-    changed = make_manifest("toy", [Utterance(**{**u.to_dict(), "num_frames": 99_999}) if u.id == "a002" else u for u in manifest])
-    with pytest.raises(StoreError, match="a002: planned .* samples, the audio now gives"):
+    changed = make_manifest(
+        "toy",
+        [
+            Utterance(**{**u.to_dict(), "num_frames": 99_999}) if u.id == "a002" else u
+            for u in manifest
+        ],
+    )
+    with pytest.raises(StoreError, match=r"a002: planned .* samples, the audio now gives"):
         writer.add_manifest(changed, frame_count=frame_count)
 
 
@@ -262,7 +307,9 @@ def test_verify_reports_missing_units_and_damage(tmp_path: Path):
     assert parts[0].num_units >= 3
     fill(writer, parts, units={0, 2})
     extra = utterances("q", [0.5])
-    report = verify_store(tmp_path / "s.zarr", manifest=Manifest("toy", (*manifest.utterances, *extra)))
+    report = verify_store(
+        tmp_path / "s.zarr", manifest=Manifest("toy", (*manifest.utterances, *extra))
+    )
     (group,) = report.groups
     assert not report.complete and report.exit_code == 1
     assert "part-" in group.missing_units[0] and group.missing and group.not_extracted == ["q000"]
@@ -277,3 +324,35 @@ def test_verify_reports_missing_units_and_damage(tmp_path: Path):
     zarr.open_array(part.path / "means", mode="r+")[:] = means
     report = verify_store(tmp_path / "s.zarr", deep=True)
     assert any("time-mean disagrees" in p for p in report.groups[0].problems)
+
+
+def test_fast_shard_reads_equal_zarr_reads_and_check_the_index(toy, tmp_path: Path):
+    path, _ = toy
+    group = open_store(path).group("fake")
+    for part in group.parts:
+        assert part._raw is not None  # uncompressed: the direct shard reader is used
+        for index, utt in enumerate(part.ids):
+            start, count = int(part.offsets[index]), int(part.num_frames[index])
+            np.testing.assert_array_equal(part.rows(index), part.emb[start : start + count])
+    zstd = StoreWriter(tmp_path / "z.zarr", "fake", {**PROVENANCE, "codec": "zstd"}, durable=False)
+    fill(
+        zstd,
+        zstd.add_manifest(
+            make_manifest("toy", utterances("a", [0.5, 1.5, 0.9, 1.2])), frame_count=frame_count
+        ),
+    )
+    zgroup = open_store(tmp_path / "z.zarr").group("fake")
+    assert zgroup.parts[0]._raw is None
+    for utt in zgroup.ids:
+        np.testing.assert_array_equal(
+            zgroup.frames(utt), features(utt, zgroup.num_frames([utt])[0])
+        )
+    shard = next((path / "fake").glob("part-*/emb/c/*/0/0"))
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    unit = int(shard.parts[-3])
+    part = open_store(path).group("fake").parts[0]
+    victim = next(i for i in part.unit_clips(unit) if part.num_frames[i])
+    with pytest.raises(StoreFormatError, match="CRC32C"):
+        part.rows(victim)

@@ -96,7 +96,9 @@ class StoreMachine(RuleBasedStateMachine):
                     num_frames=samples if samples else 1,  # 1 sample: planned as too short
                 )
             )
-        self.writer.add_manifest(Manifest("c", tuple(utts)), frame_count=frame_count, shard_mb=shard_kb / 1024)
+        self.writer.add_manifest(
+            Manifest("c", tuple(utts)), frame_count=frame_count, shard_mb=shard_kb / 1024
+        )
         for u in utts:
             if u.id not in self.planned:
                 frames = frame_count(min(u.num_frames, 16_000)) if u.num_frames >= 800 else 0
@@ -182,7 +184,11 @@ class StoreMachine(RuleBasedStateMachine):
             ids = sorted(self.done)
             expected = np.stack([value(u, self.done[u]).mean(axis=1) for u in ids])
             np.testing.assert_allclose(group.means(ids), expected, rtol=1e-6, atol=1e-6)
-            got = [i for batch in group.load().batches(batch_size=3, shuffle=True, seed=1) for i in batch.ids]
+            got = [
+                i
+                for batch in group.load().batches(batch_size=3, shuffle=True, seed=1)
+                for i in batch.ids
+            ]
             assert sorted(got) == ids
             if group.manifest().ids:
                 assert set(group.manifest().ids) <= set(ids)

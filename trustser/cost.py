@@ -357,6 +357,7 @@ def measure_cost(
     repeats: int = 20,
     batch_size: int = 8,
     timing: bool = True,
+    threads: int | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> CostReport:
@@ -364,7 +365,9 @@ def measure_cost(
 
     Counting runs on the CPU with eager attention (exact and device independent); timing runs on
     ``device`` with the default attention kernel, at batch 1 (latency) and ``batch_size``
-    (throughput). ``timing=False`` skips the timings (they are then ``None``).
+    (throughput). ``timing=False`` skips the timings (they are then ``None``). ``threads`` sets
+    torch's CPU thread count for the timings (restored afterwards); on a shared machine one
+    thread avoids the oversubscription that inflates multi-threaded latencies.
     """
     from trustser.backbones import load_backbone
     from trustser.devices import resolve_device
@@ -372,6 +375,8 @@ def measure_cost(
     check_positive("seconds", seconds)
     check_positive("batch_size", batch_size)
     check_positive("repeats", repeats)
+    if threads is not None:
+        check_positive("threads", threads)
     say = progress or (lambda _message: None)
     say(f"loading {backbone} with eager attention for counting")
     counted = load_backbone(backbone, device="cpu", window=window, attn_implementation="eager")
@@ -406,16 +411,24 @@ def measure_cost(
 
     latency = p90 = throughput = None
     target = resolve_device(device)
+    previous_threads = torch.get_num_threads()
+    timed_threads = previous_threads
     if timing:
         say(f"timing on {target} (batch 1 and batch {batch_size})")
         timed = load_backbone(backbone, device=target, window=window)
         model = _EndToEnd(timed, head.to(target)).eval()
         single = (wave.to(target), lengths)
-        times = time_model(model, single, device=target, repeats=repeats)
+        batch = (wave.repeat(batch_size, 1).to(target), lengths.repeat(batch_size))
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            timed_threads = torch.get_num_threads()
+            times = time_model(model, single, device=target, repeats=repeats)
+            batch_times = time_model(model, batch, device=target, repeats=max(3, repeats // 4))
+        finally:
+            torch.set_num_threads(previous_threads)
         latency = 1000.0 * statistics.median(times)
         p90 = 1000.0 * float(sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)])
-        batch = (wave.repeat(batch_size, 1).to(target), lengths.repeat(batch_size))
-        batch_times = time_model(model, batch, device=target, repeats=max(3, repeats // 4))
         throughput = batch_size / statistics.median(batch_times)
         head = head.to("cpu")
 
@@ -440,7 +453,7 @@ def measure_cost(
         norm_macs=backbone_count["norm"] + head_count["norm"],
         torch_flops=torch_flops,
         device=str(target) if timing else "not timed",
-        torch_threads=torch.get_num_threads(),
+        torch_threads=timed_threads,
         latency_ms=latency,
         latency_ms_p90=p90,
         throughput_clips_per_s=throughput,

@@ -397,7 +397,10 @@ def extract(
     by_id: dict[str, Utterance] = {}
     for m in manifests:
         by_id.update(m.by_id)
-        for part in writer.add_manifest(m, frame_count=model.frame_count, shard_mb=shard_mb):
+        max_samples = getattr(model, "max_samples", None)
+        for part in writer.add_manifest(
+            m, frame_count=model.frame_count, shard_mb=shard_mb, max_samples=max_samples
+        ):
             parts[part.key] = part
     todo = writer.pending_units(
         list(parts.values()),

@@ -25,12 +25,13 @@ gives the full definitions.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import shlex
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -630,6 +631,21 @@ def _commands(
     }
 
 
+@contextlib.contextmanager
+def _noting(entry: BackboneProfile, what: str) -> Iterator[None]:
+    """Keep metric warnings (undefined classes) as notes of the profile instead of stderr noise."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MetricWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, MetricWarning):
+            note = f"{what}: {w.message}"
+            if note not in entry.notes:
+                entry.notes.append(note)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def collect_backbone(
     runs: str | Path,
     name: str,
@@ -655,7 +671,8 @@ def collect_backbone(
         else None
     )
     if metrics is not None or rows is not None:
-        entry.performance = _performance(metrics, rows)
+        with _noting(entry, "performance"):
+            entry.performance = _performance(metrics, rows)
         entry.raw["performance"] = entry.performance.get("uar_mean")
         labels = entry.performance.get("labels") or (metrics or {}).get("labels")
         if labels:
@@ -677,7 +694,8 @@ def collect_backbone(
         path = task_dir / "predictions.csv"
         task_rows = _read_rows(path) if path.is_file() else None
         if task_metrics is not None or task_rows is not None:
-            privacy[task] = _inference(task_metrics, task_rows)
+            with _noting(entry, f"privacy ({task})"):
+                privacy[task] = _inference(task_metrics, task_rows)
     if privacy:
         entry.privacy = privacy
         gender = privacy.get("gender")

@@ -54,8 +54,8 @@ def radar_figure(
 
     single = len(entries) == 1
     with matplotlib.rc_context(_RC):
-        figure = Figure(figsize=(7.6, 7.6 if single else 8.4), dpi=150)
-        bottom = 0.22 if single else 0.30
+        figure = Figure(figsize=(7.6, 7.6 if single else 8.2), dpi=150)
+        bottom = 0.22 if single else 0.27
         ax = figure.add_axes(
             (0.22, bottom, 0.56, 0.56 * 7.6 / figure.get_figheight()), projection="polar"
         )
@@ -118,7 +118,7 @@ def radar_figure(
             )
             ax.texts[-1].set_clip_on(False)
 
-        figure.suptitle(title, fontsize=13, fontweight="bold", y=0.99)
+        figure.suptitle(title, fontsize=13, fontweight="bold", y=0.99 if single else 0.92)
         bounds = [f"{AXIS_TITLES[a]}: {scales[a]['description']}" for a in AXES if a in scales]
         footer = [
             f"Scale: {scale} — centre = 0 (worst end), rim = 1 (best end); "
@@ -128,7 +128,7 @@ def radar_figure(
         ]
         figure.text(
             0.5,
-            0.02,
+            0.02 if single else 0.07,
             "\n".join(footer),
             ha="center",
             va="bottom",
@@ -139,7 +139,7 @@ def radar_figure(
         if not single:
             ax.legend(
                 loc="upper center",
-                bbox_to_anchor=(0.5, -0.16),
+                bbox_to_anchor=(0.5, -0.13),
                 ncol=min(3, len(entries)),
                 fontsize=9,
                 frameon=False,

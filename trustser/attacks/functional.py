@@ -110,7 +110,7 @@ def measured_snr(
 
 
 def loss_gradient(
-    model: Model, waveforms: torch.Tensor, labels: torch.Tensor, *, mask: torch.Tensor
+    model: Model, waveforms: torch.Tensor, *, labels: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(∇ₓ Σ_b CE(model(x)_b, y_b) masked to real samples, logits [B, C])`` at ``x = waveforms``.
 
@@ -149,8 +149,8 @@ def _sign_without_ties(
 def fgsm(
     model: Model,
     waveforms: torch.Tensor,
-    labels: torch.Tensor,
     *,
+    labels: torch.Tensor,
     mask: torch.Tensor,
     epsilon: torch.Tensor | float,
     generator: torch.Generator | None = None,
@@ -161,7 +161,7 @@ def fgsm(
     Every real sample moves by exactly ``±epsilon`` (zero-gradient samples get a random sign
     drawn from the CPU ``generator``); padding is returned unchanged.
     """
-    gradient, _ = loss_gradient(model, waveforms, labels, mask=mask)
+    gradient, _ = loss_gradient(model, waveforms, labels=labels, mask=mask)
     eps = _per_clip(epsilon, waveforms.shape[0], waveforms)
     direction = _sign_without_ties(gradient, mask, generator)
     return (waveforms + eps * direction).detach()
@@ -170,8 +170,8 @@ def fgsm(
 def pgd(
     model: Model,
     waveforms: torch.Tensor,
-    labels: torch.Tensor,
     *,
+    labels: torch.Tensor,
     mask: torch.Tensor,
     epsilon: torch.Tensor | float,
     steps: int = 10,
@@ -205,7 +205,7 @@ def pgd(
         delta = torch.zeros_like(waveforms)
     active = torch.ones(batch, dtype=torch.bool, device=waveforms.device)
     for _ in range(steps):
-        gradient, logits = loss_gradient(model, waveforms + delta, labels, mask=mask)
+        gradient, logits = loss_gradient(model, waveforms + delta, labels=labels, mask=mask)
         if early_stop:
             active &= logits.argmax(dim=1) == labels
             if not bool(active.any()):

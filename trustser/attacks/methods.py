@@ -56,8 +56,8 @@ class Attack(Protocol):
         self,
         model: AF.Model,
         waveforms: torch.Tensor,
-        labels: torch.Tensor,
         *,
+        labels: torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor: ...
@@ -79,13 +79,15 @@ class FGSM:
         self,
         model: AF.Model,
         waveforms: torch.Tensor,
-        labels: torch.Tensor,
         *,
+        labels: torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
-        return AF.fgsm(model, waveforms, labels, mask=mask, epsilon=epsilon, generator=generator)
+        return AF.fgsm(
+            model, waveforms, labels=labels, mask=mask, epsilon=epsilon, generator=generator
+        )
 
     def settings(self) -> dict[str, object]:
         return {"method": self.method, "snr_db": self.snr_db, "norm": "linf"}
@@ -126,8 +128,8 @@ class PGD:
         self,
         model: AF.Model,
         waveforms: torch.Tensor,
-        labels: torch.Tensor,
         *,
+        labels: torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
@@ -135,7 +137,7 @@ class PGD:
         return AF.pgd(
             model,
             waveforms,
-            labels,
+            labels=labels,
             mask=mask,
             epsilon=epsilon,
             steps=int(self.steps),
@@ -172,8 +174,8 @@ class WhiteNoise:
         self,
         model: AF.Model,
         waveforms: torch.Tensor,
-        labels: torch.Tensor,
         *,
+        labels: torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:

@@ -104,10 +104,10 @@ def predict_clips(
 
 def attack_clips(
     model: EndToEndClassifier | AF.Model,
-    attack: Callable[..., torch.Tensor],
     waveforms: Sequence[torch.Tensor],
-    labels: Sequence[int],
     *,
+    attack: Callable[..., torch.Tensor],
+    labels: Sequence[int],
     batch_size: int,
     identical_only: bool = False,
     device: torch.device | str = "cpu",
@@ -129,7 +129,7 @@ def attack_clips(
     for batch in iter_batches(waveforms, batch_size=batch_size, identical_only=identical_only):
         batch = batch.to(device)
         y = label_tensor[list(batch.indices)].to(device)
-        adversarial = attack(model, batch.waveforms, y, mask=batch.mask, generator=generator)
+        adversarial = attack(model, batch.waveforms, labels=y, mask=batch.mask, generator=generator)
         with torch.no_grad():
             logits = model(adversarial, batch.lengths)
         predicted = logits.argmax(dim=1).cpu().numpy()
@@ -316,7 +316,15 @@ def _open_group(store_path: str | os.PathLike, backbone: str | None):
             f"store {str(store_path)!r} has no features of backbone {backbone!r} (it holds: "
             f"{listed}); extract them with `trustser extract` or pick another --backbone."
         )
-    group = store.group(backbone)
+    from trustser.store import StoreFormatError
+
+    try:
+        group = store.group(backbone)
+    except StoreFormatError as error:
+        raise AttackError(
+            f"store {str(store_path)!r} group {backbone!r} has no usable provenance ({error}); "
+            "the attack reloads the backbone from it, so re-extract with `trustser extract`."
+        ) from None
     provenance = dict(group.provenance or {})
     if not provenance.get("backbone"):
         raise AttackError(
@@ -666,9 +674,9 @@ def run_attack(
                 started = time.perf_counter()
                 outcome = attack_clips(
                     plan.model,
-                    attack,
                     [waveforms[i] for i in correct],
-                    truth[correct].tolist(),
+                    attack=attack,
+                    labels=truth[correct].tolist(),
                     batch_size=batch_size,
                     identical_only=identical_only,
                     device=torch_device,

@@ -12,7 +12,7 @@ from trustser.backbones.errors import (
     UnknownBackboneError,
     WeightsNotFoundError,
 )
-from trustser.backbones.loading import describe_backbone, load_backbone
+from trustser.backbones.loading import build_random_backbone, describe_backbone, load_backbone
 from trustser.backbones.registry import REGISTRY, count_parameters, list_backbones, resolve_spec
 from trustser.backbones.tiny import TINY_FAMILIES
 
@@ -26,6 +26,7 @@ __all__ = [
     "CT2FormatError",
     "UnknownBackboneError",
     "WeightsNotFoundError",
+    "build_random_backbone",
     "count_parameters",
     "describe_backbone",
     "list_backbones",

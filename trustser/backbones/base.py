@@ -97,7 +97,9 @@ class Backbone(nn.Module, ABC):
         """
         name = self.spec.name
         if not isinstance(waveforms, torch.Tensor) or waveforms.dim() != 2:
-            shape = tuple(waveforms.shape) if isinstance(waveforms, torch.Tensor) else type(waveforms)
+            shape = (
+                tuple(waveforms.shape) if isinstance(waveforms, torch.Tensor) else type(waveforms)
+            )
             raise BackboneInputError(
                 f"{name}: waveforms must be a 2-D tensor [batch, samples], got {shape}; "
                 "add a batch dimension with waveforms.unsqueeze(0)."
@@ -113,7 +115,9 @@ class Backbone(nn.Module, ABC):
                 f"got shape {tuple(lengths.shape)}."
             )
         if lengths.is_floating_point():
-            raise BackboneInputError(f"{name}: lengths must be integers (samples), got {lengths.dtype}.")
+            raise BackboneInputError(
+                f"{name}: lengths must be integers (samples), got {lengths.dtype}."
+            )
         lengths = lengths.to(device="cpu", dtype=torch.long)
         if waveforms.shape[0] == 0:
             raise BackboneInputError(f"{name}: the batch is empty.")
@@ -166,9 +170,7 @@ class Backbone(nn.Module, ABC):
         return {}
 
 
-def pad_frames(
-    hidden: torch.Tensor, frame_lengths: torch.Tensor
-) -> torch.Tensor:
+def pad_frames(hidden: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
     """Zero every frame past ``frame_lengths[b]`` in ``hidden [B, L, T, D]``.
 
     Padding frames carry no information; zeroing them keeps stores and checksums deterministic.

@@ -102,13 +102,19 @@ class _Reader:
             ) from None
 
 
-def _to_array(raw: memoryview, dtype_code: int, dims: list[int], name: str, path: Path) -> np.ndarray:
+def _to_array(
+    raw: memoryview, dtype_code: int, dims: list[int], name: str, path: Path
+) -> np.ndarray:
     if dtype_code not in _DTYPES:
-        raise CT2FormatError(f"{str(path)!r}: variable {name!r} has unknown dtype code {dtype_code}.")
+        raise CT2FormatError(
+            f"{str(path)!r}: variable {name!r} has unknown dtype code {dtype_code}."
+        )
     count = int(np.prod(dims)) if dims else 1
     if dtype_code == 5:
         if len(raw) != 2 * count:
-            raise CT2FormatError(f"{str(path)!r}: variable {name!r} has {len(raw)} bytes for {dims}.")
+            raise CT2FormatError(
+                f"{str(path)!r}: variable {name!r} has {len(raw)} bytes for {dims}."
+            )
         widened = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
         return widened.view(np.float32).reshape(dims)
     dtype = _DTYPES[dtype_code]
@@ -148,7 +154,9 @@ def read_ct2(path: str | Path) -> CT2Model:
         dims = [reader.unpack("<I", f"the dims of {name!r}") for _ in range(rank)]
         dtype_code = reader.unpack("<B", f"the dtype of {name!r}")
         size = reader.unpack("<I", f"the byte count of {name!r}")
-        variables[name] = _to_array(reader.raw(size, f"the data of {name!r}"), dtype_code, dims, name, path)
+        variables[name] = _to_array(
+            reader.raw(size, f"the data of {name!r}"), dtype_code, dims, name, path
+        )
     aliases = reader.unpack("<I", "the alias count")
     for _ in range(aliases):
         alias = reader.string("an alias name")
@@ -161,7 +169,9 @@ def read_ct2(path: str | Path) -> CT2Model:
             f"{str(path)!r} has {len(data) - reader.offset} unexpected trailing bytes; the file "
             "is corrupt or not a CTranslate2 model."
         )
-    return CT2Model(path=path, version=version, spec_name=spec_name, revision=revision, variables=variables)
+    return CT2Model(
+        path=path, version=version, spec_name=spec_name, revision=revision, variables=variables
+    )
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -188,7 +198,11 @@ def _check_whisper(model: CT2Model) -> None:
             f"{str(model.path)!r} is quantised (int8); convert the model with "
             "`--quantization float16` (or float32) for trustser."
         )
-    for required in ("encoder/conv1/weight", "encoder/position_encodings/encodings", "encoder/num_heads"):
+    for required in (
+        "encoder/conv1/weight",
+        "encoder/position_encodings/encodings",
+        "encoder/num_heads",
+    ):
         if required not in model.variables:
             raise CT2FormatError(f"{str(model.path)!r}: Whisper variable {required!r} is missing.")
 
@@ -272,7 +286,9 @@ def whisper_state_dict(model: CT2Model, *, include_decoder: bool) -> dict[str, t
         if include_decoder:
             dec = "model.decoder"
             out[f"{dec}.embed_tokens.weight"] = _tensor(v["decoder/embeddings/weight"])
-            out[f"{dec}.embed_positions.weight"] = _tensor(v["decoder/position_encodings/encodings"])
+            out[f"{dec}.embed_positions.weight"] = _tensor(
+                v["decoder/position_encodings/encodings"]
+            )
             for i in range(_count_layers(v, "decoder")):
                 src, dst = f"decoder/layer_{i}", f"{dec}.layers.{i}"
                 qkv = [f"{dst}.self_attn.{p}_proj" for p in "qkv"]

@@ -1,9 +1,9 @@
 """``load_backbone``: registry name or spec string → a frozen :class:`Backbone` on a device.
 
 Weights load here, never at import. Every route avoids unpickling arbitrary objects: transformers
-reads safetensors (``use_safetensors`` is left to transformers, which refuses ``.bin`` pickles
-unless torch can load them with ``weights_only=True``), s3prl checkpoints go through
-``torch.load(weights_only=True)``, and the CTranslate2 reader parses the binary itself.
+reads safetensors, or ``.bin`` files with ``weights_only=True`` (passed explicitly;
+``trust_remote_code`` stays off), s3prl checkpoints go through ``torch.load(weights_only=True)``,
+and the CTranslate2 reader parses the binary itself.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from torch import nn
 
 from trustser._validation import check_choice
 from trustser.backbones.base import Backbone, BackboneSpec
-from trustser.backbones.errors import UnknownBackboneError, WeightsNotFoundError
+from trustser.backbones.errors import BackboneError, UnknownBackboneError, WeightsNotFoundError
 from trustser.backbones.registry import resolve_spec
 from trustser.backbones.tiny import TINY_NORMALIZE, TINY_SEED, build_tiny_model
 from trustser.backbones.wav2vec2 import Wav2Vec2StyleBackbone
 from trustser.backbones.whisper import WHISPER_WINDOWS, WhisperBackbone
 from trustser.devices import resolve_device
 
-__all__ = ["ATTN_IMPLEMENTATIONS", "describe_backbone", "load_backbone"]
+__all__ = ["ATTN_IMPLEMENTATIONS", "build_random_backbone", "describe_backbone", "load_backbone"]
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
@@ -58,6 +58,8 @@ def load_backbone(
     if attn_implementation is not None:
         check_choice("attn_implementation", attn_implementation, ATTN_IMPLEMENTATIONS)
     spec = resolve_spec(name_or_spec)
+    if spec.family not in ("whisper", "auto"):
+        _check_window(spec, window)
     target = resolve_device(device)
     loader = spec.extra.get("loader")
     if loader == "tiny":
@@ -70,11 +72,28 @@ def load_backbone(
         from trustser.backbones.s3prl_models import load_s3prl
 
         backbone = load_s3prl(spec)
+    _check_window(backbone.spec, window)  # hf: specs know their family only now
+    _check_shape(backbone)
+    return backbone.to(target).freeze()
+
+
+def _check_shape(backbone: Backbone) -> None:
+    """The registry's L and D must match what the checkpoint really has."""
+    spec = backbone.spec
+    expected = (spec.num_layers, spec.dim)
+    if None not in expected and expected != (backbone.num_layers, backbone.dim):
+        raise BackboneError(
+            f"backbone {spec.name!r}: the registry says {expected[0]} layers × {expected[1]}, but "
+            f"{spec.source!r} has {backbone.num_layers} × {backbone.dim}; the checkpoint is not "
+            "the one registered — load it by spec (hf:, ct2:, s3prl:) instead."
+        )
+
+
+def _check_window(spec: BackboneSpec, window: str) -> None:
     if spec.family != "whisper" and window != "trimmed":
         raise UnknownBackboneError(
             f"{spec.name}: window={window!r} applies to Whisper backbones only; leave it at 'trimmed'."
         )
-    return backbone.to(target).freeze()
 
 
 def _set_attention(model: nn.Module, attn: str | None) -> None:
@@ -119,12 +138,12 @@ def _hf_config(spec: BackboneSpec) -> Any:
     from transformers import AutoConfig
 
     local = Path(spec.source).expanduser()
-    if spec.name.startswith("hf:") and (local.is_absolute() or spec.source.startswith(".")):
-        if not (local / "config.json").is_file():
-            raise WeightsNotFoundError(
-                f"{spec.name}: no config.json in {str(local)!r}; point hf: at a directory saved "
-                "with save_pretrained() (config.json plus model.safetensors)."
-            )
+    is_path = local.is_absolute() or spec.source.startswith(".")
+    if spec.name.startswith("hf:") and is_path and not (local / "config.json").is_file():
+        raise WeightsNotFoundError(
+            f"{spec.name}: no config.json in {str(local)!r}; point hf: at a directory saved "
+            "with save_pretrained() (config.json plus model.safetensors)."
+        )
     try:
         return AutoConfig.from_pretrained(spec.source, revision=spec.revision)
     except (OSError, ValueError) as error:
@@ -160,7 +179,12 @@ def _load_hf(spec: BackboneSpec, *, window: str, attn: str | None) -> Backbone:
         )
     family, class_name = _HF_TYPES[model_type]
     cls = getattr(transformers, class_name)
-    kwargs: dict[str, Any] = {"revision": spec.revision, "dtype": torch.float32}
+    kwargs: dict[str, Any] = {
+        "revision": spec.revision,
+        "dtype": torch.float32,
+        "weights_only": True,
+        "trust_remote_code": False,
+    }
     if attn is not None:
         kwargs["attn_implementation"] = attn
     try:
@@ -173,10 +197,7 @@ def _load_hf(spec: BackboneSpec, *, window: str, attn: str | None) -> Backbone:
         ) from None
     resolved = getattr(config, "_commit_hash", None)
     spec = dataclasses.replace(
-        spec,
-        family=family,
-        num_layers=spec.num_layers,
-        extra={**spec.extra, "resolved_revision": resolved},
+        spec, family=family, extra={**spec.extra, "resolved_revision": resolved}
     )
     if family == "whisper":
         encoder = model.encoder
@@ -203,7 +224,11 @@ def _load_ct2(spec: BackboneSpec, *, window: str, attn: str | None) -> Backbone:
 
 
 def describe_backbone(
-    name_or_spec: str, *, load: bool = False, device: str | torch.device = "cpu", window: str = "trimmed"
+    name_or_spec: str,
+    *,
+    load: bool = False,
+    device: str | torch.device = "cpu",
+    window: str = "trimmed",
 ) -> dict[str, Any]:
     """Registry facts about a backbone; with ``load=True`` also the loaded model's provenance.
 
@@ -225,7 +250,9 @@ def describe_backbone(
         "sample_rate": spec.sample_rate,
         "description": spec.description,
         "parameters": count_parameters(spec.name) if "config" in spec.extra else None,
-        "parameters_basis": "computed from the architecture config" if "config" in spec.extra else None,
+        "parameters_basis": "computed from the architecture config"
+        if "config" in spec.extra
+        else None,
     }
     if load:
         backbone = load_backbone(name_or_spec, device=device, window=window)
@@ -236,3 +263,44 @@ def describe_backbone(
         info["min_samples"] = backbone.min_samples
         info["frames_per_6s"] = backbone.frame_count(6 * backbone.sample_rate)
     return info
+
+
+def build_random_backbone(
+    name: str,
+    *,
+    device: str | torch.device = "auto",
+    window: str = "trimmed",
+    seed: int = 0,
+    attn_implementation: str | None = None,
+) -> Backbone:
+    """A registry backbone's exact architecture with random weights (no download).
+
+    For timing and FLOP/parameter counting where the weights are unavailable: cost does not
+    depend on weight values. Never use its features for anything else.
+    """
+    from trustser.backbones.registry import REGISTRY, build_architecture
+
+    check_choice("window", window, WHISPER_WINDOWS)
+    if name not in REGISTRY:
+        raise UnknownBackboneError(
+            f"build_random_backbone takes a registry name ({', '.join(REGISTRY)}), got {name!r}."
+        )
+    spec = REGISTRY[name]
+    _check_window(spec, window)
+    spec = dataclasses.replace(
+        spec, source="random", description=f"{name} architecture, random weights (seed {seed})"
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_architecture(spec).float().eval()
+    if spec.family in ("apc", "tera"):
+        from trustser.backbones.s3prl_models import tiny_s3prl_backbone
+
+        backbone: Backbone = tiny_s3prl_backbone(spec.family, model, spec)
+    else:
+        _set_attention(model, attn_implementation)
+        if spec.family == "whisper":
+            backbone = WhisperBackbone(model, spec, window=window)
+        else:
+            backbone = Wav2Vec2StyleBackbone(model, spec, normalize=spec.extra["normalize"])
+    return backbone.to(resolve_device(device)).freeze()

@@ -18,7 +18,6 @@ Spec strings for backbones that are not in the registry:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,24 @@ SPEC_KINDS = ("hf", "ct2", "s3prl", "tiny")
 
 _WHISPER_SIZES = {
     # encoder settings of openai/whisper-{tiny,base,small} (tiny.en shares tiny's)
-    "tiny": {"d_model": 384, "encoder_layers": 4, "encoder_attention_heads": 6, "encoder_ffn_dim": 1536},
-    "base": {"d_model": 512, "encoder_layers": 6, "encoder_attention_heads": 8, "encoder_ffn_dim": 2048},
-    "small": {"d_model": 768, "encoder_layers": 12, "encoder_attention_heads": 12, "encoder_ffn_dim": 3072},
+    "tiny": {
+        "d_model": 384,
+        "encoder_layers": 4,
+        "encoder_attention_heads": 6,
+        "encoder_ffn_dim": 1536,
+    },
+    "base": {
+        "d_model": 512,
+        "encoder_layers": 6,
+        "encoder_attention_heads": 8,
+        "encoder_ffn_dim": 2048,
+    },
+    "small": {
+        "d_model": 768,
+        "encoder_layers": 12,
+        "encoder_attention_heads": 12,
+        "encoder_ffn_dim": 3072,
+    },
 }
 _WHISPER_COMMON = {"num_mel_bins": 80, "max_source_positions": 1500}
 
@@ -211,7 +225,9 @@ def resolve_spec(name_or_spec: str) -> BackboneSpec:
     config when the backbone is loaded.
     """
     if not isinstance(name_or_spec, str) or not name_or_spec.strip():
-        raise UnknownBackboneError(f"backbone must be a non-empty name or spec, got {name_or_spec!r}.")
+        raise UnknownBackboneError(
+            f"backbone must be a non-empty name or spec, got {name_or_spec!r}."
+        )
     text = name_or_spec.strip()
     if text in REGISTRY:
         return REGISTRY[text]
@@ -267,41 +283,40 @@ def resolve_spec(name_or_spec: str) -> BackboneSpec:
     )
 
 
-def _meta_builder(spec: BackboneSpec) -> Callable[[], nn.Module]:
-    config = spec.extra.get("config", {})
+def build_architecture(spec: BackboneSpec) -> nn.Module:
+    """The encoder network of a registry/tiny spec from its architecture config (random weights).
+
+    Built on the current default device: under ``torch.device("meta")`` it costs nothing.
+    """
+    config = spec.extra.get("config")
+    if config is None:
+        raise UnknownBackboneError(
+            f"{spec.name}: its architecture is only known from its files; load it instead."
+        )
     if spec.family in ("apc", "tera"):
         from trustser.backbones import s3prl_models
 
-        return functools.partial(s3prl_models.build_model, spec.family, config)
+        return s3prl_models.build_model(spec.family, config)
+    import transformers
+
     if spec.family == "whisper":
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-        def build_whisper() -> nn.Module:
-            from transformers import WhisperConfig
-            from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-            return WhisperEncoder(WhisperConfig(**config))
-
-        return build_whisper
-
-    def build_ssl() -> nn.Module:
-        import transformers
-
-        names = {
-            "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
-            "wavlm": ("WavLMConfig", "WavLMModel"),
-            "hubert": ("HubertConfig", "HubertModel"),
-            "data2vec": ("Data2VecAudioConfig", "Data2VecAudioModel"),
-        }[spec.family]
-        return getattr(transformers, names[1])(getattr(transformers, names[0])(**config))
-
-    return build_ssl
+        return WhisperEncoder(transformers.WhisperConfig(**config))
+    config_name, model_name = {
+        "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+        "wavlm": ("WavLMConfig", "WavLMModel"),
+        "hubert": ("HubertConfig", "HubertModel"),
+        "data2vec": ("Data2VecAudioConfig", "Data2VecAudioModel"),
+    }[spec.family]
+    return getattr(transformers, model_name)(getattr(transformers, config_name)(**config))
 
 
 @functools.lru_cache(maxsize=64)
 def _count(name: str) -> int:
     spec = resolve_spec(name)
     with torch.device("meta"):
-        model = _meta_builder(spec)()
+        model = build_architecture(spec)
     return sum(p.numel() for p in model.parameters())
 
 

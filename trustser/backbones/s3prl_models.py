@@ -98,7 +98,9 @@ def kaldi_fbank_cmvn(waveform: torch.Tensor, audio: dict[str, Any]) -> torch.Ten
     """
     from torchaudio.compliance import kaldi
 
-    options = {k: v for k, v in audio.items() if k not in ("feat_type", "feat_dim", "cmvn", "decode_wav")}
+    options = {
+        k: v for k, v in audio.items() if k not in ("feat_type", "feat_dim", "cmvn", "decode_wav")
+    }
     features = kaldi.fbank(
         waveform[None, :],
         num_mel_bins=int(audio["feat_dim"]),
@@ -107,7 +109,9 @@ def kaldi_fbank_cmvn(waveform: torch.Tensor, audio: dict[str, Any]) -> torch.Ten
         **options,
     )
     if audio.get("cmvn", True):
-        features = (features - features.mean(0, keepdim=True)) / (_EPS + features.std(0, keepdim=True))
+        features = (features - features.mean(0, keepdim=True)) / (
+            _EPS + features.std(0, keepdim=True)
+        )
     return features
 
 
@@ -227,7 +231,9 @@ class APCBackbone(Backbone):
             [kaldi_fbank_cmvn(waveforms[b, : int(n)], self.audio) for b, n in enumerate(lengths)]
         )
         total = features.shape[1]
-        inputs = pack_padded_sequence(features, frame_lengths, batch_first=True, enforce_sorted=False)
+        inputs = pack_padded_sequence(
+            features, frame_lengths, batch_first=True, enforce_sorted=False
+        )
         states = []
         for index, gru in enumerate(self.model.rnn_layers):
             packed, _ = gru(inputs)
@@ -236,7 +242,9 @@ class APCBackbone(Backbone):
                 previous, _ = pad_packed_sequence(inputs, batch_first=True, total_length=total)
                 outputs = outputs + previous
             states.append(outputs)
-            inputs = pack_padded_sequence(outputs, frame_lengths, batch_first=True, enforce_sorted=False)
+            inputs = pack_padded_sequence(
+                outputs, frame_lengths, batch_first=True, enforce_sorted=False
+            )
         hidden = torch.stack(states, dim=1)
         return pad_frames(hidden, frame_lengths), frame_lengths
 
@@ -313,7 +321,7 @@ def tiny_s3prl_backbone(family: str, model: nn.Module, spec: BackboneSpec) -> Ba
     return TERABackbone(model, spec, audio=TERA_AUDIO, max_frames=1500)
 
 
-def _locate_checkpoint(spec: BackboneSpec) -> tuple[Path, list[str]]:
+def _locate_checkpoint(spec: BackboneSpec) -> Path:
     """Find a registry checkpoint: s3prl's download cache, then the Hugging Face cache/Hub."""
     info = spec.extra["checkpoint"]
     tried = []
@@ -321,13 +329,14 @@ def _locate_checkpoint(spec: BackboneSpec) -> tuple[Path, list[str]]:
     cached = Path.home() / ".cache" / "s3prl" / "download" / f"{digest}.{Path(info['url']).name}"
     tried.append(f"s3prl's download cache ({cached})")
     if cached.is_file():
-        return cached, tried
+        return cached
     tried.append(f"the Hugging Face cache/Hub ({info['repo_id']}/{info['filename']})")
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
-        return Path(hf_hub_download(info["repo_id"], info["filename"])), tried
-    except Exception as error:  # huggingface_hub raises many types for offline/missing files
+    try:
+        return Path(hf_hub_download(info["repo_id"], info["filename"]))
+    except (OSError, EntryNotFoundError) as error:  # offline, unreachable, missing repo/file
         reason = str(error).strip().splitlines()
         tried[-1] += f": {reason[0] if reason else type(error).__name__}"
         raise WeightsNotFoundError(
@@ -340,7 +349,9 @@ def _locate_checkpoint(spec: BackboneSpec) -> tuple[Path, list[str]]:
 
 def _read_checkpoint(path: Path, name: str) -> dict[str, Any]:
     if not path.is_file():
-        raise WeightsNotFoundError(f"backbone {name!r}: checkpoint file {str(path)!r} does not exist.")
+        raise WeightsNotFoundError(
+            f"backbone {name!r}: checkpoint file {str(path)!r} does not exist."
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -354,7 +365,9 @@ def _read_checkpoint(path: Path, name: str) -> dict[str, Any]:
             f"backbone {name!r}: cannot read {str(path)!r} as a torch checkpoint ({error})."
         ) from None
     if not isinstance(state, dict):
-        raise BackboneError(f"backbone {name!r}: {str(path)!r} is not an s3prl checkpoint (no dict).")
+        raise BackboneError(
+            f"backbone {name!r}: {str(path)!r} is not an s3prl checkpoint (no dict)."
+        )
     return state
 
 
@@ -399,7 +412,8 @@ def _tera_from_state(state: dict[str, Any], spec: BackboneSpec) -> Backbone:
     transformer = {**config["transformer"], "input_dim": features.fbanks.shape[1]}
     model = build_model("tera", transformer)
     weights = {
-        k.replace("gamma", "weight").replace("beta", "bias"): v for k, v in state["Transformer"].items()
+        k.replace("gamma", "weight").replace("beta", "bias"): v
+        for k, v in state["Transformer"].items()
     }
     model.load_state_dict(weights)
     max_frames = int(config.get("task", {}).get("sequence_length", 0))
@@ -409,11 +423,14 @@ def _tera_from_state(state: dict[str, Any], spec: BackboneSpec) -> Backbone:
 def load_s3prl(spec: BackboneSpec) -> Backbone:
     """Load a registry APC/TERA or an ``s3prl:<upstream>:<path>`` checkpoint without unpickling."""
     if "checkpoint" in spec.extra:
-        path, _ = _locate_checkpoint(spec)
+        path = _locate_checkpoint(spec)
     else:
         path = Path(spec.source).expanduser()
     state = _read_checkpoint(path, spec.name)
-    spec = dataclasses.replace(spec, extra={**spec.extra, "checkpoint": {**spec.extra.get("checkpoint", {}), "path": str(path)}})
+    spec = dataclasses.replace(
+        spec,
+        extra={**spec.extra, "checkpoint": {**spec.extra.get("checkpoint", {}), "path": str(path)}},
+    )
     if spec.family == "apc":
         return _apc_from_state(state, spec)
     return _tera_from_state(state, spec)

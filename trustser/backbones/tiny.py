@@ -9,13 +9,12 @@ the same ``weights_sha256`` and the caller's random state is untouched.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["TINY_FAMILIES", "TINY_SEED", "build_tiny_model", "tiny_config"]
+__all__ = ["TINY_FAMILIES", "TINY_NORMALIZE", "TINY_SEED", "build_tiny_model", "tiny_config"]
 
 TINY_SEED = 0
 
@@ -108,44 +107,12 @@ def tiny_config(family: str) -> dict[str, Any]:
     return dict(_CONFIGS[family])
 
 
-def _hf_builder(family: str) -> Callable[[], nn.Module]:
-    def build() -> nn.Module:
-        import transformers
-
-        classes = {
-            "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
-            "wav2vec2_layer": ("Wav2Vec2Config", "Wav2Vec2Model"),
-            "wavlm": ("WavLMConfig", "WavLMModel"),
-            "hubert": ("HubertConfig", "HubertModel"),
-            "data2vec": ("Data2VecAudioConfig", "Data2VecAudioModel"),
-        }
-        config_name, model_name = classes[family]
-        config = getattr(transformers, config_name)(**_CONFIGS[family])
-        return getattr(transformers, model_name)(config)
-
-    return build
-
-
-def _whisper() -> nn.Module:
-    from transformers import WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-    return WhisperEncoder(WhisperConfig(**_CONFIGS["whisper"]))
-
-
 def build_tiny_model(family: str, *, seed: int = TINY_SEED) -> nn.Module:
     """The random model of ``tiny:<family>``, built from ``seed`` without touching global RNG."""
-    if family in ("apc", "tera"):
-        from trustser.backbones import s3prl_models
+    from trustser.backbones.registry import build_architecture, resolve_spec
 
-        builder: Callable[[], nn.Module] = lambda: s3prl_models.build_model(  # noqa: E731
-            family, _CONFIGS[family]
-        )
-    elif family == "whisper":
-        builder = _whisper
-    else:
-        builder = _hf_builder(family)
+    spec = resolve_spec(f"tiny:{family}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = builder()
+        model = build_architecture(spec)
     return model.float().eval()

@@ -72,7 +72,9 @@ class Wav2Vec2StyleBackbone(Backbone):
         # data2vec-audio's stacked positional convolutions (conv → LayerNorm → GELU, several
         # times) turn zeroed padding into non-zero values that then leak into the last real
         # frames, so it cannot be batched across lengths either.
-        self.masks_padding = self.feat_extract_norm == "layer" and config.model_type != "data2vec-audio"
+        self.masks_padding = (
+            self.feat_extract_norm == "layer" and config.model_type != "data2vec-audio"
+        )
         self.min_samples = self._min_samples()
         self.freeze()
 

@@ -16,6 +16,8 @@ Windows:
   gives the same features alone and in a padded batch.
 * ``"30s"`` — every clip is zero-padded to Whisper's 30 s window and attention sees the padding
   (the standard transformers behaviour). The returned hidden states are cut to the clip's frames.
+  Besides attention, the windows differ at the clip's last frame: its conv window reaches past the
+  clip, where the trimmed encoder sees zeros and the 30 s window the log-mel of silence.
 """
 
 from __future__ import annotations

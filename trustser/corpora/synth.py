@@ -54,35 +54,35 @@ from trustser.manifest import (
 )
 
 __all__ = [
-    "NAME",
-    "LABELS",
-    "NUM_FOLDS",
+    "DEFAULT_NUM_SENTENCES",
+    "DEFAULT_NUM_SPEAKERS",
+    "EMOTION_PROFILES",
     "FOLD_SCHEME",
+    "GENDER_F0_BOUNDARY_HZ",
     "GENERATOR_VERSION",
+    "LABELS",
+    "NAME",
+    "NUM_FOLDS",
     "SAMPLE_RATE",
     "SENTENCES",
-    "VOICES",
-    "EMOTION_PROFILES",
     "SIZES",
-    "DEFAULT_NUM_SPEAKERS",
-    "DEFAULT_NUM_SENTENCES",
-    "GENDER_F0_BOUNDARY_HZ",
-    "SynthesisError",
-    "EspeakNotFoundError",
-    "VoiceError",
-    "Voice",
-    "Prosody",
+    "VOICES",
     "Bias",
+    "EspeakNotFoundError",
     "PitchStats",
-    "find_espeak",
+    "Prosody",
+    "SynthesisError",
+    "Voice",
+    "VoiceError",
+    "check_voice",
     "espeak_version",
+    "estimate_f0",
+    "find_espeak",
     "parse_bias",
     "parse_voice",
-    "estimate_f0",
     "pitch_stats",
-    "check_voice",
-    "synthesize",
     "prepare",
+    "synthesize",
 ]
 
 NAME = "synth"
@@ -225,7 +225,9 @@ class Prosody:
     gap: float = 0.0
 
     def vector(self) -> np.ndarray:
-        return np.array([self.pitch, self.range, self.rate, self.volume, self.gap], dtype=np.float64)
+        return np.array(
+            [self.pitch, self.range, self.rate, self.volume, self.gap], dtype=np.float64
+        )
 
     @classmethod
     def from_vector(cls, values: Sequence[float]) -> Prosody:
@@ -256,7 +258,7 @@ NEUTRAL_SETTINGS = Prosody(pitch=100, range=100, rate=100, volume=100, gap=0)
 EMOTION_PROFILES: dict[str, Prosody] = {
     "neutral": Prosody(),
     "happy": Prosody(pitch=30, range=70, rate=8, volume=15, gap=0),
-    "sad": Prosody(pitch=-20, range=-55, rate=-22, volume=-30, gap=4),
+    "sad": Prosody(pitch=-16, range=-45, rate=-18, volume=-25, gap=3),
     "angry": Prosody(pitch=15, range=25, rate=12, volume=50, gap=0),
 }
 
@@ -264,9 +266,9 @@ EMOTION_PROFILES: dict[str, Prosody] = {
 # speaker expresses each emotion (a scale per emotion and a per-dimension wobble) and the
 # per-utterance jitter.
 SPEAKER_BASE_SD = Prosody(pitch=8, range=15, rate=8, volume=0, gap=0.5)
-SPEAKER_SCALE_RANGE = (0.6, 1.4)
+SPEAKER_SCALE_RANGE = (0.5, 1.3)
 SPEAKER_DIMENSION_SD = 0.25
-UTTERANCE_JITTER_SD = Prosody(pitch=6, range=15, rate=5, volume=10, gap=1.0)
+UTTERANCE_JITTER_SD = Prosody(pitch=8, range=20, rate=6, volume=12, gap=1.2)
 GAIN_DB_RANGE = (-6.0, 6.0)
 SNR_DB_RANGE = (15.0, 40.0)
 
@@ -298,9 +300,7 @@ class Bias:
                 "pick another emotion (neutral is the default target)."
             )
         if self.gender not in GENDERS:
-            raise SynthesisError(
-                f"bias gender {self.gender!r} is not one of {', '.join(GENDERS)}."
-            )
+            raise SynthesisError(f"bias gender {self.gender!r} is not one of {', '.join(GENDERS)}.")
         if not 0.0 < self.strength <= 1.0 or math.isnan(self.strength):
             raise SynthesisError(f"bias strength must lie in (0, 1], got {self.strength!r}.")
 
@@ -401,7 +401,9 @@ def _run(command: list[str], *, what: str) -> bytes:
     except subprocess.TimeoutExpired:
         raise SynthesisError(f"{what} did not finish within 60 s.") from None
     if result.returncode != 0:
-        message = result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
+        message = (
+            result.stderr.decode(errors="replace").strip() or f"exit status {result.returncode}"
+        )
         raise SynthesisError(f"{what} failed: {message}")
     return result.stdout
 
@@ -460,10 +462,10 @@ def estimate_f0(
     """
     x = np.asarray(waveform, dtype=np.float64).ravel()
     lo = max(2, int(sample_rate // fmax))
-    hi = int(math.ceil(sample_rate / fmin))
-    window = int(round(0.025 * sample_rate))
+    hi = math.ceil(sample_rate / fmin)
+    window = round(0.025 * sample_rate)
     length = window + hi + 1
-    hop = max(1, int(round(hop_seconds * sample_rate)))
+    hop = max(1, round(hop_seconds * sample_rate))
     if x.size < length:
         return np.full(0, np.nan)
     frames = np.lib.stride_tricks.sliding_window_view(x, length)[::hop]
@@ -531,7 +533,9 @@ def parse_voice(text: str) -> Voice:
     """``"en+f3:female"`` → :class:`Voice`."""
     name, sep, gender = text.rpartition(":")
     if not sep or not name:
-        raise VoiceError(f"voice {text!r}: expected NAME:GENDER, e.g. 'en+f3:female' or 'en+m3:male'.")
+        raise VoiceError(
+            f"voice {text!r}: expected NAME:GENDER, e.g. 'en+f3:female' or 'en+m3:male'."
+        )
     return Voice(name.strip(), gender.strip().lower())
 
 
@@ -578,8 +582,14 @@ def check_voice(
     audio = _speak(executable, voice.name, settings, CALIBRATION_TEXT)
     stats = pitch_stats(estimate_f0(audio, SAMPLE_RATE))
     if math.isnan(stats.median_hz):
-        raise VoiceError(f"voice {voice.name!r}: no voiced speech detected in its calibration clip.")
-    wrong = stats.median_hz < boundary_hz if voice.gender == "female" else stats.median_hz >= boundary_hz
+        raise VoiceError(
+            f"voice {voice.name!r}: no voiced speech detected in its calibration clip."
+        )
+    wrong = (
+        stats.median_hz < boundary_hz
+        if voice.gender == "female"
+        else stats.median_hz >= boundary_hz
+    )
     if wrong:
         side = ">=" if voice.gender == "female" else "<"
         raise VoiceError(
@@ -594,7 +604,9 @@ def check_voice(
 # --- planning --------------------------------------------------------------------------------------
 
 
-def _check_sizes(num_speakers: int, num_sentences: int, voices: Sequence[tuple[Voice, Voice]]) -> None:
+def _check_sizes(
+    num_speakers: int, num_sentences: int, voices: Sequence[tuple[Voice, Voice]]
+) -> None:
     if num_speakers < 6 or num_speakers % 2:
         raise SynthesisError(
             f"num_speakers={num_speakers}: use an even number >= 6 (female/male pairs; three pairs "
@@ -633,7 +645,9 @@ def _pair_voices(voices: Sequence[Voice | tuple[Voice, Voice]]) -> tuple[tuple[V
     names = [v.name for pair in pairs for v in pair]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise VoiceError(f"voices: {duplicates} appear more than once; each speaker needs its own voice.")
+        raise VoiceError(
+            f"voices: {duplicates} appear more than once; each speaker needs its own voice."
+        )
     return pairs
 
 
@@ -853,28 +867,37 @@ def _existing(out_dir: Path, config: dict[str, Any]) -> Manifest | None:
 def synthesize(
     out_dir: str | os.PathLike,
     *,
-    num_speakers: int = DEFAULT_NUM_SPEAKERS,
-    num_sentences: int = DEFAULT_NUM_SENTENCES,
+    size: str = "default",
+    num_speakers: int | None = None,
+    num_sentences: int | None = None,
     seed: int = 0,
     bias: Bias | str | Sequence[Bias | str] = (),
-    voices: Sequence[Voice | tuple[Voice, Voice]] | None = None,
+    voices: Sequence[Voice | str | tuple[Voice, Voice]] | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = False,
 ) -> Manifest:
     """Render the synthetic corpus into ``out_dir`` and return its manifest (absolute paths).
 
+    ``size`` picks a preset of :data:`SIZES`; ``num_speakers`` and ``num_sentences`` override it.
     ``num_speakers`` (even, >= 6) voices are taken pair by pair from ``voices`` (default
-    :data:`VOICES`); each says ``num_sentences`` of :data:`SENTENCES` in all four emotions, so the
-    corpus has ``num_speakers * num_sentences * 4`` clips and ``num_speakers / 2`` folds. ``bias``
-    (``"angry:female"`` or :class:`Bias`, several allowed) moves one emotion's prosody toward
-    another for one gender. Each voice is checked first (:func:`check_voice`).
+    :data:`VOICES`; ``"en+f3:female"`` strings are accepted); each says ``num_sentences`` of
+    :data:`SENTENCES` in all four emotions, so the corpus has ``num_speakers * num_sentences * 4``
+    clips and ``num_speakers / 2`` folds. ``bias`` (``"angry:female"`` or :class:`Bias`, several
+    allowed) moves one emotion's prosody toward another for one gender. Each voice is checked
+    first (:func:`check_voice`).
 
     An existing complete corpus made with the same settings is reused; a different one is
     replaced only with ``overwrite=True``.
     """
+    if size not in SIZES:
+        raise SynthesisError(f"size={size!r} is not a preset; choose one of {', '.join(SIZES)}.")
+    num_speakers = SIZES[size][0] if num_speakers is None else num_speakers
+    num_sentences = SIZES[size][1] if num_sentences is None else num_sentences
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SynthesisError(f"seed must be a non-negative integer, got {seed!r}.")
+    if voices is not None:
+        voices = [parse_voice(v) if isinstance(v, str) else v for v in voices]
     pairs = _pair_voices(VOICES if voices is None else voices)
     _check_sizes(num_speakers, num_sentences, pairs)
     items = [bias] if isinstance(bias, (str, Bias)) else list(bias)
@@ -944,7 +967,10 @@ def synthesize(
         rendered = _render_all(jobs, executable, wav_dir, workers=workers, progress=None)
 
     utterances = tuple(_utterance(job, result) for job, result in zip(jobs, rendered, strict=True))
-    groups = [[_speaker_id(f, i), _speaker_id(m, i)] for i, (f, m) in enumerate(pairs[: num_speakers // 2])]
+    groups = [
+        [_speaker_id(f, i), _speaker_id(m, i)]
+        for i, (f, m) in enumerate(pairs[: num_speakers // 2])
+    ]
     manifest = Manifest(
         corpus=NAME,
         utterances=tuple(sorted(utterances, key=lambda u: u.id)),

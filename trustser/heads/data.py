@@ -1,9 +1,10 @@
 """How heads see features: any source with the store's ``batches(...)`` API.
 
 A head never touches a backbone: it reads ``[B, L, T, D]`` hidden states from a *feature
-source* — a store group (streamed from disk), the in-memory copy ``group.load(ids)``, or
-:class:`ArrayFeatures` built from NumPy arrays. :class:`FeatureSet` pairs a source with the ids
-(and labels) a head trains or predicts on.
+source* — a store group (streamed from disk every epoch), or :class:`PackedFeatures`, the
+in-RAM form training prefers: every frame of every clip in one float32 tensor ``[ΣT, L, D]``,
+so batches need no padding and cost one memory copy. :class:`FeatureSet` pairs a source with
+the ids (and labels) a head trains or predicts on.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 
 from trustser._validation import TrustSERError
 
 __all__ = [
     "Batch",
+    "PackedBatch",
     "FeatureSource",
     "FeatureSet",
-    "ArrayFeatures",
+    "PackedFeatures",
     "DataError",
+    "feature_statistics",
     "available_memory",
     "feature_bytes",
 ]
@@ -34,12 +38,22 @@ class DataError(TrustSERError, ValueError):
 
 @dataclass(frozen=True)
 class Batch:
-    """Padded hidden states of a few utterances: the store's batch layout."""
+    """Padded hidden states of a few clips: the store's batch layout."""
 
     ids: list[str]
-    hidden: np.ndarray  # [B, L, T, D] float32, zero past each length
-    mask: np.ndarray  # [B, T] bool, True on real frames
-    lengths: np.ndarray  # [B] int64
+    hidden: torch.Tensor  # [B, L, T, D] float32, zero past each length
+    mask: torch.Tensor  # [B, T] bool, True on real frames
+    lengths: torch.Tensor  # [B] int64
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Frames of a few clips back to back: ``frames [F, L, D]``, ``segments [F]`` (clip index)."""
+
+    ids: list[str]
+    frames: torch.Tensor
+    segments: torch.Tensor
+    lengths: torch.Tensor  # [B]
 
 
 @runtime_checkable
@@ -47,7 +61,7 @@ class FeatureSource(Protocol):
     """Anything that yields :class:`Batch`-like objects for given ids (store groups do)."""
 
     def batches(
-        self, ids: Sequence[str], batch_size: int = 64, shuffle: bool = True, seed: int = 0
+        self, ids: Sequence[str], batch_size: int = 64, *, shuffle: bool = True, seed: int = 0
     ) -> Iterator[Any]: ...
 
 
@@ -75,18 +89,35 @@ class FeatureSet:
         return len(self.ids)
 
 
-class ArrayFeatures:
-    """In-memory features from ``{id: array [L, T, D]}``: the batches API without a store.
+class PackedFeatures:
+    """Clips held in RAM as one float32 tensor ``[ΣT, L, D]`` plus offsets.
 
-    Batches are length-bucketed when shuffled (ids are shuffled, sorted by length inside windows
-    of 32 batches, cut, and the batches shuffled again) so padding stays small; unshuffled
-    batches follow the order of ``ids``.
+    Build it from a store group (``PackedFeatures.from_source(group, ids)``: one read of the
+    clips) or from arrays (``PackedFeatures.from_arrays({id: [L, T, D]})``). It serves padded
+    :meth:`batches` like a store group and unpadded :meth:`packed_batches` for training.
     """
 
-    def __init__(self, frames: Mapping[str, np.ndarray]) -> None:
-        self._frames: dict[str, np.ndarray] = {}
-        shape: tuple[int, int] | None = None
-        for utterance_id, array in frames.items():
+    def __init__(self, ids: Sequence[str], frames: torch.Tensor, offsets: Sequence[int]) -> None:
+        self.ids = list(ids)
+        self.frames = frames  # [ΣT, L, D] float32
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        if frames.dim() != 3 or self.offsets.shape != (len(self.ids) + 1,) or self.offsets[-1] != frames.shape[0]:
+            raise DataError(
+                f"packed features need frames [ΣT, L, D] and N+1 offsets ending at ΣT; got frames "
+                f"{tuple(frames.shape)}, {self.offsets.size} offsets for {len(self.ids)} ids."
+            )
+        if np.any(np.diff(self.offsets) < 1):
+            raise DataError("every clip needs at least one frame (offsets must increase).")
+        self.num_layers, self.dim = int(frames.shape[1]), int(frames.shape[2])
+        self._index = {utterance_id: i for i, utterance_id in enumerate(self.ids)}
+        if len(self._index) != len(self.ids):
+            raise DataError("packed features got the same id twice.")
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> PackedFeatures:
+        """From ``{id: array [L, T, D]}`` (e.g. features computed elsewhere)."""
+        ids, parts, shape = [], [], None
+        for utterance_id, array in arrays.items():
             array = np.asarray(array, dtype=np.float32)
             if array.ndim != 3 or array.shape[1] < 1:
                 raise DataError(
@@ -100,59 +131,141 @@ class ArrayFeatures:
                     f"features of {utterance_id!r} have L={array.shape[0]}, D={array.shape[2]}; "
                     f"the others have L={shape[0]}, D={shape[1]}."
                 )
-            self._frames[utterance_id] = array
-        if shape is None:
-            raise DataError("ArrayFeatures needs at least one utterance.")
-        self.num_layers, self.dim = shape
+            ids.append(utterance_id)
+            parts.append(array.transpose(1, 0, 2))
+        if not parts:
+            raise DataError("PackedFeatures needs at least one clip.")
+        offsets = np.concatenate([[0], np.cumsum([p.shape[0] for p in parts])])
+        return cls(ids, torch.from_numpy(np.ascontiguousarray(np.concatenate(parts))), offsets)
+
+    @classmethod
+    def from_source(
+        cls, source: FeatureSource, ids: Sequence[str], *, batch_size: int = 64
+    ) -> PackedFeatures:
+        """Read ``ids`` once from ``source`` (a store group) and pack them, dropping padding."""
+        ids = list(ids)
+        if not ids:
+            raise DataError("PackedFeatures needs at least one clip.")
+        clips: dict[str, torch.Tensor] = {}
+        for batch in source.batches(ids, batch_size=batch_size, shuffle=False, seed=0):
+            hidden = torch.as_tensor(batch.hidden, dtype=torch.float32)
+            for row, (utterance_id, length) in enumerate(zip(batch.ids, _lengths(batch), strict=True)):
+                clips[utterance_id] = hidden[row, :, :length].transpose(0, 1)
+        missing = [i for i in ids if i not in clips]
+        if missing:
+            raise DataError(f"the feature source returned no features for {len(missing)} id(s), e.g. {missing[:3]}.")
+        lengths = [clips[i].shape[0] for i in ids]
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        first = clips[ids[0]]
+        frames = torch.empty((int(offsets[-1]), first.shape[1], first.shape[2]), dtype=torch.float32)
+        for i, utterance_id in enumerate(ids):
+            frames[offsets[i] : offsets[i + 1]] = clips.pop(utterance_id)
+        return cls(ids, frames, offsets)
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     @property
-    def ids(self) -> list[str]:
-        return list(self._frames)
+    def nbytes(self) -> int:
+        return self.frames.numel() * self.frames.element_size()
 
-    def frames(self, utterance_id: str) -> np.ndarray:
+    def _rows(self, ids: Sequence[str]) -> list[int]:
         try:
-            return self._frames[utterance_id]
-        except KeyError:
-            raise DataError(f"no features for utterance {utterance_id!r}.") from None
+            return [self._index[i] for i in ids]
+        except KeyError as error:
+            raise DataError(f"no features for utterance {error.args[0]!r} in memory.") from None
+
+    def clip(self, utterance_id: str) -> torch.Tensor:
+        """One clip's frames ``[T, L, D]`` (a view)."""
+        (row,) = self._rows([utterance_id])
+        return self.frames[self.offsets[row] : self.offsets[row + 1]]
 
     def means(self, ids: Sequence[str]) -> np.ndarray:
-        return np.stack([self.frames(i).mean(axis=1) for i in ids])
+        """Time-means ``[N, L, D]`` float32."""
+        return np.stack([self.clip(i).mean(0).numpy() for i in ids])
+
+    def statistics(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation ``[L, D]`` over every frame of ``ids``."""
+        total = torch.zeros(self.num_layers, self.dim, dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        count = 0
+        for utterance_id in ids:
+            clip = self.clip(utterance_id).double()
+            total += clip.sum(0)
+            squares += (clip * clip).sum(0)
+            count += clip.shape[0]
+        return _mean_std(total, squares, count)
+
+    def _order(self, ids: list[str], batch_size: int, shuffle: bool, seed: int) -> list[list[str]]:
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}.")
+        self._rows(ids)
+        if shuffle:
+            ids = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+        return [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+
+    def packed_batches(
+        self, ids: Sequence[str], batch_size: int = 64, *, shuffle: bool = True, seed: int = 0
+    ) -> Iterator[PackedBatch]:
+        """Batches of ``batch_size`` clips without padding; shuffled by ``seed``, else in order."""
+        for chunk in self._order(list(ids), batch_size, shuffle, seed):
+            rows = self._rows(chunk)
+            lengths = torch.tensor([int(self.offsets[r + 1] - self.offsets[r]) for r in rows])
+            frames = torch.cat([self.frames[self.offsets[r] : self.offsets[r + 1]] for r in rows])
+            segments = torch.repeat_interleave(torch.arange(len(rows)), lengths)
+            yield PackedBatch(ids=chunk, frames=frames, segments=segments, lengths=lengths)
 
     def batches(
-        self, ids: Sequence[str], batch_size: int = 64, shuffle: bool = True, seed: int = 0
+        self, ids: Sequence[str], batch_size: int = 64, *, shuffle: bool = True, seed: int = 0
     ) -> Iterator[Batch]:
-        ids = list(ids)
-        for utterance_id in ids:
-            self.frames(utterance_id)  # fail before yielding anything
-        for chunk in _batch_order(ids, [self._frames[i].shape[1] for i in ids], batch_size, shuffle, seed):
-            yield self._collate(chunk)
-
-    def _collate(self, ids: list[str]) -> Batch:
-        arrays = [self._frames[i] for i in ids]
-        lengths = np.array([a.shape[1] for a in arrays], dtype=np.int64)
-        hidden = np.zeros((len(ids), self.num_layers, int(lengths.max()), self.dim), np.float32)
-        mask = np.zeros((len(ids), int(lengths.max())), dtype=bool)
-        for row, array in enumerate(arrays):
-            hidden[row, :, : array.shape[1]] = array
-            mask[row, : array.shape[1]] = True
-        return Batch(ids=ids, hidden=hidden, mask=mask, lengths=lengths)
+        """Padded ``[B, L, T, D]`` batches (the store group's API)."""
+        for packed in self.packed_batches(ids, batch_size, shuffle=shuffle, seed=seed):
+            lengths = packed.lengths
+            t_max = int(lengths.max())
+            hidden = torch.zeros(len(packed.ids), t_max, self.num_layers, self.dim)
+            start = 0
+            for row, length in enumerate(lengths.tolist()):
+                hidden[row, :length] = packed.frames[start : start + length]
+                start += length
+            mask = torch.arange(t_max)[None, :] < lengths[:, None]
+            yield Batch(ids=packed.ids, hidden=hidden.transpose(1, 2).contiguous(), mask=mask, lengths=lengths)
 
 
-def _batch_order(
-    ids: list[str], lengths: list[int], batch_size: int, shuffle: bool, seed: int
-) -> list[list[str]]:
-    if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size}.")
-    if not shuffle:
-        return [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(ids))
-    window = batch_size * 32
-    batches: list[list[str]] = []
-    for start in range(0, len(order), window):
-        part = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches.extend([ids[i] for i in part[j : j + batch_size]] for j in range(0, len(part), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
+def _lengths(batch: Any) -> list[int]:
+    lengths = getattr(batch, "lengths", None)
+    if lengths is None:
+        lengths = torch.as_tensor(batch.mask).sum(1)
+    return [int(n) for n in torch.as_tensor(lengths).tolist()]
+
+
+def _mean_std(total: torch.Tensor, squares: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if count == 0:
+        raise DataError("cannot compute feature statistics from zero frames.")
+    mean = total / count
+    var = (squares / count - mean * mean).clamp_min(0.0)
+    return mean.float(), var.sqrt().float()
+
+
+def feature_statistics(
+    source: FeatureSource, ids: Sequence[str], *, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-layer, per-dimension mean and std ``[L, D]`` over the real frames of ``ids``."""
+    if hasattr(source, "statistics"):
+        return source.statistics(ids)
+    total = squares = None
+    count = 0
+    for batch in source.batches(list(ids), batch_size=batch_size, shuffle=False, seed=0):
+        hidden = torch.as_tensor(batch.hidden).double()  # [B, L, T, D]
+        mask = torch.as_tensor(batch.mask).to(hidden.dtype)[:, None, :, None]
+        masked = hidden * mask
+        part_sum = masked.sum((0, 2))
+        part_squares = (masked * hidden).sum((0, 2))
+        total = part_sum if total is None else total + part_sum
+        squares = part_squares if squares is None else squares + part_squares
+        count += int(torch.as_tensor(batch.mask).sum())
+    if total is None:
+        raise DataError("the feature source yielded no batches for the requested ids.")
+    return _mean_std(total, squares, count)
 
 
 def feature_bytes(num_frames: int, num_layers: int, dim: int) -> int:

@@ -2,9 +2,10 @@
 
 ``fit(train, dev)`` trains :class:`~trustser.heads.model.LayerWeightedHead` with Adam and
 class-weighted cross-entropy, evaluates dev UAR after every epoch and keeps the weights of the
-best epoch (the paper's model selection). Training reads features only — from a store group, its
-in-memory copy or :class:`~trustser.heads.data.ArrayFeatures` — so a fit costs seconds, not
-backbone forwards. The same hyperparameters and ``seed`` give identical weights on CPU.
+best epoch (the paper's model selection). Training reads features only — streamed from a store
+group, or from :class:`~trustser.heads.data.PackedFeatures` in RAM (unpadded batches) — so a fit
+costs seconds, not backbone forwards. The same hyperparameters and ``seed`` give identical
+weights on CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 
 from trustser._validation import check_choice, check_fitted, check_positive, check_probability
 from trustser.devices import DEVICE_CHOICES, resolve_device
-from trustser.heads.data import DataError, FeatureSet
+from trustser.heads.data import DataError, FeatureSet, feature_statistics
 from trustser.heads.model import POOLINGS, LayerWeightedHead
 from trustser.metrics.performance import uar_score
 
@@ -84,6 +85,7 @@ class HeadClassifier:
         "dropout": "float in [0, 1]",
         "pooling": f"one of {POOLINGS}",
         "class_weight": "'balanced', None or {class: weight}",
+        "normalize": "bool",
         "device": f"one of {DEVICE_CHOICES} (or 'cuda:N')",
         "seed": "int",
     }
@@ -98,6 +100,7 @@ class HeadClassifier:
         dropout: float = 0.0,
         pooling: str = "mean",
         class_weight: str | Mapping[str, float] | None = "balanced",
+        normalize: bool = False,
         device: str = "auto",
         seed: int = 0,
     ) -> None:
@@ -108,6 +111,7 @@ class HeadClassifier:
         self.dropout = dropout
         self.pooling = pooling
         self.class_weight = class_weight
+        self.normalize = normalize
         self.device = device
         self.seed = seed
 
@@ -129,6 +133,8 @@ class HeadClassifier:
         check_positive("lr", self.lr)
         check_probability("dropout", self.dropout)
         check_choice("pooling", self.pooling, POOLINGS)
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"normalize must be True or False, got {self.normalize!r}.")
         if not isinstance(self.seed, Integral):
             raise ValueError(f"seed must be an integer, got {self.seed!r}.")
         if self.class_weight is not None and not isinstance(self.class_weight, Mapping):
@@ -170,6 +176,8 @@ class HeadClassifier:
         target_of = dict(zip(train.ids, (index[y] for y in train.labels), strict=True))
         dev_true = np.array([index[y] for y in dev.labels]) if dev is not None else None
 
+        packed = hasattr(train.source, "packed_batches")
+        statistics = feature_statistics(train.source, train.ids, batch_size=self.batch_size) if self.normalize else None
         fork_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(self.seed)
@@ -183,23 +191,28 @@ class HeadClassifier:
                 start = time.perf_counter()
                 total, count = 0.0, 0
                 epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-                for batch in train.source.batches(
+                iterator = (train.source.packed_batches if packed else train.source.batches)(
                     train.ids, batch_size=self.batch_size, shuffle=True, seed=epoch_seed
-                ):
-                    hidden, mask = _to_tensors(batch, device)
+                )
+                for batch in iterator:
                     if head is None:  # shapes come from the data; init from the seeded RNG
+                        shape = batch.frames.shape[1:] if packed else torch.as_tensor(batch.hidden).shape[1::2]
                         head = LayerWeightedHead(
-                            hidden.shape[1],
-                            hidden.shape[3],
+                            int(shape[0]),
+                            int(shape[1]),
                             len(classes),
                             hidden=self.hidden,
                             dropout=self.dropout,
                             pooling=self.pooling,
-                        ).to(device)
+                            normalize=self.normalize,
+                        )
+                        if statistics is not None:
+                            head.set_normalization(*statistics)
+                        head = head.to(device)
                         optimizer = torch.optim.Adam(head.parameters(), lr=self.lr)
                     head.train()
                     targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
-                    loss = loss_fn(head(hidden, mask), targets)
+                    loss = loss_fn(_logits(head, batch, device, packed), targets)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -250,10 +263,14 @@ class HeadClassifier:
         return float(uar_score(np.array(data.labels, dtype=object), self.predict(data)))
 
 
-def _to_tensors(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _logits(head: LayerWeightedHead, batch: Any, device: torch.device, packed: bool) -> torch.Tensor:
+    if packed:
+        frames = batch.frames.to(device, non_blocking=True)
+        segments = batch.segments.to(device, non_blocking=True)
+        return head.forward_packed(frames, segments, len(batch.ids))
     hidden = torch.as_tensor(batch.hidden, dtype=torch.float32).to(device, non_blocking=True)
     mask = torch.as_tensor(batch.mask, dtype=torch.bool).to(device, non_blocking=True)
-    return hidden, mask
+    return head(hidden, mask)
 
 
 @torch.no_grad()
@@ -262,10 +279,13 @@ def _predict_proba(
 ) -> np.ndarray:
     was_training = head.training
     head.eval()
+    packed = hasattr(data.source, "packed_batches")
+    iterator = (data.source.packed_batches if packed else data.source.batches)(
+        data.ids, batch_size=batch_size, shuffle=False, seed=0
+    )
     rows: dict[str, np.ndarray] = {}
-    for batch in data.source.batches(data.ids, batch_size=batch_size, shuffle=False, seed=0):
-        hidden, mask = _to_tensors(batch, device)
-        proba = torch.softmax(head(hidden, mask).float(), dim=1).to("cpu").numpy()
+    for batch in iterator:
+        proba = torch.softmax(_logits(head, batch, device, packed).float(), dim=1).to("cpu").numpy()
         rows.update(zip(batch.ids, proba, strict=True))
     head.train(was_training)
     missing = [i for i in data.ids if i not in rows]

@@ -3,6 +3,11 @@
 softmax-weighted layer average → Conv1d(D→H, k=1) → ReLU → Conv1d(H→H, k=1) → pooling over the
 real frames → Linear(H→H) → ReLU → Linear(H→C). The reference code ran it 256 wide by accident;
 here ``hidden`` defaults to the paper's 128.
+
+Optionally (``normalize=True``) each layer's features are standardised per dimension with
+statistics of the training data (:meth:`LayerWeightedHead.set_normalization`) before they are
+averaged. The statistics are buffers of the module, so the head still takes the backbone's raw
+hidden states — for training from the cache and for attacks through the backbone alike.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from trustser._validation import check_choice, check_positive, check_probability
 
@@ -26,7 +32,9 @@ class LayerWeightedHead(nn.Module):
     """Classifier over every hidden state of a frozen encoder.
 
     Input ``hidden`` is ``[B, L, T, D]`` (the backbone's output layout) and ``mask`` ``[B, T]``
-    marks real frames; padded frames never reach the pooled vector.
+    marks real frames; padded frames never reach the pooled vector. :meth:`forward_packed`
+    computes the same logits from frames packed without padding (``[F, L, D]`` plus the clip
+    index of each frame), which is how training from the cache avoids work on padding.
     """
 
     def __init__(
@@ -38,6 +46,7 @@ class LayerWeightedHead(nn.Module):
         hidden: int = 128,
         dropout: float = 0.0,
         pooling: str = "mean",
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         check_positive("num_layers", num_layers)
@@ -48,8 +57,12 @@ class LayerWeightedHead(nn.Module):
         check_choice("pooling", pooling, POOLINGS)
         self.num_layers, self.dim, self.num_classes = num_layers, dim, num_classes
         self.hidden, self.dropout_p, self.pooling = hidden, dropout, pooling
+        self.normalize = bool(normalize)
         self.layer_logits = nn.Parameter(torch.zeros(num_layers))  # equal weights at start
-        self.frame_net = nn.Sequential(
+        # Per-layer, per-dimension standardisation (identity until set_normalization).
+        self.register_buffer("feature_mean", torch.zeros(num_layers, dim))
+        self.register_buffer("feature_scale", torch.ones(num_layers, dim))
+        self.frame_net = nn.Sequential(  # Conv1d with k=1, as the paper; applied as matmuls
             nn.Conv1d(dim, hidden, kernel_size=1),
             nn.ReLU(),
             nn.Dropout(dropout),
@@ -68,20 +81,74 @@ class LayerWeightedHead(nn.Module):
         """Softmax weights over the L hidden states: which layers the task relies on."""
         return torch.softmax(self.layer_logits, dim=0)
 
+    @torch.no_grad()
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor, *, eps: float = 1e-5) -> None:
+        """Standardise layer ``l``, dimension ``d`` as ``(h - mean[l, d]) / max(std[l, d], eps)``.
+
+        Only used when the head was built with ``normalize=True``.
+        """
+        shape = (self.num_layers, self.dim)
+        if tuple(mean.shape) != shape or tuple(std.shape) != shape:
+            raise ValueError(
+                f"normalisation statistics must be [L, D] = {list(shape)}, got mean "
+                f"{list(mean.shape)} and std {list(std.shape)}."
+            )
+        self.feature_mean.copy_(mean.to(self.feature_mean))
+        self.feature_scale.copy_(1.0 / std.to(self.feature_scale).clamp_min(eps))
+
+    def _mixing(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A [L, D], c [D])`` with ``mixed = sum_l A[l] * h_l - c``: weights and scaling in one."""
+        weights = self.layer_weights.to(dtype)
+        if not self.normalize:
+            return weights[:, None].expand(self.num_layers, self.dim), weights.new_zeros(self.dim)
+        coefficients = weights[:, None] * self.feature_scale.to(dtype)
+        return coefficients, (coefficients * self.feature_mean.to(dtype)).sum(0)
+
+    def _frame_net(self, mixed: torch.Tensor) -> torch.Tensor:
+        """The two k=1 convolutions on ``[..., D]`` frames (as matmuls: same maths, faster)."""
+        first, relu, dropout, second = self.frame_net
+        x = F.linear(mixed, first.weight[..., 0], first.bias)
+        return F.linear(dropout(relu(x)), second.weight[..., 0], second.bias)
+
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if hidden.dim() != 4 or hidden.shape[1] != self.num_layers or hidden.shape[3] != self.dim:
             raise ValueError(
                 f"expected hidden states [B, {self.num_layers}, T, {self.dim}], got {tuple(hidden.shape)}"
             )
-        weights = self.layer_weights.to(hidden.dtype)
-        mixed = torch.einsum("bltd,l->btd", hidden, weights)  # [B, T, D]
-        frames = self.frame_net(mixed.transpose(1, 2)).transpose(1, 2)  # [B, T, H]
+        coefficients, offset = self._mixing(hidden.dtype)
+        mixed = (hidden * coefficients[None, :, None, :]).sum(1) - offset  # [B, T, D]
+        frames = self._frame_net(mixed)  # [B, T, H]
         mask = mask.to(frames.dtype).unsqueeze(-1)  # [B, T, 1]
         if self.attention is None:
             pooled = (frames * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         else:
             scores = self.attention(frames).masked_fill(mask == 0, float("-inf"))
             pooled = (torch.softmax(scores, dim=1) * frames).sum(1)
+        return self.classifier(pooled)
+
+    def forward_packed(
+        self, frames: torch.Tensor, segments: torch.Tensor, num_segments: int
+    ) -> torch.Tensor:
+        """Logits ``[S, C]`` from frames ``[F, L, D]`` of ``S`` clips; ``segments[f]`` is the clip
+        (0..S-1) of frame ``f``. Equal to :meth:`forward` on the padded batch, without padding."""
+        if frames.dim() != 3 or frames.shape[1] != self.num_layers or frames.shape[2] != self.dim:
+            raise ValueError(
+                f"expected packed frames [F, {self.num_layers}, {self.dim}], got {tuple(frames.shape)}"
+            )
+        coefficients, offset = self._mixing(frames.dtype)
+        h = self._frame_net((frames * coefficients).sum(1) - offset)  # [F, H]
+        counts = torch.bincount(segments, minlength=num_segments).to(h.dtype).clamp_min(1.0)
+        if self.attention is None:
+            pooled = h.new_zeros(num_segments, h.shape[1]).index_add_(0, segments, h) / counts[:, None]
+        else:
+            scores = self.attention(h).squeeze(-1)  # [F]
+            peak = scores.new_full((num_segments,), float("-inf")).scatter_reduce(
+                0, segments, scores, reduce="amax", include_self=True
+            )
+            weights = torch.exp(scores - peak[segments])
+            total = weights.new_zeros(num_segments).index_add_(0, segments, weights)
+            weights = weights / total[segments]
+            pooled = h.new_zeros(num_segments, h.shape[1]).index_add_(0, segments, weights[:, None] * h)
         return self.classifier(pooled)
 
     def config(self) -> dict[str, Any]:
@@ -92,21 +159,30 @@ class LayerWeightedHead(nn.Module):
             "hidden": self.hidden,
             "dropout": self.dropout_p,
             "pooling": self.pooling,
+            "normalize": self.normalize,
         }
 
 
 def save_head(
     head: LayerWeightedHead, path: str | os.PathLike, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Weights as safetensors at ``path`` plus ``<path>.json`` with the config and metadata."""
+    """Weights as safetensors at ``path`` plus ``<path>.json`` with the config and metadata.
+
+    Both files are written to temporary names and renamed, so a crash never leaves half a head.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
-    save_file(state, str(path))
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp))
     sidecar = {"config": head.config(), **(metadata or {})}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+    sidecar_path = path.with_suffix(".json")
+    sidecar_tmp = sidecar_path.with_name(sidecar_path.name + ".tmp")
+    sidecar_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=_jsonable))
+    os.replace(tmp, path)
+    os.replace(sidecar_tmp, sidecar_path)
     return path
 
 
@@ -130,3 +206,15 @@ def load_head(
     )
     head.load_state_dict(load_file(str(path), device=str(device)))
     return head.to(device).eval(), sidecar
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

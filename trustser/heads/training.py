@@ -22,7 +22,13 @@ import numpy as np
 
 from trustser._validation import TrustSERError, check_choice, check_probability
 from trustser._version import __version__
-from trustser.heads.data import FeatureSet, FeatureSource, available_memory, feature_bytes
+from trustser.heads.data import (
+    FeatureSet,
+    FeatureSource,
+    PackedFeatures,
+    available_memory,
+    feature_bytes,
+)
 from trustser.heads.estimator import EpochEnd, HeadClassifier
 from trustser.heads.model import save_head
 from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
@@ -149,15 +155,16 @@ def choose_data_mode(
 ) -> tuple[str, int]:
     """``("memory" | "stream", bytes in RAM)``: keep the features in RAM when they fit.
 
-    The size is the group's own ``nbytes(ids)`` (exact frame counts, in the store's dtype) when
-    it offers one; otherwise it is estimated from the manifest durations, capped at the
-    extraction's ``max_seconds``, times the frame rate, as float32. ``auto`` loads when that is
-    at most ``memory_fraction`` of the memory available now; ``memory`` / ``stream`` force it.
+    In RAM the features are packed as float32 (:class:`PackedFeatures`); their size comes from
+    the group's exact frame counts (``num_frames(ids)``) when it offers them, else from the
+    manifest durations, capped at the extraction's ``max_seconds``, times the frame rate.
+    ``auto`` loads when that is at most ``memory_fraction`` of the memory available now;
+    ``memory`` / ``stream`` force the choice.
     """
     check_choice("data", mode, DATA_MODES)
     check_probability("memory_fraction", memory_fraction)
-    if hasattr(group, "nbytes"):
-        size = int(group.nbytes(list(ids)))
+    if hasattr(group, "num_frames"):
+        size = feature_bytes(int(np.sum(group.num_frames(list(ids)))), group.num_layers, group.dim)
     else:
         manifest = group.manifest()
         frame_rate = float(group.provenance.get("frame_rate") or 50.0)
@@ -189,6 +196,7 @@ def fit_heads(
     dropout: float = 0.0,
     pooling: str = "mean",
     class_weight: str | None = "balanced",
+    normalize: bool = False,
     device: str = "auto",
     seed: int = 0,
     data: str = "auto",
@@ -211,7 +219,7 @@ def fit_heads(
     chosen = {t.name: select_splits(t, folds) for t in tasks}
     needed = list(dict.fromkeys(i for splits in chosen.values() for s in splits for i in s.ids))
     mode, _ = choose_data_mode(group, needed, mode=data, memory_fraction=memory_fraction)
-    source: FeatureSource = group.load(needed) if mode == "memory" else group
+    source: FeatureSource = PackedFeatures.from_source(group, needed) if mode == "memory" else group
     results = []
     for t in tasks:
         estimator = HeadClassifier(
@@ -222,6 +230,7 @@ def fit_heads(
             dropout=dropout,
             pooling=pooling,
             class_weight=class_weight,
+            normalize=normalize,
             device=device,
             seed=seed,
         )

@@ -1,0 +1,474 @@
+"""``trustser run``: prepare → extract → heads → attack → cost → profile, resumable.
+
+Each corpus gets its own directory under ``out``::
+
+    out/<corpus>/manifest.jsonl      the validated manifest
+    out/<corpus>/cache.zarr          the embedding store (one group per backbone)
+    out/<corpus>/<backbone>/...      heads, attacks, cost (trustser.runs layout)
+    out/<corpus>/report/             profile.json/csv/md, radar charts, report.html
+    out/<corpus>/stages.json         what each finished stage was run with
+
+A stage is skipped when its outputs exist and ``stages.json`` says they were made with the same
+inputs (store provenance, settings); so re-running after an interruption resumes, and changing a
+setting re-runs only what depends on it. Extraction resumes by itself at the shard level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from trustser._validation import TrustSERError, check_choice
+from trustser.runs import ATTACK_METHODS, TASKS, RunLayout, read_json, write_json
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "PipelineConfigError",
+    "CorpusSource",
+    "ExtractSettings",
+    "HeadSettings",
+    "AttackSettings",
+    "PipelineConfig",
+    "StageEvent",
+    "PipelineResult",
+    "load_config",
+    "run_pipeline",
+]
+
+STAGES = ("prepare", "extract", "heads", "attack", "cost", "profile")
+
+
+class PipelineConfigError(TrustSERError, ValueError):
+    """A run configuration that cannot work; names the key at fault."""
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """A corpus given either by name + root (official layout) or by a ready manifest file."""
+
+    name: str
+    root: str | None = None
+    manifest: str | None = None
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    dtype: str = "float16"
+    codec: str = "none"
+    window: str | None = None  # Whisper: "trimmed" (default) or "30s"
+    batch_seconds: float | None = None
+    max_seconds: float = 6.0
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    tasks: tuple[str, ...] = TASKS
+    epochs: int | None = None  # None: each task's paper default (emotion 30, gender 10)
+    hidden: int = 128
+    lr: float = 5e-4
+    batch_size: int = 64
+    dropout: float = 0.0
+    pooling: str = "mean"
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    methods: tuple[str, ...] = ("fgsm", "pgd", "noise")
+    snr: tuple[float, ...] = (45.0,)
+    steps: int = 10
+    batch_size: int = 8
+    save_audio: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything ``trustser run`` needs; build it in code or from a TOML file."""
+
+    corpora: tuple[CorpusSource, ...]
+    backbones: tuple[str, ...]
+    out: Path = Path("runs")
+    device: str = "auto"
+    seed: int = 0
+    extract: ExtractSettings = field(default_factory=ExtractSettings)
+    heads: HeadSettings = field(default_factory=HeadSettings)
+    attack: AttackSettings = field(default_factory=AttackSettings)
+    scale: str = "paper"
+    profile_attack: tuple[str, float] = ("fgsm", 45.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if not self.corpora:
+            raise PipelineConfigError("no corpus given: pass --corpus NAME --root PATH (or --manifest).")
+        if not self.backbones:
+            raise PipelineConfigError("no backbone given: pass --backbone NAME (see `trustser backbones list`).")
+        for corpus in self.corpora:
+            if (corpus.root is None) == (corpus.manifest is None):
+                raise PipelineConfigError(
+                    f"corpus {corpus.name!r}: give exactly one of root (the official layout) "
+                    "or manifest (a prepared manifest file)."
+                )
+        names = [c.name for c in self.corpora]
+        if len(set(names)) != len(names):
+            raise PipelineConfigError(f"corpus names must be unique, got {names}")
+        for task in self.heads.tasks:
+            check_choice("heads.tasks", task, TASKS)
+        for method in self.attack.methods:
+            check_choice("attack.methods", method, ATTACK_METHODS)
+        if "emotion" not in self.heads.tasks and self.attack.methods:
+            raise PipelineConfigError("attacks need the emotion head: add 'emotion' to heads.tasks.")
+
+
+def _section(data: Mapping[str, Any], key: str, cls: type, path: Path) -> Any:
+    values = dict(data.get(key, {}))
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PipelineConfigError(f"{path}: unknown key(s) {unknown} in [{key}]; known: {sorted(known)}")
+    for name, value in list(values.items()):
+        if isinstance(value, list):
+            values[name] = tuple(value)
+    return cls(**values)
+
+
+def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
+    """Read a TOML run configuration (see docs/reproducing-the-paper.md for an example)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineConfigError(f"config file {str(path)!r} does not exist.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise PipelineConfigError(f"{path}: not valid TOML ({error}).") from None
+    top = {"corpora", "backbones", "out", "device", "seed", "extract", "heads", "attack", "profile"}
+    unknown = sorted(set(data) - top)
+    if unknown:
+        raise PipelineConfigError(f"{path}: unknown top-level key(s) {unknown}; known: {sorted(top)}")
+    corpora = []
+    for index, entry in enumerate(data.get("corpora", [])):
+        extra = sorted(set(entry) - {"name", "root", "manifest"})
+        if "name" not in entry or extra:
+            raise PipelineConfigError(
+                f"{path}: [[corpora]] entry {index + 1} needs 'name' and one of 'root'/'manifest'"
+                + (f"; unknown key(s) {extra}" if extra else "")
+            )
+        root = entry.get("root")
+        manifest = entry.get("manifest")
+        base = path.resolve().parent  # relative paths in a config are relative to the config file
+        corpora.append(
+            CorpusSource(
+                name=entry["name"],
+                root=str(base / root) if root else None,
+                manifest=str(base / manifest) if manifest else None,
+            )
+        )
+    profile = dict(data.get("profile", {}))
+    config = PipelineConfig(
+        corpora=tuple(corpora),
+        backbones=tuple(data.get("backbones", ())),
+        out=Path(data.get("out", "runs")),
+        device=str(data.get("device", "auto")),
+        seed=int(data.get("seed", 0)),
+        extract=_section(data, "extract", ExtractSettings, path),
+        heads=_section(data, "heads", HeadSettings, path),
+        attack=_section(data, "attack", AttackSettings, path),
+        scale=str(profile.get("scale", "paper")),
+    )
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """One stage's outcome, for progress display and the run summary."""
+
+    corpus: str
+    stage: str
+    status: str  # "start" | "done" | "skipped" | "failed"
+    backbone: str | None = None
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class PipelineResult:
+    config: PipelineConfig
+    events: list[StageEvent] = field(default_factory=list)
+    reports: dict[str, Path] = field(default_factory=dict)  # corpus → report.html
+    radars: dict[str, Path] = field(default_factory=dict)  # corpus → overlay radar PNG
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> list[StageEvent]:
+        return [e for e in self.events if e.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all stages fine; 3 some stage failed (the others still ran)."""
+        return 3 if self.failures else 0
+
+
+class _Ledger:
+    """``stages.json``: the inputs each finished stage was run with."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, Any] = read_json(path) if path.is_file() else {}
+
+    @staticmethod
+    def key(inputs: Mapping[str, Any]) -> str:
+        text = json.dumps(inputs, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def is_done(self, stage_id: str, inputs: Mapping[str, Any], outputs: Sequence[Path]) -> bool:
+        entry = self.entries.get(stage_id)
+        return bool(
+            entry and entry.get("key") == self.key(inputs) and all(p.exists() for p in outputs)
+        )
+
+    def mark(self, stage_id: str, inputs: Mapping[str, Any]) -> None:
+        self.entries[stage_id] = {"key": self.key(inputs), "inputs": inputs, "finished": time.time()}
+        write_json(self.path, self.entries)
+
+
+Notify = Callable[[StageEvent], None]
+
+
+def _manifest_for(source: CorpusSource, corpus_dir: Path):
+    from trustser.corpora import prepare_corpus
+    from trustser.manifest import read_manifest, write_manifest
+
+    target = corpus_dir / "manifest.jsonl"
+    if source.manifest is not None:
+        manifest = read_manifest(source.manifest)
+        write_manifest(manifest, target)
+        return manifest, target
+    return prepare_corpus(source.name, source.root, target), target
+
+
+def _group_provenance(store: Path, backbone: str) -> dict[str, Any]:
+    from trustser.store import open_store
+
+    group = open_store(store).group(backbone)
+    return {
+        "provenance": {k: v for k, v in group.provenance.items() if k not in ("created", "versions")},
+        "num_done": len(group.ids),
+    }
+
+
+def _run_stage(
+    result: PipelineResult,
+    notify: Notify,
+    corpus: str,
+    stage: str,
+    backbone: str | None,
+    action: Callable[[], str],
+) -> bool:
+    """Run one stage, recording success or failure without stopping the other backbones."""
+    start = time.perf_counter()
+    notify(StageEvent(corpus, stage, "start", backbone))
+    try:
+        detail = action()
+    except TrustSERError as error:
+        event = StageEvent(corpus, stage, "failed", backbone, time.perf_counter() - start, str(error))
+        result.events.append(event)
+        notify(event)
+        return False
+    status = "skipped" if detail.startswith("up to date") else "done"
+    event = StageEvent(corpus, stage, status, backbone, time.perf_counter() - start, detail)
+    result.events.append(event)
+    notify(event)
+    return True
+
+
+def run_pipeline(config: PipelineConfig, *, notify: Notify | None = None, progress: bool = True) -> PipelineResult:
+    """Run every stage for every corpus and backbone; a failing backbone does not stop the rest."""
+    from trustser.attacks.runner import run_attack
+    from trustser.cost import run_cost
+    from trustser.extract import extract
+    from trustser.heads.training import fit_heads
+    from trustser.profile import run_profile
+
+    notify = notify or (lambda event: None)
+    result = PipelineResult(config=config)
+    started = time.perf_counter()
+    for source in config.corpora:
+        corpus_dir = config.out / source.name
+        corpus_dir.mkdir(parents=True, exist_ok=True)
+        layout = RunLayout(corpus_dir)
+        store = corpus_dir / "cache.zarr"
+        ledger = _Ledger(corpus_dir / "stages.json")
+        state: dict[str, Any] = {}
+
+        def prepare() -> str:
+            manifest, path = _manifest_for(source, corpus_dir)
+            state["manifest"] = manifest
+            return f"{len(manifest)} utterances, {len(manifest.folds)} folds → {path}"
+
+        if not _run_stage(result, notify, source.name, "prepare", None, prepare):
+            continue
+
+        ready: list[str] = []
+        for backbone in config.backbones:
+
+            def do_extract(backbone: str = backbone) -> str:
+                options = asdict(config.extract)
+                options = {k: v for k, v in options.items() if v is not None}
+                summary = extract(
+                    state["manifest"], store, backbone, device=config.device, progress=progress, **options
+                )
+                if summary.pending:
+                    raise _StageError(f"{summary.pending} clips still pending after extraction")
+                skipped = f", {len(summary.skipped)} skipped (bad audio)" if summary.skipped else ""
+                if summary.clips_written == 0:
+                    return f"up to date: {summary.done} clips in the store{skipped}"
+                return f"{summary.clips_written} clips extracted in {summary.wall_seconds:.0f} s{skipped}"
+
+            if _run_stage(result, notify, source.name, "extract", backbone, do_extract):
+                ready.append(backbone)
+
+        for backbone in ready:
+            group_name = _group_name(store, backbone)
+            heads_inputs = {
+                **_group_provenance(store, group_name),
+                "heads": asdict(config.heads),
+                "seed": config.seed,
+            }
+
+            def do_heads(group_name: str = group_name, inputs: dict = heads_inputs) -> str:
+                outputs = [layout.head_dir(group_name, t) / "metrics.json" for t in config.heads.tasks]
+                if ledger.is_done(f"heads:{group_name}", inputs, outputs):
+                    return "up to date"
+                fit = fit_heads(
+                    store,
+                    group_name,
+                    task=",".join(config.heads.tasks),
+                    runs=corpus_dir,
+                    epochs=config.heads.epochs,
+                    hidden=config.heads.hidden,
+                    lr=config.heads.lr,
+                    batch_size=config.heads.batch_size,
+                    dropout=config.heads.dropout,
+                    pooling=config.heads.pooling,
+                    device=config.device,
+                    seed=config.seed,
+                )
+                ledger.mark(f"heads:{group_name}", inputs)
+                return ", ".join(_task_summary(t) for t in fit.tasks)
+
+            if not _run_stage(result, notify, source.name, "heads", group_name, do_heads):
+                continue
+
+            for method in config.attack.methods:
+                attack_inputs = {
+                    **heads_inputs,
+                    "attack": {**asdict(config.attack), "methods": [method]},
+                }
+
+                def do_attack(method: str = method, group_name: str = group_name, inputs: dict = attack_inputs) -> str:
+                    outputs = [
+                        layout.attack_dir(group_name, method, snr) / "summary.json"
+                        for snr in config.attack.snr
+                    ]
+                    if ledger.is_done(f"attack-{method}:{group_name}", inputs, outputs):
+                        return "up to date"
+                    run = run_attack(
+                        store,
+                        group_name,
+                        runs=corpus_dir,
+                        method=method,
+                        snr_db=list(config.attack.snr),
+                        device=config.device,
+                        batch_size=config.attack.batch_size,
+                        steps=config.attack.steps,
+                        save_audio=config.attack.save_audio,
+                        seed=config.seed,
+                        progress=progress,
+                    )
+                    ledger.mark(f"attack-{method}:{group_name}", inputs)
+                    return ", ".join(
+                        f"{r.snr_db:g} dB ASR {_percent(r.asr_mean)}" for r in run.results
+                    )
+
+                _run_stage(result, notify, source.name, f"attack-{method}", group_name, do_attack)
+
+            def do_cost(group_name: str = group_name, inputs: dict = heads_inputs) -> str:
+                cost_inputs = {"provenance": inputs["provenance"], "device": config.device}
+                if ledger.is_done(f"cost:{group_name}", cost_inputs, [layout.cost_path(group_name)]):
+                    return "up to date"
+                report, _ = run_cost(group_name, runs=corpus_dir, device=config.device)
+                ledger.mark(f"cost:{group_name}", cost_inputs)
+                return _cost_summary(report)
+
+            _run_stage(result, notify, source.name, "cost", group_name, do_cost)
+
+        def do_profile() -> str:
+            profile, files = run_profile(
+                corpus_dir,
+                corpus_dir / "report",
+                store=str(store),
+                scale=config.scale,
+                attack=config.profile_attack,
+            )
+            html = files.get("html") or files.get("report")
+            if html is not None:
+                result.reports[source.name] = Path(html)
+            radar = files.get("overlay_png") or files.get("radar_png")
+            if radar is not None:
+                result.radars[source.name] = Path(radar)
+            return f"{len(profile.backbones)} backbone(s) → {corpus_dir / 'report'}"
+
+        if ready:
+            _run_stage(result, notify, source.name, "profile", None, do_profile)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _StageError(TrustSERError, RuntimeError):
+    """A stage finished but left its outputs incomplete."""
+
+
+def _group_name(store: Path, backbone: str) -> str:
+    """The store group a backbone spec was extracted into (its registry name)."""
+    from trustser.store import open_store
+
+    names = list(open_store(store).backbones)
+    if backbone in names:
+        return backbone
+    from trustser.backbones import resolve_spec
+
+    name = resolve_spec(backbone).name
+    if name in names:
+        return name
+    raise _StageError(f"store {store} has no group for backbone {backbone!r} (groups: {names})")
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _task_summary(task_result: Any) -> str:
+    metrics = task_result.metrics
+    key = "test_uar_mean" if "test_uar_mean" in metrics else "test_accuracy_mean"
+    return f"{task_result.task} {key.split('_')[1].upper()} {metrics[key]:.3f}"
+
+
+def _cost_summary(report: Any) -> str:
+    data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    macs = data.get("macs") or data.get("total_macs")
+    params = data.get("params_backbone") or data.get("backbone_parameters")
+    parts = []
+    if params:
+        parts.append(f"{params / 1e6:.1f} M params")
+    if macs:
+        parts.append(f"{macs / 1e9:.2f} GMACs / 6 s")
+    return ", ".join(parts) or "measured"
