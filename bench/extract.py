@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         model = load_backbone(spec, device=device)
         load_seconds = time.perf_counter() - start
         # Best of two, so shape-specific kernel set-up (paid once per shape) is not charged to it.
-        forward = min(forward_only(model, waves, batch_seconds=args.batch_seconds, device=device) for _ in range(2))
+        forward = min(
+            forward_only(model, waves, batch_seconds=args.batch_seconds, device=device)
+            for _ in range(2)
+        )
         runs = [("none", "float16")] + (
             [("zstd", "float16")] if args.codec_compare and index == 0 else []
         )

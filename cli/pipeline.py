@@ -1,7 +1,118 @@
-"""Top-level `trustser` commands of the pipeline area."""
+"""`trustser run` (the whole pipeline) and `trustser demo` (the offline default)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from trustser.cli._common import console, user_errors
 
 app = typer.Typer()
+
+_STATUS_STYLE = {"done": "green", "skipped": "dim", "failed": "bold red"}
+
+
+def _show(event) -> None:
+    """Print one line per finished stage (the stages show their own progress bars)."""
+    if event.status == "start":
+        what = f"{event.stage} {event.backbone}" if event.backbone else event.stage
+        console.print(f"[bold]{event.corpus}[/] · {what} …", highlight=False)
+        return
+    style = _STATUS_STYLE.get(event.status, "")
+    what = f"{event.stage} {event.backbone}" if event.backbone else event.stage
+    console.print(
+        f"  [{style}]{event.status}[/] {what} ({event.seconds:.0f} s): {event.detail}",
+        highlight=False,
+    )
+
+
+def _summary(result) -> None:
+    table = Table(title="trustser run", show_lines=False)
+    for column in ("corpus", "stage", "backbone", "status", "seconds"):
+        table.add_column(column)
+    for event in result.events:
+        style = _STATUS_STYLE.get(event.status, "")
+        table.add_row(
+            event.corpus,
+            event.stage,
+            event.backbone or "",
+            f"[{style}]{event.status}[/]",
+            f"{event.seconds:.0f}",
+        )
+    console.print(table)
+    for corpus, path in result.reports.items():
+        console.print(f"[bold]{corpus}[/] trust profile: {path}", highlight=False)
+    for corpus, path in result.radars.items():
+        console.print(f"[bold]{corpus}[/] radar chart:   {path}", highlight=False)
+    if result.failures:
+        console.print(f"[bold red]{len(result.failures)} stage(s) failed[/]; see above.")
+
+
+@app.command("run")
+def run(
+    corpus: Annotated[
+        list[str] | None, typer.Option("--corpus", help="Corpus name (repeatable), e.g. emodb.")
+    ] = None,
+    root: Annotated[
+        list[Path] | None, typer.Option("--root", help="Corpus root, one per --corpus.")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="A prepared manifest instead of --corpus/--root.")
+    ] = None,
+    backbone: Annotated[
+        list[str] | None, typer.Option("--backbone", "-b", help="Backbone name or spec (repeatable).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory [default: runs].")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file listing corpora, backbones, settings.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for every random choice.")] = None,
+) -> None:
+    """Prepare → extract → heads → attack → cost → profile; finished stages are skipped."""
+    from trustser.pipeline import CorpusSource, PipelineConfig, load_config, run_pipeline
+
+    with user_errors():
+        if config is not None:
+            cfg = load_config(config, out=out, device=device, seed=seed)
+        else:
+            sources = []
+            if manifest is not None:
+                from trustser.manifest import read_manifest
+
+                name = read_manifest(manifest, check=False).corpus
+                sources.append(CorpusSource(name=name, manifest=str(manifest)))
+            names, roots = list(corpus or []), list(root or [])
+            if len(names) != len(roots):
+                raise ValueError(
+                    f"give one --root per --corpus (got {len(names)} corpora, {len(roots)} roots)."
+                )
+            sources += [CorpusSource(name=n, root=str(r)) for n, r in zip(names, roots)]
+            cfg = PipelineConfig(
+                corpora=tuple(sources),
+                backbones=tuple(backbone or ()),
+                out=out or Path("runs"),
+                device=device or "auto",
+                seed=seed or 0,
+            )
+        result = run_pipeline(cfg, notify=_show)
+    _summary(result)
+    raise typer.Exit(code=result.exit_code)
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("runs/demo"),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for the corpus and every stage.")] = 0,
+) -> None:
+    """Synthesise the demo corpus and profile the offline Whisper tiny.en on it, end to end."""
+    from trustser.demo import run_demo
+
+    with user_errors():
+        result = run_demo(out, device=device, seed=seed, notify=_show)
+    _summary(result)
+    raise typer.Exit(code=result.exit_code)

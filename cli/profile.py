@@ -54,7 +54,7 @@ def _render_cost(report: CostReport, path: Path | None) -> None:
             "fvcore, eager attention (1 MAC = 1 multiply–add)",
         ),
         ("  of which attention", f"{report.attention_macs / 1e9:.3f}", "QKᵀ and AV products"),
-        ("head GMACs", f"{report.head_macs / 1e9:.4f}", "layer mix, 1×1 convs, classifier"),
+        ("head GMACs", f"{report.head_macs / 1e9:.4f}", "1×1 convs and classifier"),
         ("total GMACs", f"{report.gmacs:.3f}", "the profile's sustainability axis"),
         (
             "GFLOPs (torch)",

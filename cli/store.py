@@ -47,12 +47,10 @@ def verify(
     ] = False,
 ) -> None:
     """Check that every planned clip is present; exit 0 when complete, 1 when clips are missing."""
-    from trustser.manifest import read_manifest
     from trustser.store.verify import verify_store
 
     with user_errors():
-        loaded = None if manifest is None else read_manifest(manifest, check_files=False)
-        report = verify_store(store, backbones=backbone, manifest=loaded, deep=deep)
+        report = verify_store(store, backbones=backbone, manifest=manifest, deep=deep)
     table = Table(title=f"store {store}")
     for column in ("group", "planned", "done", "skipped", "missing", "not extracted", "status"):
         table.add_column(column, justify="left" if column in ("group", "status") else "right")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trustser.manifest import Manifest
+from trustser.manifest import Manifest, read_manifest
 from trustser.store.format import StoreError
 from trustser.store.reader import Part, StoreGroup, open_store
 
@@ -129,10 +129,16 @@ def verify_store(
     path: str | os.PathLike,
     *,
     backbones: Sequence[str] | None = None,
-    manifest: Manifest | None = None,
+    manifest: Manifest | str | os.PathLike | None = None,
     deep: bool = False,
 ) -> VerifyReport:
-    """Check completeness (and with ``deep``, the data) of the named groups (default: all)."""
+    """Check completeness (and with ``deep``, the data) of the named groups (default: all).
+
+    With ``manifest`` (a ``Manifest`` or a manifest file), also list its clips that no group
+    part planned, and restrict the missing clips to its ids.
+    """
+    if manifest is not None and not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest, check_files=False)
     store = open_store(path)
     names = list(backbones) if backbones else store.backbones
     if not names:

@@ -199,32 +199,43 @@ class UnitBuffer:
         return index
 
     def put(self, utt_id: str, hidden: Any) -> None:
-        """Store ``hidden`` (``[L, T, D]``, numpy or torch) as the clip's features."""
-        index = self._index(utt_id)
+        """Store ``hidden`` (``[L, T, D]``, numpy or torch) as the clip's features.
+
+        Checks the shape against the plan, refuses NaN/inf, and refuses values beyond the
+        float16 range when the group stores float16; the time-mean is taken in float32.
+        """
         if hasattr(hidden, "detach"):
             hidden = hidden.detach().to("cpu").float().numpy()
         hidden = np.asarray(hidden, dtype=np.float32)
-        frames = int(self.part.num_frames[index])
-        expected = (self.block.shape[1], frames, self.block.shape[2])
-        if hidden.shape != expected:
-            raise ValueError(
-                f"features of {utt_id!r} have shape {hidden.shape}, planned {expected} [L, T, D]; "
-                "the backbone's frame_count() disagrees with its output."
-            )
+        if hidden.ndim != 3:
+            raise ValueError(f"features of {utt_id!r} must be [L, T, D], got shape {hidden.shape}")
         if not np.isfinite(hidden).all():
             raise ValueError(f"features of {utt_id!r} contain NaN or inf; skip the clip instead.")
-        if (
-            self.block.dtype == np.float16
-            and hidden.size
-            and float(np.abs(hidden).max()) > FLOAT16_MAX
-        ):
+        peak = float(np.abs(hidden).max()) if hidden.size else 0.0
+        self.put_rows(utt_id, hidden.transpose(1, 0, 2), hidden.mean(axis=1), peak=peak)
+
+    def put_rows(self, utt_id: str, rows: np.ndarray, mean: np.ndarray, *, peak: float) -> None:
+        """Store frames already laid out as rows ``[T, L, D]`` plus their float32 time-mean.
+
+        The fast path for extraction, which transposes, casts and averages on the device;
+        ``peak`` is ``max |x|`` of the clip's real frames before any cast.
+        """
+        index = self._index(utt_id)
+        frames = int(self.part.num_frames[index])
+        expected = (frames, self.block.shape[1], self.block.shape[2])
+        if tuple(rows.shape) != expected:
+            raise ValueError(
+                f"features of {utt_id!r} have shape {tuple(rows.shape)}, planned {expected} [T, L, D]; "
+                "the backbone's frame_count() disagrees with its output."
+            )
+        if self.block.dtype == np.float16 and peak > FLOAT16_MAX:
             raise StoreError(
-                f"features of {utt_id!r} reach |x| = {float(np.abs(hidden).max()):.4g}, beyond the "
-                f"float16 range ({FLOAT16_MAX:g}); extract this backbone with --dtype float32."
+                f"features of {utt_id!r} reach |x| = {peak:.4g}, beyond the float16 range "
+                f"({FLOAT16_MAX:g}); extract this backbone with --dtype float32."
             )
         start = int(self.part.offsets[index]) - self.base_row
-        self.block[start : start + frames] = hidden.transpose(1, 0, 2)
-        self.means[index - self.clips.start] = hidden.mean(axis=1)
+        self.block[start : start + frames] = rows
+        self.means[index - self.clips.start] = mean
         self.state[utt_id] = None
 
     def skip(self, utt_id: str, reason: str) -> None:
@@ -246,8 +257,8 @@ class StoreWriter:
         self,
         path: str | os.PathLike,
         name: str,
-        provenance: Mapping[str, Any],
         *,
+        provenance: Mapping[str, Any],
         durable: bool = True,
     ) -> None:
         missing = [k for k in PROVENANCE_REQUIRED if k not in provenance]

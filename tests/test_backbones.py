@@ -265,3 +265,15 @@ def test_hf_directory_with_a_non_speech_model_is_refused(tmp_path):
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
     with pytest.raises(UnknownBackboneError, match="'bert' is not a supported speech encoder"):
         load_backbone(f"hf:{tmp_path}", device="cpu")
+
+
+def test_adapter_checkpoints_are_refused():
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from trustser.backbones import BackboneError
+    from trustser.backbones.tiny import tiny_config
+    from trustser.backbones.wav2vec2 import Wav2Vec2StyleBackbone
+
+    config = Wav2Vec2Config(**tiny_config("wav2vec2"), add_adapter=True, output_hidden_size=32)
+    with pytest.raises(BackboneError, match="add_adapter"):
+        Wav2Vec2StyleBackbone(Wav2Vec2Model(config), resolve_spec("tiny:wav2vec2"), normalize=False)

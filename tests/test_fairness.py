@@ -55,11 +55,13 @@ def test_per_class_rates_match_hand_computation():
 
 def test_aggregates_over_classes():
     assert equalized_odds_difference(Y_TRUE, Y_PRED, GROUPS) == pytest.approx(1.0)
-    assert equalized_odds_difference(Y_TRUE, Y_PRED, GROUPS, aggregate="mean") == pytest.approx(5 / 9)
+    assert equalized_odds_difference(Y_TRUE, Y_PRED, GROUPS, aggregate="mean") == pytest.approx(
+        5 / 9
+    )
     assert statistical_parity_difference(Y_TRUE, Y_PRED, GROUPS) == pytest.approx(1 / 3)
-    assert statistical_parity_difference(
-        Y_TRUE, Y_PRED, GROUPS, aggregate="mean"
-    ) == pytest.approx(2 / 9)
+    assert statistical_parity_difference(Y_TRUE, Y_PRED, GROUPS, aggregate="mean") == pytest.approx(
+        2 / 9
+    )
     with pytest.raises(MetricError, match="aggregate='median'"):
         equalized_odds_difference(Y_TRUE, Y_PRED, GROUPS, aggregate="median")
 

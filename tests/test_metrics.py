@@ -31,7 +31,9 @@ def test_performance_by_hand():
     assert macro_f1_score(Y_TRUE, Y_PRED) == pytest.approx((2 / 3 + 4 / 7 + 3 / 4) / 3)
     # and the same as scikit-learn where both are defined
     assert uar_score(Y_TRUE, Y_PRED) == pytest.approx(balanced_accuracy_score(Y_TRUE, Y_PRED))
-    assert macro_f1_score(Y_TRUE, Y_PRED) == pytest.approx(f1_score(Y_TRUE, Y_PRED, average="macro"))
+    assert macro_f1_score(Y_TRUE, Y_PRED) == pytest.approx(
+        f1_score(Y_TRUE, Y_PRED, average="macro")
+    )
 
 
 def test_confusion_normalisation_and_summary():

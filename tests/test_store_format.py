@@ -92,7 +92,7 @@ def toy(tmp_path: Path):
     rng = np.random.default_rng(0)
     utts = utterances("a", list(rng.uniform(0.3, 2.0, size=13).round(3)))
     manifest = make_manifest("toy", utts)
-    writer = StoreWriter(tmp_path / "s.zarr", "fake", PROVENANCE, durable=False)
+    writer = StoreWriter(tmp_path / "s.zarr", "fake", provenance=PROVENANCE, durable=False)
     parts = writer.add_manifest(manifest, frame_count=frame_count, shard_mb=0.001)
     fill(writer, parts, skip={"a004"})
     return tmp_path / "s.zarr", manifest
@@ -259,17 +259,17 @@ def test_a_group_never_mixes_configurations(toy):
         ("weights_sha256", "1" * 64),
     ):
         with pytest.raises(ProvenanceMismatchError, match=f"{key}: .* in the store, .* requested"):
-            StoreWriter(path, "fake", {**PROVENANCE, key: value})
+            StoreWriter(path, "fake", provenance={**PROVENANCE, key: value})
     StoreWriter(
-        path, "fake", {**PROVENANCE, "versions": {"torch": "other"}}
+        path, "fake", provenance={**PROVENANCE, "versions": {"torch": "other"}}
     )  # run facts are not compared
-    StoreWriter(path, "fake-30s", {**PROVENANCE, "window": "30s"})
+    StoreWriter(path, "fake-30s", provenance={**PROVENANCE, "window": "30s"})
     assert open_store(path).backbones == ["fake", "fake-30s"]
 
 
 def test_corpora_merge_by_id_and_the_latest_manifest_wins(toy):
     path, manifest = toy
-    writer = StoreWriter(path, "fake", PROVENANCE, durable=False)
+    writer = StoreWriter(path, "fake", provenance=PROVENANCE, durable=False)
     other = make_manifest("other", utterances("b", [0.5, 0.8, 1.1, 0.6]))
     fill(writer, writer.add_manifest(other, frame_count=frame_count, shard_mb=0.001))
     group = open_store(path).group("fake")
@@ -302,7 +302,7 @@ def test_corpora_merge_by_id_and_the_latest_manifest_wins(toy):
 
 def test_verify_reports_missing_units_and_damage(tmp_path: Path):
     manifest = make_manifest("toy", utterances("a", [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]))
-    writer = StoreWriter(tmp_path / "s.zarr", "fake", PROVENANCE, durable=False)
+    writer = StoreWriter(tmp_path / "s.zarr", "fake", provenance=PROVENANCE, durable=False)
     parts = writer.add_manifest(manifest, frame_count=frame_count, shard_mb=0.0003)
     assert parts[0].num_units >= 3
     fill(writer, parts, units={0, 2})
@@ -331,10 +331,12 @@ def test_fast_shard_reads_equal_zarr_reads_and_check_the_index(toy, tmp_path: Pa
     group = open_store(path).group("fake")
     for part in group.parts:
         assert part._raw is not None  # uncompressed: the direct shard reader is used
-        for index, utt in enumerate(part.ids):
+        for index in range(len(part.ids)):
             start, count = int(part.offsets[index]), int(part.num_frames[index])
             np.testing.assert_array_equal(part.rows(index), part.emb[start : start + count])
-    zstd = StoreWriter(tmp_path / "z.zarr", "fake", {**PROVENANCE, "codec": "zstd"}, durable=False)
+    zstd = StoreWriter(
+        tmp_path / "z.zarr", "fake", provenance={**PROVENANCE, "codec": "zstd"}, durable=False
+    )
     fill(
         zstd,
         zstd.add_manifest(

@@ -59,7 +59,7 @@ class StoreMachine(RuleBasedStateMachine):
     @initialize(codec=st.sampled_from(["none", "zstd"]))
     def open_writer(self, codec: str) -> None:
         self.provenance = {**PROVENANCE, "codec": codec}
-        self.writer = StoreWriter(self.path, "model", self.provenance, durable=False)
+        self.writer = StoreWriter(self.path, "model", provenance=self.provenance, durable=False)
 
     def teardown(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -166,7 +166,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def reopen_writer(self) -> None:
-        self.writer = StoreWriter(self.path, "model", self.provenance, durable=False)
+        self.writer = StoreWriter(self.path, "model", provenance=self.provenance, durable=False)
         assert not list((self.path / "model").glob(f".tmp-*-{DEAD_PID}-*"))
 
     # -- the reader must show exactly the model ----------------------------------------

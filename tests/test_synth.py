@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from trustser.cli.main import app
 from trustser.corpora import synth
 from trustser.corpora._common import CorpusLayoutError
-from trustser.manifest import GENDERS
+from trustser.manifest import GENDERS, ManifestError
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"
@@ -149,9 +149,11 @@ def test_manifest_is_valid_balanced_and_speaker_independent(corpus, tmp_path):
     # prepare(root, out) writes a copy and reuses it afterwards
     copy = synth.prepare(corpus, tmp_path / "m.jsonl")
     assert copy.checksum() == manifest.checksum()
-    assert (
-        synth.prepare(tmp_path / "nowhere", tmp_path / "m.jsonl").checksum() == manifest.checksum()
-    )
+    stamp = (tmp_path / "m.jsonl").stat().st_mtime_ns
+    assert synth.prepare(corpus, tmp_path / "m.jsonl").root == str(corpus.resolve())
+    assert (tmp_path / "m.jsonl").stat().st_mtime_ns == stamp
+    with pytest.raises(ManifestError, match="overwrite"):
+        synth.prepare(tmp_path / "elsewhere", tmp_path / "m.jsonl")
     with pytest.raises(CorpusLayoutError, match="trustser data synth"):
         synth.prepare(tmp_path / "nowhere")
 

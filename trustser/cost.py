@@ -15,9 +15,10 @@ Three kinds of number, each labelled for what it is:
   at a larger batch) of backbone + head on the current device, with the default attention kernel.
 
 Not counted in MACs (documented, and small): elementwise work (activations, softmax, residual
-adds, masking) and the FFT of log-mel / filterbank front ends (their filterbank matmuls *are*
-counted). Normalisation layers are reported separately as ``norm_macs`` (fvcore estimates them;
-torch's counter ignores them).
+adds, masking, the head's layer mix when computed elementwise: L·T·D, < 1 % of the head) and the
+FFT of log-mel / filterbank front ends (their filterbank matmuls *are* counted). Normalisation
+layers are reported separately as ``norm_macs`` (fvcore estimates them; torch's counter ignores
+them).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ _MATMUL_OPS = {"matmul", "bmm", "baddbmm", "einsum", "scaled_dot_product_attenti
 _ATTENTION_NAMES = ("attn", "attention")
 
 NOT_COUNTED = [
-    "elementwise operations (activations, softmax, residual additions, masking)",
+    "elementwise operations (activations, softmax, residual additions, masking, the head's "
+    "elementwise layer mix)",
     "the FFT of log-mel / filterbank front ends (Whisper, APC, TERA; their mel-filterbank matmuls are counted)",
     "normalisation layers are not in the MAC total; fvcore's estimate is listed as 'norm'",
 ]

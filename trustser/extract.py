@@ -391,7 +391,7 @@ def extract(
         "created": utc_now(),
     }
     name = group or model.spec.name
-    writer = StoreWriter(store_path, name, provenance)
+    writer = StoreWriter(store_path, name, provenance=provenance)
 
     parts: dict[str, Part] = {}
     by_id: dict[str, Utterance] = {}
@@ -499,6 +499,7 @@ def _run_units(
     show: bool,
     label: str,
 ) -> None:
+    store_dtype = getattr(torch, str(writer.provenance["dtype"]))
     units = [(part, unit, _unit_clips(part, unit, by_id, writer)) for part, unit in todo]
     total_clips = sum(len(c) for _, _, c in units)
     decoder = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="trustser-decode")
@@ -545,7 +546,7 @@ def _run_units(
                 )
                 for batch in batches:
                     members = [usable[i] for i in batch]
-                    _forward(model, members, buffer, stats, device=device)
+                    _forward(model, members, buffer, stats, device=device, dtype=store_dtype)
                     stats.clips += len(members)
                     stats.audio_seconds += sum(c.samples for c, _ in members) / sample_rate
                     elapsed = max(time.perf_counter() - started, 1e-9)
@@ -576,6 +577,7 @@ def _forward(
     stats: _Stats,
     *,
     device: torch.device,
+    dtype: torch.dtype,
 ) -> None:
     lengths = torch.tensor([c.samples for c, _ in members], dtype=torch.long)
     waves = torch.zeros(len(members), int(lengths.max()), dtype=torch.float32)
@@ -586,10 +588,22 @@ def _forward(
         hidden, frame_lengths = model(waves.to(device), lengths.to(device))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        hidden = hidden.float().to("cpu")
-    stats.forward_seconds += time.perf_counter() - start
+        stats.forward_seconds += time.perf_counter() - start
+        # On the device: mask the padding, take float32 means and peaks, lay frames out as
+        # [B, T, L, D] rows in the store dtype — the host then only copies contiguous rows.
+        hidden = hidden.float()
+        frames = frame_lengths.to(device=hidden.device, dtype=torch.long)
+        t_max = int(hidden.shape[2])
+        valid = (torch.arange(t_max, device=hidden.device)[None, :] < frames[:, None])[
+            :, None, :, None
+        ]
+        real = torch.where(valid, hidden, torch.zeros((), device=hidden.device))
+        finite = torch.isfinite(real).flatten(1).all(1).to("cpu").tolist()
+        clean = torch.nan_to_num(real, nan=0.0, posinf=0.0, neginf=0.0)
+        means = (clean.sum(2) / frames.clamp_min(1)[:, None, None].float()).to("cpu").numpy()
+        peaks = clean.abs().flatten(1).amax(1).to("cpu").tolist()
+        rows = clean.to(dtype).transpose(1, 2).contiguous().to("cpu").numpy()  # [B, T, L, D]
     frame_lengths = frame_lengths.to("cpu").tolist()
-    t_max = int(hidden.shape[2])
     for row, (clip, _) in enumerate(members):
         if int(frame_lengths[row]) != clip.frames:
             raise ExtractionError(
@@ -597,12 +611,11 @@ def _forward(
                 f"{clip.utterance.id!r} ({clip.samples} samples) but its frame_count() planned "
                 f"{clip.frames}; the backbone breaks its contract (report it)."
             )
-        features = hidden[row, :, : clip.frames]
-        if not bool(torch.isfinite(features).all()):
+        if not finite[row]:
             reason = "the backbone produced NaN or inf features for this clip"
             buffer.skip(clip.utterance.id, reason)
             stats.skipped[clip.utterance.id] = reason
             continue
-        buffer.put(clip.utterance.id, features.numpy())
+        buffer.put_rows(clip.utterance.id, rows[row, : clip.frames], means[row], peak=peaks[row])
         stats.frames += clip.frames
         stats.padded += t_max - clip.frames

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
+from trustser.backbones.errors import BackboneError
 
 __all__ = ["Wav2Vec2StyleBackbone", "conv_frame_count", "normalize_waveforms"]
 
@@ -57,6 +58,11 @@ class Wav2Vec2StyleBackbone(Backbone):
     def __init__(self, model: nn.Module, spec: BackboneSpec, *, normalize: bool) -> None:
         super().__init__()
         config = model.config
+        if getattr(config, "add_adapter", False):
+            raise BackboneError(
+                f"backbone {spec.name!r}: checkpoints with an output adapter (add_adapter=True) "
+                "change the frame rate and are not supported; use the encoder without it."
+            )
         self.spec = spec
         self.model = model
         self.normalize = normalize

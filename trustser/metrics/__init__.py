@@ -1,0 +1,11 @@
+"""Trust metrics as pure functions of label arrays (formulas in docs/metrics.md).
+
+One module per axis: :mod:`~trustser.metrics.performance` (UAR, weighted accuracy, macro-F1),
+:mod:`~trustser.metrics.fairness` (equalized odds, statistical parity, per-speaker spread),
+:mod:`~trustser.metrics.privacy` (attribute inference beside chance) and
+:mod:`~trustser.metrics.safety` (attack success rate). ``*_score`` is higher-is-better,
+``*_gap`` / ``*_difference`` lower-is-better; undefined cases follow an explicit ``undefined``
+policy (see :mod:`trustser.metrics._common`). Submodules are imported on use, not here.
+"""
+
+__all__ = ["fairness", "performance", "privacy", "safety"]
