@@ -81,7 +81,7 @@ def extract_command(
 ) -> None:
     """Extract every hidden layer of BACKBONE for the manifest(s) into the store (resumable).
 
-    Exit status: 0 all clips extracted, 3 some clips skipped (listed), 2 bad input, 130 interrupted.
+    Exit status: 0 no clip skipped, 3 some clips skipped (listed), 2 bad input, 130 interrupted.
     """
     from trustser.extract import extract
 

@@ -277,8 +277,8 @@ def _other_weights() -> FrameBackbone:
 
 
 # -- processes: kill -9 and concurrent ranks ---------------------------------------------------
-# The child imports everything, then waits for a line on stdin: imports of the next run overlap
-# the current one, which keeps these tests fast.
+# The child imports everything, then waits for a line on stdin: the runs' imports overlap each
+# other and the runs before them, which keeps these tests fast.
 SCRIPT = """
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("extract_helpers", {path!r})
@@ -350,12 +350,9 @@ def test_kill_9_at_random_points_then_resume_is_identical(corpus: Path, referenc
         ("units", rng.randint(total_units // 4 + 1, total_units // 2), signal.SIGINT),
         ("units", rng.randint(total_units // 2 + 1, total_units - 2), signal.SIGKILL),
     ]
-    spare = _spawn(tmp_path, path, corpus, sleep=0.02)
-    for number, (phase, target, sig) in enumerate(plans):
-        process = spare
+    ready = [_spawn(tmp_path, path, corpus, sleep=0.02) for _ in plans]  # import in parallel
+    for process, (phase, target, sig) in zip(ready, plans, strict=True):
         _go(process)
-        if number + 1 < len(plans):
-            spare = _spawn(tmp_path, path, corpus, sleep=0.02)
         if phase == "planning":
             running = _wait_for(lambda: (path / GROUP / "zarr.json").exists(), process)
         else:

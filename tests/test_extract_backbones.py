@@ -92,3 +92,19 @@ def test_emodb_clips_extract_with_folds(emodb_root: Path, tmp_path: Path):
     assert lengths.tolist() == expected
     batch = next(iter(group.batches(stored.ids, batch_size=4, shuffle=True, seed=0)))
     assert batch.hidden.shape[1:] == (model.num_layers, int(batch.lengths.max()), model.dim)
+
+
+def test_two_backbones_and_two_corpora_share_one_store(tmp_path: Path):
+    manifest = _corpus(tmp_path)
+    first = Manifest("one", manifest.utterances[:3])
+    second = Manifest("two", manifest.utterances[3:])
+    path = tmp_path / "shared.zarr"
+    for spec in ("tiny:whisper", "tiny:wav2vec2"):
+        summary = extract([first, second], path, spec, device="cpu", progress=False)
+        assert summary.complete and summary.done == len(manifest)
+    store = open_store(path)
+    assert store.backbones == ["tiny:wav2vec2", "tiny:whisper"]
+    assert len(list((path / "manifests").glob("*/zarr.json"))) == 2  # stored once, shared
+    for spec in store.backbones:
+        group = store.group(spec)
+        assert group.corpora == ["one", "two"] and group.manifest("two").ids == second.ids

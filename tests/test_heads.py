@@ -95,7 +95,7 @@ class FakeGroup:
         return self._manifest
 
     def frames(self, utterance_id: str) -> np.ndarray:
-        return self._features.clip(utterance_id).numpy().transpose(1, 0, 2)
+        return self._features.clip(utterance_id).numpy()
 
     def means(self, ids):
         return self._features.means(ids)
@@ -273,7 +273,7 @@ def test_head_ignores_padding_and_packed_forward_matches_padded():
     for row, clip in enumerate(clips):
         hidden[row, :, : len(clip)] = clip.transpose(0, 1)
     mask = torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]
-    packed = torch.cat(clips)
+    packed = torch.cat(clips).transpose(0, 1)  # [L, F, D]
     segments = torch.repeat_interleave(torch.arange(3), torch.tensor(lengths))
     for pooling in ("mean", "attention"):
         for normalize in (False, True):

@@ -123,6 +123,8 @@ def write_fake_runs(
                 "clean_accuracy": 0.7,
             }
             write_json(layout.attack_dir(backbone, method, 45) / "summary.json", summary)
+    probe = {"emotion_test_uar_mean": 0.9, "gender_test_accuracy_mean": 0.99, "other": "x"}
+    write_json(layout.probe_dir(backbone) / "metrics.json", probe)
     if cost:
         report = CostReport(
             backbone=backbone,
@@ -183,6 +185,7 @@ def test_collect_reads_every_axis(tmp_path):
     assert entry.privacy["speaker"]["chance_uniform"] == pytest.approx(0.25)
     assert entry.safety["noise_asr"] == pytest.approx(0.05)
     assert entry.safety["adversarial_excess"] == pytest.approx(0.70)
+    assert entry.probe == {"emotion_test_uar_mean": 0.9, "gender_test_accuracy_mean": 0.99}
     # paper scale: UAR 0.50 → 0.75, gender acc 1.00 → 0.85, ASR 1.00 → 0.40, log GMAC 100 → 1
     expected_perf = min(1.0, max(0.0, (entry.raw["performance"] - 0.5) / 0.25))
     assert entry.scores["performance"] == pytest.approx(expected_perf)
@@ -298,6 +301,7 @@ def test_run_profile_writes_every_output(tmp_path):
     markdown = (out / "profile.md").read_text()
     assert "| backbone | Performance | Privacy | Safety | Fairness | Sustainability |" in markdown
     assert "run `trustser cost --backbone tiny:wav2vec2" in markdown
+    assert "| 99.0 |" in markdown  # the linear-probe gender accuracy beside the head's
     page = (out / "report.html").read_text()
     assert page.count("data:image/svg+xml;base64,") == 4  # overlay + one per backbone
     assert "http://" not in page.replace("http://www.w3.org", "") and "<script" not in page

@@ -529,36 +529,41 @@ def _run_units(
                 part, unit, clips, futures = pending.popleft()
                 submit_next()
                 buffer = writer.buffer(part, unit)
-                decoded = [f.result() for f in futures]
-                usable = []
-                for clip, (wave, reason) in zip(clips, decoded, strict=True):
-                    if wave is None:
-                        buffer.skip(clip.utterance.id, reason or "unreadable")
-                        stats.skipped[clip.utterance.id] = reason or "unreadable"
-                    else:
-                        usable.append((clip, wave))
+                # Batches are planned from the plan's lengths, so the first batch computes as
+                # soon as its own clips are decoded; a clip that fails to decode drops out.
+                planned = [i for i, c in enumerate(clips) if c.plan_reason is None]
                 batches = length_batches(
-                    [c.samples for c, _ in usable],
-                    [c.frames for c, _ in usable],
+                    [clips[i].samples for i in planned],
+                    [clips[i].frames for i in planned],
                     batch_samples=batch_samples,
                     max_padding=max_padding,
                     equal_lengths=not model.masks_padding,
                 )
+                for index, clip in enumerate(clips):
+                    if clip.plan_reason is not None:
+                        _skip(buffer, stats, clip, futures[index].result()[1] or clip.plan_reason)
                 for batch in batches:
-                    members = [usable[i] for i in batch]
-                    _forward(model, members, buffer, stats, device=device, dtype=store_dtype)
-                    stats.clips += len(members)
-                    stats.audio_seconds += sum(c.samples for c, _ in members) / sample_rate
+                    members = []
+                    for index in (planned[b] for b in batch):
+                        wave, reason = futures[index].result()
+                        if wave is None:
+                            _skip(buffer, stats, clips[index], reason or "unreadable")
+                        else:
+                            members.append((clips[index], wave))
+                    if members:
+                        _forward(model, members, buffer, stats, device=device, dtype=store_dtype)
+                        stats.clips += len(members)
+                        stats.audio_seconds += sum(c.samples for c, _ in members) / sample_rate
                     elapsed = max(time.perf_counter() - started, 1e-9)
                     progress.update(
                         task,
-                        advance=len(members),
+                        advance=len(batch),
                         clips_rate=stats.clips / elapsed,
                         audio_rate=stats.audio_seconds / elapsed,
                     )
-                skipped_here = len(clips) - len(usable)
-                if skipped_here:
-                    progress.update(task, advance=skipped_here)
+                unplanned = len(clips) - len(planned)
+                if unplanned:
+                    progress.update(task, advance=unplanned)
                 committer.submit(buffer)
                 stats.units += 1
             committer.finish()
@@ -568,6 +573,11 @@ def _run_units(
         decoder.shutdown(wait=False, cancel_futures=True)
         if not finished:
             committer.abandon()
+
+
+def _skip(buffer: UnitBuffer, stats: _Stats, clip: _Clip, reason: str) -> None:
+    buffer.skip(clip.utterance.id, reason)
+    stats.skipped[clip.utterance.id] = reason
 
 
 def _forward(
@@ -598,11 +608,14 @@ def _forward(
             :, None, :, None
         ]
         real = torch.where(valid, hidden, torch.zeros((), device=hidden.device))
-        finite = torch.isfinite(real).flatten(1).all(1).to("cpu").tolist()
-        clean = torch.nan_to_num(real, nan=0.0, posinf=0.0, neginf=0.0)
-        means = (clean.sum(2) / frames.clamp_min(1)[:, None, None].float()).to("cpu").numpy()
-        peaks = clean.abs().flatten(1).amax(1).to("cpu").tolist()
-        rows = clean.to(dtype).transpose(1, 2).contiguous().to("cpu").numpy()  # [B, T, L, D]
+        low, high = real.flatten(1).aminmax(dim=1)  # NaN propagates: a NaN clip has a NaN peak
+        peak = torch.maximum(low.abs(), high.abs())
+        finite = torch.isfinite(peak)
+        if not bool(finite.all()):
+            real = torch.nan_to_num(real, nan=0.0, posinf=0.0, neginf=0.0)
+        means = (real.sum(2) / frames.clamp_min(1)[:, None, None].float()).to("cpu").numpy()
+        finite, peaks = finite.to("cpu").tolist(), peak.to("cpu").tolist()
+        rows = real.to(dtype).transpose(1, 2).contiguous().to("cpu").numpy()  # [B, T, L, D]
     frame_lengths = frame_lengths.to("cpu").tolist()
     for row, (clip, _) in enumerate(members):
         if int(frame_lengths[row]) != clip.frames:

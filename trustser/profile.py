@@ -222,6 +222,7 @@ class BackboneProfile:
     privacy: dict[str, Any] | None = None
     safety: dict[str, Any] | None = None
     sustainability: dict[str, Any] | None = None
+    probe: dict[str, float] | None = None  # linear probes on time-means: a reference attacker
     raw: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(AXES))
     scores: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(AXES))
     clipped: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(AXES, False))
@@ -725,6 +726,12 @@ def collect_backbone(
             done = ", ".join(f"{a['method']} at {a['snr_db']:g} dB" for a in attacks)
             entry.notes.append(f"safety: attacks found ({done}) but not {method} at {snr:g} dB.")
 
+    probe = _maybe_json(layout.probe_dir(display) / "metrics.json")
+    if probe is not None:
+        keys = ("emotion_test_uar_mean", "gender_test_accuracy_mean", "speaker_test_accuracy_mean")
+        found = {k: float(probe[k]) for k in keys if isinstance(probe.get(k), (int, float))}
+        entry.probe = found or None
+
     cost_path = layout.cost_path(display)
     if cost_path.is_file():
         cost = read_cost(cost_path)
@@ -890,6 +897,7 @@ def _rows(profile: Profile) -> list[dict[str, Any]]:
                 "gender_accuracy": b.raw.get("privacy"),
                 "gender_uar": gender.get("uar"),
                 "gender_chance_majority": gender.get("chance_majority"),
+                "gender_accuracy_probe": (b.probe or {}).get("gender_test_accuracy_mean"),
                 "speaker_id_accuracy": speaker.get("accuracy"),
                 "speaker_id_chance_uniform": speaker.get("chance_uniform"),
                 "asr": b.raw.get("safety"),
@@ -962,6 +970,7 @@ def profile_to_markdown(profile: Profile) -> str:
             "speaker UAR min–max %",
             "gender acc. %",
             "gender chance %",
+            "gender acc. (linear probe) %",
             "speaker-ID acc. %",
             "speaker chance %",
             f"{attack['method'].upper()} {attack['snr_db']:g} dB ASR %",
@@ -1014,6 +1023,7 @@ def _md_raw_row(b: BackboneProfile) -> list[str]:
         f"{_pct(spread['min'])}–{_pct(spread['max'])}" if spread else "–",
         _pct(b.raw.get("privacy"), gender.get("accuracy_std")),
         _pct(gender.get("chance_majority")),
+        _pct((b.probe or {}).get("gender_test_accuracy_mean")),
         _pct(speaker.get("accuracy")),
         _pct(speaker.get("chance_uniform")),
         _pct(b.raw.get("safety")),

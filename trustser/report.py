@@ -195,6 +195,7 @@ def _privacy(profile: Profile) -> str:
                 _pct(b.raw.get("privacy"), g.get("accuracy_std")),
                 _pct(g.get("uar")),
                 f"{_pct(g.get('chance_majority'))} / {_pct(g.get('chance_uniform'))}",
+                _pct((b.probe or {}).get("gender_test_accuracy_mean")),
                 _pct(s.get("accuracy")),
                 f"{_pct(s.get('chance_majority'))} / {_pct(s.get('chance_uniform'))}",
             ]
@@ -204,10 +205,16 @@ def _privacy(profile: Profile) -> str:
         "gender acc. %",
         "gender UAR %",
         "gender chance % (majority / 1/K)",
+        "gender acc., linear probe %",
         "speaker-ID acc. %",
         "speaker chance % (majority / 1/K)",
     ]
-    return _table(header, rows)
+    return _table(header, rows) + (
+        '<p class="note">The privacy axis uses the trained gender head (the paper\'s attack). The '
+        "linear probe (logistic regression on time-averaged layers, <code>trustser heads "
+        "probe</code>) is a second attacker: the embeddings leak at least what the stronger of "
+        "the two reaches.</p>"
+    )
 
 
 def _safety(profile: Profile) -> str:

@@ -813,17 +813,17 @@ def _render_all(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_render, job, executable, wav_dir): i for i, job in enumerate(jobs)}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                error = future.exception()
-                if error is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise error
-                results[futures[future]] = future.result()
-                if progress is not None:
-                    progress(1)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    results[futures[future]] = future.result()  # re-raises a worker's error
+                    if progress is not None:
+                        progress(1)
+        except BaseException:  # an error or Ctrl-C: drop the queued clips, not just the failed one
+            for future in pending:
+                future.cancel()
+            raise
     return [r for r in results if r is not None]
 
 
@@ -920,9 +920,11 @@ def synthesize(
     if workers < 1:
         raise SynthesisError(f"workers must be >= 1, got {workers}.")
 
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SynthesisError(f"{str(out_dir)!r} is a file; the corpus needs a directory.")
     executable = find_espeak()
     espeak = espeak_version(executable)
-    out_dir = Path(out_dir)
     config = _config(
         seed=seed,
         num_speakers=num_speakers,

@@ -2,7 +2,7 @@
 
 A head never touches a backbone: it reads ``[B, L, T, D]`` hidden states from a *feature
 source* — a store group (streamed from disk every epoch), or :class:`PackedFeatures`, the
-in-RAM form training prefers: every frame of every clip in one float32 tensor ``[ΣT, L, D]``,
+in-RAM form training prefers: every frame of every clip in one float32 tensor ``[L, ΣT, D]``,
 so batches need no padding and cost one memory copy. :class:`FeatureSet` pairs a source with
 the ids (and labels) a head trains or predicts on.
 """
@@ -48,7 +48,8 @@ class Batch:
 
 @dataclass(frozen=True)
 class PackedBatch:
-    """Frames of a few clips back to back: ``frames [F, L, D]``, ``segments [F]`` (clip index)."""
+    """Frames of a few clips back to back, layer-major: ``frames [L, F, D]``, ``segments [F]``
+    (the clip index of each frame)."""
 
     ids: list[str]
     frames: torch.Tensor
@@ -90,7 +91,7 @@ class FeatureSet:
 
 
 class PackedFeatures:
-    """Clips held in RAM as one float32 tensor ``[ΣT, L, D]`` plus offsets.
+    """Clips held in RAM as one float32 tensor ``[L, ΣT, D]`` (layer-major) plus offsets.
 
     Build it from a store group (``PackedFeatures.from_source(group, ids)``: one read of the
     clips) or from arrays (``PackedFeatures.from_arrays({id: [L, T, D]})``). It serves padded
@@ -99,16 +100,16 @@ class PackedFeatures:
 
     def __init__(self, ids: Sequence[str], frames: torch.Tensor, offsets: Sequence[int]) -> None:
         self.ids = list(ids)
-        self.frames = frames  # [ΣT, L, D] float32
+        self.frames = frames  # [L, ΣT, D] float32
         self.offsets = np.asarray(offsets, dtype=np.int64)
-        if frames.dim() != 3 or self.offsets.shape != (len(self.ids) + 1,) or self.offsets[-1] != frames.shape[0]:
+        if frames.dim() != 3 or self.offsets.shape != (len(self.ids) + 1,) or self.offsets[-1] != frames.shape[1]:
             raise DataError(
-                f"packed features need frames [ΣT, L, D] and N+1 offsets ending at ΣT; got frames "
+                f"packed features need frames [L, ΣT, D] and N+1 offsets ending at ΣT; got frames "
                 f"{tuple(frames.shape)}, {self.offsets.size} offsets for {len(self.ids)} ids."
             )
         if np.any(np.diff(self.offsets) < 1):
             raise DataError("every clip needs at least one frame (offsets must increase).")
-        self.num_layers, self.dim = int(frames.shape[1]), int(frames.shape[2])
+        self.num_layers, self.dim = int(frames.shape[0]), int(frames.shape[2])
         self._index = {utterance_id: i for i, utterance_id in enumerate(self.ids)}
         if len(self._index) != len(self.ids):
             raise DataError("packed features got the same id twice.")
@@ -132,11 +133,11 @@ class PackedFeatures:
                     f"the others have L={shape[0]}, D={shape[1]}."
                 )
             ids.append(utterance_id)
-            parts.append(array.transpose(1, 0, 2))
+            parts.append(array)
         if not parts:
             raise DataError("PackedFeatures needs at least one clip.")
-        offsets = np.concatenate([[0], np.cumsum([p.shape[0] for p in parts])])
-        return cls(ids, torch.from_numpy(np.ascontiguousarray(np.concatenate(parts))), offsets)
+        offsets = np.concatenate([[0], np.cumsum([p.shape[1] for p in parts])])
+        return cls(ids, torch.from_numpy(np.concatenate(parts, axis=1)), offsets)
 
     @classmethod
     def from_source(
@@ -150,16 +151,16 @@ class PackedFeatures:
         for batch in source.batches(ids, batch_size=batch_size, shuffle=False, seed=0):
             hidden = torch.as_tensor(batch.hidden, dtype=torch.float32)
             for row, (utterance_id, length) in enumerate(zip(batch.ids, _lengths(batch), strict=True)):
-                clips[utterance_id] = hidden[row, :, :length].transpose(0, 1)
+                clips[utterance_id] = hidden[row, :, :length].clone()  # [L, T, D]
         missing = [i for i in ids if i not in clips]
         if missing:
             raise DataError(f"the feature source returned no features for {len(missing)} id(s), e.g. {missing[:3]}.")
-        lengths = [clips[i].shape[0] for i in ids]
+        lengths = [clips[i].shape[1] for i in ids]
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         first = clips[ids[0]]
-        frames = torch.empty((int(offsets[-1]), first.shape[1], first.shape[2]), dtype=torch.float32)
+        frames = torch.empty((first.shape[0], int(offsets[-1]), first.shape[2]), dtype=torch.float32)
         for i, utterance_id in enumerate(ids):
-            frames[offsets[i] : offsets[i + 1]] = clips.pop(utterance_id)
+            frames[:, offsets[i] : offsets[i + 1]] = clips.pop(utterance_id)
         return cls(ids, frames, offsets)
 
     def __len__(self) -> int:
@@ -176,13 +177,13 @@ class PackedFeatures:
             raise DataError(f"no features for utterance {error.args[0]!r} in memory.") from None
 
     def clip(self, utterance_id: str) -> torch.Tensor:
-        """One clip's frames ``[T, L, D]`` (a view)."""
+        """One clip's frames ``[L, T, D]`` (a view)."""
         (row,) = self._rows([utterance_id])
-        return self.frames[self.offsets[row] : self.offsets[row + 1]]
+        return self.frames[:, self.offsets[row] : self.offsets[row + 1]]
 
     def means(self, ids: Sequence[str]) -> np.ndarray:
         """Time-means ``[N, L, D]`` float32."""
-        return np.stack([self.clip(i).mean(0).numpy() for i in ids])
+        return np.stack([self.clip(i).mean(1).numpy() for i in ids])
 
     def statistics(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation ``[L, D]`` over every frame of ``ids``."""
@@ -191,9 +192,9 @@ class PackedFeatures:
         count = 0
         for utterance_id in ids:
             clip = self.clip(utterance_id).double()
-            total += clip.sum(0)
-            squares += (clip * clip).sum(0)
-            count += clip.shape[0]
+            total += clip.sum(1)
+            squares += (clip * clip).sum(1)
+            count += clip.shape[1]
         return _mean_std(total, squares, count)
 
     def _order(self, ids: list[str], batch_size: int, shuffle: bool, seed: int) -> list[list[str]]:
@@ -205,13 +206,37 @@ class PackedFeatures:
         return [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
 
     def packed_batches(
-        self, ids: Sequence[str], batch_size: int = 64, *, shuffle: bool = True, seed: int = 0
+        self,
+        ids: Sequence[str],
+        batch_size: int = 64,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        reuse: bool = False,
     ) -> Iterator[PackedBatch]:
-        """Batches of ``batch_size`` clips without padding; shuffled by ``seed``, else in order."""
+        """Batches of ``batch_size`` clips without padding; shuffled by ``seed``, else in order.
+
+        ``reuse=True`` copies every batch into one buffer that the next batch overwrites — no
+        fresh allocation (and page faults) per batch, for loops that finish with a batch before
+        asking for the next one.
+        """
+        buffer: torch.Tensor | None = None
         for chunk in self._order(list(ids), batch_size, shuffle, seed):
             rows = self._rows(chunk)
-            lengths = torch.tensor([int(self.offsets[r + 1] - self.offsets[r]) for r in rows])
-            frames = torch.cat([self.frames[self.offsets[r] : self.offsets[r + 1]] for r in rows])
+            starts = self.offsets[rows].tolist()
+            ends = self.offsets[np.asarray(rows) + 1].tolist()
+            lengths = torch.tensor([e - s for s, e in zip(starts, ends, strict=True)])
+            total = int(lengths.sum())
+            if reuse:
+                if buffer is None or buffer.shape[1] < total:
+                    buffer = torch.empty(self.num_layers, total, self.dim, dtype=self.frames.dtype)
+                frames = buffer[:, :total]
+            else:
+                frames = torch.empty(self.num_layers, total, self.dim, dtype=self.frames.dtype)
+            position = 0
+            for start, end in zip(starts, ends, strict=True):
+                frames[:, position : position + end - start] = self.frames[:, start:end]
+                position += end - start
             segments = torch.repeat_interleave(torch.arange(len(rows)), lengths)
             yield PackedBatch(ids=chunk, frames=frames, segments=segments, lengths=lengths)
 
@@ -222,13 +247,13 @@ class PackedFeatures:
         for packed in self.packed_batches(ids, batch_size, shuffle=shuffle, seed=seed):
             lengths = packed.lengths
             t_max = int(lengths.max())
-            hidden = torch.zeros(len(packed.ids), t_max, self.num_layers, self.dim)
+            hidden = torch.zeros(len(packed.ids), self.num_layers, t_max, self.dim)
             start = 0
             for row, length in enumerate(lengths.tolist()):
-                hidden[row, :length] = packed.frames[start : start + length]
+                hidden[row, :, :length] = packed.frames[:, start : start + length]
                 start += length
             mask = torch.arange(t_max)[None, :] < lengths[:, None]
-            yield Batch(ids=packed.ids, hidden=hidden.transpose(1, 2).contiguous(), mask=mask, lengths=lengths)
+            yield Batch(ids=packed.ids, hidden=hidden, mask=mask, lengths=lengths)
 
 
 def _lengths(batch: Any) -> list[int]:

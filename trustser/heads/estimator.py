@@ -177,6 +177,9 @@ class HeadClassifier:
         dev_true = np.array([index[y] for y in dev.labels]) if dev is not None else None
 
         packed = hasattr(train.source, "packed_batches")
+        dev_batches = None
+        if dev is not None and hasattr(dev.source, "packed_batches"):  # same batches every epoch
+            dev_batches = list(dev.source.packed_batches(dev.ids, batch_size=self.batch_size, shuffle=False))
         statistics = feature_statistics(train.source, train.ids, batch_size=self.batch_size) if self.normalize else None
         fork_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
@@ -191,12 +194,17 @@ class HeadClassifier:
                 start = time.perf_counter()
                 total, count = 0.0, 0
                 epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-                iterator = (train.source.packed_batches if packed else train.source.batches)(
-                    train.ids, batch_size=self.batch_size, shuffle=True, seed=epoch_seed
-                )
+                if packed:  # each batch is consumed before the next: reuse one buffer
+                    iterator = train.source.packed_batches(
+                        train.ids, batch_size=self.batch_size, shuffle=True, seed=epoch_seed, reuse=True
+                    )
+                else:
+                    iterator = train.source.batches(
+                        train.ids, batch_size=self.batch_size, shuffle=True, seed=epoch_seed
+                    )
                 for batch in iterator:
                     if head is None:  # shapes come from the data; init from the seeded RNG
-                        shape = batch.frames.shape[1:] if packed else torch.as_tensor(batch.hidden).shape[1::2]
+                        shape = batch.frames.shape[::2] if packed else torch.as_tensor(batch.hidden).shape[1::2]
                         head = LayerWeightedHead(
                             int(shape[0]),
                             int(shape[1]),
@@ -222,7 +230,7 @@ class HeadClassifier:
                     raise DataError("the training source yielded no batches for the training ids.")
                 dev_uar = None
                 if dev is not None:
-                    proba = _predict_proba(head, dev, self.batch_size, device)
+                    proba = _predict_proba(head, dev, self.batch_size, device, batches=dev_batches)
                     dev_uar = float(uar_score(dev_true, proba.argmax(1)))
                 score = dev_uar if dev_uar is not None else float(epoch)
                 if score > best_score:
@@ -275,14 +283,22 @@ def _logits(head: LayerWeightedHead, batch: Any, device: torch.device, packed: b
 
 @torch.no_grad()
 def _predict_proba(
-    head: LayerWeightedHead, data: FeatureSet, batch_size: int, device: torch.device
+    head: LayerWeightedHead,
+    data: FeatureSet,
+    batch_size: int,
+    device: torch.device,
+    *,
+    batches: list[Any] | None = None,
 ) -> np.ndarray:
     was_training = head.training
     head.eval()
     packed = hasattr(data.source, "packed_batches")
-    iterator = (data.source.packed_batches if packed else data.source.batches)(
-        data.ids, batch_size=batch_size, shuffle=False, seed=0
-    )
+    if batches is not None:
+        iterator = iter(batches)
+    elif packed:
+        iterator = data.source.packed_batches(data.ids, batch_size=batch_size, shuffle=False, reuse=True)
+    else:
+        iterator = data.source.batches(data.ids, batch_size=batch_size, shuffle=False, seed=0)
     rows: dict[str, np.ndarray] = {}
     for batch in iterator:
         proba = torch.softmax(_logits(head, batch, device, packed).float(), dim=1).to("cpu").numpy()

@@ -33,7 +33,7 @@ class LayerWeightedHead(nn.Module):
 
     Input ``hidden`` is ``[B, L, T, D]`` (the backbone's output layout) and ``mask`` ``[B, T]``
     marks real frames; padded frames never reach the pooled vector. :meth:`forward_packed`
-    computes the same logits from frames packed without padding (``[F, L, D]`` plus the clip
+    computes the same logits from frames packed without padding (``[L, F, D]`` plus the clip
     index of each frame), which is how training from the cache avoids work on padding.
     """
 
@@ -96,13 +96,14 @@ class LayerWeightedHead(nn.Module):
         self.feature_mean.copy_(mean.to(self.feature_mean))
         self.feature_scale.copy_(1.0 / std.to(self.feature_scale).clamp_min(eps))
 
-    def _mixing(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(A [L, D], c [D])`` with ``mixed = sum_l A[l] * h_l - c``: weights and scaling in one."""
-        weights = self.layer_weights.to(dtype)
+    def _normalized(self, hidden: torch.Tensor, layer_axis: int) -> torch.Tensor:
+        """Standardised features (a no-op unless ``normalize``); differentiable w.r.t. ``hidden``."""
         if not self.normalize:
-            return weights[:, None].expand(self.num_layers, self.dim), weights.new_zeros(self.dim)
-        coefficients = weights[:, None] * self.feature_scale.to(dtype)
-        return coefficients, (coefficients * self.feature_mean.to(dtype)).sum(0)
+            return hidden
+        shape = [1] * hidden.dim()
+        shape[layer_axis], shape[-1] = self.num_layers, self.dim
+        mean = self.feature_mean.to(hidden.dtype).view(shape)
+        return (hidden - mean) * self.feature_scale.to(hidden.dtype).view(shape)
 
     def _frame_net(self, mixed: torch.Tensor) -> torch.Tensor:
         """The two k=1 convolutions on ``[..., D]`` frames (as matmuls: same maths, faster)."""
@@ -115,8 +116,8 @@ class LayerWeightedHead(nn.Module):
             raise ValueError(
                 f"expected hidden states [B, {self.num_layers}, T, {self.dim}], got {tuple(hidden.shape)}"
             )
-        coefficients, offset = self._mixing(hidden.dtype)
-        mixed = (hidden * coefficients[None, :, None, :]).sum(1) - offset  # [B, T, D]
+        weights = self.layer_weights.to(hidden.dtype)
+        mixed = (self._normalized(hidden, 1) * weights[None, :, None, None]).sum(1)  # [B, T, D]
         frames = self._frame_net(mixed)  # [B, T, H]
         mask = mask.to(frames.dtype).unsqueeze(-1)  # [B, T, 1]
         if self.attention is None:
@@ -129,21 +130,26 @@ class LayerWeightedHead(nn.Module):
     def forward_packed(
         self, frames: torch.Tensor, segments: torch.Tensor, num_segments: int
     ) -> torch.Tensor:
-        """Logits ``[S, C]`` from frames ``[F, L, D]`` of ``S`` clips; ``segments[f]`` is the clip
-        (0..S-1) of frame ``f``. Equal to :meth:`forward` on the padded batch, without padding."""
-        if frames.dim() != 3 or frames.shape[1] != self.num_layers or frames.shape[2] != self.dim:
+        """Logits ``[S, C]`` from the frames of ``S`` clips packed layer-major, ``[L, F, D]``,
+        where ``segments[f]`` is the clip (0..S-1) of frame ``f``.
+
+        Equal to :meth:`forward` on the padded batch, but with no work on padding, and the layer
+        average is one matrix-vector product (its gradient another) on this layout.
+        """
+        if frames.dim() != 3 or frames.shape[0] != self.num_layers or frames.shape[2] != self.dim:
             raise ValueError(
-                f"expected packed frames [F, {self.num_layers}, {self.dim}], got {tuple(frames.shape)}"
+                f"expected packed frames [{self.num_layers}, F, {self.dim}], got {tuple(frames.shape)}"
             )
-        coefficients, offset = self._mixing(frames.dtype)
-        h = self._frame_net((frames * coefficients).sum(1) - offset)  # [F, H]
+        x = self._normalized(frames, 0).reshape(self.num_layers, -1)
+        mixed = (self.layer_weights.to(x.dtype) @ x).view(-1, self.dim)  # [F, D]
+        h = self._frame_net(mixed)  # [F, H]
         counts = torch.bincount(segments, minlength=num_segments).to(h.dtype).clamp_min(1.0)
         if self.attention is None:
             pooled = h.new_zeros(num_segments, h.shape[1]).index_add_(0, segments, h) / counts[:, None]
         else:
             scores = self.attention(h).squeeze(-1)  # [F]
             peak = scores.new_full((num_segments,), float("-inf")).scatter_reduce(
-                0, segments, scores, reduce="amax", include_self=True
+                0, segments, scores.detach(), reduce="amax", include_self=True
             )
             weights = torch.exp(scores - peak[segments])
             total = weights.new_zeros(num_segments).index_add_(0, segments, weights)
