@@ -179,7 +179,8 @@ def figure_svg(figure: Figure) -> bytes:
 
 
 def write_radar_charts(profile: Profile, out: str | Path) -> dict[str, Path]:
-    """One chart per backbone plus ``radar_overlay``; returns ``{key: path}`` for every file."""
+    """One chart per backbone plus ``radar_overlay``; returns ``{key: path}`` for every file
+    (keys ``radar_<backbone>.png`` / ``.svg`` and ``overlay_png`` / ``overlay_svg``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
@@ -192,5 +193,5 @@ def write_radar_charts(profile: Profile, out: str | Path) -> dict[str, Path]:
     if profile.backbones:
         figure = radar_figure(profile.backbones, title="Trust profiles compared", **common)
         for kind, path in save_figure(figure, out / "radar_overlay").items():
-            files[f"radar_overlay.{kind}"] = path
+            files[f"overlay_{kind}"] = path
     return files
