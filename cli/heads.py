@@ -18,7 +18,13 @@ app = typer.Typer(help="Train heads and probes from the embedding cache.", no_ar
 
 StoreOption = Annotated[
     Path,
-    typer.Option("--store", "-s", help="Embedding store written by `trustser extract`.", exists=True, file_okay=False),
+    typer.Option(
+        "--store",
+        "-s",
+        help="Embedding store written by `trustser extract`.",
+        exists=True,
+        file_okay=False,
+    ),
 ]
 BackboneOption = Annotated[
     str | None,
@@ -32,7 +38,9 @@ FoldsOption = Annotated[
     str | None,
     typer.Option("--folds", help="Folds to run, by name or 1-based index (e.g. 1,3); default all."),
 ]
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed (weights init, shuffling, speaker split).")]
+SeedOption = Annotated[
+    int, typer.Option("--seed", help="Seed (weights init, shuffling, speaker split).")
+]
 
 
 @app.command("fit")
@@ -43,7 +51,8 @@ def fit(
     runs: RunsOption = Path("runs"),
     folds: FoldsOption = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs (default per task: emotion 30, gender 10, speaker 30).")
+        int | None,
+        typer.Option(help="Epochs (default per task: emotion 30, gender 10, speaker 30)."),
     ] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Utterances per batch.")] = 64,
@@ -53,17 +62,28 @@ def fit(
     class_weight: Annotated[
         str, typer.Option("--class-weight", help="balanced (class-weighted loss) or none.")
     ] = "balanced",
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize/--no-normalize",
+            help="Standardise each layer's features with training-fold statistics.",
+        ),
+    ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     seed: SeedOption = 0,
     data: Annotated[
         str,
-        typer.Option(help=f"{' | '.join(DATA_MODES)}: keep features in RAM when they fit, or stream."),
+        typer.Option(
+            help=f"{' | '.join(DATA_MODES)}: keep features in RAM when they fit, or stream."
+        ),
     ] = "auto",
 ) -> None:
     """Train the layer-weighted head on every fold, straight from the store."""
     with user_errors():
         if class_weight not in ("balanced", "none"):
-            raise ValueError(f"--class-weight {class_weight!r} is not supported; use balanced or none.")
+            raise ValueError(
+                f"--class-weight {class_weight!r} is not supported; use balanced or none."
+            )
         with _FitProgress() as progress:
             result = fit_heads(
                 store,
@@ -78,6 +98,7 @@ def fit(
                 dropout=dropout,
                 pooling=pooling,
                 class_weight=None if class_weight == "none" else class_weight,
+                normalize=normalize,
                 device=device,
                 seed=seed,
                 data=data,
@@ -93,27 +114,42 @@ def probe(
     task: TaskOption = "emotion",
     runs: RunsOption = Path("runs"),
     folds: FoldsOption = None,
-    c: Annotated[float, typer.Option("--C", help="Inverse L2 strength of the logistic regression.")] = 1.0,
+    c: Annotated[
+        float, typer.Option("--C", help="Inverse L2 strength of the logistic regression.")
+    ] = 1.0,
     max_iter: Annotated[int, typer.Option("--max-iter", help="lbfgs iterations.")] = 2000,
     seed: SeedOption = 0,
 ) -> None:
     """Logistic-regression probes on time-means, per layer and all layers, per fold."""
-    with user_errors():
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=True,
-        ) as bar:
-            bars: dict[str, int] = {}
+    with (
+        user_errors(),
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar,
+    ):
+        bars: dict[str, int] = {}
 
-            def update(event: ProbeEvent) -> None:
-                if event.task not in bars:
-                    bars[event.task] = bar.add_task(f"probe {event.task}", total=event.total)
-                bar.update(bars[event.task], completed=event.done)
+        def update(event: ProbeEvent) -> None:
+            if event.task not in bars:
+                bars[event.task] = bar.add_task(f"probe {event.task}", total=event.total)
+            bar.update(bars[event.task], completed=event.done)
 
-            result = run_probes(
-                store, backbone, task=task, runs=runs, folds=folds, C=c, max_iter=max_iter,
-                seed=seed, callback=update,
-            )
+        result = run_probes(
+            store,
+            backbone,
+            task=task,
+            runs=runs,
+            folds=folds,
+            C=c,
+            max_iter=max_iter,
+            seed=seed,
+            callback=update,
+        )
     _render_probe(result)
 
 
@@ -159,7 +195,10 @@ class _FitProgress:
 def _render_fit(result: FitResult) -> None:
     for task in result.tasks:
         m = task.metrics
-        table = Table(title=f"{task.task} heads · {task.backbone}", caption=f"{len(task.labels)} classes; features read from {task.data_mode}")
+        table = Table(
+            title=f"{task.task} heads · {task.backbone}",
+            caption=f"{len(task.labels)} classes; features read from {task.data_mode}",
+        )
         for column in ("fold", "best epoch", "dev UAR", "test UAR", "test acc", "test macro-F1"):
             table.add_column(column, justify="left" if column == "fold" else "right")
         for fold in task.folds:
@@ -175,7 +214,10 @@ def _render_fit(result: FitResult) -> None:
             table.add_row(
                 stat if stat == "mean" else "sd",
                 f"{m['best_epoch_mean']:.1f}" if stat == "mean" else "",
-                *(f"{m[f'{key}_{stat}']:.3f}" for key in ("dev_uar", "test_uar", "test_accuracy", "test_macro_f1")),
+                *(
+                    f"{m[f'{key}_{stat}']:.3f}"
+                    for key in ("dev_uar", "test_uar", "test_accuracy", "test_macro_f1")
+                ),
                 style="bold",
                 end_section=stat == "std",
             )
@@ -187,7 +229,9 @@ def _render_fit(result: FitResult) -> None:
             weights.add_column(fold.fold, justify="right")
         weights.add_column("mean", justify="right", style="bold")
         for layer, mean in enumerate(m["layer_weights_mean"]):
-            weights.add_row(str(layer), *(f"{f.layer_weights[layer]:.3f}" for f in task.folds), f"{mean:.3f}")
+            weights.add_row(
+                str(layer), *(f"{f.layer_weights[layer]:.3f}" for f in task.folds), f"{mean:.3f}"
+            )
         console.print(weights)
         console.print(f"wrote {task.directory} ({task.seconds:.1f} s)")
 

@@ -298,3 +298,19 @@ def test_length_buckets_sort_and_respect_identical_lengths():
     assert first.waveforms.shape == (4, 9)
     assert torch.equal(first.mask.sum(1), first.lengths)
     assert torch.equal(first.waveforms.sum(1), first.lengths.float())
+
+
+def test_cross_entropy_direction_is_a_positive_multiple_that_never_underflows():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 0.1], [0.3, 0.2, 3.0, -2.0]], requires_grad=True)
+    labels = torch.tensor([0, 1])
+    F.cross_entropy(logits, labels, reduction="sum").backward()
+    direction = AF.cross_entropy_direction(logits, labels)
+    ratio = logits.grad / direction
+    assert bool((ratio > 0).all())
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-5)
+    confident = torch.tensor([[200.0, 0.0, 0.0, 1.0]], requires_grad=True)
+    F.cross_entropy(confident, torch.tensor([0])).backward()
+    assert torch.count_nonzero(confident.grad) == 0  # float32 softmax saturates
+    direction = AF.cross_entropy_direction(confident, torch.tensor([0]))
+    assert direction[0, 0] == -1.0 and bool((direction[0, 1:] > 0).all())
+    assert direction[0, 3] > direction[0, 1]  # the runner-up class is pushed hardest

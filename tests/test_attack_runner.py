@@ -74,7 +74,7 @@ def pipeline(tmp_path_factory):
     store = root / "cache.zarr"
     extract(manifest, store, BACKBONE, device="cpu", progress=False)
     runs = root / "runs"
-    fit_heads(store, runs=runs, folds="1,2", epochs=3, lr=1e-2, device="cpu")
+    fit_heads(store, runs=runs, folds="1,2", epochs=3, lr=1e-2, normalize=True, device="cpu")
     return {"root": root, "store": store, "runs": runs, "manifest": manifest}
 
 
@@ -128,8 +128,12 @@ def test_clean_logits_equal_the_head_on_cached_features(pipeline):
             # the live features are the cached ones before fp16 rounding (half an ulp: 2^-11)
             assert hidden.shape == cached.shape and int(frames[0]) == cached.shape[2]
             assert bool(((hidden - cached).abs() <= cached.abs() * 2**-11 + 1e-5).all())
-            reference = head(cached, torch.ones(1, cached.shape[2], dtype=torch.bool))[0]
-            assert np.allclose(logits[row], reference.numpy(), atol=1e-3)
+            every = torch.ones(1, cached.shape[2], dtype=torch.bool)
+            reference = head(cached, every)[0]
+            # tolerance: how far fp16 rounding of the live features moves this head's logits
+            rounding = (head(hidden, every) - head(hidden.half().float(), every)).abs().max()
+            assert np.abs(logits[row] - reference.numpy()).max() <= 2 * float(rounding) + 1e-4
+            assert logits[row].argmax() == int(reference.argmax())
 
 
 def test_fgsm_and_noise_outputs_measure_the_target_snr(pipeline, fgsm_and_noise):
@@ -298,14 +302,16 @@ def test_cli_wiring(pipeline):
 # ----------------------------------------------------------------- the real tiny backbone, no store
 
 
-def _trained_model(backbone, clips, labels, steps=200):
-    """A head fitted on the clips' frames (full batch), so the model depends on the input."""
+def _trained_model(backbone, clips, labels, steps=50):
+    """A head fitted on the clips' standardised frames (full batch): it depends on the input."""
     batch = pad_batch(clips, list(range(len(clips))))
     with torch.no_grad():
         hidden, frames = backbone(batch.waveforms, batch.lengths)
     mask = frame_mask(frames, hidden.shape[2])
+    real = hidden.permute(0, 2, 1, 3)[mask]  # [frames, L, D]
     torch.manual_seed(0)
-    head = LayerWeightedHead(backbone.num_layers, backbone.dim, 4)
+    head = LayerWeightedHead(backbone.num_layers, backbone.dim, 4, normalize=True)
+    head.set_normalization(real.mean(0), real.std(0))
     optimiser = torch.optim.Adam(head.parameters(), lr=1e-2)
     for _ in range(steps):
         loss = F.cross_entropy(head(hidden, mask), labels)
@@ -341,16 +347,16 @@ def test_end_to_end_pgd_beats_fgsm_and_padding_changes_nothing():
     y = [int(labels[i]) for i in correct]
     from trustser.attacks.methods import FGSM, PGD
 
-    flips = 0
-    for snr in (35.0, 25.0):
+    better = 0
+    for snr in (45.0, 35.0):
         fgsm = attack_clips(model, chosen, attack=FGSM(snr), labels=y, batch_size=8)
-        pgd = attack_clips(model, chosen, attack=PGD(snr, steps=10), labels=y, batch_size=8)
+        pgd = attack_clips(model, chosen, attack=PGD(snr, steps=5), labels=y, batch_size=8)
         fgsm_flips = int((fgsm.adv_pred != np.array(y)).sum())
         pgd_flips = int((pgd.adv_pred != np.array(y)).sum())
         assert pgd_flips >= fgsm_flips
-        flips += pgd_flips
+        better += pgd_flips > fgsm_flips
         assert np.abs(fgsm.snr_db - snr).max() < 0.1
-    assert flips > 0
+    assert better >= 1
     # a clip's loss gradient is the same alone and inside a padded batch (padding has no effect)
     batch = pad_batch(chosen, list(range(len(chosen))))
     together, _ = AF.loss_gradient(model, batch.waveforms, labels=torch.tensor(y), mask=batch.mask)

@@ -147,7 +147,10 @@ def test_emotion_and_gender_tasks_use_the_speaker_independent_folds(manifest):
         assert [s.name for s in task.splits] == [f.name for f in manifest.folds]
         assert task.default_epochs == {"emotion": 30, "gender": 10}[name]
         for split in task.splits:
-            speakers = {r: {manifest[i].speaker for i in getattr(split, r)} for r in ("train", "dev", "test")}
+            speakers = {
+                r: {manifest[i].speaker for i in getattr(split, r)}
+                for r in ("train", "dev", "test")
+            }
             assert not speakers["train"] & speakers["test"]
             assert not speakers["dev"] & speakers["test"]
             assert not speakers["train"] & speakers["dev"]
@@ -217,15 +220,21 @@ def test_class_weights_balanced_formula():
 def test_estimator_learns_the_planted_signal_and_is_deterministic(manifest, frames):
     source = PackedFeatures.from_arrays(frames)
     split = build_task("emotion", manifest).splits[0]
-    train, dev, test = (feature_set(source, manifest, getattr(split, r)) for r in ("train", "dev", "test"))
+    train, dev, test = (
+        feature_set(source, manifest, getattr(split, r)) for r in ("train", "dev", "test")
+    )
     params = dict(epochs=6, batch_size=16, hidden=32, lr=1e-2, device="cpu", seed=7)
     a = HeadClassifier(**params).fit(train, dev, classes=EMOTIONS)
     b = HeadClassifier(**params).fit(train, dev, classes=EMOTIONS)
     c = HeadClassifier(**{**params, "seed": 8}).fit(train, dev, classes=EMOTIONS)
     assert a.score(test) > 0.7  # chance: 0.25
-    for (name, x), y in zip(a.head_.state_dict().items(), b.head_.state_dict().values(), strict=True):
+    for (name, x), y in zip(
+        a.head_.state_dict().items(), b.head_.state_dict().values(), strict=True
+    ):
         assert torch.equal(x, y), name
-    assert a.history_ == [{**h, "seconds": a.history_[i]["seconds"]} for i, h in enumerate(b.history_)]
+    assert a.history_ == [
+        {**h, "seconds": a.history_[i]["seconds"]} for i, h in enumerate(b.history_)
+    ]
     assert not torch.equal(a.head_.frame_net[0].weight, c.head_.frame_net[0].weight)
     assert len(a.history_) == 6 and 1 <= a.best_epoch_ <= 6
     assert a.best_score_ == max(h["dev_uar"] for h in a.history_)
@@ -261,6 +270,7 @@ def test_estimator_contract_and_errors(manifest, frames):
     normalized = HeadClassifier(epochs=1, normalize=True, device="cpu").fit(data)
     mean, std = source.statistics(ids)
     torch.testing.assert_close(normalized.head_.feature_mean, mean)
+    torch.testing.assert_close(normalized.head_.feature_scale, 1 / std)
     with pytest.raises(ValueError, match="normalize must be True or False"):
         HeadClassifier(normalize="yes").fit(data)
 
@@ -279,7 +289,12 @@ def test_head_ignores_padding_and_packed_forward_matches_padded():
         for normalize in (False, True):
             head = LayerWeightedHead(L, D, 4, hidden=8, pooling=pooling, normalize=normalize).eval()
             head.set_normalization(torch.rand(L, D), torch.rand(L, D) + 0.5)
-            alone = torch.cat([head(c.transpose(0, 1)[None], torch.ones(1, len(c), dtype=torch.bool)) for c in clips])
+            alone = torch.cat(
+                [
+                    head(c.transpose(0, 1)[None], torch.ones(1, len(c), dtype=torch.bool))
+                    for c in clips
+                ]
+            )
             torch.testing.assert_close(head(hidden, mask), alone)
             torch.testing.assert_close(head.forward_packed(packed, segments, 3), alone)
 
@@ -311,15 +326,28 @@ def test_fit_heads_writes_the_results_layout(fake_store, tmp_path, manifest):
     store, group = fake_store
     events = []
     result = fit_heads(
-        store, task="emotion", runs=tmp_path / "runs", epochs=3, batch_size=16, lr=3e-3,
-        device="cpu", folds="1,3", callback=events.append,
+        store,
+        task="emotion",
+        runs=tmp_path / "runs",
+        epochs=3,
+        batch_size=16,
+        lr=3e-3,
+        device="cpu",
+        folds="1,3",
+        callback=events.append,
     )
     assert result.backbone == "fakenet" and result.data_mode == "memory"
     assert group.streamed == 1  # one read into RAM, then every epoch from memory
     (task,) = result.tasks
     out = tmp_path / "runs" / "fakenet" / "emotion"
     assert task.directory == out
-    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.json", "predictions.csv", "fold1", "fold3"}
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "metrics.json",
+        "predictions.csv",
+        "fold1",
+        "fold3",
+    }
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_uar", "test_accuracy", "test_macro_f1", "dev_uar", "dev_accuracy"):
         assert 0 <= metrics[f"{key}_mean"] <= 1 and metrics[f"{key}_std"] >= 0
@@ -340,7 +368,15 @@ def test_fit_heads_writes_the_results_layout(fake_store, tmp_path, manifest):
     emotion = build_task("emotion", manifest)
     expected = [i for name in ("fold1", "fold3") for i in emotion.split(name).test]
     assert [r["id"] for r in rows] == expected
-    assert list(rows[0]) == ["id", "fold", "speaker", "gender", "true", "pred", *(f"prob_{e}" for e in EMOTIONS)]
+    assert list(rows[0]) == [
+        "id",
+        "fold",
+        "speaker",
+        "gender",
+        "true",
+        "pred",
+        *(f"prob_{e}" for e in EMOTIONS),
+    ]
     for r in rows[:10]:
         u = manifest[r["id"]]
         assert (r["speaker"], r["gender"], r["true"]) == (u.speaker, u.gender, u.emotion)
@@ -361,7 +397,11 @@ def test_fit_heads_writes_the_results_layout(fake_store, tmp_path, manifest):
     np.testing.assert_allclose(proba.numpy(), saved, atol=1e-5)
 
     kinds = [e.kind for e in events]
-    assert kinds.count("fold_start") == 2 and kinds.count("epoch") == 6 and kinds.count("fold_end") == 2
+    assert (
+        kinds.count("fold_start") == 2
+        and kinds.count("epoch") == 6
+        and kinds.count("fold_end") == 2
+    )
 
 
 def test_fit_heads_is_deterministic_and_streaming_matches_memory(fake_store, tmp_path):
@@ -381,7 +421,9 @@ def test_fit_heads_is_deterministic_and_streaming_matches_memory(fake_store, tmp
     s = fit_heads(store, runs=tmp_path / "s", data="stream", **common)
     assert s.data_mode == "stream" and group.streamed - reads > 2
     assert s.tasks[0].folds[0].test["confusion"] == a.tasks[0].folds[0].test["confusion"]
-    np.testing.assert_allclose(s.tasks[0].folds[0].layer_weights, a.tasks[0].folds[0].layer_weights, atol=1e-6)
+    np.testing.assert_allclose(
+        s.tasks[0].folds[0].layer_weights, a.tasks[0].folds[0].layer_weights, atol=1e-6
+    )
 
 
 def test_all_tasks_and_layer_weights_find_the_informative_layer(fake_store, tmp_path):
@@ -445,8 +487,24 @@ def test_cli_fit_and_probe_wiring(fake_store, tmp_path):
     runs = tmp_path / "runs"
     result = runner.invoke(
         app,
-        ["heads", "fit", "--store", str(store), "--task", "gender", "--epochs", "2", "--folds", "1,2",
-         "--runs", str(runs), "--device", "cpu", "--batch-size", "32"],
+        [
+            "heads",
+            "fit",
+            "--store",
+            str(store),
+            "--task",
+            "gender",
+            "--epochs",
+            "2",
+            "--folds",
+            "1,2",
+            "--runs",
+            str(runs),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "32",
+        ],
     )
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # rich wraps at the terminal width
@@ -456,7 +514,9 @@ def test_cli_fit_and_probe_wiring(fake_store, tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "emotion linear probes" in text and "all layers" in text
-    bad = runner.invoke(app, ["heads", "fit", "--store", str(store), "--folds", "9", "--runs", str(runs)])
+    bad = runner.invoke(
+        app, ["heads", "fit", "--store", str(store), "--folds", "9", "--runs", str(runs)]
+    )
     assert bad.exit_code == 2 and "fold '9' does not exist" in " ".join(bad.output.split())
     bad = runner.invoke(app, ["heads", "fit", "--store", str(store), "--class-weight", "x"])
     assert bad.exit_code == 2 and "--class-weight" in bad.output

@@ -100,10 +100,14 @@ def test_fit_from_a_real_store_never_touches_the_backbone(store, tmp_path, no_ba
         assert len(metrics["layer_weights_mean"]) == group.num_layers
         with open(out / "predictions.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
-        assert len(rows) == 48 and {r["id"] for r in rows} == set(group.ids)  # every clip tested once
+        assert len(rows) == 48 and {r["id"] for r in rows} == set(
+            group.ids
+        )  # every clip tested once
         head, sidecar = load_head(layout.head_path(BACKBONE, task.task, "fold2"))
         assert sidecar["store"]["provenance"] == json.loads(json.dumps(group.provenance))
-        assert sidecar["store"]["provenance"]["weights_sha256"] == group.provenance["weights_sha256"]
+        assert (
+            sidecar["store"]["provenance"]["weights_sha256"] == group.provenance["weights_sha256"]
+        )
         assert sidecar["store"]["group"] == BACKBONE and sidecar["task"] == task.task
         assert (head.num_layers, head.dim) == (group.num_layers, group.dim)
 

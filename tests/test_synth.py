@@ -159,12 +159,21 @@ def test_manifest_is_valid_balanced_and_speaker_independent(corpus, tmp_path):
 
 
 @needs_espeak
-def test_existing_corpus_is_reused_and_never_silently_replaced(corpus):
+def test_existing_corpus_is_reused_repaired_and_never_silently_replaced(corpus, tmp_path):
     stamp = (corpus / "manifest.jsonl").stat().st_mtime_ns
     synth.synthesize(corpus, **TINY)  # same settings: reused, nothing rewritten
     assert (corpus / "manifest.jsonl").stat().st_mtime_ns == stamp
     with pytest.raises(synth.SynthesisError, match="--overwrite"):
         synth.synthesize(corpus, size="tiny", seed=1)
+    # a damaged corpus of the same settings is rendered again, without --overwrite
+    damaged = tmp_path / "damaged"
+    shutil.copytree(corpus, damaged)
+    lost = sorted((damaged / "wav").glob("*.wav"))[0]
+    lost.unlink()
+    synth.synthesize(damaged, **TINY)
+    assert lost.read_bytes() == (corpus / "wav" / lost.name).read_bytes()
+    with pytest.raises(synth.SynthesisError, match="is a file"):
+        synth.synthesize(lost, **TINY)
 
 
 @needs_espeak
@@ -178,9 +187,9 @@ def test_voices_match_their_gender_label(corpus):
         gender = manifest.filter(lambda u, s=speaker: u.speaker == s).utterances[0].gender
         median = float(np.median(values))
         if gender == "female":
-            assert median > synth.GENDER_F0_BOUNDARY_HZ + 20, (speaker, median)
+            assert median > synth.GENDER_F0_BOUNDARY_HZ + 10, (speaker, median)
         else:
-            assert median < synth.GENDER_F0_BOUNDARY_HZ - 20, (speaker, median)
+            assert median < synth.GENDER_F0_BOUNDARY_HZ - 10, (speaker, median)
 
 
 @needs_espeak

@@ -975,11 +975,12 @@ def profile_to_markdown(profile: Profile) -> str:
             "speaker chance %",
             f"{attack['method'].upper()} {attack['snr_db']:g} dB ASR %",
             "noise ASR %",
+            "other attacks: ASR %",
             "GMAC",
             "params (backbone + head)",
             "latency ms",
         ],
-        [_md_raw_row(b) for b in profile.backbones],
+        [_md_raw_row(b, profile.attack) for b in profile.backbones],
     )
     out += ["## Scales", ""]
     out += _md_table(
@@ -1004,7 +1005,7 @@ def profile_to_markdown(profile: Profile) -> str:
     return "\n".join(out)
 
 
-def _md_raw_row(b: BackboneProfile) -> list[str]:
+def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
     perf, fair, priv = b.performance or {}, b.fairness or {}, b.privacy or {}
     gender, speaker = priv.get("gender") or {}, priv.get("speaker") or {}
     cost, safety = b.sustainability or {}, b.safety or {}
@@ -1028,6 +1029,13 @@ def _md_raw_row(b: BackboneProfile) -> list[str]:
         _pct(speaker.get("chance_uniform")),
         _pct(b.raw.get("safety")),
         _pct(safety.get("noise_asr")),
+        ", ".join(
+            f"{a['method'].upper()} {a['snr_db']:g} dB {_pct(a['asr_mean'])}"
+            for a in safety.get("attacks", [])
+            if a["method"] != "noise"
+            and (a["method"], a["snr_db"]) != (axis["method"], axis["snr_db"])
+        )
+        or "–",
         _num(b.raw.get("sustainability")),
         params,
         _num(cost.get("latency_ms"), 1),

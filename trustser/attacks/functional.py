@@ -19,8 +19,10 @@ stays inside the same L∞ ball, so its SNR is never below the target (usually s
 Nothing is clipped to ``[-1, 1]``: clipping would change the SNR (see ``docs/attacks.md``).
 
 ``model(waveforms, lengths) -> logits [B, C]`` is any differentiable callable that ignores
-padding; the loss is the cross-entropy against the true labels, summed over clips so that each
-clip's gradient does not depend on the other clips in its batch.
+padding. The loss is the cross-entropy against the true labels; each clip's gradient is taken
+on its own loss (as for a sum over clips), so it does not depend on the rest of its batch, and is
+rescaled by a positive per-clip factor so that confident predictions do not underflow to zero
+(only signs of the gradient are used).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 __all__ = [
     "Model",
     "check_batch",
+    "cross_entropy_direction",
     "fgsm",
     "loss_gradient",
     "measured_snr",
@@ -109,13 +112,31 @@ def measured_snr(
     return 10.0 * (torch.log10(signal) - torch.log10(noise))
 
 
+def cross_entropy_direction(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``∂CE/∂logits`` per clip, divided by the positive factor ``1 − p_y``: never underflows.
+
+    ``∂CE(z, y)/∂z_c = p_c − [c = y]``. Dividing row ``b`` by ``Σ_{c≠y} p_c = 1 − p_y`` gives
+    ``softmax(z_c, c ≠ y)`` off the true class and ``−1`` on it, computed in log space, so a
+    confidently correct prediction (where ``p_y`` rounds to 1 and the plain gradient to 0)
+    still yields a direction. A positive per-clip factor changes no sign of ``∇ₓ``.
+    """
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"expected logits [B, C] with C >= 2, got shape {tuple(logits.shape)}")
+    z = logits.detach().double()
+    true = F.one_hot(labels.to(z.device), z.shape[1]).bool()
+    direction = torch.softmax(z.masked_fill(true, float("-inf")), dim=1)
+    return direction.masked_fill(true, -1.0).to(logits.dtype)
+
+
 def loss_gradient(
     model: Model, waveforms: torch.Tensor, *, labels: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(∇ₓ Σ_b CE(model(x)_b, y_b) masked to real samples, logits [B, C])`` at ``x = waveforms``.
+    """``(g [B, S], logits [B, C])`` at ``x = waveforms``: the loss gradient's direction per clip.
 
-    Only the waveform receives a gradient: parameters of ``model`` are untouched, and the
-    returned logits are detached.
+    ``g[b]`` is ``∇ₓ CE(model(x)_b, y_b)`` times a positive per-clip factor (see
+    :func:`cross_entropy_direction`), zero on padding: the same sign everywhere as the plain
+    gradient, without underflow for confident predictions. Only the waveform receives a
+    gradient (the model's parameters are untouched); the returned logits are detached.
     """
     lengths = check_batch(waveforms, mask)
     x = waveforms.detach().clone().requires_grad_(True)
@@ -123,8 +144,8 @@ def loss_gradient(
         logits = model(x, lengths.to(x.device))
         if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
             raise ValueError(f"model must return logits [B, C], got shape {tuple(logits.shape)}")
-        loss = F.cross_entropy(logits.float(), labels.to(logits.device), reduction="sum")
-        (gradient,) = torch.autograd.grad(loss, x)
+        direction = cross_entropy_direction(logits, labels)
+        (gradient,) = torch.autograd.grad(logits, x, grad_outputs=direction)
     return gradient * mask, logits.detach()
 
 

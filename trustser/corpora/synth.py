@@ -676,18 +676,33 @@ class _Speaker:
 def _plan_speakers(
     pairs: Sequence[tuple[Voice, Voice]], *, num_speakers: int, num_sentences: int, seed: int
 ) -> list[_Speaker]:
-    """Per-speaker random draws; each speaker has its own seed stream, so speaker k's settings do
-    not depend on how many speakers or sentences are asked for."""
-    children = np.random.SeedSequence([GENERATOR_VERSION, seed]).spawn(num_speakers)
-    voices = [v for pair in pairs[: num_speakers // 2] for v in pair]
+    """Per-speaker random draws.
+
+    Each speaker has its own seed stream, so speaker k's settings do not depend on how many
+    speakers or sentences are asked for. The expressiveness level of each emotion is drawn once
+    per female/male pair and shared by both voices: without a bias, neither gender expresses any
+    emotion more strongly by construction, so a bias is the only systematic gender difference.
+    """
+    root = np.random.SeedSequence([GENERATOR_VERSION, seed])
+    pair_streams, speaker_streams = root.spawn(2)
+    num_pairs = num_speakers // 2
+    levels = [
+        np.random.default_rng(child).uniform(*SPEAKER_SCALE_RANGE, size=len(LABELS))
+        for child in pair_streams.spawn(num_pairs)
+    ]
+    voices = [v for pair in pairs[:num_pairs] for v in pair]
     speakers = []
-    for index, (voice, child) in enumerate(zip(voices, children, strict=True)):
+    for index, (voice, child) in enumerate(
+        zip(voices, speaker_streams.spawn(num_speakers), strict=True)
+    ):
         rng = np.random.default_rng(child)
-        base = NEUTRAL_SETTINGS.vector() + rng.standard_normal(5) * SPEAKER_BASE_SD.vector()
+        # truncated at 2 SD, so no voice is pushed across the gender check's f0 boundary
+        spread = np.clip(rng.standard_normal(5), -2.0, 2.0)
+        base = NEUTRAL_SETTINGS.vector() + spread * SPEAKER_BASE_SD.vector()
         scales = {}
-        for emotion in LABELS:
-            level = rng.uniform(*SPEAKER_SCALE_RANGE)
+        for emotion_index, emotion in enumerate(LABELS):
             wobble = 1.0 + SPEAKER_DIMENSION_SD * rng.standard_normal(5)
+            level = levels[index // 2][emotion_index]
             scales[emotion] = Prosody.from_vector(np.clip(level * wobble, 0.2, 2.0))
         order = rng.permutation(len(SENTENCES))[:num_sentences]
         pair_index = index // 2
@@ -860,19 +875,29 @@ def _config(
     }
 
 
-def _existing(out_dir: Path, config: dict[str, Any]) -> Manifest | None:
-    """The corpus already at ``out_dir`` if it was made with exactly ``config`` and is complete."""
+def _existing(out_dir: Path, config: dict[str, Any]) -> tuple[Manifest | None, bool]:
+    """``(manifest, same_settings)`` for what is already at ``out_dir``.
+
+    The manifest is returned only when the corpus there was made with exactly ``config`` and is
+    complete (manifest valid, every file present); ``same_settings`` tells a damaged corpus of the
+    same settings (safe to render again) from one made with other settings.
+    """
     config_path, manifest_path = out_dir / CONFIG_NAME, out_dir / MANIFEST_NAME
     if not (config_path.is_file() and manifest_path.is_file()):
-        return None
+        return None, False
     try:
         previous = json.loads(config_path.read_text(encoding="utf-8")).get("config")
+    except (ValueError, OSError, AttributeError):
+        return None, False
+    if previous != config:
+        return None, False
+    try:
         manifest = read_manifest(manifest_path)
-    except (ValueError, ManifestError, OSError):
-        return None
-    if previous != config or manifest.corpus != NAME:
-        return None
-    return replace(manifest, root=str(out_dir.resolve()))
+    except (ManifestError, OSError):
+        return None, True
+    if manifest.corpus != NAME:
+        return None, False
+    return replace(manifest, root=str(out_dir.resolve())), True
 
 
 def synthesize(
@@ -933,10 +958,10 @@ def synthesize(
         pairs=pairs,
         espeak=espeak,
     )
-    existing = _existing(out_dir, config)
+    existing, same_settings = _existing(out_dir, config)
     if existing is not None:
         return existing
-    if (out_dir / MANIFEST_NAME).exists() and not overwrite:
+    if (out_dir / MANIFEST_NAME).exists() and not (overwrite or same_settings):
         raise SynthesisError(
             f"{out_dir} already holds a corpus made with other settings ({MANIFEST_NAME}); pass "
             "overwrite=True (--overwrite) to replace it, or choose another directory."

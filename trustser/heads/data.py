@@ -21,14 +21,14 @@ from trustser._validation import TrustSERError
 
 __all__ = [
     "Batch",
-    "PackedBatch",
-    "FeatureSource",
-    "FeatureSet",
-    "PackedFeatures",
     "DataError",
-    "feature_statistics",
+    "FeatureSet",
+    "FeatureSource",
+    "PackedBatch",
+    "PackedFeatures",
     "available_memory",
     "feature_bytes",
+    "feature_statistics",
 ]
 
 
@@ -102,7 +102,11 @@ class PackedFeatures:
         self.ids = list(ids)
         self.frames = frames  # [L, ΣT, D] float32
         self.offsets = np.asarray(offsets, dtype=np.int64)
-        if frames.dim() != 3 or self.offsets.shape != (len(self.ids) + 1,) or self.offsets[-1] != frames.shape[1]:
+        if (
+            frames.dim() != 3
+            or self.offsets.shape != (len(self.ids) + 1,)
+            or self.offsets[-1] != frames.shape[1]
+        ):
             raise DataError(
                 f"packed features need frames [L, ΣT, D] and N+1 offsets ending at ΣT; got frames "
                 f"{tuple(frames.shape)}, {self.offsets.size} offsets for {len(self.ids)} ids."
@@ -150,15 +154,21 @@ class PackedFeatures:
         clips: dict[str, torch.Tensor] = {}
         for batch in source.batches(ids, batch_size=batch_size, shuffle=False, seed=0):
             hidden = torch.as_tensor(batch.hidden, dtype=torch.float32)
-            for row, (utterance_id, length) in enumerate(zip(batch.ids, _lengths(batch), strict=True)):
+            for row, (utterance_id, length) in enumerate(
+                zip(batch.ids, _lengths(batch), strict=True)
+            ):
                 clips[utterance_id] = hidden[row, :, :length].clone()  # [L, T, D]
         missing = [i for i in ids if i not in clips]
         if missing:
-            raise DataError(f"the feature source returned no features for {len(missing)} id(s), e.g. {missing[:3]}.")
+            raise DataError(
+                f"the feature source returned no features for {len(missing)} id(s), e.g. {missing[:3]}."
+            )
         lengths = [clips[i].shape[1] for i in ids]
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         first = clips[ids[0]]
-        frames = torch.empty((first.shape[0], int(offsets[-1]), first.shape[2]), dtype=torch.float32)
+        frames = torch.empty(
+            (first.shape[0], int(offsets[-1]), first.shape[2]), dtype=torch.float32
+        )
         for i, utterance_id in enumerate(ids):
             frames[:, offsets[i] : offsets[i + 1]] = clips.pop(utterance_id)
         return cls(ids, frames, offsets)
@@ -263,7 +273,9 @@ def _lengths(batch: Any) -> list[int]:
     return [int(n) for n in torch.as_tensor(lengths).tolist()]
 
 
-def _mean_std(total: torch.Tensor, squares: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _mean_std(
+    total: torch.Tensor, squares: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     if count == 0:
         raise DataError("cannot compute feature statistics from zero frames.")
     mean = total / count

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from trustser.heads.data import DataError, FeatureSet, feature_statistics
 from trustser.heads.model import POOLINGS, LayerWeightedHead
 from trustser.metrics.performance import uar_score
 
-__all__ = ["HeadClassifier", "EpochEnd", "class_weights"]
+__all__ = ["EpochEnd", "HeadClassifier", "class_weights"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ def class_weights(
     if isinstance(policy, Mapping):
         unknown = sorted(set(policy) - set(classes))
         if unknown:
-            raise ValueError(f"class_weight names unknown classes {unknown}; classes are {list(classes)}.")
+            raise ValueError(
+                f"class_weight names unknown classes {unknown}; classes are {list(classes)}."
+            )
         return np.array([float(policy.get(c, 1.0)) for c in classes])
     check_choice("class_weight", policy, ("balanced",))
     counts = np.array([sum(1 for y in labels if y == c) for c in classes], dtype=float)
@@ -77,7 +79,7 @@ class HeadClassifier:
     epoch: ``epoch``, ``train_loss``, ``dev_uar``, ``seconds``) and ``device_``.
     """
 
-    _parameter_constraints: dict[str, str] = {
+    _parameter_constraints: ClassVar[dict[str, str]] = {
         "hidden": "int >= 1",
         "lr": "float > 0",
         "epochs": "int >= 1",
@@ -171,7 +173,9 @@ class HeadClassifier:
                 raise DataError(f"{name} labels {unknown} are not among classes {list(classes)}.")
         device = resolve_device(self.device)
         weights = torch.tensor(
-            class_weights(train.labels, classes, self.class_weight), dtype=torch.float32, device=device
+            class_weights(train.labels, classes, self.class_weight),
+            dtype=torch.float32,
+            device=device,
         )
         target_of = dict(zip(train.ids, (index[y] for y in train.labels), strict=True))
         dev_true = np.array([index[y] for y in dev.labels]) if dev is not None else None
@@ -179,8 +183,14 @@ class HeadClassifier:
         packed = hasattr(train.source, "packed_batches")
         dev_batches = None
         if dev is not None and hasattr(dev.source, "packed_batches"):  # same batches every epoch
-            dev_batches = list(dev.source.packed_batches(dev.ids, batch_size=self.batch_size, shuffle=False))
-        statistics = feature_statistics(train.source, train.ids, batch_size=self.batch_size) if self.normalize else None
+            dev_batches = list(
+                dev.source.packed_batches(dev.ids, batch_size=self.batch_size, shuffle=False)
+            )
+        statistics = (
+            feature_statistics(train.source, train.ids, batch_size=self.batch_size)
+            if self.normalize
+            else None
+        )
         fork_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(self.seed)
@@ -196,7 +206,11 @@ class HeadClassifier:
                 epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
                 if packed:  # each batch is consumed before the next: reuse one buffer
                     iterator = train.source.packed_batches(
-                        train.ids, batch_size=self.batch_size, shuffle=True, seed=epoch_seed, reuse=True
+                        train.ids,
+                        batch_size=self.batch_size,
+                        shuffle=True,
+                        seed=epoch_seed,
+                        reuse=True,
                     )
                 else:
                     iterator = train.source.batches(
@@ -204,7 +218,11 @@ class HeadClassifier:
                     )
                 for batch in iterator:
                     if head is None:  # shapes come from the data; init from the seeded RNG
-                        shape = batch.frames.shape[::2] if packed else torch.as_tensor(batch.hidden).shape[1::2]
+                        shape = (
+                            batch.frames.shape[::2]
+                            if packed
+                            else torch.as_tensor(batch.hidden).shape[1::2]
+                        )
                         head = LayerWeightedHead(
                             int(shape[0]),
                             int(shape[1]),
@@ -238,10 +256,17 @@ class HeadClassifier:
                     best_state = copy.deepcopy(head.state_dict())
                 seconds = time.perf_counter() - start
                 history.append(
-                    {"epoch": epoch, "train_loss": total / count, "dev_uar": dev_uar, "seconds": seconds}
+                    {
+                        "epoch": epoch,
+                        "train_loss": total / count,
+                        "dev_uar": dev_uar,
+                        "seconds": seconds,
+                    }
                 )
                 if callback is not None:
-                    callback(EpochEnd(epoch, self.epochs, total / count, dev_uar, best_epoch, seconds))
+                    callback(
+                        EpochEnd(epoch, self.epochs, total / count, dev_uar, best_epoch, seconds)
+                    )
         head.load_state_dict(best_state)
         head.eval()
         self.head_ = head
@@ -271,7 +296,9 @@ class HeadClassifier:
         return float(uar_score(np.array(data.labels, dtype=object), self.predict(data)))
 
 
-def _logits(head: LayerWeightedHead, batch: Any, device: torch.device, packed: bool) -> torch.Tensor:
+def _logits(
+    head: LayerWeightedHead, batch: Any, device: torch.device, packed: bool
+) -> torch.Tensor:
     if packed:
         frames = batch.frames.to(device, non_blocking=True)
         segments = batch.segments.to(device, non_blocking=True)
@@ -296,7 +323,9 @@ def _predict_proba(
     if batches is not None:
         iterator = iter(batches)
     elif packed:
-        iterator = data.source.packed_batches(data.ids, batch_size=batch_size, shuffle=False, reuse=True)
+        iterator = data.source.packed_batches(
+            data.ids, batch_size=batch_size, shuffle=False, reuse=True
+        )
     else:
         iterator = data.source.batches(data.ids, batch_size=batch_size, shuffle=False, seed=0)
     rows: dict[str, np.ndarray] = {}

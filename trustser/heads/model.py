@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from trustser._validation import check_choice, check_positive, check_probability
 
-__all__ = ["POOLINGS", "LayerWeightedHead", "save_head", "load_head"]
+__all__ = ["POOLINGS", "LayerWeightedHead", "load_head", "save_head"]
 
 POOLINGS = ("mean", "attention")
 
@@ -82,7 +82,9 @@ class LayerWeightedHead(nn.Module):
         return torch.softmax(self.layer_logits, dim=0)
 
     @torch.no_grad()
-    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor, *, eps: float = 1e-5) -> None:
+    def set_normalization(
+        self, mean: torch.Tensor, std: torch.Tensor, *, eps: float = 1e-5
+    ) -> None:
         """Standardise layer ``l``, dimension ``d`` as ``(h - mean[l, d]) / max(std[l, d], eps)``.
 
         Only used when the head was built with ``normalize=True``.
@@ -145,7 +147,9 @@ class LayerWeightedHead(nn.Module):
         h = self._frame_net(mixed)  # [F, H]
         counts = torch.bincount(segments, minlength=num_segments).to(h.dtype).clamp_min(1.0)
         if self.attention is None:
-            pooled = h.new_zeros(num_segments, h.shape[1]).index_add_(0, segments, h) / counts[:, None]
+            pooled = (
+                h.new_zeros(num_segments, h.shape[1]).index_add_(0, segments, h) / counts[:, None]
+            )
         else:
             scores = self.attention(h).squeeze(-1)  # [F]
             peak = scores.new_full((num_segments,), float("-inf")).scatter_reduce(
@@ -154,7 +158,9 @@ class LayerWeightedHead(nn.Module):
             weights = torch.exp(scores - peak[segments])
             total = weights.new_zeros(num_segments).index_add_(0, segments, weights)
             weights = weights / total[segments]
-            pooled = h.new_zeros(num_segments, h.shape[1]).index_add_(0, segments, weights[:, None] * h)
+            pooled = h.new_zeros(num_segments, h.shape[1]).index_add_(
+                0, segments, weights[:, None] * h
+            )
         return self.classifier(pooled)
 
     def config(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary
 from trustser.runs import RunLayout, read_json, write_json
 
-__all__ = ["ProbeEvent", "ProbeTaskResult", "ProbeResult", "probe_task", "run_probes"]
+__all__ = ["ProbeEvent", "ProbeResult", "ProbeTaskResult", "probe_task", "run_probes"]
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,11 @@ def run_probes(
         probe_task(means, ids, t, chosen[t.name], C=C, max_iter=max_iter, callback=callback)
         for t in tasks
     ]
-    store_info = {"path": str(Path(store).resolve()), "group": name, "provenance": dict(group.provenance)}
+    store_info = {
+        "path": str(Path(store).resolve()),
+        "group": name,
+        "provenance": dict(group.provenance),
+    }
     path = RunLayout(Path(runs)).probe_dir(name) / "metrics.json"
     metrics = _merge_existing(path, store_info)
     metrics.update(
@@ -197,7 +201,11 @@ def run_probes(
         metrics[f"{result.task}_best_layer_test"] = result.best_layer_test
     write_json(path, metrics)
     return ProbeResult(
-        backbone=name, path=path, tasks=results, metrics=metrics, seconds=time.perf_counter() - start
+        backbone=name,
+        path=path,
+        tasks=results,
+        metrics=metrics,
+        seconds=time.perf_counter() - start,
     )
 
 
@@ -212,7 +220,8 @@ def _merge_existing(path: Path, store_info: Mapping[str, Any]) -> dict[str, Any]
             isinstance(previous, dict)
             and isinstance(previous.get("tasks"), dict)
             and previous.get("store", {}).get("group") == store_info["group"]
-            and _plain(previous.get("store", {}).get("provenance")) == _plain(store_info["provenance"])
+            and _plain(previous.get("store", {}).get("provenance"))
+            == _plain(store_info["provenance"])
         ):
             return previous
     return {"tasks": {}}

@@ -24,17 +24,17 @@ from trustser.manifest import GENDERS, Manifest, Utterance
 from trustser.runs import TASKS
 
 __all__ = [
-    "TASKS",
     "DEFAULT_EPOCHS",
     "SPEAKER_FOLDS",
-    "TaskError",
+    "TASKS",
     "Split",
     "Task",
+    "TaskError",
     "build_task",
-    "speaker_splits",
-    "select_splits",
-    "parse_tasks",
     "ids_checksum",
+    "parse_tasks",
+    "select_splits",
+    "speaker_splits",
 ]
 
 # The paper: 30 epochs for emotion, 10 for the gender head. Speaker identification has no paper

@@ -29,7 +29,7 @@ from trustser.heads.data import (
     available_memory,
     feature_bytes,
 )
-from trustser.heads.estimator import EpochEnd, HeadClassifier
+from trustser.heads.estimator import HeadClassifier
 from trustser.heads.model import save_head
 from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
 from trustser.manifest import Manifest
@@ -39,14 +39,14 @@ from trustser.runs import RunLayout, write_json
 
 __all__ = [
     "DATA_MODES",
-    "TrainingEvent",
+    "FitResult",
     "FoldResult",
     "TaskResult",
-    "FitResult",
+    "TrainingEvent",
+    "choose_data_mode",
     "fit_heads",
     "fit_task",
     "open_group",
-    "choose_data_mode",
 ]
 
 DATA_MODES = ("auto", "memory", "stream")
@@ -253,7 +253,11 @@ def fit_heads(
             )
         )
     return FitResult(
-        store=Path(store), backbone=name, data_mode=mode, tasks=results, seconds=time.perf_counter() - start
+        store=Path(store),
+        backbone=name,
+        data_mode=mode,
+        tasks=results,
+        seconds=time.perf_counter() - start,
     )
 
 
@@ -285,7 +289,9 @@ def fit_task(
             _feature_set(source, task, split.train),
             _feature_set(source, task, split.dev),
             classes=task.labels,
-            callback=(lambda e, n=notify: n("epoch", epoch=e.epoch, epochs=e.epochs, dev_uar=e.dev_uar))
+            callback=(
+                lambda e, n=notify: n("epoch", epoch=e.epoch, epochs=e.epochs, dev_uar=e.dev_uar)
+            )
             if callback
             else None,
         )
@@ -294,7 +300,9 @@ def fit_task(
             part = _feature_set(source, task, getattr(split, role))
             proba = model.predict_proba(part)
             predicted = [task.labels[k] for k in proba.argmax(axis=1)]
-            summaries[role] = performance_summary(list(part.labels), predicted, labels=list(task.labels))
+            summaries[role] = performance_summary(
+                list(part.labels), predicted, labels=list(task.labels)
+            )
             probabilities[role] = (part, proba, predicted)
         test_part, test_proba, test_pred = probabilities["test"]
         for utterance_id, truth, pred, proba in zip(
@@ -309,7 +317,9 @@ def fit_task(
                 "true": truth,
                 "pred": pred,
             }
-            row.update({f"prob_{label}": float(p) for label, p in zip(task.labels, proba, strict=True)})
+            row.update(
+                {f"prob_{label}": float(p) for label, p in zip(task.labels, proba, strict=True)}
+            )
             rows.append(row)
         layer_weights = [float(w) for w in model.layer_weights_]
         head_path = layout.head_path(backbone, task.name, split.name)
@@ -402,7 +412,11 @@ def _task_metrics(
         "std": "population standard deviation over folds (ddof=0)",
     }
     for role in ("test", "dev"):
-        for key, name in (("uar", "uar"), ("weighted_accuracy", "accuracy"), ("macro_f1", "macro_f1")):
+        for key, name in (
+            ("uar", "uar"),
+            ("weighted_accuracy", "accuracy"),
+            ("macro_f1", "macro_f1"),
+        ):
             mean, std = mean_std([getattr(f, role)[key] for f in folds])
             metrics[f"{role}_{name}_mean"] = mean
             metrics[f"{role}_{name}_std"] = std
@@ -412,7 +426,9 @@ def _task_metrics(
             defined = [v for v in values if v is not None]
             recalls[label] = float(np.mean(defined)) if defined else None
         metrics[f"{role}_per_class_recall_mean"] = recalls
-        metrics[f"{role}_confusion_sum"] = np.sum([getattr(f, role)["confusion"] for f in folds], axis=0).tolist()
+        metrics[f"{role}_confusion_sum"] = np.sum(
+            [getattr(f, role)["confusion"] for f in folds], axis=0
+        ).tolist()
     weights = np.array([f.layer_weights for f in folds])
     metrics["layer_weights_mean"] = weights.mean(axis=0).tolist()
     metrics["layer_weights_std"] = weights.std(axis=0).tolist()
@@ -425,12 +441,22 @@ def _task_metrics(
 def _write_predictions(path: Path, rows: list[dict[str, Any]], labels: Sequence[str]) -> Path:
     """predictions.csv (id, fold, speaker, gender, true, pred, prob_<label>...), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = ["id", "fold", "speaker", "gender", "true", "pred", *(f"prob_{label}" for label in labels)]
+    columns = [
+        "id",
+        "fold",
+        "speaker",
+        "gender",
+        "true",
+        "pred",
+        *(f"prob_{label}" for label in labels),
+    ]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow(
+                {k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
     os.replace(tmp, path)
     return path
