@@ -55,6 +55,9 @@ def fit(
         typer.Option(help="Epochs (default per task: emotion 30, gender 10, speaker 30)."),
     ] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
+    weight_decay: Annotated[
+        float, typer.Option("--weight-decay", help="Decoupled weight decay (AdamW); 0 = Adam.")
+    ] = 0.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Utterances per batch.")] = 64,
     hidden: Annotated[int, typer.Option(help="Hidden width of the head.")] = 128,
     dropout: Annotated[float, typer.Option(help="Dropout inside the head.")] = 0.0,
@@ -94,6 +97,7 @@ def fit(
                 epochs=epochs,
                 hidden=hidden,
                 lr=lr,
+                weight_decay=weight_decay,
                 batch_size=batch_size,
                 dropout=dropout,
                 pooling=pooling,
@@ -183,9 +187,8 @@ class _FitProgress:
                 status="",
             )
         elif event.kind == "epoch":
-            self._progress.update(
-                self._bars[key], completed=event.epoch, status=f"dev UAR {event.dev_uar:.3f}"
-            )
+            status = "" if event.dev_uar is None else f"dev UAR {event.dev_uar:.3f}"
+            self._progress.update(self._bars[key], completed=event.epoch, status=status)
         elif event.kind == "fold_end":
             self._progress.update(
                 self._bars[key], status=f"dev {event.dev_uar:.3f}  test UAR {event.test_uar:.3f}"

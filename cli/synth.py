@@ -46,8 +46,8 @@ def synth(
     bias: Annotated[
         list[str] | None,
         typer.Option(
-            help="EMOTION:GENDER[:STRENGTH[:TOWARD]], e.g. angry:female (female anger moved 70% "
-            "toward neutral). Repeatable."
+            help="EMOTION:GENDER[:STRENGTH[:TOWARD]], e.g. angry:female (female anger rendered "
+            "with neutral prosody) or angry:female:0.5 (halfway). Repeatable."
         ),
     ] = None,
     voice: Annotated[

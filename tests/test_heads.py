@@ -254,6 +254,8 @@ def test_estimator_contract_and_errors(manifest, frames):
     assert est.lr == -1.0  # stored as given, checked in fit
     with pytest.raises(ValueError, match="lr must be > 0"):
         est.fit(data)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        HeadClassifier(weight_decay=-0.1).fit(data)
     with pytest.raises(ValueError, match="pooling='max'"):
         HeadClassifier(pooling="max").fit(data)
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -504,11 +506,17 @@ def test_cli_fit_and_probe_wiring(fake_store, tmp_path):
             "cpu",
             "--batch-size",
             "32",
+            "--no-normalize",
+            "--weight-decay",
+            "0.01",
         ],
     )
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # rich wraps at the terminal width
     assert "gender heads" in text and "mean" in text and "learned layer weights" in text
+    config = json.loads((runs / "fakenet" / "gender" / "config.json").read_text())
+    assert config["hyperparameters"]["normalize"] is False
+    assert config["hyperparameters"]["weight_decay"] == 0.01
     assert (runs / "fakenet" / "gender" / "fold2" / "head.safetensors").is_file()
     result = runner.invoke(app, ["heads", "probe", "--store", str(store), "--runs", str(runs)])
     assert result.exit_code == 0, result.output

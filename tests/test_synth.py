@@ -20,7 +20,7 @@ needs_espeak = pytest.mark.skipif(
 )
 
 TINY = {"size": "tiny", "seed": 0}  # 6 speakers × 2 sentences × 4 emotions = 48 clips
-BIAS = "angry:female:1.0"
+BIAS = "angry:female"
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_estimate_f0_finds_the_pitch_of_a_harmonic_tone():
 
 
 def test_parse_bias_and_voice_reject_bad_input():
-    assert synth.parse_bias("angry:female") == synth.Bias("angry", "female", 0.7, "neutral")
+    assert synth.parse_bias("angry:female") == synth.Bias("angry", "female", 1.0, "neutral")
     assert synth.parse_bias("Happy:Male:0.5:sad") == synth.Bias("happy", "male", 0.5, "sad")
     for bad, needle in [
         ("angry", "EMOTION:GENDER"),

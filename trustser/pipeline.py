@@ -463,12 +463,8 @@ def _task_summary(task_result: Any) -> str:
 
 
 def _cost_summary(report: Any) -> str:
-    data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-    macs = data.get("macs") or data.get("total_macs")
-    params = data.get("params_backbone") or data.get("backbone_parameters")
-    parts = []
-    if params:
-        parts.append(f"{params / 1e6:.1f} M params")
-    if macs:
-        parts.append(f"{macs / 1e9:.2f} GMACs / 6 s")
-    return ", ".join(parts) or "measured"
+    latency = f", {report.latency_ms:.0f} ms per clip" if report.latency_ms is not None else ""
+    return (
+        f"{report.backbone_params / 1e6:.1f} M params, "
+        f"{report.total_macs / 1e9:.2f} GMACs per {report.seconds:g} s clip{latency}"
+    )

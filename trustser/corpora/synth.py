@@ -160,11 +160,13 @@ CALIBRATION_TEXT = (
 )
 
 # A median f0 on the wrong side of this boundary contradicts the voice's gender label. Every
-# default voice lies at least 45 Hz away from it (measured: female 175-270 Hz, male 85-110 Hz).
+# built-in voice stays at least 15 Hz away from it, even at the extremes of the per-speaker
+# pitch draw (measured: female 160-240 Hz, male 95-120 Hz).
 GENDER_F0_BOUNDARY_HZ = 145.0
-# espeak-ng amplitude (0-200, default 100): low enough that +60 % loudness never clips its int16
-# output; levels are normalised per voice afterwards.
-ESPEAK_AMPLITUDE = 40
+# espeak-ng amplitude (0-200, default 100): low enough that even the loudest built-in voice at
+# 230 % volume stays below full scale in its int16 output (measured peak 0.80); levels are
+# normalised per voice afterwards.
+ESPEAK_AMPLITUDE = 30
 TARGET_ACTIVE_RMS = 0.05  # -26 dBFS over active speech, for a neutral utterance at 0 dB gain
 
 
@@ -281,13 +283,13 @@ class Bias:
     """Make one emotion's prosody differ by gender on purpose (a controlled fairness test bed).
 
     For speakers of ``gender``, the ``emotion`` profile is moved toward ``toward`` by ``strength``
-    (0 = unchanged, 1 = identical to ``toward``'s profile): ``angry:female`` makes female anger
-    sound closer to neutral, so a classifier misses it more often for women than for men.
+    (0 = unchanged, 1 = identical to ``toward``'s profile): ``angry:female`` renders female anger
+    with neutral prosody, so a classifier cannot tell the two apart for women but can for men.
     """
 
     emotion: str
     gender: str
-    strength: float = 0.7
+    strength: float = 1.0
     toward: str = "neutral"
 
     def __post_init__(self) -> None:
@@ -556,7 +558,7 @@ def parse_bias(text: str) -> Bias:
             f"bias {text!r}: expected EMOTION:GENDER[:STRENGTH[:TOWARD]], e.g. 'angry:female' or "
             "'angry:female:0.8'."
         )
-    strength = 0.7
+    strength = 1.0
     if len(parts) >= 3:
         try:
             strength = float(parts[2])

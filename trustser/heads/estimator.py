@@ -82,6 +82,7 @@ class HeadClassifier:
     _parameter_constraints: ClassVar[dict[str, str]] = {
         "hidden": "int >= 1",
         "lr": "float > 0",
+        "weight_decay": "float >= 0",
         "epochs": "int >= 1",
         "batch_size": "int >= 1",
         "dropout": "float in [0, 1]",
@@ -97,6 +98,7 @@ class HeadClassifier:
         *,
         hidden: int = 128,
         lr: float = 5e-4,
+        weight_decay: float = 0.0,
         epochs: int = 30,
         batch_size: int = 64,
         dropout: float = 0.0,
@@ -108,6 +110,7 @@ class HeadClassifier:
     ) -> None:
         self.hidden = hidden
         self.lr = lr
+        self.weight_decay = weight_decay
         self.epochs = epochs
         self.batch_size = batch_size
         self.dropout = dropout
@@ -133,6 +136,9 @@ class HeadClassifier:
         if not isinstance(self.lr, Real):
             raise ValueError(f"lr must be a number, got {self.lr!r}.")
         check_positive("lr", self.lr)
+        if not isinstance(self.weight_decay, Real):
+            raise ValueError(f"weight_decay must be a number, got {self.weight_decay!r}.")
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_probability("dropout", self.dropout)
         check_choice("pooling", self.pooling, POOLINGS)
         if not isinstance(self.normalize, bool):
@@ -235,7 +241,9 @@ class HeadClassifier:
                         if statistics is not None:
                             head.set_normalization(*statistics)
                         head = head.to(device)
-                        optimizer = torch.optim.Adam(head.parameters(), lr=self.lr)
+                        optimizer = torch.optim.AdamW(
+                            head.parameters(), lr=self.lr, weight_decay=self.weight_decay
+                        )
                     head.train()
                     targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
                     loss = loss_fn(_logits(head, batch, device, packed), targets)

@@ -192,6 +192,7 @@ def fit_heads(
     epochs: int | None = None,
     hidden: int = 128,
     lr: float = 5e-4,
+    weight_decay: float = 0.0,
     batch_size: int = 64,
     dropout: float = 0.0,
     pooling: str = "mean",
@@ -225,6 +226,7 @@ def fit_heads(
         estimator = HeadClassifier(
             hidden=hidden,
             lr=lr,
+            weight_decay=weight_decay,
             epochs=epochs if epochs is not None else t.default_epochs,
             batch_size=batch_size,
             dropout=dropout,
