@@ -8,11 +8,15 @@ import random
 import numpy as np
 import torch
 
-from trustser._validation import check_choice
+from trustser._validation import TrustSERError, check_choice
 
-__all__ = ["DEVICE_CHOICES", "resolve_device", "seed_everything"]
+__all__ = ["DEVICE_CHOICES", "DeviceError", "resolve_device", "seed_everything"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+class DeviceError(TrustSERError, RuntimeError):
+    """The requested device is not available on this machine."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -24,7 +28,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if base == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if base == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is visible; use --device cpu or auto.")
+        raise DeviceError("device 'cuda' was requested but no CUDA GPU is visible; use --device cpu or auto.")
     return torch.device(device)
 
 

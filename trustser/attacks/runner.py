@@ -622,7 +622,10 @@ def run_attack(
     heads = _available_heads(layout, name)
     manifest = group.manifest()
     chosen = _select_folds(manifest, heads, folds)
-    torch_device = resolve_device(device)
+    try:
+        torch_device = resolve_device(device)
+    except RuntimeError as error:  # CUDA requested but not visible
+        raise AttackError(str(error)) from None
     encoder = _load_backbone(provenance, torch_device)
     identical_only = not bool(encoder.masks_padding)
     sample_rate = int(provenance.get("sample_rate") or encoder.sample_rate)

@@ -143,6 +143,7 @@ def _plot(rows: Sequence[SweepRow], path: Path, title: str) -> None:
             capsize=3,
             label=method,
         )
+    axes.set_xticks(sorted({r.snr_db for r in rows}))
     axes.set_xlabel("SNR of the perturbation (dB)")
     axes.set_ylabel("attack success rate (%)")
     axes.set_ylim(-2, 102)

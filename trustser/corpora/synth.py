@@ -262,16 +262,16 @@ NEUTRAL_SETTINGS = Prosody(pitch=100, range=100, rate=100, volume=100, gap=0)
 # docs/synthetic-corpus.md for the measured separability).
 EMOTION_PROFILES: dict[str, Prosody] = {
     "neutral": Prosody(),
-    "happy": Prosody(pitch=30, range=70, rate=8, volume=15, gap=0),
+    "happy": Prosody(pitch=30, range=60, rate=10, volume=20, gap=0),
     "sad": Prosody(pitch=-16, range=-45, rate=-18, volume=-25, gap=3),
-    "angry": Prosody(pitch=15, range=25, rate=12, volume=50, gap=0),
+    "angry": Prosody(pitch=25, range=30, rate=20, volume=55, gap=0),
 }
 
 # Random variation, in the units of Prosody: a speaker's own neutral settings, how strongly the
 # speaker expresses each emotion (a scale per emotion and a per-dimension wobble) and the
 # per-utterance jitter.
 SPEAKER_BASE_SD = Prosody(pitch=8, range=15, rate=8, volume=0, gap=0.5)
-SPEAKER_SCALE_RANGE = (0.5, 1.3)
+SPEAKER_SCALE_RANGE = (0.6, 1.3)
 SPEAKER_DIMENSION_SD = 0.25
 UTTERANCE_JITTER_SD = Prosody(pitch=8, range=20, rate=6, volume=12, gap=1.2)
 GAIN_DB_RANGE = (-6.0, 6.0)
