@@ -254,6 +254,8 @@ def test_estimator_contract_and_errors(manifest, frames):
     assert est.lr == -1.0  # stored as given, checked in fit
     with pytest.raises(ValueError, match="lr must be > 0"):
         est.fit(data)
+    with pytest.raises(ValueError, match="layer_lr must be > 0"):
+        HeadClassifier(layer_lr=0.0).fit(data)
     with pytest.raises(ValueError, match="weight_decay must be >= 0"):
         HeadClassifier(weight_decay=-0.1).fit(data)
     with pytest.raises(ValueError, match="pooling='max'"):
@@ -269,6 +271,10 @@ def test_estimator_contract_and_errors(manifest, frames):
     fitted = HeadClassifier(epochs=2, pooling="attention", dropout=0.2, device="cpu").fit(data)
     assert fitted.best_epoch_ == 2 and fitted.best_score_ is None
     assert fitted.head_.pooling == "attention"
+    # the layer logits have their own learning rate: a larger one moves the weights further
+    slow = HeadClassifier(epochs=2, device="cpu", layer_lr=1e-4).fit(data)
+    fast = HeadClassifier(epochs=2, device="cpu", layer_lr=1e-1).fit(data)
+    assert np.ptp(fast.layer_weights_) > 10 * np.ptp(slow.layer_weights_)
     normalized = HeadClassifier(epochs=1, normalize=True, device="cpu").fit(data)
     mean, std = source.statistics(ids)
     torch.testing.assert_close(normalized.head_.feature_mean, mean)

@@ -82,6 +82,7 @@ class HeadClassifier:
     _parameter_constraints: ClassVar[dict[str, str]] = {
         "hidden": "int >= 1",
         "lr": "float > 0",
+        "layer_lr": "float > 0 or None (= lr)",
         "weight_decay": "float >= 0",
         "epochs": "int >= 1",
         "batch_size": "int >= 1",
@@ -98,6 +99,7 @@ class HeadClassifier:
         *,
         hidden: int = 128,
         lr: float = 5e-4,
+        layer_lr: float | None = None,
         weight_decay: float = 0.0,
         epochs: int = 30,
         batch_size: int = 64,
@@ -110,6 +112,7 @@ class HeadClassifier:
     ) -> None:
         self.hidden = hidden
         self.lr = lr
+        self.layer_lr = layer_lr
         self.weight_decay = weight_decay
         self.epochs = epochs
         self.batch_size = batch_size
@@ -136,6 +139,10 @@ class HeadClassifier:
         if not isinstance(self.lr, Real):
             raise ValueError(f"lr must be a number, got {self.lr!r}.")
         check_positive("lr", self.lr)
+        if self.layer_lr is not None:
+            if not isinstance(self.layer_lr, Real):
+                raise ValueError(f"layer_lr must be a number or None, got {self.layer_lr!r}.")
+            check_positive("layer_lr", self.layer_lr)
         if not isinstance(self.weight_decay, Real):
             raise ValueError(f"weight_decay must be a number, got {self.weight_decay!r}.")
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
@@ -241,8 +248,18 @@ class HeadClassifier:
                         if statistics is not None:
                             head.set_normalization(*statistics)
                         head = head.to(device)
+                        others = [p for n, p in head.named_parameters() if n != "layer_logits"]
                         optimizer = torch.optim.AdamW(
-                            head.parameters(), lr=self.lr, weight_decay=self.weight_decay
+                            [
+                                {"params": others},
+                                {
+                                    "params": [head.layer_logits],
+                                    "lr": self.layer_lr if self.layer_lr is not None else self.lr,
+                                    "weight_decay": 0.0,
+                                },
+                            ],
+                            lr=self.lr,
+                            weight_decay=self.weight_decay,
                         )
                     head.train()
                     targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
