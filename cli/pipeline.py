@@ -60,14 +60,19 @@ def run(
         list[Path] | None, typer.Option("--root", help="Corpus root, one per --corpus.")
     ] = None,
     manifest: Annotated[
-        Path | None, typer.Option("--manifest", help="A prepared manifest instead of --corpus/--root.")
+        Path | None,
+        typer.Option("--manifest", help="A prepared manifest instead of --corpus/--root."),
     ] = None,
     backbone: Annotated[
-        list[str] | None, typer.Option("--backbone", "-b", help="Backbone name or spec (repeatable).")
+        list[str] | None,
+        typer.Option("--backbone", "-b", help="Backbone name or spec (repeatable)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory [default: runs].")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output directory [default: runs].")
+    ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file listing corpora, backbones, settings.")
+        Path | None,
+        typer.Option("--config", help="TOML file listing corpora, backbones, settings."),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for every random choice.")] = None,

@@ -46,7 +46,9 @@ def write_tone(
     rng = np.random.default_rng(seed)
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     mono = amplitude * np.sin(2 * np.pi * frequency * t) + 0.01 * rng.standard_normal(t.size)
-    data = np.stack([mono * (1 - 0.2 * c) for c in range(channels)], axis=1) if channels > 1 else mono
+    data = (
+        np.stack([mono * (1 - 0.2 * c) for c in range(channels)], axis=1) if channels > 1 else mono
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), data.astype(np.float32), sample_rate, subtype=subtype, format=format)
     return path
@@ -60,3 +62,44 @@ def tone(tmp_path: Path):
         return write_tone(tmp_path / name, **kwargs)
 
     return make
+
+
+def make_toy_manifest(root: Path, *, takes: int = 2, corpus: str = "toy"):
+    """6 speakers (3 per gender) × 4 emotions × ``takes`` short tones whose pitch encodes the
+    emotion; fold k tests one woman and one man. Small enough for end-to-end pipeline tests."""
+    from trustser.folds import rotating_folds
+    from trustser.manifest import EMOTIONS, Manifest, Utterance
+
+    rng = np.random.default_rng(0)
+    speakers = (("s1", "female"), ("s2", "male"), ("s3", "female"), ("s4", "male"))
+    speakers += (("s5", "female"), ("s6", "male"))
+    utterances = []
+    for speaker, gender in speakers:
+        for k, emotion in enumerate(EMOTIONS):
+            for take in range(takes):
+                n = int(16_000 * (0.3 + 0.2 * rng.random()))
+                t = np.arange(n) / 16_000
+                x = 0.2 * np.sin(2 * np.pi * 150 * (k + 1) * t) + 0.01 * rng.standard_normal(n)
+                path = root / "wav" / f"{speaker}_{emotion}_{take}.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(path), x.astype(np.float32), 16_000, subtype="PCM_16")
+                utterances.append(
+                    Utterance(
+                        id=path.stem,
+                        path=str(path),
+                        speaker=speaker,
+                        gender=gender,
+                        emotion=emotion,
+                        duration=n / 16_000,
+                        sample_rate=16_000,
+                        num_frames=n,
+                    )
+                )
+    folds = rotating_folds([["s1", "s2"], ["s3", "s4"], ["s5", "s6"]], by="speaker")
+    return Manifest(corpus=corpus, utterances=tuple(utterances), folds=folds)
+
+
+@pytest.fixture
+def toy_manifest(tmp_path: Path):
+    """A tiny tone corpus (see :func:`make_toy_manifest`) under ``tmp_path/toy``."""
+    return make_toy_manifest(tmp_path / "toy")

@@ -359,43 +359,7 @@ def test_cli_profile_wiring(tmp_path):
     assert stray.exit_code == 2 and "unexpected argument" in stray.output
 
 
-def _toy_corpus(root: Path):
-    """6 speakers (3 per gender) × 4 emotions × 2 short tones; fold k tests one woman, one man."""
-    import soundfile as sf
-
-    from trustser.folds import rotating_folds
-    from trustser.manifest import EMOTIONS, Manifest, Utterance
-
-    rng = np.random.default_rng(0)
-    speakers = (("s1", "female"), ("s2", "male"), ("s3", "female"), ("s4", "male"))
-    speakers += (("s5", "female"), ("s6", "male"))
-    utterances = []
-    for speaker, gender in speakers:
-        for k, emotion in enumerate(EMOTIONS):
-            for take in range(2):
-                n = int(16_000 * (0.3 + 0.2 * rng.random()))
-                t = np.arange(n) / 16_000
-                x = 0.2 * np.sin(2 * np.pi * 150 * (k + 1) * t) + 0.01 * rng.standard_normal(n)
-                path = root / "wav" / f"{speaker}_{emotion}_{take}.wav"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(str(path), x.astype(np.float32), 16_000, subtype="PCM_16")
-                utterances.append(
-                    Utterance(
-                        id=path.stem,
-                        path=str(path),
-                        speaker=speaker,
-                        gender=gender,
-                        emotion=emotion,
-                        duration=n / 16_000,
-                        sample_rate=16_000,
-                        num_frames=n,
-                    )
-                )
-    folds = rotating_folds([["s1", "s2"], ["s3", "s4"], ["s5", "s6"]], by="speaker")
-    return Manifest(corpus="toy", utterances=tuple(utterances), folds=folds)
-
-
-def test_profile_of_a_real_pipeline_run(tmp_path):
+def test_profile_of_a_real_pipeline_run(tmp_path, toy_manifest):
     """extract → heads (emotion, gender) → attack → cost → profile, with the real producers."""
     from trustser.attacks.runner import run_attack
     from trustser.cost import run_cost
@@ -403,7 +367,7 @@ def test_profile_of_a_real_pipeline_run(tmp_path):
     from trustser.heads.training import fit_heads
 
     store, runs = tmp_path / "cache.zarr", tmp_path / "runs"
-    extract(_toy_corpus(tmp_path), store, "tiny:whisper", device="cpu", progress=False)
+    extract(toy_manifest, store, "tiny:whisper", device="cpu", progress=False)
     for task in ("emotion", "gender"):
         fit_heads(store, task=task, runs=runs, folds="1,2", epochs=2, lr=1e-2, device="cpu")
     run_attack(store, runs=runs, method="fgsm", snr_db=45, folds="1,2", device="cpu", batch_size=8)

@@ -24,7 +24,9 @@ __all__ = ["DEMO_BACKBONE", "demo_config", "run_demo"]
 DEMO_BACKBONE = "whisper_tiny_en_offline"
 
 
-def demo_config(out: str | os.PathLike, manifest: str | os.PathLike, *, device: str = "auto", seed: int = 0) -> PipelineConfig:
+def demo_config(
+    out: str | os.PathLike, manifest: str | os.PathLike, *, device: str = "auto", seed: int = 0
+) -> PipelineConfig:
     """The demo's settings: paper defaults, FGSM/PGD/noise at 45 dB, offline Whisper tiny.en."""
     return PipelineConfig(
         corpora=(CorpusSource(name="synth", manifest=str(manifest)),),

@@ -109,9 +109,13 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         if not self.corpora:
-            raise PipelineConfigError("no corpus given: pass --corpus NAME --root PATH (or --manifest).")
+            raise PipelineConfigError(
+                "no corpus given: pass --corpus NAME --root PATH (or --manifest)."
+            )
         if not self.backbones:
-            raise PipelineConfigError("no backbone given: pass --backbone NAME (see `trustser backbones list`).")
+            raise PipelineConfigError(
+                "no backbone given: pass --backbone NAME (see `trustser backbones list`)."
+            )
         for corpus in self.corpora:
             if (corpus.root is None) == (corpus.manifest is None):
                 raise PipelineConfigError(
@@ -126,7 +130,9 @@ class PipelineConfig:
         for method in self.attack.methods:
             check_choice("attack.methods", method, ATTACK_METHODS)
         if "emotion" not in self.heads.tasks and self.attack.methods:
-            raise PipelineConfigError("attacks need the emotion head: add 'emotion' to heads.tasks.")
+            raise PipelineConfigError(
+                "attacks need the emotion head: add 'emotion' to heads.tasks."
+            )
 
 
 def _section(data: Mapping[str, Any], key: str, cls: type, path: Path) -> Any:
@@ -134,7 +140,9 @@ def _section(data: Mapping[str, Any], key: str, cls: type, path: Path) -> Any:
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(values) - known)
     if unknown:
-        raise PipelineConfigError(f"{path}: unknown key(s) {unknown} in [{key}]; known: {sorted(known)}")
+        raise PipelineConfigError(
+            f"{path}: unknown key(s) {unknown} in [{key}]; known: {sorted(known)}"
+        )
     for name, value in list(values.items()):
         if isinstance(value, list):
             values[name] = tuple(value)
@@ -153,7 +161,9 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
     top = {"corpora", "backbones", "out", "device", "seed", "extract", "heads", "attack", "profile"}
     unknown = sorted(set(data) - top)
     if unknown:
-        raise PipelineConfigError(f"{path}: unknown top-level key(s) {unknown}; known: {sorted(top)}")
+        raise PipelineConfigError(
+            f"{path}: unknown top-level key(s) {unknown}; known: {sorted(top)}"
+        )
     corpora = []
     for index, entry in enumerate(data.get("corpora", [])):
         extra = sorted(set(entry) - {"name", "root", "manifest"})
@@ -236,7 +246,11 @@ class _Ledger:
         )
 
     def mark(self, stage_id: str, inputs: Mapping[str, Any]) -> None:
-        self.entries[stage_id] = {"key": self.key(inputs), "inputs": inputs, "finished": time.time()}
+        self.entries[stage_id] = {
+            "key": self.key(inputs),
+            "inputs": inputs,
+            "finished": time.time(),
+        }
         write_json(self.path, self.entries)
 
 
@@ -260,7 +274,9 @@ def _group_provenance(store: Path, backbone: str) -> dict[str, Any]:
 
     group = open_store(store).group(backbone)
     return {
-        "provenance": {k: v for k, v in group.provenance.items() if k not in ("created", "versions")},
+        "provenance": {
+            k: v for k, v in group.provenance.items() if k not in ("created", "versions")
+        },
         "num_done": len(group.ids),
     }
 
@@ -279,7 +295,9 @@ def _run_stage(
     try:
         detail = action()
     except TrustSERError as error:
-        event = StageEvent(corpus, stage, "failed", backbone, time.perf_counter() - start, str(error))
+        event = StageEvent(
+            corpus, stage, "failed", backbone, time.perf_counter() - start, str(error)
+        )
         result.events.append(event)
         notify(event)
         return False
@@ -290,7 +308,9 @@ def _run_stage(
     return True
 
 
-def run_pipeline(config: PipelineConfig, *, notify: Notify | None = None, progress: bool = True) -> PipelineResult:
+def run_pipeline(
+    config: PipelineConfig, *, notify: Notify | None = None, progress: bool = True
+) -> PipelineResult:
     """Run every stage for every corpus and backbone; a failing backbone does not stop the rest."""
     from trustser.attacks.runner import run_attack
     from trustser.cost import run_cost
@@ -324,7 +344,12 @@ def run_pipeline(config: PipelineConfig, *, notify: Notify | None = None, progre
                 options = asdict(config.extract)
                 options = {k: v for k, v in options.items() if v is not None}
                 summary = extract(
-                    state["manifest"], store, backbone, device=config.device, progress=progress, **options
+                    state["manifest"],
+                    store,
+                    backbone,
+                    device=config.device,
+                    progress=progress,
+                    **options,
                 )
                 if summary.pending:
                     raise _StageError(f"{summary.pending} clips still pending after extraction")
@@ -345,7 +370,9 @@ def run_pipeline(config: PipelineConfig, *, notify: Notify | None = None, progre
             }
 
             def do_heads(group_name: str = group_name, inputs: dict = heads_inputs) -> str:
-                outputs = [layout.head_dir(group_name, t) / "metrics.json" for t in config.heads.tasks]
+                outputs = [
+                    layout.head_dir(group_name, t) / "metrics.json" for t in config.heads.tasks
+                ]
                 if ledger.is_done(f"heads:{group_name}", inputs, outputs):
                     return "up to date"
                 fit = fit_heads(
@@ -374,7 +401,9 @@ def run_pipeline(config: PipelineConfig, *, notify: Notify | None = None, progre
                     "attack": {**asdict(config.attack), "methods": [method]},
                 }
 
-                def do_attack(method: str = method, group_name: str = group_name, inputs: dict = attack_inputs) -> str:
+                def do_attack(
+                    method: str = method, group_name: str = group_name, inputs: dict = attack_inputs
+                ) -> str:
                     outputs = [
                         layout.attack_dir(group_name, method, snr) / "summary.json"
                         for snr in config.attack.snr
@@ -403,7 +432,9 @@ def run_pipeline(config: PipelineConfig, *, notify: Notify | None = None, progre
 
             def do_cost(group_name: str = group_name, inputs: dict = heads_inputs) -> str:
                 cost_inputs = {"provenance": inputs["provenance"], "device": config.device}
-                if ledger.is_done(f"cost:{group_name}", cost_inputs, [layout.cost_path(group_name)]):
+                if ledger.is_done(
+                    f"cost:{group_name}", cost_inputs, [layout.cost_path(group_name)]
+                ):
                     return "up to date"
                 report, _ = run_cost(group_name, runs=corpus_dir, device=config.device)
                 ledger.mark(f"cost:{group_name}", cost_inputs)

@@ -1,0 +1,150 @@
+"""`trustser run`: the whole pipeline, resumable, from flags or a TOML config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trustser.cli.main import app
+from trustser.manifest import write_manifest
+from trustser.pipeline import (
+    AttackSettings,
+    CorpusSource,
+    HeadSettings,
+    PipelineConfig,
+    PipelineConfigError,
+    load_config,
+    run_pipeline,
+)
+from trustser.runs import RunLayout
+
+FAST_HEADS = HeadSettings(tasks=("emotion", "gender"), epochs=2)
+FAST_ATTACK = AttackSettings(methods=("fgsm",), snr=(45.0,), steps=2)
+
+
+def _config(manifest: Path, out: Path, **changes) -> PipelineConfig:
+    settings = {
+        "corpora": (CorpusSource("toy", manifest=str(manifest)),),
+        "backbones": ("tiny:whisper",),
+        "out": out,
+        "device": "cpu",
+        "heads": FAST_HEADS,
+        "attack": FAST_ATTACK,
+        **changes,
+    }
+    return PipelineConfig(**settings)
+
+
+def _statuses(result) -> dict[tuple[str, str | None], str]:
+    return {(e.stage, e.backbone): e.status for e in result.events}
+
+
+def test_run_writes_every_stage_then_resumes_and_reruns_only_what_changed(tmp_path, toy_manifest):
+    manifest = write_manifest(toy_manifest, tmp_path / "toy.jsonl")
+    out = tmp_path / "runs"
+    first = run_pipeline(_config(manifest, out), progress=False)
+    assert first.exit_code == 0, [e.detail for e in first.failures]
+    statuses = _statuses(first)
+    for stage in ("extract", "heads", "attack-fgsm", "cost"):
+        assert statuses[(stage, "tiny:whisper")] == "done"
+    corpus_dir = out / "toy"
+    layout = RunLayout(corpus_dir)
+    assert (layout.head_dir("tiny:whisper", "emotion") / "metrics.json").is_file()
+    assert (layout.attack_dir("tiny:whisper", "fgsm", 45) / "summary.json").is_file()
+    assert layout.cost_path("tiny:whisper").is_file()
+    assert first.reports["toy"].is_file() and first.radars["toy"].is_file()
+    profile = json.loads((corpus_dir / "report" / "profile.json").read_text())
+    assert [b["name"] for b in profile["backbones"]] == ["tiny:whisper"]
+
+    # Same command again: everything but the (cheap) profile is skipped.
+    again = run_pipeline(_config(manifest, out), progress=False)
+    statuses = _statuses(again)
+    for stage in ("extract", "heads", "attack-fgsm", "cost"):
+        assert statuses[(stage, "tiny:whisper")] == "skipped", stage
+    # A new attack setting re-runs the attack only; heads stay.
+    changed = run_pipeline(
+        _config(manifest, out, attack=AttackSettings(methods=("fgsm",), snr=(35.0,), steps=2)),
+        progress=False,
+    )
+    statuses = _statuses(changed)
+    assert statuses[("heads", "tiny:whisper")] == "skipped"
+    assert statuses[("attack-fgsm", "tiny:whisper")] == "done"
+    assert (layout.attack_dir("tiny:whisper", "fgsm", 35) / "summary.json").is_file()
+
+
+def test_a_failing_backbone_does_not_stop_the_others(tmp_path, toy_manifest, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    manifest = write_manifest(toy_manifest, tmp_path / "toy.jsonl")
+    config = _config(
+        manifest,
+        tmp_path / "runs",
+        backbones=("whisper_small", "tiny:whisper"),  # no weights offline for the first
+        heads=HeadSettings(tasks=("emotion",), epochs=1),
+        attack=AttackSettings(methods=()),
+    )
+    result = run_pipeline(config, progress=False)
+    assert result.exit_code == 3
+    (failure,) = result.failures
+    assert failure.stage == "extract" and failure.backbone == "whisper_small"
+    assert "whisper_small" in failure.detail
+    assert _statuses(result)[("heads", "tiny:whisper")] == "done"
+
+
+def test_config_file_round_trip_and_errors(tmp_path):
+    config_path = tmp_path / "grid.toml"
+    config_path.write_text(
+        """
+out = "results"
+device = "cpu"
+seed = 3
+backbones = ["tiny:whisper", "tiny:wav2vec2"]
+
+[[corpora]]
+name = "emodb"
+root = "data/emodb"
+
+[heads]
+tasks = ["emotion", "gender"]
+epochs = 5
+
+[attack]
+methods = ["fgsm", "pgd"]
+snr = [45, 35]
+"""
+    )
+    config = load_config(config_path)
+    assert config.backbones == ("tiny:whisper", "tiny:wav2vec2")
+    assert config.corpora[0].root == str(tmp_path / "data" / "emodb")  # relative to the file
+    assert config.heads.epochs == 5 and config.attack.snr == (45, 35) and config.seed == 3
+    assert load_config(config_path, out=tmp_path / "x").out == tmp_path / "x"
+
+    config_path.write_text('backbones = ["tiny:whisper"]\n[heads]\nepochz = 3\n')
+    with pytest.raises(PipelineConfigError, match="epochz"):
+        load_config(config_path)
+    with pytest.raises(PipelineConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(PipelineConfigError, match="no corpus"):
+        PipelineConfig(corpora=(), backbones=("tiny:whisper",))
+    with pytest.raises(PipelineConfigError, match="exactly one of root"):
+        PipelineConfig(corpora=(CorpusSource("emodb"),), backbones=("tiny:whisper",))
+    with pytest.raises(PipelineConfigError, match="emotion head"):
+        PipelineConfig(
+            corpora=(CorpusSource("emodb", root="x"),),
+            backbones=("tiny:whisper",),
+            heads=HeadSettings(tasks=("gender",)),
+        )
+
+
+def test_cli_run_wiring(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--corpus", "emodb", "--backbone", "tiny:whisper"])
+    assert result.exit_code == 2 and "one --root per --corpus" in result.output
+    result = runner.invoke(app, ["run", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(
+        app, ["run", "--corpus", "emodb", "--root", str(tmp_path), "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "no backbone" in result.output
