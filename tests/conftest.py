@@ -9,9 +9,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import soundfile as sf  # noqa: E402
+import numpy as np
+import pytest
+import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def write_tone(
 ) -> Path:
     """A deterministic tone-plus-noise clip, so tests need no corpus files."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
     mono = amplitude * np.sin(2 * np.pi * frequency * t) + 0.01 * rng.standard_normal(t.size)
     data = (
         np.stack([mono * (1 - 0.2 * c) for c in range(channels)], axis=1) if channels > 1 else mono

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,14 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
-    "PipelineConfigError",
+    "AttackSettings",
     "CorpusSource",
     "ExtractSettings",
     "HeadSettings",
-    "AttackSettings",
     "PipelineConfig",
-    "StageEvent",
+    "PipelineConfigError",
     "PipelineResult",
+    "StageEvent",
     "load_config",
     "run_pipeline",
 ]
@@ -281,187 +282,176 @@ def _group_provenance(store: Path, backbone: str) -> dict[str, Any]:
     }
 
 
-def _run_stage(
-    result: PipelineResult,
-    notify: Notify,
-    corpus: str,
-    stage: str,
-    backbone: str | None,
-    action: Callable[[], str],
-) -> bool:
-    """Run one stage, recording success or failure without stopping the other backbones."""
-    start = time.perf_counter()
-    notify(StageEvent(corpus, stage, "start", backbone))
-    try:
-        detail = action()
-    except TrustSERError as error:
-        event = StageEvent(
-            corpus, stage, "failed", backbone, time.perf_counter() - start, str(error)
-        )
-        result.events.append(event)
-        notify(event)
-        return False
-    status = "skipped" if detail.startswith("up to date") else "done"
-    event = StageEvent(corpus, stage, status, backbone, time.perf_counter() - start, detail)
-    result.events.append(event)
-    notify(event)
-    return True
-
-
 def run_pipeline(
     config: PipelineConfig, *, notify: Notify | None = None, progress: bool = True
 ) -> PipelineResult:
     """Run every stage for every corpus and backbone; a failing backbone does not stop the rest."""
-    from trustser.attacks.runner import run_attack
-    from trustser.cost import run_cost
-    from trustser.extract import extract
-    from trustser.heads.training import fit_heads
-    from trustser.profile import run_profile
-
-    notify = notify or (lambda event: None)
     result = PipelineResult(config=config)
     started = time.perf_counter()
     for source in config.corpora:
-        corpus_dir = config.out / source.name
-        corpus_dir.mkdir(parents=True, exist_ok=True)
-        layout = RunLayout(corpus_dir)
-        store = corpus_dir / "cache.zarr"
-        ledger = _Ledger(corpus_dir / "stages.json")
-        state: dict[str, Any] = {}
-
-        def prepare() -> str:
-            manifest, path = _manifest_for(source, corpus_dir)
-            state["manifest"] = manifest
-            return f"{len(manifest)} utterances, {len(manifest.folds)} folds → {path}"
-
-        if not _run_stage(result, notify, source.name, "prepare", None, prepare):
-            continue
-
-        ready: list[str] = []
-        for backbone in config.backbones:
-
-            def do_extract(backbone: str = backbone) -> str:
-                options = asdict(config.extract)
-                options = {k: v for k, v in options.items() if v is not None}
-                summary = extract(
-                    state["manifest"],
-                    store,
-                    backbone,
-                    device=config.device,
-                    progress=progress,
-                    **options,
-                )
-                if summary.pending:
-                    raise _StageError(f"{summary.pending} clips still pending after extraction")
-                skipped = f", {len(summary.skipped)} skipped (bad audio)" if summary.skipped else ""
-                if summary.clips_written == 0:
-                    return f"up to date: {summary.done} clips in the store{skipped}"
-                return f"{summary.clips_written} clips extracted in {summary.wall_seconds:.0f} s{skipped}"
-
-            if _run_stage(result, notify, source.name, "extract", backbone, do_extract):
-                ready.append(backbone)
-
-        for backbone in ready:
-            group_name = _group_name(store, backbone)
-            heads_inputs = {
-                **_group_provenance(store, group_name),
-                "heads": asdict(config.heads),
-                "seed": config.seed,
-            }
-
-            def do_heads(group_name: str = group_name, inputs: dict = heads_inputs) -> str:
-                outputs = [
-                    layout.head_dir(group_name, t) / "metrics.json" for t in config.heads.tasks
-                ]
-                if ledger.is_done(f"heads:{group_name}", inputs, outputs):
-                    return "up to date"
-                fit = fit_heads(
-                    store,
-                    group_name,
-                    task=",".join(config.heads.tasks),
-                    runs=corpus_dir,
-                    epochs=config.heads.epochs,
-                    hidden=config.heads.hidden,
-                    lr=config.heads.lr,
-                    batch_size=config.heads.batch_size,
-                    dropout=config.heads.dropout,
-                    pooling=config.heads.pooling,
-                    device=config.device,
-                    seed=config.seed,
-                )
-                ledger.mark(f"heads:{group_name}", inputs)
-                return ", ".join(_task_summary(t) for t in fit.tasks)
-
-            if not _run_stage(result, notify, source.name, "heads", group_name, do_heads):
-                continue
-
-            for method in config.attack.methods:
-                attack_inputs = {
-                    **heads_inputs,
-                    "attack": {**asdict(config.attack), "methods": [method]},
-                }
-
-                def do_attack(
-                    method: str = method, group_name: str = group_name, inputs: dict = attack_inputs
-                ) -> str:
-                    outputs = [
-                        layout.attack_dir(group_name, method, snr) / "summary.json"
-                        for snr in config.attack.snr
-                    ]
-                    if ledger.is_done(f"attack-{method}:{group_name}", inputs, outputs):
-                        return "up to date"
-                    run = run_attack(
-                        store,
-                        group_name,
-                        runs=corpus_dir,
-                        method=method,
-                        snr_db=list(config.attack.snr),
-                        device=config.device,
-                        batch_size=config.attack.batch_size,
-                        steps=config.attack.steps,
-                        save_audio=config.attack.save_audio,
-                        seed=config.seed,
-                        progress=progress,
-                    )
-                    ledger.mark(f"attack-{method}:{group_name}", inputs)
-                    return ", ".join(
-                        f"{r.snr_db:g} dB ASR {_percent(r.asr_mean)}" for r in run.results
-                    )
-
-                _run_stage(result, notify, source.name, f"attack-{method}", group_name, do_attack)
-
-            def do_cost(group_name: str = group_name, inputs: dict = heads_inputs) -> str:
-                cost_inputs = {"provenance": inputs["provenance"], "device": config.device}
-                if ledger.is_done(
-                    f"cost:{group_name}", cost_inputs, [layout.cost_path(group_name)]
-                ):
-                    return "up to date"
-                report, _ = run_cost(group_name, runs=corpus_dir, device=config.device)
-                ledger.mark(f"cost:{group_name}", cost_inputs)
-                return _cost_summary(report)
-
-            _run_stage(result, notify, source.name, "cost", group_name, do_cost)
-
-        def do_profile() -> str:
-            profile, files = run_profile(
-                corpus_dir,
-                corpus_dir / "report",
-                store=str(store),
-                scale=config.scale,
-                attack=config.profile_attack,
-            )
-            html = files.get("html") or files.get("report")
-            if html is not None:
-                result.reports[source.name] = Path(html)
-            radar = files.get("overlay_png") or files.get("radar_png")
-            if radar is not None:
-                result.radars[source.name] = Path(radar)
-            return f"{len(profile.backbones)} backbone(s) → {corpus_dir / 'report'}"
-
-        if ready:
-            _run_stage(result, notify, source.name, "profile", None, do_profile)
+        _CorpusRun(config, source, result, notify or (lambda event: None), progress).run()
     result.seconds = time.perf_counter() - started
     return result
+
+
+class _CorpusRun:
+    """All stages of one corpus: its manifest, store, runs and report live in one directory."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        source: CorpusSource,
+        result: PipelineResult,
+        notify: Notify,
+        progress: bool,
+    ) -> None:
+        self.config, self.source, self.result = config, source, result
+        self.notify, self.progress = notify, progress
+        self.directory = config.out / source.name
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.layout = RunLayout(self.directory)
+        self.store = self.directory / "cache.zarr"
+        self.ledger = _Ledger(self.directory / "stages.json")
+        self.manifest = None
+
+    def run(self) -> None:
+        if not self._stage("prepare", None, self.prepare):
+            return
+        ready = [
+            backbone
+            for backbone in self.config.backbones
+            if self._stage("extract", backbone, partial(self.extract, backbone))
+        ]
+        for backbone in ready:
+            group = _group_name(self.store, backbone)
+            inputs = {
+                **_group_provenance(self.store, group),
+                "heads": asdict(self.config.heads),
+                "seed": self.config.seed,
+            }
+            if not self._stage("heads", group, partial(self.heads, group, inputs)):
+                continue
+            for method in self.config.attack.methods:
+                self._stage(f"attack-{method}", group, partial(self.attack, group, method, inputs))
+            self._stage("cost", group, partial(self.cost, group, inputs))
+        if ready:
+            self._stage("profile", None, self.profile)
+
+    def _stage(self, stage: str, backbone: str | None, action: Callable[[], str]) -> bool:
+        """Run one stage, recording success or failure without stopping the other backbones."""
+        corpus = self.source.name
+        start = time.perf_counter()
+        self.notify(StageEvent(corpus, stage, "start", backbone))
+        try:
+            detail = action()
+        except TrustSERError as error:
+            status, detail = "failed", str(error)
+        else:
+            status = "skipped" if detail.startswith("up to date") else "done"
+        event = StageEvent(corpus, stage, status, backbone, time.perf_counter() - start, detail)
+        self.result.events.append(event)
+        self.notify(event)
+        return status != "failed"
+
+    def prepare(self) -> str:
+        self.manifest, path = _manifest_for(self.source, self.directory)
+        return f"{len(self.manifest)} utterances, {len(self.manifest.folds)} folds → {path}"
+
+    def extract(self, backbone: str) -> str:
+        from trustser.extract import extract
+
+        options = {k: v for k, v in asdict(self.config.extract).items() if v is not None}
+        summary = extract(
+            self.manifest,
+            self.store,
+            backbone,
+            device=self.config.device,
+            progress=self.progress,
+            **options,
+        )
+        if summary.pending:
+            raise _StageError(f"{summary.pending} clips still pending after extraction")
+        skipped = f", {len(summary.skipped)} skipped (bad audio)" if summary.skipped else ""
+        if summary.clips_written == 0:
+            return f"up to date: {summary.done} clips in the store{skipped}"
+        return f"{summary.clips_written} clips extracted in {summary.wall_seconds:.0f} s{skipped}"
+
+    def heads(self, group: str, inputs: dict[str, Any]) -> str:
+        from trustser.heads.training import fit_heads
+
+        settings = self.config.heads
+        outputs = [self.layout.head_dir(group, t) / "metrics.json" for t in settings.tasks]
+        if self.ledger.is_done(f"heads:{group}", inputs, outputs):
+            return "up to date"
+        fit = fit_heads(
+            self.store,
+            group,
+            task=",".join(settings.tasks),
+            runs=self.directory,
+            epochs=settings.epochs,
+            hidden=settings.hidden,
+            lr=settings.lr,
+            batch_size=settings.batch_size,
+            dropout=settings.dropout,
+            pooling=settings.pooling,
+            device=self.config.device,
+            seed=self.config.seed,
+        )
+        self.ledger.mark(f"heads:{group}", inputs)
+        return ", ".join(_task_summary(t) for t in fit.tasks)
+
+    def attack(self, group: str, method: str, heads_inputs: dict[str, Any]) -> str:
+        from trustser.attacks.runner import run_attack
+
+        settings = self.config.attack
+        inputs = {**heads_inputs, "attack": {**asdict(settings), "methods": [method]}}
+        outputs = [
+            self.layout.attack_dir(group, method, snr) / "summary.json" for snr in settings.snr
+        ]
+        if self.ledger.is_done(f"attack-{method}:{group}", inputs, outputs):
+            return "up to date"
+        run = run_attack(
+            self.store,
+            group,
+            runs=self.directory,
+            method=method,
+            snr_db=list(settings.snr),
+            device=self.config.device,
+            batch_size=settings.batch_size,
+            steps=settings.steps,
+            save_audio=settings.save_audio,
+            seed=self.config.seed,
+            progress=self.progress,
+        )
+        self.ledger.mark(f"attack-{method}:{group}", inputs)
+        return ", ".join(f"{r.snr_db:g} dB ASR {_percent(r.asr_mean)}" for r in run.results)
+
+    def cost(self, group: str, heads_inputs: dict[str, Any]) -> str:
+        from trustser.cost import run_cost
+
+        inputs = {"provenance": heads_inputs["provenance"], "device": self.config.device}
+        if self.ledger.is_done(f"cost:{group}", inputs, [self.layout.cost_path(group)]):
+            return "up to date"
+        report, _ = run_cost(group, runs=self.directory, device=self.config.device)
+        self.ledger.mark(f"cost:{group}", inputs)
+        return _cost_summary(report)
+
+    def profile(self) -> str:
+        from trustser.profile import run_profile
+
+        report_dir = self.directory / "report"
+        profile, files = run_profile(
+            self.directory,
+            report_dir,
+            store=str(self.store),
+            scale=self.config.scale,
+            attack=self.config.profile_attack,
+        )
+        if files.get("report") is not None:
+            self.result.reports[self.source.name] = Path(files["report"])
+        if files.get("overlay_png") is not None:
+            self.result.radars[self.source.name] = Path(files["overlay_png"])
+        return f"{len(profile.backbones)} backbone(s) → {report_dir}"
 
 
 class _StageError(TrustSERError, RuntimeError):
