@@ -55,6 +55,10 @@ def fit(
         typer.Option(help="Epochs (default per task: emotion 30, gender 10, speaker 30)."),
     ] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
+    layer_lr: Annotated[
+        float | None,
+        typer.Option("--layer-lr", help="Learning rate of the layer weights (default: --lr)."),
+    ] = None,
     weight_decay: Annotated[
         float, typer.Option("--weight-decay", help="Decoupled weight decay (AdamW); 0 = Adam.")
     ] = 0.0,
@@ -97,6 +101,7 @@ def fit(
                 epochs=epochs,
                 hidden=hidden,
                 lr=lr,
+                layer_lr=layer_lr,
                 weight_decay=weight_decay,
                 batch_size=batch_size,
                 dropout=dropout,

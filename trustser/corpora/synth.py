@@ -69,6 +69,7 @@ __all__ = [
     "SAMPLE_RATE",
     "SENTENCES",
     "SIZES",
+    "SOURCE",
     "VOICES",
     "Bias",
     "EspeakNotFoundError",
@@ -89,6 +90,7 @@ __all__ = [
 ]
 
 NAME = "synth"
+SOURCE = "rendered locally with espeak-ng: `trustser data synth -o DIR` (docs/synthetic-corpus.md)"
 LABELS: tuple[str, ...] = EMOTIONS  # neutral, happy, sad, angry
 SAMPLE_RATE = 16_000
 # Bump whenever profiles, sentences, voices or post-processing change: it is part of the manifest
@@ -257,8 +259,9 @@ NEUTRAL_SETTINGS = Prosody(pitch=100, range=100, rate=100, volume=100, gap=0)
 
 # Emotion profiles as deviations from a speaker's neutral settings. Directions follow the vocal
 # correlates of emotion in acted speech (Scherer 2003; Banse & Scherer 1996): happy and angry are
-# higher, wider, faster and louder than neutral (angry louder, happy higher and wider); sad is
-# lower, flatter, slower, softer and pausier. Magnitudes are tuned so the classes overlap (see
+# higher, wider, faster and louder than neutral (angry louder and faster, happy wider); sad is
+# lower, flatter, slower, softer and pausier. Magnitudes are tuned so that happy and angry overlap
+# while both stay apart from neutral, which keeps a planted bias detectable (see
 # docs/synthetic-corpus.md for the measured separability).
 EMOTION_PROFILES: dict[str, Prosody] = {
     "neutral": Prosody(),

@@ -72,6 +72,12 @@ def class_weights(
 class HeadClassifier:
     """Layer-weighted head trained from cached hidden states.
 
+    Defaults are the paper's (hidden 128, Adam lr 5e-4, batch 64, class-weighted loss, best dev
+    UAR epoch) plus ``normalize=True``: each layer standardised with training statistics before
+    the layer average (docs/heads.md explains why; ``normalize=False`` is the paper's head as
+    written). ``layer_lr`` gives the layer logits their own learning rate; ``weight_decay``
+    switches Adam to AdamW (never applied to the layer logits).
+
     Parameters are stored exactly as given and checked in :meth:`fit`. Learned state:
     ``head_`` (the best-epoch :class:`LayerWeightedHead`, eval mode), ``classes_``,
     ``layer_weights_`` (softmax weights over the L hidden states), ``best_epoch_`` (1-based),
@@ -106,7 +112,7 @@ class HeadClassifier:
         dropout: float = 0.0,
         pooling: str = "mean",
         class_weight: str | Mapping[str, float] | None = "balanced",
-        normalize: bool = False,
+        normalize: bool = True,
         device: str = "auto",
         seed: int = 0,
     ) -> None:
