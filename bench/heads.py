@@ -38,16 +38,24 @@ from trustser.extract import extract
 from trustser.heads.data import Batch, FeatureSet, PackedFeatures
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.tasks import DEFAULT_EPOCHS, build_task, select_splits
-from trustser.store import bucket_batches, open_store
+from trustser.store import open_store
 
 TASKS = ("emotion", "gender")
 
 
 class BackboneFeatures:
-    """The reference recipe as a feature source: a backbone forward for every batch requested."""
+    """The reference recipe as a feature source: a backbone forward for every batch requested.
 
-    def __init__(self, backbone, waves: dict[str, torch.Tensor], device: torch.device) -> None:
+    Batches are drawn exactly as the cache path draws them (a seeded permutation cut into
+    batches, like the reference's shuffled DataLoader), and the features are rounded to the
+    store's dtype, so both paths train on the same numbers in the same order.
+    """
+
+    def __init__(
+        self, backbone, waves: dict[str, torch.Tensor], device: torch.device, dtype: str
+    ) -> None:
         self.backbone, self.waves, self.device = backbone, waves, device
+        self.dtype = getattr(torch, dtype)
         self.forward_seconds = 0.0
 
     def batches(
@@ -55,9 +63,13 @@ class BackboneFeatures:
     ) -> Iterator[Batch]:
         ids = list(ids)
         lengths = [int(self.waves[i].numel()) for i in ids]
-        for order in bucket_batches(lengths, batch_size, shuffle=shuffle, seed=seed):
-            chosen = [ids[i] for i in order]
-            samples = torch.tensor([lengths[i] for i in order])
+        order = (
+            np.random.default_rng(seed).permutation(len(ids)) if shuffle else np.arange(len(ids))
+        )
+        for start in range(0, len(ids), batch_size):
+            batch = order[start : start + batch_size]
+            chosen = [ids[i] for i in batch]
+            samples = torch.tensor([lengths[i] for i in batch])
             audio = torch.zeros(len(chosen), int(samples.max()))
             for row, utterance_id in enumerate(chosen):
                 audio[row, : samples[row]] = self.waves[utterance_id]
@@ -67,7 +79,7 @@ class BackboneFeatures:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.forward_seconds += time.perf_counter() - start
-            hidden = hidden.float().clone()
+            hidden = hidden.to(self.dtype).float()  # the store's rounding
             mask = (
                 torch.arange(hidden.shape[2], device=hidden.device)[None, :]
                 < frames.to(hidden.device)[:, None]
@@ -145,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: the store was extracted with other weights", file=sys.stderr)
             return 2
         waves = {u.id: load_audio(u.path).waveform for u in stored if u.id in set(needed)}
-        source = BackboneFeatures(model, waves, device)
+        source = BackboneFeatures(model, waves, device, group.dtype)
         reference_total = 0.0
         reference = {}
         for name, task in tasks.items():

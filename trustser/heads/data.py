@@ -207,6 +207,28 @@ class PackedFeatures:
             count += clip.shape[1]
         return _mean_std(total, squares, count)
 
+    def standardized(
+        self,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        ids: Sequence[str] | None = None,
+        *,
+        eps: float = 1e-5,
+    ) -> PackedFeatures:
+        """A copy of ``ids`` (default: all) with ``(x - mean) / max(std, eps)`` per layer and
+        dimension — what a normalising head computes, done once instead of every batch."""
+        ids = self.ids if ids is None else list(ids)
+        rows = self._rows(ids)
+        starts, ends = self.offsets[rows], self.offsets[np.asarray(rows, dtype=np.int64) + 1]
+        offsets = np.concatenate([[0], np.cumsum(ends - starts)])
+        frames = torch.empty(self.num_layers, int(offsets[-1]), self.dim, dtype=self.frames.dtype)
+        for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+            frames[:, offsets[i] : offsets[i + 1]] = self.frames[:, start:end]
+        scale = 1.0 / std.to(frames.dtype).clamp_min(eps)
+        for layer in range(self.num_layers):  # in place, one layer at a time: no big temporaries
+            frames[layer].sub_(mean[layer].to(frames.dtype)).mul_(scale[layer])
+        return PackedFeatures(ids, frames, offsets)
+
     def _order(self, ids: list[str], batch_size: int, shuffle: bool, seed: int) -> list[list[str]]:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}.")

@@ -200,16 +200,27 @@ class HeadClassifier:
         dev_true = np.array([index[y] for y in dev.labels]) if dev is not None else None
 
         packed = hasattr(train.source, "packed_batches")
-        dev_batches = None
-        if dev is not None and hasattr(dev.source, "packed_batches"):  # same batches every epoch
-            dev_batches = list(
-                dev.source.packed_batches(dev.ids, batch_size=self.batch_size, shuffle=False)
-            )
         statistics = (
             feature_statistics(train.source, train.ids, batch_size=self.batch_size)
             if self.normalize
             else None
         )
+        train_source, standardized = train.source, False
+        if packed and statistics is not None and hasattr(train.source, "standardized"):
+            # standardise the training clips once, not every batch of every epoch
+            train_source = train.source.standardized(*statistics, ids=train.ids)
+            standardized = True
+        dev_batches = None
+        if dev is not None and hasattr(dev.source, "packed_batches"):  # same batches every epoch
+            dev_source = dev.source
+            dev_standardized = standardized and hasattr(dev.source, "standardized")
+            if dev_standardized:
+                dev_source = dev.source.standardized(*statistics, ids=dev.ids)
+            dev_batches = list(
+                dev_source.packed_batches(dev.ids, batch_size=self.batch_size, shuffle=False)
+            )
+        else:
+            dev_standardized = False
         fork_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(self.seed)
@@ -224,7 +235,7 @@ class HeadClassifier:
                 total, count = 0.0, 0
                 epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
                 if packed:  # each batch is consumed before the next: reuse one buffer
-                    iterator = train.source.packed_batches(
+                    iterator = train_source.packed_batches(
                         train.ids,
                         batch_size=self.batch_size,
                         shuffle=True,
@@ -269,7 +280,7 @@ class HeadClassifier:
                         )
                     head.train()
                     targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
-                    loss = loss_fn(_logits(head, batch, device, packed), targets)
+                    loss = loss_fn(_logits(head, batch, device, packed, standardized), targets)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -279,7 +290,14 @@ class HeadClassifier:
                     raise DataError("the training source yielded no batches for the training ids.")
                 dev_uar = None
                 if dev is not None:
-                    proba = _predict_proba(head, dev, self.batch_size, device, batches=dev_batches)
+                    proba = _predict_proba(
+                        head,
+                        dev,
+                        self.batch_size,
+                        device,
+                        batches=dev_batches,
+                        standardized=dev_standardized,
+                    )
                     dev_uar = float(uar_score(dev_true, proba.argmax(1)))
                 score = dev_uar if dev_uar is not None else float(epoch)
                 if score > best_score:
@@ -328,12 +346,16 @@ class HeadClassifier:
 
 
 def _logits(
-    head: LayerWeightedHead, batch: Any, device: torch.device, packed: bool
+    head: LayerWeightedHead,
+    batch: Any,
+    device: torch.device,
+    packed: bool,
+    standardized: bool = False,
 ) -> torch.Tensor:
     if packed:
         frames = batch.frames.to(device, non_blocking=True)
         segments = batch.segments.to(device, non_blocking=True)
-        return head.forward_packed(frames, segments, len(batch.ids))
+        return head.forward_packed(frames, segments, len(batch.ids), standardized=standardized)
     hidden = torch.as_tensor(batch.hidden, dtype=torch.float32).to(device, non_blocking=True)
     mask = torch.as_tensor(batch.mask, dtype=torch.bool).to(device, non_blocking=True)
     return head(hidden, mask)
@@ -347,6 +369,7 @@ def _predict_proba(
     device: torch.device,
     *,
     batches: list[Any] | None = None,
+    standardized: bool = False,
 ) -> np.ndarray:
     was_training = head.training
     head.eval()
@@ -361,7 +384,8 @@ def _predict_proba(
         iterator = data.source.batches(data.ids, batch_size=batch_size, shuffle=False, seed=0)
     rows: dict[str, np.ndarray] = {}
     for batch in iterator:
-        proba = torch.softmax(_logits(head, batch, device, packed).float(), dim=1).to("cpu").numpy()
+        logits = _logits(head, batch, device, packed, standardized and batches is not None)
+        proba = torch.softmax(logits.float(), dim=1).to("cpu").numpy()
         rows.update(zip(batch.ids, proba, strict=True))
     head.train(was_training)
     missing = [i for i in data.ids if i not in rows]

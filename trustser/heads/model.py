@@ -130,19 +130,26 @@ class LayerWeightedHead(nn.Module):
         return self.classifier(pooled)
 
     def forward_packed(
-        self, frames: torch.Tensor, segments: torch.Tensor, num_segments: int
+        self,
+        frames: torch.Tensor,
+        segments: torch.Tensor,
+        num_segments: int,
+        *,
+        standardized: bool = False,
     ) -> torch.Tensor:
         """Logits ``[S, C]`` from the frames of ``S`` clips packed layer-major, ``[L, F, D]``,
         where ``segments[f]`` is the clip (0..S-1) of frame ``f``.
 
         Equal to :meth:`forward` on the padded batch, but with no work on padding, and the layer
         average is one matrix-vector product (its gradient another) on this layout.
+        ``standardized=True`` says the frames were already standardised with this head's
+        statistics (training standardises its data once instead of every batch).
         """
         if frames.dim() != 3 or frames.shape[0] != self.num_layers or frames.shape[2] != self.dim:
             raise ValueError(
                 f"expected packed frames [{self.num_layers}, F, {self.dim}], got {tuple(frames.shape)}"
             )
-        x = self._normalized(frames, 0).reshape(self.num_layers, -1)
+        x = (frames if standardized else self._normalized(frames, 0)).reshape(self.num_layers, -1)
         mixed = (self.layer_weights.to(x.dtype) @ x).view(-1, self.dim)  # [F, D]
         h = self._frame_net(mixed)  # [F, H]
         counts = torch.bincount(segments, minlength=num_segments).to(h.dtype).clamp_min(1.0)

@@ -152,14 +152,16 @@ def choose_data_mode(
     *,
     mode: str = "auto",
     memory_fraction: float = 0.5,
+    normalize: bool = True,
 ) -> tuple[str, int]:
     """``("memory" | "stream", bytes in RAM)``: keep the features in RAM when they fit.
 
     In RAM the features are packed as float32 (:class:`PackedFeatures`); their size comes from
     the group's exact frame counts (``num_frames(ids)``) when it offers them, else from the
-    manifest durations, capped at the extraction's ``max_seconds``, times the frame rate.
-    ``auto`` loads when that is at most ``memory_fraction`` of the memory available now;
-    ``memory`` / ``stream`` force the choice.
+    manifest durations, capped at the extraction's ``max_seconds``, times the frame rate. A
+    normalising head trains on a standardised copy of each fold's clips, so with ``normalize``
+    twice that size is needed. ``auto`` loads when the need is at most ``memory_fraction`` of
+    the memory available now; ``memory`` / ``stream`` force the choice.
     """
     check_choice("data", mode, DATA_MODES)
     check_probability("memory_fraction", memory_fraction)
@@ -176,6 +178,8 @@ def choose_data_mode(
                 seconds = min(seconds, float(max_seconds))
             frames += int(np.ceil(seconds * frame_rate)) + 1
         size = feature_bytes(frames, group.num_layers, group.dim)
+    if normalize:
+        size *= 2
     if mode != "auto":
         return mode, size
     free = available_memory()
@@ -220,7 +224,9 @@ def fit_heads(
     tasks = [build_task(n, manifest, seed=seed) for n in names]
     chosen = {t.name: select_splits(t, folds) for t in tasks}
     needed = list(dict.fromkeys(i for splits in chosen.values() for s in splits for i in s.ids))
-    mode, _ = choose_data_mode(group, needed, mode=data, memory_fraction=memory_fraction)
+    mode, _ = choose_data_mode(
+        group, needed, mode=data, memory_fraction=memory_fraction, normalize=normalize
+    )
     source: FeatureSource = PackedFeatures.from_source(group, needed) if mode == "memory" else group
     results = []
     for t in tasks:
