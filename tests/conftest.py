@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,22 +65,49 @@ def tone(tmp_path: Path):
     return make
 
 
-def make_toy_manifest(root: Path, *, takes: int = 2, corpus: str = "toy"):
-    """6 speakers (3 per gender) × 4 emotions × ``takes`` short tones whose pitch encodes the
-    emotion; fold k tests one woman and one man. Small enough for end-to-end pipeline tests."""
+TOY_SPEAKERS = (
+    ("s1", "female"),
+    ("s2", "male"),
+    ("s3", "female"),
+    ("s4", "male"),
+    ("s5", "female"),
+    ("s6", "male"),
+)
+
+
+def pitch_clip(rng: np.random.Generator, index: int, emotion: str) -> np.ndarray:
+    """0.3-0.5 s of a tone at 150 Hz × (emotion index + 1), plus a little noise (16 kHz)."""
+    del emotion  # the index alone sets the pitch
+    n = int(16_000 * (0.3 + 0.2 * rng.random()))
+    t = np.arange(n) / 16_000
+    return 0.2 * np.sin(2 * np.pi * 150 * (index + 1) * t) + 0.01 * rng.standard_normal(n)
+
+
+def make_toy_manifest(
+    root: Path,
+    *,
+    takes: int = 2,
+    corpus: str = "toy",
+    speakers: Sequence[tuple[str, str]] = TOY_SPEAKERS,
+    groups: Sequence[Sequence[str]] | None = None,
+    clip: Callable[[np.random.Generator, int, str], np.ndarray] = pitch_clip,
+):
+    """``speakers`` (id, gender) × 4 emotions × ``takes`` clips whose pitch encodes the emotion.
+
+    ``clip(rng, emotion index, emotion)`` makes each 16 kHz signal (one seeded generator for the
+    whole corpus), written as ``root/wav/<speaker>_<emotion>_<take>.wav``. Speaker folds rotate
+    over ``groups``; by default fold k tests one woman and one man. Small enough for end-to-end
+    pipeline tests.
+    """
     from trustser.folds import rotating_folds
     from trustser.manifest import EMOTIONS, Manifest, Utterance
 
     rng = np.random.default_rng(0)
-    speakers = (("s1", "female"), ("s2", "male"), ("s3", "female"), ("s4", "male"))
-    speakers += (("s5", "female"), ("s6", "male"))
     utterances = []
     for speaker, gender in speakers:
         for k, emotion in enumerate(EMOTIONS):
             for take in range(takes):
-                n = int(16_000 * (0.3 + 0.2 * rng.random()))
-                t = np.arange(n) / 16_000
-                x = 0.2 * np.sin(2 * np.pi * 150 * (k + 1) * t) + 0.01 * rng.standard_normal(n)
+                x = clip(rng, k, emotion)
                 path = root / "wav" / f"{speaker}_{emotion}_{take}.wav"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 sf.write(str(path), x.astype(np.float32), 16_000, subtype="PCM_16")
@@ -90,13 +118,21 @@ def make_toy_manifest(root: Path, *, takes: int = 2, corpus: str = "toy"):
                         speaker=speaker,
                         gender=gender,
                         emotion=emotion,
-                        duration=n / 16_000,
+                        duration=len(x) / 16_000,
                         sample_rate=16_000,
-                        num_frames=n,
+                        num_frames=len(x),
                     )
                 )
-    folds = rotating_folds([["s1", "s2"], ["s3", "s4"], ["s5", "s6"]], by="speaker")
+    if groups is None:
+        groups = [[f[0], m[0]] for f, m in zip(speakers[::2], speakers[1::2], strict=True)]
+    folds = rotating_folds(groups, by="speaker")
     return Manifest(corpus=corpus, utterances=tuple(utterances), folds=folds)
+
+
+@pytest.fixture(scope="session")
+def toy_manifest_factory():
+    """:func:`make_toy_manifest` itself, for tests that need another shape of toy corpus."""
+    return make_toy_manifest
 
 
 @pytest.fixture

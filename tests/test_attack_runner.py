@@ -21,9 +21,7 @@ from trustser.attacks.methods import AttackError
 from trustser.attacks.runner import CLIP_COLUMNS, attack_clips, predict_clips, run_attack
 from trustser.audio import load_audio
 from trustser.backbones import load_backbone
-from trustser.folds import rotating_folds
 from trustser.heads.model import LayerWeightedHead, load_head
-from trustser.manifest import EMOTIONS, Manifest, Utterance
 from trustser.metrics.safety import asr_by_fold
 from trustser.runs import RunLayout
 
@@ -32,45 +30,28 @@ SPEAKERS = (("s1", "female"), ("s2", "male"), ("s3", "female"), ("s4", "male"))
 F0 = {"neutral": 120.0, "happy": 300.0, "sad": 700.0, "angry": 1600.0}
 
 
-def _toy_manifest(root: Path) -> Manifest:
-    """4 speakers × 4 emotions × 2 clips of 0.4–0.8 s tones; 4 speaker folds."""
-    rng = np.random.default_rng(0)
-    utterances = []
-    for speaker, gender in SPEAKERS:
-        for emotion in EMOTIONS:
-            for take in range(2):
-                n = int(16_000 * (0.4 + 0.4 * rng.random()))
-                t = np.arange(n) / 16_000
-                f0 = F0[emotion] * (1 + 0.05 * rng.standard_normal())
-                x = (0.1 + 0.2 * rng.random()) * np.sin(2 * np.pi * f0 * t)
-                x = x + 0.01 * rng.standard_normal(n)
-                path = root / "wav" / f"{speaker}_{emotion}_{take}.wav"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(str(path), x.astype(np.float32), 16_000, subtype="PCM_16")
-                utterances.append(
-                    Utterance(
-                        id=f"{speaker}_{emotion}_{take}",
-                        path=str(path),
-                        speaker=speaker,
-                        gender=gender,
-                        emotion=emotion,
-                        duration=n / 16_000,
-                        sample_rate=16_000,
-                        num_frames=n,
-                    )
-                )
-    folds = rotating_folds([[s] for s, _ in SPEAKERS], by="speaker")
-    return Manifest(corpus="toy", utterances=tuple(utterances), folds=folds)
+def _tone(rng: np.random.Generator, index: int, emotion: str) -> np.ndarray:
+    """0.4–0.8 s of a tone near the emotion's F0, at a random level, plus a little noise."""
+    del index
+    n = int(16_000 * (0.4 + 0.4 * rng.random()))
+    t = np.arange(n) / 16_000
+    f0 = F0[emotion] * (1 + 0.05 * rng.standard_normal())
+    x = (0.1 + 0.2 * rng.random()) * np.sin(2 * np.pi * f0 * t)
+    return x + 0.01 * rng.standard_normal(n)
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """A store extracted with tiny:whisper and emotion heads for folds 1 and 2."""
+def pipeline(tmp_path_factory, toy_manifest_factory):
+    """A store extracted with tiny:whisper and emotion heads for folds 1 and 2.
+
+    The toy corpus: 4 speakers × 4 emotions × 2 clips of 0.4–0.8 s tones; 4 speaker folds.
+    """
     from trustser.extract import extract
     from trustser.heads.training import fit_heads
 
     root = tmp_path_factory.mktemp("attack")
-    manifest = _toy_manifest(root)
+    groups = [[s] for s, _ in SPEAKERS]
+    manifest = toy_manifest_factory(root, speakers=SPEAKERS, groups=groups, clip=_tone)
     store = root / "cache.zarr"
     extract(manifest, store, BACKBONE, device="cpu", progress=False)
     runs = root / "runs"
@@ -78,25 +59,23 @@ def pipeline(tmp_path_factory):
     return {"root": root, "store": store, "runs": runs, "manifest": manifest}
 
 
+def _attack(pipeline, method: str, snr_db, **options):
+    """``run_attack`` on the shared pipeline, on the CPU in batches of 4."""
+    return run_attack(
+        pipeline["store"],
+        runs=pipeline["runs"],
+        method=method,
+        snr_db=snr_db,
+        device="cpu",
+        batch_size=4,
+        **options,
+    )
+
+
 @pytest.fixture(scope="module")
 def fgsm_and_noise(pipeline):
-    fgsm = run_attack(
-        pipeline["store"],
-        runs=pipeline["runs"],
-        method="fgsm",
-        snr_db=[45, 10],
-        device="cpu",
-        batch_size=4,
-        save_audio=2,
-    )
-    noise = run_attack(
-        pipeline["store"],
-        runs=pipeline["runs"],
-        method="noise",
-        snr_db=[45, 10],
-        device="cpu",
-        batch_size=4,
-    )
+    fgsm = _attack(pipeline, "fgsm", [45, 10], save_audio=2)
+    noise = _attack(pipeline, "noise", [45, 10])
     return fgsm, noise
 
 
@@ -197,15 +176,7 @@ def test_save_audio_writes_float_pairs_at_the_target_snr(fgsm_and_noise):
 
 
 def test_pgd_flips_at_least_what_fgsm_flips_on_the_same_clips(pipeline, fgsm_and_noise):
-    pgd = run_attack(
-        pipeline["store"],
-        runs=pipeline["runs"],
-        method="pgd",
-        snr_db=10,
-        steps=5,
-        device="cpu",
-        batch_size=4,
-    ).results[0]
+    pgd = _attack(pipeline, "pgd", 10, steps=5).results[0]
     fgsm = fgsm_and_noise[0].results[1]
     assert [c.id for c in pgd.clips] == [c.id for c in fgsm.clips]
     assert pgd.num_flipped >= fgsm.num_flipped > 0
@@ -214,14 +185,7 @@ def test_pgd_flips_at_least_what_fgsm_flips_on_the_same_clips(pipeline, fgsm_and
 
 
 def test_same_seed_same_results(pipeline, fgsm_and_noise):
-    again = run_attack(
-        pipeline["store"],
-        runs=pipeline["runs"],
-        method="noise",
-        snr_db=[45, 10],
-        device="cpu",
-        batch_size=4,
-    )
+    again = _attack(pipeline, "noise", [45, 10])
     assert [c for r in again.results for c in r.clips] == [
         c for r in fgsm_and_noise[1].results for c in r.clips
     ]

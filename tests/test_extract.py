@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -278,7 +279,11 @@ def _other_weights() -> FrameBackbone:
 
 # -- processes: kill -9 and concurrent ranks ---------------------------------------------------
 # The child imports everything, then waits for a line on stdin: the runs' imports overlap each
-# other and the runs before them, which keeps these tests fast.
+# other and the runs before them, which keeps these tests fast. The program goes on the command
+# line (``-c``), not in a shared script file: rewriting such a file for the next child while an
+# earlier one was still reading it made that child run a truncated script, exit at once and
+# break the pipe to its stdin (seen under heavy load). Output goes to files, so a chatty child
+# can never block on a full pipe that nobody reads.
 SCRIPT = """
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("extract_helpers", {path!r})
@@ -298,26 +303,60 @@ def _spawn(
     world: int = 1,
     sleep: float = 0.0,
 ):
-    script = tmp_path / "run_extraction.py"
-    script.write_text(SCRIPT.format(path=str(Path(__file__).resolve())))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     args = [
         sys.executable,
-        str(script),
+        "-c",
+        SCRIPT.format(path=str(Path(__file__).resolve())),
         str(store),
         str(manifest),
         str(rank),
         str(world),
         str(sleep),
     ]
-    return subprocess.Popen(
-        args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    fd, log = tempfile.mkstemp(dir=tmp_path, prefix="child-", suffix=".log")
+    try:
+        process = subprocess.Popen(
+            args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=fd, bufsize=0
+        )
+    finally:
+        os.close(fd)  # the child has its own copy
+    process.log = Path(log)
+    return process
+
+
+@pytest.fixture
+def spawn(tmp_path: Path):
+    """``spawn(store, manifest, ...)`` starts a child (see ``_spawn``); teardown kills leftovers.
+
+    A failing test would otherwise leave children waiting on stdin, which run once pytest exits.
+    """
+    children = []
+
+    def start(store: Path, manifest: Path, **options):
+        children.append(_spawn(tmp_path, store, manifest, **options))
+        return children[-1]
+
+    yield start
+    for process in children:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)
+
+
+def _output(process) -> str:
+    """The end of what a child wrote to stderr, for failure messages."""
+    return process.log.read_text(errors="replace")[-2000:]
 
 
 def _go(process) -> None:
-    process.stdin.write(b"go\n")
-    process.stdin.close()
+    """Release a child waiting on stdin; one that died before that fails with its stderr."""
+    try:
+        process.stdin.write(b"go\n")
+        process.stdin.close()
+    except BrokenPipeError:
+        code = process.wait(timeout=60)
+        pytest.fail(f"extraction child exited ({code}) before it was released:\n{_output(process)}")
 
 
 def _done_units(store: Path) -> int:
@@ -335,7 +374,9 @@ def _wait_for(condition, process, timeout: float = 60.0) -> bool:
     raise TimeoutError("extraction subprocess made no progress")
 
 
-def test_kill_9_at_random_points_then_resume_is_identical(corpus: Path, reference, tmp_path: Path):
+def test_kill_9_at_random_points_then_resume_is_identical(
+    corpus: Path, reference, tmp_path: Path, spawn
+):
     ref_path, _ = reference
     ref = open_store(ref_path).group(GROUP)
     total_units = sum(p.num_units for p in ref.parts)
@@ -350,7 +391,7 @@ def test_kill_9_at_random_points_then_resume_is_identical(corpus: Path, referenc
         ("units", rng.randint(total_units // 4 + 1, total_units // 2), signal.SIGINT),
         ("units", rng.randint(total_units // 2 + 1, total_units - 2), signal.SIGKILL),
     ]
-    ready = [_spawn(tmp_path, path, corpus, sleep=0.02) for _ in plans]  # import in parallel
+    ready = [spawn(path, corpus, sleep=0.02) for _ in plans]  # import in parallel
     for process, (phase, target, sig) in zip(ready, plans, strict=True):
         _go(process)
         if phase == "planning":
@@ -358,7 +399,7 @@ def test_kill_9_at_random_points_then_resume_is_identical(corpus: Path, referenc
         else:
             running = _wait_for(lambda t=target: _done_units(path) >= t, process)
         if not running:
-            assert process.wait() == 0, process.stderr.read().decode()[-2000:]
+            assert process.wait(timeout=60) == 0, _output(process)
             continue
         time.sleep(rng.uniform(0.0, 0.05))
         process.send_signal(sig)
@@ -378,13 +419,13 @@ def test_kill_9_at_random_points_then_resume_is_identical(corpus: Path, referenc
     assert verify_store(path, deep=True).complete
 
 
-def test_two_processes_write_one_store_concurrently(corpus: Path, reference, tmp_path: Path):
+def test_two_processes_write_one_store_concurrently(corpus: Path, reference, tmp_path: Path, spawn):
     path = tmp_path / "two.zarr"
-    processes = [_spawn(tmp_path, path, corpus, rank=r, world=2) for r in (0, 1)]
+    processes = [spawn(path, corpus, rank=r, world=2) for r in (0, 1)]
     for process in processes:
         _go(process)
     for process in processes:
-        assert process.wait(timeout=120) == 0, process.stderr.read().decode()[-2000:]
+        assert process.wait(timeout=120) == 0, _output(process)
     report = verify_store(path, deep=True)
     assert report.complete, report
     assert_same_store(reference[0], path)

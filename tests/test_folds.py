@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from trustser.folds import block_speaker_groups, gender_balanced_speaker_groups, rotating_folds
+from trustser.folds import (
+    block_speaker_folds,
+    block_speaker_groups,
+    gender_balanced_speaker_folds,
+    gender_balanced_speaker_groups,
+    rotating_folds,
+    session_folds,
+)
+from trustser.manifest import UNKNOWN_SPEAKER, Utterance
 
 
 def test_rotating_folds_test_each_group_once_with_the_next_as_dev():
@@ -63,3 +71,26 @@ def test_block_groups_are_consecutive_and_about_equal():
     assert blocks[0][0] == "1001" and blocks[-1][-1] == "1091"
     with pytest.raises(ValueError, match="cannot form 5 blocks from 4 speakers"):
         block_speaker_groups(["a", "b", "c", "d"], 5)
+
+
+def _utterance(speaker: str, gender: str) -> Utterance:
+    return Utterance(
+        id=f"{speaker}_1", path="x.wav", speaker=speaker, gender=gender, emotion="sad", duration=1
+    )
+
+
+def test_corpus_fold_schemes_from_utterances():
+    women = [_utterance(f"f{i}", "female") for i in range(3)]
+    men = [_utterance(f"m{i}", "male") for i in range(3)]
+    unknown = _utterance(UNKNOWN_SPEAKER, "female")  # never placed in a speaker group
+    utterances = [*women, *men, unknown]
+    balanced = gender_balanced_speaker_folds(utterances, 3)
+    assert balanced == rotating_folds([["f0", "m0"], ["f1", "m1"], ["f2", "m2"]], by="speaker")
+    blocks = block_speaker_folds(reversed(women + men), 3)
+    assert [f.test for f in blocks] == [("f0", "f1"), ("f2", "m0"), ("m1", "m2")]
+    sessions = session_folds(["s1", "s2", "s3"])
+    assert [(f.by, f.test, f.dev) for f in sessions] == [
+        ("session", ("s1",), ("s2",)),
+        ("session", ("s2",), ("s3",)),
+        ("session", ("s3",), ("s1",)),
+    ]

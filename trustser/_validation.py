@@ -9,11 +9,13 @@ from typing import Any
 __all__ = [
     "TrustSERError",
     "check_choice",
+    "check_existing_dir",
+    "check_fitted",
     "check_positive",
     "check_probability",
-    "check_fitted",
-    "check_existing_dir",
     "format_rows",
+    "select_names",
+    "sole_name",
 ]
 
 
@@ -68,3 +70,58 @@ def format_rows(rows: Sequence[str], *, limit: int = 5) -> str:
     if len(rows) > limit:
         shown.append(f"  ... and {len(rows) - limit} more")
     return "\n".join(shown)
+
+
+def select_names(
+    requested: str | Sequence[Any] | None,
+    names: Sequence[str],
+    *,
+    what: str = "fold",
+    context: str = "",
+    error: type[Exception] = ValueError,
+) -> list[str]:
+    """The ``names`` picked by ``requested``: names or 1-based indexes (``"1,fold3"`` or a list).
+
+    Order of ``requested`` kept, repeats dropped. ``None``, or nothing but commas and blanks,
+    picks nothing (``[]``): the caller's default applies, usually every name. An item that is
+    neither raises ``error``: "``{what} '9' does not exist{context}; use a name ... or a 1-based
+    index 1..N``".
+    """
+    if requested is None:
+        return []
+    items = requested.split(",") if isinstance(requested, str) else list(requested)
+    chosen: list[str] = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        if item in names:
+            name = item
+        elif item.isdigit() and 1 <= int(item) <= len(names):
+            name = names[int(item) - 1]
+        else:
+            raise error(
+                f"{what} {item!r} does not exist{context}; use a name ({', '.join(names)}) or a "
+                f"1-based index 1..{len(names)}."
+            )
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+def sole_name(
+    names: Sequence[str],
+    *,
+    what: str,
+    where: str,
+    option: str,
+    error: type[Exception] = ValueError,
+) -> str:
+    """The only entry of ``names``, for an ``option`` left out; else ``error`` listing them all.
+
+    ``what`` is the plural noun (``"backbones"``), ``where`` what holds them
+    (``"store 'x.zarr'"``).
+    """
+    if len(names) != 1:
+        listed = ", ".join(names) or "none"
+        raise error(f"{where} holds {len(names)} {what} ({listed}); choose one with {option}.")
+    return names[0]

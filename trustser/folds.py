@@ -7,11 +7,18 @@ speaker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from trustser.manifest import Fold, FoldKey
+from trustser.manifest import Fold, FoldKey, Utterance, speakers_by_gender
 
-__all__ = ["block_speaker_groups", "gender_balanced_speaker_groups", "rotating_folds"]
+__all__ = [
+    "block_speaker_folds",
+    "block_speaker_groups",
+    "gender_balanced_speaker_folds",
+    "gender_balanced_speaker_groups",
+    "rotating_folds",
+    "session_folds",
+]
 
 
 def rotating_folds(
@@ -74,6 +81,25 @@ def block_speaker_groups(speakers: Sequence[str], num_groups: int) -> list[list[
         groups.append(ordered[start:stop])
         start = stop
     return groups
+
+
+def session_folds(sessions: Sequence[str]) -> tuple[Fold, ...]:
+    """One fold per recording session, in the given order (IEMOCAP, MSP-Improv)."""
+    return rotating_folds([[s] for s in sessions], by="session")
+
+
+def gender_balanced_speaker_folds(
+    utterances: Iterable[Utterance], num_folds: int
+) -> tuple[Fold, ...]:
+    """Speaker folds whose groups mix the genders evenly (EmoDB, RAVDESS)."""
+    groups = gender_balanced_speaker_groups(speakers_by_gender(utterances), num_folds)
+    return rotating_folds(groups, by="speaker")
+
+
+def block_speaker_folds(utterances: Iterable[Utterance], num_folds: int) -> tuple[Fold, ...]:
+    """Speaker folds of consecutive blocks of the sorted speakers (CREMA-D)."""
+    speakers = sorted({u.speaker for u in utterances})
+    return rotating_folds(block_speaker_groups(speakers, num_folds), by="speaker")
 
 
 def _check_num_groups(num_groups: int) -> None:

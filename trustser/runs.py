@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "TASKS",
     "ATTACK_METHODS",
+    "TASKS",
     "RunLayout",
-    "safe_name",
     "format_snr",
-    "write_json",
+    "jsonable",
     "read_json",
+    "safe_name",
+    "write_json",
 ]
 
 TASKS = ("emotion", "gender", "speaker")
@@ -95,7 +96,7 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=jsonable) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -104,7 +105,8 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``json.dumps(..., default=jsonable)``: numpy scalars and arrays, and paths, as JSON."""
     import numpy as np
 
     if isinstance(value, np.generic):

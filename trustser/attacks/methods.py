@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -66,11 +66,16 @@ class Attack(Protocol):
 
 
 @dataclass(frozen=True)
-class FGSM:
-    """One signed-gradient step of L∞ radius ε = RMS(x)·10^(−snr_db/20) per clip."""
+class _SNRAttack:
+    """What every configured attack shares: a checked SNR turned into each clip's radius ε.
+
+    Subclasses name their ``method``, map ε to one functional call in :meth:`_perturb` (which
+    gets ``labels``, ``mask`` and ``generator`` as ``batch``) and add their own settings in
+    :meth:`_details`.
+    """
 
     snr_db: float = 45.0
-    method: ClassVar[str] = "fgsm"
+    method: ClassVar[str]
 
     def __post_init__(self) -> None:
         check_snr(self.snr_db)
@@ -85,22 +90,45 @@ class FGSM:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
-        return AF.fgsm(
-            model, waveforms, labels=labels, mask=mask, epsilon=epsilon, generator=generator
+        return self._perturb(
+            model, waveforms, epsilon, labels=labels, mask=mask, generator=generator
         )
 
+    def _perturb(
+        self, model: AF.Model, waveforms: torch.Tensor, epsilon: torch.Tensor, **batch: Any
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _details(self) -> dict[str, object]:
+        raise NotImplementedError
+
     def settings(self) -> dict[str, object]:
-        return {"method": self.method, "snr_db": self.snr_db, "norm": "linf"}
+        """What ``summary.json`` records about this attack."""
+        return {"method": self.method, "snr_db": self.snr_db, **self._details()}
 
 
 @dataclass(frozen=True)
-class PGD:
+class FGSM(_SNRAttack):
+    """One signed-gradient step of L∞ radius ε = RMS(x)·10^(−snr_db/20) per clip."""
+
+    method: ClassVar[str] = "fgsm"
+
+    def _perturb(
+        self, model: AF.Model, waveforms: torch.Tensor, epsilon: torch.Tensor, **batch: Any
+    ) -> torch.Tensor:
+        return AF.fgsm(model, waveforms, epsilon=epsilon, **batch)
+
+    def _details(self) -> dict[str, object]:
+        return {"norm": "linf"}
+
+
+@dataclass(frozen=True)
+class PGD(_SNRAttack):
     """``steps`` projected signed-gradient steps inside the same L∞ ball as :class:`FGSM`.
 
     ``step_size`` is a fraction of each clip's ε (α = step_size·ε); ``None`` means 2.5/steps.
     """
 
-    snr_db: float = 45.0
     steps: int = 10
     step_size: float | None = None
     random_start: bool = False
@@ -108,7 +136,7 @@ class PGD:
     method: ClassVar[str] = "pgd"
 
     def __post_init__(self) -> None:
-        check_snr(self.snr_db)
+        super().__post_init__()
         if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps < 1:
             raise AttackError(f"PGD needs a whole number of steps >= 1 (got {self.steps!r}).")
         if self.step_size is not None and not (
@@ -124,33 +152,22 @@ class PGD:
         """α / ε actually used."""
         return 2.5 / self.steps if self.step_size is None else float(self.step_size)
 
-    def __call__(
-        self,
-        model: AF.Model,
-        waveforms: torch.Tensor,
-        *,
-        labels: torch.Tensor,
-        mask: torch.Tensor,
-        generator: torch.Generator | None = None,
+    def _perturb(
+        self, model: AF.Model, waveforms: torch.Tensor, epsilon: torch.Tensor, **batch: Any
     ) -> torch.Tensor:
-        epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
         return AF.pgd(
             model,
             waveforms,
-            labels=labels,
-            mask=mask,
             epsilon=epsilon,
             steps=int(self.steps),
             step_size=epsilon * self.relative_step,
             random_start=self.random_start,
             early_stop=self.early_stop,
-            generator=generator,
+            **batch,
         )
 
-    def settings(self) -> dict[str, object]:
+    def _details(self) -> dict[str, object]:
         return {
-            "method": self.method,
-            "snr_db": self.snr_db,
             "norm": "linf",
             "steps": int(self.steps),
             "step_size": self.relative_step,
@@ -161,29 +178,21 @@ class PGD:
 
 
 @dataclass(frozen=True)
-class WhiteNoise:
+class WhiteNoise(_SNRAttack):
     """White Gaussian noise at exactly ``snr_db`` over each clip's real samples (a control)."""
 
-    snr_db: float = 45.0
     method: ClassVar[str] = "noise"
 
-    def __post_init__(self) -> None:
-        check_snr(self.snr_db)
-
-    def __call__(
-        self,
-        model: AF.Model,
-        waveforms: torch.Tensor,
-        *,
-        labels: torch.Tensor,
-        mask: torch.Tensor,
-        generator: torch.Generator | None = None,
+    def _perturb(
+        self, model: AF.Model, waveforms: torch.Tensor, epsilon: torch.Tensor, **batch: Any
     ) -> torch.Tensor:
-        epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
-        return AF.white_noise(waveforms, mask=mask, epsilon=epsilon, generator=generator)
+        del model  # noise ignores the model and the labels
+        return AF.white_noise(
+            waveforms, mask=batch["mask"], epsilon=epsilon, generator=batch["generator"]
+        )
 
-    def settings(self) -> dict[str, object]:
-        return {"method": self.method, "snr_db": self.snr_db, "distribution": "gaussian"}
+    def _details(self) -> dict[str, object]:
+        return {"distribution": "gaussian"}
 
 
 def make_attack(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trustser._validation import select_names, sole_name
 from trustser._version import __version__
 from trustser.attacks import functional as AF
 from trustser.attacks.batching import iter_batches
@@ -303,13 +304,13 @@ def _open_group(store_path: str | os.PathLike, backbone: str | None):
     store = open_store(store_path)
     names = list(store.backbones)
     if backbone is None:
-        if len(names) != 1:
-            listed = ", ".join(names) or "none"
-            raise AttackError(
-                f"store {str(store_path)!r} holds {len(names)} backbones ({listed}); "
-                "choose one with --backbone."
-            )
-        backbone = names[0]
+        backbone = sole_name(
+            names,
+            what="backbones",
+            where=f"store {str(store_path)!r}",
+            option="--backbone",
+            error=AttackError,
+        )
     elif backbone not in names:
         listed = ", ".join(names) or "none"
         raise AttackError(
@@ -361,33 +362,16 @@ def _select_folds(
             f"none of the trained emotion heads ({', '.join(heads)}) matches a fold of the store's "
             f"{manifest.corpus} manifest ({', '.join(f.name for f in manifest.folds) or 'no folds'})."
         )
-    if requested is None:
+    chosen = select_names(requested, [f.name for f in manifest.folds], error=AttackError)
+    if not chosen:
         return with_head
-    items = requested.split(",") if isinstance(requested, str) else [str(r) for r in requested]
-    items = [i.strip() for i in items if i.strip()]
-    if not items:
-        return with_head
-    names = [f.name for f in manifest.folds]
-    chosen: list[Fold] = []
-    for item in items:
-        if item in names:
-            name = item
-        elif item.isdigit() and 1 <= int(item) <= len(names):
-            name = names[int(item) - 1]
-        else:
-            raise AttackError(
-                f"fold {item!r} does not exist; use a name ({', '.join(names)}) or a 1-based "
-                f"index 1..{len(names)}."
-            )
+    for name in chosen:
         if name not in heads:
             raise AttackError(
                 f"fold {name!r} has no trained emotion head; train it with `trustser heads fit` "
                 f"(folds with heads: {', '.join(heads)})."
             )
-        fold = manifest.fold(name)
-        if fold not in chosen:
-            chosen.append(fold)
-    return chosen
+    return [manifest.fold(name) for name in chosen]
 
 
 def _head_labels(sidecar: dict[str, Any], manifest: Manifest, path: Path) -> tuple[str, ...]:

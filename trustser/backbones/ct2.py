@@ -264,6 +264,19 @@ def _split(
         out[f"{dst}.bias"] = bias.clone()
 
 
+def _self_attention_and_ffn(
+    v: dict[str, np.ndarray], src: str, dst: str, out: dict[str, torch.Tensor], path: Path
+) -> None:
+    """The self-attention and feed-forward sub-blocks every encoder and decoder layer has."""
+    qkv = [f"{dst}.self_attn.{p}_proj" for p in "qkv"]
+    _split(v, f"{src}/self_attention/linear_0", qkv, out, path)
+    _linear(v, f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj", out)
+    _norm(v, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", out)
+    _linear(v, f"{src}/ffn/linear_0", f"{dst}.fc1", out)
+    _linear(v, f"{src}/ffn/linear_1", f"{dst}.fc2", out)
+    _norm(v, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm", out)
+
+
 def whisper_state_dict(model: CT2Model, *, include_decoder: bool) -> dict[str, torch.Tensor]:
     """transformers ``WhisperForConditionalGeneration`` weights (``model.encoder.*`` etc.)."""
     _check_whisper(model)
@@ -274,14 +287,7 @@ def whisper_state_dict(model: CT2Model, *, include_decoder: bool) -> dict[str, t
             _linear(v, f"encoder/{conv}", f"{enc}.{conv}", out)
         out[f"{enc}.embed_positions.weight"] = _tensor(v["encoder/position_encodings/encodings"])
         for i in range(_count_layers(v, "encoder")):
-            src, dst = f"encoder/layer_{i}", f"{enc}.layers.{i}"
-            qkv = [f"{dst}.self_attn.{p}_proj" for p in "qkv"]
-            _split(v, f"{src}/self_attention/linear_0", qkv, out, model.path)
-            _linear(v, f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj", out)
-            _norm(v, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", out)
-            _linear(v, f"{src}/ffn/linear_0", f"{dst}.fc1", out)
-            _linear(v, f"{src}/ffn/linear_1", f"{dst}.fc2", out)
-            _norm(v, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm", out)
+            _self_attention_and_ffn(v, f"encoder/layer_{i}", f"{enc}.layers.{i}", out, model.path)
         _norm(v, "encoder/layer_norm", f"{enc}.layer_norm", out)
         if include_decoder:
             dec = "model.decoder"
@@ -291,18 +297,12 @@ def whisper_state_dict(model: CT2Model, *, include_decoder: bool) -> dict[str, t
             )
             for i in range(_count_layers(v, "decoder")):
                 src, dst = f"decoder/layer_{i}", f"{dec}.layers.{i}"
-                qkv = [f"{dst}.self_attn.{p}_proj" for p in "qkv"]
-                _split(v, f"{src}/self_attention/linear_0", qkv, out, model.path)
-                _linear(v, f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj", out)
-                _norm(v, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", out)
+                _self_attention_and_ffn(v, src, dst, out, model.path)
                 _linear(v, f"{src}/attention/linear_0", f"{dst}.encoder_attn.q_proj", out)
                 kv = [f"{dst}.encoder_attn.k_proj", f"{dst}.encoder_attn.v_proj"]
                 _split(v, f"{src}/attention/linear_1", kv, out, model.path)
                 _linear(v, f"{src}/attention/linear_2", f"{dst}.encoder_attn.out_proj", out)
                 _norm(v, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm", out)
-                _linear(v, f"{src}/ffn/linear_0", f"{dst}.fc1", out)
-                _linear(v, f"{src}/ffn/linear_1", f"{dst}.fc2", out)
-                _norm(v, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm", out)
             _norm(v, "decoder/layer_norm", f"{dec}.layer_norm", out)
             out["proj_out.weight"] = out[f"{dec}.embed_tokens.weight"]
     except KeyError as error:

@@ -236,23 +236,16 @@ def describe_backbone(
     for registry names and ``tiny:`` models; ``None`` for ``hf:``/``ct2:``/``s3prl:`` specs,
     whose architecture is only known from their files). Loading counts the real parameters.
     """
-    from trustser.backbones.registry import count_parameters
+    from trustser.backbones.registry import COMPUTED_PARAMETERS, count_parameters, spec_facts
 
     spec = resolve_spec(name_or_spec)
+    computed = "config" in spec.extra
     info: dict[str, Any] = {
-        "name": spec.name,
-        "family": spec.family,
-        "source": spec.source,
-        "revision": spec.revision or "main",
-        "num_layers": spec.num_layers,
-        "dim": spec.dim,
-        "frame_rate": spec.frame_rate,
+        **spec_facts(spec),
         "sample_rate": spec.sample_rate,
         "description": spec.description,
-        "parameters": count_parameters(spec.name) if "config" in spec.extra else None,
-        "parameters_basis": "computed from the architecture config"
-        if "config" in spec.extra
-        else None,
+        "parameters": count_parameters(spec.name) if computed else None,
+        "parameters_basis": COMPUTED_PARAMETERS if computed else None,
     }
     if load:
         backbone = load_backbone(name_or_spec, device=device, window=window)

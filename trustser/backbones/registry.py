@@ -29,16 +29,20 @@ from trustser.backbones.errors import UnknownBackboneError
 from trustser.backbones.tiny import TINY_FAMILIES, tiny_config
 
 __all__ = [
+    "COMPUTED_PARAMETERS",
     "FAMILIES",
     "REGISTRY",
     "SPEC_KINDS",
     "count_parameters",
     "list_backbones",
     "resolve_spec",
+    "spec_facts",
 ]
 
 FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec", "whisper", "apc", "tera")
 SPEC_KINDS = ("hf", "ct2", "s3prl", "tiny")
+# ``parameters_basis`` of a count made on the meta device from a registry architecture config.
+COMPUTED_PARAMETERS = "computed from the architecture config"
 
 _WHISPER_SIZES = {
     # encoder settings of openai/whisper-{tiny,base,small} (tiny.en shares tiny's)
@@ -78,6 +82,22 @@ def _whisper(name: str, size: str, description: str) -> BackboneSpec:
         frame_rate=50.0,
         description=description,
         extra={"config": config, "loader": "hf"},
+    )
+
+
+def _base_ssl(
+    name: str, family: str, source: str, description: str, *, normalize: bool
+) -> BackboneSpec:
+    """A base-size (12-layer, 768-d) wav2vec2-style model with transformers' base config."""
+    return BackboneSpec(
+        name=name,
+        family=family,
+        source=source,
+        num_layers=13,
+        dim=768,
+        frame_rate=50.0,
+        description=description,
+        extra={"loader": "hf", "config": dict(_BASE_SSL), "normalize": normalize},
     )
 
 
@@ -127,45 +147,33 @@ REGISTRY: dict[str, BackboneSpec] = {
                 },
             },
         ),
-        BackboneSpec(
-            name="wav2vec2_base",
-            family="wav2vec2",
-            source="facebook/wav2vec2-base",
-            num_layers=13,
-            dim=768,
-            frame_rate=50.0,
-            description="wav2vec 2.0 base, self-supervised on LibriSpeech 960 h (no fine-tuning).",
-            extra={"loader": "hf", "config": dict(_BASE_SSL), "normalize": True},
+        _base_ssl(
+            "wav2vec2_base",
+            "wav2vec2",
+            "facebook/wav2vec2-base",
+            "wav2vec 2.0 base, self-supervised on LibriSpeech 960 h (no fine-tuning).",
+            normalize=True,
         ),
-        BackboneSpec(
-            name="wav2vec2_base_960h",
-            family="wav2vec2",
-            source="facebook/wav2vec2-base-960h",
-            num_layers=13,
-            dim=768,
-            frame_rate=50.0,
-            description="wav2vec 2.0 base fine-tuned for ASR (CTC) — the reference code's checkpoint.",
-            extra={"loader": "hf", "config": dict(_BASE_SSL), "normalize": True},
+        _base_ssl(
+            "wav2vec2_base_960h",
+            "wav2vec2",
+            "facebook/wav2vec2-base-960h",
+            "wav2vec 2.0 base fine-tuned for ASR (CTC) — the reference code's checkpoint.",
+            normalize=True,
         ),
-        BackboneSpec(
-            name="wavlm_base_plus",
-            family="wavlm",
-            source="microsoft/wavlm-base-plus",
-            num_layers=13,
-            dim=768,
-            frame_rate=50.0,
-            description="WavLM Base+, self-supervised on 94k h (gated relative position bias).",
-            extra={"loader": "hf", "config": dict(_BASE_SSL), "normalize": False},
+        _base_ssl(
+            "wavlm_base_plus",
+            "wavlm",
+            "microsoft/wavlm-base-plus",
+            "WavLM Base+, self-supervised on 94k h (gated relative position bias).",
+            normalize=False,
         ),
-        BackboneSpec(
-            name="hubert_base",
-            family="hubert",
-            source="facebook/hubert-base-ls960",
-            num_layers=13,
-            dim=768,
-            frame_rate=50.0,
-            description="HuBERT base, self-supervised on LibriSpeech 960 h.",
-            extra={"loader": "hf", "config": dict(_BASE_SSL), "normalize": False},
+        _base_ssl(
+            "hubert_base",
+            "hubert",
+            "facebook/hubert-base-ls960",
+            "HuBERT base, self-supervised on LibriSpeech 960 h.",
+            normalize=False,
         ),
         _whisper("whisper_tiny", "tiny", "Whisper tiny encoder (multilingual)."),
         _whisper("whisper_base", "base", "Whisper base encoder (multilingual)."),
@@ -336,20 +344,25 @@ def list_backbones(*, include_tiny: bool = False) -> list[dict[str, Any]]:
     specs = list(REGISTRY.values())
     if include_tiny:
         specs += [_tiny_spec(family) for family in TINY_FAMILIES]
-    rows = []
-    for spec in specs:
-        rows.append(
-            {
-                "name": spec.name,
-                "family": spec.family,
-                "source": spec.source,
-                "revision": spec.revision or "main",
-                "num_layers": spec.num_layers,
-                "dim": spec.dim,
-                "frame_rate": spec.frame_rate,
-                "parameters": count_parameters(spec.name),
-                "parameters_basis": "computed from the architecture config",
-                "description": spec.description,
-            }
-        )
-    return rows
+    return [
+        {
+            **spec_facts(spec),
+            "parameters": count_parameters(spec.name),
+            "parameters_basis": COMPUTED_PARAMETERS,
+            "description": spec.description,
+        }
+        for spec in specs
+    ]
+
+
+def spec_facts(spec: BackboneSpec) -> dict[str, Any]:
+    """What every backbone listing shows first: name, family, source, revision, L, D, frame rate."""
+    return {
+        "name": spec.name,
+        "family": spec.family,
+        "source": spec.source,
+        "revision": spec.revision or "main",
+        "num_layers": spec.num_layers,
+        "dim": spec.dim,
+        "frame_rate": spec.frame_rate,
+    }

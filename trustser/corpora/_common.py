@@ -1,9 +1,10 @@
 """What every corpus module shares: manifest reuse, header probing, fold building, writing.
 
 A corpus module scans its official layout into *candidate* utterances (labels, speakers,
-genders, paths) and hands them to :func:`assemble`, which reads each file's header, leaves out
-or reports unreadable files, builds the folds from the speakers that remain, validates and
-writes. Modules therefore differ only in how they read their corpus.
+genders, paths) and builds its ``prepare`` with :func:`make_prepare`, which reuses an existing
+manifest, scans, and hands the candidates to :func:`assemble`: that reads each file's header,
+leaves out or reports unreadable files, builds the folds from the speakers that remain,
+validates and writes. Modules therefore differ only in how they read their corpus.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "UnreadableAudioWarning",
     "assemble",
     "find_file",
+    "make_prepare",
     "require_dir",
     "reuse_existing",
     "with_audio_headers",
@@ -39,6 +41,10 @@ __all__ = [
 
 # Candidates carry this until their header is read; it never reaches a written manifest.
 PLACEHOLDER_DURATION = 0.0
+
+# A corpus's folds: fixed by the corpus (sessions, its own split), or built from the speakers
+# of the utterances that could be read.
+FoldSource = tuple[Fold, ...] | Callable[[list[Utterance]], tuple[Fold, ...]]
 
 
 class CorpusLayoutError(TrustSERError, FileNotFoundError):
@@ -173,7 +179,7 @@ def assemble(
     corpus: str,
     root: Path,
     candidates: Iterable[Utterance],
-    make_folds: Callable[[list[Utterance]], tuple[Fold, ...]],
+    folds: FoldSource,
     fold_scheme: str,
     version: str,
     out: str | os.PathLike | None,
@@ -194,13 +200,13 @@ def assemble(
         raise CorpusLayoutError(f"{corpus}: none of the {len(candidates)} audio files can be read.")
     ordered = sorted(readable, key=lambda u: u.id)
     try:
-        folds = make_folds(ordered)
+        built = folds(ordered) if callable(folds) else tuple(folds)
     except ValueError as error:  # too few speakers/sessions left for the fold scheme
         raise ManifestError(f"{corpus}: cannot build the folds ({fold_scheme}): {error}.") from None
     manifest = Manifest(
         corpus=corpus,
         utterances=tuple(ordered),
-        folds=folds,
+        folds=built,
         fold_scheme=fold_scheme,
         version=version,
         root=str(root.resolve()),
@@ -210,3 +216,51 @@ def assemble(
     if out is not None:
         write_manifest(manifest, out)
     return manifest
+
+
+def make_prepare(
+    scan: Callable[[Path], Iterable[Utterance]],
+    folds: FoldSource,
+    *,
+    corpus: str,
+    fold_scheme: str,
+    version: str,
+    doc: str,
+) -> Callable[..., Manifest]:
+    """The ``prepare(root, out=None, ...)`` of a corpus read from its official layout.
+
+    ``scan(root)`` is all a corpus module writes itself: it checks the layout and returns the
+    candidate utterances (duration :data:`PLACEHOLDER_DURATION`). The function returned reuses
+    an existing ``out`` (:func:`reuse_existing`) before scanning anything, then
+    hands the candidates to :func:`assemble` with ``folds``.
+    """
+
+    def prepare(
+        root: str | os.PathLike,
+        out: str | os.PathLike | None = None,
+        *,
+        overwrite: bool = False,
+        skip_unreadable: bool = False,
+        show_progress: bool = False,
+    ) -> Manifest:
+        root = Path(root)
+        existing = reuse_existing(out, corpus, root=root, overwrite=overwrite)
+        if existing is not None:
+            return existing
+        return assemble(
+            corpus=corpus,
+            root=root,
+            candidates=scan(root),
+            folds=folds,
+            fold_scheme=fold_scheme,
+            version=version,
+            out=out,
+            skip_unreadable=skip_unreadable,
+            show_progress=show_progress,
+        )
+
+    # help() and repr() then show the corpus module's own prepare, with its own summary.
+    prepare.__doc__ = doc
+    prepare.__module__ = scan.__module__
+    prepare.__qualname__ = "prepare"
+    return prepare

@@ -14,20 +14,19 @@ IEEE Trans. Affective Computing 2014.
 from __future__ import annotations
 
 import csv
-import os
 import re
+from functools import partial
 from pathlib import Path
 
 from trustser.corpora._common import (
     PLACEHOLDER_DURATION,
     CorpusLayoutError,
-    assemble,
     find_file,
+    make_prepare,
     require_dir,
-    reuse_existing,
 )
-from trustser.folds import block_speaker_groups, rotating_folds
-from trustser.manifest import Fold, Manifest, Utterance
+from trustser.folds import block_speaker_folds
+from trustser.manifest import Utterance
 
 __all__ = [
     "FOLD_SCHEME",
@@ -95,24 +94,8 @@ def read_demographics(path: Path) -> dict[str, str]:
     return genders
 
 
-def _folds(utterances: list[Utterance]) -> tuple[Fold, ...]:
-    speakers = sorted({u.speaker for u in utterances})
-    return rotating_folds(block_speaker_groups(speakers, NUM_FOLDS), by="speaker")
-
-
-def prepare(
-    root: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    overwrite: bool = False,
-    skip_unreadable: bool = False,
-    show_progress: bool = False,
-) -> Manifest:
-    """Manifest of CREMA-D's 4-class subset with 5 speaker-block folds."""
-    root = Path(root)
-    existing = reuse_existing(out, NAME, root=root, overwrite=overwrite)
-    if existing is not None:
-        return existing
+def _scan(root: Path) -> list[Utterance]:
+    """Candidate utterances of the 4 classes, with each actor's gender from the CSV."""
     wav_dir = require_dir(root, "AudioWAV", "CREMA-D", f"clone {SOURCE}")
     genders = read_demographics(
         find_file(root, ["VideoDemographics.csv"], "CREMA-D", f"it ships with {SOURCE}")
@@ -144,14 +127,14 @@ def prepare(
             f"CREMA-D: actor(s) {sorted(unknown_actors)[:10]} have recordings but no row in "
             "VideoDemographics.csv, so their gender is unknown; restore the official CSV."
         )
-    return assemble(
-        corpus=NAME,
-        root=root,
-        candidates=candidates,
-        make_folds=_folds,
-        fold_scheme=FOLD_SCHEME,
-        version=VERSION,
-        out=out,
-        skip_unreadable=skip_unreadable,
-        show_progress=show_progress,
-    )
+    return candidates
+
+
+prepare = make_prepare(
+    _scan,
+    partial(block_speaker_folds, num_folds=NUM_FOLDS),
+    corpus=NAME,
+    fold_scheme=FOLD_SCHEME,
+    version=VERSION,
+    doc="Manifest of CREMA-D's 4-class subset with 5 speaker-block folds.",
+)

@@ -7,13 +7,13 @@ Burkhardt et al., "A database of German emotional speech", Interspeech 2005.
 
 from __future__ import annotations
 
-import os
 import re
+from functools import partial
 from pathlib import Path
 
-from trustser.corpora._common import PLACEHOLDER_DURATION, assemble, require_dir, reuse_existing
-from trustser.folds import gender_balanced_speaker_groups, rotating_folds
-from trustser.manifest import Fold, Manifest, Utterance, speakers_by_gender
+from trustser.corpora._common import PLACEHOLDER_DURATION, make_prepare, require_dir
+from trustser.folds import gender_balanced_speaker_folds
+from trustser.manifest import Utterance
 
 __all__ = ["FOLD_SCHEME", "GENDERS", "LABELS", "NAME", "NUM_FOLDS", "SOURCE", "VERSION", "prepare"]
 
@@ -35,24 +35,8 @@ _NAME_PATTERN = re.compile(
 )
 
 
-def _folds(utterances: list[Utterance]) -> tuple[Fold, ...]:
-    groups = gender_balanced_speaker_groups(speakers_by_gender(utterances), NUM_FOLDS)
-    return rotating_folds(groups, by="speaker")
-
-
-def prepare(
-    root: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    overwrite: bool = False,
-    skip_unreadable: bool = False,
-    show_progress: bool = False,
-) -> Manifest:
-    """Manifest of EmoDB's four-class subset (339 clips, 10 speakers) with 5 speaker folds."""
-    root = Path(root)
-    existing = reuse_existing(out, NAME, root=root, overwrite=overwrite)
-    if existing is not None:
-        return existing
+def _scan(root: Path) -> list[Utterance]:
+    """Candidate clips of the 4 classes by the ten documented speakers."""
     wav_dir = require_dir(root, "wav", "EmoDB", f"download it from {SOURCE}")
     candidates = []
     for path in sorted(wav_dir.glob("*.wav")):
@@ -74,14 +58,14 @@ def prepare(
                 custom={"version": match["version"]},
             )
         )
-    return assemble(
-        corpus=NAME,
-        root=root,
-        candidates=candidates,
-        make_folds=_folds,
-        fold_scheme=FOLD_SCHEME,
-        version=VERSION,
-        out=out,
-        skip_unreadable=skip_unreadable,
-        show_progress=show_progress,
-    )
+    return candidates
+
+
+prepare = make_prepare(
+    _scan,
+    partial(gender_balanced_speaker_folds, num_folds=NUM_FOLDS),
+    corpus=NAME,
+    fold_scheme=FOLD_SCHEME,
+    version=VERSION,
+    doc="Manifest of EmoDB's four-class subset (339 clips, 10 speakers) with 5 speaker folds.",
+)

@@ -16,7 +16,6 @@ Busso et al., "IEMOCAP: interactive emotional dyadic motion capture database", L
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -24,14 +23,14 @@ from typing import NamedTuple
 from trustser.corpora._common import (
     PLACEHOLDER_DURATION,
     CorpusLayoutError,
-    assemble,
+    make_prepare,
     require_dir,
-    reuse_existing,
 )
-from trustser.folds import rotating_folds
-from trustser.manifest import Fold, Manifest, Utterance
+from trustser.folds import session_folds
+from trustser.manifest import Fold, Utterance
 
 __all__ = [
+    "FOLDS",
     "FOLD_SCHEME",
     "LABELS",
     "NAME",
@@ -54,6 +53,7 @@ LABELS: dict[str, str] = {
 }
 SESSIONS: tuple[str, ...] = tuple(f"Session{i}" for i in range(1, 6))
 NUM_FOLDS = 5
+FOLDS: tuple[Fold, ...] = session_folds(SESSIONS)  # fixed by the corpus: one per session
 FOLD_SCHEME = "5 session folds: test = one session, dev = the next session, train = the other three"
 VERSION = "IEMOCAP_full_release (4 classes, excited merged into happy)"
 SOURCE = "https://sail.usc.edu/iemocap/ (licence request form)"
@@ -109,24 +109,8 @@ def _transcripts(session_dir: Path, dialog: str) -> dict[str, str]:
     return texts
 
 
-def _folds(utterances: list[Utterance]) -> tuple[Fold, ...]:
-    del utterances  # the scheme is fixed by the corpus: one fold per session
-    return rotating_folds([[s] for s in SESSIONS], by="session")
-
-
-def prepare(
-    root: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    overwrite: bool = False,
-    skip_unreadable: bool = False,
-    show_progress: bool = False,
-) -> Manifest:
-    """Manifest of IEMOCAP's 4-class set (5,531 turns in the full release), 5 session folds."""
-    root = Path(root)
-    existing = reuse_existing(out, NAME, root=root, overwrite=overwrite)
-    if existing is not None:
-        return existing
+def _scan(root: Path) -> list[Utterance]:
+    """Candidate turns of the 4 classes from every session's consensus labels."""
     missing = [s for s in SESSIONS if not (root / s).is_dir()]
     if missing:
         raise CorpusLayoutError(
@@ -172,14 +156,14 @@ def prepare(
                         custom=custom,
                     )
                 )
-    return assemble(
-        corpus=NAME,
-        root=root,
-        candidates=candidates,
-        make_folds=_folds,
-        fold_scheme=FOLD_SCHEME,
-        version=VERSION,
-        out=out,
-        skip_unreadable=skip_unreadable,
-        show_progress=show_progress,
-    )
+    return candidates
+
+
+prepare = make_prepare(
+    _scan,
+    FOLDS,
+    corpus=NAME,
+    fold_scheme=FOLD_SCHEME,
+    version=VERSION,
+    doc="Manifest of IEMOCAP's 4-class set (5,531 turns in the full release), 5 session folds.",
+)

@@ -18,21 +18,20 @@ Busso et al., "MSP-IMPROV: an acted corpus of dyadic interactions...", IEEE TAC 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from trustser.corpora._common import (
     PLACEHOLDER_DURATION,
     CorpusLayoutError,
-    assemble,
     find_file,
-    reuse_existing,
+    make_prepare,
 )
-from trustser.folds import rotating_folds
-from trustser.manifest import Fold, Manifest, Utterance
+from trustser.folds import session_folds
+from trustser.manifest import Fold, Utterance
 
 __all__ = [
+    "FOLDS",
     "FOLD_SCHEME",
     "LABELS",
     "NAME",
@@ -48,6 +47,7 @@ NAME = "msp_improv"
 LABELS: dict[str, str] = {"N": "neutral", "H": "happy", "S": "sad", "A": "angry"}
 SESSIONS: tuple[str, ...] = tuple(f"session{i}" for i in range(1, 7))
 NUM_FOLDS = 6
+FOLDS: tuple[Fold, ...] = session_folds(SESSIONS)  # fixed by the corpus: one per session
 FOLD_SCHEME = "6 session folds: test = one session, dev = the next session, train = the other four"
 VERSION = "MSP-IMPROV (Evaluation.txt consensus labels, 4 classes)"
 SOURCE = "https://ecs.utdallas.edu/research/researchlabs/msp-lab/MSP-Improv.html (academic licence)"
@@ -91,24 +91,8 @@ def _audio_base(root: Path) -> Path:
     )
 
 
-def _folds(utterances: list[Utterance]) -> tuple[Fold, ...]:
-    del utterances  # one fold per session, fixed by the corpus
-    return rotating_folds([[s] for s in SESSIONS], by="session")
-
-
-def prepare(
-    root: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    overwrite: bool = False,
-    skip_unreadable: bool = False,
-    show_progress: bool = False,
-) -> Manifest:
-    """Manifest of MSP-Improv's 4-class set (all four recording conditions), 6 session folds."""
-    root = Path(root)
-    existing = reuse_existing(out, NAME, root=root, overwrite=overwrite)
-    if existing is not None:
-        return existing
+def _scan(root: Path) -> list[Utterance]:
+    """Candidate turns of the 4 classes from the consensus labels, in all four conditions."""
     labels = parse_evaluation(find_file(root, LABEL_FILES, "MSP-Improv", f"get it from {SOURCE}"))
     base = _audio_base(root)
     candidates = []
@@ -145,14 +129,14 @@ def prepare(
             f"MSP-Improv: {len(malformed)} turn id(s) in the label file do not look like "
             f"'S01A-F01-P-FM01': {malformed[:5]}."
         )
-    return assemble(
-        corpus=NAME,
-        root=root,
-        candidates=candidates,
-        make_folds=_folds,
-        fold_scheme=FOLD_SCHEME,
-        version=VERSION,
-        out=out,
-        skip_unreadable=skip_unreadable,
-        show_progress=show_progress,
-    )
+    return candidates
+
+
+prepare = make_prepare(
+    _scan,
+    FOLDS,
+    corpus=NAME,
+    fold_scheme=FOLD_SCHEME,
+    version=VERSION,
+    doc="Manifest of MSP-Improv's 4-class set (all four recording conditions), 6 session folds.",
+)

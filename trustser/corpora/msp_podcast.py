@@ -20,21 +20,20 @@ emotional speech from existing podcast recordings", IEEE TAC 2019.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 from trustser.corpora._common import (
     PLACEHOLDER_DURATION,
     CorpusLayoutError,
-    assemble,
     find_file,
+    make_prepare,
     require_dir,
-    reuse_existing,
 )
-from trustser.manifest import UNKNOWN_SPEAKER, Fold, Manifest, Utterance
+from trustser.manifest import UNKNOWN_SPEAKER, Fold, Utterance
 
 __all__ = [
     "FOLD",
+    "FOLDS",
     "FOLD_SCHEME",
     "LABELS",
     "NAME",
@@ -56,6 +55,7 @@ SPLITS: dict[str, str] = {
 }
 NUM_FOLDS = 1
 FOLD = Fold(name="standard", by="split", train=("Train",), dev=("Development",), test=("Test1",))
+FOLDS: tuple[Fold, ...] = (FOLD,)  # the corpus defines the split
 FOLD_SCHEME = "the standard split: train = Train, dev = Development, test = Test1 (one fold)"
 VERSION = "MSP-Podcast (labels_consensus.csv, 4 classes)"
 SOURCE = (
@@ -73,24 +73,8 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-def _folds(utterances: list[Utterance]) -> tuple[Fold, ...]:
-    del utterances  # the corpus defines the split
-    return (FOLD,)
-
-
-def prepare(
-    root: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    overwrite: bool = False,
-    skip_unreadable: bool = False,
-    show_progress: bool = False,
-) -> Manifest:
-    """Manifest of MSP-Podcast's 4-class Train/Development/Test1 clips, one standard fold."""
-    root = Path(root)
-    existing = reuse_existing(out, NAME, root=root, overwrite=overwrite)
-    if existing is not None:
-        return existing
+def _scan(root: Path) -> list[Utterance]:
+    """Candidate clips of the 4 classes in Train, Development (or Validation) and Test1."""
     label_file = find_file(root, LABEL_FILES, "MSP-Podcast", f"get it from {SOURCE}")
     audio_dir = require_dir(
         root, "Audios", "MSP-Podcast", "extract Audios.zip (or Audio.tar) there"
@@ -142,14 +126,14 @@ def prepare(
             f"MSP-Podcast: {len(bad_gender)} row(s) of {str(label_file)!r} have a Gender other "
             f"than Female/Male/Unknown: {bad_gender[:5]}."
         )
-    return assemble(
-        corpus=NAME,
-        root=root,
-        candidates=candidates,
-        make_folds=_folds,
-        fold_scheme=FOLD_SCHEME,
-        version=VERSION,
-        out=out,
-        skip_unreadable=skip_unreadable,
-        show_progress=show_progress,
-    )
+    return candidates
+
+
+prepare = make_prepare(
+    _scan,
+    FOLDS,
+    corpus=NAME,
+    fold_scheme=FOLD_SCHEME,
+    version=VERSION,
+    doc="Manifest of MSP-Podcast's 4-class Train/Development/Test1 clips, one standard fold.",
+)

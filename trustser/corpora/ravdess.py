@@ -12,18 +12,13 @@ Livingstone and Russo, "The Ryerson Audio-Visual Database of Emotional Speech an
 
 from __future__ import annotations
 
-import os
 import re
+from functools import partial
 from pathlib import Path
 
-from trustser.corpora._common import (
-    PLACEHOLDER_DURATION,
-    CorpusLayoutError,
-    assemble,
-    reuse_existing,
-)
-from trustser.folds import gender_balanced_speaker_groups, rotating_folds
-from trustser.manifest import Fold, Manifest, Utterance, speakers_by_gender
+from trustser.corpora._common import PLACEHOLDER_DURATION, CorpusLayoutError, make_prepare
+from trustser.folds import gender_balanced_speaker_folds
+from trustser.manifest import Utterance
 
 __all__ = [
     "FOLD_SCHEME",
@@ -73,24 +68,8 @@ def _actor_dirs(root: Path) -> list[Path]:
     )
 
 
-def _folds(utterances: list[Utterance]) -> tuple[Fold, ...]:
-    groups = gender_balanced_speaker_groups(speakers_by_gender(utterances), NUM_FOLDS)
-    return rotating_folds(groups, by="speaker")
-
-
-def prepare(
-    root: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    overwrite: bool = False,
-    skip_unreadable: bool = False,
-    show_progress: bool = False,
-) -> Manifest:
-    """Manifest of RAVDESS speech in four classes (672 clips, 24 actors), 6 speaker folds."""
-    root = Path(root)
-    existing = reuse_existing(out, NAME, root=root, overwrite=overwrite)
-    if existing is not None:
-        return existing
+def _scan(root: Path) -> list[Utterance]:
+    """Candidate speech clips of the 4 classes, each in its own actor's folder."""
     candidates = []
     mislabelled = []
     for actor_dir in _actor_dirs(root):
@@ -123,14 +102,14 @@ def prepare(
         raise CorpusLayoutError(
             f"RAVDESS: {len(mislabelled)} file(s) sit in another actor's folder: {mislabelled[:5]}."
         )
-    return assemble(
-        corpus=NAME,
-        root=root,
-        candidates=candidates,
-        make_folds=_folds,
-        fold_scheme=FOLD_SCHEME,
-        version=VERSION,
-        out=out,
-        skip_unreadable=skip_unreadable,
-        show_progress=show_progress,
-    )
+    return candidates
+
+
+prepare = make_prepare(
+    _scan,
+    partial(gender_balanced_speaker_folds, num_folds=NUM_FOLDS),
+    corpus=NAME,
+    fold_scheme=FOLD_SCHEME,
+    version=VERSION,
+    doc="Manifest of RAVDESS speech in four classes (672 clips, 24 actors), 6 speaker folds.",
+)

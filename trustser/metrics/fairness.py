@@ -116,6 +116,19 @@ class FairnessReport:
         return asdict(self)
 
 
+def _inputs(
+    y_true: Sequence[Any],
+    y_pred: Sequence[Any],
+    groups: Sequence[Any],
+    labels: Sequence[Any] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Any]]:
+    """The three ``[N]`` label arrays, checked, and the classes to score."""
+    y_true, y_pred, groups = as_label_arrays(
+        y_true, y_pred, groups, names=("y_true", "y_pred", "groups")
+    )
+    return y_true, y_pred, groups, resolve_labels(labels, y_true, y_pred)
+
+
 def _check_groups(groups: np.ndarray) -> list[Any]:
     values = np.unique(groups).tolist()
     if len(values) < 2:
@@ -152,10 +165,7 @@ def class_fairness(
         true_positive_rate,
     )
 
-    y_true, y_pred, groups = as_label_arrays(
-        y_true, y_pred, groups, names=("y_true", "y_pred", "groups")
-    )
-    labels = resolve_labels(labels, y_true, y_pred)
+    y_true, y_pred, groups, labels = _inputs(y_true, y_pred, groups, labels)
     _check_groups(groups)
     # One MetricFrame for every class: metric "<rate>|<i>" is fairlearn's rate on the
     # one-vs-rest labels of class i; .difference() gives the between-group gaps.
@@ -176,30 +186,22 @@ def class_fairness(
         negatives = {str(g): int(np.sum((groups == g) & (y_true != label))) for g in by_group.index}
         tpr: dict[str, float | None] = {}
         fpr: dict[str, float | None] = {}
+        rates: dict[str, float] = {}
         for g, name in zip(by_group.index, group_names, strict=True):
-            if positives[name] == 0:
-                report_undefined(
-                    undefined,
-                    f"class {label!r}: TPR of group {name!r} is undefined (no utterance of the "
-                    "class in that group); the class is left out of equalized-odds aggregates.",
-                )
-                tpr[name] = None
-            else:
-                tpr[name] = float(by_group.loc[g, f"tpr|{index}"])
-            if negatives[name] == 0:
-                report_undefined(
-                    undefined,
-                    f"class {label!r}: FPR of group {name!r} is undefined (every utterance of "
-                    "that group has this class); the class is left out of equalized-odds "
-                    "aggregates.",
-                )
-                fpr[name] = None
-            else:
-                fpr[name] = float(by_group.loc[g, f"fpr|{index}"])
-        rates = {
-            n: float(by_group.loc[g, f"selection_rate|{index}"])
-            for g, n in zip(by_group.index, group_names, strict=True)
-        }
+            for rates_of, metric, count, why in (
+                (tpr, "tpr", positives, "no utterance of the class in that group"),
+                (fpr, "fpr", negatives, "every utterance of that group has this class"),
+            ):
+                if count[name] == 0:
+                    report_undefined(
+                        undefined,
+                        f"class {label!r}: {metric.upper()} of group {name!r} is undefined "
+                        f"({why}); the class is left out of equalized-odds aggregates.",
+                    )
+                    rates_of[name] = None
+                else:
+                    rates_of[name] = float(by_group.loc[g, f"{metric}|{index}"])
+            rates[name] = float(by_group.loc[g, f"selection_rate|{index}"])
         tpr_gap = None if None in tpr.values() else float(gaps[f"tpr|{index}"])
         fpr_gap = None if None in fpr.values() else float(gaps[f"fpr|{index}"])
         eo = None if tpr_gap is None or fpr_gap is None else max(tpr_gap, fpr_gap)
@@ -218,12 +220,21 @@ def class_fairness(
     return result
 
 
-def _aggregate(values: list[float | None], aggregate: str, what: str) -> float:
+# The per-class gaps aggregated over classes: ClassFairness field → what messages call it.
+_EO = "equalized_odds_difference"
+_SP = "statistical_parity_difference"
+_GAP_NAMES = {_EO: "the equalized-odds difference", _SP: "the statistical-parity difference"}
+
+
+def _aggregate(per_class: dict[Any, ClassFairness], gap: str, aggregate: str) -> float:
+    """``max`` or ``mean`` of one gap over the classes where it is defined."""
     if aggregate not in AGGREGATES:
         raise MetricError(f"aggregate={aggregate!r} is not supported; choose one of {AGGREGATES}.")
-    defined = [v for v in values if v is not None]
+    defined = [v for c in per_class.values() if (v := getattr(c, gap)) is not None]
     if not defined:
-        raise MetricError(f"{what} is undefined for every class; no aggregate can be formed.")
+        raise MetricError(
+            f"{_GAP_NAMES[gap]} is undefined for every class; no aggregate can be formed."
+        )
     return float(max(defined) if aggregate == "max" else np.mean(defined))
 
 
@@ -240,8 +251,7 @@ def equalized_odds_difference(
     :math:`\max(\max_g \mathrm{TPR}_g - \min_g \mathrm{TPR}_g,\ \max_g \mathrm{FPR}_g - \min_g
     \mathrm{FPR}_g)`, then the ``max`` or ``mean`` over classes with a defined value."""
     per_class = class_fairness(y_true, y_pred, groups, labels=labels, undefined=undefined)
-    values = [c.equalized_odds_difference for c in per_class.values()]
-    return _aggregate(values, aggregate, "the equalized-odds difference")
+    return _aggregate(per_class, _EO, aggregate)
 
 
 def statistical_parity_difference(
@@ -256,8 +266,7 @@ def statistical_parity_difference(
     r"""Statistical-parity (selection-rate) difference, lower is better: per class
     :math:`\max_g P(\hat y = c|g) - \min_g P(\hat y = c|g)`, then ``max`` or ``mean`` over classes."""
     per_class = class_fairness(y_true, y_pred, groups, labels=labels, undefined=undefined)
-    values: list[float | None] = [c.statistical_parity_difference for c in per_class.values()]
-    return _aggregate(values, aggregate, "the statistical-parity difference")
+    return _aggregate(per_class, _SP, aggregate)
 
 
 def _distribution(y_pred: np.ndarray, labels: list[Any]) -> np.ndarray:
@@ -281,10 +290,7 @@ def multiclass_equalized_odds_difference(
     :math:`\frac{1}{2C}\sum_{y}\sum_{\hat y}|P_a(\hat y|y) - P_b(\hat y|y)|` for two groups
     :math:`a, b` (the largest pair when there are more). A true class missing from a group is
     undefined and left out, the mean then runs over the :math:`C'` classes that remain."""
-    y_true, y_pred, groups = as_label_arrays(
-        y_true, y_pred, groups, names=("y_true", "y_pred", "groups")
-    )
-    labels = resolve_labels(labels, y_true, y_pred)
+    y_true, y_pred, groups, labels = _inputs(y_true, y_pred, groups, labels)
     group_values = _check_groups(groups)
     distances = []
     for label in labels:
@@ -316,10 +322,7 @@ def multiclass_statistical_parity_difference(
 ) -> float:
     r"""The reference code's multiclass statistical parity, lower is better:
     :math:`\frac12\sum_c |P_a(\hat y = c) - P_b(\hat y = c)|` (largest pair of groups)."""
-    y_true, y_pred, groups = as_label_arrays(
-        y_true, y_pred, groups, names=("y_true", "y_pred", "groups")
-    )
-    labels = resolve_labels(labels, y_true, y_pred)
+    y_true, y_pred, groups, labels = _inputs(y_true, y_pred, groups, labels)
     group_values = _check_groups(groups)
     return _largest_tv({g: _distribution(y_pred[groups == g], labels) for g in group_values})
 
@@ -375,15 +378,10 @@ def fairness_report(
     undefined: UndefinedPolicy = "warn",
 ) -> FairnessReport:
     """All fairness numbers for one set of predictions; undefined cases are kept in ``notes``."""
-    y_true, y_pred, groups = as_label_arrays(
-        y_true, y_pred, groups, names=("y_true", "y_pred", "groups")
-    )
-    labels = resolve_labels(labels, y_true, y_pred)
+    y_true, y_pred, groups, labels = _inputs(y_true, y_pred, groups, labels)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MetricWarning)
         per_class = class_fairness(y_true, y_pred, groups, labels=labels, undefined=undefined)
-        eo = [c.equalized_odds_difference for c in per_class.values()]
-        sp: list[float | None] = [c.statistical_parity_difference for c in per_class.values()]
         eo_mc = multiclass_equalized_odds_difference(
             y_true, y_pred, groups, labels=labels, undefined=undefined
         )
@@ -399,10 +397,10 @@ def fairness_report(
         groups=[str(g) for g in group_values.tolist()],
         group_sizes={str(g): int(n) for g, n in zip(group_values.tolist(), sizes, strict=True)},
         per_class={str(k): v for k, v in per_class.items()},
-        equalized_odds_max=_aggregate(eo, "max", "the equalized-odds difference"),
-        equalized_odds_mean=_aggregate(eo, "mean", "the equalized-odds difference"),
-        statistical_parity_max=_aggregate(sp, "max", "the statistical-parity difference"),
-        statistical_parity_mean=_aggregate(sp, "mean", "the statistical-parity difference"),
+        equalized_odds_max=_aggregate(per_class, _EO, "max"),
+        equalized_odds_mean=_aggregate(per_class, _EO, "mean"),
+        statistical_parity_max=_aggregate(per_class, _SP, "max"),
+        statistical_parity_mean=_aggregate(per_class, _SP, "mean"),
         multiclass_equalized_odds=eo_mc,
         multiclass_statistical_parity=multiclass_statistical_parity_difference(
             y_true, y_pred, groups, labels=labels
