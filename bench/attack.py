@@ -83,51 +83,26 @@ def bench(
         model, clips, batch_size=batch_size, identical_only=identical, device=device
     ).argmax(1)
     attack = FGSM(45.0)
+
+    def run(size: int, *, count: int | None = None, seed: int = 0):
+        """FGSM on the first ``count`` clips (all when None) in batches of ``size``."""
+        chosen = clips if count is None else clips[:count]
+        return attack_clips(
+            model,
+            chosen,
+            attack=attack,
+            labels=labels[: len(chosen)].tolist(),
+            batch_size=size,
+            identical_only=identical and size > 1,  # batches of one clip are always identical
+            device=device,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
     # warm-up (allocator, kernels) on a few clips at both batch sizes
-    attack_clips(
-        model,
-        clips[:batch_size],
-        attack=attack,
-        labels=labels[:batch_size].tolist(),
-        batch_size=batch_size,
-        identical_only=identical,
-        device=device,
-        generator=torch.Generator().manual_seed(0),
-    )
-    attack_clips(
-        model,
-        clips[:2],
-        attack=attack,
-        labels=labels[:2].tolist(),
-        batch_size=1,
-        device=device,
-        generator=torch.Generator().manual_seed(0),
-    )
-    batched_s, batched = timed(
-        lambda: attack_clips(
-            model,
-            clips,
-            attack=attack,
-            labels=labels.tolist(),
-            batch_size=batch_size,
-            identical_only=identical,
-            device=device,
-            generator=torch.Generator().manual_seed(seed),
-        ),
-        device,
-    )
-    single_s, single = timed(
-        lambda: attack_clips(
-            model,
-            clips,
-            attack=attack,
-            labels=labels.tolist(),
-            batch_size=1,
-            device=device,
-            generator=torch.Generator().manual_seed(seed),
-        ),
-        device,
-    )
+    run(batch_size, count=batch_size)
+    run(1, count=2)
+    batched_s, batched = timed(lambda: run(batch_size, seed=seed), device)
+    single_s, single = timed(lambda: run(1, seed=seed), device)
     agree = float(np.mean(batched.adv_pred == single.adv_pred))
     return {
         "backbone": backbone_name,
