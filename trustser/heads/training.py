@@ -41,6 +41,7 @@ __all__ = [
     "DATA_MODES",
     "FitResult",
     "FoldResult",
+    "StoreGroupError",
     "TaskResult",
     "TrainingEvent",
     "choose_data_mode",
