@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trustser._validation import check_choice, check_positive, check_probability
+from trustser.runs import jsonable
 
 __all__ = ["POOLINGS", "LayerWeightedHead", "load_head", "save_head"]
 
@@ -199,7 +200,7 @@ def save_head(
     sidecar = {"config": head.config(), **(metadata or {})}
     sidecar_path = path.with_suffix(".json")
     sidecar_tmp = sidecar_path.with_name(sidecar_path.name + ".tmp")
-    sidecar_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=_jsonable))
+    sidecar_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=jsonable))
     os.replace(tmp, path)
     os.replace(sidecar_tmp, sidecar_path)
     return path
@@ -225,15 +226,3 @@ def load_head(
     )
     head.load_state_dict(load_file(str(path), device=str(device)))
     return head.to(device).eval(), sidecar
-
-
-def _jsonable(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trustser._validation import TrustSERError
+from trustser._validation import TrustSERError, select_names
 from trustser.manifest import GENDERS, Manifest, Utterance
 from trustser.runs import TASKS
 
@@ -236,24 +236,10 @@ def select_splits(task: Task, folds: str | Sequence[str] | None) -> list[Split]:
 
     ``None`` or an empty string selects all folds.
     """
-    if folds is None:
-        return list(task.splits)
-    items = folds.split(",") if isinstance(folds, str) else list(folds)
-    items = [str(i).strip() for i in items if str(i).strip()]
-    if not items:
-        return list(task.splits)
     names = [s.name for s in task.splits]
-    chosen: list[str] = []
-    for item in items:
-        if item in names:
-            name = item
-        elif item.isdigit() and 1 <= int(item) <= len(names):
-            name = names[int(item) - 1]
-        else:
-            raise TaskError(
-                f"fold {item!r} does not exist for task {task.name!r}; use a name "
-                f"({', '.join(names)}) or a 1-based index 1..{len(names)}."
-            )
-        if name not in chosen:
-            chosen.append(name)
+    chosen = select_names(
+        folds, names, what="fold", context=f" for task {task.name!r}", error=TaskError
+    )
+    if not chosen:
+        return list(task.splits)
     return [task.split(n) for n in chosen]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from trustser._validation import TrustSERError, check_choice, check_probability
+from trustser._validation import TrustSERError, check_choice, check_probability, sole_name
 from trustser._version import __version__
 from trustser.heads.data import (
     FeatureSet,
@@ -137,13 +137,13 @@ def open_group(store: str | os.PathLike, backbone: str | None = None) -> tuple[A
     handle = open_store(store)
     names = list(handle.backbones)
     if backbone is None:
-        if len(names) != 1:
-            listed = ", ".join(names) or "none"
-            raise StoreGroupError(
-                f"store {str(store)!r} holds {len(names)} backbone groups ({listed}); "
-                "choose one with --backbone."
-            )
-        backbone = names[0]
+        backbone = sole_name(
+            names,
+            what="backbone groups",
+            where=f"store {str(store)!r}",
+            option="--backbone",
+            error=StoreGroupError,
+        )
     return handle.group(backbone), backbone
 
 
