@@ -15,7 +15,12 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 # Errors caused by the user's input or environment: shown without a traceback, exit code 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (TrustSERError, FileNotFoundError, ValueError, KeyError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    TrustSERError,
+    FileNotFoundError,
+    ValueError,
+    KeyError,
+)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from rich.table import Table
 from trustser.cli._common import console, user_errors
 from trustser.heads.model import POOLINGS
 from trustser.heads.probe import ProbeEvent, ProbeResult, run_probes
+from trustser.heads.tasks import DEFAULT_MIN_STEPS
 from trustser.heads.training import DATA_MODES, FitResult, TrainingEvent, fit_heads
 
 app = typer.Typer(help="Train heads and probes from the embedding cache.", no_args_is_help=True)
@@ -53,6 +54,15 @@ def fit(
     epochs: Annotated[
         int | None,
         typer.Option(help="Epochs (default per task: emotion 30, gender 10, speaker 30)."),
+    ] = None,
+    min_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--min-steps",
+            help=f"Train at least this many optimiser steps per fold, adding epochs on small "
+            f"corpora (default {DEFAULT_MIN_STEPS} with the default epochs, none with --epochs; "
+            "0 = the paper's epochs exactly).",
+        ),
     ] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
     layer_lr: Annotated[
@@ -99,6 +109,7 @@ def fit(
                 runs=runs,
                 folds=folds,
                 epochs=epochs,
+                min_steps=min_steps,
                 hidden=hidden,
                 lr=lr,
                 layer_lr=layer_lr,

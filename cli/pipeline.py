@@ -95,7 +95,9 @@ def run(
                 raise ValueError(
                     f"give one --root per --corpus (got {len(names)} corpora, {len(roots)} roots)."
                 )
-            sources += [CorpusSource(name=n, root=str(r)) for n, r in zip(names, roots, strict=True)]
+            sources += [
+                CorpusSource(name=n, root=str(r)) for n, r in zip(names, roots, strict=True)
+            ]
             cfg = PipelineConfig(
                 corpora=tuple(sources),
                 backbones=tuple(backbone or ()),

@@ -24,6 +24,8 @@ from trustser.heads.estimator import HeadClassifier, class_weights
 from trustser.heads.model import LayerWeightedHead, load_head
 from trustser.heads.probe import run_probes
 from trustser.heads.tasks import (
+    DEFAULT_EPOCHS,
+    DEFAULT_MIN_STEPS,
     TaskError,
     build_task,
     parse_tasks,
@@ -281,6 +283,13 @@ def test_estimator_contract_and_errors(manifest, frames):
     torch.testing.assert_close(normalized.head_.feature_scale, 1 / std)
     with pytest.raises(ValueError, match="normalize must be True or False"):
         HeadClassifier(normalize="yes").fit(data)
+    # a floor on optimiser steps adds epochs on small data: 24 clips / batch 10 = 3 steps an epoch
+    floored = HeadClassifier(epochs=1, min_steps=7, batch_size=10, device="cpu")
+    assert floored.epochs_for(24) == 3 and floored.epochs_for(1000) == 1
+    floored.fit(data)
+    assert floored.epochs_ == 3 and len(floored.history_) == 3
+    with pytest.raises(ValueError, match="min_steps must be >= 0"):
+        HeadClassifier(min_steps=-1).fit(data)
 
 
 def test_head_ignores_padding_and_packed_forward_matches_padded():
@@ -547,3 +556,17 @@ def test_cli_fit_and_probe_wiring(fake_store, tmp_path):
     assert bad.exit_code == 2 and "fold '9' does not exist" in " ".join(bad.output.split())
     bad = runner.invoke(app, ["heads", "fit", "--store", str(store), "--class-weight", "x"])
     assert bad.exit_code == 2 and "--class-weight" in bad.output
+
+
+def test_step_floor_applies_to_default_epochs_only(fake_store, tmp_path):
+    store, _ = fake_store
+    common = dict(task="gender", batch_size=16, device="cpu", folds="1")
+    exact = fit_heads(store, runs=tmp_path / "a", epochs=1, **common).tasks[0].folds[0]
+    assert len(exact.history) == 1  # an explicit epoch count is taken as given
+    floored = fit_heads(store, runs=tmp_path / "b", epochs=1, min_steps=40, **common)
+    fold = floored.tasks[0].folds[0]
+    steps_per_epoch = -(-fold.sizes["train"] // 16)
+    assert len(fold.history) == -(-40 // steps_per_epoch) > 1
+    default = fit_heads(store, runs=tmp_path / "c", **common).tasks[0].folds[0]
+    expected = max(DEFAULT_EPOCHS["gender"], -(-DEFAULT_MIN_STEPS // steps_per_epoch))
+    assert len(default.history) == expected > DEFAULT_EPOCHS["gender"]

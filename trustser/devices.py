@@ -28,7 +28,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if base == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if base == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device 'cuda' was requested but no CUDA GPU is visible; use --device cpu or auto.")
+        raise DeviceError(
+            "device 'cuda' was requested but no CUDA GPU is visible; use --device cpu or auto."
+        )
     return torch.device(device)
 
 

@@ -76,6 +76,7 @@ class ExtractSettings:
 class HeadSettings:
     tasks: tuple[str, ...] = TASKS
     epochs: int | None = None  # None: each task's paper default (emotion 30, gender 10)
+    min_steps: int | None = None  # None: DEFAULT_MIN_STEPS optimiser steps at least
     hidden: int = 128
     lr: float = 5e-4
     batch_size: int = 64
@@ -389,6 +390,7 @@ class _CorpusRun:
             task=",".join(settings.tasks),
             runs=self.directory,
             epochs=settings.epochs,
+            min_steps=settings.min_steps,
             hidden=settings.hidden,
             lr=settings.lr,
             batch_size=settings.batch_size,

@@ -75,12 +75,16 @@ class HeadClassifier:
     Defaults are the paper's (hidden 128, Adam lr 5e-4, batch 64, class-weighted loss, best dev
     UAR epoch) plus ``normalize=True``: each layer standardised with training statistics before
     the layer average (docs/heads.md explains why; ``normalize=False`` is the paper's head as
-    written). ``layer_lr`` gives the layer logits their own learning rate; ``weight_decay``
+    written). ``min_steps`` sets a floor on optimiser steps: the paper's epoch counts were made
+    for folds of thousands of clips, and on a small corpus (EmoDB: 4 batches per epoch) they
+    stop training long before the head converges; :meth:`epochs_for` says how many epochs a
+    training set gets. ``layer_lr`` gives the layer logits their own learning rate; ``weight_decay``
     switches Adam to AdamW (never applied to the layer logits).
 
     Parameters are stored exactly as given and checked in :meth:`fit`. Learned state:
     ``head_`` (the best-epoch :class:`LayerWeightedHead`, eval mode), ``classes_``,
-    ``layer_weights_`` (softmax weights over the L hidden states), ``best_epoch_`` (1-based),
+    ``layer_weights_`` (softmax weights over the L hidden states), ``epochs_`` (epochs trained),
+    ``best_epoch_`` (1-based),
     ``best_score_`` (dev UAR at that epoch, or None without dev data), ``history_`` (one dict per
     epoch: ``epoch``, ``train_loss``, ``dev_uar``, ``seconds``) and ``device_``.
     """
@@ -91,6 +95,7 @@ class HeadClassifier:
         "layer_lr": "float > 0 or None (= lr)",
         "weight_decay": "float >= 0",
         "epochs": "int >= 1",
+        "min_steps": "int >= 0",
         "batch_size": "int >= 1",
         "dropout": "float in [0, 1]",
         "pooling": f"one of {POOLINGS}",
@@ -108,6 +113,7 @@ class HeadClassifier:
         layer_lr: float | None = None,
         weight_decay: float = 0.0,
         epochs: int = 30,
+        min_steps: int = 0,
         batch_size: int = 64,
         dropout: float = 0.0,
         pooling: str = "mean",
@@ -121,6 +127,7 @@ class HeadClassifier:
         self.layer_lr = layer_lr
         self.weight_decay = weight_decay
         self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.dropout = dropout
         self.pooling = pooling
@@ -136,12 +143,20 @@ class HeadClassifier:
         changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"HeadClassifier({changed})"
 
+    def epochs_for(self, num_train: int) -> int:
+        """Epochs trained on ``num_train`` clips: ``max(epochs, ceil(min_steps / batches))``."""
+        batches = max(1, -(-num_train // self.batch_size))
+        return max(self.epochs, -(-self.min_steps // batches))
+
     def _validate_params(self) -> None:
         for name in ("hidden", "epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, Integral) or isinstance(value, bool):
                 raise ValueError(f"{name} must be an integer, got {value!r}.")
             check_positive(name, value)
+        if not isinstance(self.min_steps, Integral) or isinstance(self.min_steps, bool):
+            raise ValueError(f"min_steps must be an integer, got {self.min_steps!r}.")
+        check_positive("min_steps", self.min_steps, allow_zero=True)
         if not isinstance(self.lr, Real):
             raise ValueError(f"lr must be a number, got {self.lr!r}.")
         check_positive("lr", self.lr)
@@ -230,7 +245,8 @@ class HeadClassifier:
             history: list[dict[str, Any]] = []
             best_state: dict[str, torch.Tensor] | None = None
             best_epoch, best_score = 0, -np.inf
-            for epoch in range(1, self.epochs + 1):
+            epochs = self.epochs_for(len(train))
+            for epoch in range(1, epochs + 1):
                 start = time.perf_counter()
                 total, count = 0.0, 0
                 epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
@@ -313,14 +329,13 @@ class HeadClassifier:
                     }
                 )
                 if callback is not None:
-                    callback(
-                        EpochEnd(epoch, self.epochs, total / count, dev_uar, best_epoch, seconds)
-                    )
+                    callback(EpochEnd(epoch, epochs, total / count, dev_uar, best_epoch, seconds))
         head.load_state_dict(best_state)
         head.eval()
         self.head_ = head
         self.classes_ = np.array(classes, dtype=object)
         self.layer_weights_ = head.layer_weights.detach().to("cpu").numpy().astype(float)
+        self.epochs_ = epochs
         self.best_epoch_ = best_epoch
         self.best_score_ = best_score if dev is not None else None
         self.history_ = history

@@ -31,7 +31,14 @@ from trustser.heads.data import (
 )
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.model import save_head
-from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
+from trustser.heads.tasks import (
+    DEFAULT_MIN_STEPS,
+    Split,
+    Task,
+    build_task,
+    parse_tasks,
+    select_splits,
+)
 from trustser.manifest import Manifest
 from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary
@@ -195,6 +202,7 @@ def fit_heads(
     runs: str | os.PathLike = "runs",
     folds: str | Sequence[str] | None = None,
     epochs: int | None = None,
+    min_steps: int | None = None,
     hidden: int = 128,
     lr: float = 5e-4,
     layer_lr: float | None = None,
@@ -213,7 +221,10 @@ def fit_heads(
     """Fit heads for ``task`` (``emotion``, ``gender``, ``speaker``, ``all`` or a comma list)
     on every fold (or ``folds``: names or 1-based indices) and write the runs.
 
-    ``epochs=None`` uses each task's default (emotion 30, gender 10, speaker 30). ``data``:
+    ``epochs=None`` uses each task's default (emotion 30, gender 10, speaker 30);
+    ``min_steps=None`` then sets a floor of :data:`~trustser.heads.tasks.DEFAULT_MIN_STEPS`
+    optimiser steps (it only lengthens training on small corpora); with an explicit ``epochs``
+    it means no floor, so ``epochs=30`` trains exactly 30 epochs, as the paper. ``data``:
     ``auto`` keeps the needed features in RAM when they fit, ``memory`` forces it, ``stream``
     reads batches from the store every epoch.
     """
@@ -229,6 +240,8 @@ def fit_heads(
         group, needed, mode=data, memory_fraction=memory_fraction, normalize=normalize
     )
     source: FeatureSource = PackedFeatures.from_source(group, needed) if mode == "memory" else group
+    # An explicit epoch count means exactly that many epochs unless a floor is asked for too.
+    floor = min_steps if min_steps is not None else (DEFAULT_MIN_STEPS if epochs is None else 0)
     results = []
     for t in tasks:
         estimator = HeadClassifier(
@@ -237,6 +250,7 @@ def fit_heads(
             layer_lr=layer_lr,
             weight_decay=weight_decay,
             epochs=epochs if epochs is not None else t.default_epochs,
+            min_steps=floor,
             batch_size=batch_size,
             dropout=dropout,
             pooling=pooling,
@@ -294,8 +308,8 @@ def fit_task(
     for index, split in enumerate(splits):
         fold_start = time.perf_counter()
         notify = _notifier(callback, task.name, split.name, index, len(splits))
-        notify("fold_start", epochs=params["epochs"])
         model = HeadClassifier(**params)
+        notify("fold_start", epochs=model.epochs_for(len(split.train)))
         model.fit(
             _feature_set(source, task, split.train),
             _feature_set(source, task, split.dev),
@@ -347,6 +361,7 @@ def fit_task(
                 "train_ids": list(split.train),
                 "dev_ids": list(split.dev),
                 "test_ids": list(split.test),
+                "epochs_trained": model.epochs_,
                 "best_epoch": model.best_epoch_,
                 "layer_weights": layer_weights,
                 "dev_uar": summaries["dev"]["uar"],
