@@ -148,3 +148,21 @@ def test_cli_run_wiring(tmp_path):
         app, ["run", "--corpus", "emodb", "--root", str(tmp_path), "-o", str(tmp_path / "o")]
     )
     assert result.exit_code == 2 and "no backbone" in result.output
+
+
+def test_demo_synthesises_the_corpus_then_runs_the_offline_model(tmp_path, monkeypatch):
+    import trustser.demo as demo
+    from trustser.corpora import synth
+
+    calls: dict = {}
+    monkeypatch.setattr(synth, "synthesize", lambda out, **kw: calls.setdefault("synth", out))
+    monkeypatch.setattr(
+        demo, "run_pipeline", lambda config, notify=None: calls.setdefault("config", config)
+    )
+    config = demo.run_demo(tmp_path / "d", device="cpu", seed=3)
+    assert Path(calls["synth"]) == tmp_path / "d" / "corpus"
+    assert config.backbones == (demo.DEMO_BACKBONE,) == ("whisper_tiny_en_offline",)
+    assert config.corpora[0].manifest == str(tmp_path / "d" / "corpus" / synth.MANIFEST_NAME)
+    assert config.seed == 3 and config.device == "cpu"
+    assert config.heads.min_steps == demo.DEMO_MIN_STEPS
+    assert config.attack.methods == ("fgsm", "pgd", "noise") and config.attack.snr == (45.0,)
