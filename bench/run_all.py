@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[run_all] {benchmark.name}: {benchmark.what} ...", file=sys.stderr, flush=True)
         text, seconds, status = run(benchmark, args)
         failures += status != 0
-        command = " ".join(
-            Path(c).name if c == sys.executable else c for c in benchmark.command(args)
-        )
+        command = " ".join(["python", f"bench/{benchmark.script}", *benchmark.command(args)[2:]])
         lines += [
             f"## {benchmark.name}: {benchmark.what}",
             "",

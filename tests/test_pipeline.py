@@ -48,13 +48,14 @@ def test_run_writes_every_stage_then_resumes_and_reruns_only_what_changed(tmp_pa
     first = run_pipeline(_config(manifest, out), progress=False)
     assert first.exit_code == 0, [e.detail for e in first.failures]
     statuses = _statuses(first)
-    for stage in ("extract", "heads", "attack-fgsm", "cost"):
+    for stage in ("extract", "heads", "probe", "attack-fgsm", "cost"):
         assert statuses[(stage, "tiny:whisper")] == "done"
     corpus_dir = out / "toy"
     layout = RunLayout(corpus_dir)
     assert (layout.head_dir("tiny:whisper", "emotion") / "metrics.json").is_file()
     assert (layout.attack_dir("tiny:whisper", "fgsm", 45) / "summary.json").is_file()
     assert layout.cost_path("tiny:whisper").is_file()
+    assert (layout.probe_dir("tiny:whisper") / "metrics.json").is_file()
     assert first.reports["toy"].is_file() and first.radars["toy"].is_file()
     profile = json.loads((corpus_dir / "report" / "profile.json").read_text())
     assert [b["name"] for b in profile["backbones"]] == ["tiny:whisper"]
@@ -62,7 +63,7 @@ def test_run_writes_every_stage_then_resumes_and_reruns_only_what_changed(tmp_pa
     # Same command again: everything but the (cheap) profile is skipped.
     again = run_pipeline(_config(manifest, out), progress=False)
     statuses = _statuses(again)
-    for stage in ("extract", "heads", "attack-fgsm", "cost"):
+    for stage in ("extract", "heads", "probe", "attack-fgsm", "cost"):
         assert statuses[(stage, "tiny:whisper")] == "skipped", stage
     # A new attack setting re-runs the attack only; heads stay.
     changed = run_pipeline(

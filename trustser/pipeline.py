@@ -332,6 +332,7 @@ class _CorpusRun:
             }
             if not self._stage("heads", group, partial(self.heads, group, inputs)):
                 continue
+            self._stage("probe", group, partial(self.probe, group, inputs))
             for method in self.config.attack.methods:
                 self._stage(f"attack-{method}", group, partial(self.attack, group, method, inputs))
             self._stage("cost", group, partial(self.cost, group, inputs))
@@ -401,6 +402,27 @@ class _CorpusRun:
         )
         self.ledger.mark(f"heads:{group}", inputs)
         return ", ".join(_task_summary(t) for t in fit.tasks)
+
+    def probe(self, group: str, heads_inputs: dict[str, Any]) -> str:
+        """Linear probes beside the heads: the stronger privacy attacker on small corpora."""
+        from trustser.heads.probe import run_probes
+
+        tasks = self.config.heads.tasks
+        inputs = {
+            "provenance": heads_inputs["provenance"],
+            "tasks": list(tasks),
+            "seed": self.config.seed,
+        }
+        output = self.layout.probe_dir(group) / "metrics.json"
+        if self.ledger.is_done(f"probe:{group}", inputs, [output]):
+            return "up to date"
+        result = run_probes(
+            self.store, group, task=",".join(tasks), runs=self.directory, seed=self.config.seed
+        )
+        self.ledger.mark(f"probe:{group}", inputs)
+        return "test UAR " + ", ".join(
+            f"{t.task} {_percent(t.all_layers['test_uar_mean'])}" for t in result.tasks
+        )
 
     def attack(self, group: str, method: str, heads_inputs: dict[str, Any]) -> str:
         from trustser.attacks.runner import run_attack
