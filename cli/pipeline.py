@@ -77,7 +77,7 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for every random choice.")] = None,
 ) -> None:
-    """Prepare → extract → heads → attack → cost → profile; finished stages are skipped."""
+    """Prepare → extract → heads → probes → attack → cost → profile; finished stages are skipped."""
     from trustser.pipeline import CorpusSource, PipelineConfig, load_config, run_pipeline
 
     with user_errors():

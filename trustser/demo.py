@@ -2,7 +2,7 @@
 
 ``make demo`` calls :func:`run_demo`: synthesise the espeak-ng corpus (docs/synthetic-corpus.md),
 then run the whole pipeline with OpenAI Whisper tiny.en from the ``offline`` extra — no network,
-a few minutes on a laptop CPU. It is a smoke test of the toolkit, not a benchmark.
+about seven minutes on two CPU cores. It is a smoke test of the toolkit, not a benchmark.
 """
 
 from __future__ import annotations

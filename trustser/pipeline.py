@@ -1,4 +1,4 @@
-"""``trustser run``: prepare → extract → heads → attack → cost → profile, resumable.
+"""``trustser run``: prepare → extract → heads → probes → attack → cost → profile, resumable.
 
 Each corpus gets its own directory under ``out``::
 
