@@ -96,10 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    args.device = device
+    from trustser.devices import resolve_device
+
+    device = args.device = resolve_device(args.device).type
     chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only]
     stamp = dt.datetime.now(dt.timezone.utc)
     lines = [

@@ -4,9 +4,10 @@ Two corpora from the same seed differ only in ``--bias angry:female`` (female sp
 anger with neutral prosody). Each goes through the real path a user runs: synthesis → extraction
 with the offline Whisper tiny.en → emotion heads over every fold → per-utterance predictions →
 :func:`fairness_report`. The planted bias must show up as an anger gap between the genders that the
-plain corpus does not have. Everything is deterministic (fixed seed, CPU), so the margins below are
-not statistical luck; they hold for seed 0 and would also hold for a fresh seed with the default
-corpus size (50 female and 50 male clips per emotion).
+plain corpus does not have. Everything is deterministic (seed 0, CPU). Measured with it: anger
+recall 0.06 (female) vs 0.34 (male) on the biased corpus, a TPR gap of 0.28 against 0.02 on the
+plain one; the margins below leave room under those numbers. Each corpus has 50 female and 50
+male clips per emotion.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if shutil.which("espeak-ng") is None:
     pytest.skip("espeak-ng is not installed", allow_module_level=True)
 
 BACKBONE = "whisper_tiny_en_offline"
-EPOCHS = 20  # enough for UAR well above chance on this corpus; keeps the test near a minute
+EPOCHS = 20  # UAR well above chance on this corpus; about 50 s per corpus on 2 CPU cores
 
 
 def _fairness_of(root: Path, bias: str | tuple[()]) -> FairnessReport:

@@ -84,9 +84,9 @@ class HeadClassifier:
     Parameters are stored exactly as given and checked in :meth:`fit`. Learned state:
     ``head_`` (the best-epoch :class:`LayerWeightedHead`, eval mode), ``classes_``,
     ``layer_weights_`` (softmax weights over the L hidden states), ``epochs_`` (epochs trained),
-    ``best_epoch_`` (1-based),
-    ``best_score_`` (dev UAR at that epoch, or None without dev data), ``history_`` (one dict per
-    epoch: ``epoch``, ``train_loss``, ``dev_uar``, ``seconds``) and ``device_``.
+    ``best_epoch_`` (1-based), ``best_score_`` (dev UAR at that epoch, or None without dev
+    data), ``history_`` (one dict per epoch: ``epoch``, ``train_loss``, ``dev_uar``,
+    ``seconds``) and ``device_``.
     """
 
     _parameter_constraints: ClassVar[dict[str, str]] = {
