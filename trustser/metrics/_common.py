@@ -92,7 +92,11 @@ def report_undefined(policy: str, message: str) -> None:
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and population standard deviation (ddof=0, as the heads report over folds)."""
+    """Mean and population standard deviation (ddof=0): the one fold summary of the toolkit.
+
+    Heads, probes, attacks and the profile all summarise per-fold figures with it, so a
+    "mean ± sd over folds" means the same thing everywhere.
+    """
     array = np.asarray(values, dtype=float)
     if array.size == 0:
         raise MetricError("cannot average an empty list of values.")
