@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from trustser.cli._common import console, err_console, user_errors
+from trustser.cli._progress import CountBar
 from trustser.corpora import corpus_info, list_corpora, prepare_corpus
 from trustser.manifest import ROLES, ManifestSummary, check_manifest, summarize
 
@@ -49,15 +50,14 @@ def prepare(
 ) -> None:
     """Read CORPUS from its official layout under ROOT and write a validated manifest."""
     reusing = out.exists() and not overwrite
-    with user_errors(), warnings.catch_warnings(record=True) as caught:
+    with (
+        user_errors(),
+        warnings.catch_warnings(record=True) as caught,
+        CountBar(f"{corpus}: reading headers") as bar,
+    ):
         warnings.simplefilter("always")
         manifest = prepare_corpus(
-            corpus,
-            root,
-            out,
-            overwrite=overwrite,
-            skip_unreadable=skip_unreadable,
-            show_progress=True,
+            corpus, root, out, overwrite=overwrite, skip_unreadable=skip_unreadable, progress=bar
         )
     for warning in caught:
         err_console.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
@@ -84,8 +84,8 @@ def validate(
     ] = "none",
 ) -> None:
     """Check MANIFEST against the schema (and optionally its audio); exit 2 on any problem."""
-    with user_errors():
-        result = check_manifest(manifest, check_files=files, audio=audio, show_progress=True)
+    with user_errors(), CountBar(f"checking audio ({audio})") as bar:
+        result = check_manifest(manifest, check_files=files, audio=audio, progress=bar)
     checked = result.audio
     if checked is not None:
         if checked.truncated:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from trustser.cli._common import console, err_console, user_errors
+from trustser.formatting import percent
 
 app = typer.Typer()
 
@@ -137,7 +138,7 @@ def extract_command(
             "throughput",
             f"{summary.clips_per_second:.1f} clips/s, {summary.audio_seconds_per_second:.1f} audio-s/s",
         ),
-        ("padded frames", f"{100 * summary.padded_fraction:.1f} %"),
+        ("padded frames", percent(summary.padded_fraction, unit=True)),
     ]
     for key, value in rows:
         table.add_row(key, value)

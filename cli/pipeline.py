@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from trustser.cli._common import console, user_errors
+from trustser.cli._progress import CountBar
 
 app = typer.Typer()
 
@@ -78,33 +79,19 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Seed for every random choice.")] = None,
 ) -> None:
     """Prepare → extract → heads → probes → attack → cost → profile; finished stages are skipped."""
-    from trustser.pipeline import CorpusSource, PipelineConfig, load_config, run_pipeline
+    from trustser.pipeline import config_from_options, run_pipeline
 
     with user_errors():
-        if config is not None:
-            cfg = load_config(config, out=out, device=device, seed=seed)
-        else:
-            sources = []
-            if manifest is not None:
-                from trustser.manifest import read_manifest
-
-                name = read_manifest(manifest, check=False).corpus
-                sources.append(CorpusSource(name=name, manifest=str(manifest)))
-            names, roots = list(corpus or []), list(root or [])
-            if len(names) != len(roots):
-                raise ValueError(
-                    f"give one --root per --corpus (got {len(names)} corpora, {len(roots)} roots)."
-                )
-            sources += [
-                CorpusSource(name=n, root=str(r)) for n, r in zip(names, roots, strict=True)
-            ]
-            cfg = PipelineConfig(
-                corpora=tuple(sources),
-                backbones=tuple(backbone or ()),
-                out=out or Path("runs"),
-                device=device or "auto",
-                seed=seed or 0,
-            )
+        cfg = config_from_options(
+            config=config,
+            corpora=corpus or (),
+            roots=root or (),
+            manifest=manifest,
+            backbones=backbone or (),
+            out=out,
+            device=device,
+            seed=seed,
+        )
         result = run_pipeline(cfg, notify=_show)
     _summary(result)
     raise typer.Exit(code=result.exit_code)
@@ -119,7 +106,7 @@ def demo(
     """Synthesise the demo corpus and profile the offline Whisper tiny.en on it, end to end."""
     from trustser.demo import run_demo
 
-    with user_errors():
-        result = run_demo(out, device=device, seed=seed, notify=_show)
+    with user_errors(), CountBar("synthesising {total} clips") as bar:
+        result = run_demo(out, device=device, seed=seed, notify=_show, synth_progress=bar)
     _summary(result)
     raise typer.Exit(code=result.exit_code)

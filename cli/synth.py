@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from trustser.cli._common import console, user_errors
+from trustser.cli._progress import CountBar
 
 app = typer.Typer()
 
@@ -67,7 +68,7 @@ def synth(
     """Render a small labelled emotional corpus locally with espeak-ng (a smoke test, not a benchmark)."""
     from trustser.corpora.synth import synthesize
 
-    with user_errors():
+    with user_errors(), CountBar("synthesising {total} clips") as bar:
         manifest = synthesize(
             out,
             size=size,
@@ -78,7 +79,7 @@ def synth(
             voices=voice or None,
             workers=workers,
             overwrite=overwrite,
-            show_progress=True,
+            progress=bar,
         )
     emotions = Counter(u.emotion for u in manifest)
     genders = Counter(u.gender for u in {u.speaker: u for u in manifest}.values())

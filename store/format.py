@@ -1,7 +1,10 @@
-"""The store's on-disk vocabulary (docs/store-format.md) and the checks every reader applies.
+"""The store's on-disk vocabulary (docs/store-format.md), its node documents and the checks
+every reader applies.
 
 Everything a reader refuses is decided here, in one place: unknown format versions, missing
-required attributes, codecs outside the allow-list (no pickle), and object-like data types.
+required attributes, codecs outside the allow-list (no pickle), and object-like data types. The
+root node is created here too (:func:`create_root`), since both the writer and a reader opened
+with ``mode="a"`` create it.
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from trustser._validation import TrustSERError
+from trustser._version import __version__
+from trustser.store._fs import create_json_exclusive
 
 __all__ = [
     "ALLOWED_CODECS",
@@ -36,9 +42,12 @@ __all__ = [
     "StoreError",
     "StoreFormatError",
     "check_array_metadata",
+    "create_root",
+    "group_document",
     "provenance_differences",
     "read_node",
     "require_keys",
+    "utc_now",
 ]
 
 FORMAT = "trustser-store"
@@ -100,6 +109,33 @@ class MissingFeaturesError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def group_document(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """A Zarr v3 group ``zarr.json`` carrying ``attributes``."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": dict(attributes)}
+
+
+def create_root(path: str | os.PathLike, *, durable: bool = True) -> Path:
+    """Create an empty store at ``path`` (no-op if one exists; concurrent callers are safe)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    root = {
+        ROOT_ATTR: {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": utc_now(),
+            "trustser_version": __version__,
+        }
+    }
+    create_json_exclusive(path / "zarr.json", group_document(root), durable=durable)
+    (path / "manifests").mkdir(exist_ok=True)
+    create_json_exclusive(path / "manifests" / "zarr.json", group_document({}), durable=durable)
+    return path
 
 
 def read_node(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""Planning a part before any compute: every clip's frame rows, from header facts alone.
+"""Planning a part before any compute: every clip's frame rows, from facts known up front.
 
-Frame counts are an exact function of the sample count for each backbone family, and the sample
-count an exact function of the audio header (``trustser.audio.expected_num_samples``). So the
-whole layout — clip order, units, offsets — is fixed up front, identically on every rank, and
-work can be split into whole units (docs/store-format.md §6).
+The caller (extraction) tells the planner, per clip, how many samples its audio decodes to and
+how many frames the backbone makes of them, or why the clip is skipped (:class:`ClipFacts`).
+Both counts are exact functions of the audio header and the backbone, so the whole layout —
+clip order, units, offsets — is fixed up front, identically on every rank, and work can be
+split into whole units (docs/store-format.md §6). Which clips to skip, and why, is decided by
+extraction: the store lays out what it is told.
 """
 
 from __future__ import annotations
@@ -11,28 +13,49 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from trustser.audio import MIN_SECONDS, AudioError, audio_info, expected_num_samples
-from trustser.manifest import Utterance
 
 __all__ = [
     "DEFAULT_SHARD_MB",
     "MAX_CLIPS_PER_UNIT",
     "TARGET_CHUNK_BYTES",
+    "ClipFacts",
     "PartPlan",
     "layout",
     "plan_part",
-    "planned_samples",
 ]
 
 DEFAULT_SHARD_MB = 64.0
 TARGET_CHUNK_BYTES = 1 << 20  # inner chunks of about 1 MiB
 MAX_CLIPS_PER_UNIT = 4096
 MIN_CHUNK_FRAMES, MAX_CHUNK_FRAMES = 16, 4096
+
+
+@dataclass(frozen=True)
+class ClipFacts:
+    """What the planner is told about one clip.
+
+    ``samples`` is what the clip's audio decodes to (0 when the file is unusable). A clip with a
+    ``skip_reason`` is planned with no samples and no frames, the reason kept in the part's
+    ``plan_skipped``; any other clip gets ``frames`` rows (> 0).
+    """
+
+    samples: int
+    frames: int = 0
+    skip_reason: str | None = None
+
+    @property
+    def planned_samples(self) -> int:
+        """Samples the part records for the clip: 0 when it is skipped."""
+        return 0 if self.skip_reason is not None else int(self.samples)
+
+    @property
+    def planned_frames(self) -> int:
+        """Frame rows the part reserves for the clip: 0 when it is skipped."""
+        return 0 if self.skip_reason is not None else int(self.frames)
 
 
 @dataclass(frozen=True)
@@ -109,80 +132,25 @@ def layout(
     return clips_per_unit, chunk_frames, unit_frames, offsets
 
 
-def planned_samples(
-    utterance: Utterance, *, max_seconds: float | None, sample_rate: int
-) -> tuple[int, str | None]:
-    """16 kHz samples ``load_audio`` will return, from the manifest's header facts (or the file's).
-
-    Returns ``(samples, None)``, or ``(0, reason)`` when the clip is certain to be unusable.
-    """
-    if utterance.num_frames is not None and utterance.sample_rate is not None:
-        frames, rate = int(utterance.num_frames), int(utterance.sample_rate)
-    else:
-        try:
-            info = audio_info(utterance.path)
-        except AudioError as error:
-            return 0, str(error)
-        frames, rate = info.num_frames, info.sample_rate
-    if frames <= 0 or rate <= 0:
-        return 0, str(
-            AudioError(utterance.path, "the header reports no samples", "re-export or remove it")
-        )
-    samples = expected_num_samples(frames, rate, sample_rate=sample_rate, max_seconds=max_seconds)
-    if samples / sample_rate < MIN_SECONDS:
-        reason = f"too short: {samples / sample_rate * 1000:.1f} ms < {MIN_SECONDS * 1000:.0f} ms"
-        return 0, str(AudioError(utterance.path, reason, "drop the clip from the manifest"))
-    return samples, None
-
-
 def plan_part(
-    utterances: Sequence[Utterance],
+    clips: Mapping[str, ClipFacts],
     *,
-    frame_count: Callable[[int], int],
     bytes_per_frame: int,
-    max_seconds: float | None,
-    sample_rate: int = 16_000,
     shard_mb: float = DEFAULT_SHARD_MB,
-    max_samples: int | None = None,
 ) -> PartPlan:
-    """Order the clips by length, split them into units and place every clip's frame rows.
-
-    ``max_samples`` is the longest input the backbone accepts (Whisper: 30 s); longer clips
-    are planned as skipped, with a reason that says how to keep them.
-    """
-    if not utterances:
-        raise ValueError("plan_part needs at least one utterance")
+    """Order the clips (id → facts) by length, split them into units and place every clip's rows."""
+    if not clips:
+        raise ValueError("plan_part needs at least one clip")
     rows = []
     skipped: dict[str, str] = {}
-    for utterance in utterances:
-        samples, reason = planned_samples(
-            utterance, max_seconds=max_seconds, sample_rate=sample_rate
-        )
-        frames = 0
-        if reason is None and max_samples is not None and samples > max_samples:
-            reason = str(
-                AudioError(
-                    utterance.path,
-                    f"{samples / sample_rate:.1f} s is longer than the backbone accepts "
-                    f"({max_samples / sample_rate:.1f} s)",
-                    f"extract with --max-seconds {max_samples / sample_rate:g} to keep its start",
-                )
+    for utt_id, facts in clips.items():
+        if facts.skip_reason is not None:
+            skipped[utt_id] = facts.skip_reason
+        elif facts.frames <= 0:
+            raise ValueError(
+                f"clip {utt_id!r} is planned with {facts.frames} frames and no skip reason"
             )
-            samples = 0
-        if reason is None:
-            frames = int(frame_count(samples))
-            if frames <= 0:
-                reason = str(
-                    AudioError(
-                        utterance.path,
-                        f"too short for this backbone: {samples} samples give no frame",
-                    )
-                )
-                samples = 0
-        if reason is not None:
-            skipped[utterance.id] = reason
-            frames = 0
-        rows.append((samples, utterance.id, frames))
+        rows.append((facts.planned_samples, utt_id, facts.planned_frames))
     rows.sort(key=lambda row: (row[0], row[1]))
     num_frames = np.array([r[2] for r in rows], dtype=np.int32)
     clips_per_unit, chunk_frames, unit_frames, offsets = layout(

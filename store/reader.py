@@ -20,9 +20,8 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from trustser._validation import check_choice, format_rows
+from trustser._validation import check_choice, format_rows, safe_name
 from trustser.manifest import Fold, Manifest, Utterance
-from trustser.runs import safe_name
 from trustser.store.batching import Batch, bucket_batches, pad_batch
 from trustser.store.format import (
     FORMAT,
@@ -40,6 +39,7 @@ from trustser.store.format import (
     StoreError,
     StoreFormatError,
     check_array_metadata,
+    create_root,
     read_node,
     require_keys,
 )
@@ -574,8 +574,6 @@ class Store:
         self.mode = mode
         root = self.path / "zarr.json"
         if mode == "a" and not root.is_file():
-            from trustser.store.writer import create_root
-
             create_root(self.path)
         if not self.path.is_dir():
             raise StoreError(

@@ -12,8 +12,7 @@ import errno
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,8 @@ import zarr
 from zarr.codecs import ZstdCodec
 from zarr.storage import LocalStore
 
-from trustser._version import __version__
+from trustser._validation import format_rows, safe_name
 from trustser.manifest import Manifest
-from trustser.runs import safe_name
 from trustser.store._fs import (
     create_json_exclusive,
     fsync_dir,
@@ -38,61 +36,31 @@ from trustser.store._fs import (
 from trustser.store.format import (
     CODECS,
     DTYPES,
-    FORMAT,
-    FORMAT_VERSION,
     GROUP_ATTR,
     MANIFEST_ATTR,
     MANIFEST_REF_ATTR,
     PART_ATTR,
     PROVENANCE_REQUIRED,
-    ROOT_ATTR,
     UNIT_ATTR,
     ProvenanceMismatchError,
     StoreError,
+    create_root,
+    group_document,
     provenance_differences,
     read_node,
+    utc_now,
 )
-from trustser.store.plan import DEFAULT_SHARD_MB, PartPlan, plan_part, planned_samples
+from trustser.store.plan import DEFAULT_SHARD_MB, ClipFacts, PartPlan, plan_part
 from trustser.store.reader import Part, Store, StoreGroup
 
 __all__ = [
     "ZSTD_LEVEL",
     "StoreWriter",
     "UnitBuffer",
-    "create_root",
-    "group_document",
-    "utc_now",
 ]
 
 ZSTD_LEVEL = 3
 FLOAT16_MAX = 65504.0
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def group_document(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """A Zarr v3 group ``zarr.json`` carrying ``attributes``."""
-    return {"zarr_format": 3, "node_type": "group", "attributes": dict(attributes)}
-
-
-def create_root(path: str | os.PathLike, *, durable: bool = True) -> Path:
-    """Create an empty store at ``path`` (no-op if one exists; concurrent callers are safe)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    root = {
-        ROOT_ATTR: {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created": utc_now(),
-            "trustser_version": __version__,
-        }
-    }
-    create_json_exclusive(path / "zarr.json", group_document(root), durable=durable)
-    (path / "manifests").mkdir(exist_ok=True)
-    create_json_exclusive(path / "manifests" / "zarr.json", group_document({}), durable=durable)
-    return path
 
 
 def _temp_dir(parent: Path, label: str) -> Path:
@@ -368,42 +336,41 @@ class StoreWriter:
         self,
         manifest: Manifest,
         *,
-        frame_count: Callable[[int], int],
+        clips: Mapping[str, ClipFacts],
         shard_mb: float = DEFAULT_SHARD_MB,
-        max_samples: int | None = None,
     ) -> list[Part]:
         """Plan the manifest's new clips as a part (if any) and return every part it touches.
 
-        Clips the group already planned are reused; if their audio now plans to a different
-        sample count, the manifest is refused (the stored features would be wrong for it).
+        ``clips`` gives the facts of every clip of the manifest (extraction decides them, see
+        :class:`~trustser.store.plan.ClipFacts`). Clips the group already planned are reused; a
+        clip planned without samples whose audio now has some is planned again; if a planned
+        clip's audio now decodes to a different sample count, the manifest is refused (the
+        stored features would be wrong for it).
         """
+        missing = [u.id for u in manifest.utterances if u.id not in clips]
+        if missing:
+            raise ValueError(f"clips lacks the facts of {len(missing)} clip(s): {missing[:5]}")
         checksum = manifest.checksum()
         group = self.group()
         planned: dict[str, tuple[Part, int]] = {}
         for part in group.parts:
             for index, utt in enumerate(part.ids):
                 planned[utt] = (part, index)
-        max_seconds = self.provenance["max_seconds"]
-        sample_rate = int(self.provenance["sample_rate"])
         new, changed = [], []
         for utterance in manifest.utterances:
-            samples, reason = planned_samples(
-                utterance, max_seconds=max_seconds, sample_rate=sample_rate
-            )
+            samples = int(clips[utterance.id].samples)
             if utterance.id not in planned:
-                new.append(utterance)
+                new.append(utterance.id)
                 continue
             part, index = planned[utterance.id]
             before = int(part.num_samples[index])
             if before == 0 and samples > 0:
-                new.append(utterance)  # unreadable when planned, readable now: plan it again
-            elif reason is None and samples != before:
+                new.append(utterance.id)  # unusable when planned, usable now: plan it again
+            elif samples > 0 and samples != before:
                 changed.append(
                     f"{utterance.id}: planned {before} samples, the audio now gives {samples}"
                 )
         if changed:
-            from trustser._validation import format_rows
-
             raise StoreError(
                 f"{len(changed)} clip(s) of manifest {manifest.corpus!r} differ from the audio already "
                 f"extracted into group {self.name!r}:\n{format_rows(changed)}\n"
@@ -413,15 +380,11 @@ class StoreWriter:
         if new:
             itemsize = np.dtype(self.provenance["dtype"]).itemsize
             plan = plan_part(
-                new,
-                frame_count=frame_count,
+                {utt_id: clips[utt_id] for utt_id in new},
                 bytes_per_frame=int(self.provenance["num_layers"])
                 * int(self.provenance["dim"])
                 * itemsize,
-                max_seconds=max_seconds,
-                sample_rate=sample_rate,
                 shard_mb=shard_mb,
-                max_samples=max_samples,
             )
             self._create_part(plan, manifest, checksum)
         self._register(manifest, checksum)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,9 @@ from trustser.audio import (
     SilentAudioWarning,
     TruncatedAudioWarning,
     audio_info,
-    check_audio_files,
     expected_num_samples,
     load_audio,
 )
-from trustser.manifest import Utterance
 
 
 def _cut(path: Path, keep_bytes: int) -> Path:
@@ -186,36 +183,3 @@ def test_longer_than_the_limit_keeps_the_start(tone):
 def test_max_seconds_must_be_positive(tone):
     with pytest.raises(ValueError, match="max_seconds"):
         load_audio(tone(), max_seconds=0)
-
-
-def _utterance(uid: str, path: Path, **fields) -> Utterance:
-    return Utterance(
-        id=uid, path=str(path), speaker="s1", gender="female", emotion="sad", duration=1.0, **fields
-    )
-
-
-def test_check_audio_files_reports_instead_of_raising(tone, tmp_path):
-    good = tone("good.wav", seconds=0.5)
-    zeros = tmp_path / "zeros.wav"
-    sf.write(zeros, np.zeros(4_000, dtype=np.float32), 16_000)
-    cut = _cut(tone("cut.wav", seconds=0.5), 44 + 2 * 2_000)
-    (tmp_path / "junk.wav").write_text("junk")
-    utterances = [
-        _utterance("good", good, sample_rate=16_000, num_frames=8_000),
-        _utterance("moved", good, sample_rate=16_000, num_frames=9_999),
-        _utterance("zeros", zeros),
-        _utterance("cut", cut),
-        _utterance("junk", tmp_path / "junk.wav"),
-        _utterance("gone", tmp_path / "gone.wav"),
-    ]
-    headers = check_audio_files(utterances)
-    assert headers.checked == 6 and not headers.ok
-    assert sorted(headers.errors) == ["gone", "junk"]
-    assert headers.changed == {"moved": "8000 frames, manifest says 9999"}
-    assert headers.truncated == ["cut"] and headers.silent == []
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # decode mode collects, it does not warn
-        decoded = check_audio_files(utterances, mode="decode")
-    assert decoded.silent == ["zeros"]
-    with pytest.raises(ValueError, match="mode"):
-        check_audio_files(utterances, mode="full")  # type: ignore[arg-type]

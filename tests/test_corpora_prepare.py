@@ -173,9 +173,7 @@ def test_unsupported_options_are_refused(tmp_path, monkeypatch):
 
     fake = types.SimpleNamespace(prepare=prepare)
     monkeypatch.setattr(registry, "corpus_module", lambda name: fake)
-    assert (
-        registry.prepare_corpus("x", tmp_path, show_progress=True) == "manifest"
-    )  # cosmetic: dropped
+    assert registry.prepare_corpus("x", tmp_path, progress=print) == "manifest"  # cosmetic: dropped
     with pytest.raises(TrustSERError, match="does not support overwrite, skip_unreadable"):
         registry.prepare_corpus("x", tmp_path, overwrite=True, skip_unreadable=True)
     assert calls == [(tmp_path, None)]

@@ -7,10 +7,13 @@ import gzip
 import json
 import operator
 import re
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from trustser.manifest import (
     MANIFEST_FORMAT,
@@ -19,6 +22,7 @@ from trustser.manifest import (
     Manifest,
     ManifestError,
     Utterance,
+    check_audio_files,
     check_manifest,
     merge_manifests,
     read_manifest,
@@ -433,3 +437,43 @@ def test_null_custom_reads_as_empty_and_skipped_is_checked(tone, tmp_path):
     bad = _write_lines(tmp_path / "bad.jsonl", [{**HEADER, "skipped": ["a.wav"]}])
     with pytest.raises(ManifestError, match="header 'skipped' must be a list"):
         read_manifest(bad)
+
+
+def _cut(path: Path, keep_bytes: int) -> Path:
+    """Keep the first ``keep_bytes`` of a file: a download or copy that stopped midway."""
+    data = path.read_bytes()
+    path.write_bytes(data[:keep_bytes])
+    return path
+
+
+def _utterance(uid: str, path: Path, **fields) -> Utterance:
+    return Utterance(
+        id=uid, path=str(path), speaker="s1", gender="female", emotion="sad", duration=1.0, **fields
+    )
+
+
+def test_check_audio_files_reports_instead_of_raising(tone, tmp_path):
+    good = tone("good.wav", seconds=0.5)
+    zeros = tmp_path / "zeros.wav"
+    sf.write(zeros, np.zeros(4_000, dtype=np.float32), 16_000)
+    cut = _cut(tone("cut.wav", seconds=0.5), 44 + 2 * 2_000)
+    (tmp_path / "junk.wav").write_text("junk")
+    utterances = [
+        _utterance("good", good, sample_rate=16_000, num_frames=8_000),
+        _utterance("moved", good, sample_rate=16_000, num_frames=9_999),
+        _utterance("zeros", zeros),
+        _utterance("cut", cut),
+        _utterance("junk", tmp_path / "junk.wav"),
+        _utterance("gone", tmp_path / "gone.wav"),
+    ]
+    headers = check_audio_files(utterances)
+    assert headers.checked == 6 and not headers.ok
+    assert sorted(headers.errors) == ["gone", "junk"]
+    assert headers.changed == {"moved": "8000 frames, manifest says 9999"}
+    assert headers.truncated == ["cut"] and headers.silent == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decode mode collects, it does not warn
+        decoded = check_audio_files(utterances, mode="decode")
+    assert decoded.silent == ["zeros"]
+    with pytest.raises(ValueError, match="mode"):
+        check_audio_files(utterances, mode="full")  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from trustser.extract import plan_clips
 from trustser.manifest import Fold, Manifest, Utterance
 from trustser.store import (
     MissingFeaturesError,
@@ -40,6 +41,13 @@ PROVENANCE = {
 
 def frame_count(samples: int) -> int:
     return samples // 320
+
+
+def clips(manifest: Manifest) -> dict:
+    """Extraction's plan of every clip (the facts the writer is given)."""
+    return plan_clips(
+        manifest.utterances, frame_count=frame_count, max_seconds=PROVENANCE["max_seconds"]
+    )
 
 
 def features(utt_id: str, frames: int) -> np.ndarray:
@@ -93,7 +101,7 @@ def toy(tmp_path: Path):
     utts = utterances("a", list(rng.uniform(0.3, 2.0, size=13).round(3)))
     manifest = make_manifest("toy", utts)
     writer = StoreWriter(tmp_path / "s.zarr", "fake", provenance=PROVENANCE, durable=False)
-    parts = writer.add_manifest(manifest, frame_count=frame_count, shard_mb=0.001)
+    parts = writer.add_manifest(manifest, clips=clips(manifest), shard_mb=0.001)
     fill(writer, parts, skip={"a004"})
     return tmp_path / "s.zarr", manifest
 
@@ -117,10 +125,8 @@ def test_plan_orders_by_length_keeps_clips_inside_their_shard(tmp_path: Path):
         duration=1.0,
     )
     plan = plan_part(
-        [*utts, missing],
-        frame_count=frame_count,
+        plan_clips([*utts, missing], frame_count=frame_count, max_seconds=1.2),
         bytes_per_frame=24,
-        max_seconds=1.2,
         shard_mb=0.0002,
     )
     samples = plan.num_samples
@@ -132,16 +138,6 @@ def test_plan_orders_by_length_keeps_clips_inside_their_shard(tmp_path: Path):
         assert k * plan.unit_frames <= plan.offsets[i]
         assert plan.offsets[i] + plan.num_frames[i] <= (k + 1) * plan.unit_frames
     assert plan.unit_frames % plan.chunk_frames == 0
-
-
-def test_plan_skips_clips_longer_than_the_backbone_accepts():
-    utts = utterances("w", [2.0, 40.0])
-    plan = plan_part(
-        utts, frame_count=frame_count, bytes_per_frame=24, max_seconds=None, max_samples=30 * 16_000
-    )
-    assert plan.num_frames.tolist() == [0, 100] and list(plan.plan_skipped) == ["w001"]
-    assert "longer than the backbone accepts (30.0 s)" in plan.plan_skipped["w001"]
-    assert "--max-seconds 30" in plan.plan_skipped["w001"]
 
 
 def test_reader_round_trip(toy):
@@ -271,7 +267,7 @@ def test_corpora_merge_by_id_and_the_latest_manifest_wins(toy):
     path, manifest = toy
     writer = StoreWriter(path, "fake", provenance=PROVENANCE, durable=False)
     other = make_manifest("other", utterances("b", [0.5, 0.8, 1.1, 0.6]))
-    fill(writer, writer.add_manifest(other, frame_count=frame_count, shard_mb=0.001))
+    fill(writer, writer.add_manifest(other, clips=clips(other), shard_mb=0.001))
     group = open_store(path).group("fake")
     assert group.corpora == ["other", "toy"] and len(group.parts) == 2
     with pytest.raises(StoreError, match="several corpora"):
@@ -282,7 +278,7 @@ def test_corpora_merge_by_id_and_the_latest_manifest_wins(toy):
         u if u.id != "a001" else Utterance(**{**u.to_dict(), "emotion": "angry"}) for u in manifest
     ]
     grown = make_manifest("toy", [*fixed, *utterances("z", [0.9])])
-    parts = writer.add_manifest(grown, frame_count=frame_count, shard_mb=0.001)
+    parts = writer.add_manifest(grown, clips=clips(grown), shard_mb=0.001)
     assert len(parts) == 2  # the old toy part and the new one
     fill(writer, parts)
     group = open_store(path).group("fake")
@@ -297,13 +293,13 @@ def test_corpora_merge_by_id_and_the_latest_manifest_wins(toy):
         ],
     )
     with pytest.raises(StoreError, match=r"a002: planned .* samples, the audio now gives"):
-        writer.add_manifest(changed, frame_count=frame_count)
+        writer.add_manifest(changed, clips=clips(changed))
 
 
 def test_verify_reports_missing_units_and_damage(tmp_path: Path):
     manifest = make_manifest("toy", utterances("a", [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]))
     writer = StoreWriter(tmp_path / "s.zarr", "fake", provenance=PROVENANCE, durable=False)
-    parts = writer.add_manifest(manifest, frame_count=frame_count, shard_mb=0.0003)
+    parts = writer.add_manifest(manifest, clips=clips(manifest), shard_mb=0.0003)
     assert parts[0].num_units >= 3
     fill(writer, parts, units={0, 2})
     extra = utterances("q", [0.5])
@@ -337,11 +333,10 @@ def test_fast_shard_reads_equal_zarr_reads_and_check_the_index(toy, tmp_path: Pa
     zstd = StoreWriter(
         tmp_path / "z.zarr", "fake", provenance={**PROVENANCE, "codec": "zstd"}, durable=False
     )
+    small = make_manifest("toy", utterances("a", [0.5, 1.5, 0.9, 1.2]))
     fill(
         zstd,
-        zstd.add_manifest(
-            make_manifest("toy", utterances("a", [0.5, 1.5, 0.9, 1.2])), frame_count=frame_count
-        ),
+        zstd.add_manifest(small, clips=clips(small)),
     )
     zgroup = open_store(tmp_path / "z.zarr").group("fake")
     assert zgroup.parts[0]._raw is None

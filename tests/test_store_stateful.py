@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from trustser.extract import plan_clips
 from trustser.manifest import Manifest, Utterance
 from trustser.store import StoreWriter, open_store, verify_store
 from trustser.store._fs import hostname
@@ -96,9 +97,11 @@ class StoreMachine(RuleBasedStateMachine):
                     num_frames=samples if samples else 1,  # 1 sample: planned as too short
                 )
             )
-        self.writer.add_manifest(
-            Manifest("c", tuple(utts)), frame_count=frame_count, shard_mb=shard_kb / 1024
+        manifest = Manifest("c", tuple(utts))
+        clips = plan_clips(
+            manifest.utterances, frame_count=frame_count, max_seconds=PROVENANCE["max_seconds"]
         )
+        self.writer.add_manifest(manifest, clips=clips, shard_mb=shard_kb / 1024)
         for u in utts:
             if u.id not in self.planned:
                 frames = frame_count(min(u.num_frames, 16_000)) if u.num_frames >= 800 else 0

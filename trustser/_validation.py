@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ __all__ = [
     "check_positive",
     "check_probability",
     "format_rows",
+    "safe_name",
     "select_names",
     "sole_name",
 ]
@@ -62,6 +64,18 @@ def check_existing_dir(name: str, path: str | Path) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{name}: directory {str(path)!r} does not exist.")
     return path
+
+
+def safe_name(name: str) -> str:
+    """A directory name for a backbone spec or label (``hf:/models/x`` → ``hf-models-x``).
+
+    Store groups and the results layout both name directories after backbone specs, so both
+    take the name from here.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    if not safe:
+        raise ValueError(f"cannot make a directory name from backbone {name!r}")
+    return safe
 
 
 def format_rows(rows: Sequence[str], *, limit: int = 5) -> str:

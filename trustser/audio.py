@@ -2,7 +2,7 @@
 
 Every later stage (extraction, attacks) loads through :func:`load_audio`, so the waveform an
 attack perturbs is exactly the one whose features were cached. The output length is a pure
-function of the header (:func:`expected_num_samples`), which lets the store plan its offsets
+function of the header (:func:`expected_num_samples`), which lets extraction plan the store offsets
 before decoding anything; :func:`load_audio` enforces that invariant.
 
 Truncated files: when a WAV ``data`` chunk (or an AIFF ``SSND`` chunk) declares more bytes than
@@ -20,11 +20,9 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import soundfile as sf
@@ -32,21 +30,16 @@ import torch
 
 from trustser._validation import TrustSERError
 
-if TYPE_CHECKING:
-    from trustser.manifest import Utterance
-
 __all__ = [
     "DEFAULT_MAX_SECONDS",
     "MIN_SECONDS",
     "TARGET_SAMPLE_RATE",
     "Audio",
-    "AudioCheck",
     "AudioError",
     "AudioInfo",
     "SilentAudioWarning",
     "TruncatedAudioWarning",
     "audio_info",
-    "check_audio_files",
     "expected_num_samples",
     "load_audio",
     "resampled_length",
@@ -295,68 +288,4 @@ def load_audio(
         cropped=cropped,
         silent=silent,
         truncated=info.truncated,
-    )
-
-
-@dataclass(frozen=True)
-class AudioCheck:
-    """What :func:`check_audio_files` found, keyed by utterance id."""
-
-    checked: int
-    errors: dict[str, str] = field(default_factory=dict)  # unusable: id → reason
-    changed: dict[str, str] = field(default_factory=dict)  # header differs from the manifest
-    truncated: list[str] = field(default_factory=list)
-    silent: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors and not self.changed
-
-
-def check_audio_files(
-    utterances: Iterable[Utterance],
-    *,
-    mode: Literal["headers", "decode"] = "headers",
-    show_progress: bool = False,
-) -> AudioCheck:
-    """Open every utterance's file and report problems instead of raising on the first one.
-
-    ``headers`` reads each header (fast) and compares sample rate and frame count with the
-    values the manifest recorded, since the store plans its offsets from them. ``decode`` also
-    runs :func:`load_audio` on each file, catching NaN/inf, too-short and silent clips.
-    """
-    if mode not in ("headers", "decode"):
-        raise ValueError(f"mode={mode!r} is not supported; choose 'headers' or 'decode'.")
-    items = list(utterances)
-    if show_progress:
-        from rich.progress import track
-
-        iterator: Iterable[Utterance] = track(items, description=f"checking audio ({mode})")
-    else:
-        iterator = items
-    errors: dict[str, str] = {}
-    changed: dict[str, str] = {}
-    truncated: list[str] = []
-    silent: list[str] = []
-    for u in iterator:
-        try:
-            info = audio_info(u.path)
-            if mode == "decode":
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", SilentAudioWarning)
-                    warnings.simplefilter("ignore", TruncatedAudioWarning)
-                    audio = load_audio(u.path)
-                if audio.silent:
-                    silent.append(u.id)
-        except AudioError as error:
-            errors[u.id] = f"{error.reason} ({u.path})"
-            continue
-        if info.truncated:
-            truncated.append(u.id)
-        if u.sample_rate is not None and u.sample_rate != info.sample_rate:
-            changed[u.id] = f"sample rate {info.sample_rate} Hz, manifest says {u.sample_rate} Hz"
-        elif u.num_frames is not None and u.num_frames != info.num_frames:
-            changed[u.id] = f"{info.num_frames} frames, manifest says {u.num_frames}"
-    return AudioCheck(
-        checked=len(items), errors=errors, changed=changed, truncated=truncated, silent=silent
     )

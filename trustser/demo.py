@@ -8,6 +8,7 @@ about seven minutes on two CPU cores. It is a smoke test of the toolkit, not a b
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from trustser.pipeline import (
@@ -49,12 +50,16 @@ def run_demo(
     device: str = "auto",
     seed: int = 0,
     notify: Notify | None = None,
+    synth_progress: Callable[[int, int], None] | None = None,
 ) -> PipelineResult:
-    """Synthesise (or reuse) the demo corpus under ``out/corpus`` and run the pipeline."""
+    """Synthesise (or reuse) the demo corpus under ``out/corpus`` and run the pipeline.
+
+    ``synth_progress(done, total)`` follows the synthesis clip by clip; ``notify`` the stages.
+    """
     from trustser.corpora.synth import MANIFEST_NAME, synthesize
 
     out = Path(out)
     corpus_dir = out / "corpus"
     manifest_path = corpus_dir / MANIFEST_NAME
-    synthesize(corpus_dir, seed=seed, show_progress=True)
+    synthesize(corpus_dir, seed=seed, progress=synth_progress)
     return run_pipeline(demo_config(out, manifest_path, device=device, seed=seed), notify=notify)

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -25,13 +25,21 @@ import torch
 
 from trustser._validation import TrustSERError, check_choice, check_positive
 from trustser._version import __version__
-from trustser.audio import DEFAULT_MAX_SECONDS, AudioError, load_audio
+from trustser.audio import (
+    DEFAULT_MAX_SECONDS,
+    MIN_SECONDS,
+    TARGET_SAMPLE_RATE,
+    AudioError,
+    audio_info,
+    expected_num_samples,
+    load_audio,
+)
 from trustser.devices import resolve_device
 from trustser.manifest import Manifest, Utterance, read_manifest, validate
-from trustser.store.format import CODECS, DTYPES, FORMAT_VERSION
-from trustser.store.plan import DEFAULT_SHARD_MB
+from trustser.store.format import CODECS, DTYPES, FORMAT_VERSION, utc_now
+from trustser.store.plan import DEFAULT_SHARD_MB, ClipFacts
 from trustser.store.reader import Part
-from trustser.store.writer import StoreWriter, UnitBuffer, utc_now
+from trustser.store.writer import StoreWriter, UnitBuffer
 
 __all__ = [
     "DEFAULT_BATCH_SECONDS",
@@ -43,6 +51,7 @@ __all__ = [
     "extract",
     "length_batches",
     "library_versions",
+    "plan_clips",
     "resolve_rank",
 ]
 
@@ -207,6 +216,78 @@ def _as_manifests(manifest: Manifest | str | os.PathLike | Sequence[Any]) -> lis
             # Missing files are skipped per clip (and listed), not a reason to refuse the manifest.
             out.append(read_manifest(item, check_files=False))
     return out
+
+
+# -- The skip policy: which clips get features, decided from header facts before any compute. --
+
+
+def _planned_samples(
+    utterance: Utterance, *, max_seconds: float | None, sample_rate: int
+) -> tuple[int, str | None]:
+    """Samples ``load_audio`` will return, from the manifest's header facts (or the file's).
+
+    Returns ``(samples, None)``, or ``(0, reason)`` when the clip is certain to be unusable.
+    """
+    if utterance.num_frames is not None and utterance.sample_rate is not None:
+        frames, rate = int(utterance.num_frames), int(utterance.sample_rate)
+    else:
+        try:
+            info = audio_info(utterance.path)
+        except AudioError as error:
+            return 0, str(error)
+        frames, rate = info.num_frames, info.sample_rate
+    if frames <= 0 or rate <= 0:
+        return 0, str(
+            AudioError(utterance.path, "the header reports no samples", "re-export or remove it")
+        )
+    samples = expected_num_samples(frames, rate, sample_rate=sample_rate, max_seconds=max_seconds)
+    if samples / sample_rate < MIN_SECONDS:
+        reason = f"too short: {samples / sample_rate * 1000:.1f} ms < {MIN_SECONDS * 1000:.0f} ms"
+        return 0, str(AudioError(utterance.path, reason, "drop the clip from the manifest"))
+    return samples, None
+
+
+def plan_clips(
+    utterances: Iterable[Utterance],
+    *,
+    frame_count: Callable[[int], int],
+    max_seconds: float | None,
+    sample_rate: int = TARGET_SAMPLE_RATE,
+    max_samples: int | None = None,
+) -> dict[str, ClipFacts]:
+    """What the store's planner is told about each clip: samples and frames, or why to skip it.
+
+    Decided from header facts alone, without decoding: unreadable or empty files, clips shorter
+    than ``MIN_SECONDS`` once cropped to ``max_seconds``, clips longer than the backbone accepts
+    (``max_samples``; Whisper: 30 s — the reason says how to keep their start) and clips the
+    backbone makes no frame of are skipped, with a reason naming the file.
+    """
+    facts: dict[str, ClipFacts] = {}
+    for utterance in utterances:
+        samples, reason = _planned_samples(
+            utterance, max_seconds=max_seconds, sample_rate=sample_rate
+        )
+        frames = 0
+        if reason is None and max_samples is not None and samples > max_samples:
+            reason = str(
+                AudioError(
+                    utterance.path,
+                    f"{samples / sample_rate:.1f} s is longer than the backbone accepts "
+                    f"({max_samples / sample_rate:.1f} s)",
+                    f"extract with --max-seconds {max_samples / sample_rate:g} to keep its start",
+                )
+            )
+        if reason is None:
+            frames = int(frame_count(samples))
+            if frames <= 0:
+                reason = str(
+                    AudioError(
+                        utterance.path,
+                        f"too short for this backbone: {samples} samples give no frame",
+                    )
+                )
+        facts[utterance.id] = ClipFacts(samples=samples, frames=frames, skip_reason=reason)
+    return facts
 
 
 @dataclass
@@ -397,10 +478,14 @@ def extract(
     by_id: dict[str, Utterance] = {}
     for m in manifests:
         by_id.update(m.by_id)
-        max_samples = getattr(model, "max_samples", None)
-        for part in writer.add_manifest(
-            m, frame_count=model.frame_count, shard_mb=shard_mb, max_samples=max_samples
-        ):
+        clips = plan_clips(
+            m.utterances,
+            frame_count=model.frame_count,
+            max_seconds=max_seconds,
+            sample_rate=sample_rate,
+            max_samples=getattr(model, "max_samples", None),
+        )
+        for part in writer.add_manifest(m, clips=clips, shard_mb=shard_mb):
             parts[part.key] = part
     todo = writer.pending_units(
         list(parts.values()),

@@ -13,18 +13,16 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from trustser._validation import TrustSERError, format_rows
 from trustser._version import __version__
-
-if TYPE_CHECKING:
-    from trustser.audio import AudioCheck
 
 __all__ = [
     "EMOTIONS",
@@ -34,6 +32,7 @@ __all__ = [
     "MANIFEST_FORMAT_VERSION",
     "ROLES",
     "UNKNOWN_SPEAKER",
+    "AudioCheck",
     "Fold",
     "FoldSummary",
     "Manifest",
@@ -41,6 +40,7 @@ __all__ = [
     "ManifestError",
     "ManifestSummary",
     "Utterance",
+    "check_audio_files",
     "check_manifest",
     "merge_manifests",
     "read_manifest",
@@ -624,6 +624,77 @@ def summarize(manifest: Manifest) -> ManifestSummary:
 
 
 @dataclass(frozen=True)
+class AudioCheck:
+    """What :func:`check_audio_files` found, keyed by utterance id."""
+
+    checked: int
+    errors: dict[str, str] = field(default_factory=dict)  # unusable: id → reason
+    changed: dict[str, str] = field(default_factory=dict)  # header differs from the manifest
+    truncated: list[str] = field(default_factory=list)
+    silent: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.changed
+
+
+def check_audio_files(
+    utterances: Iterable[Utterance],
+    *,
+    mode: Literal["headers", "decode"] = "headers",
+    progress: Callable[[int, int], None] | None = None,
+) -> AudioCheck:
+    """Open every utterance's file and report problems instead of raising on the first one.
+
+    ``headers`` reads each header (fast) and compares sample rate and frame count with the
+    values the manifest recorded, since extraction plans the store's offsets from them.
+    ``decode`` also runs :func:`~trustser.audio.load_audio` on each file, catching NaN/inf,
+    too-short and silent clips. ``progress(done, total)`` is called after each file.
+    """
+    if mode not in ("headers", "decode"):
+        raise ValueError(f"mode={mode!r} is not supported; choose 'headers' or 'decode'.")
+    # Imported here, not at the top: reading a manifest must not pull in torch.
+    from trustser.audio import (
+        AudioError,
+        SilentAudioWarning,
+        TruncatedAudioWarning,
+        audio_info,
+        load_audio,
+    )
+
+    items = list(utterances)
+    errors: dict[str, str] = {}
+    changed: dict[str, str] = {}
+    truncated: list[str] = []
+    silent: list[str] = []
+    for done, u in enumerate(items, start=1):
+        try:
+            info = audio_info(u.path)
+            if mode == "decode":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", SilentAudioWarning)
+                    warnings.simplefilter("ignore", TruncatedAudioWarning)
+                    audio = load_audio(u.path)
+                if audio.silent:
+                    silent.append(u.id)
+        except AudioError as error:
+            errors[u.id] = f"{error.reason} ({u.path})"
+            continue
+        finally:
+            if progress is not None:
+                progress(done, len(items))
+        if info.truncated:
+            truncated.append(u.id)
+        if u.sample_rate is not None and u.sample_rate != info.sample_rate:
+            changed[u.id] = f"sample rate {info.sample_rate} Hz, manifest says {u.sample_rate} Hz"
+        elif u.num_frames is not None and u.num_frames != info.num_frames:
+            changed[u.id] = f"{info.num_frames} frames, manifest says {u.num_frames}"
+    return AudioCheck(
+        checked=len(items), errors=errors, changed=changed, truncated=truncated, silent=silent
+    )
+
+
+@dataclass(frozen=True)
 class ManifestCheck:
     """The outcome of :func:`check_manifest`: the manifest, its summary and any audio check."""
 
@@ -637,22 +708,21 @@ def check_manifest(
     *,
     check_files: bool = True,
     audio: Literal["none", "headers", "decode"] = "none",
-    show_progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ManifestCheck:
     """Read and validate a manifest; optionally open (``headers``) or decode every file.
 
     Unreadable files, or files whose header no longer matches the recorded sample rate and
     frame count, raise one :class:`ManifestError` listing them. Truncated and silent clips are
-    returned in ``.audio`` as warnings: they load, but deserve a look.
+    returned in ``.audio`` as warnings: they load, but deserve a look. ``progress(done, total)``
+    is called after each file opened.
     """
     if audio not in ("none", "headers", "decode"):
         raise ValueError(f"audio={audio!r} is not supported; choose 'none', 'headers' or 'decode'.")
     manifest = read_manifest(path, check=True, check_files=check_files)
     result = None
     if audio != "none":
-        from trustser.audio import check_audio_files
-
-        result = check_audio_files(manifest.utterances, mode=audio, show_progress=show_progress)
+        result = check_audio_files(manifest.utterances, mode=audio, progress=progress)
         if not result.ok:
             lines = [f"{path}: {len(result.errors) + len(result.changed)} audio problem(s):"]
             if result.errors:

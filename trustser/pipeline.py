@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from trustser._validation import TrustSERError, check_choice
+from trustser.formatting import percent
 from trustser.runs import ATTACK_METHODS, TASKS, RunLayout, read_json, write_json
 
 if sys.version_info >= (3, 11):
@@ -43,6 +44,7 @@ __all__ = [
     "PipelineConfigError",
     "PipelineResult",
     "StageEvent",
+    "config_from_options",
     "load_config",
     "run_pipeline",
 ]
@@ -197,6 +199,46 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         scale=str(profile.get("scale", "paper")),
     )
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def config_from_options(
+    *,
+    config: str | os.PathLike | None = None,
+    corpora: Sequence[str] = (),
+    roots: Sequence[str | os.PathLike] = (),
+    manifest: str | os.PathLike | None = None,
+    backbones: Sequence[str] = (),
+    out: str | os.PathLike | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+) -> PipelineConfig:
+    """The run configuration of ``trustser run``'s options.
+
+    With ``config``, the TOML file, with ``out``/``device``/``seed`` overriding it when given.
+    Otherwise a prepared ``manifest`` (its corpus name read from its header) and/or corpora by
+    name, one root per name; unset options take the defaults (``runs``, ``auto``, seed 0).
+    """
+    if config is not None:
+        return load_config(config, out=out, device=device, seed=seed)
+    sources = []
+    if manifest is not None:
+        from trustser.manifest import read_manifest
+
+        name = read_manifest(manifest, check=False).corpus
+        sources.append(CorpusSource(name=name, manifest=str(manifest)))
+    names, paths = list(corpora), list(roots)
+    if len(names) != len(paths):
+        raise ValueError(
+            f"give one --root per --corpus (got {len(names)} corpora, {len(paths)} roots)."
+        )
+    sources += [CorpusSource(name=n, root=str(r)) for n, r in zip(names, paths, strict=True)]
+    return PipelineConfig(
+        corpora=tuple(sources),
+        backbones=tuple(backbones),
+        out=Path(out) if out is not None else Path("runs"),
+        device=device or "auto",
+        seed=seed or 0,
+    )
 
 
 @dataclass(frozen=True)
@@ -421,7 +463,8 @@ class _CorpusRun:
         )
         self.ledger.mark(f"probe:{group}", inputs)
         return "test UAR " + ", ".join(
-            f"{t.task} {_percent(t.all_layers['test_uar_mean'])}" for t in result.tasks
+            f"{t.task} {percent(t.all_layers['test_uar_mean'], unit=True, missing='n/a')}"
+            for t in result.tasks
         )
 
     def attack(self, group: str, method: str, heads_inputs: dict[str, Any]) -> str:
@@ -448,7 +491,10 @@ class _CorpusRun:
             progress=self.progress,
         )
         self.ledger.mark(f"attack-{method}:{group}", inputs)
-        return ", ".join(f"{r.snr_db:g} dB ASR {_percent(r.asr_mean)}" for r in run.results)
+        return ", ".join(
+            f"{r.snr_db:g} dB ASR {percent(r.asr_mean, unit=True, missing='n/a')}"
+            for r in run.results
+        )
 
     def cost(self, group: str, heads_inputs: dict[str, Any]) -> str:
         from trustser.cost import run_cost
@@ -495,10 +541,6 @@ def _group_name(store: Path, backbone: str) -> str:
     if name in names:
         return name
     raise _StageError(f"store {store} has no group for backbone {backbone!r} (groups: {names})")
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 def _task_summary(task_result: Any) -> str:

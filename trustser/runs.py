@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from trustser._validation import safe_name
 
 __all__ = [
     "ATTACK_METHODS",
@@ -36,14 +37,6 @@ __all__ = [
 TASKS = ("emotion", "gender", "speaker")
 ATTACK_METHODS = ("fgsm", "pgd", "noise")
 DEFAULT_RUNS = "runs"
-
-
-def safe_name(backbone: str) -> str:
-    """A directory name for a backbone spec (``hf:/models/x`` → ``hf-models-x``)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", backbone).strip("-.")
-    if not name:
-        raise ValueError(f"cannot make a directory name from backbone {backbone!r}")
-    return name
 
 
 def format_snr(snr: float) -> str:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from trustser._validation import check_choice
+from trustser.backbones.architecture import build_architecture
 from trustser.backbones.base import Backbone, BackboneSpec
 from trustser.backbones.errors import BackboneError, UnknownBackboneError, WeightsNotFoundError
 from trustser.backbones.registry import resolve_spec
@@ -271,7 +272,7 @@ def build_random_backbone(
     For timing and FLOP/parameter counting where the weights are unavailable: cost does not
     depend on weight values. Never use its features for anything else.
     """
-    from trustser.backbones.registry import REGISTRY, build_architecture
+    from trustser.backbones.registry import REGISTRY
 
     check_choice("window", window, WHISPER_WINDOWS)
     if name not in REGISTRY:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from trustser.backbones.architecture import build_architecture
 from trustser.backbones.base import BackboneSpec
 from trustser.backbones.errors import UnknownBackboneError
-from trustser.backbones.tiny import TINY_FAMILIES, tiny_config
+from trustser.backbones.tiny import TINY_FAMILIES, tiny_spec
 
 __all__ = [
     "COMPUTED_PARAMETERS",
@@ -192,32 +192,6 @@ REGISTRY: dict[str, BackboneSpec] = {
     )
 }
 
-_TINY_FAMILY = {"wav2vec2_layer": "wav2vec2"}  # tiny name → model family
-_TINY_SHAPE = {  # L, D, frame rate of each tiny model (checked against the built model in tests)
-    "wav2vec2": (3, 32, 50.0),
-    "wav2vec2_layer": (3, 32, 50.0),
-    "wavlm": (3, 32, 50.0),
-    "hubert": (3, 32, 50.0),
-    "data2vec": (3, 32, 50.0),
-    "whisper": (3, 32, 50.0),
-    "apc": (3, 32, 100.0),
-    "tera": (4, 32, 100.0),
-}
-
-
-def _tiny_spec(family: str) -> BackboneSpec:
-    layers, dim, rate = _TINY_SHAPE[family]
-    return BackboneSpec(
-        name=f"tiny:{family}",
-        family=_TINY_FAMILY.get(family, family),
-        source="random",
-        num_layers=layers,
-        dim=dim,
-        frame_rate=rate,
-        description=f"Tiny random {family} model for tests (fixed seed, no download).",
-        extra={"loader": "tiny", "tiny": family, "config": tiny_config(family)},
-    )
-
 
 def _suggest(name: str) -> str:
     import difflib
@@ -254,7 +228,7 @@ def resolve_spec(name_or_spec: str) -> BackboneSpec:
             raise UnknownBackboneError(
                 f"unknown tiny family {rest!r} in {text!r}; choose one of {', '.join(TINY_FAMILIES)}."
             )
-        return _tiny_spec(rest)
+        return tiny_spec(rest)
     if kind == "hf":
         source, revision = rest, None
         if "@" in rest and not Path(rest).exists():
@@ -291,35 +265,6 @@ def resolve_spec(name_or_spec: str) -> BackboneSpec:
     )
 
 
-def build_architecture(spec: BackboneSpec) -> nn.Module:
-    """The encoder network of a registry/tiny spec from its architecture config (random weights).
-
-    Built on the current default device: under ``torch.device("meta")`` it costs nothing.
-    """
-    config = spec.extra.get("config")
-    if config is None:
-        raise UnknownBackboneError(
-            f"{spec.name}: its architecture is only known from its files; load it instead."
-        )
-    if spec.family in ("apc", "tera"):
-        from trustser.backbones import s3prl_models
-
-        return s3prl_models.build_model(spec.family, config)
-    import transformers
-
-    if spec.family == "whisper":
-        from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-        return WhisperEncoder(transformers.WhisperConfig(**config))
-    config_name, model_name = {
-        "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
-        "wavlm": ("WavLMConfig", "WavLMModel"),
-        "hubert": ("HubertConfig", "HubertModel"),
-        "data2vec": ("Data2VecAudioConfig", "Data2VecAudioModel"),
-    }[spec.family]
-    return getattr(transformers, model_name)(getattr(transformers, config_name)(**config))
-
-
 @functools.lru_cache(maxsize=64)
 def _count(name: str) -> int:
     spec = resolve_spec(name)
@@ -343,7 +288,7 @@ def list_backbones(*, include_tiny: bool = False) -> list[dict[str, Any]]:
     """One row per registry name (and the ``tiny:`` models when asked), for tables and docs."""
     specs = list(REGISTRY.values())
     if include_tiny:
-        specs += [_tiny_spec(family) for family in TINY_FAMILIES]
+        specs += [tiny_spec(family) for family in TINY_FAMILIES]
     return [
         {
             **spec_facts(spec),

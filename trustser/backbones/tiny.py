@@ -14,7 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TINY_FAMILIES", "TINY_NORMALIZE", "TINY_SEED", "build_tiny_model", "tiny_config"]
+from trustser.backbones.architecture import build_architecture
+from trustser.backbones.base import BackboneSpec
+
+__all__ = [
+    "TINY_FAMILIES",
+    "TINY_NORMALIZE",
+    "TINY_SEED",
+    "build_tiny_model",
+    "tiny_config",
+    "tiny_spec",
+]
 
 TINY_SEED = 0
 
@@ -107,11 +117,37 @@ def tiny_config(family: str) -> dict[str, Any]:
     return dict(_CONFIGS[family])
 
 
+_TINY_FAMILY = {"wav2vec2_layer": "wav2vec2"}  # tiny name → model family
+_TINY_SHAPE = {  # L, D, frame rate of each tiny model (checked against the built model in tests)
+    "wav2vec2": (3, 32, 50.0),
+    "wav2vec2_layer": (3, 32, 50.0),
+    "wavlm": (3, 32, 50.0),
+    "hubert": (3, 32, 50.0),
+    "data2vec": (3, 32, 50.0),
+    "whisper": (3, 32, 50.0),
+    "apc": (3, 32, 100.0),
+    "tera": (4, 32, 100.0),
+}
+
+
+def tiny_spec(family: str) -> BackboneSpec:
+    """The spec of ``tiny:<family>`` (what ``resolve_spec("tiny:<family>")`` returns)."""
+    layers, dim, rate = _TINY_SHAPE[family]
+    return BackboneSpec(
+        name=f"tiny:{family}",
+        family=_TINY_FAMILY.get(family, family),
+        source="random",
+        num_layers=layers,
+        dim=dim,
+        frame_rate=rate,
+        description=f"Tiny random {family} model for tests (fixed seed, no download).",
+        extra={"loader": "tiny", "tiny": family, "config": tiny_config(family)},
+    )
+
+
 def build_tiny_model(family: str, *, seed: int = TINY_SEED) -> nn.Module:
     """The random model of ``tiny:<family>``, built from ``seed`` without touching global RNG."""
-    from trustser.backbones.registry import build_architecture, resolve_spec
-
-    spec = resolve_spec(f"tiny:{family}")
+    spec = tiny_spec(family)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_architecture(spec)

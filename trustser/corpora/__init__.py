@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -18,6 +19,7 @@ from trustser.manifest import Manifest
 
 __all__ = [
     "CORPORA",
+    "CORPUS_API",
     "CorpusInfo",
     "UnknownCorpusError",
     "corpus_info",
@@ -26,6 +28,17 @@ __all__ = [
     "prepare_corpus",
 ]
 
+# What every corpus module exports: corpus_info reads the constants, and the module's prepare
+# is built by trustser.corpora._common.make_prepare from NAME, FOLD_SCHEME and VERSION.
+CORPUS_API: tuple[str, ...] = (
+    "FOLD_SCHEME",
+    "LABELS",
+    "NAME",
+    "NUM_FOLDS",
+    "SOURCE",
+    "VERSION",
+    "prepare",
+)
 CORPORA: dict[str, str] = {
     "iemocap": "trustser.corpora.iemocap",
     "crema_d": "trustser.corpora.crema_d",
@@ -112,26 +125,25 @@ def prepare_corpus(
     *,
     overwrite: bool = False,
     skip_unreadable: bool = False,
-    show_progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Manifest:
     """Prepare corpus ``name`` from its official layout under ``root``; write ``out`` if given.
 
     An existing ``out`` of the same corpus and root is reused unless ``overwrite``; anything
     else already at ``out`` raises instead of being replaced. ``skip_unreadable`` leaves out
     files that cannot be read (listed in the manifest's ``skipped``) instead of failing.
+    ``progress(done, total)`` is called after each file header read.
     """
     module = corpus_module(name)
     options = {
         "overwrite": overwrite,
         "skip_unreadable": skip_unreadable,
-        "show_progress": show_progress,
+        "progress": progress,
     }
     accepted = inspect.signature(module.prepare).parameters
     kwargs = {k: v for k, v in options.items() if k in accepted}
-    # show_progress is cosmetic and silently dropped; the others change the result.
-    unsupported = [
-        k for k, v in options.items() if k not in accepted and v and k != "show_progress"
-    ]
+    # progress is cosmetic and silently dropped; the others change the result.
+    unsupported = [k for k, v in options.items() if k not in accepted and v and k != "progress"]
     if unsupported:
         raise TrustSERError(
             f"corpus {name!r} does not support {', '.join(unsupported)}; leave those options out."

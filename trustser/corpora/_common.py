@@ -1,15 +1,17 @@
 """What every corpus module shares: manifest reuse, header probing, fold building, writing.
 
-A corpus module scans its official layout into *candidate* utterances (labels, speakers,
-genders, paths) and builds its ``prepare`` with :func:`make_prepare`, which reuses an existing
-manifest, scans, and hands the candidates to :func:`assemble`: that reads each file's header,
-leaves out or reports unreadable files, builds the folds from the speakers that remain,
+A corpus module declares the constants of :data:`trustser.corpora.CORPUS_API` (its name,
+labels, folds, fold scheme, version and source), scans its official layout into *candidate* utterances (labels,
+speakers, genders, paths) and builds its ``prepare`` with :func:`make_prepare`, which reuses an
+existing manifest, scans, and hands the candidates to :func:`assemble`: that reads each file's
+header, leaves out or reports unreadable files, builds the folds from the speakers that remain,
 validates and writes. Modules therefore differ only in how they read their corpus.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -30,6 +32,7 @@ from trustser.manifest import (
 __all__ = [
     "PLACEHOLDER_DURATION",
     "CorpusLayoutError",
+    "ProgressCallback",
     "UnreadableAudioWarning",
     "assemble",
     "find_file",
@@ -41,6 +44,9 @@ __all__ = [
 
 # Candidates carry this until their header is read; it never reaches a written manifest.
 PLACEHOLDER_DURATION = 0.0
+
+# ``progress(done, total)``: called after each file, so a front end can draw a bar.
+ProgressCallback = Callable[[int, int], None]
 
 # A corpus's folds: fixed by the corpus (sessions, its own split), or built from the speakers
 # of the utterances that could be read.
@@ -82,7 +88,7 @@ def with_audio_headers(
     *,
     corpus: str,
     skip_unreadable: bool = False,
-    show_progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> tuple[list[Utterance], list[tuple[str, str]]]:
     """Fill duration, sample rate and frame count from each file's header (no decoding).
 
@@ -90,23 +96,21 @@ def with_audio_headers(
     bad corpus fails before extraction, unless ``skip_unreadable`` is set: then they are
     returned as ``(id, reason)`` pairs and reported with an :class:`UnreadableAudioWarning`.
     Files whose data chunk is cut short are kept (their real length is used) and warned about.
+    ``progress(done, total)`` is called after each header.
     """
     out: list[Utterance] = []
     bad: list[tuple[str, str]] = []
     truncated: list[str] = []
     items = list(utterances)
-    if show_progress:
-        from rich.progress import track
-
-        iterator: Iterable[Utterance] = track(items, description=f"{corpus}: reading headers")
-    else:
-        iterator = items
-    for u in iterator:
+    for done, u in enumerate(items, start=1):
         try:
             info = audio_info(u.path)
         except AudioError as error:
             bad.append((u.id, f"{error.reason} ({u.path})"))
             continue
+        finally:
+            if progress is not None:
+                progress(done, len(items))
         if info.truncated:
             truncated.append(f"{u.id}: {u.path}")
         out.append(
@@ -184,7 +188,7 @@ def assemble(
     version: str,
     out: str | os.PathLike | None,
     skip_unreadable: bool = False,
-    show_progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> Manifest:
     """Headers → folds → validate → write: the end of every corpus's ``prepare``."""
     candidates = list(candidates)
@@ -194,7 +198,7 @@ def assemble(
             "points at the corpus as distributed (see docs/corpora.md)."
         )
     readable, skipped = with_audio_headers(
-        candidates, corpus=corpus, skip_unreadable=skip_unreadable, show_progress=show_progress
+        candidates, corpus=corpus, skip_unreadable=skip_unreadable, progress=progress
     )
     if not readable:
         raise CorpusLayoutError(f"{corpus}: none of the {len(candidates)} audio files can be read.")
@@ -222,18 +226,19 @@ def make_prepare(
     scan: Callable[[Path], Iterable[Utterance]],
     folds: FoldSource,
     *,
-    corpus: str,
-    fold_scheme: str,
-    version: str,
     doc: str,
 ) -> Callable[..., Manifest]:
     """The ``prepare(root, out=None, ...)`` of a corpus read from its official layout.
 
     ``scan(root)`` is all a corpus module writes itself: it checks the layout and returns the
-    candidate utterances (duration :data:`PLACEHOLDER_DURATION`). The function returned reuses
-    an existing ``out`` (:func:`reuse_existing`) before scanning anything, then
-    hands the candidates to :func:`assemble` with ``folds``.
+    candidate utterances (duration :data:`PLACEHOLDER_DURATION`). The corpus name, fold scheme
+    and version are the ``NAME``, ``FOLD_SCHEME`` and ``VERSION`` of ``scan``'s module (the
+    constants of :data:`trustser.corpora.CORPUS_API`, defined above the call). The function returned reuses an
+    existing ``out`` (:func:`reuse_existing`) before scanning anything, then hands the
+    candidates to :func:`assemble` with ``folds``.
     """
+    module = sys.modules[scan.__module__]
+    corpus, fold_scheme, version = module.NAME, module.FOLD_SCHEME, module.VERSION
 
     def prepare(
         root: str | os.PathLike,
@@ -241,7 +246,7 @@ def make_prepare(
         *,
         overwrite: bool = False,
         skip_unreadable: bool = False,
-        show_progress: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> Manifest:
         root = Path(root)
         existing = reuse_existing(out, corpus, root=root, overwrite=overwrite)
@@ -256,7 +261,7 @@ def make_prepare(
             version=version,
             out=out,
             skip_unreadable=skip_unreadable,
-            show_progress=show_progress,
+            progress=progress,
         )
 
     # help() and repr() then show the corpus module's own prepare, with its own summary.

@@ -18,6 +18,7 @@ import re
 from functools import partial
 from pathlib import Path
 
+from trustser.corpora import CORPUS_API
 from trustser.corpora._common import (
     PLACEHOLDER_DURATION,
     CorpusLayoutError,
@@ -28,18 +29,7 @@ from trustser.corpora._common import (
 from trustser.folds import block_speaker_folds
 from trustser.manifest import Utterance
 
-__all__ = [
-    "FOLD_SCHEME",
-    "KNOWN_BAD",
-    "LABELS",
-    "NAME",
-    "NUM_FOLDS",
-    "SENTENCES",
-    "SOURCE",
-    "VERSION",
-    "prepare",
-    "read_demographics",
-]
+__all__ = [*CORPUS_API, "KNOWN_BAD", "SENTENCES", "read_demographics"]
 
 NAME = "crema_d"
 LABELS: dict[str, str] = {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry"}
@@ -133,8 +123,5 @@ def _scan(root: Path) -> list[Utterance]:
 prepare = make_prepare(
     _scan,
     partial(block_speaker_folds, num_folds=NUM_FOLDS),
-    corpus=NAME,
-    fold_scheme=FOLD_SCHEME,
-    version=VERSION,
     doc="Manifest of CREMA-D's 4-class subset with 5 speaker-block folds.",
 )

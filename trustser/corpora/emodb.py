@@ -11,11 +11,12 @@ import re
 from functools import partial
 from pathlib import Path
 
+from trustser.corpora import CORPUS_API
 from trustser.corpora._common import PLACEHOLDER_DURATION, make_prepare, require_dir
 from trustser.folds import gender_balanced_speaker_folds
 from trustser.manifest import Utterance
 
-__all__ = ["FOLD_SCHEME", "GENDERS", "LABELS", "NAME", "NUM_FOLDS", "SOURCE", "VERSION", "prepare"]
+__all__ = [*CORPUS_API, "GENDERS"]
 
 NAME = "emodb"
 # W anger, L boredom, E disgust, A fear, F happiness, T sadness, N neutral.
@@ -64,8 +65,5 @@ def _scan(root: Path) -> list[Utterance]:
 prepare = make_prepare(
     _scan,
     partial(gender_balanced_speaker_folds, num_folds=NUM_FOLDS),
-    corpus=NAME,
-    fold_scheme=FOLD_SCHEME,
-    version=VERSION,
     doc="Manifest of EmoDB's four-class subset (339 clips, 10 speakers) with 5 speaker folds.",
 )

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+from trustser.corpora import CORPUS_API
 from trustser.corpora._common import (
     PLACEHOLDER_DURATION,
     CorpusLayoutError,
@@ -29,19 +30,7 @@ from trustser.corpora._common import (
 from trustser.folds import session_folds
 from trustser.manifest import Fold, Utterance
 
-__all__ = [
-    "FOLDS",
-    "FOLD_SCHEME",
-    "LABELS",
-    "NAME",
-    "NUM_FOLDS",
-    "SESSIONS",
-    "SOURCE",
-    "VERSION",
-    "EvaluationRow",
-    "parse_evaluation",
-    "prepare",
-]
+__all__ = [*CORPUS_API, "FOLDS", "SESSIONS", "EvaluationRow", "parse_evaluation"]
 
 NAME = "iemocap"
 LABELS: dict[str, str] = {
@@ -162,8 +151,5 @@ def _scan(root: Path) -> list[Utterance]:
 prepare = make_prepare(
     _scan,
     FOLDS,
-    corpus=NAME,
-    fold_scheme=FOLD_SCHEME,
-    version=VERSION,
     doc="Manifest of IEMOCAP's 4-class set (5,531 turns in the full release), 5 session folds.",
 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from trustser.corpora import CORPUS_API
 from trustser.corpora._common import (
     PLACEHOLDER_DURATION,
     CorpusLayoutError,
@@ -30,18 +31,7 @@ from trustser.corpora._common import (
 from trustser.folds import session_folds
 from trustser.manifest import Fold, Utterance
 
-__all__ = [
-    "FOLDS",
-    "FOLD_SCHEME",
-    "LABELS",
-    "NAME",
-    "NUM_FOLDS",
-    "SESSIONS",
-    "SOURCE",
-    "VERSION",
-    "parse_evaluation",
-    "prepare",
-]
+__all__ = [*CORPUS_API, "FOLDS", "SESSIONS", "parse_evaluation"]
 
 NAME = "msp_improv"
 LABELS: dict[str, str] = {"N": "neutral", "H": "happy", "S": "sad", "A": "angry"}
@@ -135,8 +125,5 @@ def _scan(root: Path) -> list[Utterance]:
 prepare = make_prepare(
     _scan,
     FOLDS,
-    corpus=NAME,
-    fold_scheme=FOLD_SCHEME,
-    version=VERSION,
     doc="Manifest of MSP-Improv's 4-class set (all four recording conditions), 6 session folds.",
 )

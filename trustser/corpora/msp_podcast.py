@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from trustser.corpora import CORPUS_API
 from trustser.corpora._common import (
     PLACEHOLDER_DURATION,
     CorpusLayoutError,
@@ -31,18 +32,7 @@ from trustser.corpora._common import (
 )
 from trustser.manifest import UNKNOWN_SPEAKER, Fold, Utterance
 
-__all__ = [
-    "FOLD",
-    "FOLDS",
-    "FOLD_SCHEME",
-    "LABELS",
-    "NAME",
-    "NUM_FOLDS",
-    "SOURCE",
-    "SPLITS",
-    "VERSION",
-    "prepare",
-]
+__all__ = [*CORPUS_API, "FOLD", "FOLDS", "SPLITS"]
 
 NAME = "msp_podcast"
 LABELS: dict[str, str] = {"N": "neutral", "H": "happy", "S": "sad", "A": "angry"}
@@ -132,8 +122,5 @@ def _scan(root: Path) -> list[Utterance]:
 prepare = make_prepare(
     _scan,
     FOLDS,
-    corpus=NAME,
-    fold_scheme=FOLD_SCHEME,
-    version=VERSION,
     doc="Manifest of MSP-Podcast's 4-class Train/Development/Test1 clips, one standard fold.",
 )

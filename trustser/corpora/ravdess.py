@@ -16,21 +16,16 @@ import re
 from functools import partial
 from pathlib import Path
 
-from trustser.corpora._common import PLACEHOLDER_DURATION, CorpusLayoutError, make_prepare
+from trustser.corpora import CORPUS_API
+from trustser.corpora._common import (
+    PLACEHOLDER_DURATION,
+    CorpusLayoutError,
+    make_prepare,
+)
 from trustser.folds import gender_balanced_speaker_folds
 from trustser.manifest import Utterance
 
-__all__ = [
-    "FOLD_SCHEME",
-    "LABELS",
-    "NAME",
-    "NUM_FOLDS",
-    "SOURCE",
-    "STATEMENTS",
-    "VERSION",
-    "gender_of_actor",
-    "prepare",
-]
+__all__ = [*CORPUS_API, "STATEMENTS", "gender_of_actor"]
 
 NAME = "ravdess"
 LABELS: dict[str, str] = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
@@ -108,8 +103,5 @@ def _scan(root: Path) -> list[Utterance]:
 prepare = make_prepare(
     _scan,
     partial(gender_balanced_speaker_folds, num_folds=NUM_FOLDS),
-    corpus=NAME,
-    fold_scheme=FOLD_SCHEME,
-    version=VERSION,
     doc="Manifest of RAVDESS speech in four classes (672 clips, 24 actors), 6 speaker folds.",
 )

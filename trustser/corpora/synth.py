@@ -826,10 +826,11 @@ def _render_all(
     wav_dir: Path,
     *,
     workers: int,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int, int], None] | None,
 ) -> list[_Rendered]:
     """espeak-ng runs as subprocesses, so a thread pool keeps every core busy."""
     results: list[_Rendered | None] = [None] * len(jobs)
+    finished = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(_render, job, executable, wav_dir): i for i, job in enumerate(jobs)}
         pending = set(futures)
@@ -838,8 +839,9 @@ def _render_all(
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for future in done:
                     results[futures[future]] = future.result()  # re-raises a worker's error
+                    finished += 1
                     if progress is not None:
-                        progress(1)
+                        progress(finished, len(jobs))
         except BaseException:  # an error or Ctrl-C: drop the queued clips, not just the failed one
             for future in pending:
                 future.cancel()
@@ -916,7 +918,7 @@ def synthesize(
     voices: Sequence[Voice | str | tuple[Voice, Voice]] | None = None,
     workers: int | None = None,
     overwrite: bool = False,
-    show_progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Manifest:
     """Render the synthetic corpus into ``out_dir`` and return its manifest (absolute paths).
 
@@ -929,7 +931,8 @@ def synthesize(
     first (:func:`check_voice`).
 
     An existing complete corpus made with the same settings is reused; a different one is
-    replaced only with ``overwrite=True``.
+    replaced only with ``overwrite=True``. ``progress(done, total)`` is called after each clip
+    rendered.
     """
     if size not in SIZES:
         raise SynthesisError(f"size={size!r} is not a preset; choose one of {', '.join(SIZES)}.")
@@ -994,20 +997,7 @@ def synthesize(
         if stale.name not in wanted:
             stale.unlink()
 
-    if show_progress:
-        from rich.progress import Progress
-
-        with Progress(transient=False) as bar:
-            task = bar.add_task(f"synthesising {len(jobs)} clips", total=len(jobs))
-            rendered = _render_all(
-                jobs,
-                executable,
-                wav_dir,
-                workers=workers,
-                progress=lambda n: bar.advance(task, n),
-            )
-    else:
-        rendered = _render_all(jobs, executable, wav_dir, workers=workers, progress=None)
+    rendered = _render_all(jobs, executable, wav_dir, workers=workers, progress=progress)
 
     utterances = tuple(_utterance(job, result) for job, result in zip(jobs, rendered, strict=True))
     groups = [

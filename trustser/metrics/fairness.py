@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -238,35 +238,41 @@ def _aggregate(per_class: dict[Any, ClassFairness], gap: str, aggregate: str) ->
     return float(max(defined) if aggregate == "max" else np.mean(defined))
 
 
-def equalized_odds_difference(
-    y_true: Sequence[Any],
-    y_pred: Sequence[Any],
-    groups: Sequence[Any],
-    *,
-    labels: Sequence[Any] | None = None,
-    aggregate: str = "max",
-    undefined: UndefinedPolicy = "warn",
-) -> float:
+def _class_gap_metric(gap: str, doc: str) -> Callable[..., float]:
+    """The metric that aggregates one per-class gap of :func:`class_fairness` over classes.
+
+    The equalized-odds and statistical-parity differences differ only in the gap they read, so
+    both are made here, with the same signature and behaviour.
+    """
+
+    def metric(
+        y_true: Sequence[Any],
+        y_pred: Sequence[Any],
+        groups: Sequence[Any],
+        *,
+        labels: Sequence[Any] | None = None,
+        aggregate: str = "max",
+        undefined: UndefinedPolicy = "warn",
+    ) -> float:
+        per_class = class_fairness(y_true, y_pred, groups, labels=labels, undefined=undefined)
+        return _aggregate(per_class, gap, aggregate)
+
+    metric.__name__ = metric.__qualname__ = gap
+    metric.__doc__ = doc
+    return metric
+
+
+equalized_odds_difference = _class_gap_metric(
+    _EO,
     r"""Equalized-odds difference, lower is better: per class
     :math:`\max(\max_g \mathrm{TPR}_g - \min_g \mathrm{TPR}_g,\ \max_g \mathrm{FPR}_g - \min_g
-    \mathrm{FPR}_g)`, then the ``max`` or ``mean`` over classes with a defined value."""
-    per_class = class_fairness(y_true, y_pred, groups, labels=labels, undefined=undefined)
-    return _aggregate(per_class, _EO, aggregate)
-
-
-def statistical_parity_difference(
-    y_true: Sequence[Any],
-    y_pred: Sequence[Any],
-    groups: Sequence[Any],
-    *,
-    labels: Sequence[Any] | None = None,
-    aggregate: str = "max",
-    undefined: UndefinedPolicy = "warn",
-) -> float:
+    \mathrm{FPR}_g)`, then the ``max`` or ``mean`` over classes with a defined value.""",
+)
+statistical_parity_difference = _class_gap_metric(
+    _SP,
     r"""Statistical-parity (selection-rate) difference, lower is better: per class
-    :math:`\max_g P(\hat y = c|g) - \min_g P(\hat y = c|g)`, then ``max`` or ``mean`` over classes."""
-    per_class = class_fairness(y_true, y_pred, groups, labels=labels, undefined=undefined)
-    return _aggregate(per_class, _SP, aggregate)
+    :math:`\max_g P(\hat y = c|g) - \min_g P(\hat y = c|g)`, then ``max`` or ``mean`` over classes.""",
+)
 
 
 def _distribution(y_pred: np.ndarray, labels: list[Any]) -> np.ndarray:
