@@ -9,6 +9,8 @@ from rich.table import Table
 
 from trustser.cli._common import console, user_errors
 
+__all__ = ["app"]
+
 app = typer.Typer(help="List and inspect frozen encoders.", no_args_is_help=True)
 
 

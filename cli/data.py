@@ -14,6 +14,8 @@ from trustser.cli._progress import CountBar
 from trustser.corpora import corpus_info, list_corpora, prepare_corpus
 from trustser.manifest import ROLES, ManifestSummary, check_manifest, summarize
 
+__all__ = ["app"]
+
 app = typer.Typer(
     help="Prepare corpus manifests and the synthetic demo corpus.", no_args_is_help=True
 )

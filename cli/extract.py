@@ -12,6 +12,8 @@ from rich.table import Table
 from trustser.cli._common import console, err_console, user_errors
 from trustser.formatting import percent
 
+__all__ = ["EXIT_INTERRUPTED", "app"]
+
 app = typer.Typer()
 
 SHOWN = 20

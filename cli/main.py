@@ -7,6 +7,8 @@ import typer
 from trustser._version import __version__
 from trustser.cli import attack, backbones, data, extract, heads, pipeline, profile, store, synth
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     name="trustser",
     help="Trust profiles for speech-emotion recognition on frozen speech encoders.",

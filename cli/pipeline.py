@@ -11,6 +11,8 @@ from rich.table import Table
 from trustser.cli._common import console, user_errors
 from trustser.cli._progress import CountBar
 
+__all__ = ["app"]
+
 app = typer.Typer()
 
 _STATUS_STYLE = {"done": "green", "skipped": "dim", "failed": "bold red"}

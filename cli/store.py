@@ -11,6 +11,8 @@ from rich.table import Table
 
 from trustser.cli._common import console, user_errors
 
+__all__ = ["app"]
+
 app = typer.Typer(help="Inspect and verify embedding stores.", no_args_is_help=True)
 
 StoreArg = Annotated[
@@ -55,13 +57,7 @@ def verify(
     for column in ("group", "planned", "done", "skipped", "missing", "not extracted", "status"):
         table.add_column(column, justify="left" if column in ("group", "status") else "right")
     for g in report.groups:
-        status = (
-            "[green]complete"
-            if g.complete
-            else "[red]incomplete"
-            if not g.problems
-            else "[red]damaged"
-        )
+        status = f"[green]{g.status}" if g.complete else f"[red]{g.status}"
         table.add_row(
             g.name,
             str(g.planned),

@@ -43,6 +43,13 @@ class GroupReport:
     def complete(self) -> bool:
         return not (self.missing or self.not_extracted or self.problems)
 
+    @property
+    def status(self) -> str:
+        """``complete``, ``damaged`` (layout or data problems) or ``incomplete`` (clips missing)."""
+        if self.complete:
+            return "complete"
+        return "damaged" if self.problems else "incomplete"
+
 
 @dataclass
 class VerifyReport:

@@ -16,6 +16,7 @@ from trustser.pipeline import (
     HeadSettings,
     PipelineConfig,
     PipelineConfigError,
+    config_from_options,
     load_config,
     run_pipeline,
 )
@@ -137,6 +138,36 @@ snr = [45, 35]
             backbones=("tiny:whisper",),
             heads=HeadSettings(tasks=("gender",)),
         )
+
+
+def test_config_from_options_builds_what_the_flags_say(tmp_path, toy_manifest):
+    manifest = write_manifest(toy_manifest, tmp_path / "toy.jsonl")
+    config = config_from_options(
+        corpora=["emodb"], roots=[tmp_path / "emodb"], manifest=manifest, backbones=["tiny:whisper"]
+    )
+    assert config.corpora == (
+        CorpusSource("toy", manifest=str(manifest)),  # the name comes from the manifest header
+        CorpusSource("emodb", root=str(tmp_path / "emodb")),
+    )
+    assert config.backbones == ("tiny:whisper",)
+    assert (config.out, config.device, config.seed) == (Path("runs"), "auto", 0)
+    chosen = config_from_options(
+        manifest=manifest, backbones=["tiny:whisper"], out=tmp_path / "o", device="cpu", seed=7
+    )
+    assert (chosen.out, chosen.device, chosen.seed) == (tmp_path / "o", "cpu", 7)
+    with pytest.raises(ValueError, match=r"one --root per --corpus \(got 2 corpora, 1 roots\)"):
+        config_from_options(corpora=["a", "b"], roots=[tmp_path], backbones=["tiny:whisper"])
+    with pytest.raises(PipelineConfigError, match="no backbone"):
+        config_from_options(manifest=manifest)
+
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        'backbones = ["tiny:whisper"]\ndevice = "cpu"\nseed = 3\n'
+        '[[corpora]]\nname = "toy"\nmanifest = "toy.jsonl"\n'
+    )
+    from_file = config_from_options(config=toml, corpora=["ignored"], seed=5)
+    assert from_file.seed == 5 and from_file.device == "cpu"  # given options override the file
+    assert from_file.corpora == (CorpusSource("toy", manifest=str(manifest)),)
 
 
 def test_cli_run_wiring(tmp_path):

@@ -309,9 +309,11 @@ def test_verify_reports_missing_units_and_damage(tmp_path: Path):
     (group,) = report.groups
     assert not report.complete and report.exit_code == 1
     assert "part-" in group.missing_units[0] and group.missing and group.not_extracted == ["q000"]
+    assert group.status == "incomplete"
     fill(writer, writer.group().parts)
     report = verify_store(tmp_path / "s.zarr", deep=True)
     assert report.complete and report.groups[0].deep_checked == len(manifest)
+    assert report.groups[0].status == "complete"
     part = writer.group().parts[0]
     means = np.asarray(part.means_array[:])
     means[0] += 1.0
@@ -320,6 +322,7 @@ def test_verify_reports_missing_units_and_damage(tmp_path: Path):
     zarr.open_array(part.path / "means", mode="r+")[:] = means
     report = verify_store(tmp_path / "s.zarr", deep=True)
     assert any("time-mean disagrees" in p for p in report.groups[0].problems)
+    assert report.groups[0].status == "damaged"
 
 
 def test_fast_shard_reads_equal_zarr_reads_and_check_the_index(toy, tmp_path: Path):

@@ -34,6 +34,7 @@ __all__ = [
     "UNKNOWN_SPEAKER",
     "AudioCheck",
     "Fold",
+    "FoldKey",
     "FoldSummary",
     "Manifest",
     "ManifestCheck",

@@ -40,6 +40,7 @@ __all__ = [
     "CorpusSource",
     "ExtractSettings",
     "HeadSettings",
+    "Notify",
     "PipelineConfig",
     "PipelineConfigError",
     "PipelineResult",

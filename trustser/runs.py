@@ -25,6 +25,7 @@ from trustser._validation import safe_name
 
 __all__ = [
     "ATTACK_METHODS",
+    "DEFAULT_RUNS",
     "TASKS",
     "RunLayout",
     "format_snr",
