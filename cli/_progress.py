@@ -17,8 +17,7 @@ class CountBar:
 
     def __init__(self, description: str) -> None:
         self.description = description
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
+        self._bar: tuple[Progress, TaskID] | None = None
 
     def __enter__(self) -> CountBar:
         return self
@@ -27,17 +26,16 @@ class CountBar:
         self.close()
 
     def __call__(self, done: int, total: int) -> None:
-        if self._progress is None:
-            self._progress = Progress()
-            self._progress.start()
-            self._task = self._progress.add_task(self.description.format(total=total), total=total)
-        assert self._task is not None
-        self._progress.update(self._task, completed=done, total=total)
+        if self._bar is None:
+            progress = Progress()
+            progress.start()
+            self._bar = (progress, progress.add_task(self.description.format(total=total)))
+        progress, task = self._bar
+        progress.update(task, completed=done, total=total)
         if done >= total:
             self.close()
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-            self._task = None
+        if self._bar is not None:
+            self._bar[0].stop()
+            self._bar = None
