@@ -12,7 +12,7 @@ from rich.table import Table
 from trustser.cli._common import console, err_console, user_errors
 from trustser.cost import CostReport, run_cost
 from trustser.profile import AXES, AXIS_TITLES, SCALE_MODES, Profile, ProfileError, run_profile
-from trustser.recommend import SCENARIOS, Recommendation, run_recommend
+from trustser.profile.recommend import SCENARIOS, Recommendation, run_recommend
 
 app = typer.Typer()
 

@@ -7,7 +7,7 @@ import re
 from html.parser import HTMLParser
 
 from trustser.profile import BackboneProfile, Profile, score_profile
-from trustser.report import render_report, write_report
+from trustser.profile.report import render_report, write_report
 
 
 class _Collector(HTMLParser):

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from trustser._validation import TrustSERError
-from trustser.profile import AXES, AXIS_TITLES, Profile
+from trustser.profile.collect import collect_profile
+from trustser.profile.model import AXES, AXIS_TITLES, Profile, read_profile
+from trustser.profile.scales import score_profile
 
 __all__ = [
     "PRIORITY_WEIGHTS",
@@ -317,8 +319,6 @@ def run_recommend(
     With neither ``scenarios`` nor ``weights``, every Table 5 scenario is ranked. A saved profile
     is re-scored when ``scale`` differs from the one it was written with.
     """
-    from trustser.profile import collect_profile, read_profile, score_profile
-
     if profile is not None:
         loaded = read_profile(profile)
         if paper:

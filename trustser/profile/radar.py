@@ -4,31 +4,63 @@ One chart per backbone (each spoke labelled with its raw metric and score) and o
 backbones. Every chart states its scale: the centre is score 0 (worst end of the scale), the rim
 score 1 (best end), and the footer lists each axis's worst → best bounds. Axes that were not
 measured are drawn at 0 with a hollow marker and labelled "not measured".
+
+A profile's charts are drawn once (:func:`draw_radar_charts`) and then both written as files
+(:func:`write_radar_charts`) and embedded in the HTML report, each use giving the chart its title.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trustser.formatting import percent
+from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
 from trustser.runs import safe_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from trustser.profile import BackboneProfile, Profile
-
-__all__ = ["chart_stem", "figure_svg", "radar_figure", "save_figure", "write_radar_charts"]
+__all__ = [
+    "OVERLAY_STEM",
+    "RadarChart",
+    "RadarCharts",
+    "chart_stem",
+    "draw_radar_charts",
+    "figure_svg",
+    "radar_figure",
+    "raw_label",
+    "save_figure",
+    "write_radar_charts",
+]
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _RC = {"svg.hashsalt": "trustser", "svg.fonttype": "none", "font.size": 10}
+OVERLAY_STEM = "radar_overlay"
 
 
 def chart_stem(name: str) -> str:
     """File stem of a backbone's chart: ``radar_<safe name>``."""
     return "radar_" + safe_name(name.replace("paper: ", "paper-"))
+
+
+def raw_label(axis: str, entry: BackboneProfile, attack: dict[str, Any]) -> str:
+    """A short human label of the raw metric behind one axis (a spoke label of a chart)."""
+    value = entry.raw.get(axis)
+    if value is None:
+        return "not measured"
+    if axis == "performance":
+        return f"UAR {percent(value, unit=True)}"
+    if axis == "privacy":
+        return f"gender acc. {percent(value, unit=True)}"
+    if axis == "safety":
+        return f"{attack['method'].upper()} {attack['snr_db']:g} dB ASR {percent(value, unit=True)}"
+    if axis == "fairness":
+        return f"EO {percent(value, unit=True)}"
+    return f"{value:.2f} GMAC"
 
 
 def _angles(count: int) -> list[float]:
@@ -49,8 +81,6 @@ def radar_figure(
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
-
-    from trustser.profile import AXES, AXIS_TITLES, raw_label
 
     single = len(entries) == 1
     with matplotlib.rc_context(_RC):
@@ -118,7 +148,7 @@ def radar_figure(
             )
             ax.texts[-1].set_clip_on(False)
 
-        figure.suptitle(title, fontsize=13, fontweight="bold", y=0.99 if single else 0.92)
+        _set_title(figure, title, single=single)
         bounds = [f"{AXIS_TITLES[a]}: {scales[a]['description']}" for a in AXES if a in scales]
         footer = [
             f"Scale: {scale} — centre = 0 (worst end), rim = 1 (best end); "
@@ -145,6 +175,52 @@ def radar_figure(
                 frameon=False,
             )
     return figure
+
+
+def _set_title(figure: Figure, title: str, *, single: bool) -> None:
+    # Calling suptitle again retitles the same text object, so a chart drawn once can be saved
+    # under several titles and each copy equals a chart drawn afresh with that title.
+    figure.suptitle(title, fontsize=13, fontweight="bold", y=0.99 if single else 0.92)
+
+
+@dataclass(frozen=True)
+class RadarChart:
+    """One drawn chart: its file ``stem``, the ``title`` it is saved under, and the figure."""
+
+    stem: str
+    title: str
+    figure: Figure
+    single: bool  # one backbone (spokes carry raw values) rather than an overlay
+
+    def titled(self, title: str | None = None) -> Figure:
+        """The figure carrying ``title`` (default: the chart's own title) for the next save."""
+        _set_title(self.figure, self.title if title is None else title, single=self.single)
+        return self.figure
+
+
+@dataclass(frozen=True)
+class RadarCharts:
+    """Every chart of one profile: one per backbone (in profile order) and the overlay of all."""
+
+    backbones: list[RadarChart]
+    overlay: RadarChart | None  # None when not drawn (no backbone, or not asked for)
+
+
+def draw_radar_charts(profile: Profile, *, overlay: bool = True) -> RadarCharts:
+    """Draw each chart of ``profile`` once: ``radar_<backbone>`` per backbone and, when
+    ``overlay`` and there is a backbone, ``radar_overlay`` with all of them."""
+    common = {"scale": profile.scale, "scales": profile.scales, "attack": profile.attack}
+    charts = []
+    for entry in profile.backbones:
+        title = f"Trust profile: {entry.name}"
+        figure = radar_figure([entry], title=title, **common)
+        charts.append(RadarChart(chart_stem(entry.name), title, figure, single=True))
+    drawn = None
+    if overlay and profile.backbones:
+        title = "Trust profiles compared"
+        figure = radar_figure(profile.backbones, title=title, **common)
+        drawn = RadarChart(OVERLAY_STEM, title, figure, single=len(profile.backbones) == 1)
+    return RadarCharts(backbones=charts, overlay=drawn)
 
 
 def save_figure(figure: Figure, stem: Path) -> dict[str, Path]:
@@ -178,20 +254,22 @@ def figure_svg(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def write_radar_charts(profile: Profile, out: str | Path) -> dict[str, Path]:
+def write_radar_charts(
+    profile: Profile, out: str | Path, *, charts: RadarCharts | None = None
+) -> dict[str, Path]:
     """One chart per backbone plus ``radar_overlay``; returns ``{key: path}`` for every file
-    (keys ``radar_<backbone>.png`` / ``.svg`` and ``overlay_png`` / ``overlay_svg``)."""
+    (keys ``radar_<backbone>.png`` / ``.svg`` and ``overlay_png`` / ``overlay_svg``).
+
+    ``charts`` are the profile's charts when already drawn (:func:`draw_radar_charts`).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    charts = charts if charts is not None else draw_radar_charts(profile)
     files: dict[str, Path] = {}
-    common = {"scale": profile.scale, "scales": profile.scales, "attack": profile.attack}
-    for entry in profile.backbones:
-        stem = chart_stem(entry.name)
-        figure = radar_figure([entry], title=f"Trust profile: {entry.name}", **common)
-        for kind, path in save_figure(figure, out / stem).items():
-            files[f"{stem}.{kind}"] = path
-    if profile.backbones:
-        figure = radar_figure(profile.backbones, title="Trust profiles compared", **common)
-        for kind, path in save_figure(figure, out / "radar_overlay").items():
+    for chart in charts.backbones:
+        for kind, path in save_figure(chart.titled(), out / chart.stem).items():
+            files[f"{chart.stem}.{kind}"] = path
+    if charts.overlay is not None:
+        for kind, path in save_figure(charts.overlay.titled(), out / charts.overlay.stem).items():
             files[f"overlay_{kind}"] = path
     return files

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from trustser._version import __version__
-from trustser.profile import AXES, AXIS_TITLES, BackboneProfile, Profile
+from trustser.formatting import MISSING, number, percent
+from trustser.profile.model import AXES, AXIS_TITLES, Profile
+from trustser.profile.radar import RadarChart, RadarCharts, draw_radar_charts, figure_svg
+from trustser.profile.recommend import SCENARIOS, RecommendError, recommend
 
 __all__ = ["render_report", "write_report"]
 
@@ -38,17 +41,6 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _pct(value: Any, std: Any = None) -> str:
-    if value is None:
-        return "–"
-    text = f"{100 * float(value):.1f}"
-    return f"{text} ± {100 * float(std):.1f}" if std is not None else text
-
-
-def _num(value: Any, digits: int = 2) -> str:
-    return "–" if value is None else f"{float(value):.{digits}f}"
-
-
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, raw_last: bool = False) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = []
@@ -69,13 +61,8 @@ def _score_cell(score: float | None, clipped: bool) -> str:
     return f'<td style="background:hsl({hue},70%,85%)"{title}>{score:.2f}{mark}</td>'
 
 
-def _chart(entries: Sequence[BackboneProfile], profile: Profile, title: str) -> str:
-    from trustser.radar import figure_svg, radar_figure
-
-    figure = radar_figure(
-        entries, scale=profile.scale, scales=profile.scales, attack=profile.attack, title=title
-    )
-    data = base64.b64encode(figure_svg(figure)).decode("ascii")
+def _chart(chart: RadarChart, title: str) -> str:
+    data = base64.b64encode(figure_svg(chart.titled(title))).decode("ascii")
     return (
         f'<figure><img alt="{_e(title)}" src="data:image/svg+xml;base64,{data}">'
         f'<figcaption class="note">{_e(title)}</figcaption></figure>'
@@ -106,11 +93,11 @@ def _performance(profile: Profile) -> str:
         rows.append(
             [
                 b.name,
-                _pct(b.raw.get("performance"), p.get("uar_std")),
-                _pct(p.get("accuracy_mean"), p.get("accuracy_std")),
-                _pct(p.get("macro_f1_mean"), p.get("macro_f1_std")),
-                str(p.get("num_folds", "–")),
-                *(_pct(recall.get(label)) for label in labels),
+                percent(b.raw.get("performance"), p.get("uar_std")),
+                percent(p.get("accuracy_mean"), p.get("accuracy_std")),
+                percent(p.get("macro_f1_mean"), p.get("macro_f1_std")),
+                str(p.get("num_folds", MISSING)),
+                *(percent(recall.get(label)) for label in labels),
             ]
         )
     header = [
@@ -132,16 +119,16 @@ def _fairness(profile: Profile) -> str:
         rows.append(
             [
                 b.name,
-                _pct(b.raw.get("fairness"), f.get("multiclass_equalized_odds_fold_std")),
-                _pct(f.get("multiclass_statistical_parity_fold_mean")),
-                _pct(f.get("equalized_odds_max_fold_mean")),
-                _pct(f.get("equalized_odds_mean_fold_mean")),
-                _pct(f.get("statistical_parity_max_fold_mean")),
-                _pct((f.get("pooled") or {}).get("multiclass_equalized_odds")),
-                f"{_pct(spread.get('min'))} / {_pct(spread.get('max'))} / {_pct(spread.get('sd'))}"
+                percent(b.raw.get("fairness"), f.get("multiclass_equalized_odds_fold_std")),
+                percent(f.get("multiclass_statistical_parity_fold_mean")),
+                percent(f.get("equalized_odds_max_fold_mean")),
+                percent(f.get("equalized_odds_mean_fold_mean")),
+                percent(f.get("statistical_parity_max_fold_mean")),
+                percent((f.get("pooled") or {}).get("multiclass_equalized_odds")),
+                f"{percent(spread.get('min'))} / {percent(spread.get('max'))} / {percent(spread.get('sd'))}"
                 if spread
-                else "–",
-                spread.get("worst_speaker", "–"),
+                else MISSING,
+                spread.get("worst_speaker", MISSING),
             ]
         )
     header = [
@@ -166,11 +153,11 @@ def _fairness(profile: Profile) -> str:
             class_rows.append(
                 [
                     label,
-                    " / ".join(_pct(c["tpr"][g]) for g in groups),
-                    " / ".join(_pct(c["fpr"][g]) for g in groups),
-                    " / ".join(_pct(c["selection_rate"][g]) for g in groups),
-                    _pct(c.get("equalized_odds_difference")),
-                    _pct(c.get("statistical_parity_difference")),
+                    " / ".join(percent(c["tpr"][g]) for g in groups),
+                    " / ".join(percent(c["fpr"][g]) for g in groups),
+                    " / ".join(percent(c["selection_rate"][g]) for g in groups),
+                    percent(c.get("equalized_odds_difference")),
+                    percent(c.get("statistical_parity_difference")),
                 ]
             )
         groups_text = " / ".join(sorted(next(iter(per_class.values()))["tpr"]))
@@ -192,12 +179,12 @@ def _privacy(profile: Profile) -> str:
         rows.append(
             [
                 b.name,
-                _pct(b.raw.get("privacy"), g.get("accuracy_std")),
-                _pct(g.get("uar")),
-                f"{_pct(g.get('chance_majority'))} / {_pct(g.get('chance_uniform'))}",
-                _pct((b.probe or {}).get("gender_test_accuracy_mean")),
-                _pct(s.get("accuracy")),
-                f"{_pct(s.get('chance_majority'))} / {_pct(s.get('chance_uniform'))}",
+                percent(b.raw.get("privacy"), g.get("accuracy_std")),
+                percent(g.get("uar")),
+                f"{percent(g.get('chance_majority'))} / {percent(g.get('chance_uniform'))}",
+                percent((b.probe or {}).get("gender_test_accuracy_mean")),
+                percent(s.get("accuracy")),
+                f"{percent(s.get('chance_majority'))} / {percent(s.get('chance_uniform'))}",
             ]
         )
     header = [
@@ -226,9 +213,9 @@ def _safety(profile: Profile) -> str:
                     b.name,
                     a["method"].upper(),
                     f"{a['snr_db']:g}",
-                    _pct(a["asr_mean"], a.get("asr_std")),
-                    str(a.get("num_attacked", "–")),
-                    _pct(a.get("clean_accuracy")),
+                    percent(a["asr_mean"], a.get("asr_std")),
+                    str(a.get("num_attacked", MISSING)),
+                    percent(a.get("clean_accuracy")),
                 ]
             )
         if not (b.safety or {}).get("attacks") and b.raw.get("safety") is not None:
@@ -237,9 +224,9 @@ def _safety(profile: Profile) -> str:
                     b.name,
                     profile.attack["method"].upper(),
                     f"{profile.attack['snr_db']:g}",
-                    _pct(b.raw["safety"]),
-                    "–",
-                    "–",
+                    percent(b.raw["safety"]),
+                    MISSING,
+                    MISSING,
                 ]
             )
     if not rows:
@@ -253,26 +240,26 @@ def _sustainability(profile: Profile) -> str:
     rows = []
     for b in profile.backbones:
         c = b.sustainability or {}
-        params = "–"
+        params = MISSING
         if c.get("backbone_params") is not None:
             params = f"{c['backbone_params'] / 1e6:.2f} M + {c['head_params'] / 1e3:.1f} k"
         rows.append(
             [
                 b.name,
                 params,
-                _num(b.raw.get("sustainability")),
-                _num(
+                number(b.raw.get("sustainability")),
+                number(
                     (c.get("attention_macs") or 0) / 1e9
                     if c.get("attention_macs") is not None
                     else None,
                     3,
                 ),
-                _num(
+                number(
                     (c.get("torch_flops") or 0) / 1e9 if c.get("torch_flops") is not None else None
                 ),
-                _num(c.get("latency_ms"), 1),
-                _num(c.get("throughput_clips_per_s"), 1),
-                str(c.get("device") or "–"),
+                number(c.get("latency_ms"), 1),
+                number(c.get("throughput_clips_per_s"), 1),
+                str(c.get("device") or MISSING),
             ]
         )
     header = [
@@ -293,8 +280,6 @@ def _sustainability(profile: Profile) -> str:
 
 
 def _recommendations(profile: Profile) -> str:
-    from trustser.recommend import SCENARIOS, RecommendError, recommend
-
     parts = []
     for scenario in SCENARIOS:
         try:
@@ -330,12 +315,25 @@ def _scales(profile: Profile) -> str:
     return _table(["axis", "raw metric", "worst → best (score 0 → 1)"], rows)
 
 
-def render_report(profile: Profile, *, title: str = "TrustSER trust profile") -> str:
-    """The report as one HTML string (no external resources)."""
-    charts = (
-        [_chart(profile.backbones, profile, "All backbones")] if len(profile.backbones) > 1 else []
+def render_report(
+    profile: Profile,
+    *,
+    title: str = "TrustSER trust profile",
+    charts: RadarCharts | None = None,
+) -> str:
+    """The report as one HTML string (no external resources).
+
+    ``charts`` are the profile's radar charts when already drawn (:func:`draw_radar_charts`);
+    otherwise the report draws them.
+    """
+    several = len(profile.backbones) > 1
+    drawn = charts if charts is not None else draw_radar_charts(profile, overlay=several)
+    figures = (
+        [_chart(drawn.overlay, "All backbones")] if several and drawn.overlay is not None else []
     )
-    charts += [_chart([b], profile, b.name) for b in profile.backbones]
+    figures += [
+        _chart(chart, b.name) for chart, b in zip(drawn.backbones, profile.backbones, strict=True)
+    ]
     missing = [
         f"<li><b>{_e(b.name)}</b> — {_e(a)}: <code>{_e(c)}</code></li>"
         for b in profile.backbones
@@ -355,7 +353,7 @@ def render_report(profile: Profile, *, title: str = "TrustSER trust profile") ->
         "below (✂ marks a value clipped at the end of the scale).</p>",
         "<h2>Scores</h2>",
         _scores(profile),
-        f'<div class="charts">{"".join(charts)}</div>',
+        f'<div class="charts">{"".join(figures)}</div>',
         "<h2>Performance</h2>",
         _performance(profile),
         "<h2>Fairness (gender)</h2>",
@@ -384,10 +382,14 @@ def render_report(profile: Profile, *, title: str = "TrustSER trust profile") ->
 
 
 def write_report(
-    profile: Profile, path: str | Path, *, title: str = "TrustSER trust profile"
+    profile: Profile,
+    path: str | Path,
+    *,
+    title: str = "TrustSER trust profile",
+    charts: RadarCharts | None = None,
 ) -> Path:
     """Write :func:`render_report` to ``path`` (UTF-8)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(profile, title=title), encoding="utf-8")
+    path.write_text(render_report(profile, title=title, charts=charts), encoding="utf-8")
     return path

@@ -13,7 +13,7 @@ from trustser.profile import (
     collect_profile,
     write_profile,
 )
-from trustser.recommend import (
+from trustser.profile.recommend import (
     RecommendError,
     parse_weights,
     recommend,

@@ -1,0 +1,66 @@
+"""Radar charts: drawn once per profile, then saved as files and embedded in the report."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+
+from trustser.profile import collect_profile, write_profile
+from trustser.profile import radar as radar_module
+from trustser.profile.radar import draw_radar_charts, figure_svg, write_radar_charts
+from trustser.profile.report import render_report
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    empty = tmp_path_factory.mktemp("empty")
+    return collect_profile(empty, paper=["Whisper tiny", "WavLM Base+"])
+
+
+def test_write_profile_draws_each_chart_once(profile, tmp_path, monkeypatch):
+    calls = []
+    original = radar_module.radar_figure
+
+    def counting(entries, **kwargs):
+        calls.append(kwargs["title"])
+        return original(entries, **kwargs)
+
+    monkeypatch.setattr(radar_module, "radar_figure", counting)
+    files = write_profile(profile, tmp_path)
+    # one chart per backbone and the overlay, shared by the image files and the report
+    assert sorted(calls) == [
+        "Trust profile: paper: WavLM Base+",
+        "Trust profile: paper: Whisper tiny",
+        "Trust profiles compared",
+    ]
+    assert files["overlay_svg"].is_file() and files["report"].is_file()
+
+
+def test_shared_charts_equal_charts_drawn_afresh(profile, tmp_path):
+    charts = draw_radar_charts(profile)
+    # the report retitles the charts first; the files must still carry their own titles
+    shared_page = render_report(profile, charts=charts)
+    shared_files = write_radar_charts(profile, tmp_path / "shared", charts=charts)
+    fresh_files = write_radar_charts(profile, tmp_path / "fresh")
+    assert shared_files.keys() == fresh_files.keys()
+    for key, path in shared_files.items():
+        assert path.read_bytes() == fresh_files[key].read_bytes(), key
+    assert shared_page == render_report(profile)
+    embedded = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', shared_page)
+    assert len(embedded) == 3  # overlay + one per backbone
+    overlay = charts.overlay
+    assert overlay is not None and overlay.stem == "radar_overlay"
+    assert base64.b64decode(embedded[0]) == figure_svg(overlay.titled("All backbones"))
+    assert (tmp_path / "shared" / "radar_overlay.svg").read_bytes() == figure_svg(overlay.titled())
+
+
+def test_single_backbone_report_draws_no_overlay(profile):
+    (first, _) = profile.backbones
+    single = type(profile)(
+        backbones=[first], scale=profile.scale, scales=profile.scales, attack=profile.attack
+    )
+    assert draw_radar_charts(single, overlay=False).overlay is None
+    page = render_report(single)
+    assert page.count("data:image/svg+xml;base64,") == 1

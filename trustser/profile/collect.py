@@ -1,0 +1,465 @@
+"""Reading the results layout into a profile: what each stage wrote under ``runs/``.
+
+``collect_profile`` reads what the other stages wrote under ``runs/`` (see :mod:`trustser.runs`):
+the emotion head's ``metrics.json`` and ``predictions.csv`` (performance, fairness), the gender and
+speaker heads (privacy), ``attack-*/summary.json`` (safety) and ``cost.json`` (sustainability),
+then scores the result (:mod:`trustser.profile.scales`). An axis that was not run is ``None`` and
+names the command that would fill it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import shlex
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trustser._validation import check_choice
+from trustser.metrics._common import MetricError, MetricWarning, mean_std
+from trustser.metrics.fairness import fairness_report
+from trustser.metrics.performance import performance_summary
+from trustser.metrics.privacy import inference_report
+from trustser.metrics.safety import adversarial_excess
+from trustser.profile.model import (
+    AXES,
+    DEFAULT_ATTACK,
+    BackboneProfile,
+    Profile,
+    ProfileError,
+    paper_reference,
+)
+from trustser.profile.scales import SCALE_MODES, score_profile
+from trustser.runs import DEFAULT_RUNS, RunLayout, read_json, safe_name
+
+__all__ = ["collect_backbone", "collect_profile", "discover_backbones"]
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ProfileError(f"{str(path)!r} has no rows; rerun the stage that wrote it.")
+    required = {"fold", "speaker", "gender", "true", "pred"}
+    missing = required - set(rows[0])
+    if missing:
+        raise ProfileError(
+            f"{str(path)!r} lacks column(s) {sorted(missing)}; expected id, fold, speaker, gender, "
+            "true, pred, prob_<label>... (rerun `trustser heads fit`)."
+        )
+    return rows
+
+
+def _column(rows: list[dict[str, str]], key: str) -> np.ndarray:
+    return np.array([row[key] for row in rows])
+
+
+def _labels_of(rows: list[dict[str, str]], metrics: dict[str, Any] | None) -> list[str]:
+    if metrics and isinstance(metrics.get("labels"), list):
+        return [str(x) for x in metrics["labels"]]
+    probs = [k[len("prob_") :] for k in rows[0] if k.startswith("prob_")]
+    if probs:
+        return probs
+    return sorted(set(_column(rows, "true").tolist()) | set(_column(rows, "pred").tolist()))
+
+
+def _maybe_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ProfileError(f"{str(path)!r} is not a JSON object; rerun the stage that wrote it.")
+    return data
+
+
+def _performance(
+    metrics: dict[str, Any] | None, rows: list[dict[str, str]] | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if rows is not None:
+        y_true, y_pred = _column(rows, "true"), _column(rows, "pred")
+        labels = _labels_of(rows, metrics)
+        pooled = performance_summary(y_true, y_pred, labels=labels)
+        folds = _column(rows, "fold")
+        per_fold = {}
+        for fold in dict.fromkeys(folds.tolist()):
+            keep = folds == fold
+            per_fold[fold] = performance_summary(y_true[keep], y_pred[keep], labels=labels)
+        result.update(
+            labels=labels,
+            pooled=pooled,
+            per_fold_uar={f: s["uar"] for f, s in per_fold.items()},
+            num_utterances=len(rows),
+        )
+        uar = mean_std([s["uar"] for s in per_fold.values()])
+        acc = mean_std([s["weighted_accuracy"] for s in per_fold.values()])
+        f1 = mean_std([s["macro_f1"] for s in per_fold.values()])
+        result.update(
+            uar_mean=uar[0],
+            uar_std=uar[1],
+            accuracy_mean=acc[0],
+            accuracy_std=acc[1],
+            macro_f1_mean=f1[0],
+            macro_f1_std=f1[1],
+            num_folds=len(per_fold),
+            source="predictions.csv",
+        )
+    if metrics is not None:  # the heads' own numbers are authoritative when present
+        for ours, theirs in (
+            ("uar_mean", "test_uar_mean"),
+            ("uar_std", "test_uar_std"),
+            ("accuracy_mean", "test_accuracy_mean"),
+            ("accuracy_std", "test_accuracy_std"),
+            ("macro_f1_mean", "test_macro_f1_mean"),
+            ("macro_f1_std", "test_macro_f1_std"),
+        ):
+            if isinstance(metrics.get(theirs), (int, float)):
+                result[ours] = float(metrics[theirs])
+        if isinstance(metrics.get("test_per_class_recall_mean"), dict):
+            result["per_class_recall_mean"] = metrics["test_per_class_recall_mean"]
+        if isinstance(metrics.get("folds"), list):
+            result["num_folds"] = len(metrics["folds"])
+        result["source"] = "metrics.json"
+    return result
+
+
+def _fairness(rows: list[dict[str, str]], labels: list[str]) -> tuple[dict[str, Any], list[str]]:
+    y_true, y_pred = _column(rows, "true"), _column(rows, "pred")
+    genders, speakers, folds = (
+        _column(rows, "gender"),
+        _column(rows, "speaker"),
+        _column(rows, "fold"),
+    )
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MetricWarning)
+        pooled = fairness_report(y_true, y_pred, genders, speakers=speakers, labels=labels)
+        per_fold: dict[str, dict[str, float]] = {}
+        for fold in dict.fromkeys(folds.tolist()):
+            keep = folds == fold
+            if len(set(genders[keep].tolist())) < 2:
+                notes.append(
+                    f"fold {fold}: only one gender among its test speakers; no fold-level fairness."
+                )
+                continue
+            report = fairness_report(y_true[keep], y_pred[keep], genders[keep], labels=labels)
+            per_fold[fold] = {
+                "multiclass_equalized_odds": report.multiclass_equalized_odds,
+                "multiclass_statistical_parity": report.multiclass_statistical_parity,
+                "equalized_odds_max": report.equalized_odds_max,
+                "equalized_odds_mean": report.equalized_odds_mean,
+                "statistical_parity_max": report.statistical_parity_max,
+                "statistical_parity_mean": report.statistical_parity_mean,
+            }
+    for w in caught:
+        if issubclass(w.category, MetricWarning) and str(w.message) not in notes:
+            notes.append(str(w.message))
+    result: dict[str, Any] = {"pooled": pooled.to_dict(), "per_fold": per_fold}
+    for key in (
+        "multiclass_equalized_odds",
+        "multiclass_statistical_parity",
+        "equalized_odds_max",
+        "equalized_odds_mean",
+        "statistical_parity_max",
+        "statistical_parity_mean",
+    ):
+        if per_fold:
+            mean, std = mean_std([f[key] for f in per_fold.values()])
+        else:
+            mean, std = getattr(pooled, key), 0.0
+        result[f"{key}_fold_mean"], result[f"{key}_fold_std"] = mean, std
+    if not per_fold:
+        notes.append("fold-level fairness was undefined everywhere; the pooled values are used.")
+    result["eo_basis"] = "mean over folds" if per_fold else "pooled over all test predictions"
+    return result, notes
+
+
+def _inference(metrics: dict[str, Any] | None, rows: list[dict[str, str]] | None) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if rows is not None:
+        labels = _labels_of(rows, metrics)
+        pooled = inference_report(_column(rows, "true"), _column(rows, "pred"), labels=labels)
+        result.update(
+            accuracy=pooled.accuracy,
+            uar=pooled.uar,
+            leakage=pooled.leakage,
+            chance_majority=pooled.chance.majority,
+            chance_uniform=pooled.chance.uniform,
+            majority_label=pooled.chance.majority_label,
+            num_classes=pooled.chance.num_classes,
+            num_utterances=pooled.num_utterances,
+            source="predictions.csv (pooled)",
+        )
+    if metrics is not None:
+        for ours, theirs in (
+            ("accuracy", "test_accuracy_mean"),
+            ("accuracy_std", "test_accuracy_std"),
+            ("uar", "test_uar_mean"),
+            ("uar_std", "test_uar_std"),
+        ):
+            if isinstance(metrics.get(theirs), (int, float)):
+                result[ours] = float(metrics[theirs])
+        if "chance_uniform" not in result and isinstance(metrics.get("labels"), list):
+            result["chance_uniform"] = 1.0 / len(metrics["labels"])
+            result["num_classes"] = len(metrics["labels"])
+        result["source"] = "metrics.json (fold mean)"
+    return result
+
+
+def _attacks(layout: RunLayout, backbone: str) -> list[dict[str, Any]]:
+    attacks = []
+    for directory in layout.attack_dirs(backbone):
+        summary = _maybe_json(directory / "summary.json")
+        if summary is None:
+            continue
+        if summary.get("asr_mean") is None or "method" not in summary or "snr_db" not in summary:
+            continue
+        attacks.append(
+            {
+                "method": str(summary["method"]),
+                "snr_db": float(summary["snr_db"]),
+                "asr_mean": float(summary["asr_mean"]),
+                "asr_std": float(summary.get("asr_std") or 0.0),
+                "asr_pooled": summary.get("asr_pooled"),
+                "num_attacked": summary.get("num_attacked"),
+                "clean_accuracy": summary.get("clean_accuracy"),
+                "directory": directory.name,
+            }
+        )
+    return sorted(attacks, key=lambda a: (a["method"], -a["snr_db"]))
+
+
+def _display_name(layout: RunLayout, name: str) -> str:
+    """The backbone spec recorded by the stages (``tiny:whisper``), else the name as given."""
+    base = layout.backbone_dir(name)
+    for path in (
+        base / "emotion" / "metrics.json",
+        base / "cost.json",
+        base / "gender" / "metrics.json",
+    ):
+        data = _maybe_json(path) if path.is_file() else None
+        if (
+            data
+            and isinstance(data.get("backbone"), str)
+            and safe_name(data["backbone"]) == base.name
+        ):
+            return data["backbone"]
+    return name
+
+
+def _store_of(layout: RunLayout, backbone: str) -> str | None:
+    config = _maybe_json(layout.head_dir(backbone, "emotion") / "config.json")
+    store = (config or {}).get("store")
+    if isinstance(store, dict) and isinstance(store.get("path"), str):
+        return store["path"]
+    return None
+
+
+def _commands(
+    name: str, runs: str | None, store: str | None, attack: tuple[str, float]
+) -> dict[str, str]:
+    q = shlex.quote
+    store_arg = q(store) if store else "<cache.zarr>"
+    runs_arg = f" --runs {q(runs)}" if runs and runs != DEFAULT_RUNS else ""
+    method, snr = attack
+    heads = f"trustser heads fit --store {store_arg} --backbone {q(name)}"
+    return {
+        "performance": f"{heads} --task emotion{runs_arg}",
+        "fairness": f"{heads} --task emotion{runs_arg}",
+        "privacy": f"{heads} --task gender{runs_arg}",
+        "safety": f"trustser attack --store {store_arg} --backbone {q(name)} --method {method} "
+        f"--snr {snr:g}{runs_arg}",
+        "sustainability": f"trustser cost --backbone {q(name)}{runs_arg}",
+    }
+
+
+@contextlib.contextmanager
+def _noting(entry: BackboneProfile, what: str) -> Iterator[None]:
+    """Keep metric warnings (undefined classes) as notes of the profile instead of stderr noise."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MetricWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, MetricWarning):
+            note = f"{what}: {w.message}"
+            if note not in entry.notes:
+                entry.notes.append(note)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def collect_backbone(
+    runs: str | Path,
+    name: str,
+    *,
+    store: str | None = None,
+    attack: tuple[str, float] = DEFAULT_ATTACK,
+) -> BackboneProfile:
+    """Everything measured for backbone ``name`` under ``runs``; missing axes name their command."""
+    from trustser.cost import read_cost
+
+    layout = RunLayout(runs)
+    display = _display_name(layout, name)
+    entry = BackboneProfile(name=display, directory=safe_name(display))
+    runs_text = str(runs)
+    store = store or _store_of(layout, display)
+    commands = _commands(display, runs_text, store, attack)
+
+    emotion_dir = layout.head_dir(display, "emotion")
+    metrics = _maybe_json(emotion_dir / "metrics.json")
+    rows = (
+        _read_rows(emotion_dir / "predictions.csv")
+        if (emotion_dir / "predictions.csv").is_file()
+        else None
+    )
+    if metrics is not None or rows is not None:
+        with _noting(entry, "performance"):
+            entry.performance = _performance(metrics, rows)
+        entry.raw["performance"] = entry.performance.get("uar_mean")
+        labels = entry.performance.get("labels") or (metrics or {}).get("labels")
+        if labels:
+            entry.context["emotion_chance"] = 1.0 / len(labels)
+    if rows is not None:
+        labels = _labels_of(rows, metrics)
+        try:
+            entry.fairness, notes = _fairness(rows, labels)
+        except MetricError as error:
+            entry.notes.append(f"fairness: {error}")
+        else:
+            entry.notes.extend(f"fairness: {n}" for n in notes)
+            entry.raw["fairness"] = entry.fairness["multiclass_equalized_odds_fold_mean"]
+
+    privacy: dict[str, Any] = {}
+    for task in ("gender", "speaker"):
+        task_dir = layout.head_dir(display, task)
+        task_metrics = _maybe_json(task_dir / "metrics.json")
+        path = task_dir / "predictions.csv"
+        task_rows = _read_rows(path) if path.is_file() else None
+        if task_metrics is not None or task_rows is not None:
+            with _noting(entry, f"privacy ({task})"):
+                privacy[task] = _inference(task_metrics, task_rows)
+    if privacy:
+        entry.privacy = privacy
+        gender = privacy.get("gender")
+        if gender is not None and gender.get("accuracy") is not None:
+            entry.raw["privacy"] = gender["accuracy"]
+            if gender.get("chance_majority") is not None:
+                entry.context["gender_chance"] = gender["chance_majority"]
+
+    attacks = _attacks(layout, display)
+    if attacks:
+        method, snr = attack
+        chosen = next(
+            (a for a in attacks if a["method"] == method and math.isclose(a["snr_db"], snr)), None
+        )
+        noise = next(
+            (a for a in attacks if a["method"] == "noise" and math.isclose(a["snr_db"], snr)), None
+        )
+        entry.safety = {"attacks": attacks, "axis_attack": {"method": method, "snr_db": snr}}
+        if chosen is not None:
+            entry.raw["safety"] = chosen["asr_mean"]
+            if noise is not None:
+                entry.safety["noise_asr"] = noise["asr_mean"]
+                entry.safety["adversarial_excess"] = adversarial_excess(
+                    chosen["asr_mean"], noise["asr_mean"]
+                )
+        else:
+            done = ", ".join(f"{a['method']} at {a['snr_db']:g} dB" for a in attacks)
+            entry.notes.append(f"safety: attacks found ({done}) but not {method} at {snr:g} dB.")
+
+    probe = _maybe_json(layout.probe_dir(display) / "metrics.json")
+    if probe is not None:
+        keys = ("emotion_test_uar_mean", "gender_test_accuracy_mean", "speaker_test_accuracy_mean")
+        found = {k: float(probe[k]) for k in keys if isinstance(probe.get(k), (int, float))}
+        entry.probe = found or None
+
+    cost_path = layout.cost_path(display)
+    if cost_path.is_file():
+        cost = read_cost(cost_path)
+        keys = (
+            "gmacs",
+            "total_macs",
+            "backbone_macs",
+            "head_macs",
+            "attention_macs",
+            "torch_flops",
+            "backbone_params",
+            "head_params",
+            "total_params",
+            "latency_ms",
+            "latency_ms_p90",
+            "throughput_clips_per_s",
+            "throughput_batch_size",
+            "real_time_factor",
+            "device",
+            "seconds",
+            "window",
+            "torch_threads",
+        )
+        entry.sustainability = {k: cost.get(k) for k in keys}
+        if cost.get("seconds") not in (None, 6.0):
+            entry.notes.append(
+                f"sustainability: cost.json was measured for a {cost['seconds']} s clip, not 6 s."
+            )
+        entry.raw["sustainability"] = float(cost["gmacs"])
+
+    for axis in AXES:
+        if entry.raw[axis] is None:
+            entry.missing[axis] = commands[axis]
+    return entry
+
+
+def discover_backbones(runs: str | Path, store: str | None = None) -> list[str]:
+    """The backbones to profile: the store's groups when it has any, else every backbone
+    directory under ``runs``."""
+    if store is not None:
+        from trustser.store import open_store
+
+        names = list(open_store(store).backbones)
+        if names:
+            return names
+    return RunLayout(runs).backbones()
+
+
+def collect_profile(
+    runs: str | Path = DEFAULT_RUNS,
+    *,
+    store: str | None = None,
+    backbones: Sequence[str] | None = None,
+    scale: str = "paper",
+    attack: tuple[str, float] = DEFAULT_ATTACK,
+    paper: Sequence[str] | None = None,
+) -> Profile:
+    """Collect and score the profile of ``backbones`` (default: the store's groups, else every
+    backbone directory under ``runs``), optionally beside the paper's rows named in ``paper``."""
+    check_choice("scale", scale, SCALE_MODES)
+    check_choice("attack method", attack[0], ("fgsm", "pgd", "noise"))
+    names = list(backbones) if backbones else discover_backbones(runs, store)
+    if not names and not paper:
+        raise ProfileError(
+            f"nothing to profile: no backbone results under {str(runs)!r}"
+            + (f" and no backbone in store {store!r}" if store else "")
+            + "; run `trustser heads fit --store <cache.zarr> --backbone NAME` first, or pass "
+            "--runs pointing at your results."
+        )
+    entries = [collect_backbone(runs, n, store=store, attack=attack) for n in dict.fromkeys(names)]
+    if paper:
+        entries += paper_reference(paper)
+    method, snr = attack
+    profile = Profile(
+        backbones=entries,
+        scale=scale,
+        scales={},
+        attack={"method": method, "snr_db": float(snr)},
+        runs=str(runs),
+        store=store,
+    )
+    return score_profile(profile, scale)
+
+
+# --------------------------------------------------------------------------- rendering

@@ -1,0 +1,185 @@
+"""The profile as tables: one row per backbone (CSV) and the Markdown summary (profile.md)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from trustser.formatting import MISSING, number, percent
+from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
+
+__all__ = ["profile_rows", "profile_to_csv", "profile_to_markdown"]
+
+
+def profile_rows(profile: Profile) -> list[dict[str, Any]]:
+    """One flat row per backbone: the five scores, then the raw metrics (fractions, not percent)."""
+    rows = []
+    for b in profile.backbones:
+        perf, fair, priv = b.performance or {}, b.fairness or {}, b.privacy or {}
+        gender, speaker = priv.get("gender") or {}, priv.get("speaker") or {}
+        cost, safety = b.sustainability or {}, b.safety or {}
+        spread = (fair.get("pooled") or {}).get("speakers") or {}
+        row: dict[str, Any] = {"backbone": b.name, "reference": b.reference}
+        row.update({f"score_{a}": b.scores.get(a) for a in AXES})
+        row.update(
+            {
+                "uar_mean": b.raw.get("performance"),
+                "uar_std": perf.get("uar_std"),
+                "accuracy_mean": perf.get("accuracy_mean"),
+                "macro_f1_mean": perf.get("macro_f1_mean"),
+                "eo_multiclass": b.raw.get("fairness"),
+                "eo_multiclass_std": fair.get("multiclass_equalized_odds_fold_std"),
+                "eo_max_fold_mean": fair.get("equalized_odds_max_fold_mean"),
+                "eo_mean_fold_mean": fair.get("equalized_odds_mean_fold_mean"),
+                "sp_multiclass": fair.get("multiclass_statistical_parity_fold_mean"),
+                "sp_max_fold_mean": fair.get("statistical_parity_max_fold_mean"),
+                "speaker_uar_min": spread.get("min"),
+                "speaker_uar_max": spread.get("max"),
+                "speaker_uar_sd": spread.get("sd"),
+                "gender_accuracy": b.raw.get("privacy"),
+                "gender_uar": gender.get("uar"),
+                "gender_chance_majority": gender.get("chance_majority"),
+                "gender_accuracy_probe": (b.probe or {}).get("gender_test_accuracy_mean"),
+                "speaker_id_accuracy": speaker.get("accuracy"),
+                "speaker_id_chance_uniform": speaker.get("chance_uniform"),
+                "asr": b.raw.get("safety"),
+                "noise_asr": safety.get("noise_asr"),
+                "gmacs": b.raw.get("sustainability"),
+                "backbone_params": cost.get("backbone_params"),
+                "head_params": cost.get("head_params"),
+                "latency_ms": cost.get("latency_ms"),
+                "throughput_clips_per_s": cost.get("throughput_clips_per_s"),
+                "missing": "; ".join(f"{a}: {c}" for a, c in b.missing.items()),
+            }
+        )
+        for attack in safety.get("attacks", []):
+            row[f"asr_{attack['method']}_{attack['snr_db']:g}db"] = attack["asr_mean"]
+        rows.append(row)
+    return rows
+
+
+def profile_to_csv(profile: Profile) -> str:
+    """One row per backbone: the five scores, then the raw metrics (fractions, not percent)."""
+    rows = profile_rows(profile)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return [*lines, ""]
+
+
+def profile_to_markdown(profile: Profile) -> str:
+    """The profile as Markdown: scores, raw metrics per axis, scales, and what is missing."""
+    attack = profile.attack
+    out = [
+        "# Trust profile",
+        "",
+        f"Scale: **{profile.scale}** — every score is in [0, 1] and higher is more trustworthy.",
+        "",
+        "## Scores",
+        "",
+    ]
+    out += _md_table(
+        ["backbone", *(AXIS_TITLES[a] for a in AXES)],
+        [
+            [
+                b.name,
+                *(number(b.scores[a]) + (" (clipped)" if b.clipped.get(a) else "") for a in AXES),
+            ]
+            for b in profile.backbones
+        ],
+    )
+    out += ["## Raw metrics", ""]
+    out += _md_table(
+        [
+            "backbone",
+            "UAR %",
+            "WA %",
+            "macro-F1 %",
+            "EO (multiclass) %",
+            "EO max-class %",
+            "SP (multiclass) %",
+            "speaker UAR min–max %",
+            "gender acc. %",
+            "gender chance %",
+            "gender acc. (linear probe) %",
+            "speaker-ID acc. %",
+            "speaker chance %",
+            f"{attack['method'].upper()} {attack['snr_db']:g} dB ASR %",
+            "noise ASR %",
+            "other attacks: ASR %",
+            "GMAC",
+            "params (backbone + head)",
+            "latency ms",
+        ],
+        [_md_raw_row(b, profile.attack) for b in profile.backbones],
+    )
+    out += ["## Scales", ""]
+    out += _md_table(
+        ["axis", "raw metric", "worst → best"],
+        [
+            [
+                AXIS_TITLES[a],
+                str(profile.scales[a]["metric"]),
+                str(profile.scales[a]["description"]),
+            ]
+            for a in AXES
+        ],
+    )
+    missing = [(b.name, a, c) for b in profile.backbones for a, c in b.missing.items()]
+    if missing:
+        out += ["## Missing axes", ""]
+        out += [f"- **{name}** — {axis}: run `{command}`" for name, axis, command in missing]
+        out.append("")
+    notes = list(profile.notes) + [f"{b.name}: {n}" for b in profile.backbones for n in b.notes]
+    if notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(out)
+
+
+def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
+    perf, fair, priv = b.performance or {}, b.fairness or {}, b.privacy or {}
+    gender, speaker = priv.get("gender") or {}, priv.get("speaker") or {}
+    cost, safety = b.sustainability or {}, b.safety or {}
+    spread = (fair.get("pooled") or {}).get("speakers")
+    params = MISSING
+    if cost.get("backbone_params") is not None:
+        params = f"{cost['backbone_params'] / 1e6:.2f} M + {cost['head_params'] / 1e3:.0f} k"
+    return [
+        b.name,
+        percent(b.raw.get("performance"), perf.get("uar_std")),
+        percent(perf.get("accuracy_mean")),
+        percent(perf.get("macro_f1_mean")),
+        percent(b.raw.get("fairness"), fair.get("multiclass_equalized_odds_fold_std")),
+        percent(fair.get("equalized_odds_max_fold_mean")),
+        percent(fair.get("multiclass_statistical_parity_fold_mean")),
+        f"{percent(spread['min'])}–{percent(spread['max'])}" if spread else MISSING,
+        percent(b.raw.get("privacy"), gender.get("accuracy_std")),
+        percent(gender.get("chance_majority")),
+        percent((b.probe or {}).get("gender_test_accuracy_mean")),
+        percent(speaker.get("accuracy")),
+        percent(speaker.get("chance_uniform")),
+        percent(b.raw.get("safety")),
+        percent(safety.get("noise_asr")),
+        ", ".join(
+            f"{a['method'].upper()} {a['snr_db']:g} dB {percent(a['asr_mean'])}"
+            for a in safety.get("attacks", [])
+            if a["method"] != "noise"
+            and (a["method"], a["snr_db"]) != (axis["method"], axis["snr_db"])
+        )
+        or MISSING,
+        number(b.raw.get("sustainability")),
+        params,
+        number(cost.get("latency_ms"), 1),
+    ]
