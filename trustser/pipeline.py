@@ -445,7 +445,6 @@ class _CorpusRun:
             steps=settings.steps,
             save_audio=settings.save_audio,
             seed=self.config.seed,
-            progress=self.progress,
         )
         self.ledger.mark(f"attack-{method}:{group}", inputs)
         return ", ".join(f"{r.snr_db:g} dB ASR {_percent(r.asr_mean)}" for r in run.results)
