@@ -26,9 +26,10 @@ import torch
 
 from trustser.audio import load_audio
 from trustser.backbones import load_backbone
+from trustser.batching import length_batches
 from trustser.corpora import emodb
 from trustser.devices import resolve_device
-from trustser.extract import DEFAULT_BATCH_SECONDS, DEFAULT_MAX_PADDING, extract, length_batches
+from trustser.extract import DEFAULT_BATCH_SECONDS, DEFAULT_MAX_PADDING, extract
 from trustser.store import open_store, pad_batch
 
 DEFAULT_BACKBONES = ("whisper_tiny_en_offline", "tiny:wav2vec2")
@@ -72,10 +73,10 @@ def forward_only(
     frames = [model.frame_count(n) for n in samples]
     batches = length_batches(
         samples,
-        frames,
-        batch_samples=int(batch_seconds * model.sample_rate),
+        budget=int(batch_seconds * model.sample_rate),
         max_padding=DEFAULT_MAX_PADDING,
-        equal_lengths=not model.masks_padding,
+        padding_lengths=frames,
+        identical_only=not model.masks_padding,
     )
     padded = []
     for batch in batches:

@@ -35,10 +35,10 @@ from trustser.backbones import load_backbone
 from trustser.corpora import emodb
 from trustser.devices import resolve_device
 from trustser.extract import extract
-from trustser.heads.data import Batch, FeatureSet, PackedFeatures
+from trustser.heads.data import FeatureSet, PackedFeatures
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.tasks import DEFAULT_EPOCHS, build_task, select_splits
-from trustser.store import open_store
+from trustser.store import Batch, open_store
 
 TASKS = ("emotion", "gender")
 

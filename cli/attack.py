@@ -6,11 +6,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from trustser.attacks.methods import AttackError
-from trustser.attacks.runner import AttackRun, run_attack
+from trustser.attacks.results import AttackRun
+from trustser.attacks.runner import AttackProgress, run_attack
 from trustser.cli._common import console, err_console, user_errors
+from trustser.formatting import percent
 
 app = typer.Typer()
 
@@ -29,10 +39,36 @@ def _snr_values(first: list[float], extra: list[str]) -> list[float]:
     return values
 
 
-def _percent(value: float | None, spread: float | None = None) -> str:
-    if value is None:
-        return "–"
-    return f"{100 * value:.1f} ± {100 * spread:.1f}" if spread is not None else f"{100 * value:.1f}"
+class _AttackBar:
+    """One bar over every clip pass of the run (clean, then each SNR), named by the stage."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("clips"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=not enabled,
+            transient=False,
+        )
+        self._task: int | None = None
+
+    def __enter__(self) -> _AttackBar:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, event: AttackProgress) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task("attack", total=event.total)
+        self._progress.update(
+            self._task, description=event.description, completed=event.done, total=event.total
+        )
 
 
 def _render(run: AttackRun) -> None:
@@ -57,10 +93,10 @@ def _render(run: AttackRun) -> None:
         table.add_row(
             result.method,
             f"{result.snr_db:g}",
-            _percent(result.asr_mean, result.asr_std),
+            percent(result.asr_mean, result.asr_std),
             f"{result.num_flipped} / {result.num_attacked}",
             span,
-            _percent(summary["clean_accuracy"]),
+            percent(summary["clean_accuracy"]),
             f"{rate:.1f}" if rate else "–",
         )
     console.print(table)
@@ -122,7 +158,7 @@ def attack(
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
 ) -> None:
-    with user_errors():
+    with user_errors(), _AttackBar(progress) as bar:
         run = run_attack(
             store,
             backbone,
@@ -137,6 +173,6 @@ def attack(
             steps=steps,
             step_size=step_size,
             random_start=random_start,
-            progress=progress,
+            callback=bar.update,
         )
     _render(run)

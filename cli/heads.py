@@ -96,34 +96,29 @@ def fit(
     ] = "auto",
 ) -> None:
     """Train the layer-weighted head on every fold, straight from the store."""
-    with user_errors():
-        if class_weight not in ("balanced", "none"):
-            raise ValueError(
-                f"--class-weight {class_weight!r} is not supported; use balanced or none."
-            )
-        with _FitProgress() as progress:
-            result = fit_heads(
-                store,
-                backbone,
-                task=task,
-                runs=runs,
-                folds=folds,
-                epochs=epochs,
-                min_steps=min_steps,
-                hidden=hidden,
-                lr=lr,
-                layer_lr=layer_lr,
-                weight_decay=weight_decay,
-                batch_size=batch_size,
-                dropout=dropout,
-                pooling=pooling,
-                class_weight=None if class_weight == "none" else class_weight,
-                normalize=normalize,
-                device=device,
-                seed=seed,
-                data=data,
-                callback=progress.update,
-            )
+    with user_errors(), _FitProgress() as progress:
+        result = fit_heads(
+            store,
+            backbone,
+            task=task,
+            runs=runs,
+            folds=folds,
+            epochs=epochs,
+            min_steps=min_steps,
+            hidden=hidden,
+            lr=lr,
+            layer_lr=layer_lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            dropout=dropout,
+            pooling=pooling,
+            class_weight=class_weight,
+            normalize=normalize,
+            device=device,
+            seed=seed,
+            data=data,
+            callback=progress.update,
+        )
     _render_fit(result)
 
 

@@ -4,6 +4,7 @@ Format: docs/store-format.md. Reader API (docs/architecture.md, "Store contract"
 
     from trustser.store import open_store
     group = open_store("cache.zarr").group("whisper_tiny_en_offline")
+    group, name = open_group("cache.zarr")   # the only group, or a clear error listing them
     group.ids, group.skipped, group.manifest(), group.frames(id), group.means(ids)
     for batch in group.batches(ids, batch_size=64, shuffle=True, seed=0): ...
     features = group.load(ids)   # in RAM, same .batches(...)
@@ -11,7 +12,12 @@ Format: docs/store-format.md. Reader API (docs/architecture.md, "Store contract"
 Writing goes through :func:`trustser.extract.extract`, which drives :class:`StoreWriter`.
 """
 
-from trustser.store.batching import Batch, bucket_batches, pad_batch
+from __future__ import annotations
+
+import os
+
+from trustser._validation import sole_name
+from trustser.store.batching import Batch, pad_batch
 from trustser.store.format import (
     CODECS,
     DTYPES,
@@ -55,9 +61,45 @@ __all__ = [
     "StoreWriter",
     "UnitBuffer",
     "VerifyReport",
-    "bucket_batches",
+    "open_group",
     "open_store",
     "pad_batch",
     "plan_part",
     "verify_store",
 ]
+
+
+def open_group(
+    path: str | os.PathLike,
+    backbone: str | None = None,
+    *,
+    error: type[Exception] = StoreError,
+) -> tuple[StoreGroup, str]:
+    """Open the store at ``path`` read-only and return ``(group, name)`` of one backbone.
+
+    ``backbone=None`` picks the store's only group; with several (or none) ``error`` lists them
+    and asks for ``--backbone``. A ``backbone`` the store does not hold raises ``error`` listing
+    the groups it does hold, and so does a group whose records cannot be read. Callers pass their
+    own ``error`` class (e.g. ``AttackError``) so the message reads as theirs.
+    """
+    store = open_store(path)
+    names = list(store.backbones)
+    where = f"store {str(path)!r}"
+    if backbone is None:
+        backbone = sole_name(
+            names, what="backbone groups", where=where, option="--backbone", error=error
+        )
+    elif backbone not in names and backbone not in store:  # neither a name nor a directory key
+        listed = ", ".join(names) or "none"
+        raise error(
+            f"{where} has no features of backbone {backbone!r} (it holds: {listed}); "
+            "extract them with `trustser extract` or pick another --backbone."
+        )
+    try:
+        group = store.group(backbone)
+    except StoreFormatError as broken:
+        raise error(
+            f"{where} group {backbone!r} is unreadable or has no usable provenance ({broken}); "
+            "re-extract it with `trustser extract`."
+        ) from None
+    return group, backbone if backbone in names else group.name

@@ -21,8 +21,9 @@ import zarr
 from zarr.storage import LocalStore
 
 from trustser._validation import check_choice, format_rows, safe_name
+from trustser.batching import length_batches
 from trustser.manifest import Fold, Manifest, Utterance
-from trustser.store.batching import Batch, bucket_batches, pad_batch
+from trustser.store.batching import Batch, pad_batch
 from trustser.store.format import (
     FORMAT,
     FORMAT_VERSION,
@@ -211,7 +212,9 @@ class _Features:
         """Length-bucketed minibatches over ``ids`` (default: every done clip); see ``Batch``."""
         ids = self._check_ids(ids)
         lengths = [self._length(i) for i in ids]
-        order = bucket_batches(lengths, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        order = length_batches(
+            lengths, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
         return BatchIterable(self, [[ids[i] for i in batch] for batch in order])
 
 

@@ -1,4 +1,4 @@
-"""Functional attacks, configured wrappers and length bucketing on a toy differentiable model."""
+"""Functional attacks, configured wrappers and padded batches on a toy differentiable model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trustser.attacks import functional as AF
-from trustser.attacks.batching import iter_batches, length_buckets, pad_batch
+from trustser.attacks.batched import iter_batches, pad_batch
 from trustser.attacks.methods import FGSM, PGD, AttackError, WhiteNoise, check_snr, make_attack
 
 FRAME = 80
@@ -284,13 +284,8 @@ def test_wrappers_delegate_and_validate(toy, batch):
         PGD(45, step_size=-1.0)
 
 
-def test_length_buckets_sort_and_respect_identical_lengths():
+def test_iter_batches_pad_longest_first():
     lengths = [5, 9, 9, 3, 9, 5]
-    assert length_buckets(lengths, batch_size=2) == [[1, 2], [4, 0], [5, 3]]
-    assert length_buckets(lengths, batch_size=2, identical_only=True) == [[1, 2], [4], [0, 5], [3]]
-    assert length_buckets(lengths, batch_size=10, identical_only=True) == [[1, 2, 4], [0, 5], [3]]
-    with pytest.raises(ValueError, match="batch_size"):
-        length_buckets(lengths, batch_size=0)
     clips = [torch.ones(n) for n in lengths]
     batches = list(iter_batches(clips, batch_size=4))
     assert sorted(i for b in batches for i in b.indices) == list(range(6))

@@ -15,12 +15,14 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from trustser.attacks import functional as AF
-from trustser.attacks.batching import length_buckets, pad_batch
-from trustser.attacks.end_to_end import EndToEndClassifier, frame_mask
+from trustser.attacks.batched import attack_clips, pad_batch, predict_clips
 from trustser.attacks.methods import AttackError
-from trustser.attacks.runner import CLIP_COLUMNS, attack_clips, predict_clips, run_attack
+from trustser.attacks.results import CLIP_COLUMNS
+from trustser.attacks.runner import AttackProgress, run_attack
 from trustser.audio import load_audio
 from trustser.backbones import load_backbone
+from trustser.batching import length_batches, length_mask
+from trustser.end_to_end import EndToEndClassifier
 from trustser.heads.model import LayerWeightedHead, load_head
 from trustser.metrics.safety import asr_by_fold
 from trustser.runs import RunLayout
@@ -235,6 +237,18 @@ def test_store_without_provenance_and_mismatched_heads_are_refused(pipeline, tmp
         run_attack(store, runs=runs, device="cpu")
 
 
+def test_progress_reaches_the_caller_through_events(pipeline):
+    events: list[AttackProgress] = []
+    run = _attack(pipeline, "noise", [30, 20], folds="1", callback=events.append)
+    test_clips = run.results[0].num_test
+    assert {e.total for e in events} == {test_clips * 3}  # clean pass + one pass per SNR
+    assert events[-1].done == events[-1].total
+    done = [e.done for e in events]
+    assert done == sorted(done)
+    stages = list(dict.fromkeys(e.description for e in events))
+    assert stages == ["fold1: clean pass", "fold1: noise @ 30 dB", "fold1: noise @ 20 dB"]
+
+
 def test_cli_wiring(pipeline):
     from trustser.cli.main import app
 
@@ -274,7 +288,7 @@ def _trained_model(backbone, clips, labels, steps=50):
     batch = pad_batch(clips, list(range(len(clips))))
     with torch.no_grad():
         hidden, frames = backbone(batch.waveforms, batch.lengths)
-    mask = frame_mask(frames, hidden.shape[2])
+    mask = length_mask(frames, hidden.shape[2])
     real = hidden.permute(0, 2, 1, 3)[mask]  # [frames, L, D]
     torch.manual_seed(0)
     head = LayerWeightedHead(backbone.num_layers, backbone.dim, 4, normalize=True)
@@ -349,5 +363,5 @@ def test_backbones_that_cannot_mask_padding_batch_identical_lengths_only():
     grouped = predict_clips(model, clips, batch_size=4, identical_only=True)
     assert np.allclose(one_by_one, grouped, atol=1e-5)
     lengths = [c.numel() for c in clips]
-    for bucket in length_buckets(lengths, batch_size=4, identical_only=True):
+    for bucket in length_batches(lengths, batch_size=4, descending=True, identical_only=True):
         assert len({lengths[i] for i in bucket}) == 1

@@ -18,6 +18,7 @@ from trustser.cost import (
     read_cost,
     run_cost,
 )
+from trustser.end_to_end import EndToEndClassifier
 from trustser.heads.model import LayerWeightedHead
 from trustser.runs import RunLayout, write_json
 
@@ -127,3 +128,14 @@ def test_cli_cost_wiring(tmp_path):
         app, ["cost", "--backbone", "tiny:whisper", "--seconds", "-1", "--no-write"]
     )
     assert bad.exit_code == 2 and "seconds must be > 0" in bad.output
+
+
+def test_cost_counts_the_model_the_attack_differentiates():
+    report = measure_cost("tiny:whisper", device="cpu", timing=False, seconds=1.0)
+    backbone = load_backbone("tiny:whisper", device="cpu", attn_implementation="eager")
+    config = dict(report.head_config)
+    layers, dim, classes = (config.pop(k) for k in ("num_layers", "dim", "num_classes"))
+    attacked = EndToEndClassifier(backbone, LayerWeightedHead(layers, dim, classes, **config))
+    wave = torch.zeros(1, report.num_samples)
+    lengths = torch.tensor([report.num_samples])
+    assert count_torch_flops(attacked, (wave, lengths)) == report.torch_flops

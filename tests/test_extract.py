@@ -25,7 +25,7 @@ from torch import nn
 
 from trustser.audio import audio_info, load_audio
 from trustser.backbones.base import Backbone, BackboneSpec
-from trustser.extract import EXIT_SKIPPED, ExtractionError, extract, length_batches, resolve_rank
+from trustser.extract import EXIT_SKIPPED, ExtractionError, extract, resolve_rank
 from trustser.manifest import Fold, Manifest, Utterance, write_manifest
 from trustser.store import ProvenanceMismatchError, open_store, verify_store
 
@@ -159,22 +159,6 @@ def assert_same_store(a: Path, b: Path) -> None:
             assert np.array_equal(left[key], right[key]), key
         else:
             assert left[key] == right[key], key
-
-
-def test_length_batches_bound_padding_and_respect_equal_lengths():
-    rng = np.random.default_rng(0)
-    samples = sorted(rng.integers(4_000, 96_000, size=300).tolist())
-    frames = [s // 320 for s in samples]
-    batches = length_batches(samples, frames, batch_samples=16_000 * 30, max_padding=0.05)
-    assert sorted(i for b in batches for i in b) == list(range(300))
-    for batch in batches:
-        t_max = max(frames[i] for i in batch)
-        assert t_max * len(batch) - sum(frames[i] for i in batch) <= 0.05 * t_max * len(batch)
-        assert len(batch) * max(samples[i] for i in batch) <= 16_000 * 30 or len(batch) == 1
-    equal = length_batches(
-        [5, 5, 5, 7, 7, 9], [1, 1, 1, 1, 1, 1], batch_samples=100, equal_lengths=True
-    )
-    assert equal == [[0, 1, 2], [3, 4], [5]]
 
 
 def test_rank_comes_from_arguments_torchrun_or_slurm(monkeypatch):

@@ -20,7 +20,7 @@ import trustser.store
 from trustser.folds import gender_balanced_speaker_groups, rotating_folds
 from trustser.heads import training
 from trustser.heads.data import DataError, FeatureSet, PackedFeatures, feature_statistics
-from trustser.heads.estimator import HeadClassifier, class_weights
+from trustser.heads.estimator import HeadClassifier, class_weight_policy, class_weights
 from trustser.heads.model import LayerWeightedHead, load_head
 from trustser.heads.probe import run_probes
 from trustser.heads.tasks import (
@@ -556,6 +556,26 @@ def test_cli_fit_and_probe_wiring(fake_store, tmp_path):
     assert bad.exit_code == 2 and "fold '9' does not exist" in " ".join(bad.output.split())
     bad = runner.invoke(app, ["heads", "fit", "--store", str(store), "--class-weight", "x"])
     assert bad.exit_code == 2 and "--class-weight" in bad.output
+
+
+def test_class_weight_none_as_typed_means_no_weighting(fake_store, tmp_path):
+    assert class_weight_policy("none") is None
+    assert class_weight_policy(None) is None
+    assert class_weight_policy("balanced") == "balanced"
+    assert class_weight_policy({"a": 2.0}) == {"a": 2.0}
+    with pytest.raises(
+        ValueError, match="--class-weight 'x' is not supported; use balanced or none"
+    ):
+        class_weight_policy("x")
+    store, _ = fake_store
+    common = dict(task="gender", batch_size=16, device="cpu", folds="1", epochs=1)
+    typed = fit_heads(store, runs=tmp_path / "a", class_weight="none", **common).tasks[0]
+    plain = fit_heads(store, runs=tmp_path / "b", class_weight=None, **common).tasks[0]
+    config = json.loads((typed.directory / "config.json").read_text())
+    assert config["hyperparameters"]["class_weight"] is None  # recorded as if None was passed
+    assert typed.metrics["test_uar_mean"] == plain.metrics["test_uar_mean"]
+    with pytest.raises(ValueError, match="--class-weight"):
+        fit_heads(store, runs=tmp_path / "c", class_weight="inverse", **common)
 
 
 def test_step_floor_applies_to_default_epochs_only(fake_store, tmp_path):

@@ -17,7 +17,6 @@ from trustser.store import (
     StoreError,
     StoreFormatError,
     StoreWriter,
-    bucket_batches,
     open_store,
     plan_part,
     verify_store,
@@ -188,16 +187,6 @@ def test_batches_are_padded_masked_bucketed_and_deterministic(toy):
         assert a.ids == b.ids and torch.equal(a.hidden, b.hidden)
     assert memory.rows.dtype == np.float16 and group.load(dtype="float32").rows.dtype == np.float32
     np.testing.assert_array_equal(memory.means(group.ids), group.means(group.ids))
-
-
-def test_bucketing_keeps_padding_small():
-    lengths = np.random.default_rng(1).integers(50, 300, size=2000)
-    for shuffle in (False, True):
-        batches = bucket_batches(lengths, 64, shuffle=shuffle, seed=0)
-        computed = sum(len(b) * lengths[b].max() for b in batches)
-        assert 1 - lengths.sum() / computed < 0.05
-        assert sorted(np.concatenate(batches)) == list(range(2000))
-    assert all(len(b) == 64 for b in bucket_batches(lengths, 64, drop_last=True))
 
 
 def test_missing_features_name_the_reason(toy):

@@ -38,6 +38,7 @@ from torch import nn
 
 from trustser._validation import TrustSERError, check_positive
 from trustser._version import __version__
+from trustser.end_to_end import EndToEndClassifier
 
 __all__ = [
     "COST_FORMAT_VERSION",
@@ -306,20 +307,6 @@ def time_model(
     return times
 
 
-class _EndToEnd(nn.Module):
-    """waveform → backbone → head logits: what one prediction costs."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        hidden, frame_lengths = self.backbone(waveforms, lengths)
-        steps = torch.arange(hidden.shape[2], device=hidden.device)
-        mask = steps[None, :] < frame_lengths.to(hidden.device)[:, None]
-        return self.head(hidden, mask)
-
-
 def head_config_from_runs(runs: str | Path, backbone: str) -> tuple[dict[str, Any], str] | None:
     """The config of a trained emotion head under ``runs`` (first fold found), with its path."""
     from trustser.runs import RunLayout, read_json
@@ -403,7 +390,7 @@ def measure_cost(
     hidden = torch.randn(1, counted.num_layers, num_frames, counted.dim, generator=generator)
     mask = torch.ones(1, num_frames, dtype=torch.bool)
     head_count = count_macs(head, (hidden, mask))
-    torch_flops = count_torch_flops(_EndToEnd(counted, head), (wave, lengths))
+    torch_flops = count_torch_flops(EndToEndClassifier(counted, head), (wave, lengths))
     by_category = Counter(backbone_count["by_category"])
     by_category.update(head_count["by_category"])
     provenance_window = getattr(counted, "window", None)
@@ -418,7 +405,7 @@ def measure_cost(
     if timing:
         say(f"timing on {target} (batch 1 and batch {batch_size})")
         timed = load_backbone(backbone, device=target, window=window)
-        model = _EndToEnd(timed, head.to(target)).eval()
+        model = EndToEndClassifier(timed, head.to(target))
         single = (wave.to(target), lengths)
         batch = (wave.repeat(batch_size, 1).to(target), lengths.repeat(batch_size))
         if threads is not None:

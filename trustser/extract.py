@@ -34,6 +34,7 @@ from trustser.audio import (
     expected_num_samples,
     load_audio,
 )
+from trustser.batching import length_batches, length_mask
 from trustser.devices import resolve_device
 from trustser.manifest import Manifest, Utterance, read_manifest, validate
 from trustser.store.format import CODECS, DTYPES, FORMAT_VERSION, utc_now
@@ -49,7 +50,6 @@ __all__ = [
     "ExtractionError",
     "ExtractionSummary",
     "extract",
-    "length_batches",
     "library_versions",
     "plan_clips",
     "resolve_rank",
@@ -165,43 +165,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def length_batches(
-    samples: Sequence[int],
-    frames: Sequence[int],
-    *,
-    batch_samples: int,
-    max_padding: float = DEFAULT_MAX_PADDING,
-    equal_lengths: bool = False,
-) -> list[list[int]]:
-    """Greedy batches over clips sorted by length: index lists whose padding stays small.
-
-    A clip joins the current batch while the padded batch holds at most ``batch_samples``
-    samples and padded frames stay at most ``max_padding`` of the batch's computed frames;
-    with ``equal_lengths`` (backbones whose features change under padding) only clips of
-    identical sample count share a batch.
-    """
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in sorted(range(len(samples)), key=lambda i: (samples[i], i)):
-        if current:
-            candidate = [*current, index]
-            longest = max(samples[i] for i in candidate)
-            t_max = max(frames[i] for i in candidate)
-            computed = t_max * len(candidate)
-            padded = computed - sum(frames[i] for i in candidate)
-            fits = len(candidate) * longest <= batch_samples and padded <= max_padding * computed
-            if equal_lengths:
-                fits = fits and samples[index] == samples[current[0]]
-            if fits:
-                current.append(index)
-                continue
-            batches.append(current)
-        current = [index]
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _as_manifests(manifest: Manifest | str | os.PathLike | Sequence[Any]) -> list[Manifest]:
@@ -619,10 +582,10 @@ def _run_units(
                 planned = [i for i, c in enumerate(clips) if c.plan_reason is None]
                 batches = length_batches(
                     [clips[i].samples for i in planned],
-                    [clips[i].frames for i in planned],
-                    batch_samples=batch_samples,
+                    budget=batch_samples,
                     max_padding=max_padding,
-                    equal_lengths=not model.masks_padding,
+                    padding_lengths=[clips[i].frames for i in planned],
+                    identical_only=not model.masks_padding,
                 )
                 for index, clip in enumerate(clips):
                     if clip.plan_reason is not None:
@@ -689,9 +652,7 @@ def _forward(
         hidden = hidden.float()
         frames = frame_lengths.to(device=hidden.device, dtype=torch.long)
         t_max = int(hidden.shape[2])
-        valid = (torch.arange(t_max, device=hidden.device)[None, :] < frames[:, None])[
-            :, None, :, None
-        ]
+        valid = length_mask(frames, t_max)[:, None, :, None]
         real = torch.where(valid, hidden, torch.zeros((), device=hidden.device))
         low, high = real.flatten(1).aminmax(dim=1)  # NaN propagates: a NaN clip has a NaN peak
         peak = torch.maximum(low.abs(), high.abs())

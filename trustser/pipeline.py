@@ -489,7 +489,6 @@ class _CorpusRun:
             steps=settings.steps,
             save_audio=settings.save_audio,
             seed=self.config.seed,
-            progress=self.progress,
         )
         self.ledger.mark(f"attack-{method}:{group}", inputs)
         return ", ".join(

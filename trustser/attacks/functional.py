@@ -32,6 +32,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from trustser.batching import length_mask
+
 __all__ = [
     "Model",
     "check_batch",
@@ -67,8 +69,7 @@ def check_batch(waveforms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if bool((lengths == 0).any()):
         empty = (lengths == 0).nonzero().flatten().tolist()
         raise ValueError(f"clips {empty} of the batch have no real samples")
-    positions = torch.arange(mask.shape[1], device=mask.device)
-    if not bool(torch.equal(mask, positions[None, :] < lengths[:, None])):
+    if not bool(torch.equal(mask, length_mask(lengths, mask.shape[1]))):
         raise ValueError("mask must mark a prefix of each row (real samples first, then padding)")
     return lengths.to(torch.long)
 

@@ -1,20 +1,21 @@
 """Configured attacks: an SNR (and PGD's settings) bound once, the math in ``functional``.
 
-Each wrapper turns its target SNR into a per-clip radius with
-:func:`~trustser.attacks.functional.snr_epsilon` and delegates to one functional call, so the
+Each configured attack turns its target SNR into a per-clip radius with
+:func:`~trustser.attacks.functional.snr_epsilon` and is one functional call, so the
 waveform-level definitions live in exactly one place.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 
+import trustser.attacks.functional as AF
 from trustser._validation import TrustSERError
-from trustser.attacks import functional as AF
 from trustser.runs import ATTACK_METHODS
 
 __all__ = [
@@ -46,36 +47,21 @@ def check_snr(snr_db: float) -> float:
     return value
 
 
-class Attack(Protocol):
-    """What the runner needs: a name, a target SNR and a batched call."""
-
-    method: ClassVar[str]
-    snr_db: float
-
-    def __call__(
-        self,
-        model: AF.Model,
-        waveforms: torch.Tensor,
-        *,
-        labels: torch.Tensor,
-        mask: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor: ...
-
-    def settings(self) -> dict[str, object]: ...
-
-
 @dataclass(frozen=True)
-class _SNRAttack:
-    """What every configured attack shares: a checked SNR turned into each clip's radius ε.
+class Attack:
+    """A configured attack, what the runner needs: a ``method`` name, a target SNR, a batched
+    call ``attack(model, waveforms, labels=, mask=, generator=)`` and its ``settings()``.
 
-    Subclasses name their ``method``, map ε to one functional call in :meth:`_perturb` (which
-    gets ``labels``, ``mask`` and ``generator`` as ``batch``) and add their own settings in
-    :meth:`_details`.
+    Every attack turns the checked SNR into each clip's radius ε. A subclass names its ``method`` and the functional call it is (``perturb``, given the model,
+    the batch and ε; ``uses_model`` False for the noise control, which gets neither model nor
+    labels), adds keyword arguments that depend on ε in :meth:`_options` and the settings that
+    ``summary.json`` records in :meth:`_details`.
     """
 
     snr_db: float = 45.0
     method: ClassVar[str]
+    perturb: ClassVar[Callable[..., torch.Tensor]]
+    uses_model: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_snr(self.snr_db)
@@ -90,14 +76,20 @@ class _SNRAttack:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
-        return self._perturb(
-            model, waveforms, epsilon, labels=labels, mask=mask, generator=generator
+        if not self.uses_model:
+            return self.perturb(waveforms, mask=mask, epsilon=epsilon, generator=generator)
+        return self.perturb(
+            model,
+            waveforms,
+            labels=labels,
+            mask=mask,
+            epsilon=epsilon,
+            generator=generator,
+            **self._options(epsilon),
         )
 
-    def _perturb(
-        self, model: AF.Model, waveforms: torch.Tensor, epsilon: torch.Tensor, **batch: Any
-    ) -> torch.Tensor:
-        raise NotImplementedError
+    def _options(self, epsilon: torch.Tensor) -> dict[str, Any]:
+        return {}
 
     def _details(self) -> dict[str, object]:
         raise NotImplementedError
@@ -108,22 +100,18 @@ class _SNRAttack:
 
 
 @dataclass(frozen=True)
-class FGSM(_SNRAttack):
+class FGSM(Attack):
     """One signed-gradient step of L∞ radius ε = RMS(x)·10^(−snr_db/20) per clip."""
 
     method: ClassVar[str] = "fgsm"
-
-    def _perturb(
-        self, model: AF.Model, waveforms: torch.Tensor, epsilon: torch.Tensor, **batch: Any
-    ) -> torch.Tensor:
-        return AF.fgsm(model, waveforms, epsilon=epsilon, **batch)
+    perturb: ClassVar[Callable[..., torch.Tensor]] = staticmethod(AF.fgsm)
 
     def _details(self) -> dict[str, object]:
         return {"norm": "linf"}
 
 
 @dataclass(frozen=True)
-class PGD(_SNRAttack):
+class PGD(Attack):
     """``steps`` projected signed-gradient steps inside the same L∞ ball as :class:`FGSM`.
 
     ``step_size`` is a fraction of each clip's ε (α = step_size·ε); ``None`` means 2.5/steps.
@@ -134,6 +122,7 @@ class PGD(_SNRAttack):
     random_start: bool = False
     early_stop: bool = True
     method: ClassVar[str] = "pgd"
+    perturb: ClassVar[Callable[..., torch.Tensor]] = staticmethod(AF.pgd)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -152,19 +141,13 @@ class PGD(_SNRAttack):
         """α / ε actually used."""
         return 2.5 / self.steps if self.step_size is None else float(self.step_size)
 
-    def _perturb(
-        self, model: AF.Model, waveforms: torch.Tensor, epsilon: torch.Tensor, **batch: Any
-    ) -> torch.Tensor:
-        return AF.pgd(
-            model,
-            waveforms,
-            epsilon=epsilon,
-            steps=int(self.steps),
-            step_size=epsilon * self.relative_step,
-            random_start=self.random_start,
-            early_stop=self.early_stop,
-            **batch,
-        )
+    def _options(self, epsilon: torch.Tensor) -> dict[str, Any]:
+        return {
+            "steps": int(self.steps),
+            "step_size": epsilon * self.relative_step,
+            "random_start": self.random_start,
+            "early_stop": self.early_stop,
+        }
 
     def _details(self) -> dict[str, object]:
         return {
@@ -178,18 +161,12 @@ class PGD(_SNRAttack):
 
 
 @dataclass(frozen=True)
-class WhiteNoise(_SNRAttack):
+class WhiteNoise(Attack):
     """White Gaussian noise at exactly ``snr_db`` over each clip's real samples (a control)."""
 
     method: ClassVar[str] = "noise"
-
-    def _perturb(
-        self, model: AF.Model, waveforms: torch.Tensor, epsilon: torch.Tensor, **batch: Any
-    ) -> torch.Tensor:
-        del model  # noise ignores the model and the labels
-        return AF.white_noise(
-            waveforms, mask=batch["mask"], epsilon=epsilon, generator=batch["generator"]
-        )
+    perturb: ClassVar[Callable[..., torch.Tensor]] = staticmethod(AF.white_noise)
+    uses_model: ClassVar[bool] = False  # noise ignores the model and the labels
 
     def _details(self) -> dict[str, object]:
         return {"distribution": "gaussian"}

@@ -9,13 +9,13 @@ them: ``asr-vs-snr.csv``, ``asr-vs-snr.md``, ``asr-vs-snr.png``.
 from __future__ import annotations
 
 import csv
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trustser.formatting import percent
 from trustser.runs import ATTACK_METHODS, RunLayout, read_json
 
 __all__ = [
@@ -90,13 +90,6 @@ def collect_rows(layout: RunLayout, backbone: str) -> list[SweepRow]:
     return sorted(rows, key=lambda r: (_method_order(r.method), r.method, -r.snr_db))
 
 
-def _percent(value: float | None, spread: float | None = None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    text = f"{100 * value:.1f}"
-    return f"{text} ± {100 * spread:.1f}" if spread is not None else text
-
-
 def markdown_table(rows: Sequence[SweepRow]) -> str:
     """SNR down the side, one ``ASR % (mean ± sd over folds)`` column per method."""
     methods = sorted({r.method for r in rows}, key=lambda m: (_method_order(m), m))
@@ -110,7 +103,7 @@ def markdown_table(rows: Sequence[SweepRow]) -> str:
         cells = []
         for method in methods:
             row = cell.get((method, snr))
-            cells.append(_percent(row.asr_mean, row.asr_std) if row else "")
+            cells.append(percent(row.asr_mean, row.asr_std) if row else "")
         lines.append(f"| {snr:g} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(

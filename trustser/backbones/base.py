@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from trustser.backbones.errors import BackboneInputError
+from trustser.batching import length_mask
 
 __all__ = ["Backbone", "BackboneSpec", "pad_frames", "weights_checksum"]
 
@@ -138,8 +139,7 @@ class Backbone(nn.Module, ABC):
                 "trim clips first (trustser.audio keeps the first 6 s)."
             )
         waveforms = waveforms.to(device=self.device, dtype=torch.float32)
-        positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-        valid = positions[None, :] < lengths.to(waveforms.device)[:, None]
+        valid = length_mask(lengths.to(waveforms.device), waveforms.shape[1])
         return waveforms * valid, lengths
 
     @property
@@ -175,6 +175,5 @@ def pad_frames(hidden: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tenso
 
     Padding frames carry no information; zeroing them keeps stores and checksums deterministic.
     """
-    steps = torch.arange(hidden.shape[2], device=hidden.device)
-    keep = steps[None, :] < frame_lengths.to(hidden.device)[:, None]
+    keep = length_mask(frame_lengths.to(hidden.device), hidden.shape[2])
     return hidden * keep[:, None, :, None].to(hidden.dtype)

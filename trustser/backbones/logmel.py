@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from trustser.batching import length_mask
+
 __all__ = ["HOP_LENGTH", "N_FFT", "WINDOW_SAMPLES", "WhisperLogMel", "mel_frame_count"]
 
 N_FFT = 400
@@ -75,8 +77,7 @@ class WhisperLogMel(nn.Module):
         needed = width * HOP_LENGTH + N_FFT  # every kept frame sees only clip samples or zeros
         if waveforms.shape[1] < needed:
             waveforms = nn.functional.pad(waveforms, (0, needed - waveforms.shape[1]))
-        positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-        waveforms = waveforms * (positions[None, :] < lengths[:, None])
+        waveforms = waveforms * length_mask(lengths, waveforms.shape[1])
         if num_frames is not None:
             # frames up to `width` count as the clip's own (Whisper's 30 s window semantics)
             frames = torch.full_like(frames, width)
@@ -92,7 +93,7 @@ class WhisperLogMel(nn.Module):
         power = stft[..., :width].abs().pow(2)
         mel = torch.matmul(self.mel_filters, power)
         log_spec = torch.clamp(mel, min=1e-10).log10()
-        own = torch.arange(width, device=waveforms.device)[None, :] < frames[:, None]  # [B, T]
+        own = length_mask(frames, width)  # [B, T]
         floor = torch.where(own[:, None, :], log_spec, torch.full_like(log_spec, -torch.inf))
         peak = floor.amax(dim=(1, 2), keepdim=True)
         log_spec = torch.maximum(log_spec, peak - 8.0)

@@ -33,6 +33,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
 from trustser.backbones.errors import BackboneError, WeightsNotFoundError
+from trustser.batching import length_mask
 
 __all__ = [
     "APC_AUDIO",
@@ -303,10 +304,7 @@ class TERABackbone(Backbone):
         steps = features.shape[1]
         positions = sinusoid_table(steps, self.dim).to(features.device)
         positions = positions.expand(features.shape[0], -1, -1)
-        mask = (
-            torch.arange(steps, device=features.device)[None, :]
-            < frame_lengths.to(features.device)[:, None]
-        ).to(features.dtype)
+        mask = length_mask(frame_lengths.to(features.device), steps).to(features.dtype)
         layers = self.model(features, positions, mask, output_all_encoded_layers=True)
         return torch.stack(layers, dim=1)
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
 from trustser.backbones.errors import BackboneError
+from trustser.batching import length_mask
 
 __all__ = ["Wav2Vec2StyleBackbone", "conv_frame_count", "normalize_waveforms"]
 
@@ -43,8 +44,7 @@ def normalize_waveforms(waveforms: torch.Tensor, lengths: torch.Tensor) -> torch
 
     ``(x − μ) / sqrt(σ² + 1e-7)`` with the population variance; padding stays 0.
     """
-    positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-    valid = (positions[None, :] < lengths.to(waveforms.device)[:, None]).to(waveforms.dtype)
+    valid = length_mask(lengths.to(waveforms.device), waveforms.shape[1]).to(waveforms.dtype)
     count = valid.sum(dim=1, keepdim=True)
     mean = (waveforms * valid).sum(dim=1, keepdim=True) / count
     centred = (waveforms - mean) * valid
@@ -107,8 +107,7 @@ class Wav2Vec2StyleBackbone(Backbone):
         if self.normalize:
             waveforms = normalize_waveforms(waveforms, lengths)
         if self.masks_padding:
-            positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-            mask = (positions[None, :] < lengths.to(waveforms.device)[:, None]).long()
+            mask = length_mask(lengths.to(waveforms.device), waveforms.shape[1]).long()
             hidden = self._run(waveforms, mask)
         else:
             hidden = self._run_by_length(waveforms, lengths, frame_lengths)

@@ -30,6 +30,7 @@ from torch import nn
 from trustser._validation import check_choice
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
 from trustser.backbones.logmel import HOP_LENGTH, WINDOW_SAMPLES, WhisperLogMel, mel_frame_count
+from trustser.batching import length_mask
 
 __all__ = ["WHISPER_WINDOWS", "WhisperBackbone", "encoder_frame_count"]
 
@@ -87,8 +88,7 @@ class WhisperBackbone(Backbone):
         encoder = self.encoder
         x = nn.functional.gelu(encoder.conv1(mel))
         if mel_lengths is not None:  # conv2 must see zeros past each clip, as it would alone
-            steps = torch.arange(x.shape[2], device=x.device)
-            x = x * (steps[None, :] < mel_lengths.to(x.device)[:, None])[:, None, :].to(x.dtype)
+            x = x * length_mask(mel_lengths.to(x.device), x.shape[2])[:, None, :].to(x.dtype)
         x = nn.functional.gelu(encoder.conv2(x)).transpose(1, 2)
         num_frames = x.shape[1]
         x = x + encoder.embed_positions.weight[:num_frames]
@@ -98,7 +98,7 @@ class WhisperBackbone(Backbone):
                 [encoder_frame_count(int(n)) for n in mel_lengths.tolist()], device=x.device
             )
             if int(frames.min()) < num_frames:  # some clip is padded: mask its padded keys
-                keys = torch.arange(num_frames, device=x.device)[None, :] < frames[:, None]
+                keys = length_mask(frames, num_frames)
                 blocked = torch.zeros(keys.shape, dtype=x.dtype, device=x.device)
                 blocked = blocked.masked_fill(~keys, torch.finfo(x.dtype).min)
                 mask = blocked[:, None, None, :].expand(-1, 1, num_frames, -1)

@@ -18,14 +18,16 @@ import numpy as np
 import torch
 
 from trustser._validation import TrustSERError
+from trustser.batching import length_mask
+from trustser.store.batching import Batch
 
 __all__ = [
-    "Batch",
     "DataError",
     "FeatureSet",
     "FeatureSource",
     "PackedBatch",
     "PackedFeatures",
+    "StoreGroupError",
     "available_memory",
     "feature_bytes",
     "feature_statistics",
@@ -36,14 +38,8 @@ class DataError(TrustSERError, ValueError):
     """Features or labels that do not fit together (missing ids, wrong shapes)."""
 
 
-@dataclass(frozen=True)
-class Batch:
-    """Padded hidden states of a few clips: the store's batch layout."""
-
-    ids: list[str]
-    hidden: torch.Tensor  # [B, L, T, D] float32, zero past each length
-    mask: torch.Tensor  # [B, T] bool, True on real frames
-    lengths: torch.Tensor  # [B] int64
+class StoreGroupError(TrustSERError, ValueError):
+    """The store or the group asked for cannot be used (absent, ambiguous)."""
 
 
 @dataclass(frozen=True)
@@ -284,8 +280,9 @@ class PackedFeatures:
             for row, length in enumerate(lengths.tolist()):
                 hidden[row, :, :length] = packed.frames[:, start : start + length]
                 start += length
-            mask = torch.arange(t_max)[None, :] < lengths[:, None]
-            yield Batch(ids=packed.ids, hidden=hidden, mask=mask, lengths=lengths)
+            yield Batch(
+                ids=packed.ids, hidden=hidden, mask=length_mask(lengths, t_max), lengths=lengths
+            )
 
 
 def _lengths(batch: Any) -> list[int]:

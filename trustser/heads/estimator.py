@@ -27,7 +27,9 @@ from trustser.heads.data import DataError, FeatureSet, feature_statistics
 from trustser.heads.model import POOLINGS, LayerWeightedHead
 from trustser.metrics.performance import uar_score
 
-__all__ = ["EpochEnd", "HeadClassifier", "class_weights"]
+__all__ = ["CLASS_WEIGHTS", "EpochEnd", "HeadClassifier", "class_weight_policy", "class_weights"]
+
+CLASS_WEIGHTS = ("balanced", "none")  # the policies a user can name
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,23 @@ class EpochEnd:
     dev_uar: float | None
     best_epoch: int
     seconds: float
+
+
+def class_weight_policy(
+    value: str | Mapping[str, float] | None,
+) -> str | Mapping[str, float] | None:
+    """The estimator's ``class_weight`` for a policy as a user names it: ``"none"`` is ``None``.
+
+    ``"balanced"``, ``None`` and explicit ``{class: weight}`` mappings pass through unchanged, so
+    the recorded hyperparameters are the same whichever way "no weighting" was asked for.
+    """
+    if value is None or isinstance(value, Mapping):
+        return value
+    if value not in CLASS_WEIGHTS:
+        raise ValueError(
+            f"--class-weight {value!r} is not supported; use {' or '.join(CLASS_WEIGHTS)}."
+        )
+    return None if value == "none" else value
 
 
 def class_weights(

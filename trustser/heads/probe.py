@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from trustser._validation import check_positive
 from trustser._version import __version__
+from trustser.heads.data import StoreGroupError
 from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
 from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary
@@ -157,10 +158,10 @@ def run_probes(
 
     ``seed`` only matters for the speaker task's split (the probes themselves are deterministic).
     """
-    from trustser.heads.training import open_group
+    from trustser.store import open_group
 
     start = time.perf_counter()
-    group, name = open_group(store, backbone)
+    group, name = open_group(store, backbone, error=StoreGroupError)
     manifest = group.manifest()
     tasks = [build_task(n, manifest, seed=seed) for n in parse_tasks(task)]
     chosen = {t.name: select_splits(t, folds) for t in tasks}

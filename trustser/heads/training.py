@@ -20,16 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from trustser._validation import TrustSERError, check_choice, check_probability, sole_name
+from trustser._validation import check_choice, check_probability
 from trustser._version import __version__
 from trustser.heads.data import (
     FeatureSet,
     FeatureSource,
     PackedFeatures,
+    StoreGroupError,
     available_memory,
     feature_bytes,
 )
-from trustser.heads.estimator import HeadClassifier
+from trustser.heads.estimator import HeadClassifier, class_weight_policy
 from trustser.heads.model import save_head
 from trustser.heads.tasks import (
     DEFAULT_MIN_STEPS,
@@ -54,7 +55,6 @@ __all__ = [
     "choose_data_mode",
     "fit_heads",
     "fit_task",
-    "open_group",
 ]
 
 DATA_MODES = ("auto", "memory", "stream")
@@ -133,27 +133,6 @@ class FitResult:
     seconds: float = 0.0
 
 
-class StoreGroupError(TrustSERError, ValueError):
-    """The store or the group asked for cannot be used (absent, ambiguous)."""
-
-
-def open_group(store: str | os.PathLike, backbone: str | None = None) -> tuple[Any, str]:
-    """Open ``store`` read-only and return ``(group, name)``; ``backbone=None`` picks the only one."""
-    from trustser.store import open_store
-
-    handle = open_store(store)
-    names = list(handle.backbones)
-    if backbone is None:
-        backbone = sole_name(
-            names,
-            what="backbone groups",
-            where=f"store {str(store)!r}",
-            option="--backbone",
-            error=StoreGroupError,
-        )
-    return handle.group(backbone), backbone
-
-
 def choose_data_mode(
     group: Any,
     ids: Sequence[str],
@@ -226,12 +205,16 @@ def fit_heads(
     optimiser steps (it only lengthens training on small corpora); with an explicit ``epochs``
     it means no floor, so ``epochs=30`` trains exactly 30 epochs, as the paper. ``data``:
     ``auto`` keeps the needed features in RAM when they fit, ``memory`` forces it, ``stream``
-    reads batches from the store every epoch.
+    reads batches from the store every epoch. ``class_weight``: ``"balanced"``, or ``"none"``
+    (as typed on a command line) or ``None`` for an unweighted loss.
     """
+    from trustser.store import open_group
+
     start = time.perf_counter()
     check_choice("data", data, DATA_MODES)
+    class_weight = class_weight_policy(class_weight)
     names = parse_tasks(task)
-    group, name = open_group(store, backbone)
+    group, name = open_group(store, backbone, error=StoreGroupError)
     manifest = group.manifest()
     tasks = [build_task(n, manifest, seed=seed) for n in names]
     chosen = {t.name: select_splits(t, folds) for t in tasks}

@@ -1,26 +1,27 @@
-"""The attacked model: waveform → frozen backbone → trained head → logits, differentiable in x.
+"""The end-to-end model: waveform → frozen backbone → trained head → logits, differentiable in x.
 
-The backbone is the very module extraction ran (same preprocessing, same Whisper window), so
-on a clean waveform the logits equal the head applied to the cached features up to the store's
-fp16 rounding. Both parts stay in eval mode (no dropout) and their parameters never require
-gradients: an attack differentiates with respect to the waveform only.
+One module for everything that runs backbone and head together: the attacks differentiate it,
+and the cost stage counts and times the very same forward, so the sustainability figures describe
+the model that is attacked. The backbone is the module extraction ran (same preprocessing, same
+Whisper window), so on a clean waveform the logits equal the head applied to the cached features
+up to the store's fp16 rounding. Both parts stay in eval mode (no dropout) and their parameters
+never require gradients: an attack differentiates with respect to the waveform only.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from trustser.backbones.base import Backbone
-from trustser.heads.model import LayerWeightedHead
+from trustser.batching import length_mask
 
-__all__ = ["EndToEndClassifier", "frame_mask"]
+if TYPE_CHECKING:  # annotations only: importing the end-to-end model loads neither package
+    from trustser.backbones.base import Backbone
+    from trustser.heads.model import LayerWeightedHead
 
-
-def frame_mask(frame_lengths: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """``[B, T]`` bool, True on the first ``frame_lengths[b]`` frames of each clip."""
-    positions = torch.arange(num_frames, device=frame_lengths.device)
-    return positions[None, :] < frame_lengths[:, None]
+__all__ = ["EndToEndClassifier"]
 
 
 class EndToEndClassifier(nn.Module):
@@ -54,4 +55,4 @@ class EndToEndClassifier(nn.Module):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         hidden, frame_lengths = self.backbone(waveforms, lengths)
         frame_lengths = frame_lengths.to(hidden.device)
-        return self.head(hidden, frame_mask(frame_lengths, hidden.shape[2]))
+        return self.head(hidden, length_mask(frame_lengths, hidden.shape[2]))
