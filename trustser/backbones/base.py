@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from trustser.backbones.errors import BackboneInputError
+from trustser.backbones.top_blocks import TopBlocks, TopBlocksError, top_blocks_state_keys
 from trustser.batching import length_mask
 
 __all__ = ["Backbone", "BackboneSpec", "pad_frames", "weights_checksum"]
@@ -163,11 +165,49 @@ class Backbone(nn.Module, ABC):
             "resolved_revision": self.spec.extra.get("resolved_revision"),
             "weights_sha256": weights_checksum(self),
             **self.extra_provenance(),
+            **({"top_blocks": dict(self.top_blocks_info)} if self.top_blocks_info else {}),
         }
 
     def extra_provenance(self) -> dict[str, Any]:
         """Family-specific settings that change the features (e.g. Whisper's window)."""
         return {}
+
+    # ------------------------------------------------------------------ top blocks (fine-tuning)
+
+    # Set by load_top_blocks: K and the checksum of the weights before the swap.
+    top_blocks_info: dict[str, Any] | None = None
+
+    def top_blocks(self, k: int) -> TopBlocks:
+        """The top ``k`` blocks as a trainable copy fed from store layer ``L − 1 − k``
+        (:mod:`trustser.backbones.top_blocks`); families override this."""
+        raise TopBlocksError(
+            f"{self.spec.name}: fine-tuning top blocks is not implemented for family "
+            f"{self.spec.family!r}."
+        )
+
+    def top_block_sources(self, k: int) -> dict[str, str]:
+        """``{TopBlocks module prefix: this backbone's module name}`` for the top ``k`` blocks."""
+        return dict(self.top_blocks(k).sources)
+
+    def load_top_blocks(
+        self, state: Mapping[str, torch.Tensor], *, k: int | None = None
+    ) -> Backbone:
+        """Write fine-tuned top-block tensors (a ``TopBlocks.state_dict()``) into this backbone,
+        in place; it stays frozen. ``k`` defaults to the blocks found in ``state``."""
+        k, mapped = top_blocks_state_keys(self, state, k=k)
+        info = self.top_blocks_info or {}
+        if info and info["k"] != k:
+            raise TopBlocksError(
+                f"{self.spec.name}: this backbone already holds fine-tuned top {info['k']} blocks; "
+                f"load top-{k} tensors into a fresh copy of the base backbone instead."
+            )
+        base_checksum = info.get("base_weights_sha256") or weights_checksum(self)
+        own = self.state_dict(keep_vars=True)
+        with torch.no_grad():
+            for key, tensor in mapped.items():
+                own[key].copy_(tensor.to(own[key]))
+        self.top_blocks_info = {"k": k, "base_weights_sha256": base_checksum}
+        return self.freeze()
 
 
 def pad_frames(hidden: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:

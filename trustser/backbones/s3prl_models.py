@@ -33,13 +33,21 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
 from trustser.backbones.errors import BackboneError, WeightsNotFoundError
+from trustser.backbones.top_blocks import (
+    TopBlocks,
+    TopBlocksError,
+    check_top_blocks_k,
+    copy_modules,
+)
 from trustser.batching import length_mask
 
 __all__ = [
     "APC_AUDIO",
     "TERA_AUDIO",
     "APCBackbone",
+    "APCTopBlocks",
     "TERABackbone",
+    "TERATopBlocks",
     "build_model",
     "kaldi_fbank_cmvn",
     "load_s3prl",
@@ -249,6 +257,65 @@ class APCBackbone(Backbone):
         hidden = torch.stack(states, dim=1)
         return pad_frames(hidden, frame_lengths), frame_lengths
 
+    # ------------------------------------------------------------------ top blocks (fine-tuning)
+
+    def top_block_sources(self, k: int) -> dict[str, str]:
+        check_top_blocks_k(self.spec.name, k, self.num_layers)
+        first = self.num_layers - k
+        return {f"blocks.{i}": f"model.rnn_layers.{first + i}" for i in range(k)}
+
+    def top_blocks(self, k: int) -> APCTopBlocks:
+        """The top ``k`` GRU layers; ``k ≤ L − 1``, as the first GRU reads the fbank, not a
+        cached layer."""
+        sources = self.top_block_sources(k)
+        first = self.num_layers - k
+        return APCTopBlocks(
+            list(self.model.rnn_layers[first:]),
+            self.model.rnn_dropout,
+            residual=bool(self.model.rnn_residual),
+            k=k,
+            num_layers=self.num_layers,
+            dim=self.dim,
+            backbone=self.spec.name,
+            sources=sources,
+        )
+
+
+class APCTopBlocks(TopBlocks):
+    """APC's top GRU layers over packed sequences, each with its residual connection.
+
+    Trained: the ``k`` copied ``nn.GRU`` s (``weight_ih_l0``, ``weight_hh_l0`` and biases). APC
+    has no final norm. In train mode s3prl's ``rnn_dropout`` acts on each GRU's output before
+    the residual, as in APC's own forward.
+    """
+
+    family = "apc"
+
+    def __init__(
+        self, grus: list[nn.Module], dropout: nn.Module, *, residual: bool, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        *blocks, dropout = copy_modules(*grus, dropout)
+        self.blocks = nn.ModuleList(blocks)
+        self.dropout = dropout
+        self.residual = residual
+        self.eval()
+
+    def run_blocks(
+        self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor
+    ) -> list[torch.Tensor]:
+        total = hidden.shape[1]
+        states = []
+        for gru in self.blocks:
+            packed = pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
+            outputs, _ = pad_packed_sequence(gru(packed)[0], batch_first=True, total_length=total)
+            outputs = self.dropout(outputs)
+            if self.residual:  # every GRU above the first has the residual connection
+                outputs = outputs + hidden
+            states.append(outputs)
+            hidden = outputs
+        return states
+
 
 class TERABackbone(Backbone):
     """s3prl TERA: input representation and every transformer layer from the waveform."""
@@ -307,6 +374,87 @@ class TERABackbone(Backbone):
         mask = length_mask(frame_lengths.to(features.device), steps).to(features.dtype)
         layers = self.model(features, positions, mask, output_all_encoded_layers=True)
         return torch.stack(layers, dim=1)
+
+    # ------------------------------------------------------------------ top blocks (fine-tuning)
+
+    def top_block_sources(self, k: int) -> dict[str, str]:
+        check_top_blocks_k(self.spec.name, k, self.num_layers)
+        config = self.model.config
+        if getattr(config, "pre_layer_norm", False) or getattr(config, "share_layer", False):
+            setting = "pre_layer_norm" if config.pre_layer_norm else "share_layer"
+            raise TopBlocksError(
+                f"{self.spec.name}: top blocks of a TERA transformer with {setting}=True cannot "
+                "be fed from the cache ("
+                + (
+                    "its stored layers are LayerNorm(h), not the blocks' input h"
+                    if setting == "pre_layer_norm"
+                    else "its layers share one set of weights, so training the top one changes "
+                    "every cached layer"
+                )
+                + "); fine-tune it end to end instead."
+            )
+        first = self.num_layers - 1 - k
+        return {f"blocks.{i}": f"model.encoder.layer.{first + i}" for i in range(k)}
+
+    def top_blocks(self, k: int) -> TERATopBlocks:
+        """The top ``k`` post-LN transformer layers (with s3prl's chunking of long inputs)."""
+        sources = self.top_block_sources(k)
+        first = self.num_layers - 1 - k
+        return TERATopBlocks(
+            list(self.model.encoder.layer[first:]),
+            max_frames=self.max_frames,
+            k=k,
+            num_layers=self.num_layers,
+            dim=self.dim,
+            backbone=self.spec.name,
+            sources=sources,
+        )
+
+
+class TERATopBlocks(TopBlocks):
+    """TERA's top transformer layers (post-LN: each layer ends with its own LayerNorm, so there
+    is no final norm).
+
+    Trained: every tensor of the ``k`` copied ``TransformerLayer`` s. The attention mask is
+    s3prl's additive ``−10000`` on padded keys; a clip longer than ``max_frames`` attends only
+    within the chunks the backbone splits it into (``torch.chunk`` into ``⌈T / max_frames⌉``
+    pieces), so chunked clips stay the same model too.
+    """
+
+    family = "tera"
+
+    def __init__(self, layers: list[nn.Module], *, max_frames: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.blocks = nn.ModuleList(copy_modules(*layers))
+        self.max_frames = int(max_frames)
+        self.eval()
+
+    def _chunk_ids(self, lengths: torch.Tensor, steps: int) -> torch.Tensor | None:
+        """``[B, T]`` chunk index of each frame, or None when no clip is chunked."""
+        if self.max_frames <= 0 or int(lengths.max()) <= self.max_frames:
+            return None
+        positions = torch.arange(steps)
+        ids = []
+        for length in lengths.tolist():
+            pieces = math.ceil(length / self.max_frames)
+            size = math.ceil(length / pieces)  # torch.chunk's piece length
+            ids.append(positions // size)
+        return torch.stack(ids)
+
+    def run_blocks(
+        self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor
+    ) -> list[torch.Tensor]:
+        keys = mask[:, None, None, :]  # [B, 1, 1, T]
+        chunks = self._chunk_ids(lengths, hidden.shape[1])
+        if chunks is not None:
+            chunks = chunks.to(hidden.device)
+            keys = keys & (chunks[:, :, None] == chunks[:, None, :])[:, None]  # [B, 1, T, T]
+        attention = (1.0 - keys.to(hidden.dtype)) * -10000.0
+        states = []
+        for block in self.blocks:
+            hidden = block(hidden, attention, None)
+            states.append(hidden)
+        return states
 
 
 # ----------------------------------------------------------------------------- loading

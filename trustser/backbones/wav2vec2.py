@@ -17,6 +17,7 @@ is exact but slower: callers should batch clips of identical length. wav2vec2 mo
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -24,9 +25,15 @@ from torch import nn
 
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
 from trustser.backbones.errors import BackboneError
+from trustser.backbones.top_blocks import TopBlocks, check_top_blocks_k, copy_modules
 from trustser.batching import length_mask
 
-__all__ = ["Wav2Vec2StyleBackbone", "conv_frame_count", "normalize_waveforms"]
+__all__ = [
+    "Wav2Vec2StyleBackbone",
+    "Wav2Vec2StyleTopBlocks",
+    "conv_frame_count",
+    "normalize_waveforms",
+]
 
 
 def conv_frame_count(num_samples: int, kernels: tuple[int, ...], strides: tuple[int, ...]) -> int:
@@ -135,3 +142,137 @@ class Wav2Vec2StyleBackbone(Backbone):
             for i, row in enumerate(rows.tolist()):
                 parts[row] = hidden[i]
         return torch.stack([parts[row] for row in range(waveforms.shape[0])])
+
+    # ------------------------------------------------------------------ top blocks (fine-tuning)
+
+    def final_norm_in_layers(self) -> bool:
+        """Does the store's last layer have the encoder's final LayerNorm applied?
+
+        Only pre-LN ("stable layer norm") encoders end with one. transformers 4.x put it into
+        ``hidden_states[-1]``; 5.x records the last layer's raw output. Checked once on a
+        two-frame probe, so the top blocks follow the installed version.
+        """
+        if not getattr(self.model.config, "do_stable_layer_norm", False):
+            return False
+        cached = getattr(self, "_final_norm_in_layers", None)
+        if cached is None:
+            samples = self.min_samples + self.hop
+            probe = torch.sin(torch.arange(samples, dtype=torch.float32) * 0.01)[None]
+            with torch.no_grad():
+                output = self.model(
+                    probe.to(self.device), output_hidden_states=True, return_dict=True
+                )
+            cached = bool(torch.equal(output.hidden_states[-1], output.last_hidden_state))
+            self._final_norm_in_layers = cached
+        return cached
+
+    @property
+    def hop(self) -> int:
+        """Waveform samples per frame (the product of the conv strides)."""
+        hop = 1
+        for stride in self.strides:
+            hop *= stride
+        return hop
+
+    def top_block_sources(self, k: int) -> dict[str, str]:
+        check_top_blocks_k(self.spec.name, k, self.num_layers)
+        first = len(self.model.encoder.layers) - k
+        sources = {f"blocks.{i}": f"model.encoder.layers.{first + i}" for i in range(k)}
+        if self.final_norm_in_layers():
+            sources["final_norm"] = "model.encoder.layer_norm"
+        return sources
+
+    def top_blocks(self, k: int) -> Wav2Vec2StyleTopBlocks:
+        """The top ``k`` transformer layers (WavLM: with the relative position bias rebuilt)."""
+        sources = self.top_block_sources(k)
+        encoder = self.model.encoder
+        first = len(encoder.layers) - k
+        norm = encoder.layer_norm if "final_norm" in sources else None
+        bias = None
+        if self.model.config.model_type == "wavlm" and first > 0:
+            bias = encoder.layers[0].attention.rel_attn_embed
+        return Wav2Vec2StyleTopBlocks(
+            list(encoder.layers[first:]),
+            self.model.config,
+            final_norm=norm,
+            relative_bias=bias,
+            family=self.spec.family,
+            k=k,
+            num_layers=self.num_layers,
+            dim=self.dim,
+            backbone=self.spec.name,
+            sources=sources,
+        )
+
+
+class Wav2Vec2StyleTopBlocks(TopBlocks):
+    """Top transformer layers of wav2vec2, HuBERT, data2vec-audio or WavLM.
+
+    Trained: every tensor of the ``k`` copied encoder layers (and the final LayerNorm when the
+    store's last layer has it; see :meth:`Wav2Vec2StyleBackbone.final_norm_in_layers`). The
+    convolutional positions and the post-LN encoder LayerNorm act below layer 0 and stay frozen.
+
+    WavLM: the first layer computes a relative position bias (from its ``rel_attn_embed``) and
+    hands it up. When that layer is below the top blocks, a frozen copy of its embedding is put
+    on the first top block's attention (as a non-persistent buffer, so it is neither trained nor
+    saved) and the bias is rebuilt exactly as the first layer builds it; with ``k = L − 1`` the
+    first layer is among the blocks and its embedding trains.
+    """
+
+    family = "wav2vec2"
+
+    def __init__(
+        self,
+        layers: list[nn.Module],
+        config: Any,
+        *,
+        final_norm: nn.Module | None,
+        relative_bias: nn.Embedding | None,
+        family: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        *blocks, norm, config = copy_modules(*layers, final_norm, config)
+        self.family = family
+        self.config = config
+        self.blocks = nn.ModuleList(blocks)
+        self.final_norm = norm
+        self.is_wavlm = config.model_type == "wavlm"
+        if relative_bias is not None:
+            frozen = nn.Embedding(
+                relative_bias.num_embeddings, relative_bias.embedding_dim, device="meta"
+            )
+            del frozen.weight
+            frozen.register_buffer(
+                "weight", relative_bias.weight.detach().clone(), persistent=False
+            )
+            self.blocks[0].attention.rel_attn_embed = frozen
+        self.eval()
+
+    def run_blocks(
+        self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor
+    ) -> list[torch.Tensor]:
+        padded = None if bool(mask.all()) else mask
+        states = []
+        if self.is_wavlm:  # WavLM layers take the 2-D mask and pass the position bias up
+            position_bias = None
+            keys = None if padded is None else padded.long()
+            with warnings.catch_warnings():  # torch on WavLM's bool key mask + float bias
+                warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+                for block in self.blocks:
+                    hidden, position_bias = block(
+                        hidden, attention_mask=keys, position_bias=position_bias
+                    )
+                    states.append(hidden)
+        else:
+            from transformers.masking_utils import create_bidirectional_mask
+
+            attention = create_bidirectional_mask(
+                config=self.config, inputs_embeds=hidden, attention_mask=padded
+            )
+            for block in self.blocks:
+                hidden = block(hidden, attention_mask=attention)
+                states.append(hidden)
+        if self.final_norm is not None:
+            states[-1] = self.final_norm(hidden)
+        return states

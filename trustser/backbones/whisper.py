@@ -30,9 +30,15 @@ from torch import nn
 from trustser._validation import check_choice
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
 from trustser.backbones.logmel import HOP_LENGTH, WINDOW_SAMPLES, WhisperLogMel, mel_frame_count
+from trustser.backbones.top_blocks import (
+    TopBlocks,
+    TopBlocksError,
+    check_top_blocks_k,
+    copy_modules,
+)
 from trustser.batching import length_mask
 
-__all__ = ["WHISPER_WINDOWS", "WhisperBackbone", "encoder_frame_count"]
+__all__ = ["WHISPER_WINDOWS", "WhisperBackbone", "WhisperTopBlocks", "encoder_frame_count"]
 
 WHISPER_WINDOWS = ("trimmed", "30s")
 
@@ -108,3 +114,74 @@ class WhisperBackbone(Backbone):
             states.append(x)
         states[-1] = encoder.layer_norm(x)
         return torch.stack(states, dim=1)
+
+    # ------------------------------------------------------------------ top blocks (fine-tuning)
+
+    def top_block_sources(self, k: int) -> dict[str, str]:
+        check_top_blocks_k(self.spec.name, k, self.num_layers)
+        first = len(self.encoder.layers) - k
+        sources = {f"blocks.{i}": f"encoder.layers.{first + i}" for i in range(k)}
+        return {**sources, "final_norm": "encoder.layer_norm"}
+
+    def top_blocks(self, k: int) -> WhisperTopBlocks:
+        """The top ``k`` encoder layers and the final LayerNorm (the store's last layer has it).
+
+        Refused for the 30 s window: its cached states are the clip's frames only, but there
+        the blocks also attend to the padded window.
+        """
+        if self.window != "trimmed":
+            raise TopBlocksError(
+                f"{self.spec.name}: top blocks need the trimmed window; with window="
+                f"{self.window!r} the encoder's blocks attend to the padding up to 30 s, which "
+                "the cache does not keep. Load the backbone (and extract the store) with "
+                "window='trimmed'."
+            )
+        sources = self.top_block_sources(k)
+        first = len(self.encoder.layers) - k
+        return WhisperTopBlocks(
+            list(self.encoder.layers[first:]),
+            self.encoder.layer_norm,
+            k=k,
+            num_layers=self.num_layers,
+            dim=self.dim,
+            backbone=self.spec.name,
+            sources=sources,
+        )
+
+
+def _additive_key_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """``[B, 1, T, T]`` additive mask blocking padded keys (``mask [B, T]`` True on real
+    frames), as the hand loop passes each layer; None when nothing is padded."""
+    if bool(mask.all()):
+        return None
+    blocked = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    blocked = blocked.masked_fill(~mask, torch.finfo(dtype).min)
+    return blocked[:, None, None, :].expand(-1, 1, mask.shape[1], -1)
+
+
+class WhisperTopBlocks(TopBlocks):
+    """Whisper's top encoder layers (pre-LN) plus the encoder's final LayerNorm.
+
+    Trained: every tensor of the ``k`` copied ``WhisperEncoderLayer`` s and ``layer_norm``.
+    Padded keys are masked as in the trimmed hand loop.
+    """
+
+    family = "whisper"
+
+    def __init__(self, layers: list[nn.Module], final_norm: nn.Module, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        *blocks, norm = copy_modules(*layers, final_norm)
+        self.blocks = nn.ModuleList(blocks)
+        self.final_norm = norm
+        self.eval()
+
+    def run_blocks(
+        self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor
+    ) -> list[torch.Tensor]:
+        attention = _additive_key_mask(mask, hidden.dtype)
+        states = []
+        for block in self.blocks:
+            hidden = block(hidden, attention)
+            states.append(hidden)
+        states[-1] = self.final_norm(hidden)
+        return states
