@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trustser.extract import plan_clips
 from trustser.manifest import Fold, Manifest, Utterance
 from trustser.store import StoreError, StoreWriter, open_group
 
@@ -49,7 +50,8 @@ def _write_group(path: Path, name: str) -> None:
         "codec": "none",
     }
     writer = StoreWriter(path, name, provenance=provenance, durable=False)
-    parts = writer.add_manifest(manifest, frame_count=lambda n: n // 320)
+    clips = plan_clips(manifest.utterances, frame_count=lambda n: n // 320, max_seconds=6.0)
+    parts = writer.add_manifest(manifest, clips=clips)
     for part, unit in writer.pending_units(parts):
         buffer = writer.buffer(part, unit)
         for utt in buffer.ids:
