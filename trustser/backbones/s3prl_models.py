@@ -33,6 +33,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
 from trustser.backbones.errors import BackboneError, WeightsNotFoundError
+from trustser.backbones.rnn import run_rnn
 from trustser.backbones.top_blocks import (
     TopBlocks,
     TopBlocksError,
@@ -245,7 +246,7 @@ class APCBackbone(Backbone):
         )
         states = []
         for index, gru in enumerate(self.model.rnn_layers):
-            packed, _ = gru(inputs)
+            packed, _ = run_rnn(gru, inputs)  # differentiable on CUDA in eval mode
             outputs, _ = pad_packed_sequence(packed, batch_first=True, total_length=total)
             if self.model.rnn_residual and index > 0:
                 previous, _ = pad_packed_sequence(inputs, batch_first=True, total_length=total)
@@ -308,7 +309,9 @@ class APCTopBlocks(TopBlocks):
         states = []
         for gru in self.blocks:
             packed = pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
-            outputs, _ = pad_packed_sequence(gru(packed)[0], batch_first=True, total_length=total)
+            outputs, _ = pad_packed_sequence(
+                run_rnn(gru, packed)[0], batch_first=True, total_length=total
+            )
             outputs = self.dropout(outputs)
             if self.residual:  # every GRU above the first has the residual connection
                 outputs = outputs + hidden
