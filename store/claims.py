@@ -95,6 +95,15 @@ class Claim:
     def token(self) -> str | None:
         return self.document.get("token")
 
+    def owner(self) -> str:
+        """``host pid N``: who holds the claim."""
+        d = self.document
+        return f"{d.get('host', '?')} pid {d.get('pid', '?')}" if d else "an unreadable claim"
+
+    def foreign(self) -> bool:
+        """Whether the claim comes from another host (or cannot be read)."""
+        return self.document.get("host") != hostname()
+
     def describe(self) -> str:
         d = self.document
         if not d:

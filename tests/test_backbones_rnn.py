@@ -90,3 +90,24 @@ def test_the_decision_itself():
     assert not rnn.needs_cudnn_off(gru, cpu)  # CPU never needs it
     with torch.no_grad():
         assert not rnn.needs_cudnn_off(gru, cpu)
+
+
+def test_apc_gradients_after_an_extraction_in_the_same_process():
+    """Extraction runs in inference mode; APC's first fbank there imports torchaudio's kaldi
+    module, whose constant must not become an inference tensor that breaks later attacks."""
+    import subprocess
+    import sys
+
+    program = """
+import torch
+from trustser.backbones import load_backbone
+model = load_backbone("tiny:apc", device="cpu")
+x, n = torch.randn(1, 8000) * 0.1, torch.tensor([8000])
+with torch.inference_mode():
+    model(x, n)
+x = x.clone().requires_grad_(True)
+model(x, n)[0].sum().backward()
+assert torch.isfinite(x.grad).all()
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]

@@ -529,7 +529,7 @@ def test_a_second_writer_skips_claimed_units_and_says_so(corpus: Path, tmp_path:
     first = extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB)
     held = {key.split("unit ")[1]: who for key, who in first.claimed_elsewhere.items()}
     assert set(held) == {str(units[0]), str(units[2])} and first.units_written == 1
-    assert "another-node.cluster pid 4242" in held[str(units[2])]
+    assert held[str(units[2])] == "another-node.cluster pid 4242" and first.claimed_by_other_hosts
     assert not first.complete and any("--break-claims" in n for n in first.notes())
     second = extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB, break_claims=True)
     assert list(second.claimed_elsewhere) == [f"{part.key}/unit {units[0]}"]  # a live process
@@ -689,7 +689,9 @@ def test_unit_records_name_device_and_versions_and_mixed_origins_are_reported(
     group = _finished_store(corpus, path)
     record = next(iter(group.parts[0].records.values()))
     assert record["device"] == "cpu" and record["device_kind"] == "cpu"
-    assert torch.__version__.startswith(record["versions"]["torch"]) and "soxr" in record["versions"]
+    assert (
+        torch.__version__.startswith(record["versions"]["torch"]) and "soxr" in record["versions"]
+    )
     assert group.mixed_origins() == [] and verify_store(path).groups[0].mixed_origins == []
     node = next(path.glob(f"{GROUP}/part-*/done/1/zarr.json"))
     document = json.loads(node.read_text())

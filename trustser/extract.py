@@ -119,6 +119,7 @@ class ExtractionSummary:
     other_rank_units: int = 0  # unfinished units that belong to other ranks
     other_rank_clips: int = 0  # clips of those units
     claimed_elsewhere: dict[str, str] = field(default_factory=dict)  # "part/unit k" → holder
+    claimed_by_other_hosts: bool = False  # some of those holders run on other hosts
     finished_elsewhere: int = 0  # units of this rank another writer finished during this call
 
     @property
@@ -143,13 +144,20 @@ class ExtractionSummary:
         """Plain sentences about work this call left to others, for the run summary."""
         lines = []
         if self.claimed_elsewhere:
-            holders = sorted(set(self.claimed_elsewhere.values()))
-            lines.append(
-                f"{len(self.claimed_elsewhere)} unit(s) were skipped because another writer "
-                f"holds them ({'; '.join(holders[:3])}{' ...' if len(holders) > 3 else ''}); "
-                "rerun the same command once it has finished. If no other writer runs any more "
-                "(a job that ended on another node), rerun with --break-claims."
+            counts: dict[str, int] = {}
+            for holder in self.claimed_elsewhere.values():
+                counts[holder] = counts.get(holder, 0) + 1
+            held = "; ".join(f"{h}: {n}" for h, n in sorted(counts.items()))
+            line = (
+                f"{len(self.claimed_elsewhere)} unit(s) were left to the writers that hold them "
+                f"({held}); rerun the same command after they finish if they stop early."
             )
+            if self.claimed_by_other_hosts:
+                line += (
+                    " Claims of other hosts are never taken over automatically: once no "
+                    "writer of that job runs any more, rerun with --break-claims."
+                )
+            lines.append(line)
         if self.finished_elsewhere:
             lines.append(
                 f"{self.finished_elsewhere} unit(s) of this rank were finished by another "
@@ -329,6 +337,7 @@ class _Stats:
     skipped: dict[str, str] = field(default_factory=dict)
     flagged: dict[str, list[str]] = field(default_factory=dict)
     claimed_elsewhere: dict[str, str] = field(default_factory=dict)
+    foreign: bool = False
     finished_elsewhere: int = 0
 
 
@@ -601,6 +610,7 @@ def extract(
         other_rank_units=other_units,
         other_rank_clips=other_clips,
         claimed_elsewhere=dict(stats.claimed_elsewhere),
+        claimed_by_other_hosts=stats.foreign,
         finished_elsewhere=stats.finished_elsewhere,
     )
 
@@ -668,7 +678,8 @@ def _run_units(
             if outcome.claim is None:
                 total_clips -= len(clips)
                 if outcome.holder is not None:
-                    stats.claimed_elsewhere[f"{part.key}/unit {unit}"] = outcome.holder.describe()
+                    stats.claimed_elsewhere[f"{part.key}/unit {unit}"] = outcome.holder.owner()
+                    stats.foreign |= outcome.holder.foreign()
                 else:
                     stats.finished_elsewhere += 1
                 continue

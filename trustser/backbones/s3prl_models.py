@@ -106,7 +106,10 @@ def kaldi_fbank_cmvn(waveform: torch.Tensor, audio: dict[str, Any]) -> torch.Ten
 
     CMVN is ``(x − mean) / (1e-10 + std)`` with the unbiased std, as s3prl's ``CMVN``.
     """
-    from torchaudio.compliance import kaldi
+    # Outside inference mode even when called inside it: kaldi's module-level EPSILON is created
+    # at first import, and an inference tensor there breaks every later waveform gradient.
+    with torch.inference_mode(False):
+        from torchaudio.compliance import kaldi
 
     options = {
         k: v for k, v in audio.items() if k not in ("feat_type", "feat_dim", "cmvn", "decode_wav")
