@@ -10,6 +10,7 @@ import pytest
 
 from trustser.manifest import Fold, Manifest, Utterance
 from trustser.store import StoreError, StoreWriter, open_group
+from trustser.store.plan import ClipFacts
 
 L, D = 2, 3
 
@@ -49,7 +50,8 @@ def _write_group(path: Path, name: str) -> None:
         "codec": "none",
     }
     writer = StoreWriter(path, name, provenance=provenance, durable=False)
-    parts = writer.add_manifest(manifest, frame_count=lambda n: n // 320)
+    clips = {u.id: ClipFacts(samples=8000, frames=8000 // 320) for u in utterances}
+    parts = writer.add_manifest(manifest, clips=clips)
     for part, unit in writer.pending_units(parts):
         buffer = writer.buffer(part, unit)
         for utt in buffer.ids:
