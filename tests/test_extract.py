@@ -64,7 +64,7 @@ class FrameBackbone(Backbone):
 def run_extraction(store: str, manifest: str, rank: str, world_size: str, sleep: str) -> None:
     """Entry point of the subprocess tests (see ``_spawn``)."""
     torch.set_num_threads(1)
-    extract(
+    summary = extract(
         manifest,
         store,
         FrameBackbone(sleep=float(sleep)),
@@ -74,6 +74,7 @@ def run_extraction(store: str, manifest: str, rank: str, world_size: str, sleep:
         num_workers=1,
         progress=False,
     )
+    print(f"units_written {summary.units_written}", file=sys.stderr, flush=True)
 
 
 def _write(
@@ -482,11 +483,15 @@ def test_two_writers_of_one_command_one_killed_then_a_third_run_equal_a_single_r
         victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=60)
     assert survivor.wait(timeout=120) == 0, _output(survivor)
-    writers = {r["pid"] for r in _records_with_pids(path)}
-    assert writers <= {victim.pid, survivor.pid} and len(writers) == 2  # both wrote units
+    writers = [r["pid"] for r in _records_with_pids(path)]
+    assert set(writers) <= {victim.pid, survivor.pid} and len(set(writers)) == 2  # both wrote
+    survivor_units = int(_output(survivor).split("units_written ")[-1].split()[0])
     torch.set_num_threads(1)
     third = extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB, num_workers=1)
     assert third.complete and not third.claimed_elsewhere
+    # Every unit was computed exactly once: by the victim before it died, the survivor or the
+    # third run (without claims both twins compute every unit, and can delete each other's).
+    assert writers.count(victim.pid) + survivor_units + third.units_written == total_units
     assert_same_store(ref_path, path)
     assert _records(path) == _records(ref_path)
     assert verify_store(path, deep=True).complete
