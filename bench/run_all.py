@@ -50,6 +50,7 @@ BENCHMARKS = (
     Benchmark("extract", "extract.py", "extract ÷ forward, padding, store size, reads", "needs"),
     Benchmark("heads", "heads.py", "heads from the cache vs the reference recipe", "needs"),
     Benchmark("attack", "attack.py", "batched FGSM vs a batch-size-1 loop", "uses"),
+    Benchmark("decode", "decode.py", "decode ms per clip at 16–48 kHz: torchaudio vs soxr", "no"),
 )
 
 # Arguments per size: "quick" finishes in minutes on 2 CPU cores, "full" is the published run.
@@ -59,12 +60,14 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "extract": ["--clips", "60", "--backbone", "whisper_tiny_en_offline"],
         "heads": ["--folds", "1", "--skip-reference"],
         "attack": ["--clips", "16"],
+        "decode": ["--clips", "4"],
     },
     "full": {
         "backbones": ["--clips", "4"],
         "extract": ["--codec-compare"],
         "heads": ["--folds", "1"],
         "attack": ["--clips", "48"],
+        "decode": ["--clips", "8", "--repeats", "3"],
     },
 }
 

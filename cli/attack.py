@@ -18,7 +18,7 @@ from rich.table import Table
 
 from trustser.attacks.methods import AttackError
 from trustser.attacks.results import AttackRun
-from trustser.attacks.runner import AttackProgress, run_attack
+from trustser.attacks.runner import AttackProgress, merge_attack, run_attack
 from trustser.cli._common import console, err_console, user_errors
 from trustser.formatting import percent
 
@@ -101,7 +101,8 @@ def _render(run: AttackRun) -> None:
         )
     console.print(table)
     for result in run.results:
-        console.print(f"wrote {result.out_dir}", soft_wrap=True)
+        if result.out_dir is not None:
+            console.print(f"wrote {result.out_dir}", soft_wrap=True)
     if run.sweep is not None:
         console.print(f"ASR vs SNR: {run.sweep.markdown} and {run.sweep.plot.name}", soft_wrap=True)
     for note in run.warnings:
@@ -157,7 +158,31 @@ def attack(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
+    rank: Annotated[
+        int | None,
+        typer.Option("--rank", help="This process's rank (default: torchrun's or SLURM's)."),
+    ] = None,
+    world_size: Annotated[
+        int | None, typer.Option("--world-size", help="Number of ranks (with --rank).")
+    ] = None,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge", help="Only merge the ranks' files of this method and SNR(s); no attack."
+        ),
+    ] = False,
 ) -> None:
+    if merge:
+        with user_errors():
+            run = merge_attack(
+                store,
+                backbone,
+                runs=runs,
+                method=method,
+                snr_db=_snr_values(snr, list(ctx.args)),
+            )
+        _render(run)
+        return
     with user_errors(), _AttackBar(progress) as bar:
         run = run_attack(
             store,
@@ -174,5 +199,7 @@ def attack(
             step_size=step_size,
             random_start=random_start,
             callback=bar.update,
+            rank=rank,
+            world_size=world_size,
         )
     _render(run)

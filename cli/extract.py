@@ -7,17 +7,71 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from trustser.cli._common import console, err_console, user_errors
 from trustser.formatting import percent
 
-__all__ = ["EXIT_INTERRUPTED", "app"]
+__all__ = ["EXIT_INTERRUPTED", "ExtractBar", "app"]
 
 app = typer.Typer()
 
 SHOWN = 20
 EXIT_INTERRUPTED = 130
+
+
+class ExtractBar:
+    """The extraction progress bar: clips done, clips/s, audio-s/s, ETA.
+
+    Used as ``extract(..., progress=bar)``; it appears on the first event and closes with the
+    ``with`` block. Disabled, it ignores every event.
+    """
+
+    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("clips"),
+            TextColumn("{task.fields[clips_rate]:.1f} clips/s"),
+            TextColumn("{task.fields[audio_rate]:.1f} audio-s/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            disable=not enabled,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ExtractBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, event) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task(
+                event.label, total=event.total, clips_rate=0.0, audio_rate=0.0
+            )
+        self._progress.update(
+            self._task,
+            completed=event.done,
+            total=event.total,
+            clips_rate=event.clips_per_second,
+            audio_rate=event.audio_seconds_per_second,
+        )
 
 
 @app.command("extract")
@@ -77,6 +131,13 @@ def extract_command(
     retry_skipped: Annotated[
         bool, typer.Option(help="Redo finished units that recorded skipped clips.")
     ] = False,
+    break_claims: Annotated[
+        bool,
+        typer.Option(
+            help="Also take over units claimed by writers on other hosts (only once they have "
+            "stopped; dead writers on this host are taken over anyway)."
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
     summary_json: Annotated[
         Path | None, typer.Option(help="Also write the run summary as JSON here.")
@@ -86,10 +147,10 @@ def extract_command(
 
     Exit status: 0 no clip skipped, 3 some clips skipped (listed), 2 bad input, 130 interrupted.
     """
-    from trustser.extract import extract
+    from trustser.extract import FLAG_MEANINGS, extract
 
     try:
-        with user_errors():
+        with user_errors(), ExtractBar(progress) as bar:
             summary = extract(
                 manifest,
                 store,
@@ -106,7 +167,8 @@ def extract_command(
                 world_size=world_size,
                 num_workers=workers,
                 retry_skipped=retry_skipped,
-                progress=progress,
+                break_claims=break_claims,
+                progress=bar,
             )
     except KeyboardInterrupt:
         err_console.print(
@@ -153,9 +215,20 @@ def extract_command(
             console.print(f"  - {utt_id}: {reason}", markup=False, highlight=False)
         if len(summary.skipped) > SHOWN:
             console.print(f"  ... and {len(summary.skipped) - SHOWN} more")
-    if summary.pending:
+    if summary.flagged:
         console.print(
-            f"{summary.pending} clip(s) are not extracted yet (other ranks' units, or an interrupted run); "
-            f"check with `trustser store verify {summary.store}`."
+            f"[yellow]{len(summary.flagged)} clip(s) flagged[/] (extracted, but check the audio):"
+        )
+        for utt_id, flags in sorted(summary.flagged.items()):
+            meaning = "; ".join(f"{f}: {FLAG_MEANINGS.get(f, f)}" for f in flags)
+            console.print(f"flagged {utt_id}: {meaning}", markup=False, highlight=False)
+    for note in summary.notes():
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+    if summary.pending and summary.world_size == 1:
+        console.print(
+            f"{summary.pending} clip(s) are not extracted yet (units held by another writer, or "
+            f"an interrupted run); check with `trustser store verify {summary.store}`.",
+            markup=False,
+            highlight=False,
         )
     raise typer.Exit(summary.exit_code)

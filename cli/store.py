@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from trustser.cli._common import console, user_errors
 
@@ -28,6 +29,19 @@ BackboneOpt = Annotated[
     ),
 ]
 SHOWN = 10
+
+
+def _line(text: str, style: str | None = None) -> None:
+    """One line printed as is: identifiers (group names, ids, paths) are never cut or folded."""
+    console.print(Text(text, style=style or ""), soft_wrap=True, highlight=False)
+
+
+def _rows(label: str, rows: list[str], *, shown: int = SHOWN) -> None:
+    _line(f"  {label} ({len(rows)}):")
+    for row in rows[:shown]:
+        _line(f"    - {row}")
+    if len(rows) > shown:
+        _line(f"    ... and {len(rows) - shown} more")
 
 
 @app.command("verify")
@@ -53,38 +67,27 @@ def verify(
 
     with user_errors():
         report = verify_store(store, backbones=backbone, manifest=manifest, deep=deep)
-    table = Table(title=f"store {store}")
-    for column in ("group", "planned", "done", "skipped", "missing", "not extracted", "status"):
-        table.add_column(column, justify="left" if column in ("group", "status") else "right")
+    _line(f"store {store}" + (" (deep check)" if deep else ""), "bold")
     for g in report.groups:
-        status = f"[green]{g.status}" if g.complete else f"[red]{g.status}"
-        table.add_row(
-            g.name,
-            str(g.planned),
-            str(g.done),
-            str(len(g.skipped)),
-            str(len(g.missing)),
-            str(len(g.not_extracted)),
-            status,
+        _line(f"{g.name}: {g.status}", "green" if g.complete else "red")
+        _line(
+            f"  planned {g.planned} · done {g.done} · skipped {len(g.skipped)} · "
+            f"flagged {len(g.flagged)} · missing {len(g.missing)} · "
+            f"not extracted {len(g.not_extracted)}"
         )
-    console.print(table)
-    for g in report.groups:
         for label, rows in (
             ("problems", g.problems),
             ("unfinished units", g.missing_units),
             ("missing clips", g.missing),
             ("never extracted", g.not_extracted),
+            ("note: mixed origins", g.mixed_origins),
         ):
             if rows:
-                console.print(f"[bold]{g.name}[/] {label} ({len(rows)}):")
-                for row in rows[:SHOWN]:
-                    console.print(f"  - {row}", markup=False, highlight=False)
-                if len(rows) > SHOWN:
-                    console.print(f"  ... and {len(rows) - SHOWN} more")
+                _rows(label, rows)
         if g.deep_checked:
-            console.print(f"{g.name}: read back and checked {g.deep_checked} clips.")
+            _line(f"  read back and checked {g.deep_checked} clips")
     if not report.complete:
-        console.print("Rerun the same `trustser extract` command(s) to finish the missing units.")
+        _line("Rerun the same `trustser extract` command(s) to finish the missing units.")
     raise typer.Exit(report.exit_code)
 
 
@@ -101,46 +104,46 @@ def info(
         groups = store_info(store, backbones=backbone)
     if as_json:
         payload = [
-            {"summary": g.summary, "provenance": g.provenance, "skipped": g.skipped} for g in groups
+            {
+                "summary": g.summary,
+                "provenance": g.provenance,
+                "skipped": g.skipped,
+                "flagged": g.flagged,
+            }
+            for g in groups
         ]
         console.print_json(json.dumps(payload, default=str))
         return
-    table = Table(title=f"store {store}")
-    for column in (
-        "group",
-        "L×D",
-        "dtype",
-        "codec",
-        "done",
-        "skipped",
-        "pending",
-        "audio h",
-        "disk GB",
-        "corpora",
-    ):
-        table.add_column(
-            column, justify="left" if column in ("group", "dtype", "codec", "corpora") else "right"
-        )
+    # One block per group, one fact per line: nothing is cut at any terminal width.
+    _line(f"store {store}: {len(groups)} group(s)", "bold")
     for g in groups:
         s = g.summary
-        table.add_row(
-            s["name"],
-            f"{s['num_layers']}×{s['dim']}",
-            s["dtype"],
-            s["codec"],
-            str(s["clips_done"]),
-            str(s["clips_skipped"]),
-            str(s["clips_pending"]),
-            f"{s['audio_seconds'] / 3600:.2f}",
-            f"{s['disk_bytes'] / 1e9:.3f}",
-            ", ".join(s["corpora"]),
-        )
-    console.print(table)
+        _line(s["name"], "bold")
+        facts = [
+            ("backbone", str(s["backbone"])),
+            ("layers × dim", f"{s['num_layers']} × {s['dim']}"),
+            ("dtype, codec", f"{s['dtype']}, {s['codec']}"),
+            (
+                "clips",
+                f"{s['clips_done']} done · {s['clips_skipped']} skipped · "
+                f"{s['clips_flagged']} flagged · {s['clips_pending']} pending",
+            ),
+            ("audio", f"{s['audio_seconds'] / 3600:.2f} h"),
+            ("disk", f"{s['disk_bytes'] / 1e9:.3f} GB in {s['parts']} part(s)"),
+            ("corpora", ", ".join(s["corpora"]) or "none"),
+        ]
+        width = max(len(k) for k, _ in facts)
+        for key, value in facts:
+            _line(f"  {key.ljust(width)}  {value}")
+        if g.flagged:
+            _rows("flagged clips", [f"{i}: {', '.join(f)}" for i, f in sorted(g.flagged.items())])
+        if s.get("mixed_origins"):
+            _rows("note: mixed origins", list(s["mixed_origins"]))
     if backbone:
         for g in groups:
             detail = Table(title=f"{g.summary['name']} provenance", show_header=False)
-            detail.add_column("key")
-            detail.add_column("value")
+            detail.add_column("key", no_wrap=True)
+            detail.add_column("value", overflow="fold")
             for key, value in sorted(g.provenance.items()):
                 detail.add_row(
                     key, json.dumps(value, default=str) if isinstance(value, dict) else str(value)
@@ -150,21 +153,26 @@ def info(
 
 @app.command("skipped")
 def skipped(store: StoreArg, backbone: BackboneOpt = None) -> None:
-    """List the clips extraction skipped, with the reason for each."""
+    """List the clips extraction skipped, with the reason for each, and the flagged ones."""
     from trustser.store.info import store_info
 
     with user_errors():
         groups = store_info(store, backbones=backbone)
     total = 0
     for g in groups:
-        if not g.skipped:
+        if not (g.skipped or g.flagged):
             continue
-        table = Table(title=f"{g.summary['name']}: {len(g.skipped)} skipped clip(s)")
-        table.add_column("id")
-        table.add_column("reason", overflow="fold")
-        for utt_id, reason in sorted(g.skipped.items()):
-            table.add_row(utt_id, reason)
-        console.print(table)
-        total += len(g.skipped)
+        if g.skipped:
+            _line(f"{g.summary['name']}: {len(g.skipped)} skipped clip(s)", "bold")
+            for utt_id, reason in sorted(g.skipped.items()):
+                _line(f"  - {utt_id}: {reason}")
+        if g.flagged:
+            _line(
+                f"{g.summary['name']}: {len(g.flagged)} flagged clip(s) (extracted; check the audio)",
+                "bold",
+            )
+            for utt_id, flags in sorted(g.flagged.items()):
+                _line(f"  - {utt_id}: {', '.join(flags)}")
+        total += len(g.skipped) + len(g.flagged)
     if not total:
-        console.print("No clip was skipped.")
+        _line("No clip was skipped or flagged.")

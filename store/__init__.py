@@ -24,6 +24,7 @@ from trustser.store.format import (
     FORMAT,
     FORMAT_VERSION,
     MissingFeaturesError,
+    MissingUnitDataError,
     ProvenanceMismatchError,
     StoreError,
     StoreFormatError,
@@ -38,7 +39,7 @@ from trustser.store.reader import (
     open_store,
 )
 from trustser.store.verify import GroupReport, VerifyReport, verify_store
-from trustser.store.writer import StoreWriter, UnitBuffer
+from trustser.store.writer import StoreWriter, UnitBuffer, UnitClaimedError
 
 __all__ = [
     "CODECS",
@@ -51,6 +52,7 @@ __all__ = [
     "GroupReport",
     "InMemoryFeatures",
     "MissingFeaturesError",
+    "MissingUnitDataError",
     "Part",
     "PartPlan",
     "ProvenanceMismatchError",
@@ -60,6 +62,7 @@ __all__ = [
     "StoreGroup",
     "StoreWriter",
     "UnitBuffer",
+    "UnitClaimedError",
     "VerifyReport",
     "open_group",
     "open_store",

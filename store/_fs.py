@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "boot_id",
     "create_json_exclusive",
+    "fsync_chain",
     "fsync_dir",
     "fsync_file",
     "hostname",
+    "make_dirs",
     "pid_alive",
+    "process_start_ticks",
     "remove_partials",
     "remove_tree",
     "write_bytes_atomic",
@@ -31,6 +35,29 @@ __all__ = [
 
 def hostname() -> str:
     return socket.gethostname() or "localhost"
+
+
+def boot_id() -> str | None:
+    """This boot of this machine (Linux); tells a reboot from a live host of the same name."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), or None if unknown.
+
+    A pid alive with another start time is a different process that reused the number.
+    """
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except OSError:
+        return None
+    try:  # the command name (field 2) may hold spaces and parentheses: split after its ")"
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -70,12 +97,49 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def fsync_chain(leaf: str | os.PathLike, top: str | os.PathLike) -> None:
+    """``fsync`` ``leaf`` and every directory above it up to and including ``top``.
+
+    After a library (zarr) created nested directories for a file, this makes each new entry
+    durable in its parent.
+    """
+    leaf, top = Path(leaf), Path(top)
+    current = leaf
+    while True:
+        fsync_dir(current)
+        if current == top or current.parent == current:
+            return
+        current = current.parent
+
+
+def make_dirs(path: str | os.PathLike, *, durable: bool = True) -> Path:
+    """``mkdir -p`` that ``fsync``-s the parent of every directory it creates."""
+    path = Path(path)
+    missing = []
+    current = path
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # a concurrent writer made it (and syncs its parent)
+        if durable:
+            fsync_dir(directory.parent)
+    return path
+
+
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
 def _write_temp(path: Path, data: bytes, durable: bool) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, durable=durable)
     tmp = _temp_name(path)
     with open(tmp, "wb") as handle:
         handle.write(data)

@@ -18,7 +18,7 @@ from typing import Any
 
 from trustser._validation import TrustSERError
 from trustser._version import __version__
-from trustser.store._fs import create_json_exclusive
+from trustser.store._fs import create_json_exclusive, make_dirs
 
 __all__ = [
     "ALLOWED_CODECS",
@@ -35,9 +35,12 @@ __all__ = [
     "PART_REQUIRED",
     "PROVENANCE_REQUIRED",
     "PROVENANCE_UNCOMPARED",
+    "READABLE_FORMAT_VERSIONS",
     "ROOT_ATTR",
     "UNIT_ATTR",
+    "UNIT_FILES",
     "MissingFeaturesError",
+    "MissingUnitDataError",
     "ProvenanceMismatchError",
     "StoreError",
     "StoreFormatError",
@@ -51,7 +54,10 @@ __all__ = [
 ]
 
 FORMAT = "trustser-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 2 adds unit claims (§8) and the unit record's files, flags, device and versions (§7);
+# a version-1 store is read as it is and upgraded by the first version-2 writer (§3).
+READABLE_FORMAT_VERSIONS = (1, 2)
 
 ROOT_ATTR = "trustser_store"
 GROUP_ATTR = "trustser_group"
@@ -76,7 +82,8 @@ PROVENANCE_REQUIRED = (
     "codec",
 )
 # Keys that describe the run, not the features: never part of the "same configuration" check.
-PROVENANCE_UNCOMPARED = frozenset({"versions", "created"})
+# ``store_format_version`` is the container version the group was created under (§3).
+PROVENANCE_UNCOMPARED = frozenset({"versions", "created", "store_format_version"})
 
 PART_REQUIRED = (
     "manifest",
@@ -90,6 +97,7 @@ PART_REQUIRED = (
     "plan_skipped",
 )
 PART_ARRAYS = ("ids", "offsets", "num_frames", "num_samples", "emb", "means")
+UNIT_FILES = ("emb", "means")  # the arrays with one file per unit: shard k of emb, chunk k of means
 
 
 class StoreError(TrustSERError, ValueError):
@@ -102,6 +110,10 @@ class StoreFormatError(StoreError):
 
 class ProvenanceMismatchError(StoreError):
     """An existing group was written with a different backbone configuration."""
+
+
+class MissingUnitDataError(StoreFormatError):
+    """A unit recorded done whose data file is gone: an error, never zeros."""
 
 
 class MissingFeaturesError(StoreError, KeyError):
@@ -122,8 +134,7 @@ def group_document(attributes: Mapping[str, Any]) -> dict[str, Any]:
 
 def create_root(path: str | os.PathLike, *, durable: bool = True) -> Path:
     """Create an empty store at ``path`` (no-op if one exists; concurrent callers are safe)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    path = make_dirs(path, durable=durable)
     root = {
         ROOT_ATTR: {
             "format": FORMAT,
@@ -133,7 +144,7 @@ def create_root(path: str | os.PathLike, *, durable: bool = True) -> Path:
         }
     }
     create_json_exclusive(path / "zarr.json", group_document(root), durable=durable)
-    (path / "manifests").mkdir(exist_ok=True)
+    make_dirs(path / "manifests", durable=durable)
     create_json_exclusive(path / "manifests" / "zarr.json", group_document({}), durable=durable)
     return path
 

@@ -15,11 +15,13 @@ __all__ = ["GroupInfo", "store_info"]
 
 @dataclass(frozen=True)
 class GroupInfo:
-    """One group's summary (``summary``), full provenance and skipped clips with reasons."""
+    """One group's summary (``summary``), full provenance, skipped clips with reasons and
+    flagged clips with their flags."""
 
     summary: dict[str, Any]
     provenance: dict[str, Any]
     skipped: dict[str, str]
+    flagged: dict[str, list[str]]
 
 
 def store_info(
@@ -35,7 +37,10 @@ def store_info(
         group = store.group(name)
         out.append(
             GroupInfo(
-                summary=group.summary(), provenance=dict(group.provenance), skipped=group.skipped
+                summary=group.summary(),
+                provenance=dict(group.provenance),
+                skipped=group.skipped,
+                flagged=group.flags,
             )
         )
     return out

@@ -26,7 +26,6 @@ from trustser.manifest import Fold, Manifest, Utterance
 from trustser.store.batching import Batch, pad_batch
 from trustser.store.format import (
     FORMAT,
-    FORMAT_VERSION,
     GROUP_ATTR,
     MANIFEST_ATTR,
     MANIFEST_REF_ATTR,
@@ -34,9 +33,12 @@ from trustser.store.format import (
     PART_ATTR,
     PART_REQUIRED,
     PROVENANCE_REQUIRED,
+    READABLE_FORMAT_VERSIONS,
     ROOT_ATTR,
     UNIT_ATTR,
+    UNIT_FILES,
     MissingFeaturesError,
+    MissingUnitDataError,
     StoreError,
     StoreFormatError,
     check_array_metadata,
@@ -151,19 +153,64 @@ class Part:
     def unit_of(self, index: int) -> int:
         return index // self.clips_per_unit
 
+    def unit_file(self, unit: int, name: str) -> Path:
+        """Shard ``unit`` of ``emb`` or chunk ``unit`` of ``means`` (default chunk key encoding)."""
+        return self.path / name / "c" / str(int(unit)) / "0" / "0"
+
+    def expected_files(self, unit: int) -> tuple[str, ...]:
+        """Data files a done unit must have (§7): the record's ``files``; a version-1 record
+        without that list expects both whenever it stores frames."""
+        record = self.records.get(unit)
+        if record is None:
+            return ()
+        if "files" in record:
+            return tuple(str(n) for n in record["files"] if n in UNIT_FILES)
+        done = [i for i in self.unit_clips(unit) if self.ids[i] not in record["skipped"]]
+        frames = record.get("frames", int(sum(int(self.num_frames[i]) for i in done)))
+        return UNIT_FILES if int(frames) > 0 else ()
+
+    def missing_files(self, unit: int) -> list[str]:
+        """Expected data files of a done unit that are not on disk."""
+        return [n for n in self.expected_files(unit) if not self.unit_file(unit, n).is_file()]
+
+    def damage(self, unit: int, missing: Sequence[str], group_name: str) -> str:
+        """The one message for a done unit whose data is gone: which unit, and how to redo it."""
+        record = self.records.get(unit, {})
+        files = ", ".join(str(self.unit_file(unit, n).relative_to(self.path)) for n in missing)
+        return (
+            f"group {group_name!r}: unit {unit} of {self.key} is recorded done "
+            f"({record.get('frames', '?')} frames) but its data is missing ({files}); its "
+            "features cannot be read. Re-extract it: delete the record "
+            f"{self.path / 'done' / str(unit)} and rerun the same `trustser extract` command "
+            "(`trustser store verify --deep` lists every damaged unit)."
+        )
+
+    def check_unit_data(
+        self, unit: int, group_name: str = "?", names: Sequence[str] = UNIT_FILES
+    ) -> None:
+        """Raise :class:`MissingUnitDataError` if a done unit's data files (``names``) are gone."""
+        missing = [n for n in self.missing_files(unit) if n in names]
+        if missing:
+            raise MissingUnitDataError(self.damage(unit, missing, group_name))
+
     def unit_clips(self, unit: int) -> range:
         start = unit * self.clips_per_unit
         return range(start, min(start + self.clips_per_unit, len(self.ids)))
 
-    def read_rows(self, start: int, count: int) -> np.ndarray:
-        """Rows ``[start, start + count)`` of ``emb`` (within one unit), uncompressed fast path first."""
+    def read_rows(self, start: int, count: int, group_name: str = "?") -> np.ndarray:
+        """Rows ``[start, start + count)`` of ``emb`` (within one unit), uncompressed fast path first.
+
+        A done unit whose shard is missing raises :class:`MissingUnitDataError` (never zeros).
+        """
+        if count:
+            self.check_unit_data(start // self.unit_frames, group_name, ("emb",))
         if self._raw is not None:
             return self._raw.read(start, count)
         return self.emb[start : start + count]
 
-    def rows(self, index: int) -> np.ndarray:
+    def rows(self, index: int, group_name: str = "?") -> np.ndarray:
         """Clip ``index``'s frames as stored: ``[T, L, D]`` in the group dtype."""
-        return self.read_rows(int(self.offsets[index]), int(self.num_frames[index]))
+        return self.read_rows(int(self.offsets[index]), int(self.num_frames[index]), group_name)
 
 
 class _Features:
@@ -362,6 +409,46 @@ class StoreGroup(_Features):
                     self._done[utt] = (part, index)
         return self
 
+    @property
+    def flags(self) -> dict[str, list[str]]:
+        """``{id: flags}`` of done clips extracted with a warning (``silent``, ``truncated``, §7)."""
+        out: dict[str, list[str]] = {}
+        for utt, (part, index) in self._done.items():
+            record = part.records.get(part.unit_of(index)) or {}
+            flags = (record.get("flags") or {}).get(utt)
+            if flags:
+                out[utt] = [str(f) for f in flags]
+        return out
+
+    def unit_origins(self) -> dict[str, dict[str, int]]:
+        """How many unit records name each device kind and library version (§7).
+
+        ``{"device": {"cpu": 12, "cuda (NVIDIA H200)": 3}, "torch": {"2.14.1": 15}, ...}``;
+        records written before version 2 count as ``"unrecorded"``.
+        """
+        counts: dict[str, dict[str, int]] = {}
+        records = [r for part in self.parts for r in part.records.values()]
+        keys = sorted({k for r in records for k in (r.get("versions") or {})})
+        for record in records:
+            versions = record.get("versions") or {}
+            values = {"device": str(record.get("device_kind") or "unrecorded")}
+            values.update({k: str(versions.get(k, "unrecorded")) for k in keys})
+            for key, value in values.items():
+                bucket = counts.setdefault(key, {})
+                bucket[value] = bucket.get(value, 0) + 1
+        return counts
+
+    def mixed_origins(self) -> list[str]:
+        """One line per device kind or library whose version differs between the group's units:
+        features of one group computed under different software or hardware (a resumed run)."""
+        lines = []
+        for key, values in self.unit_origins().items():
+            if len(values) > 1:
+                spread = ", ".join(f"{v} ({n} units)" for v, n in sorted(values.items()))
+                what = "device" if key == "device" else f"{key} version"
+                lines.append(f"{what} differs between units: {spread}")
+        return lines
+
     # -- what is in the group -------------------------------------------------------------
     @property
     def ids(self) -> list[str]:
@@ -464,7 +551,7 @@ class StoreGroup(_Features):
 
     def _rows(self, utt_id: str) -> np.ndarray:
         part, index = self._done[utt_id]
-        return part.rows(index)
+        return part.rows(index, self.name)
 
     def num_samples(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """16 kHz samples each clip was extracted from (after the crop), int64."""
@@ -482,6 +569,7 @@ class StoreGroup(_Features):
         parts = {id(p): p for p in self.parts}
         for (part_id, unit), rows in wanted.items():
             part = parts[part_id]
+            part.check_unit_data(unit, self.name, ("means",))
             start = unit * part.clips_per_unit
             chunk = part.means_array[start : start + part.clips_per_unit]
             for row, index in rows:
@@ -517,7 +605,7 @@ class StoreGroup(_Features):
             members = by_unit[key]
             first = min(int(part.offsets[i]) for _, i in members)
             last = max(int(part.offsets[i] + part.num_frames[i]) for _, i in members)
-            span = part.read_rows(first, last - first)  # one read of the unit's shard
+            span = part.read_rows(first, last - first, self.name)  # one read of the unit's shard
             for row, index in members:
                 start = int(part.offsets[index]) - first
                 rows[offsets[row] : offsets[row + 1]] = span[
@@ -561,10 +649,12 @@ class StoreGroup(_Features):
             "parts": len(self.parts),
             "clips_done": len(self._done),
             "clips_skipped": len(self._skipped),
+            "clips_flagged": len(self.flags),
             "clips_pending": len(self._pending),
             "audio_seconds": seconds,
             "frames": frames,
             "disk_bytes": disk,
+            "mixed_origins": self.mixed_origins(),
         }
 
 
@@ -592,10 +682,11 @@ class Store:
                 f"{self.path} is a Zarr store but not a trustser embedding store (no {ROOT_ATTR!r} attribute)."
             )
         version = attrs.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMAT_VERSIONS:
+            known = ", ".join(str(v) for v in READABLE_FORMAT_VERSIONS)
             raise StoreFormatError(
-                f"{self.path} has store format_version {version!r}; this trustser reads version "
-                f"{FORMAT_VERSION}. Use the trustser version that wrote it, or extract again."
+                f"{self.path} has store format_version {version!r}; this trustser reads versions "
+                f"{known}. Use the trustser version that wrote it, or extract again."
             )
         self.attrs = attrs
         self._zstore = LocalStore(self.path, read_only=(mode == "r"))

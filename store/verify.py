@@ -1,8 +1,10 @@
 """``trustser store verify``: is every planned clip present, and is the layout intact?
 
 Completeness is what a multi-rank extraction needs checked at the end (which units are still
-missing, and which clips they hold). ``deep`` additionally reads every finished unit back and
-checks that its frames are finite and agree with the stored time-means.
+missing, and which clips they hold); a finished unit whose data files are gone is damage, found
+by the quick check already. ``deep`` additionally reads every finished unit back and checks that
+its frames are finite and agree with the stored time-means. Units computed under different
+library versions or devices are reported (``mixed_origins``), not counted as damage.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class GroupReport:
     not_extracted: list[str] = field(default_factory=list)  # manifest ids the group never planned
     problems: list[str] = field(default_factory=list)  # layout or data damage
     deep_checked: int = 0  # clips read back by a deep check
+    flagged: dict[str, list[str]] = field(default_factory=dict)  # done clips with warnings
+    mixed_origins: list[str] = field(default_factory=list)  # units of other versions/devices
+    damaged_units: list[str] = field(default_factory=list)  # "part-…/unit k": done, data gone
 
     @property
     def complete(self) -> bool:
@@ -91,7 +96,11 @@ def _check_layout(part: Part, group: StoreGroup, report: GroupReport) -> None:
         report.problems.append(
             f"{where}: emb dtype {part.emb.dtype} but the group records {group.dtype}"
         )
-    for unit, record in part.records.items():
+    for unit, record in sorted(part.records.items()):
+        missing = part.missing_files(unit)
+        if missing:
+            report.problems.append(part.damage(unit, missing, group.name))
+            report.damaged_units.append(f"{part.key}/unit {unit}")
         ids = {part.ids[i] for i in part.unit_clips(unit)}
         stray = sorted(set(record["skipped"]) - ids)
         if stray:
@@ -104,7 +113,7 @@ def _deep_check(part: Part, group: StoreGroup, report: GroupReport) -> None:
     where = f"{group.name}/{part.key}"
     for unit, record in sorted(part.records.items()):
         clips = [i for i in part.unit_clips(unit) if part.ids[i] not in record["skipped"]]
-        if not clips:
+        if not clips or part.missing_files(unit):  # damage already reported by the layout check
             continue
         base = unit * part.unit_frames
         block = np.asarray(part.emb[base : base + part.unit_frames], dtype=np.float32)
@@ -179,6 +188,8 @@ def verify_store(
         report.done = sum(1 for i in group.ids if in_scope(i))
         report.skipped = {i: r for i, r in group.skipped.items() if in_scope(i)}
         report.missing = [i for i in group.pending if in_scope(i)]
+        report.flagged = {i: f for i, f in group.flags.items() if in_scope(i)}
+        report.mixed_origins = group.mixed_origins()
         if manifest is not None:
             report.not_extracted = [i for i in manifest.ids if i not in planned]
     return VerifyReport(path=str(Path(path)), groups=reports)

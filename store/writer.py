@@ -13,6 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,36 @@ from trustser._validation import format_rows, safe_name
 from trustser.manifest import Manifest
 from trustser.store._fs import (
     create_json_exclusive,
+    fsync_chain,
     fsync_dir,
     fsync_file,
     hostname,
+    make_dirs,
     pid_alive,
     remove_partials,
     remove_tree,
     write_json_atomic,
 )
+from trustser.store.claims import (
+    CLAIMS_DIR,
+    Claim,
+    Owner,
+    claim_unit,
+    release_claim,
+    still_owner,
+)
 from trustser.store.format import (
     CODECS,
     DTYPES,
+    FORMAT_VERSION,
     GROUP_ATTR,
     MANIFEST_ATTR,
     MANIFEST_REF_ATTR,
     PART_ATTR,
     PROVENANCE_REQUIRED,
+    ROOT_ATTR,
     UNIT_ATTR,
+    UNIT_FILES,
     ProvenanceMismatchError,
     StoreError,
     create_root,
@@ -55,12 +69,42 @@ from trustser.store.reader import Part, Store, StoreGroup
 
 __all__ = [
     "ZSTD_LEVEL",
+    "ClaimOutcome",
     "StoreWriter",
     "UnitBuffer",
+    "UnitClaimedError",
 ]
 
 ZSTD_LEVEL = 3
 FLOAT16_MAX = 65504.0
+
+
+class UnitClaimedError(StoreError):
+    """Another live writer owns the unit (docs/store-format.md §8)."""
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """What :meth:`StoreWriter.claim` found: ``claim`` (ours), ``holder`` (another writer's
+    live claim) or neither (the unit was finished by someone else meanwhile)."""
+
+    claim: Claim | None = None
+    holder: Claim | None = None
+
+    @property
+    def owned(self) -> bool:
+        return self.claim is not None
+
+
+def _upgrade_root(path: Path, durable: bool) -> None:
+    """Rewrite a version-1 root as version 2 before writing version-2 records into it (§3)."""
+    node = path / "zarr.json"
+    document = read_node(node)
+    attrs = document.get("attributes", {}).get(ROOT_ATTR)
+    if isinstance(attrs, dict) and attrs.get("format_version") == 1:
+        attrs = {**attrs, "format_version": FORMAT_VERSION, "upgraded": utc_now()}
+        document["attributes"][ROOT_ATTR] = attrs
+        write_json_atomic(node, document, durable=durable)
 
 
 def _temp_dir(parent: Path, label: str) -> Path:
@@ -142,6 +186,7 @@ class UnitBuffer:
         self.block = np.zeros((part.unit_frames, num_layers, dim), dtype=np.dtype(dtype))
         self.means = np.zeros((len(self.clips), num_layers, dim), dtype=np.float32)
         self.state: dict[str, str | None] = {}  # id → None (features stored) or skip reason
+        self.flags: dict[str, list[str]] = {}  # id → warnings of a stored clip ("silent", ...)
 
     @property
     def ids(self) -> list[str]:
@@ -206,8 +251,16 @@ class UnitBuffer:
         self.means[index - self.clips.start] = mean
         self.state[utt_id] = None
 
+    def flag(self, utt_id: str, *flags: str) -> None:
+        """Record warnings about a clip whose features are stored (e.g. ``"silent"``)."""
+        self._index(utt_id)
+        if flags:
+            known = self.flags.setdefault(utt_id, [])
+            known.extend(f for f in flags if f not in known)
+
     def skip(self, utt_id: str, reason: str) -> None:
         index = self._index(utt_id)
+        self.flags.pop(utt_id, None)
         start = int(self.part.offsets[index]) - self.base_row
         self.block[start : start + int(self.part.num_frames[index])] = 0
         self.means[index - self.clips.start] = 0
@@ -228,6 +281,8 @@ class StoreWriter:
         *,
         provenance: Mapping[str, Any],
         durable: bool = True,
+        owner: Owner | None = None,
+        break_claims: bool = False,
     ) -> None:
         missing = [k for k in PROVENANCE_REQUIRED if k not in provenance]
         if missing:
@@ -243,11 +298,13 @@ class StoreWriter:
         self.path = Path(path)
         self.name = name
         self.durable = durable
+        self.owner = owner or Owner.current()
+        self.break_claims = bool(break_claims)
         create_root(self.path, durable=durable)  # idempotent; completes a root a killed run began
+        _upgrade_root(self.path, durable)
         self.store = Store(self.path, mode="a")
         self.key = safe_name(name)
-        self.group_path = self.path / self.key
-        self.group_path.mkdir(exist_ok=True)
+        self.group_path = make_dirs(self.path / self.key, durable=durable)
         requested = json.loads(json.dumps(dict(provenance), default=str))
         document = group_document({GROUP_ATTR: {"name": name, "provenance": requested}})
         if not create_json_exclusive(self.group_path / "zarr.json", document, durable=durable):
@@ -267,7 +324,7 @@ class StoreWriter:
                     + "\nNever mixing two configurations in one array: pass another group name "
                     "(--group) or another store."
                 )
-        (self.group_path / "manifests").mkdir(exist_ok=True)
+        make_dirs(self.group_path / "manifests", durable=durable)
         create_json_exclusive(
             self.group_path / "manifests" / "zarr.json", group_document({}), durable=durable
         )
@@ -358,14 +415,18 @@ class StoreWriter:
                 planned[utt] = (part, index)
         new, changed = [], []
         for utterance in manifest.utterances:
-            samples = int(clips[utterance.id].samples)
+            facts = clips[utterance.id]
+            samples = int(facts.samples)
             if utterance.id not in planned:
                 new.append(utterance.id)
                 continue
             part, index = planned[utterance.id]
             before = int(part.num_samples[index])
-            if before == 0 and samples > 0:
-                new.append(utterance.id)  # unusable when planned, usable now: plan it again
+            if before == 0:
+                # Skipped when planned: plan it again only if it is usable now. A clip still
+                # skipped (too long, no frames, unreadable) stays where it is: no new part.
+                if facts.skip_reason is None:
+                    new.append(utterance.id)
             elif samples > 0 and samples != before:
                 changed.append(
                     f"{utterance.id}: planned {before} samples, the audio now gives {samples}"
@@ -443,6 +504,7 @@ class StoreWriter:
             }
             write_json_atomic(tmp / "zarr.json", group_document(attributes), durable=False)
             write_json_atomic(tmp / "done" / "zarr.json", group_document({}), durable=False)
+            (tmp / CLAIMS_DIR).mkdir()
             self._publish(tmp, final)
         finally:
             remove_tree(tmp)
@@ -499,11 +561,57 @@ class StoreWriter:
         return self._arrays[key]
 
     def _unit_files(self, part: Part, unit: int) -> list[Path]:
-        # Default chunk key encoding: shard k of emb and chunk k of means live at c/<k>/0/0.
-        return [part.path / name / "c" / str(unit) / "0" / "0" for name in ("emb", "means")]
+        return [part.unit_file(unit, name) for name in UNIT_FILES]
+
+    # -- ownership ----------------------------------------------------------------------------
+    def claim(
+        self, part: Part, unit: int, *, retry_skipped: bool = False, rewrite: bool = False
+    ) -> ClaimOutcome:
+        """Own ``unit`` before computing it (§8): a claim of ours, or who holds it.
+
+        After the claim is won, the unit's record is read again: a unit another writer finished
+        meanwhile is given back (``ClaimOutcome()``), unless ``retry_skipped`` asks to redo a
+        finished unit that still records skipped clips, or ``rewrite`` any finished unit.
+        """
+        claim, holder = claim_unit(
+            part.path,
+            unit,
+            self.owner,
+            break_foreign=self.break_claims,
+            durable=self.durable,
+        )
+        if claim is None:
+            return ClaimOutcome(holder=holder)
+        record = self._read_record(part, unit)
+        if record is not None and not rewrite and not (retry_skipped and record.get("skipped")):
+            release_claim(claim, durable=self.durable)
+            part.records[unit] = record
+            return ClaimOutcome()
+        return ClaimOutcome(claim=claim)
+
+    def release(self, claim: Claim) -> None:
+        """Give a unit up without writing it (an interrupted run): a rerun redoes it at once."""
+        release_claim(claim, durable=self.durable)
+
+    def _read_record(self, part: Part, unit: int) -> dict[str, Any] | None:
+        node = part.path / "done" / str(unit) / "zarr.json"
+        if not node.is_file():
+            return None
+        return read_node(node).get("attributes", {}).get(UNIT_ATTR)
+
+    def _require_ownership(self, claim: Claim, part: Part, unit: int) -> None:
+        if not still_owner(claim):
+            raise UnitClaimedError(
+                f"unit {unit} of {part.key} in group {self.name!r} was claimed by another writer "
+                "while this one computed it (its claim was broken with --break-claims while it "
+                "still ran); this writer leaves the unit to the other one."
+            )
 
     def clear_unit(self, part: Part, unit: int) -> None:
-        """Forget a unit: its record first (so readers stop seeing it), then its data files."""
+        """Forget a unit: its record first (so readers stop seeing it), then its data files.
+
+        Only the unit's owner may call this (``commit`` does, under its claim).
+        """
         record_dir = part.path / "done" / str(unit)
         record = record_dir / "zarr.json"
         if record.exists():
@@ -514,45 +622,80 @@ class StoreWriter:
         for path in self._unit_files(part, unit):
             path.unlink(missing_ok=True)
             remove_partials(path.parent)
+        part.records.pop(unit, None)
 
     def commit(
-        self, buffer: UnitBuffer, *, info: Mapping[str, Any] | None = None
+        self,
+        buffer: UnitBuffer,
+        *,
+        info: Mapping[str, Any] | None = None,
+        claim: Claim | None = None,
     ) -> dict[str, Any]:
-        """Write the unit's shard and mean chunk, make them durable, then record the unit done."""
+        """Write the unit's shard and mean chunk, make them durable, then record the unit done.
+
+        ``claim`` is this writer's claim of the unit (:meth:`claim`); without one, the unit is
+        claimed here (:class:`UnitClaimedError` if another writer holds it). The claim is
+        checked again before the unit is cleared and before it is recorded, and released after.
+        """
         missing = buffer.missing
         if missing:
             raise ValueError(
                 f"unit {buffer.unit} of {buffer.part.key} lacks clips {missing[:5]}; put or skip each one."
             )
         part, unit = buffer.part, buffer.unit
-        self.clear_unit(part, unit)
-        self._array(part, "emb")[unit * part.unit_frames : (unit + 1) * part.unit_frames] = (
-            buffer.block
-        )
-        start = unit * part.clips_per_unit
-        self._array(part, "means")[start : start + len(buffer.clips)] = buffer.means
-        if self.durable:
-            for path in self._unit_files(part, unit):
-                fsync_file(path)
-                fsync_dir(path.parent)
-        skipped = {utt: reason for utt, reason in buffer.state.items() if reason is not None}
-        done_clips = [part.index[utt] for utt, reason in buffer.state.items() if reason is None]
-        record = {
-            "unit": unit,
-            "clips": len(buffer.clips),
-            "frames": int(sum(int(part.num_frames[i]) for i in done_clips)),
-            "audio_seconds": float(sum(int(part.num_samples[i]) for i in done_clips))
-            / float(self.provenance["sample_rate"]),
-            "skipped": skipped,
-            "host": hostname(),
-            "pid": os.getpid(),
-            "finished": utc_now(),
-            **dict(info or {}),
-        }
-        write_json_atomic(
-            part.path / "done" / str(unit) / "zarr.json",
-            group_document({UNIT_ATTR: record}),
-            durable=self.durable,
-        )
+        if claim is None:
+            outcome = self.claim(part, unit, rewrite=True)
+            if outcome.claim is None:
+                holder = outcome.holder.describe() if outcome.holder else "another writer"
+                raise UnitClaimedError(
+                    f"unit {unit} of {part.key} in group {self.name!r} is being written by "
+                    f"{holder}; two writers must never write one unit."
+                )
+            claim = outcome.claim
+        try:
+            self._require_ownership(claim, part, unit)
+            self.clear_unit(part, unit)
+            self._array(part, "emb")[unit * part.unit_frames : (unit + 1) * part.unit_frames] = (
+                buffer.block
+            )
+            start = unit * part.clips_per_unit
+            self._array(part, "means")[start : start + len(buffer.clips)] = buffer.means
+            files = []
+            for name, path in zip(UNIT_FILES, self._unit_files(part, unit), strict=True):
+                if path.is_file():  # an all-zero shard or chunk is not stored (fill value)
+                    files.append(name)
+                    if self.durable:
+                        fsync_file(path)
+                if self.durable and path.parent.is_dir():  # the directories zarr created
+                    fsync_chain(path.parent, part.path / name)
+            skipped = {utt: reason for utt, reason in buffer.state.items() if reason is not None}
+            done_clips = [part.index[u] for u, reason in buffer.state.items() if reason is None]
+            flags = {u: list(f) for u, f in sorted(buffer.flags.items()) if u not in skipped}
+            record = {
+                "unit": unit,
+                "clips": len(buffer.clips),
+                "frames": int(sum(int(part.num_frames[i]) for i in done_clips)),
+                "audio_seconds": float(sum(int(part.num_samples[i]) for i in done_clips))
+                / float(self.provenance["sample_rate"]),
+                "skipped": skipped,
+                "flags": flags,
+                "files": files,
+                "host": hostname(),
+                "pid": os.getpid(),
+                "finished": utc_now(),
+                **dict(info or {}),
+            }
+            self._require_ownership(claim, part, unit)
+            write_json_atomic(
+                part.path / "done" / str(unit) / "zarr.json",
+                group_document({UNIT_ATTR: record}),
+                durable=self.durable,
+            )
+        except UnitClaimedError:
+            raise
+        except BaseException:
+            self.release(claim)  # the unit stays unrecorded: any writer may redo it at once
+            raise
+        release_claim(claim, durable=self.durable)
         part.records[unit] = record
         return record

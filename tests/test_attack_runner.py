@@ -365,3 +365,99 @@ def test_backbones_that_cannot_mask_padding_batch_identical_lengths_only():
     lengths = [c.numel() for c in clips]
     for bucket in length_batches(lengths, batch_size=4, descending=True, identical_only=True):
         assert len({lengths[i] for i in bucket}) == 1
+
+
+# -- scale-out: ranks split the attack batches, the last rank merges ---------------------------
+RANK_SCRIPT = """
+import sys
+from trustser.attacks.runner import run_attack
+run_attack(sys.argv[1], runs=sys.argv[2], method="pgd", snr_db=[45.0, 20.0], device="cpu",
+           batch_size=2, seed=3, steps=3, random_start=True, save_audio=3)
+"""
+
+
+def _attack_files(directory: Path) -> tuple[str, dict]:
+    summary = json.loads((directory / "summary.json").read_text())
+    for key in ("seconds", "clips_per_second"):
+        summary.pop(key)
+    return (directory / "clips.csv").read_text(), summary
+
+
+def test_two_processes_give_the_same_summary_and_clips_as_one(pipeline):
+    """Two CPU ranks (torchrun's variables) write what one process writes, audio included."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    runs = pipeline["runs"]
+    single = run_attack(
+        pipeline["store"],
+        runs=runs,
+        method="pgd",
+        snr_db=[45.0, 20.0],
+        device="cpu",
+        batch_size=2,
+        seed=3,
+        steps=3,
+        random_start=True,
+        save_audio=3,
+    )
+    expected = {r.snr_db: _attack_files(r.out_dir) for r in single.results}
+    audio = {r.snr_db: sorted(p.name for p in r.audio_files) for r in single.results}
+    assert all(r.num_attacked >= 4 for r in single.results)  # several batches per rank
+    for result in single.results:
+        shutil.rmtree(result.out_dir)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2"}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(pipeline["store"]), str(runs)],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stderr=subprocess.PIPE,
+        )
+        for rank in (0, 1)
+    ]
+    for child in children:
+        _, err = child.communicate(timeout=600)
+        assert child.returncode == 0, err.decode()[-2000:]
+    for result in single.results:
+        assert _attack_files(result.out_dir) == expected[result.snr_db]
+        assert sorted(p.name for p in (result.out_dir / "audio").iterdir()) == audio[result.snr_db]
+        ranks = sorted(p.name for p in (result.out_dir / "ranks").iterdir())
+        assert ranks == ["rank-0-of-2.json", "rank-1-of-2.json"]
+    # --merge rebuilds the same files from the rank files alone.
+    for result in single.results:
+        (result.out_dir / "summary.json").unlink()
+    from trustser.attacks.runner import merge_attack
+
+    merged = merge_attack(pipeline["store"], runs=runs, method="pgd", snr_db=[45.0, 20.0])
+    for result in merged.results:
+        assert _attack_files(result.out_dir) == expected[result.snr_db]
+
+
+def test_a_rank_alone_writes_its_share_and_merge_names_the_missing_rank(pipeline, tmp_path):
+    import shutil
+
+    from trustser.attacks.runner import merge_attack
+
+    runs = tmp_path / "runs"
+    shutil.copytree(pipeline["runs"], runs)
+    run = run_attack(
+        pipeline["store"],
+        runs=runs,
+        method="fgsm",
+        snr_db=30.0,
+        device="cpu",
+        batch_size=2,
+        rank=1,
+        world_size=2,
+    )
+    assert any("rank 1 of 2" in note and "--merge" in note for note in run.warnings)
+    out = RunLayout(runs).attack_dir(run.backbone, "fgsm", 30.0)
+    assert not (out / "summary.json").exists() and (out / "ranks" / "rank-1-of-2.json").exists()
+    with pytest.raises(AttackError, match="missing rank\\(s\\) 0"):
+        merge_attack(pipeline["store"], runs=runs, method="fgsm", snr_db=30.0)
+    from trustser.ranks import RankError
+
+    with pytest.raises(RankError, match="--world-size was given without --rank"):
+        run_attack(pipeline["store"], runs=runs, device="cpu", world_size=2)

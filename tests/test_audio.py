@@ -183,3 +183,43 @@ def test_longer_than_the_limit_keeps_the_start(tone):
 def test_max_seconds_must_be_positive(tone):
     with pytest.raises(ValueError, match="max_seconds"):
         load_audio(tone(), max_seconds=0)
+
+
+# -- resampling at any rate (soxr), planned lengths exact ------------------------------------
+@pytest.mark.parametrize("rate", [8_000, 11_025, 22_050, 24_414, 44_100, 48_000, 96_000])
+def test_resampled_length_is_exact_at_any_rate(tmp_path, rate):
+    """The planner's ``expected_num_samples`` equals what ``load_audio`` returns, cropped or not."""
+    from trustser.audio import expected_num_samples, resample, resampled_length
+
+    rng = np.random.default_rng(rate)
+    for frames in [rate // 10 + 3, rate, int(rate * 2.345), int(rate * 6.5) + 1]:
+        path = tmp_path / f"{rate}-{frames}.wav"
+        sf.write(str(path), (0.1 * rng.standard_normal(frames)).astype(np.float32), rate)
+        for max_seconds in (6.0, None):
+            audio = load_audio(path, max_seconds=max_seconds)
+            assert audio.num_samples == expected_num_samples(frames, rate, max_seconds=max_seconds)
+    for n in range(1, 400):
+        assert resample(np.zeros(n, np.float32), rate, 16_000).shape[0] == resampled_length(
+            n, rate, 16_000
+        )
+
+
+def test_soxr_resampling_keeps_a_tone():
+    """A 440 Hz tone at 24 414 Hz stays a 440 Hz tone at 16 kHz (quality, not just length)."""
+    from trustser.audio import resample
+
+    t = np.arange(24_414 * 2) / 24_414
+    out = resample(np.sin(2 * np.pi * 440 * t).astype(np.float32), 24_414, 16_000)
+    expected = np.sin(2 * np.pi * 440 * np.arange(out.shape[0]) / 16_000)
+    assert np.abs(out[200:-200] - expected[200:-200]).max() < 1e-3
+
+
+def test_load_audio_can_leave_warnings_to_the_caller(tmp_path):
+    import warnings
+
+    path = tmp_path / "zeros.wav"
+    sf.write(str(path), np.zeros(16_000, np.float32), 16_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        audio = load_audio(path, warn=False)
+    assert audio.silent

@@ -25,7 +25,7 @@ from torch import nn
 
 from trustser.audio import audio_info, load_audio
 from trustser.backbones.base import Backbone, BackboneSpec
-from trustser.extract import EXIT_SKIPPED, ExtractionError, extract, resolve_rank
+from trustser.extract import EXIT_SKIPPED, extract
 from trustser.manifest import Fold, Manifest, Utterance, write_manifest
 from trustser.store import ProvenanceMismatchError, open_store, verify_store
 
@@ -64,7 +64,7 @@ class FrameBackbone(Backbone):
 def run_extraction(store: str, manifest: str, rank: str, world_size: str, sleep: str) -> None:
     """Entry point of the subprocess tests (see ``_spawn``)."""
     torch.set_num_threads(1)
-    extract(
+    summary = extract(
         manifest,
         store,
         FrameBackbone(sleep=float(sleep)),
@@ -74,6 +74,7 @@ def run_extraction(store: str, manifest: str, rank: str, world_size: str, sleep:
         num_workers=1,
         progress=False,
     )
+    print(f"units_written {summary.units_written}", file=sys.stderr, flush=True)
 
 
 def _write(
@@ -159,31 +160,6 @@ def assert_same_store(a: Path, b: Path) -> None:
             assert np.array_equal(left[key], right[key]), key
         else:
             assert left[key] == right[key], key
-
-
-def test_rank_comes_from_arguments_torchrun_or_slurm(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
-        monkeypatch.delenv(name, raising=False)
-    assert resolve_rank() == (0, 1)
-    monkeypatch.setenv("SLURM_PROCID", "2")
-    monkeypatch.setenv("SLURM_NTASKS", "4")
-    assert resolve_rank() == (2, 4)
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert resolve_rank() == (1, 2)
-    assert resolve_rank(0, 3) == (0, 3)
-    with pytest.raises(ExtractionError, match="rank 3 is outside"):
-        resolve_rank(3, 3)
-
-
-def test_one_gpu_per_local_rank_under_torchrun(monkeypatch):
-    from trustser.extract import _extraction_device
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    monkeypatch.setenv("LOCAL_RANK", "5")
-    assert _extraction_device("auto", 8) == torch.device("cuda:1")
-    assert _extraction_device("cpu", 8) == torch.device("cpu")
 
 
 def test_extract_stores_what_the_backbone_computes_and_lists_bad_audio(corpus: Path, reference):
@@ -451,7 +427,7 @@ def test_cli_extract_verify_info_skipped(corpus: Path, tmp_path: Path, monkeypat
     ]
     partial = runner.invoke(app, [*base, "--rank", "0", "--world-size", "2", "--shard-mb", "0.01"])
     assert partial.exit_code == EXIT_SKIPPED, partial.output
-    assert "not extracted yet" in partial.output
+    assert "belong to other ranks" in partial.output and "store verify" in partial.output
     incomplete = runner.invoke(app, ["store", "verify", str(store)])
     assert incomplete.exit_code == 1 and "unfinished units" in incomplete.output
     result = runner.invoke(
@@ -473,3 +449,307 @@ def test_cli_extract_verify_info_skipped(corpus: Path, tmp_path: Path, monkeypat
     assert mismatch.exit_code == 2 and "max_seconds" in mismatch.output
     missing = runner.invoke(app, ["store", "verify", str(tmp_path / "nope.zarr")])
     assert missing.exit_code == 2 and "no embedding store" in missing.output
+
+
+# -- ownership, damage, durability, flags, planning, provenance (the store under faults) -------
+def _records(path: Path) -> dict:
+    """Unit records by (part, unit), without what names the writer or the time."""
+    out = {}
+    for node in sorted(path.glob(f"{GROUP}/part-*/done/*/zarr.json")):
+        record = json.loads(node.read_text())["attributes"]["trustser_unit"]
+        for key in ("host", "pid", "finished", "rank", "world_size"):
+            record.pop(key, None)
+        out[(node.parent.parent.parent.name, int(node.parent.name))] = record
+    return out
+
+
+def test_two_writers_of_one_command_one_killed_then_a_third_run_equal_a_single_run(
+    corpus: Path, reference, tmp_path: Path, spawn
+):
+    """The same command twice at once (an overlapping requeue): claims keep them off each
+    other's units; one is killed -9 at a random moment; a third run finishes the store."""
+    ref_path, _ = reference
+    total_units = sum(p.num_units for p in open_store(ref_path).group(GROUP).parts)
+    path = tmp_path / "twins.zarr"
+    rng = random.Random(20261201)
+    twins = [spawn(path, corpus, sleep=0.02) for _ in range(2)]  # both rank 0 of 1
+    for process in twins:
+        _go(process)
+    victim = twins[rng.randrange(2)]
+    survivor = twins[1 - twins.index(victim)]
+    target = rng.randint(2, total_units - 4)
+    if _wait_for(lambda: _done_units(path) >= target, victim):
+        time.sleep(rng.uniform(0.0, 0.05))
+        victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert survivor.wait(timeout=120) == 0, _output(survivor)
+    writers = [r["pid"] for r in _records_with_pids(path)]
+    assert set(writers) <= {victim.pid, survivor.pid} and len(set(writers)) == 2  # both wrote
+    survivor_units = int(_output(survivor).split("units_written ")[-1].split()[0])
+    torch.set_num_threads(1)
+    third = extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB, num_workers=1)
+    assert third.complete and not third.claimed_elsewhere
+    # Every unit was computed exactly once: by the victim before it died, the survivor or the
+    # third run (without claims both twins compute every unit, and can delete each other's).
+    assert writers.count(victim.pid) + survivor_units + third.units_written == total_units
+    assert_same_store(ref_path, path)
+    assert _records(path) == _records(ref_path)
+    assert verify_store(path, deep=True).complete
+    assert not list(path.glob(f"{GROUP}/part-*/claims/*.json"))  # every claim released
+
+
+def _records_with_pids(path: Path) -> list[dict]:
+    return [
+        json.loads(node.read_text())["attributes"]["trustser_unit"]
+        for node in path.glob(f"{GROUP}/part-*/done/*/zarr.json")
+    ]
+
+
+def _finished_store(corpus: Path, path: Path, **options):
+    summary = extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB, **options)
+    assert summary.complete
+    return open_store(path).group(GROUP)
+
+
+def test_a_second_writer_skips_claimed_units_and_says_so(corpus: Path, tmp_path: Path):
+    from trustser.store._fs import hostname, process_start_ticks
+    from trustser.store.claims import Owner, claim_unit
+
+    path = tmp_path / "claimed.zarr"
+    group = _finished_store(corpus, path)
+    part = group.parts[0]
+    units = [u for u in sorted(part.records) if not part.records[u]["skipped"]][:3]
+    for unit in units:  # make three units pending again
+        (part.path / "done" / str(unit) / "zarr.json").unlink()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live, gone = os.getppid(), dead.pid
+    owners = {
+        units[0]: Owner(hostname(), None, live, process_start_ticks(live), "t0"),  # running
+        units[1]: Owner(hostname(), None, gone, None, "t0"),  # dead on this host: stale
+        units[2]: Owner("another-node.cluster", None, 4242, None, "t0"),  # cannot be judged
+    }
+    for unit, owner in owners.items():
+        assert claim_unit(part.path, unit, owner)[0] is not None
+    first = extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB)
+    held = {key.split("unit ")[1]: who for key, who in first.claimed_elsewhere.items()}
+    assert set(held) == {str(units[0]), str(units[2])} and first.units_written == 1
+    assert held[str(units[2])] == "another-node.cluster pid 4242" and first.claimed_by_other_hosts
+    assert not first.complete and any("--break-claims" in n for n in first.notes())
+    second = extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB, break_claims=True)
+    assert list(second.claimed_elsewhere) == [f"{part.key}/unit {units[0]}"]  # a live process
+    for claim in (part.path / "claims").glob(f"{units[0]}-*.json"):
+        claim.unlink()
+    assert extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB).complete
+
+
+def test_a_done_unit_without_its_shard_is_an_error_for_readers_and_verify(
+    corpus: Path, tmp_path: Path
+):
+    from trustser.store import MissingUnitDataError
+
+    path = tmp_path / "damaged.zarr"
+    group = _finished_store(corpus, path)
+    part = group.parts[0]
+    unit = next(u for u in sorted(part.records) if part.records[u]["frames"] > 0)
+    victim = next(part.ids[i] for i in part.unit_clips(unit) if part.ids[i] in group)
+    part.unit_file(unit, "emb").unlink()
+    group = open_store(path).group(GROUP)
+    with pytest.raises(MissingUnitDataError, match=rf"unit {unit} of {part.key}.*trustser extract"):
+        group.frames(victim)
+    with pytest.raises(MissingUnitDataError):
+        group.load([victim])
+    for deep in (False, True):
+        report = verify_store(path, deep=deep)
+        assert report.exit_code == 1 and report.groups[0].status == "damaged"
+        assert report.groups[0].damaged_units == [f"{part.key}/unit {unit}"]
+        assert any(f"unit {unit} of {part.key}" in p for p in report.groups[0].problems)
+    part.unit_file(unit, "means").unlink()
+    with pytest.raises(MissingUnitDataError, match="means"):
+        open_store(path).group(GROUP).means([victim])
+    # What the message says to do works: delete the record, rerun the same command.
+    import shutil
+
+    shutil.rmtree(part.path / "done" / str(unit))
+    extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB)
+    assert verify_store(path, deep=True).complete
+
+
+def test_every_directory_the_writer_creates_is_synced_in_its_parent(
+    corpus: Path, tmp_path: Path, monkeypatch
+):
+    import stat
+
+    synced = set()
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
+            synced.add((status.st_dev, status.st_ino))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "deep" / "durable.zarr"
+    _finished_store(corpus, path)
+    unsynced = []
+    for dirpath, dirnames, _ in os.walk(tmp_path / "deep"):
+        parent = os.stat(dirpath)
+        if dirnames and (parent.st_dev, parent.st_ino) not in synced:
+            unsynced.append(f"{dirpath} (holds {dirnames[:3]})")
+    assert unsynced == []
+
+
+def _flag_corpus(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    utts = [_utterance(_write(root / f"f{i}.wav", 0.6 + 0.1 * i, seed=i), i) for i in range(4)]
+    silent = root / "silent.wav"
+    sf.write(str(silent), np.zeros(12_000, np.float32), 16_000)
+    cut = _write(root / "cut.wav", 1.0, seed=9)
+    cut.write_bytes(cut.read_bytes()[:-8_000])  # the data chunk declares more than is there
+    utts += [_utterance(silent, 10), _utterance(cut, 11)]
+    return write_manifest(Manifest("toy", tuple(utts)), root / "flags.jsonl")
+
+
+def test_silent_and_truncated_clips_are_flagged_per_clip_not_warned(tmp_path: Path, monkeypatch):
+    import warnings
+
+    from typer.testing import CliRunner
+
+    import trustser.backbones
+    from trustser.cli.main import app
+
+    manifest = _flag_corpus(tmp_path / "audio")
+    path = tmp_path / "flags.zarr"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = extract(manifest, path, FrameBackbone(), shard_mb=SHARD_MB)
+    assert not [w for w in caught if "Audio" in w.category.__name__]
+    assert summary.flagged == {"c010": ["silent"], "c011": ["truncated"]} == summary.flagged_now
+    group = open_store(path).group(GROUP)
+    assert group.flags == summary.flagged and "c010" in group.ids  # allowed, and kept
+    assert group.summary()["clips_flagged"] == 2
+    assert verify_store(path, deep=True).groups[0].flagged == summary.flagged
+    monkeypatch.setattr(trustser.backbones, "load_backbone", lambda *a, **k: FrameBackbone())
+    runner = CliRunner()
+    other = tmp_path / "cli.zarr"
+    result = runner.invoke(
+        app,
+        ["extract", "-b", "fake:frames", "-m", str(manifest), "-s", str(other), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "flagged c010: silent: every sample is zero" in result.output
+    assert "flagged c011: truncated:" in result.output and "Warning" not in result.output
+    listed = runner.invoke(app, ["store", "skipped", str(other)])
+    assert "c010: silent" in listed.output and "c011: truncated" in listed.output
+    info = runner.invoke(app, ["store", "info", str(other)])
+    assert "2 flagged" in info.output and "c011: truncated" in info.output
+
+
+class _LimitedBackbone(FrameBackbone):
+    """Clips over 2 s are too long; clips under 2,000 samples give no frame."""
+
+    max_samples = 32_000
+
+    def frame_count(self, num_samples: int) -> int:
+        return 0 if num_samples < 2_000 else num_samples // 320
+
+
+def test_rerunning_a_manifest_adds_no_part(tmp_path: Path):
+    root = tmp_path / "audio"
+    root.mkdir()
+    utts = [_utterance(_write(root / f"p{i}.wav", s, seed=i), i) for i, s in enumerate((0.5, 1.0))]
+    utts.append(_utterance(_write(root / "long.wav", 2.5, seed=5), 5))  # over the limit
+    utts.append(_utterance(_write(root / "tiny.wav", 0.1, seed=6), 6))  # no frame
+    manifest = Manifest("toy", tuple(utts))
+    path = tmp_path / "replan.zarr"
+    first = extract(manifest, path, _LimitedBackbone())
+    assert set(first.skipped) == {"c005", "c006"}
+    second = extract(manifest, path, _LimitedBackbone())
+    assert second.parts == first.parts and second.units_written == 0
+    assert len(open_store(path).group(GROUP).parts) == 1
+
+
+def test_ids_shared_by_two_manifests_with_different_records_are_refused(corpus: Path, tmp_path):
+    from trustser.manifest import ManifestError, read_manifest
+
+    original = read_manifest(corpus, check_files=False)
+    # Same id, another clip: without the check its audio would fill c000's slot.
+    clash = original.utterances[0].with_path(original.utterances[5].path)
+    other = write_manifest(Manifest("other", (clash,)), tmp_path / "other.jsonl")
+    with pytest.raises(ManifestError) as error:
+        extract([corpus, other], tmp_path / "ids.zarr", FrameBackbone())
+    message = str(error.value)
+    assert str(corpus) in message and str(other) in message and "'c000'" in message
+
+
+def test_unit_records_name_device_and_versions_and_mixed_origins_are_reported(
+    corpus: Path, tmp_path: Path
+):
+    from typer.testing import CliRunner
+
+    from trustser.cli.main import app
+
+    path = tmp_path / "origins.zarr"
+    group = _finished_store(corpus, path)
+    record = next(iter(group.parts[0].records.values()))
+    assert record["device"] == "cpu" and record["device_kind"] == "cpu"
+    assert (
+        torch.__version__.startswith(record["versions"]["torch"]) and "soxr" in record["versions"]
+    )
+    assert group.mixed_origins() == [] and verify_store(path).groups[0].mixed_origins == []
+    node = next(path.glob(f"{GROUP}/part-*/done/1/zarr.json"))
+    document = json.loads(node.read_text())
+    document["attributes"]["trustser_unit"]["versions"]["torch"] = "0.0.1"
+    document["attributes"]["trustser_unit"]["device_kind"] = "cuda (NVIDIA H200)"
+    node.write_text(json.dumps(document))
+    mixed = open_store(path).group(GROUP).mixed_origins()
+    assert any(
+        line.startswith("torch version differs") and "0.0.1 (1 units)" in line for line in mixed
+    )
+    assert any(line.startswith("device differs") for line in mixed)
+    report = verify_store(path)
+    assert report.complete and report.groups[0].mixed_origins == mixed  # a note, not damage
+    runner = CliRunner()
+    for command in (["store", "info", str(path)], ["store", "verify", str(path)]):
+        result = runner.invoke(app, command)
+        assert "torch version differs between units" in result.output, result.output
+
+
+def test_a_version_1_store_is_read_and_upgraded_by_the_next_writer(corpus: Path, tmp_path: Path):
+    path = tmp_path / "old.zarr"
+    _finished_store(corpus, path)
+    root = path / "zarr.json"
+    document = json.loads(root.read_text())
+    document["attributes"]["trustser_store"]["format_version"] = 1
+    root.write_text(json.dumps(document))
+    for node in path.glob(f"{GROUP}/part-*/done/*/zarr.json"):  # records as version 1 wrote them
+        record = json.loads(node.read_text())
+        for key in ("files", "flags", "device", "device_kind", "versions"):
+            record["attributes"]["trustser_unit"].pop(key, None)
+        node.write_text(json.dumps(record))
+    old = open_store(path).group(GROUP)
+    assert len(old.ids) == 24 and old.flags == {} and verify_store(path, deep=True).complete
+    extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB)
+    assert json.loads(root.read_text())["attributes"]["trustser_store"]["format_version"] == 2
+
+
+def test_store_commands_never_cut_identifiers_at_80_columns(corpus: Path, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from trustser.cli import _common
+    from trustser.cli.main import app
+
+    name = "whisper_tiny_en_offline-trimmed-float16-a-long-group-name"
+    path = tmp_path / "narrow.zarr"
+    extract(corpus, path, FrameBackbone(), group=name, shard_mb=SHARD_MB)
+    monkeypatch.setattr(_common.console, "width", 80)
+    runner = CliRunner()
+    info = runner.invoke(app, ["store", "info", str(path)])
+    assert name in info.output and "float16" in info.output and "…" not in info.output
+    verify = runner.invoke(app, ["store", "verify", str(path)])
+    assert name in verify.output and "complete" in verify.output and "…" not in verify.output
+    listed = runner.invoke(app, ["store", "skipped", str(path)])
+    assert name in listed.output and "c025" in listed.output and "…" not in listed.output
+    for result in (info, verify, listed):
+        assert max(len(line) for line in result.output.splitlines()) <= 80 or name in result.output

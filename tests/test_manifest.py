@@ -477,3 +477,42 @@ def test_check_audio_files_reports_instead_of_raising(tone, tmp_path):
     assert decoded.silent == ["zeros"]
     with pytest.raises(ValueError, match="mode"):
         check_audio_files(utterances, mode="full")  # type: ignore[arg-type]
+
+
+def test_merge_names_both_manifests_and_the_id(corpus):
+    other = _with(corpus, 0, emotion="sad")
+    with pytest.raises(ManifestError) as error:
+        merge_manifests([corpus, other], names=["a.jsonl", "b.jsonl"])
+    message = str(error.value)
+    assert "a.jsonl" in message and "b.jsonl" in message and repr(corpus.ids[0]) in message
+    assert "emotion" in message
+
+
+def test_two_writers_of_one_manifest_never_collide_and_writes_are_fsynced(
+    corpus, tmp_path, monkeypatch
+):
+    import os
+    import threading
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    path = tmp_path / "shared.jsonl"
+    errors = []
+
+    def write_many():
+        try:
+            for _ in range(40):
+                write_manifest(corpus, path)
+        except Exception as error:  # collected: a collision shows as FileNotFoundError
+            errors.append(error)
+
+    threads = [threading.Thread(target=write_many) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert read_manifest(path, check_files=False).ids == corpus.ids
+    assert len(synced) >= 2 * 120  # the file and its directory, every time
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trustser.extract import plan_clips
 from trustser.manifest import Fold, Manifest, Utterance
 from trustser.store import StoreError, StoreWriter, open_group
+from trustser.store.plan import ClipFacts
 
 L, D = 2, 3
 
@@ -50,7 +50,7 @@ def _write_group(path: Path, name: str) -> None:
         "codec": "none",
     }
     writer = StoreWriter(path, name, provenance=provenance, durable=False)
-    clips = plan_clips(manifest.utterances, frame_count=lambda n: n // 320, max_seconds=6.0)
+    clips = {u.id: ClipFacts(samples=8000, frames=8000 // 320) for u in utterances}
     parts = writer.add_manifest(manifest, clips=clips)
     for part, unit in writer.pending_units(parts):
         buffer = writer.buffer(part, unit)

@@ -21,7 +21,6 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ __all__ = [
     "audio_info",
     "expected_num_samples",
     "load_audio",
+    "resample",
     "resampled_length",
 ]
 
@@ -174,12 +174,43 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
 
 
 def resampled_length(num_frames: int, source_rate: int, target_rate: int) -> int:
-    """Samples that ``torchaudio.functional.resample`` returns for ``num_frames`` input samples."""
+    """Samples :func:`load_audio` returns for ``num_frames`` input samples before any crop.
+
+    ``ceil(num_frames · target_rate / source_rate)``, in exact integer arithmetic. It is a pure
+    function of the header, so the store can plan every clip's rows before decoding; the
+    resampler's output is held to it (:func:`resample`).
+    """
+    num_frames, source_rate, target_rate = int(num_frames), int(source_rate), int(target_rate)
     if source_rate == target_rate:
-        return int(num_frames)
-    gcd = math.gcd(int(source_rate), int(target_rate))
-    orig, new = source_rate // gcd, target_rate // gcd
-    return math.ceil(new * num_frames / orig)
+        return num_frames
+    return -(-num_frames * target_rate // source_rate)
+
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Resample mono float32 ``samples`` with soxr (high quality), to exactly
+    :func:`resampled_length` samples.
+
+    soxr handles any ratio in C (24 414 → 16 000 Hz costs what 48 000 → 16 000 Hz costs), where a
+    polyphase filter with one phase per step of the reduced ratio grows with the ratio's
+    denominator. soxr's one-shot output rounds the length to nearest, which can fall one short
+    of the planned ``ceil``: the input is extended by a few zeros (the signal past the end is
+    silence either way) and the output cut to the planned length.
+    """
+    import soxr
+
+    length = resampled_length(samples.shape[0], source_rate, target_rate)
+    if source_rate == target_rate:
+        return samples
+    tail = np.zeros(-(-int(source_rate) // int(target_rate)) + 1, dtype=np.float32)
+    out = soxr.resample(
+        np.concatenate([np.asarray(samples, dtype=np.float32), tail]),
+        int(source_rate),
+        int(target_rate),
+        quality="HQ",
+    )
+    if out.shape[0] < length:  # cannot happen for soxr's rounding; never return a wrong length
+        raise RuntimeError(f"soxr returned {out.shape[0]} samples, fewer than the planned {length}")
+    return np.ascontiguousarray(out[:length], dtype=np.float32)
 
 
 def expected_num_samples(
@@ -200,13 +231,6 @@ def _max_samples(max_seconds: float, sample_rate: int) -> int:
     return round(max_seconds * sample_rate)
 
 
-@lru_cache(maxsize=16)
-def _resampler(source_rate: int, target_rate: int):
-    import torchaudio
-
-    return torchaudio.transforms.Resample(source_rate, target_rate)
-
-
 def load_audio(
     path: str | os.PathLike,
     *,
@@ -214,6 +238,7 @@ def load_audio(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     min_seconds: float = MIN_SECONDS,
     allow_truncated: bool = True,
+    warn: bool = True,
 ) -> Audio:
     """Decode ``path`` to mono float32 at ``sample_rate``, keeping the first ``max_seconds``.
 
@@ -221,7 +246,9 @@ def load_audio(
     undecodable, NaN/inf-bearing or too-short files. All-zero audio loads, with ``silent=True``
     and a :class:`SilentAudioWarning`. A WAV/AIFF whose data chunk is cut short loads what is
     there with ``truncated=True`` and a :class:`TruncatedAudioWarning` (or raises when
-    ``allow_truncated`` is false).
+    ``allow_truncated`` is false). ``warn=False`` leaves the warnings out: callers that report
+    ``silent``/``truncated`` themselves (extraction records them per clip) pass it, since
+    warnings raised in worker threads reach the user as raw source lines.
     """
     if max_seconds is not None and not max_seconds > 0:
         raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds!r}")
@@ -252,9 +279,10 @@ def load_audio(
         raise AudioError(
             path, f"{bad} samples are NaN or infinite", "re-export the file from its source"
         )
-    mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)))
+    # numpy throughout: small torch ops pay for waking the intra-op thread pool on every call.
+    mono = np.ascontiguousarray(data.mean(axis=1, dtype=np.float32))
     if info.sample_rate != sample_rate:
-        mono = _resampler(info.sample_rate, sample_rate)(mono)
+        mono = resample(mono, info.sample_rate, sample_rate)
     full_length = expected_num_samples(
         info.num_frames, info.sample_rate, sample_rate=sample_rate, max_seconds=None
     )
@@ -270,17 +298,17 @@ def load_audio(
             f"too short: {duration * 1000:.1f} ms < {min_seconds * 1000:.0f} ms",
             "encoders need at least a few frames; drop the clip from the manifest",
         )
-    silent = not bool(mono.abs().max() > 0)
-    if silent:
+    silent = not bool(np.any(mono))
+    if silent and warn:
         warnings.warn(f"{path}: every sample is zero", SilentAudioWarning, stacklevel=2)
-    if info.truncated:
+    if info.truncated and warn:
         warnings.warn(
             f"{path}: the data chunk is cut short; loaded the {info.num_frames} frames present",
             TruncatedAudioWarning,
             stacklevel=2,
         )
     return Audio(
-        waveform=mono.contiguous().to(torch.float32),
+        waveform=torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)),
         sample_rate=sample_rate,
         source_sample_rate=info.sample_rate,
         source_num_frames=info.num_frames,

@@ -3,9 +3,11 @@
 ``extract(manifest, store, backbone)`` plans the store layout from the manifest's header facts,
 then works unit by unit (docs/store-format.md): audio decodes in background threads while the
 backbone computes, finished units are written by a background thread while the next one
-computes, and each unit is marked done only after its data is durable. Rerunning the same call
-resumes; ranks (``RANK``/``WORLD_SIZE`` under torchrun, ``SLURM_PROCID``/``SLURM_NTASKS`` under
-SLURM, or explicit arguments) split the units between processes. See docs/extract.md.
+computes, and each unit is marked done only after its data is durable. A writer claims each unit
+before computing it, so two processes on one store never write one unit (a second one skips
+claimed units and says so). Rerunning the same call resumes; ranks (:mod:`trustser.ranks`:
+explicit arguments, torchrun or SLURM) split the units between processes. Progress reaches the
+caller through a callback (:class:`ExtractProgress`). See docs/extract.md.
 """
 
 from __future__ import annotations
@@ -35,18 +37,23 @@ from trustser.audio import (
     load_audio,
 )
 from trustser.batching import length_batches, length_mask
-from trustser.devices import resolve_device
-from trustser.manifest import Manifest, Utterance, read_manifest, validate
+from trustser.manifest import Manifest, Utterance, merge_manifests, read_manifest, validate
+from trustser.ranks import rank_device, resolve_ranks
+from trustser.store.claims import Claim, Owner
 from trustser.store.format import CODECS, DTYPES, FORMAT_VERSION, utc_now
 from trustser.store.plan import DEFAULT_SHARD_MB, ClipFacts
 from trustser.store.reader import Part
-from trustser.store.writer import StoreWriter, UnitBuffer
+from trustser.store.writer import StoreWriter, UnitBuffer, UnitClaimedError
 
 __all__ = [
     "DEFAULT_BATCH_SECONDS",
     "DEFAULT_MAX_PADDING",
     "EXIT_OK",
     "EXIT_SKIPPED",
+    "FLAG_MEANINGS",
+    "FLAG_SILENT",
+    "FLAG_TRUNCATED",
+    "ExtractProgress",
     "ExtractionError",
     "ExtractionSummary",
     "extract",
@@ -64,6 +71,21 @@ _LOOKAHEAD_UNITS = 2  # units whose audio is decoding while the current one comp
 
 class ExtractionError(TrustSERError, RuntimeError):
     """Extraction cannot go on (bad arguments, or a backbone that breaks its own contract)."""
+
+
+@dataclass(frozen=True)
+class ExtractProgress:
+    """Progress of :func:`extract` for a progress bar: ``done`` of ``total`` clips of this run's
+    units, with the rates so far; ``label`` names the group (and the rank)."""
+
+    label: str
+    done: int
+    total: int
+    clips_per_second: float = 0.0
+    audio_seconds_per_second: float = 0.0
+
+
+ProgressCallback = Callable[[ExtractProgress], None]
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,15 @@ class ExtractionSummary:
     run_seconds: float  # the unit loop: decoding, compute and writing
     forward_seconds: float  # time inside backbone forward passes
     parts: list[str] = field(default_factory=list)
+    flagged: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # done clips with warnings (any run)
+    flagged_now: dict[str, list[str]] = field(default_factory=dict)  # ... found by this call
+    other_rank_units: int = 0  # unfinished units that belong to other ranks
+    other_rank_clips: int = 0  # clips of those units
+    claimed_elsewhere: dict[str, str] = field(default_factory=dict)  # "part/unit k" → holder
+    claimed_by_other_hosts: bool = False  # some of those holders run on other hosts
+    finished_elsewhere: int = 0  # units of this rank another writer finished during this call
 
     @property
     def padded_fraction(self) -> float:
@@ -109,6 +140,37 @@ class ExtractionSummary:
         """Every clip of the manifest(s) is either extracted or skipped."""
         return self.pending == 0
 
+    def notes(self) -> list[str]:
+        """Plain sentences about work this call left to others, for the run summary."""
+        lines = []
+        if self.claimed_elsewhere:
+            counts: dict[str, int] = {}
+            for holder in self.claimed_elsewhere.values():
+                counts[holder] = counts.get(holder, 0) + 1
+            held = "; ".join(f"{h}: {n}" for h, n in sorted(counts.items()))
+            line = (
+                f"{len(self.claimed_elsewhere)} unit(s) were left to the writers that hold them "
+                f"({held}); rerun the same command after they finish if they stop early."
+            )
+            if self.claimed_by_other_hosts:
+                line += (
+                    " Claims of other hosts are never taken over automatically: once no "
+                    "writer of that job runs any more, rerun with --break-claims."
+                )
+            lines.append(line)
+        if self.finished_elsewhere:
+            lines.append(
+                f"{self.finished_elsewhere} unit(s) of this rank were finished by another "
+                "writer meanwhile."
+            )
+        if self.world_size > 1:
+            lines.append(
+                f"this is rank {self.rank} of {self.world_size}: {self.other_rank_units} unit(s) "
+                f"({self.other_rank_clips} clips) belong to other ranks and are not finished yet; "
+                f"`trustser store verify {self.store}` says when the store is complete."
+            )
+        return lines
+
     @property
     def exit_code(self) -> int:
         """0 when no clip of the manifest(s) is skipped, 3 when some are (listed in ``skipped``)."""
@@ -127,39 +189,35 @@ class ExtractionSummary:
 
 
 def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """``(rank, world_size)`` from the arguments, else torchrun's or SLURM's environment, else (0, 1)."""
-    env = os.environ
-    if world_size is None:
-        world_size = int(env.get("WORLD_SIZE") or env.get("SLURM_NTASKS") or 1)
-    if rank is None:
-        rank = int(env.get("RANK") or env.get("SLURM_PROCID") or 0)
-    if world_size < 1:
-        raise ExtractionError(f"world size must be >= 1, got {world_size}.")
-    if not 0 <= rank < world_size:
-        raise ExtractionError(
-            f"rank {rank} is outside [0, {world_size - 1}] for world size {world_size}."
-        )
-    return rank, world_size
+    """``(rank, world_size)``: :func:`trustser.ranks.resolve_ranks` as a pair."""
+    ranks = resolve_ranks(rank, world_size)
+    return ranks.rank, ranks.world_size
 
 
-def _extraction_device(device: str | torch.device, world_size: int) -> torch.device:
-    """Like ``resolve_device``, but one GPU per local rank under torchrun/SLURM."""
-    if (
-        isinstance(device, str)
-        and device == "auto"
-        and world_size > 1
-        and torch.cuda.is_available()
-    ):
-        local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
-        if local is not None:
-            return torch.device(f"cuda:{int(local) % torch.cuda.device_count()}")
-    return resolve_device(device)
+def device_kind(device: torch.device) -> str:
+    """What computed the features, without the index: ``cpu`` or ``cuda (NVIDIA H200)``.
+
+    Ranks on GPUs 0..N-1 of one model are one kind; a resume on other hardware is another.
+    """
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the features (recorded in the group's provenance)."""
+    """Versions of the libraries that shape the features (recorded in the group's provenance
+    and in every unit record)."""
     versions = {"trustser": __version__}
-    for name in ("torch", "transformers", "s3prl", "zarr", "numpy", "soundfile", "torchaudio"):
+    for name in (
+        "torch",
+        "transformers",
+        "s3prl",
+        "zarr",
+        "numpy",
+        "soundfile",
+        "soxr",
+        "torchaudio",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -167,18 +225,24 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _as_manifests(manifest: Manifest | str | os.PathLike | Sequence[Any]) -> list[Manifest]:
+def _as_manifests(
+    manifest: Manifest | str | os.PathLike | Sequence[Any],
+) -> tuple[list[Manifest], dict[str, Utterance]]:
+    """The manifests, and their utterances merged by id (one id, one clip: an id two manifests
+    record differently is an error naming both)."""
     items = list(manifest) if isinstance(manifest, (list, tuple)) else [manifest]
     if not items:
         raise ExtractionError("no manifest given; pass at least one.")
-    out = []
-    for item in items:
+    out, names = [], []
+    for position, item in enumerate(items, start=1):
         if isinstance(item, Manifest):
             out.append(validate(item, check_files=False))
+            names.append(f"the {item.corpus} manifest (argument {position})")
         else:
             # Missing files are skipped per clip (and listed), not a reason to refuse the manifest.
             out.append(read_manifest(item, check_files=False))
-    return out
+            names.append(f"manifest {str(item)!r}")
+    return out, merge_manifests(out, names=names)
 
 
 # -- The skip policy: which clips get features, decided from header facts before any compute. --
@@ -271,26 +335,53 @@ class _Stats:
     forward_seconds: float = 0.0
     run_seconds: float = 0.0
     skipped: dict[str, str] = field(default_factory=dict)
+    flagged: dict[str, list[str]] = field(default_factory=dict)
+    claimed_elsewhere: dict[str, str] = field(default_factory=dict)
+    foreign: bool = False
+    finished_elsewhere: int = 0
+
+
+# Clips that load but deserve a look ("allowed but flagged"): recorded per clip in the store.
+FLAG_SILENT = "silent"
+FLAG_TRUNCATED = "truncated"
+FLAG_MEANINGS = {
+    FLAG_SILENT: "every sample is zero",
+    FLAG_TRUNCATED: "the file's data chunk is cut short; the samples present were used",
+}
 
 
 def _decode(
     clip: _Clip, *, sample_rate: int, max_seconds: float | None
-) -> tuple[torch.Tensor | None, str | None]:
+) -> tuple[torch.Tensor | None, str | None, tuple[str, ...]]:
+    """``(waveform, None, flags)``, or ``(None, reason, ())`` for a clip to skip.
+
+    Runs in decoder threads: warnings are not raised here (they would reach the user as raw
+    source lines), the flags travel with the result into the unit record instead.
+    """
     if clip.plan_reason is not None:
-        return None, clip.plan_reason
+        return None, clip.plan_reason, ()
     try:
-        audio = load_audio(clip.utterance.path, sample_rate=sample_rate, max_seconds=max_seconds)
-    except AudioError as error:
-        return None, str(error)
-    if audio.num_samples != clip.samples:
-        return None, str(
-            AudioError(
-                clip.utterance.path,
-                f"decoded {audio.num_samples} samples but the header plans {clip.samples}",
-                "the file is truncated or its header is wrong; re-export it",
-            )
+        audio = load_audio(
+            clip.utterance.path, sample_rate=sample_rate, max_seconds=max_seconds, warn=False
         )
-    return audio.waveform, None
+    except AudioError as error:
+        return None, str(error), ()
+    if audio.num_samples != clip.samples:
+        return (
+            None,
+            str(
+                AudioError(
+                    clip.utterance.path,
+                    f"decoded {audio.num_samples} samples but the header plans {clip.samples}",
+                    "the file is truncated or its header is wrong; re-export it",
+                )
+            ),
+            (),
+        )
+    flags = tuple(
+        name for name, on in ((FLAG_SILENT, audio.silent), (FLAG_TRUNCATED, audio.truncated)) if on
+    )
+    return audio.waveform, None, flags
 
 
 class _Committer(threading.Thread):
@@ -303,26 +394,30 @@ class _Committer(threading.Thread):
         self.queue: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.records: list[dict[str, Any]] = []
+        self.lost: list[str] = []
 
     def run(self) -> None:
         while True:
-            buffer = self.queue.get()
-            if buffer is None:
+            item = self.queue.get()
+            if item is None:
                 return
+            buffer, claim = item
             try:
-                self.records.append(self.writer.commit(buffer, info=self.info))
+                self.records.append(self.writer.commit(buffer, info=self.info, claim=claim))
+            except UnitClaimedError as error:  # its claim was broken: the other writer has it
+                self.lost.append(str(error))
             except BaseException as error:  # handed to the main thread, which re-raises it
                 self.error = error
                 return
 
-    def submit(self, buffer: UnitBuffer | None) -> None:
+    def submit(self, item: tuple[UnitBuffer, Claim] | None) -> None:
         while True:
             if self.error is not None:
                 raise self.error
             if not self.is_alive():
                 raise ExtractionError("the background writer stopped unexpectedly")
             try:
-                self.queue.put(buffer, timeout=0.2)
+                self.queue.put(item, timeout=0.2)
                 return
             except queue.Full:
                 continue
@@ -337,7 +432,9 @@ class _Committer(threading.Thread):
         """Drop the queued unit (it stays unrecorded, so a rerun redoes it) and stop."""
         try:
             while True:
-                self.queue.get_nowait()
+                item = self.queue.get_nowait()
+                if item is not None:
+                    self.writer.release(item[1])
         except queue.Empty:
             pass
         if self.is_alive():
@@ -345,32 +442,11 @@ class _Committer(threading.Thread):
             self.join()
 
 
-def _progress(enabled: bool, total_clips: int, label: str):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("clips"),
-        TextColumn("{task.fields[clips_rate]:.1f} clips/s"),
-        TextColumn("{task.fields[audio_rate]:.1f} audio-s/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-    task = progress.add_task(label, total=total_clips, clips_rate=0.0, audio_rate=0.0)
-    return progress, task
+def _progress_callback(progress: ProgressCallback | bool | None) -> ProgressCallback:
+    """The caller's callback; ``True``/``False``/``None`` (no callback) report nothing."""
+    if callable(progress):
+        return progress
+    return lambda event: None
 
 
 def extract(
@@ -391,15 +467,20 @@ def extract(
     world_size: int | None = None,
     num_workers: int = 2,
     retry_skipped: bool = False,
-    progress: bool = True,
+    break_claims: bool = False,
+    progress: ProgressCallback | bool | None = None,
 ) -> ExtractionSummary:
     """Extract every hidden layer of ``backbone`` for the manifest(s) into the store.
 
     ``backbone`` is a spec for ``trustser.backbones.load_backbone`` (``"whisper_tiny_en_offline"``,
     ``"tiny:whisper"``, ``"hf:/dir"``...) or a ready ``Backbone``. ``group`` names the store group
-    (default: the backbone's name). Resumable: call again with the same arguments after an
-    interruption. Returns an :class:`ExtractionSummary`; its ``exit_code`` is 3 when clips were
-    skipped (bad audio), else 0.
+    (default: the backbone's name). ``rank`` and ``world_size`` go together (default: torchrun's
+    or SLURM's variables, see :mod:`trustser.ranks`). Units another live writer has claimed are
+    skipped and listed; ``break_claims`` also takes over claims of writers on other hosts (only
+    when none of them runs any more; claims of dead processes on this host are taken over
+    anyway). ``progress`` receives :class:`ExtractProgress` events. Resumable: call again with
+    the same arguments after an interruption. Returns an :class:`ExtractionSummary`; its
+    ``exit_code`` is 3 when clips were skipped (bad audio), else 0.
     """
     started = time.perf_counter()
     check_choice("dtype", dtype, DTYPES)
@@ -411,9 +492,10 @@ def extract(
         raise ValueError(f"max_padding must lie in [0, 1), got {max_padding!r}.")
     if max_seconds is not None:
         check_positive("max_seconds", max_seconds)
-    manifests = _as_manifests(manifest)
-    rank, world_size = resolve_rank(rank, world_size)
-    target = _extraction_device(device, world_size)
+    manifests, by_id = _as_manifests(manifest)
+    ranks = resolve_ranks(rank, world_size)
+    rank, world_size = ranks.rank, ranks.world_size
+    target = rank_device(device, ranks)
 
     from trustser.backbones.base import Backbone
 
@@ -425,22 +507,27 @@ def extract(
         options = {} if window is None else {"window": window}
         model = load_backbone(str(backbone), device=target, **options)
     sample_rate = int(model.sample_rate)
+    versions = library_versions()
     provenance = {
         **model.provenance(),
         "max_seconds": max_seconds,
         "dtype": dtype,
         "codec": codec,
         "store_format_version": FORMAT_VERSION,
-        "versions": library_versions(),
+        "versions": versions,
         "created": utc_now(),
     }
     name = group or model.spec.name
-    writer = StoreWriter(store_path, name, provenance=provenance)
+    writer = StoreWriter(
+        store_path,
+        name,
+        provenance=provenance,
+        owner=Owner.current(rank=rank, world_size=world_size),
+        break_claims=break_claims,
+    )
 
     parts: dict[str, Part] = {}
-    by_id: dict[str, Utterance] = {}
     for m in manifests:
-        by_id.update(m.by_id)
         clips = plan_clips(
             m.utterances,
             frame_count=model.frame_count,
@@ -457,13 +544,10 @@ def extract(
         retry_skipped=retry_skipped,
         ids=by_id,
     )
-    if retry_skipped:
-        for part, unit in todo:
-            if unit in part.records:
-                writer.clear_unit(part, unit)
 
     stats = _Stats()
     if todo:
+        label = f"{name} [rank {rank}/{world_size}]" if world_size > 1 else name
         _run_units(
             model,
             writer,
@@ -476,13 +560,30 @@ def extract(
             batch_samples=int(batch_seconds * sample_rate),
             max_padding=max_padding,
             num_workers=int(num_workers),
-            info={"rank": rank, "world_size": world_size},
-            show=progress,
-            label=f"{name} [rank {rank}/{world_size}]" if world_size > 1 else name,
+            retry_skipped=retry_skipped,
+            info={
+                "rank": rank,
+                "world_size": world_size,
+                "device": str(target),
+                "device_kind": device_kind(target),
+                "versions": versions,
+            },
+            report=_progress_callback(progress),
+            label=label,
         )
 
     final = writer.group()
     wanted = set(by_id)
+    other_units = other_clips = 0
+    for part in final.parts:
+        if part.key not in parts:
+            continue
+        for unit in range(part.num_units):
+            if unit % world_size != rank and unit not in part.records:
+                members = [i for i in part.unit_clips(unit) if part.ids[i] in wanted]
+                if members:
+                    other_units += 1
+                    other_clips += len(members)
     return ExtractionSummary(
         store=str(store_path),
         group=name,
@@ -504,6 +605,13 @@ def extract(
         run_seconds=stats.run_seconds,
         forward_seconds=stats.forward_seconds,
         parts=sorted(parts),
+        flagged={i: f for i, f in final.flags.items() if i in wanted},
+        flagged_now=dict(stats.flagged),
+        other_rank_units=other_units,
+        other_rank_clips=other_clips,
+        claimed_elsewhere=dict(stats.claimed_elsewhere),
+        claimed_by_other_hosts=stats.foreign,
+        finished_elsewhere=stats.finished_elsewhere,
     )
 
 
@@ -543,84 +651,125 @@ def _run_units(
     batch_samples: int,
     max_padding: float,
     num_workers: int,
+    retry_skipped: bool,
     info: dict[str, Any],
-    show: bool,
+    report: ProgressCallback,
     label: str,
 ) -> None:
+    """Claim, decode, compute and commit each unit of ``todo`` in order.
+
+    A unit is claimed when its audio is queued for decoding (two units ahead of the compute):
+    a unit another writer holds is skipped and noted, and the progress total shrinks by it.
+    """
     store_dtype = getattr(torch, str(writer.provenance["dtype"]))
     units = [(part, unit, _unit_clips(part, unit, by_id, writer)) for part, unit in todo]
     total_clips = sum(len(c) for _, _, c in units)
     decoder = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="trustser-decode")
     committer = _Committer(writer, info)
     committer.start()
-    progress, task = _progress(show, total_clips, label)
-    pending: deque[tuple[Part, int, list[_Clip], list[Future]]] = deque()
+    pending: deque[tuple[Part, int, list[_Clip], list[Future], Claim]] = deque()
     upcoming = iter(units)
+    held: dict[tuple[str, int], Claim] = {}  # claims of units not yet handed to the committer
 
     def submit_next() -> None:
-        item = next(upcoming, None)
-        if item is not None:
-            part, unit, clips = item
+        nonlocal total_clips
+        for part, unit, clips in upcoming:
+            outcome = writer.claim(part, unit, retry_skipped=retry_skipped)
+            if outcome.claim is None:
+                total_clips -= len(clips)
+                if outcome.holder is not None:
+                    stats.claimed_elsewhere[f"{part.key}/unit {unit}"] = outcome.holder.owner()
+                    stats.foreign |= outcome.holder.foreign()
+                else:
+                    stats.finished_elsewhere += 1
+                continue
+            held[(part.key, unit)] = outcome.claim
             futures = [
                 decoder.submit(_decode, c, sample_rate=sample_rate, max_seconds=max_seconds)
                 for c in clips
             ]
-            pending.append((part, unit, clips, futures))
+            pending.append((part, unit, clips, futures, outcome.claim))
+            return
 
     started = time.perf_counter()
+    done_clips = 0
     finished = False
+
+    def tell() -> None:
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        report(
+            ExtractProgress(
+                label=label,
+                done=done_clips,
+                total=max(total_clips, done_clips),
+                clips_per_second=stats.clips / elapsed,
+                audio_seconds_per_second=stats.audio_seconds / elapsed,
+            )
+        )
+
     try:
-        with progress:
-            for _ in range(_LOOKAHEAD_UNITS):
-                submit_next()
-            while pending:
-                part, unit, clips, futures = pending.popleft()
-                submit_next()
-                buffer = writer.buffer(part, unit)
-                # Batches are planned from the plan's lengths, so the first batch computes as
-                # soon as its own clips are decoded; a clip that fails to decode drops out.
-                planned = [i for i, c in enumerate(clips) if c.plan_reason is None]
-                batches = length_batches(
-                    [clips[i].samples for i in planned],
-                    budget=batch_samples,
-                    max_padding=max_padding,
-                    padding_lengths=[clips[i].frames for i in planned],
-                    identical_only=not model.masks_padding,
-                )
-                for index, clip in enumerate(clips):
-                    if clip.plan_reason is not None:
-                        _skip(buffer, stats, clip, futures[index].result()[1] or clip.plan_reason)
-                for batch in batches:
-                    members = []
-                    for index in (planned[b] for b in batch):
-                        wave, reason = futures[index].result()
-                        if wave is None:
-                            _skip(buffer, stats, clips[index], reason or "unreadable")
-                        else:
-                            members.append((clips[index], wave))
-                    if members:
-                        _forward(model, members, buffer, stats, device=device, dtype=store_dtype)
-                        stats.clips += len(members)
-                        stats.audio_seconds += sum(c.samples for c, _ in members) / sample_rate
-                    elapsed = max(time.perf_counter() - started, 1e-9)
-                    progress.update(
-                        task,
-                        advance=len(batch),
-                        clips_rate=stats.clips / elapsed,
-                        audio_rate=stats.audio_seconds / elapsed,
+        for _ in range(_LOOKAHEAD_UNITS):
+            submit_next()
+        tell()
+        while pending:
+            part, unit, clips, futures, claim = pending.popleft()
+            submit_next()
+            buffer = writer.buffer(part, unit)
+            # Batches are planned from the plan's lengths, so the first batch computes as
+            # soon as its own clips are decoded; a clip that fails to decode drops out.
+            planned = [i for i, c in enumerate(clips) if c.plan_reason is None]
+            batches = length_batches(
+                [clips[i].samples for i in planned],
+                budget=batch_samples,
+                max_padding=max_padding,
+                padding_lengths=[clips[i].frames for i in planned],
+                identical_only=not model.masks_padding,
+            )
+            for index, clip in enumerate(clips):
+                if clip.plan_reason is not None:
+                    _skip(buffer, stats, clip, futures[index].result()[1] or clip.plan_reason)
+            for batch in batches:
+                members = []
+                for index in (planned[b] for b in batch):
+                    wave, reason, flags = futures[index].result()
+                    if wave is None:
+                        _skip(buffer, stats, clips[index], reason or "unreadable")
+                    else:
+                        members.append((clips[index], wave, flags))
+                if members:
+                    _forward(
+                        model,
+                        [(c, w) for c, w, _ in members],
+                        buffer,
+                        stats,
+                        device=device,
+                        dtype=store_dtype,
                     )
-                unplanned = len(clips) - len(planned)
-                if unplanned:
-                    progress.update(task, advance=unplanned)
-                committer.submit(buffer)
-                stats.units += 1
-            committer.finish()
-            finished = True
+                    for clip, _, flags in members:
+                        utt_id = clip.utterance.id
+                        if flags and utt_id in buffer.state and buffer.state[utt_id] is None:
+                            buffer.flag(utt_id, *flags)
+                            stats.flagged[utt_id] = list(flags)
+                    stats.clips += len(members)
+                    stats.audio_seconds += sum(c.samples for c, _, _ in members) / sample_rate
+                done_clips += len(batch)
+                tell()
+            done_clips += len(clips) - len(planned)
+            tell()
+            committer.submit((buffer, claim))
+            held.pop((part.key, unit), None)
+            stats.units += 1
+        committer.finish()
+        finished = True
     finally:
         stats.run_seconds = time.perf_counter() - started
         decoder.shutdown(wait=False, cancel_futures=True)
         if not finished:
             committer.abandon()
+            for claim in held.values():  # never handed over: give them up for a rerun
+                writer.release(claim)
+    if committer.lost:
+        stats.units -= len(committer.lost)
 
 
 def _skip(buffer: UnitBuffer, stats: _Stats, clip: _Clip, reason: str) -> None:

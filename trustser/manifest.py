@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -401,11 +402,13 @@ def _is_gzip(path: Path) -> bool:
 def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     """Write JSONL (gzipped when the name ends in ``.gz``) atomically, byte-for-byte reproducibly.
 
-    The file appears only once complete (temp file + rename), so a reader never sees half of it.
+    The file appears only once complete and durable: a temporary file with a name of its own
+    (so two processes writing one manifest never share it), ``fsync``, ``rename``, ``fsync`` of
+    the directory. A reader never sees half of it, and a crash never leaves an empty one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     lines = [json.dumps(manifest.header(), sort_keys=True)]
     lines.extend(json.dumps(u.to_dict(), ensure_ascii=False) for u in manifest.utterances)
     payload = ("\n".join(lines) + "\n").encode("utf-8")
@@ -417,11 +420,28 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
                     zipped.write(payload)
             else:
                 raw.write(payload)
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the file system allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_manifest(
@@ -510,17 +530,38 @@ def _check_header(path: Path, record: Any) -> dict[str, Any]:
     return record
 
 
-def merge_manifests(manifests: Sequence[Manifest]) -> dict[str, Utterance]:
-    """Utterances of several manifests keyed by id; ids must not collide across corpora."""
+def merge_manifests(
+    manifests: Sequence[Manifest], *, names: Sequence[str] | None = None
+) -> dict[str, Utterance]:
+    """Utterances of several manifests keyed by id; an id two manifests record differently is an
+    error naming both manifests (``names``, e.g. their files; default: corpus and position)."""
+    if names is not None and len(names) != len(manifests):
+        raise ValueError(f"{len(manifests)} manifests but {len(names)} names")
+    labels = (
+        list(names)
+        if names is not None
+        else [f"manifest {i + 1} ({m.corpus})" for i, m in enumerate(manifests)]
+    )
     merged: dict[str, Utterance] = {}
-    for manifest in manifests:
+    source: dict[str, int] = {}
+    for position, manifest in enumerate(manifests):
         for u in manifest.utterances:
             if u.id in merged and merged[u.id] != u:
+                first = merged[u.id]
+                fields_differ = [
+                    f.name
+                    for f in fields(Utterance)
+                    if f.compare and getattr(first, f.name) != getattr(u, f.name)
+                ]
                 raise ManifestError(
-                    f"utterance id {u.id!r} occurs in two manifests with different records; "
-                    "prefix ids with the corpus name."
+                    f"utterance id {u.id!r} is in {labels[source[u.id]]} and in "
+                    f"{labels[position]} with different records ({', '.join(fields_differ)} "
+                    "differ); one id must name one clip: prefix ids with the corpus name or fix "
+                    "one of the manifests."
                 )
-            merged[u.id] = u
+            if u.id not in merged:
+                merged[u.id] = u
+                source[u.id] = position
     return merged
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ import torch
 from trustser._version import __version__
 from trustser.attacks.sweep import SweepFiles
 from trustser.metrics._common import mean_std
-from trustser.runs import write_json
+from trustser.runs import jsonable
 
 __all__ = [
     "CLIP_COLUMNS",
@@ -32,8 +34,14 @@ __all__ = [
     "AudioPair",
     "ClipOutcome",
     "FoldOutcome",
+    "RankShare",
+    "merge_rank_files",
+    "write_rank_file",
     "write_result",
 ]
+
+RANKS_DIR = "ranks"
+RANK_FORMAT = "trustser-attack-rank"
 
 CLIP_COLUMNS = (
     "id",
@@ -218,18 +226,184 @@ def write_result(
     _write_clips(out_dir / "clips.csv", result.clips)
     files = _write_audio(out_dir / "audio", audio, sample_rate) if audio is not None else []
     result = dataclasses.replace(result, out_dir=out_dir, audio_files=tuple(files))
-    write_json(out_dir / "summary.json", result.summary())
+    _write_json(out_dir / "summary.json", result.summary())
     return result
 
 
+def _temp(path: Path) -> Path:
+    """A temporary name of this writer's own: ranks merging at once never share one."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = _temp(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=jsonable) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_clips(path: Path, clips: Sequence[ClipOutcome]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CLIP_COLUMNS)
-        for clip in clips:
-            writer.writerow(clip.row())
-    os.replace(tmp, path)
+    tmp = _temp(path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CLIP_COLUMNS)
+            for clip in clips:
+                writer.writerow(clip.row())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- ranks
+
+
+@dataclass(frozen=True)
+class RankShare:
+    """What a rank of a scaled-out attack adds to its clips: where each goes in the merged
+    order (``(fold index, position)``), every fold's test-clip count, and the run's
+    fingerprint (rank files of other runs never merge in)."""
+
+    rank: int
+    world_size: int
+    order: tuple[tuple[int, int], ...]
+    num_test: tuple[tuple[str, int], ...]
+    fingerprint: str
+
+
+def _rank_path(out_dir: Path, rank: int, world_size: int) -> Path:
+    return out_dir / RANKS_DIR / f"rank-{rank}-of-{world_size}.json"
+
+
+def write_rank_file(
+    result: AttackResult,
+    share: RankShare,
+    out_dir: Path,
+    *,
+    audio: Sequence[AudioPair] | None = None,
+    sample_rate: int = 16_000,
+) -> Path:
+    """Write one rank's clips (and its audio pairs) under ``out_dir/ranks/``; returns the file."""
+    if len(share.order) != len(result.clips):
+        raise ValueError(f"{len(result.clips)} clips but {len(share.order)} order keys")
+    files = _write_audio(out_dir / "audio", audio, sample_rate) if audio else []
+    path = _rank_path(out_dir, share.rank, share.world_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(
+        path,
+        {
+            "format": RANK_FORMAT,
+            "rank": share.rank,
+            "world_size": share.world_size,
+            "fingerprint": share.fingerprint,
+            "backbone": result.backbone,
+            "method": result.method,
+            "snr_db": result.snr_db,
+            "settings": result.settings,
+            "num_test": [list(pair) for pair in share.num_test],
+            "clips": [
+                {**dataclasses.asdict(clip), "order": list(key)}
+                for clip, key in zip(result.clips, share.order, strict=True)
+            ],
+            "seconds": result.seconds,
+            "audio_files": [str(f) for f in files],
+        },
+    )
+    return path
+
+
+def _read_rank_files(out_dir: Path) -> list[dict[str, Any]]:
+    found = []
+    for path in sorted((out_dir / RANKS_DIR).glob("rank-*-of-*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # being replaced, or damaged: it is not a finished rank
+        if isinstance(data, dict) and data.get("format") == RANK_FORMAT:
+            data["path"] = path
+            found.append(data)
+    return found
+
+
+def merge_rank_files(
+    out_dir: Path, *, fingerprint: str | None = None, required: bool = False
+) -> AttackResult | None:
+    """Merge a complete set of rank files into ``clips.csv`` and ``summary.json``.
+
+    With ``fingerprint``, only that run's files count; without, the newest complete set. Returns
+    the merged result, or None while ranks are missing (``required``: an error naming them).
+    """
+    from trustser.attacks.methods import AttackError
+
+    files = _read_rank_files(out_dir)
+    sets: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
+    for data in files:
+        if fingerprint is None or data["fingerprint"] == fingerprint:
+            sets.setdefault((data["fingerprint"], int(data["world_size"])), {})[
+                int(data["rank"])
+            ] = data
+    complete = [
+        (max(p["path"].stat().st_mtime for p in members.values()), key)
+        for key, members in sets.items()
+        if set(members) == set(range(key[1]))
+    ]
+    if not complete:
+        if not required:
+            return None
+        if not sets:
+            raise AttackError(
+                f"no rank files under {str(out_dir / RANKS_DIR)!r}; run the attack with ranks "
+                "first (torchrun, SLURM or --rank/--world-size)."
+            )
+        lines = [
+            f"world size {size}: missing rank(s) "
+            f"{', '.join(str(r) for r in sorted(set(range(size)) - set(members)))}"
+            for (_, size), members in sets.items()
+        ]
+        raise AttackError(
+            f"the rank files under {str(out_dir / RANKS_DIR)!r} are incomplete ("
+            + "; ".join(lines)
+            + "); rerun the missing ranks with the same command."
+        )
+    members = sets[max(complete)[1]]
+    ordered = [members[r] for r in sorted(members)]
+    first = ordered[0]
+    rows = sorted(
+        ((tuple(c["order"]), c) for data in ordered for c in data["clips"]), key=lambda x: x[0]
+    )
+    clips = tuple(ClipOutcome(**{k: v for k, v in c.items() if k != "order"}) for _, c in rows)
+    folds = []
+    for fold, num_test in first["num_test"]:
+        mine = [c for c in clips if c.fold == fold]
+        folds.append(
+            FoldOutcome(
+                fold=fold,
+                num_test=int(num_test),
+                num_attacked=len(mine),
+                num_flipped=sum(c.success for c in mine),
+                snr_db=tuple(c.snr_db for c in mine),
+            )
+        )
+    settings = dict(first["settings"])
+    devices = sorted({str(d["settings"].get("device")) for d in ordered})
+    settings["device"] = devices[0] if len(devices) == 1 else ", ".join(devices)
+    audio = sorted({Path(f) for d in ordered for f in d["audio_files"]})
+    result = AttackResult(
+        backbone=str(first["backbone"]),
+        method=str(first["method"]),
+        snr_db=float(first["snr_db"]),
+        settings=settings,
+        folds=tuple(folds),
+        clips=clips,
+        seconds=float(sum(d["seconds"] for d in ordered)),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_clips(out_dir / "clips.csv", result.clips)
+    result = dataclasses.replace(result, out_dir=out_dir, audio_files=tuple(audio))
+    _write_json(out_dir / "summary.json", result.summary())
+    return result
 
 
 def _safe_file_stem(text: str) -> str:

@@ -10,6 +10,13 @@ and a sweep refreshes the backbone's ASR-vs-SNR table and plot (:mod:`.sweep`).
 The parts: :mod:`.loading` (group, heads, backbone, identity checks), :mod:`.batched` (predict
 and attack in padded batches), :mod:`.results` (outcomes and their files). Progress reaches the
 caller as :class:`AttackProgress` events.
+
+Scale-out (torchrun, SLURM or ``rank``/``world_size``; :mod:`trustser.ranks`): every rank runs
+the fold's clean pass whole, so all agree on which clips are attacked and form the same batches
+as one process would; the attack batches are then dealt round-robin, each seeded by its own
+index. A rank writes its clips to ``ranks/rank-<r>-of-<W>.json`` in the attack directory, and
+the rank that completes the set merges them into ``clips.csv`` and ``summary.json`` — the same
+files one process writes (:func:`merge_attack` merges by hand).
 """
 
 from __future__ import annotations
@@ -42,13 +49,17 @@ from trustser.attacks.results import (
     AudioPair,
     ClipOutcome,
     FoldOutcome,
+    RankShare,
+    merge_rank_files,
+    write_rank_file,
     write_result,
 )
 from trustser.attacks.sweep import collect_rows, write_sweep
-from trustser.devices import resolve_device
+from trustser.batching import length_batches
+from trustser.ranks import Ranks, rank_device, resolve_ranks
 from trustser.runs import RunLayout
 
-__all__ = ["AttackProgress", "run_attack"]
+__all__ = ["AttackProgress", "merge_attack", "run_attack"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,9 @@ class _SNROutcome:
     folds: list[FoldOutcome] = field(default_factory=list)
     audio: list[AudioPair] = field(default_factory=list)
     seconds: float = 0.0
+    order: list[tuple[int, int]] = field(default_factory=list)  # (fold index, position) per clip
+    num_test: list[tuple[str, int]] = field(default_factory=list)  # (fold, test clips) per fold
+    audio_slots: int = 0  # clips chosen for audio so far, counted over every rank
 
 
 def _derived_seed(seed: int, *parts: object) -> int:
@@ -133,6 +147,7 @@ def _check_counts(batch_size: int, save_audio: int) -> None:
 
 def _attack_fold(
     plan: FoldPlan,
+    fold_index: int,
     attacks: Sequence[Attack],
     outcomes: dict[float, _SNROutcome],
     provenance: dict,
@@ -143,8 +158,14 @@ def _attack_fold(
     seed: int,
     save_audio: int,
     report: _Reporter,
+    ranks: Ranks,
 ) -> None:
-    """Classify the fold's clips, attack the correct ones at every SNR, add to ``outcomes``."""
+    """Classify the fold's clips, attack the correct ones at every SNR, add to ``outcomes``.
+
+    The attack batches are those one process would form; this rank attacks batch ``b`` when
+    ``b mod world_size == rank``, each batch with a generator seeded by its own index, so the
+    clips' results do not depend on the number of ranks.
+    """
     waveforms = load_waveforms(plan.utterances, provenance)
     index_of = {label: i for i, label in enumerate(plan.labels)}
     truth = np.array([index_of[u.emotion] for u in plan.utterances], dtype=np.int64)
@@ -159,33 +180,54 @@ def _attack_fold(
     )
     clean_pred = logits.argmax(axis=1)
     correct = np.flatnonzero(clean_pred == truth)
+    batches = length_batches(
+        [int(waveforms[i].numel()) for i in correct],
+        batch_size=batch_size,
+        descending=True,
+        identical_only=identical_only,
+    )
     for attack in attacks:
         snr = attack.snr_db
         collected = outcomes[snr]
         report.start(plan.fold, f"{attack.method} @ {snr:g} dB")
         report.advance(len(plan.utterances) - len(correct))  # not attacked
-        room = max(0, save_audio - len(collected.audio))
-        generator = torch.Generator().manual_seed(
-            _derived_seed(seed, plan.fold, attack.method, snr)
-        )
+        keep = set(range(min(max(0, save_audio - collected.audio_slots), len(correct))))
+        collected.audio_slots += len(keep)
         started = time.perf_counter()
-        outcome = attack_clips(
-            plan.model,
-            [waveforms[i] for i in correct],
-            attack=attack,
-            labels=truth[correct].tolist(),
-            batch_size=batch_size,
-            identical_only=identical_only,
-            device=device,
-            generator=generator,
-            keep=frozenset(range(min(room, len(correct)))),
-            advance=report.advance,
-        )
+        adv_pred: dict[int, int] = {}
+        measured: dict[int, float] = {}
+        adversarial: dict[int, torch.Tensor] = {}
+        for number, batch in enumerate(batches):
+            if number % ranks.world_size != ranks.rank:
+                report.advance(len(batch))  # another rank's batch
+                continue
+            generator = torch.Generator().manual_seed(
+                _derived_seed(seed, plan.fold, attack.method, snr, number)
+            )
+            outcome = attack_clips(
+                plan.model,
+                [waveforms[int(correct[p])] for p in batch],
+                attack=attack,
+                labels=truth[correct[batch]].tolist(),
+                batch_size=len(batch),
+                identical_only=identical_only,
+                device=device,
+                generator=generator,
+                keep=frozenset(j for j, p in enumerate(batch) if p in keep),
+                advance=report.advance,
+            )
+            for j, position in enumerate(batch):
+                adv_pred[position] = int(outcome.adv_pred[j])
+                measured[position] = float(outcome.snr_db[j])
+                if j in outcome.adversarial:
+                    adversarial[position] = outcome.adversarial[j]
         collected.seconds += time.perf_counter() - started
         rows = []
         for position, index in enumerate(correct.tolist()):
+            if position not in adv_pred:
+                continue
             u = plan.utterances[index]
-            adv = int(outcome.adv_pred[position])
+            adv = adv_pred[position]
             row = ClipOutcome(
                 id=u.id,
                 fold=plan.fold,
@@ -194,13 +236,15 @@ def _attack_fold(
                 true=plan.labels[int(truth[index])],
                 clean_pred=plan.labels[int(clean_pred[index])],
                 adv_pred=plan.labels[adv],
-                snr_db=float(outcome.snr_db[position]),
+                snr_db=measured[position],
                 success=adv != int(clean_pred[index]),
             )
             rows.append(row)
-            if position in outcome.adversarial:
-                collected.audio.append((row, waveforms[index], outcome.adversarial[position]))
+            collected.order.append((fold_index, position))
+            if position in adversarial:
+                collected.audio.append((row, waveforms[index], adversarial[position]))
         collected.clips.extend(rows)
+        collected.num_test.append((plan.fold, len(plan.utterances)))
         collected.folds.append(
             FoldOutcome(
                 fold=plan.fold,
@@ -228,6 +272,8 @@ def run_attack(
     step_size: float | None = None,
     random_start: bool = False,
     callback: Callable[[AttackProgress], None] | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> AttackRun:
     """Attack the test clips of every fold with a trained emotion head; write the results.
 
@@ -236,20 +282,23 @@ def run_attack(
     ``runs/<backbone>/emotion/<fold>/``. ``snr_db`` may list several SNRs (a sweep). ``folds``
     picks folds by name or 1-based index (default: all with a head). ``save_audio`` writes that
     many clean/adversarial WAV pairs per SNR. ``callback`` receives :class:`AttackProgress`
-    events. Deterministic given ``seed``, ``batch_size`` and the device.
+    events. Deterministic given ``seed``, ``batch_size`` and the device, whatever the number of
+    ranks: ``rank``/``world_size`` (both or neither; default torchrun's or SLURM's variables)
+    split each fold's attack batches, and the last rank to finish writes the merged files.
     """
     attacks = _configured_attacks(
         method, snr_db, steps=steps, step_size=step_size, random_start=random_start
     )
     _check_counts(batch_size, save_audio)
 
+    ranks = resolve_ranks(rank, world_size)
     name, group, provenance = open_attack_group(store, backbone)
     layout = RunLayout(Path(runs))
     heads = available_heads(layout, name)
     manifest = group.manifest()
     chosen = select_folds(manifest, heads, folds)
     try:
-        torch_device = resolve_device(device)
+        torch_device = rank_device(device, ranks)
     except RuntimeError as error:  # CUDA requested but not visible
         raise AttackError(str(error)) from None
     encoder = reload_backbone(provenance, torch_device)
@@ -264,12 +313,13 @@ def run_attack(
         if p.skipped_labels
     ]
     report = _Reporter(callback, sum(len(p.utterances) for p in plans) * (1 + len(attacks)))
-    for plan in plans:
+    for fold_index, plan in enumerate(plans):
         if not plan.utterances:
             notes.append(f"fold {plan.fold}: no extracted test clips; skipped")
             continue
         _attack_fold(
             plan,
+            fold_index,
             attacks,
             outcomes,
             provenance,
@@ -279,6 +329,7 @@ def run_attack(
             seed=seed,
             save_audio=save_audio,
             report=report,
+            ranks=ranks,
         )
 
     common = {
@@ -306,16 +357,72 @@ def run_attack(
             clips=tuple(collected.clips),
             seconds=collected.seconds,
         )
-        results.append(
-            write_result(
-                result,
-                layout.attack_dir(name, attack.method, attack.snr_db),
-                audio=collected.audio if save_audio else None,
-                sample_rate=sample_rate,
-            )
+        out_dir = layout.attack_dir(name, attack.method, attack.snr_db)
+        audio = collected.audio if save_audio else None
+        if not ranks.distributed:
+            results.append(write_result(result, out_dir, audio=audio, sample_rate=sample_rate))
+            continue
+        share = RankShare(
+            rank=ranks.rank,
+            world_size=ranks.world_size,
+            order=tuple(collected.order),
+            num_test=tuple(collected.num_test),
+            fingerprint=_fingerprint(result, plans),
         )
-    sweep = write_sweep(layout, name) if _has_several_snrs(layout, name) else None
+        written = write_rank_file(result, share, out_dir, audio=audio, sample_rate=sample_rate)
+        merged = merge_rank_files(out_dir, fingerprint=share.fingerprint)
+        if merged is None:
+            notes.append(
+                f"{attack.method} @ {attack.snr_db:g} dB: {ranks.describe()} wrote "
+                f"{written.relative_to(out_dir.parent)}; the summary is merged when every rank has "
+                "finished (or run the same command with --merge)."
+            )
+            results.append(result)
+        else:
+            results.append(merged)
+    complete = all(r.out_dir is not None for r in results)
+    sweep = write_sweep(layout, name) if complete and _has_several_snrs(layout, name) else None
     return AttackRun(backbone=name, results=tuple(results), sweep=sweep, warnings=tuple(notes))
+
+
+def _fingerprint(result: AttackResult, plans: Sequence[FoldPlan]) -> str:
+    """What every rank of one run shares: the settings (without the device index), the folds and
+    the heads' bytes. Rank files of another run (other heads, other settings) never merge in."""
+    settings = dict(result.settings)
+    settings["device"] = str(settings.get("device", "")).split(":")[0]
+    digest = hashlib.sha256()
+    digest.update(repr(sorted((k, repr(v)) for k, v in settings.items())).encode())
+    digest.update(repr((result.method, result.snr_db, [f.num_test for f in result.folds])).encode())
+    for plan in plans:
+        digest.update(plan.fold.encode())
+        digest.update(hashlib.sha256(Path(plan.head_path).read_bytes()).digest())
+        digest.update(repr([u.id for u in plan.utterances]).encode())
+    return digest.hexdigest()[:32]
+
+
+def merge_attack(
+    store: str | os.PathLike,
+    backbone: str | None = None,
+    *,
+    runs: str | os.PathLike = "runs",
+    method: str = "fgsm",
+    snr_db: float | Sequence[float] = 45.0,
+) -> AttackRun:
+    """Merge the rank files of a scaled-out attack into ``clips.csv`` and ``summary.json``.
+
+    The last rank does this by itself; call it when that rank could not (it was killed after
+    writing its file, say). A missing rank is an :class:`AttackError` naming it.
+    """
+    attacks = _configured_attacks(method, snr_db, steps=1, step_size=None, random_start=False)
+    name, _, _ = open_attack_group(store, backbone)
+    layout = RunLayout(Path(runs))
+    results = []
+    for attack in attacks:
+        out_dir = layout.attack_dir(name, attack.method, attack.snr_db)
+        merged = merge_rank_files(out_dir, required=True)
+        results.append(merged)
+    sweep = write_sweep(layout, name) if _has_several_snrs(layout, name) else None
+    return AttackRun(backbone=name, results=tuple(results), sweep=sweep)
 
 
 def _has_several_snrs(layout: RunLayout, backbone: str) -> bool:

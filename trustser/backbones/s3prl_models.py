@@ -33,6 +33,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
 from trustser.backbones.errors import BackboneError, WeightsNotFoundError
+from trustser.backbones.rnn import run_rnn
 from trustser.backbones.top_blocks import (
     TopBlocks,
     TopBlocksError,
@@ -105,7 +106,10 @@ def kaldi_fbank_cmvn(waveform: torch.Tensor, audio: dict[str, Any]) -> torch.Ten
 
     CMVN is ``(x − mean) / (1e-10 + std)`` with the unbiased std, as s3prl's ``CMVN``.
     """
-    from torchaudio.compliance import kaldi
+    # Outside inference mode even when called inside it: kaldi's module-level EPSILON is created
+    # at first import, and an inference tensor there breaks every later waveform gradient.
+    with torch.inference_mode(False):
+        from torchaudio.compliance import kaldi
 
     options = {
         k: v for k, v in audio.items() if k not in ("feat_type", "feat_dim", "cmvn", "decode_wav")
@@ -245,7 +249,7 @@ class APCBackbone(Backbone):
         )
         states = []
         for index, gru in enumerate(self.model.rnn_layers):
-            packed, _ = gru(inputs)
+            packed, _ = run_rnn(gru, inputs)  # differentiable on CUDA in eval mode
             outputs, _ = pad_packed_sequence(packed, batch_first=True, total_length=total)
             if self.model.rnn_residual and index > 0:
                 previous, _ = pad_packed_sequence(inputs, batch_first=True, total_length=total)
@@ -308,7 +312,9 @@ class APCTopBlocks(TopBlocks):
         states = []
         for gru in self.blocks:
             packed = pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
-            outputs, _ = pad_packed_sequence(gru(packed)[0], batch_first=True, total_length=total)
+            outputs, _ = pad_packed_sequence(
+                run_rnn(gru, packed)[0], batch_first=True, total_length=total
+            )
             outputs = self.dropout(outputs)
             if self.residual:  # every GRU above the first has the residual connection
                 outputs = outputs + hidden
