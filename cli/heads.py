@@ -9,32 +9,40 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trustser.cli._common import console, user_errors
+from trustser.cli._common import BACKBONE, RUNS, STORE, console, user_errors, workspace
 from trustser.heads.model import POOLINGS
 from trustser.heads.probe import ProbeEvent, ProbeResult, run_probes
 from trustser.heads.tasks import DEFAULT_MIN_STEPS
 from trustser.heads.training import DATA_MODES, FitResult, TrainingEvent, fit_heads
+from trustser.workspace import stage_backbones
 
 app = typer.Typer(help="Train heads and probes from the embedding cache.", no_args_is_help=True)
 
 StoreOption = Annotated[
-    Path,
+    Path | None,
     typer.Option(
-        "--store",
-        "-s",
+        *STORE,
         help="Embedding store written by `trustser extract`.",
-        exists=True,
         file_okay=False,
+        show_default="cache.zarr, or trustser.toml's",
     ),
 ]
 BackboneOption = Annotated[
-    str | None,
-    typer.Option("--backbone", "-b", help="Store group to read (default: the store's only group)."),
+    list[str] | None,
+    typer.Option(*BACKBONE, help="Store group(s) to read, repeatable (default: every group)."),
 ]
 TaskOption = Annotated[
-    str, typer.Option("--task", "-t", help="emotion, gender, speaker, all, or a comma list.")
+    str | None,
+    typer.Option(
+        "--task", "-t", help="emotion, gender, speaker, all, or a comma list (default: all)."
+    ),
 ]
-RunsOption = Annotated[Path, typer.Option("--runs", help="Results root: DIR/<backbone>/<task>/.")]
+RunsOption = Annotated[
+    Path | None,
+    typer.Option(
+        *RUNS, help="Results root: DIR/<backbone>/<task>/.", show_default="runs, or trustser.toml's"
+    ),
+]
 FoldsOption = Annotated[
     str | None,
     typer.Option("--folds", help="Folds to run, by name or 1-based index (e.g. 1,3); default all."),
@@ -44,12 +52,22 @@ SeedOption = Annotated[
 ]
 
 
+def _targets(
+    store: Path | None, runs: Path | None, backbones: list[str] | None
+) -> tuple[Path, Path, list[str]]:
+    """The store, the runs directory and the backbones a command works on (flag > workspace)."""
+    ws = workspace()
+    store, runs = ws.resolve("store", store), ws.resolve("runs", runs)
+    with user_errors():
+        return store, runs, stage_backbones(store, backbones)
+
+
 @app.command("fit")
 def fit(
-    store: StoreOption,
+    store: StoreOption = None,
     backbone: BackboneOption = None,
-    task: TaskOption = "emotion",
-    runs: RunsOption = Path("runs"),
+    task: TaskOption = None,
+    runs: RunsOption = None,
     folds: FoldsOption = None,
     epochs: Annotated[
         int | None,
@@ -95,39 +113,44 @@ def fit(
         ),
     ] = "auto",
 ) -> None:
-    """Train the layer-weighted head on every fold, straight from the store."""
-    with user_errors(), _FitProgress() as progress:
-        result = fit_heads(
-            store,
-            backbone,
-            task=task,
-            runs=runs,
-            folds=folds,
-            epochs=epochs,
-            min_steps=min_steps,
-            hidden=hidden,
-            lr=lr,
-            layer_lr=layer_lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            dropout=dropout,
-            pooling=pooling,
-            class_weight=class_weight,
-            normalize=normalize,
-            device=device,
-            seed=seed,
-            data=data,
-            callback=progress.update,
-        )
-    _render_fit(result)
+    """Train the layer-weighted head on every fold, straight from the store.
+
+    Without --backbone every group of the store is trained; without --task every task.
+    """
+    store, runs, names = _targets(store, runs, backbone)
+    for name in names:
+        with user_errors(), _FitProgress() as progress:
+            result = fit_heads(
+                store,
+                name,
+                task=task or "all",
+                runs=runs,
+                folds=folds,
+                epochs=epochs,
+                min_steps=min_steps,
+                hidden=hidden,
+                lr=lr,
+                layer_lr=layer_lr,
+                weight_decay=weight_decay,
+                batch_size=batch_size,
+                dropout=dropout,
+                pooling=pooling,
+                class_weight=class_weight,
+                normalize=normalize,
+                device=device,
+                seed=seed,
+                data=data,
+                callback=progress.update,
+            )
+        _render_fit(result)
 
 
 @app.command("probe")
 def probe(
-    store: StoreOption,
+    store: StoreOption = None,
     backbone: BackboneOption = None,
-    task: TaskOption = "emotion",
-    runs: RunsOption = Path("runs"),
+    task: TaskOption = None,
+    runs: RunsOption = None,
     folds: FoldsOption = None,
     c: Annotated[
         float, typer.Option("--C", help="Inverse L2 strength of the logistic regression.")
@@ -135,37 +158,55 @@ def probe(
     max_iter: Annotated[int, typer.Option("--max-iter", help="lbfgs iterations.")] = 2000,
     seed: SeedOption = 0,
 ) -> None:
-    """Logistic-regression probes on time-means, per layer and all layers, per fold."""
-    with (
-        user_errors(),
-        Progress(
+    """Logistic-regression probes on time-means, per layer and all layers, per fold.
+
+    Without --backbone every group of the store is probed; without --task every task.
+    """
+    store, runs, names = _targets(store, runs, backbone)
+    for name in names:
+        with user_errors(), _ProbeProgress() as progress:
+            result = run_probes(
+                store,
+                name,
+                task=task or "all",
+                runs=runs,
+                folds=folds,
+                C=c,
+                max_iter=max_iter,
+                seed=seed,
+                callback=progress.update,
+            )
+        _render_probe(result)
+
+
+class _ProbeProgress:
+    """A bar per task counting the logistic-regression fits (layers × folds)."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("probes"),
             TimeElapsedColumn(),
             console=console,
             transient=True,
-        ) as bar,
-    ):
-        bars: dict[str, int] = {}
-
-        def update(event: ProbeEvent) -> None:
-            if event.task not in bars:
-                bars[event.task] = bar.add_task(f"probe {event.task}", total=event.total)
-            bar.update(bars[event.task], completed=event.done)
-
-        result = run_probes(
-            store,
-            backbone,
-            task=task,
-            runs=runs,
-            folds=folds,
-            C=c,
-            max_iter=max_iter,
-            seed=seed,
-            callback=update,
         )
-    _render_probe(result)
+        self._bars: dict[str, int] = {}
+
+    def __enter__(self) -> _ProbeProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, event: ProbeEvent) -> None:
+        if event.task not in self._bars:
+            self._bars[event.task] = self._progress.add_task(
+                f"probe {event.task}", total=event.total
+            )
+        self._progress.update(self._bars[event.task], completed=event.done)
 
 
 class _FitProgress:
@@ -176,7 +217,7 @@ class _FitProgress:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
+            TextColumn("epochs {task.fields[status]}"),
             TimeElapsedColumn(),
             console=console,
         )

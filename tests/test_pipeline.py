@@ -189,7 +189,7 @@ def test_demo_synthesises_the_corpus_then_runs_the_offline_model(tmp_path, monke
     calls: dict = {}
     monkeypatch.setattr(synth, "synthesize", lambda out, **kw: calls.setdefault("synth", out))
     monkeypatch.setattr(
-        demo, "run_pipeline", lambda config, notify=None: calls.setdefault("config", config)
+        demo, "run_pipeline", lambda config, **_: calls.setdefault("config", config)
     )
     config = demo.run_demo(tmp_path / "d", device="cpu", seed=3)
     assert Path(calls["synth"]) == tmp_path / "d" / "corpus"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from trustser.pipeline import (
     AttackSettings,
@@ -51,10 +52,12 @@ def run_demo(
     seed: int = 0,
     notify: Notify | None = None,
     synth_progress: Callable[[int, int], None] | None = None,
+    attack_progress: Callable[[Any], None] | None = None,
 ) -> PipelineResult:
     """Synthesise (or reuse) the demo corpus under ``out/corpus`` and run the pipeline.
 
-    ``synth_progress(done, total)`` follows the synthesis clip by clip; ``notify`` the stages.
+    ``synth_progress(done, total)`` follows the synthesis clip by clip; ``notify`` the stages;
+    ``attack_progress`` the attacks' clip passes (see :func:`~trustser.pipeline.run_pipeline`).
     """
     from trustser.corpora.synth import MANIFEST_NAME, synthesize
 
@@ -62,4 +65,8 @@ def run_demo(
     corpus_dir = out / "corpus"
     manifest_path = corpus_dir / MANIFEST_NAME
     synthesize(corpus_dir, seed=seed, progress=synth_progress)
-    return run_pipeline(demo_config(out, manifest_path, device=device, seed=seed), notify=notify)
+    return run_pipeline(
+        demo_config(out, manifest_path, device=device, seed=seed),
+        notify=notify,
+        attack_progress=attack_progress,
+    )
