@@ -296,14 +296,22 @@ def _render_probe(result: ProbeResult) -> None:
         table = Table(title=f"{task.task} linear probes · {result.backbone}")
         for column in ("features", "dev UAR", "test UAR", "test acc"):
             table.add_column(column, justify="left" if column == "features" else "right")
-        rows = [("all layers", task.all_layers)] + [(f"layer {v['layer']}", v) for v in task.layers]
-        for label, values in rows:
-            best = label == f"layer {task.best_layer_test}"
+        chosen = task.dev_chosen
+        layers = ",".join(str(layer) for layer in chosen["layers"])
+        rows = [("all layers", task.all_layers)]
+        rows += [(f"layer {v['layer']}", v) for v in task.layers]
+        rows += [(f"chosen on dev * ({layers})", chosen)]
+        for index, (label, values) in enumerate(rows):
             table.add_row(
-                label + (" *" if best else ""),
+                label,
                 f"{values['dev_uar_mean']:.3f} ± {values['dev_uar_std']:.3f}",
                 f"{values['test_uar_mean']:.3f} ± {values['test_uar_std']:.3f}",
                 f"{values['test_accuracy_mean']:.3f} ± {values['test_accuracy_std']:.3f}",
+                end_section=index in (0, len(rows) - 2),
             )
         console.print(table)
-    console.print(f"wrote {result.path} ({result.seconds:.1f} s); * best layer by test UAR")
+    console.print(
+        f"wrote {result.path} ({result.seconds:.1f} s); * per fold, the layer with the best dev "
+        "UAR (the fold's choice in brackets), scored on that fold's test speakers",
+        soft_wrap=False,
+    )
