@@ -203,3 +203,35 @@ def test_only_directories_holding_results_are_rows(tmp_path, write_fake_runs, mo
     assert "tiny:whisper" in output
     for folder in ("cache.zarr", "report", "empty-backbone"):
         assert f"not ranked {folder}" not in output and f" {folder} │" not in output
+
+
+def test_fold_fairness_undefined_everywhere_reads_n_a(tmp_path, write_fake_runs):
+    import csv
+
+    from trustser.profile import profile_to_markdown
+    from trustser.profile.report import render_report
+
+    write_fake_runs(tmp_path)
+    path = RunLayout(tmp_path).head_dir("tiny:whisper", "emotion") / "predictions.csv"
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:  # every fold now tests one gender only: no fold-level gender gap exists
+        row["fold"] = "fold1" if row["gender"] == "male" else "fold2"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (entry,) = (profile := collect_profile(tmp_path)).backbones
+    fairness = entry.fairness
+    assert fairness["multiclass_equalized_odds_fold_mean"] is None
+    assert fairness["multiclass_equalized_odds_fold_std"] is None
+    pooled = fairness["pooled"]["multiclass_equalized_odds"]
+    assert entry.raw["fairness"] == pooled and fairness["eo_basis"].startswith("pooled")
+    markdown = profile_to_markdown(profile)
+    raw_rows = [line for line in markdown.splitlines() if line.startswith("| tiny:whisper |")]
+    row = raw_rows[1]  # the raw-metrics table (the first is the scores)
+    assert row.split(" | ")[4] == "n/a"  # EO (multiclass, fold mean)
+    assert "± 0.0" not in row
+    assert f"| {100 * pooled:.1f} |" in row  # the pooled figure, in its own column
+    html = render_report(profile)
+    assert "n/a" in html and "± 0.0" not in html

@@ -175,14 +175,20 @@ def _fairness(rows: list[dict[str, str]], labels: list[str]) -> tuple[dict[str, 
         "statistical_parity_max",
         "statistical_parity_mean",
     ):
-        if per_fold:
-            mean, std = mean_std([f[key] for f in per_fold.values()])
-        else:
-            mean, std = getattr(pooled, key), 0.0
+        # Undefined on every fold: no fold figure at all (shown as n/a), never pooled ± 0.
+        mean, std = mean_std([f[key] for f in per_fold.values()]) if per_fold else (None, None)
         result[f"{key}_fold_mean"], result[f"{key}_fold_std"] = mean, std
     if not per_fold:
-        notes.append("fold-level fairness was undefined everywhere; the pooled values are used.")
+        notes.append(
+            "fold-level fairness is undefined on every fold (n/a); the fairness axis uses the "
+            "value pooled over all test predictions."
+        )
     result["eo_basis"] = "mean over folds" if per_fold else "pooled over all test predictions"
+    result["axis_value"] = (
+        result["multiclass_equalized_odds_fold_mean"]
+        if per_fold
+        else pooled.multiclass_equalized_odds
+    )
     return result, notes
 
 
@@ -346,7 +352,7 @@ def collect_backbone(
             entry.notes.append(f"fairness: {error}")
         else:
             entry.notes.extend(f"fairness: {n}" for n in notes)
-            entry.raw["fairness"] = entry.fairness["multiclass_equalized_odds_fold_mean"]
+            entry.raw["fairness"] = entry.fairness["axis_value"]
 
     probe = _maybe_json(base / "probe" / "metrics.json")
     if probe is not None:

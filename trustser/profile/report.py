@@ -18,6 +18,7 @@ from trustser.formatting import MISSING, number, percent
 from trustser.profile.model import AXES, AXIS_TITLES, Profile
 from trustser.profile.radar import RadarChart, RadarCharts, draw_radar_charts, figure_svg
 from trustser.profile.recommend import SCENARIOS, RecommendError, recommend
+from trustser.profile.tables import NOT_DEFINED, fold_eo
 
 __all__ = ["render_report", "write_report"]
 
@@ -115,15 +116,16 @@ def _fairness(profile: Profile) -> str:
     rows = []
     for b in profile.backbones:
         f = b.fairness or {}
+        undefined = NOT_DEFINED if f else MISSING
         spread = (f.get("pooled") or {}).get("speakers") or {}
         rows.append(
             [
                 b.name,
-                percent(b.raw.get("fairness"), f.get("multiclass_equalized_odds_fold_std")),
-                percent(f.get("multiclass_statistical_parity_fold_mean")),
-                percent(f.get("equalized_odds_max_fold_mean")),
-                percent(f.get("equalized_odds_mean_fold_mean")),
-                percent(f.get("statistical_parity_max_fold_mean")),
+                fold_eo(b),
+                percent(f.get("multiclass_statistical_parity_fold_mean"), missing=undefined),
+                percent(f.get("equalized_odds_max_fold_mean"), missing=undefined),
+                percent(f.get("equalized_odds_mean_fold_mean"), missing=undefined),
+                percent(f.get("statistical_parity_max_fold_mean"), missing=undefined),
                 percent((f.get("pooled") or {}).get("multiclass_equalized_odds")),
                 f"{percent(spread.get('min'))} / {percent(spread.get('max'))} / {percent(spread.get('sd'))}"
                 if spread

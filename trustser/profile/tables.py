@@ -9,7 +9,7 @@ from typing import Any
 from trustser.formatting import MISSING, number, percent
 from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
 
-__all__ = ["profile_rows", "profile_to_csv", "profile_to_markdown"]
+__all__ = ["NOT_DEFINED", "fold_eo", "profile_rows", "profile_to_csv", "profile_to_markdown"]
 
 
 def profile_rows(profile: Profile) -> list[dict[str, Any]]:
@@ -29,7 +29,10 @@ def profile_rows(profile: Profile) -> list[dict[str, Any]]:
                 "accuracy_mean": perf.get("accuracy_mean"),
                 "macro_f1_mean": perf.get("macro_f1_mean"),
                 "eo_multiclass": b.raw.get("fairness"),
+                "eo_basis": fair.get("eo_basis"),
+                "eo_multiclass_fold_mean": fair.get("multiclass_equalized_odds_fold_mean"),
                 "eo_multiclass_std": fair.get("multiclass_equalized_odds_fold_std"),
+                "eo_multiclass_pooled": (fair.get("pooled") or {}).get("multiclass_equalized_odds"),
                 "eo_max_fold_mean": fair.get("equalized_odds_max_fold_mean"),
                 "eo_mean_fold_mean": fair.get("equalized_odds_mean_fold_mean"),
                 "sp_multiclass": fair.get("multiclass_statistical_parity_fold_mean"),
@@ -112,7 +115,8 @@ def profile_to_markdown(profile: Profile) -> str:
             "UAR %",
             "WA %",
             "macro-F1 %",
-            "EO (multiclass) %",
+            "EO (multiclass, fold mean) %",
+            "EO (multiclass, pooled) %",
             "EO max-class %",
             "SP (multiclass) %",
             "speaker UAR min–max %",
@@ -155,11 +159,29 @@ def profile_to_markdown(profile: Profile) -> str:
     return "\n".join(out)
 
 
+NOT_DEFINED = "n/a"  # a fold-level figure no fold defines (e.g. every fold tests one gender)
+
+
+def fold_eo(b: BackboneProfile) -> str:
+    """The fairness axis's fold mean ± sd: n/a when no fold defines it (the paper rows: raw)."""
+    if b.reference:
+        return percent(b.raw.get("fairness"))
+    fair = b.fairness or {}
+    if not fair:
+        return MISSING
+    return percent(
+        fair.get("multiclass_equalized_odds_fold_mean"),
+        fair.get("multiclass_equalized_odds_fold_std"),
+        missing=NOT_DEFINED,
+    )
+
+
 def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
     perf, fair, priv = b.performance or {}, b.fairness or {}, b.privacy or {}
     gender, speaker = priv.get("gender") or {}, priv.get("speaker") or {}
     cost, safety = b.sustainability or {}, b.safety or {}
     spread = (fair.get("pooled") or {}).get("speakers")
+    undefined = NOT_DEFINED if fair else MISSING
     params = MISSING
     if cost.get("backbone_params") is not None:
         params = f"{cost['backbone_params'] / 1e6:.2f} M + {cost['head_params'] / 1e3:.0f} k"
@@ -168,9 +190,10 @@ def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
         percent(b.raw.get("performance"), perf.get("uar_std")),
         percent(perf.get("accuracy_mean")),
         percent(perf.get("macro_f1_mean")),
-        percent(b.raw.get("fairness"), fair.get("multiclass_equalized_odds_fold_std")),
-        percent(fair.get("equalized_odds_max_fold_mean")),
-        percent(fair.get("multiclass_statistical_parity_fold_mean")),
+        fold_eo(b),
+        percent((fair.get("pooled") or {}).get("multiclass_equalized_odds")),
+        percent(fair.get("equalized_odds_max_fold_mean"), missing=undefined),
+        percent(fair.get("multiclass_statistical_parity_fold_mean"), missing=undefined),
         f"{percent(spread['min'])}–{percent(spread['max'])}" if spread else MISSING,
         percent(b.raw.get("privacy")),
         b.privacy_attacker or MISSING,
