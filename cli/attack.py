@@ -13,6 +13,7 @@ from trustser.attacks.results import AttackRun
 from trustser.attacks.runner import run_attack
 from trustser.cli._common import BACKBONE, RUNS, STORE, console, err_console, user_errors, workspace
 from trustser.cli._progress import AttackBar
+from trustser.cli._tables import print_table
 from trustser.formatting import percent
 from trustser.workspace import attack_backbones
 
@@ -34,36 +35,38 @@ def _snr_values(first: list[float], extra: list[str]) -> list[float]:
 
 
 def _render(run: AttackRun) -> None:
-    table = Table(title=f"{run.backbone}: attack success rate (mean ± sd over folds)")
+    table = Table(
+        title=f"{run.backbone}: attack success rate",
+        caption="ASR: mean ± sd over folds; measured SNR: min–max; clean: accuracy before the attack",
+    )
     for column, justify in (
         ("method", "left"),
         ("SNR dB", "right"),
         ("ASR %", "right"),
-        ("flipped / attacked", "right"),
-        ("measured SNR dB (min–max)", "right"),
-        ("clean acc %", "right"),
-        ("clips/s", "right"),
+        ("flipped", "right"),
+        ("measured SNR dB", "right"),
+        ("clean %", "right"),
     ):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, no_wrap=True)
     for result in run.results:
         summary = result.summary()
         measured = summary["measured_snr_db"]
         span = (
             f"{measured['min']:.2f}–{measured['max']:.2f}" if measured["min"] is not None else "–"
         )
-        rate = summary["clips_per_second"]
         table.add_row(
             result.method,
             f"{result.snr_db:g}",
             percent(result.asr_mean, result.asr_std),
-            f"{result.num_flipped} / {result.num_attacked}",
+            f"{result.num_flipped}/{result.num_attacked}",
             span,
             percent(summary["clean_accuracy"]),
-            f"{rate:.1f}" if rate else "–",
         )
-    console.print(table)
+    print_table(table, console=console)
     for result in run.results:
-        console.print(f"wrote {result.out_dir}", soft_wrap=True)
+        rate = result.summary()["clips_per_second"]
+        speed = f" ({rate:.1f} clips/s)" if rate else ""
+        console.print(f"wrote {result.out_dir}{speed}", soft_wrap=True)
     if run.sweep is not None:
         console.print(f"ASR vs SNR: {run.sweep.markdown} and {run.sweep.plot.name}", soft_wrap=True)
     for note in run.warnings:

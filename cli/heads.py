@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trustser.cli._common import BACKBONE, RUNS, STORE, console, user_errors, workspace
+from trustser.cli._tables import print_table
 from trustser.heads.model import POOLINGS
 from trustser.heads.probe import ProbeEvent, ProbeResult, run_probes
 from trustser.heads.tasks import DEFAULT_MIN_STEPS
@@ -255,7 +256,7 @@ def _render_fit(result: FitResult) -> None:
             caption=f"{len(task.labels)} classes; features read from {task.data_mode}",
         )
         for column in ("fold", "best epoch", "dev UAR", "test UAR", "test acc", "test macro-F1"):
-            table.add_column(column, justify="left" if column == "fold" else "right")
+            table.add_column(column, justify="left" if column == "fold" else "right", no_wrap=True)
         for fold in task.folds:
             table.add_row(
                 fold.fold,
@@ -277,17 +278,17 @@ def _render_fit(result: FitResult) -> None:
                 end_section=stat == "std",
             )
         table.rows[len(task.folds) - 1].end_section = True
-        console.print(table)
+        print_table(table, console=console)
         weights = Table(title=f"{task.task}: learned layer weights (softmax, sum 1)")
-        weights.add_column("layer", justify="right")
+        weights.add_column("layer", justify="right", no_wrap=True)
         for fold in task.folds:
-            weights.add_column(fold.fold, justify="right")
-        weights.add_column("mean", justify="right", style="bold")
+            weights.add_column(fold.fold, justify="right", no_wrap=True)
+        weights.add_column("mean", justify="right", style="bold", no_wrap=True)
         for layer, mean in enumerate(m["layer_weights_mean"]):
             weights.add_row(
                 str(layer), *(f"{f.layer_weights[layer]:.3f}" for f in task.folds), f"{mean:.3f}"
             )
-        console.print(weights)
+        print_table(weights, console=console)
         console.print(f"wrote {task.directory} ({task.seconds:.1f} s)")
 
 
@@ -295,7 +296,9 @@ def _render_probe(result: ProbeResult) -> None:
     for task in result.tasks:
         table = Table(title=f"{task.task} linear probes · {result.backbone}")
         for column in ("features", "dev UAR", "test UAR", "test acc"):
-            table.add_column(column, justify="left" if column == "features" else "right")
+            table.add_column(
+                column, justify="left" if column == "features" else "right", no_wrap=True
+            )
         chosen = task.dev_chosen
         layers = ",".join(str(layer) for layer in chosen["layers"])
         rows = [("all layers", task.all_layers)]
@@ -309,7 +312,7 @@ def _render_probe(result: ProbeResult) -> None:
                 f"{values['test_accuracy_mean']:.3f} ± {values['test_accuracy_std']:.3f}",
                 end_section=index in (0, len(rows) - 2),
             )
-        console.print(table)
+        print_table(table, console=console)
     console.print(
         f"wrote {result.path} ({result.seconds:.1f} s); * per fold, the layer with the best dev "
         "UAR (the fold's choice in brackets), scored on that fold's test speakers",

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from trustser.cli._common import BACKBONE, MANIFEST, OUT, console, err_console, user_errors
 from trustser.cli._progress import AttackBar, CountBar
+from trustser.cli._tables import print_table
 
 __all__ = ["app"]
 
@@ -35,7 +36,7 @@ def _show(event) -> None:
 def _summary(result) -> None:
     table = Table(title="trustser run", show_lines=False)
     for column in ("corpus", "stage", "backbone", "status", "seconds"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True, justify="right" if column == "seconds" else "left")
     for event in result.events:
         style = _STATUS_STYLE.get(event.status, "")
         table.add_row(
@@ -45,7 +46,7 @@ def _summary(result) -> None:
             f"[{style}]{event.status}[/]",
             f"{event.seconds:.0f}",
         )
-    console.print(table)
+    print_table(table, keys=3, console=console)
     for corpus, path in result.reports.items():
         console.print(f"[bold]{corpus}[/] trust profile: {path}", highlight=False)
     for corpus, path in result.radars.items():
@@ -105,6 +106,13 @@ def demo(
     out: Annotated[Path, typer.Option(*OUT, help="Output directory.")] = Path("runs/demo"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for the corpus and every stage.")] = 0,
+    size: Annotated[
+        str,
+        typer.Option(
+            help="Corpus preset (as `trustser data synth --size`): default (400 clips), "
+            "small (144), tiny (48, a quick smoke test)."
+        ),
+    ] = "default",
 ) -> None:
     """Synthesise the demo corpus and profile the offline Whisper tiny.en on it, end to end."""
     from trustser.demo import run_demo
@@ -118,6 +126,7 @@ def demo(
             out,
             device=device,
             seed=seed,
+            size=size,
             notify=_show,
             synth_progress=bar,
             attack_progress=attack_bar.update,

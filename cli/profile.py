@@ -19,6 +19,7 @@ from trustser.cli._common import (
     user_errors,
     workspace,
 )
+from trustser.cli._tables import print_table
 from trustser.cost import CostReport, run_cost
 from trustser.profile import AXES, AXIS_TITLES, SCALE_MODES, Profile, ProfileError, run_profile
 from trustser.profile.recommend import SCENARIOS, Recommendation, run_recommend
@@ -57,8 +58,8 @@ def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
 
 def _render_cost(report: CostReport, path: Path | None) -> None:
     table = Table(title=f"{report.backbone}: cost of one {report.seconds:g} s clip")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
+    table.add_column("quantity", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
     table.add_column("what it is")
     rows = [
         (
@@ -100,7 +101,7 @@ def _render_cost(report: CostReport, path: Path | None) -> None:
     ]
     for row in rows:
         table.add_row(*(escape(str(cell)) for cell in row))
-    console.print(table)
+    print_table(table, console=console)
     console.print(f"not counted: {'; '.join(report.not_counted)}", style="dim")
     if path is not None:
         console.print(f"wrote {path}")
@@ -186,9 +187,9 @@ def cost(
 
 def _render_profile(profile: Profile) -> None:
     table = Table(title=f"Trust profile (scale: {profile.scale}; higher is more trustworthy)")
-    table.add_column("backbone", overflow="fold")
+    table.add_column("backbone", no_wrap=True)
     for axis in AXES:
-        table.add_column(AXIS_TITLES[axis], justify="right")
+        table.add_column(AXIS_TITLES[axis], justify="right", no_wrap=True)
     for entry in profile.backbones:
         cells = []
         for axis in AXES:
@@ -199,9 +200,13 @@ def _render_profile(profile: Profile) -> None:
                 else f"{score:.2f}" + ("*" if entry.clipped.get(axis) else "")
             )
         table.add_row(escape(entry.name), *cells)
-    console.print(table)
+    print_table(table, console=console)
     if any(any(b.clipped.values()) for b in profile.backbones):
-        console.print("* clipped at the end of the scale", style="dim")
+        console.print("* past the end of the scale: scored at that end (notes below)", style="dim")
+    for entry in profile.backbones:
+        for note in entry.notes:
+            if note.startswith("beyond the scale: "):
+                console.print(f"{escape(entry.name)}: {escape(note)}", style="dim")
     for entry in profile.backbones:
         for axis, command in entry.missing.items():
             err_console.print(
@@ -275,9 +280,9 @@ def _render_recommendation(result: Recommendation) -> None:
         title=f"{result.scenario}: {result.description}",
         caption=f"weights: {weights}; {result.scale} scale",
     )
-    table.add_column("rank", justify="right")
-    table.add_column("backbone", overflow="fold")
-    table.add_column("score", justify="right")
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("backbone", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
     table.add_column("reasons")
     for ranked in result.ranking:
         table.add_row(
@@ -286,7 +291,7 @@ def _render_recommendation(result: Recommendation) -> None:
             f"{ranked.score:.3f}",
             escape("\n".join(ranked.reasons)),
         )
-    console.print(table)
+    print_table(table, keys=2, console=console)
     if result.paper_choice:
         console.print(f"the paper's Table 5 recommends {result.paper_choice}", style="dim")
     for name, why in result.excluded.items():

@@ -287,12 +287,16 @@ def test_cli_wiring(pipeline):
     )
     assert result.exit_code == 0, result.output
     assert "noise" in result.output and "attack-noise-30" in result.output
+    assert "…" not in result.output  # at 80 columns nothing is cut (docs: tables stay legible)
     summary = RunLayout(pipeline["runs"]).attack_dir(BACKBONE, "noise", 30) / "summary.json"
     assert [f["fold"] for f in json.loads(summary.read_text())["folds"]] == ["fold1"]
     bad = runner.invoke(app, [*base, "--snr", "0", "--no-progress"])
     assert bad.exit_code == 2 and "SNR must be" in bad.output
     stray = runner.invoke(app, [*base, "--snr", "45", "loud", "--no-progress"])
     assert stray.exit_code == 2 and "unexpected argument 'loud'" in stray.output
+    bar = runner.invoke(app, [*base, "--method", "noise", "--folds", "1", "--device", "cpu"])
+    clips = json.loads(summary.read_text())["num_test"]
+    assert f"{2 * clips}/{2 * clips} clips" in bar.output  # clean + adversarial pass per clip
 
 
 # ----------------------------------------------------------------- the real tiny backbone, no store

