@@ -70,7 +70,7 @@ def test_a_value_past_an_end_is_clipped_and_said_so(tmp_path, write_fake_runs):
     (entry,) = collect_profile(tmp_path).backbones
     assert entry.scores["performance"] == 1.0 and entry.clipped["performance"]
     (note,) = [n for n in entry.notes if n.startswith("beyond the scale: performance")]
-    assert "best end (71.7 %)" in note and "rim" in note
+    assert "best end (71.65 %)" in note and "rim" in note
     # re-scoring does not pile the note up, and a scale with room for it has no such note
     again = score_profile(score_profile(collect_profile(tmp_path), "paper"), "paper")
     assert sum(n.startswith("beyond the scale: performance") for n in again.backbones[0].notes) == 1
@@ -78,4 +78,5 @@ def test_a_value_past_an_end_is_clipped_and_said_so(tmp_path, write_fake_runs):
     assert not any(
         n.startswith("beyond the scale: performance") for n in absolute.backbones[0].notes
     )
-    assert "71.7 %" in str(again.scales["performance"]["description"])
+    assert "71.65 %" in str(again.scales["performance"]["description"])
+    assert "Table 4 rows 58.0–67.1 %" in again.scales["performance"]["basis"]

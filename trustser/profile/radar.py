@@ -127,6 +127,7 @@ def radar_figure(
                     color=colour,
                     markersize=11 if clipped else 5,
                     markerfacecolor="white" if hollow else colour,
+                    clip_on=False,
                 )
 
         for angle, axis in zip(angles, AXES, strict=True):
@@ -159,9 +160,10 @@ def radar_figure(
 
         _set_title(figure, title, single=single)
         bounds = [f"{AXIS_TITLES[a]}: {scales[a]['description']}" for a in AXES if a in scales]
+        rule = " (ends: the paper's Table 4 rows ± half their spread)" if scale == "paper" else ""
         footer = [
-            f"Scale: {scale} — centre = 0 (worst end), rim = 1 (best end); "
-            "higher is more trustworthy on every axis; ★ = past the scale's end, drawn at it.",
+            f"Scale: {scale}{rule}: centre = 0 (worst end), rim = 1 (best end).",
+            "Higher is more trustworthy on every axis; ★ = past the scale's end, drawn at it.",
             " · ".join(bounds[:3]),
             " · ".join(bounds[3:]),
         ]

@@ -319,10 +319,18 @@ def _recommendations(profile: Profile) -> str:
 
 def _scales(profile: Profile) -> str:
     rows = [
-        [AXIS_TITLES[a], str(profile.scales[a]["metric"]), str(profile.scales[a]["description"])]
+        [
+            AXIS_TITLES[a],
+            str(profile.scales[a]["metric"]),
+            str(profile.scales[a]["description"]),
+            str(profile.scales[a].get("basis", MISSING)),
+        ]
         for a in AXES
     ]
-    return _table(["axis", "raw metric", "worst → best (score 0 → 1)"], rows)
+    return _table(["axis", "raw metric", "worst → best (score 0 → 1)", "derived from"], rows) + (
+        '<p class="note">A value past an end scores 0 or 1 and is marked ✂ (clipped); the notes '
+        "name it.</p>"
+    )
 
 
 def render_report(

@@ -6,10 +6,10 @@ Each axis has one *raw* metric and a *score* in [0, 1] where **higher is more tr
 axis            raw metric                           ``paper`` scale         ``absolute`` scale
                                                      (worst → best)          (worst → best)
 ==============  ===================================  ======================  =====================
-performance     emotion UAR (fold mean)              53.4 % → 71.7 %         chance 1/C → 1
-privacy         gender accuracy, strongest attacker  100 % → 89.2 %          1 → majority chance
+performance     emotion UAR (fold mean)              53.45 % → 71.65 %       chance 1/C → 1
+privacy         gender accuracy, strongest attacker  100 % → 89.15 %         1 → majority chance
 safety          ASR of FGSM at 45 dB                 100 % → 36.8 %          1 → 0
-fairness        multiclass EO (fold mean)            23.1 % → 14.2 %         1 → 0
+fairness        multiclass EO (fold mean)            23.15 % → 14.15 %       1 → 0
 sustainability  GMACs per 6 s clip (log10)           173 → 0.58              1000 → 0.1
 ==============  ===================================  ======================  =====================
 
@@ -36,6 +36,7 @@ from trustser.profile.model import AXES, PAPER_TABLE4, BackboneProfile, Profile,
 
 __all__ = [
     "PAPER_MARGIN",
+    "PAPER_RULE",
     "SCALE_MODES",
     "AxisScale",
     "axis_score",
@@ -84,17 +85,31 @@ def paper_scale_ends(axis: str, margin: float = PAPER_MARGIN) -> tuple[float, fl
     return (low, high) if _HIGHER_IS_BETTER[axis] else (high, low)
 
 
+def _exact_percent(value: float) -> str:
+    return f"{100 * value:.2f}".rstrip("0").rstrip(".") + " %"
+
+
 def _paper_description(axis: str) -> str:
+    """The ends, e.g. ``UAR 53.45 % → 71.65 %``."""
     worst, best = paper_scale_ends(axis)
+    if axis == "sustainability":
+        return f"log10 GMAC {worst:.0f} → {best:.2f}"
+    name = {"performance": "UAR", "privacy": "gender acc.", "safety": "ASR"}.get(axis, "EO")
+    return f"{name} {_exact_percent(worst)} → {_exact_percent(best)}"
+
+
+def _paper_basis(axis: str) -> str:
+    """Where the ends come from, e.g. ``Table 4 rows 58.0–67.1 %, ± half their spread``."""
     values = [row[_TABLE4_KEY[axis]] for row in PAPER_TABLE4.values()]
     if axis == "sustainability":
-        ends = f"log10 GMAC {worst:.0f} → {best:.2f}"
-        rows = f"{min(values):g}–{max(values):g} GMAC"
+        rows = f"{min(values):g}–{max(values):g} GMAC (log10)"
     else:
-        name = {"performance": "UAR", "privacy": "gender acc.", "safety": "ASR"}.get(axis, "EO")
-        ends = f"{name} {percent(worst, unit=True)} → {percent(best, unit=True)}"
         rows = f"{percent(min(values))}–{percent(max(values), unit=True)}"
-    return f"{ends} (Table 4: {rows}, ± half the spread)"
+    capped = ", capped at 100 %" if axis in ("privacy", "safety") else ""
+    return f"Table 4 rows {rows}, ± half their spread{capped}"
+
+
+PAPER_RULE = "the paper's Table 4 rows (worst, best) widened by half their spread on each side"
 
 
 @dataclass(frozen=True)
@@ -215,6 +230,7 @@ def _scales_description(mode: str) -> dict[str, dict[str, Any]]:
             "best": s.best if s.best is not None else "majority-class chance",
             "log": s.log,
             "description": s.description,
+            **({"basis": _paper_basis(axis)} if mode == "paper" else {}),
         }
         for axis, s in _SCALES[mode].items()
     }
@@ -223,8 +239,10 @@ def _scales_description(mode: str) -> dict[str, dict[str, Any]]:
 _CLIPPED_NOTE = "beyond the scale: "
 
 
-def _shown(axis: str, value: float) -> str:
-    return f"{value:.3g} GMAC" if axis == "sustainability" else percent(value, unit=True)
+def _shown(axis: str, value: float, *, exact: bool = False) -> str:
+    if axis == "sustainability":
+        return f"{value:.3g} GMAC"
+    return _exact_percent(value) if exact else percent(value, unit=True)
 
 
 def _clipped_note(
@@ -233,7 +251,7 @@ def _clipped_note(
     end, which = (best, "best") if score >= 1 else (worst, "worst")
     return (
         f"{_CLIPPED_NOTE}{axis} {_shown(axis, value)} lies past the {scale} scale's {which} end "
-        f"({_shown(axis, end)}); it scores {score:.0f} and is drawn at the "
+        f"({_shown(axis, end, exact=True)}); it scores {score:.0f} and is drawn at the "
         f"{'rim' if score >= 1 else 'centre'}, marked clipped"
         + ("; --scale absolute has room for it." if scale == "paper" else ".")
     )

@@ -138,12 +138,13 @@ def profile_to_markdown(profile: Profile) -> str:
     )
     out += ["## Scales", ""]
     out += _md_table(
-        ["axis", "raw metric", "worst → best"],
+        ["axis", "raw metric", "worst → best", "derived from"],
         [
             [
                 AXIS_TITLES[a],
                 str(profile.scales[a]["metric"]),
                 str(profile.scales[a]["description"]),
+                str(profile.scales[a].get("basis", MISSING)),
             ]
             for a in AXES
         ],
