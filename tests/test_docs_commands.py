@@ -231,3 +231,16 @@ def test_every_documented_make_target_exists():
         named = [w for w in command.words if not w.startswith("-") and "=" not in w]
         missing += [f"{command.where}: make {t}" for t in named if t not in targets]
     assert not missing, "make targets the Makefile does not have:\n" + "\n".join(missing)
+
+
+def test_inline_commands_fit_on_one_line():
+    """An inline span broken across lines would escape the checks above."""
+    broken = []
+    for path in DOCS:
+        in_block = False
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if FENCE.match(line):
+                in_block = not in_block
+            elif not in_block and re.search(r"(?<!`)`(trustser|make) [^`]*$", line):
+                broken.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not broken, "inline commands split over lines:\n" + "\n".join(broken)
