@@ -1,4 +1,4 @@
-"""What every CLI command shares: one console, and bad input shown as one clear line."""
+"""What every CLI command shares: one console, the shared flags, bad input shown as one line."""
 
 from __future__ import annotations
 
@@ -10,9 +10,32 @@ from rich.console import Console
 from rich.text import Text
 
 from trustser._validation import TrustSERError
+from trustser.workspace import Workspace, load_workspace
+
+__all__ = [
+    "BACKBONE",
+    "MANIFEST",
+    "OUT",
+    "RUNS",
+    "SHARED_FLAGS",
+    "STORE",
+    "USER_ERRORS",
+    "console",
+    "err_console",
+    "user_errors",
+    "workspace",
+]
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
+
+# The same short flag for the same thing in every command (tests/test_cli_flags.py checks it).
+STORE = ("--store", "-s")
+BACKBONE = ("--backbone", "-b")
+MANIFEST = ("--manifest", "-m")
+OUT = ("--out", "-o")
+RUNS = ("--runs", "-r")
+SHARED_FLAGS = dict((STORE, BACKBONE, MANIFEST, OUT, RUNS))
 
 # Errors caused by the user's input or environment: shown without a traceback, exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -32,3 +55,9 @@ def user_errors() -> Iterator[None]:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         err_console.print(Text.assemble(("error: ", "bold red"), str(message)))
         raise typer.Exit(code=2) from None
+
+
+def workspace() -> Workspace:
+    """The current directory's workspace (``trustser.toml`` or the defaults), errors as one line."""
+    with user_errors():
+        return load_workspace()

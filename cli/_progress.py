@@ -1,10 +1,34 @@
-"""Progress bars for the library's ``progress(done, total)`` callbacks: rich stays in ``cli/``."""
+"""Progress bars for the library's callbacks: rich stays in ``cli/``.
+
+Every bar names what it counts (``clips``, ``files``, ``epochs``, ``probes``) next to its
+``done/total`` column, so a number never stands alone.
+"""
 
 from __future__ import annotations
 
-from rich.progress import Progress, TaskID
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-__all__ = ["CountBar"]
+__all__ = ["AttackBar", "CountBar"]
+
+
+def _columns(unit: str) -> tuple:
+    return (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
 
 
 class CountBar:
@@ -12,11 +36,11 @@ class CountBar:
 
     The bar appears on the first call and closes when ``done`` reaches ``total`` or the ``with``
     block ends, so a command can print freely before and after it. ``description`` may name
-    ``{total}``.
+    ``{total}``; ``unit`` names what is counted.
     """
 
-    def __init__(self, description: str) -> None:
-        self.description = description
+    def __init__(self, description: str, unit: str = "", console: Console | None = None) -> None:
+        self.description, self.unit, self.console = description, unit, console
         self._bar: tuple[Progress, TaskID] | None = None
 
     def __enter__(self) -> CountBar:
@@ -27,7 +51,7 @@ class CountBar:
 
     def __call__(self, done: int, total: int) -> None:
         if self._bar is None:
-            progress = Progress()
+            progress = Progress(*_columns(self.unit), console=self.console)
             progress.start()
             self._bar = (progress, progress.add_task(self.description.format(total=total)))
         progress, task = self._bar
@@ -39,3 +63,47 @@ class CountBar:
         if self._bar is not None:
             self._bar[0].stop()
             self._bar = None
+
+
+class AttackBar:
+    """One bar per attack run, fed the runner's ``AttackProgress`` events (``update``).
+
+    An attack run counts clip passes, and says so: every test clip once clean and once per
+    SNR, so a 400-clip corpus attacked at one SNR reads ``800/800 clip passes``. The bar closes
+    when the run is complete; the next run (a new backbone or method, whose count starts
+    again) opens a new one.
+    """
+
+    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
+        self.enabled, self.console = enabled, console
+        self._bar: tuple[Progress, TaskID] | None = None
+        self._done = 0
+
+    def __enter__(self) -> AttackBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, event) -> None:  # event: trustser.attacks.runner.AttackProgress
+        if not self.enabled:
+            return
+        if self._bar is not None and event.done < self._done:
+            self.close()  # a new run started
+        if self._bar is None:
+            progress = Progress(*_columns("clip passes"), console=self.console, transient=False)
+            progress.start()
+            self._bar = (progress, progress.add_task(event.description, total=event.total))
+        progress, task = self._bar
+        progress.update(task, description=event.description, completed=event.done)
+        self._done = event.done
+        if event.done >= event.total:
+            self.close()
+
+    __call__ = update
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar[0].stop()
+            self._bar = None
+        self._done = 0

@@ -6,21 +6,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from trustser.attacks.methods import AttackError
 from trustser.attacks.results import AttackRun
-from trustser.attacks.runner import AttackProgress, merge_attack, run_attack
-from trustser.cli._common import console, err_console, user_errors
+from trustser.attacks.runner import merge_attack, run_attack
+from trustser.cli._common import BACKBONE, RUNS, STORE, console, err_console, user_errors, workspace
+from trustser.cli._progress import AttackBar
+from trustser.cli._tables import print_table
 from trustser.formatting import percent
+from trustser.workspace import attack_backbones
 
 app = typer.Typer()
 
@@ -39,70 +34,41 @@ def _snr_values(first: list[float], extra: list[str]) -> list[float]:
     return values
 
 
-class _AttackBar:
-    """One bar over every clip pass of the run (clean, then each SNR), named by the stage."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._progress = Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("clips"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err_console,
-            disable=not enabled,
-            transient=False,
-        )
-        self._task: int | None = None
-
-    def __enter__(self) -> _AttackBar:
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(*exc)
-
-    def update(self, event: AttackProgress) -> None:
-        if self._task is None:
-            self._task = self._progress.add_task("attack", total=event.total)
-        self._progress.update(
-            self._task, description=event.description, completed=event.done, total=event.total
-        )
-
-
 def _render(run: AttackRun) -> None:
-    table = Table(title=f"{run.backbone}: attack success rate (mean ± sd over folds)")
+    table = Table(
+        title=f"{run.backbone}: attack success rate",
+        caption="ASR: mean ± sd over folds; measured SNR: min–max; clean: accuracy before the attack",
+    )
     for column, justify in (
         ("method", "left"),
         ("SNR dB", "right"),
         ("ASR %", "right"),
-        ("flipped / attacked", "right"),
-        ("measured SNR dB (min–max)", "right"),
-        ("clean acc %", "right"),
-        ("clips/s", "right"),
+        ("flipped", "right"),
+        ("measured SNR dB", "right"),
+        ("clean %", "right"),
     ):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, no_wrap=True)
     for result in run.results:
         summary = result.summary()
         measured = summary["measured_snr_db"]
         span = (
             f"{measured['min']:.2f}–{measured['max']:.2f}" if measured["min"] is not None else "–"
         )
-        rate = summary["clips_per_second"]
         table.add_row(
             result.method,
             f"{result.snr_db:g}",
             percent(result.asr_mean, result.asr_std),
-            f"{result.num_flipped} / {result.num_attacked}",
+            f"{result.num_flipped}/{result.num_attacked}",
             span,
             percent(summary["clean_accuracy"]),
-            f"{rate:.1f}" if rate else "–",
         )
-    console.print(table)
+    print_table(table, console=console)
     for result in run.results:
-        if result.out_dir is not None:
-            console.print(f"wrote {result.out_dir}", soft_wrap=True)
+        if result.out_dir is None:
+            continue
+        rate = result.summary()["clips_per_second"]
+        speed = f" ({rate:.1f} clips/s)" if rate else ""
+        console.print(f"wrote {result.out_dir}{speed}", soft_wrap=True)
     if run.sweep is not None:
         console.print(f"ASR vs SNR: {run.sweep.markdown} and {run.sweep.plot.name}", soft_wrap=True)
     for note in run.warnings:
@@ -117,11 +83,20 @@ def _render(run: AttackRun) -> None:
 def attack(
     ctx: typer.Context,
     store: Annotated[
-        Path, typer.Option("--store", help="Embedding store written by `trustser extract`.")
-    ],
+        Path | None,
+        typer.Option(
+            *STORE,
+            help="Embedding store written by `trustser extract`.",
+            show_default="cache.zarr, or trustser.toml's",
+        ),
+    ] = None,
     backbone: Annotated[
-        str | None,
-        typer.Option("--backbone", help="Backbone group in the store (default: the only one)."),
+        list[str] | None,
+        typer.Option(
+            *BACKBONE,
+            help="Backbone group(s) in the store, repeatable (default: every one with emotion "
+            "heads under --runs).",
+        ),
     ] = None,
     method: Annotated[
         str, typer.Option("--method", help="fgsm, pgd, or noise (white-noise control).")
@@ -131,8 +106,13 @@ def attack(
         typer.Option("--snr", help="Target SNR in dB; several values sweep: --snr 45 35 25."),
     ] = [45.0],  # noqa: B006 - typer needs a literal default
     runs: Annotated[
-        Path, typer.Option("--runs", help="Results directory holding <backbone>/emotion heads.")
-    ] = Path("runs"),
+        Path | None,
+        typer.Option(
+            *RUNS,
+            help="Results directory holding <backbone>/emotion heads.",
+            show_default="runs, or trustser.toml's",
+        ),
+    ] = None,
     folds: Annotated[
         str | None,
         typer.Option(
@@ -172,34 +152,34 @@ def attack(
         ),
     ] = False,
 ) -> None:
-    if merge:
-        with user_errors():
-            run = merge_attack(
+    ws = workspace()
+    store, runs = ws.resolve("store", store), ws.resolve("runs", runs)
+    with user_errors():
+        snrs = _snr_values(snr, list(ctx.args))
+        names = attack_backbones(store, runs, backbone)
+    for name in names:
+        if merge:
+            with user_errors():
+                run = merge_attack(store, name, runs=runs, method=method, snr_db=snrs)
+            _render(run)
+            continue
+        with user_errors(), AttackBar(progress, console=err_console) as bar:
+            run = run_attack(
                 store,
-                backbone,
+                name,
                 runs=runs,
                 method=method,
-                snr_db=_snr_values(snr, list(ctx.args)),
+                snr_db=snrs,
+                folds=folds,
+                device=device,
+                batch_size=batch_size,
+                save_audio=save_audio,
+                seed=seed,
+                steps=steps,
+                step_size=step_size,
+                random_start=random_start,
+                callback=bar.update,
+                rank=rank,
+                world_size=world_size,
             )
         _render(run)
-        return
-    with user_errors(), _AttackBar(progress) as bar:
-        run = run_attack(
-            store,
-            backbone,
-            runs=runs,
-            method=method,
-            snr_db=_snr_values(snr, list(ctx.args)),
-            folds=folds,
-            device=device,
-            batch_size=batch_size,
-            save_audio=save_audio,
-            seed=seed,
-            steps=steps,
-            step_size=step_size,
-            random_start=random_start,
-            callback=bar.update,
-            rank=rank,
-            world_size=world_size,
-        )
-    _render(run)

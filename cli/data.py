@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from trustser.cli._common import console, err_console, user_errors
+from trustser.cli._common import OUT, console, err_console, user_errors, workspace
 from trustser.cli._progress import CountBar
 from trustser.corpora import corpus_info, list_corpora, prepare_corpus
 from trustser.manifest import ROLES, ManifestSummary, check_manifest, summarize
@@ -21,9 +21,28 @@ app = typer.Typer(
 )
 
 ManifestArgument = Annotated[
-    Path,
-    typer.Argument(help="Manifest (.jsonl or .jsonl.gz).", exists=True, dir_okay=False),
+    Path | None,
+    typer.Argument(
+        help="Manifest (.jsonl or .jsonl.gz).",
+        exists=True,
+        dir_okay=False,
+        show_default="manifest.jsonl, or trustser.toml's",
+    ),
 ]
+
+
+def _manifest(path: Path | None) -> Path:
+    """The MANIFEST argument, or the workspace's manifest (which must then exist)."""
+    if path is not None:
+        return path
+    ws = workspace()
+    if not ws.manifest.is_file():
+        with user_errors():
+            raise FileNotFoundError(
+                f"no manifest given and {ws.describe('manifest')} does not exist; pass MANIFEST "
+                "or create it with `trustser data prepare CORPUS ROOT`."
+            )
+    return ws.manifest
 
 
 @app.command("prepare")
@@ -34,11 +53,14 @@ def prepare(
         typer.Argument(help="The corpus folder, as distributed.", exists=True, file_okay=False),
     ],
     out: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            "--out", "-o", help="Manifest to write (.jsonl, or .jsonl.gz).", dir_okay=False
+            *OUT,
+            help="Manifest to write (.jsonl, or .jsonl.gz).",
+            dir_okay=False,
+            show_default="manifest.jsonl, or trustser.toml's",
         ),
-    ],
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Rebuild even if OUT already holds this corpus.")
     ] = False,
@@ -51,11 +73,12 @@ def prepare(
     ] = False,
 ) -> None:
     """Read CORPUS from its official layout under ROOT and write a validated manifest."""
+    out = workspace().resolve("manifest", out)
     reusing = out.exists() and not overwrite
     with (
         user_errors(),
         warnings.catch_warnings(record=True) as caught,
-        CountBar(f"{corpus}: reading headers") as bar,
+        CountBar(f"{corpus}: reading headers", unit="files") as bar,
     ):
         warnings.simplefilter("always")
         manifest = prepare_corpus(
@@ -74,7 +97,7 @@ def prepare(
 
 @app.command("validate")
 def validate(
-    manifest: ManifestArgument,
+    manifest: ManifestArgument = None,
     files: Annotated[
         bool, typer.Option("--files/--no-files", help="Check that every audio file exists.")
     ] = True,
@@ -86,7 +109,8 @@ def validate(
     ] = "none",
 ) -> None:
     """Check MANIFEST against the schema (and optionally its audio); exit 2 on any problem."""
-    with user_errors(), CountBar(f"checking audio ({audio})") as bar:
+    manifest = _manifest(manifest)
+    with user_errors(), CountBar(f"checking audio ({audio})", unit="files") as bar:
         result = check_manifest(manifest, check_files=files, audio=audio, progress=bar)
     checked = result.audio
     if checked is not None:
@@ -111,8 +135,9 @@ def validate(
 
 
 @app.command("info")
-def info(manifest: ManifestArgument) -> None:
+def info(manifest: ManifestArgument = None) -> None:
     """Counts per emotion, gender and fold of MANIFEST (files are not opened)."""
+    manifest = _manifest(manifest)
     with user_errors():
         summary = check_manifest(manifest, check_files=False).summary
     _render_summary(summary)

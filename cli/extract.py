@@ -19,7 +19,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from trustser.cli._common import console, err_console, user_errors
+from trustser.cli._common import (
+    BACKBONE,
+    MANIFEST,
+    STORE,
+    console,
+    err_console,
+    user_errors,
+    workspace,
+)
 from trustser.formatting import percent
 
 __all__ = ["EXIT_INTERRUPTED", "ExtractBar", "app"]
@@ -79,32 +87,29 @@ def extract_command(
     backbone: Annotated[
         str,
         typer.Option(
-            "--backbone",
-            "-b",
+            *BACKBONE,
             help="Backbone name or spec (see `trustser backbones list`).",
             show_default=False,
         ),
     ],
     manifest: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(
-            "--manifest",
-            "-m",
+            *MANIFEST,
             exists=True,
             dir_okay=False,
             help="Manifest JSONL(.gz); repeat for several corpora.",
-            show_default=False,
+            show_default="manifest.jsonl, or trustser.toml's",
         ),
-    ],
+    ] = None,
     store: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            "--store",
-            "-s",
+            *STORE,
             help="Embedding store directory (created if absent).",
-            show_default=False,
+            show_default="cache.zarr, or trustser.toml's",
         ),
-    ],
+    ] = None,
     group: Annotated[
         str | None, typer.Option(help="Store group name (default: the backbone name).")
     ] = None,
@@ -149,6 +154,16 @@ def extract_command(
     """
     from trustser.extract import FLAG_MEANINGS, extract
 
+    ws = workspace()
+    store = ws.resolve("store", store)
+    if not manifest:
+        if not ws.manifest.is_file():
+            with user_errors():
+                raise FileNotFoundError(
+                    f"no --manifest given and {ws.describe('manifest')} does not exist; create "
+                    "it with `trustser data prepare CORPUS ROOT` or pass -m FILE."
+                )
+        manifest = [ws.manifest]
     try:
         with user_errors(), ExtractBar(progress) as bar:
             summary = extract(

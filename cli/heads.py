@@ -9,32 +9,41 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trustser.cli._common import console, user_errors
+from trustser.cli._common import BACKBONE, RUNS, STORE, console, user_errors, workspace
+from trustser.cli._tables import print_table
 from trustser.heads.model import POOLINGS
 from trustser.heads.probe import ProbeEvent, ProbeResult, run_probes
 from trustser.heads.tasks import DEFAULT_MIN_STEPS
 from trustser.heads.training import DATA_MODES, FitResult, TrainingEvent, fit_heads
+from trustser.workspace import stage_backbones
 
 app = typer.Typer(help="Train heads and probes from the embedding cache.", no_args_is_help=True)
 
 StoreOption = Annotated[
-    Path,
+    Path | None,
     typer.Option(
-        "--store",
-        "-s",
+        *STORE,
         help="Embedding store written by `trustser extract`.",
-        exists=True,
         file_okay=False,
+        show_default="cache.zarr, or trustser.toml's",
     ),
 ]
 BackboneOption = Annotated[
-    str | None,
-    typer.Option("--backbone", "-b", help="Store group to read (default: the store's only group)."),
+    list[str] | None,
+    typer.Option(*BACKBONE, help="Store group(s) to read, repeatable (default: every group)."),
 ]
 TaskOption = Annotated[
-    str, typer.Option("--task", "-t", help="emotion, gender, speaker, all, or a comma list.")
+    str | None,
+    typer.Option(
+        "--task", "-t", help="emotion, gender, speaker, all, or a comma list (default: all)."
+    ),
 ]
-RunsOption = Annotated[Path, typer.Option("--runs", help="Results root: DIR/<backbone>/<task>/.")]
+RunsOption = Annotated[
+    Path | None,
+    typer.Option(
+        *RUNS, help="Results root: DIR/<backbone>/<task>/.", show_default="runs, or trustser.toml's"
+    ),
+]
 FoldsOption = Annotated[
     str | None,
     typer.Option("--folds", help="Folds to run, by name or 1-based index (e.g. 1,3); default all."),
@@ -44,12 +53,22 @@ SeedOption = Annotated[
 ]
 
 
+def _targets(
+    store: Path | None, runs: Path | None, backbones: list[str] | None
+) -> tuple[Path, Path, list[str]]:
+    """The store, the runs directory and the backbones a command works on (flag > workspace)."""
+    ws = workspace()
+    store, runs = ws.resolve("store", store), ws.resolve("runs", runs)
+    with user_errors():
+        return store, runs, stage_backbones(store, backbones)
+
+
 @app.command("fit")
 def fit(
-    store: StoreOption,
+    store: StoreOption = None,
     backbone: BackboneOption = None,
-    task: TaskOption = "emotion",
-    runs: RunsOption = Path("runs"),
+    task: TaskOption = None,
+    runs: RunsOption = None,
     folds: FoldsOption = None,
     epochs: Annotated[
         int | None,
@@ -95,39 +114,44 @@ def fit(
         ),
     ] = "auto",
 ) -> None:
-    """Train the layer-weighted head on every fold, straight from the store."""
-    with user_errors(), _FitProgress() as progress:
-        result = fit_heads(
-            store,
-            backbone,
-            task=task,
-            runs=runs,
-            folds=folds,
-            epochs=epochs,
-            min_steps=min_steps,
-            hidden=hidden,
-            lr=lr,
-            layer_lr=layer_lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            dropout=dropout,
-            pooling=pooling,
-            class_weight=class_weight,
-            normalize=normalize,
-            device=device,
-            seed=seed,
-            data=data,
-            callback=progress.update,
-        )
-    _render_fit(result)
+    """Train the layer-weighted head on every fold, straight from the store.
+
+    Without --backbone every group of the store is trained; without --task every task.
+    """
+    store, runs, names = _targets(store, runs, backbone)
+    for name in names:
+        with user_errors(), _FitProgress() as progress:
+            result = fit_heads(
+                store,
+                name,
+                task=task or "all",
+                runs=runs,
+                folds=folds,
+                epochs=epochs,
+                min_steps=min_steps,
+                hidden=hidden,
+                lr=lr,
+                layer_lr=layer_lr,
+                weight_decay=weight_decay,
+                batch_size=batch_size,
+                dropout=dropout,
+                pooling=pooling,
+                class_weight=class_weight,
+                normalize=normalize,
+                device=device,
+                seed=seed,
+                data=data,
+                callback=progress.update,
+            )
+        _render_fit(result)
 
 
 @app.command("probe")
 def probe(
-    store: StoreOption,
+    store: StoreOption = None,
     backbone: BackboneOption = None,
-    task: TaskOption = "emotion",
-    runs: RunsOption = Path("runs"),
+    task: TaskOption = None,
+    runs: RunsOption = None,
     folds: FoldsOption = None,
     c: Annotated[
         float, typer.Option("--C", help="Inverse L2 strength of the logistic regression.")
@@ -135,37 +159,55 @@ def probe(
     max_iter: Annotated[int, typer.Option("--max-iter", help="lbfgs iterations.")] = 2000,
     seed: SeedOption = 0,
 ) -> None:
-    """Logistic-regression probes on time-means, per layer and all layers, per fold."""
-    with (
-        user_errors(),
-        Progress(
+    """Logistic-regression probes on time-means, per layer and all layers, per fold.
+
+    Without --backbone every group of the store is probed; without --task every task.
+    """
+    store, runs, names = _targets(store, runs, backbone)
+    for name in names:
+        with user_errors(), _ProbeProgress() as progress:
+            result = run_probes(
+                store,
+                name,
+                task=task or "all",
+                runs=runs,
+                folds=folds,
+                C=c,
+                max_iter=max_iter,
+                seed=seed,
+                callback=progress.update,
+            )
+        _render_probe(result)
+
+
+class _ProbeProgress:
+    """A bar per task counting the logistic-regression fits (layers × folds)."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("probes"),
             TimeElapsedColumn(),
             console=console,
             transient=True,
-        ) as bar,
-    ):
-        bars: dict[str, int] = {}
-
-        def update(event: ProbeEvent) -> None:
-            if event.task not in bars:
-                bars[event.task] = bar.add_task(f"probe {event.task}", total=event.total)
-            bar.update(bars[event.task], completed=event.done)
-
-        result = run_probes(
-            store,
-            backbone,
-            task=task,
-            runs=runs,
-            folds=folds,
-            C=c,
-            max_iter=max_iter,
-            seed=seed,
-            callback=update,
         )
-    _render_probe(result)
+        self._bars: dict[str, int] = {}
+
+    def __enter__(self) -> _ProbeProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, event: ProbeEvent) -> None:
+        if event.task not in self._bars:
+            self._bars[event.task] = self._progress.add_task(
+                f"probe {event.task}", total=event.total
+            )
+        self._progress.update(self._bars[event.task], completed=event.done)
 
 
 class _FitProgress:
@@ -176,7 +218,7 @@ class _FitProgress:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
+            TextColumn("epochs {task.fields[status]}"),
             TimeElapsedColumn(),
             console=console,
         )
@@ -214,7 +256,7 @@ def _render_fit(result: FitResult) -> None:
             caption=f"{len(task.labels)} classes; features read from {task.data_mode}",
         )
         for column in ("fold", "best epoch", "dev UAR", "test UAR", "test acc", "test macro-F1"):
-            table.add_column(column, justify="left" if column == "fold" else "right")
+            table.add_column(column, justify="left" if column == "fold" else "right", no_wrap=True)
         for fold in task.folds:
             table.add_row(
                 fold.fold,
@@ -236,17 +278,17 @@ def _render_fit(result: FitResult) -> None:
                 end_section=stat == "std",
             )
         table.rows[len(task.folds) - 1].end_section = True
-        console.print(table)
+        print_table(table, console=console)
         weights = Table(title=f"{task.task}: learned layer weights (softmax, sum 1)")
-        weights.add_column("layer", justify="right")
+        weights.add_column("layer", justify="right", no_wrap=True)
         for fold in task.folds:
-            weights.add_column(fold.fold, justify="right")
-        weights.add_column("mean", justify="right", style="bold")
+            weights.add_column(fold.fold, justify="right", no_wrap=True)
+        weights.add_column("mean", justify="right", style="bold", no_wrap=True)
         for layer, mean in enumerate(m["layer_weights_mean"]):
             weights.add_row(
                 str(layer), *(f"{f.layer_weights[layer]:.3f}" for f in task.folds), f"{mean:.3f}"
             )
-        console.print(weights)
+        print_table(weights, console=console)
         console.print(f"wrote {task.directory} ({task.seconds:.1f} s)")
 
 
@@ -254,15 +296,25 @@ def _render_probe(result: ProbeResult) -> None:
     for task in result.tasks:
         table = Table(title=f"{task.task} linear probes · {result.backbone}")
         for column in ("features", "dev UAR", "test UAR", "test acc"):
-            table.add_column(column, justify="left" if column == "features" else "right")
-        rows = [("all layers", task.all_layers)] + [(f"layer {v['layer']}", v) for v in task.layers]
-        for label, values in rows:
-            best = label == f"layer {task.best_layer_test}"
+            table.add_column(
+                column, justify="left" if column == "features" else "right", no_wrap=True
+            )
+        chosen = task.dev_chosen
+        layers = ",".join(str(layer) for layer in chosen["layers"])
+        rows = [("all layers", task.all_layers)]
+        rows += [(f"layer {v['layer']}", v) for v in task.layers]
+        rows += [(f"chosen on dev * ({layers})", chosen)]
+        for index, (label, values) in enumerate(rows):
             table.add_row(
-                label + (" *" if best else ""),
+                label,
                 f"{values['dev_uar_mean']:.3f} ± {values['dev_uar_std']:.3f}",
                 f"{values['test_uar_mean']:.3f} ± {values['test_uar_std']:.3f}",
                 f"{values['test_accuracy_mean']:.3f} ± {values['test_accuracy_std']:.3f}",
+                end_section=index in (0, len(rows) - 2),
             )
-        console.print(table)
-    console.print(f"wrote {result.path} ({result.seconds:.1f} s); * best layer by test UAR")
+        print_table(table, console=console)
+    console.print(
+        f"wrote {result.path} ({result.seconds:.1f} s); * per fold, the layer with the best dev "
+        "UAR (the fold's choice in brackets), scored on that fold's test speakers",
+        soft_wrap=False,
+    )

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from trustser.cli._common import console, user_errors
-from trustser.cli._progress import CountBar
+from trustser.cli._common import BACKBONE, MANIFEST, OUT, console, err_console, user_errors
+from trustser.cli._progress import AttackBar, CountBar
+from trustser.cli._tables import print_table
 
 __all__ = ["app"]
 
@@ -35,7 +36,7 @@ def _show(event) -> None:
 def _summary(result) -> None:
     table = Table(title="trustser run", show_lines=False)
     for column in ("corpus", "stage", "backbone", "status", "seconds"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True, justify="right" if column == "seconds" else "left")
     for event in result.events:
         style = _STATUS_STYLE.get(event.status, "")
         table.add_row(
@@ -45,7 +46,7 @@ def _summary(result) -> None:
             f"[{style}]{event.status}[/]",
             f"{event.seconds:.0f}",
         )
-    console.print(table)
+    print_table(table, keys=3, console=console)
     for corpus, path in result.reports.items():
         console.print(f"[bold]{corpus}[/] trust profile: {path}", highlight=False)
     for corpus, path in result.radars.items():
@@ -64,18 +65,18 @@ def run(
     ] = None,
     manifest: Annotated[
         Path | None,
-        typer.Option("--manifest", help="A prepared manifest instead of --corpus/--root."),
+        typer.Option(*MANIFEST, help="A prepared manifest instead of --corpus/--root."),
     ] = None,
     backbone: Annotated[
         list[str] | None,
-        typer.Option("--backbone", "-b", help="Backbone name or spec (repeatable)."),
+        typer.Option(*BACKBONE, help="Backbone name or spec (repeatable)."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output directory [default: runs].")
+        Path | None, typer.Option(*OUT, help="Output directory [default: runs].")
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="TOML file listing corpora, backbones, settings."),
+        typer.Option("--config", "-c", help="TOML file listing corpora, backbones, settings."),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for every random choice.")] = None,
@@ -94,21 +95,41 @@ def run(
             device=device,
             seed=seed,
         )
-        result = run_pipeline(cfg, notify=_show)
+        with AttackBar(console=err_console) as bar:
+            result = run_pipeline(cfg, notify=_show, attack_progress=bar.update)
     _summary(result)
     raise typer.Exit(code=result.exit_code)
 
 
 @app.command("demo")
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option(*OUT, help="Output directory.")] = Path("runs/demo"),
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for the corpus and every stage.")] = 0,
+    size: Annotated[
+        str,
+        typer.Option(
+            help="Corpus preset (as `trustser data synth --size`): default (400 clips), "
+            "small (144), tiny (48, a quick smoke test)."
+        ),
+    ] = "default",
 ) -> None:
     """Synthesise the demo corpus and profile the offline Whisper tiny.en on it, end to end."""
     from trustser.demo import run_demo
 
-    with user_errors(), CountBar("synthesising {total} clips") as bar:
-        result = run_demo(out, device=device, seed=seed, notify=_show, synth_progress=bar)
+    with (
+        user_errors(),
+        CountBar("synthesising", unit="clips") as bar,
+        AttackBar(console=err_console) as attack_bar,
+    ):
+        result = run_demo(
+            out,
+            device=device,
+            seed=seed,
+            size=size,
+            notify=_show,
+            synth_progress=bar,
+            attack_progress=attack_bar.update,
+        )
     _summary(result)
     raise typer.Exit(code=result.exit_code)

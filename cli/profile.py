@@ -9,10 +9,21 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from trustser.cli._common import console, err_console, user_errors
+from trustser.cli._common import (
+    BACKBONE,
+    OUT,
+    RUNS,
+    STORE,
+    console,
+    err_console,
+    user_errors,
+    workspace,
+)
+from trustser.cli._tables import print_table
 from trustser.cost import CostReport, run_cost
 from trustser.profile import AXES, AXIS_TITLES, SCALE_MODES, Profile, ProfileError, run_profile
 from trustser.profile.recommend import SCENARIOS, Recommendation, run_recommend
+from trustser.workspace import stage_backbones, store_window
 
 app = typer.Typer()
 
@@ -31,14 +42,24 @@ def _names(first: list[str] | None, extra: list[str], option: str) -> list[str] 
     return values or None
 
 
+def _runs_and_store(runs: Path | None, store: Path | None) -> tuple[Path, str | None]:
+    """``--runs`` and ``--store`` (flag > trustser.toml > default); a store that was not named
+    on the command line is used only when it exists."""
+    ws = workspace()
+    chosen = ws.resolve("store", store)
+    if store is None and not chosen.exists():
+        return ws.resolve("runs", runs), None
+    return ws.resolve("runs", runs), str(chosen)
+
+
 def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
     return "–" if value is None else pattern.format(value)
 
 
 def _render_cost(report: CostReport, path: Path | None) -> None:
     table = Table(title=f"{report.backbone}: cost of one {report.seconds:g} s clip")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
+    table.add_column("quantity", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
     table.add_column("what it is")
     rows = [
         (
@@ -80,7 +101,7 @@ def _render_cost(report: CostReport, path: Path | None) -> None:
     ]
     for row in rows:
         table.add_row(*(escape(str(cell)) for cell in row))
-    console.print(table)
+    print_table(table, console=console)
     console.print(f"not counted: {'; '.join(report.not_counted)}", style="dim")
     if path is not None:
         console.print(f"wrote {path}")
@@ -89,13 +110,29 @@ def _render_cost(report: CostReport, path: Path | None) -> None:
 @app.command("cost", help="Parameters, MACs/FLOPs and latency of a backbone + head for a 6 s clip.")
 def cost(
     backbone: Annotated[
-        str,
-        typer.Option("--backbone", help="Registry name or spec (e.g. whisper_tiny_en_offline)."),
-    ],
+        list[str] | None,
+        typer.Option(
+            *BACKBONE,
+            help="Registry name or spec, repeatable (default: every group of --store).",
+        ),
+    ] = None,
     runs: Annotated[
-        Path,
-        typer.Option("--runs", help="Results directory: cost.json goes to <runs>/<backbone>/."),
-    ] = Path("runs"),
+        Path | None,
+        typer.Option(
+            *RUNS,
+            help="Results directory: cost.json goes to <runs>/<backbone>/.",
+            show_default="runs, or trustser.toml's",
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            *STORE,
+            help="Embedding store whose groups are measured when no --backbone is given "
+            "(their Whisper window is used).",
+            show_default="cache.zarr, or trustser.toml's",
+        ),
+    ] = None,
     write: Annotated[
         bool, typer.Option("--write/--no-write", help="Write cost.json under --runs.")
     ] = True,
@@ -104,8 +141,12 @@ def cost(
     ] = "auto",
     seconds: Annotated[float, typer.Option("--seconds", help="Clip length in seconds.")] = 6.0,
     window: Annotated[
-        str, typer.Option("--window", help="Whisper only: trimmed or 30s.")
-    ] = "trimmed",
+        str | None,
+        typer.Option(
+            "--window",
+            help="Whisper only: trimmed or 30s (default: the store group's, else trimmed).",
+        ),
+    ] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs at batch 1.")] = 20,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Batch for the throughput figure.")
@@ -121,29 +162,34 @@ def cost(
         int, typer.Option("--num-classes", help="Head classes when no trained head is found.")
     ] = 4,
 ) -> None:
-    with user_errors(), console.status(f"measuring {backbone}") as status:
-        report, path = run_cost(
-            backbone,
-            runs=runs,
-            write=write,
-            progress=lambda message: status.update(message),
-            device=device,
-            seconds=seconds,
-            window=window,
-            repeats=repeats,
-            batch_size=batch_size,
-            timing=timing,
-            threads=threads,
-            num_classes=num_classes,
-        )
-    _render_cost(report, path)
+    ws = workspace()
+    runs, store = ws.resolve("runs", runs), ws.resolve("store", store)
+    with user_errors():
+        names = stage_backbones(store, backbone)
+    for name in names:
+        with user_errors(), console.status(f"measuring {name}") as status:
+            report, path = run_cost(
+                name,
+                runs=runs,
+                write=write,
+                progress=lambda message: status.update(message),
+                device=device,
+                seconds=seconds,
+                window=window or store_window(store, name) or "trimmed",
+                repeats=repeats,
+                batch_size=batch_size,
+                timing=timing,
+                threads=threads,
+                num_classes=num_classes,
+            )
+        _render_cost(report, path)
 
 
 def _render_profile(profile: Profile) -> None:
     table = Table(title=f"Trust profile (scale: {profile.scale}; higher is more trustworthy)")
-    table.add_column("backbone", overflow="fold")
+    table.add_column("backbone", no_wrap=True)
     for axis in AXES:
-        table.add_column(AXIS_TITLES[axis], justify="right")
+        table.add_column(AXIS_TITLES[axis], justify="right", no_wrap=True)
     for entry in profile.backbones:
         cells = []
         for axis in AXES:
@@ -154,9 +200,13 @@ def _render_profile(profile: Profile) -> None:
                 else f"{score:.2f}" + ("*" if entry.clipped.get(axis) else "")
             )
         table.add_row(escape(entry.name), *cells)
-    console.print(table)
+    print_table(table, console=console)
     if any(any(b.clipped.values()) for b in profile.backbones):
-        console.print("* clipped at the end of the scale", style="dim")
+        console.print("* past the end of the scale: scored at that end (notes below)", style="dim")
+    for entry in profile.backbones:
+        for note in entry.notes:
+            if note.startswith("beyond the scale: "):
+                console.print(f"{escape(entry.name)}: {escape(note)}", style="dim")
     for entry in profile.backbones:
         for axis, command in entry.missing.items():
             err_console.print(
@@ -171,17 +221,25 @@ def _render_profile(profile: Profile) -> None:
 )
 def profile(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("report"),
+    out: Annotated[Path, typer.Option(*OUT, help="Output directory.")] = Path("report"),
     store: Annotated[
-        str | None, typer.Option("--store", help="Embedding store: its backbones are profiled.")
+        Path | None,
+        typer.Option(
+            *STORE,
+            help="Embedding store: its groups are profiled too (used when it exists).",
+            show_default="cache.zarr, or trustser.toml's",
+        ),
     ] = None,
     backbone: Annotated[
         list[str] | None,
         typer.Option(
-            "--backbone", help="Backbones to profile: --backbone a b c (default: all found)."
+            *BACKBONE, help="Backbones to profile: --backbone a b c (default: all found)."
         ),
     ] = None,
-    runs: Annotated[Path, typer.Option("--runs", help="Results directory.")] = Path("runs"),
+    runs: Annotated[
+        Path | None,
+        typer.Option(*RUNS, help="Results directory.", show_default="runs, or trustser.toml's"),
+    ] = None,
     scale: Annotated[
         str, typer.Option("--scale", help=f"Normalisation: {', '.join(SCALE_MODES)}.")
     ] = "paper",
@@ -197,6 +255,7 @@ def profile(
     ] = None,
     charts: Annotated[bool, typer.Option("--charts/--no-charts", help="Draw radar charts.")] = True,
 ) -> None:
+    runs, store = _runs_and_store(runs, store)
     with user_errors(), console.status("collecting results") as status:
         result, files = run_profile(
             runs,
@@ -221,9 +280,9 @@ def _render_recommendation(result: Recommendation) -> None:
         title=f"{result.scenario}: {result.description}",
         caption=f"weights: {weights}; {result.scale} scale",
     )
-    table.add_column("rank", justify="right")
-    table.add_column("backbone", overflow="fold")
-    table.add_column("score", justify="right")
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("backbone", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
     table.add_column("reasons")
     for ranked in result.ranking:
         table.add_row(
@@ -232,7 +291,7 @@ def _render_recommendation(result: Recommendation) -> None:
             f"{ranked.score:.3f}",
             escape("\n".join(ranked.reasons)),
         )
-    console.print(table)
+    print_table(table, keys=2, console=console)
     if result.paper_choice:
         console.print(f"the paper's Table 5 recommends {result.paper_choice}", style="dim")
     for name, why in result.excluded.items():
@@ -260,16 +319,28 @@ def recommend(
         ),
     ] = None,
     profile: Annotated[
-        Path | None, typer.Option("--profile", help="A profile.json (or its directory) to rank.")
+        Path | None,
+        typer.Option("--profile", "-p", help="A profile.json (or its directory) to rank."),
     ] = None,
     runs: Annotated[
-        Path, typer.Option("--runs", help="Results directory (without --profile).")
-    ] = Path("runs"),
+        Path | None,
+        typer.Option(
+            *RUNS,
+            help="Results directory (without --profile).",
+            show_default="runs, or trustser.toml's",
+        ),
+    ] = None,
     store: Annotated[
-        str | None, typer.Option("--store", help="Embedding store (without --profile).")
+        Path | None,
+        typer.Option(
+            *STORE,
+            help="Embedding store (without --profile; used when it exists).",
+            show_default="cache.zarr, or trustser.toml's",
+        ),
     ] = None,
     backbone: Annotated[
-        list[str] | None, typer.Option("--backbone", help="Backbones to rank: --backbone a b c.")
+        list[str] | None,
+        typer.Option(*BACKBONE, help="Backbones to rank: --backbone a b c."),
     ] = None,
     scale: Annotated[str, typer.Option("--scale", help=f"{', '.join(SCALE_MODES)}.")] = "paper",
     paper: Annotated[
@@ -280,6 +351,7 @@ def recommend(
     if scenario:  # --scenario edge cloud: click leaves "cloud" as an extra argument
         scenario = [*scenario, *(a for a in extra if a in SCENARIOS)]
         extra = [a for a in extra if a not in SCENARIOS]
+    runs, store = _runs_and_store(runs, store)
     with user_errors():
         results = run_recommend(
             profile=profile,

@@ -10,20 +10,22 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from trustser.cli._common import console, user_errors
+from trustser.cli._common import BACKBONE, MANIFEST, console, user_errors, workspace
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Inspect and verify embedding stores.", no_args_is_help=True)
 
 StoreArg = Annotated[
-    Path, typer.Argument(help="Embedding store directory (e.g. cache.zarr).", show_default=False)
+    Path | None,
+    typer.Argument(
+        help="Embedding store directory.", show_default="cache.zarr, or trustser.toml's"
+    ),
 ]
 BackboneOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--backbone",
-        "-b",
+        *BACKBONE,
         help="Group(s) to look at (repeatable); default: all.",
         show_default=False,
     ),
@@ -46,13 +48,12 @@ def _rows(label: str, rows: list[str], *, shown: int = SHOWN) -> None:
 
 @app.command("verify")
 def verify(
-    store: StoreArg,
+    store: StoreArg = None,
     backbone: BackboneOpt = None,
     manifest: Annotated[
         Path | None,
         typer.Option(
-            "--manifest",
-            "-m",
+            *MANIFEST,
             exists=True,
             dir_okay=False,
             help="Also report this manifest's clips that were never extracted.",
@@ -63,6 +64,7 @@ def verify(
     ] = False,
 ) -> None:
     """Check that every planned clip is present; exit 0 when complete, 1 when clips are missing."""
+    store = workspace().resolve("store", store)
     from trustser.store.verify import verify_store
 
     with user_errors():
@@ -93,11 +95,12 @@ def verify(
 
 @app.command("info")
 def info(
-    store: StoreArg,
+    store: StoreArg = None,
     backbone: BackboneOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Groups in the store: clips, audio, size, configuration (with --backbone: full provenance)."""
+    store = workspace().resolve("store", store)
     from trustser.store.info import store_info
 
     with user_errors():
@@ -152,8 +155,9 @@ def info(
 
 
 @app.command("skipped")
-def skipped(store: StoreArg, backbone: BackboneOpt = None) -> None:
+def skipped(store: StoreArg = None, backbone: BackboneOpt = None) -> None:
     """List the clips extraction skipped, with the reason for each, and the flagged ones."""
+    store = workspace().resolve("store", store)
     from trustser.store.info import store_info
 
     with user_errors():

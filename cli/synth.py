@@ -70,7 +70,7 @@ def synth(
     """Render a small labelled emotional corpus locally with espeak-ng (a smoke test, not a benchmark)."""
     from trustser.corpora.synth import synthesize
 
-    with user_errors(), CountBar("synthesising {total} clips") as bar:
+    with user_errors(), CountBar("synthesising", unit="clips") as bar:
         manifest = synthesize(
             out,
             size=size,

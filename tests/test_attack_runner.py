@@ -177,13 +177,18 @@ def test_save_audio_writes_float_pairs_at_the_target_snr(fgsm_and_noise):
         assert abs(snr - 45.0) < 0.1
 
 
-def test_pgd_flips_at_least_what_fgsm_flips_on_the_same_clips(pipeline, fgsm_and_noise):
+def test_pgd_flips_every_clip_fgsm_flips(pipeline, fgsm_and_noise):
     pgd = _attack(pipeline, "pgd", 10, steps=5).results[0]
     fgsm = fgsm_and_noise[0].results[1]
     assert [c.id for c in pgd.clips] == [c.id for c in fgsm.clips]
+    for ours, theirs in zip(pgd.clips, fgsm.clips, strict=True):  # clip by clip
+        if theirs.success:
+            assert ours.success, ours.id
+            assert ours.snr_db == pytest.approx(theirs.snr_db)  # FGSM's own point was kept
     assert pgd.num_flipped >= fgsm.num_flipped > 0
     assert all(c.snr_db >= 10.0 - 1e-3 for c in pgd.clips)  # inside the same L∞ ball
     assert pgd.settings["steps"] == 5 and pgd.settings["step_size"] == pytest.approx(0.5)
+    assert pgd.settings["first_iterate"] == "the FGSM point"
 
 
 def test_same_seed_same_results(pipeline, fgsm_and_noise):
@@ -191,6 +196,16 @@ def test_same_seed_same_results(pipeline, fgsm_and_noise):
     assert [c for r in again.results for c in r.clips] == [
         c for r in fgsm_and_noise[1].results for c in r.clips
     ]
+    fgsm = _attack(pipeline, "fgsm", [45, 10], save_audio=2)
+    assert [c for r in fgsm.results for c in r.clips] == [
+        c for r in fgsm_and_noise[0].results for c in r.clips
+    ]
+    first, second, other = (
+        _attack(pipeline, "pgd", 20, steps=3, random_start=True, seed=seed).results[0]
+        for seed in (1, 1, 2)
+    )
+    assert first.clips == second.clips
+    assert [c.snr_db for c in first.clips] != [c.snr_db for c in other.clips]
 
 
 def test_bad_requests_fail_with_one_clear_sentence(pipeline, tmp_path):
@@ -272,12 +287,16 @@ def test_cli_wiring(pipeline):
     )
     assert result.exit_code == 0, result.output
     assert "noise" in result.output and "attack-noise-30" in result.output
+    assert "…" not in result.output  # at 80 columns nothing is cut (docs: tables stay legible)
     summary = RunLayout(pipeline["runs"]).attack_dir(BACKBONE, "noise", 30) / "summary.json"
     assert [f["fold"] for f in json.loads(summary.read_text())["folds"]] == ["fold1"]
     bad = runner.invoke(app, [*base, "--snr", "0", "--no-progress"])
     assert bad.exit_code == 2 and "SNR must be" in bad.output
     stray = runner.invoke(app, [*base, "--snr", "45", "loud", "--no-progress"])
     assert stray.exit_code == 2 and "unexpected argument 'loud'" in stray.output
+    bar = runner.invoke(app, [*base, "--method", "noise", "--folds", "1", "--device", "cpu"])
+    clips = json.loads(summary.read_text())["num_test"]
+    assert f"{2 * clips}/{2 * clips} clip passes" in bar.output  # clean + adversarial pass per clip
 
 
 # ----------------------------------------------------------------- the real tiny backbone, no store

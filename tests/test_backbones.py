@@ -57,12 +57,23 @@ def test_shapes_frame_counts_and_frozen(tiny, family):
     assert not backbone.training and not any(m.training for m in backbone.modules())
 
 
-@pytest.mark.parametrize("family", TINY_FAMILIES)
-def test_clip_alone_equals_clip_in_padded_batch(tiny, family):
-    """Masking families mask; GroupNorm/data2vec families run equal lengths separately."""
+MASKING = ("wav2vec2_layer", "whisper", "apc", "tera")  # masks_padding True
+NON_MASKING = ("wav2vec2", "wavlm", "hubert", "data2vec")  # GroupNorm front ends, data2vec
+
+
+def test_every_tiny_family_is_in_one_of_the_two_lists(tiny):
+    assert set(MASKING) | set(NON_MASKING) == set(TINY_FAMILIES)
+    assert all(tiny[f].masks_padding for f in MASKING)
+    assert not any(tiny[f].masks_padding for f in NON_MASKING)
+
+
+@pytest.mark.parametrize("family", MASKING)
+def test_masking_families_do_not_leak_padding(tiny, family):
+    """A clip inside a padded batch, with garbage in the padding, equals the clip alone."""
     backbone = tiny[family]
     waveforms, lengths = _batch(seed=1)
     waveforms[1, LENGTHS[1] :] = 0.5  # garbage in the padding must not matter
+    waveforms[2, LENGTHS[2] :] = -0.7
     with torch.no_grad():
         hidden, frame_lengths = backbone(waveforms, lengths)
         for b, length in enumerate(LENGTHS):
@@ -70,6 +81,71 @@ def test_clip_alone_equals_clip_in_padded_batch(tiny, family):
             frames = int(frame_lengths[b])
             assert int(alone_frames[0]) == frames
             torch.testing.assert_close(hidden[b, :, :frames], alone[0], atol=2e-5, rtol=1e-4)
+
+
+def _equal_length_corpus(root, toy_manifest_factory):
+    """24 clips of three lengths (several clips share each), so a batcher could mix them."""
+    import numpy as np
+
+    sizes = (4_800, 6_400, 8_000)
+
+    def clip(rng, index, emotion):
+        n = sizes[int(rng.integers(len(sizes)))]
+        t = np.arange(n) / 16_000
+        return 0.2 * np.sin(2 * np.pi * 150 * (index + 1) * t) + 0.01 * rng.standard_normal(n)
+
+    return toy_manifest_factory(root, takes=1, clip=clip)  # 6 speakers × 4 emotions
+
+
+def _recording(backbone):
+    """``backbone`` with a hook that records the clip lengths of every forward call."""
+    calls: list[list[int]] = []
+    backbone.register_forward_pre_hook(lambda module, args: calls.append(args[1].tolist()))
+    return calls
+
+
+@pytest.mark.parametrize("family", NON_MASKING)
+def test_extraction_never_mixes_lengths_for_families_that_cannot_mask(
+    tmp_path, toy_manifest_factory, family
+):
+    from trustser.extract import extract
+
+    manifest = _equal_length_corpus(tmp_path / "corpus", toy_manifest_factory)
+    lengths = [u.num_frames for u in manifest]
+    assert len(set(lengths)) < len(lengths) and len(set(lengths)) > 1
+    backbone = load_backbone(f"tiny:{family}", device="cpu")
+    calls = _recording(backbone)
+    extract(manifest, tmp_path / "cache.zarr", backbone, device="cpu", progress=False)
+    assert sum(len(c) for c in calls) == len(manifest)
+    assert all(len(set(c)) == 1 for c in calls), calls  # one length per forward batch
+    assert any(len(c) > 1 for c in calls)  # equal lengths still share a batch
+
+
+def test_attacks_never_mix_lengths_for_families_that_cannot_mask(
+    tmp_path, toy_manifest_factory, monkeypatch
+):
+    import trustser.backbones as backbones
+    from trustser.attacks.runner import run_attack
+    from trustser.extract import extract
+    from trustser.heads.training import fit_heads
+
+    manifest = _equal_length_corpus(tmp_path / "corpus", toy_manifest_factory)
+    store, runs = tmp_path / "cache.zarr", tmp_path / "runs"
+    extract(manifest, store, "tiny:wav2vec2", device="cpu", progress=False)
+    fit_heads(store, runs=runs, epochs=1, device="cpu")
+    calls: list[list[int]] = []
+    real = backbones.load_backbone
+
+    def load(*args, **kwargs):
+        backbone = real(*args, **kwargs)
+        backbone.register_forward_pre_hook(lambda m, a: calls.append(a[1].tolist()))
+        return backbone
+
+    monkeypatch.setattr(backbones, "load_backbone", load)
+    for method in ("fgsm", "pgd"):
+        run_attack(store, runs=runs, method=method, snr_db=20, steps=2, batch_size=8, device="cpu")
+    assert calls and all(len(set(c)) == 1 for c in calls), calls
+    assert any(len(c) > 1 for c in calls)
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "data2vec"])

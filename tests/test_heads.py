@@ -497,13 +497,26 @@ def test_probes_per_layer_and_all_layers(fake_store, tmp_path):
     result = run_probes(store, task="emotion", runs=tmp_path)
     (emotion,) = result.tasks
     assert result.path == tmp_path / "fakenet" / "probe" / "metrics.json"
-    assert len(emotion.layers) == L and emotion.best_layer_test == EMOTION_LAYER
+    assert len(emotion.layers) == L
+    # the single layer is chosen per fold on dev, and that layer's test score is reported
+    assert emotion.dev_chosen["layers"] == [EMOTION_LAYER] * 5
+    for fold in emotion.dev_chosen["folds"]:
+        picked = emotion.layers[fold["layer"]]["folds"]
+        assert fold["test_uar"] == next(f["test_uar"] for f in picked if f["fold"] == fold["fold"])
     assert emotion.all_layers["test_uar_mean"] > 0.9
     assert len(emotion.all_layers["folds"]) == 5
     run_probes(store, task="gender", runs=tmp_path, folds="1,2")
     metrics = json.loads(result.path.read_text())
     assert set(metrics["tasks"]) == {"emotion", "gender"}  # the second run kept the first
-    assert metrics["tasks"]["gender"]["best_layer_test"] == GENDER_LAYER
+    gender = metrics["tasks"]["gender"]
+    for fold in gender["dev_chosen"]["folds"]:  # the best dev UAR of all layers (ties: lowest)
+        dev = [
+            next(f["dev_uar"] for f in v["folds"] if f["fold"] == fold["fold"])
+            for v in gender["layers"]
+        ]
+        assert fold["layer"] == dev.index(max(dev)) and fold["dev_uar"] == max(dev)
+    assert metrics["gender_dev_chosen_layers"] == gender["dev_chosen"]["layers"]
+    assert not any("best_layer_test" in key for key in metrics)  # nothing chosen on test
     assert metrics["tasks"]["gender"]["folds"] == ["fold1", "fold2"]
     assert metrics["emotion_test_uar_mean"] == emotion.all_layers["test_uar_mean"]
 

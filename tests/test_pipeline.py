@@ -189,7 +189,7 @@ def test_demo_synthesises_the_corpus_then_runs_the_offline_model(tmp_path, monke
     calls: dict = {}
     monkeypatch.setattr(synth, "synthesize", lambda out, **kw: calls.setdefault("synth", out))
     monkeypatch.setattr(
-        demo, "run_pipeline", lambda config, notify=None: calls.setdefault("config", config)
+        demo, "run_pipeline", lambda config, **_: calls.setdefault("config", config)
     )
     config = demo.run_demo(tmp_path / "d", device="cpu", seed=3)
     assert Path(calls["synth"]) == tmp_path / "d" / "corpus"
@@ -198,3 +198,79 @@ def test_demo_synthesises_the_corpus_then_runs_the_offline_model(tmp_path, monke
     assert config.seed == 3 and config.device == "cpu"
     assert config.heads.min_steps == demo.DEMO_MIN_STEPS
     assert config.attack.methods == ("fgsm", "pgd", "noise") and config.attack.snr == (45.0,)
+
+
+def test_any_failure_is_logged_with_its_traceback_and_the_others_go_on(
+    tmp_path, toy_manifest, monkeypatch
+):
+    import torch
+
+    import trustser.extract
+
+    real = trustser.extract.extract
+
+    def extract(manifest, store, backbone, **options):
+        if backbone == "tiny:apc":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(manifest, store, backbone, **options)
+
+    monkeypatch.setattr(trustser.extract, "extract", extract)
+    manifest = write_manifest(toy_manifest, tmp_path / "toy.jsonl")
+    config = _config(
+        manifest,
+        tmp_path / "runs",
+        backbones=("tiny:apc", "tiny:whisper"),
+        heads=HeadSettings(tasks=("emotion",), epochs=1),
+        attack=AttackSettings(methods=()),
+    )
+    result = run_pipeline(config, progress=False)
+    assert result.exit_code == 3  # something failed
+    (failure,) = result.failures
+    assert (failure.stage, failure.backbone) == ("extract", "tiny:apc")
+    assert "OutOfMemoryError: CUDA out of memory" in failure.detail
+    log = tmp_path / "runs" / "toy" / "failures.log"
+    assert str(log) in failure.detail
+    text = log.read_text()
+    assert "toy · extract tiny:apc failed" in text
+    assert "Traceback (most recent call last)" in text and "OutOfMemoryError" in text
+    statuses = _statuses(result)
+    assert statuses[("heads", "tiny:whisper")] == "done"  # the other backbone went on
+    assert statuses[("profile", None)] == "done"
+
+
+def test_cost_uses_the_extraction_window_and_reruns_when_the_head_changes(tmp_path, toy_manifest):
+    from trustser.pipeline import ExtractSettings
+
+    manifest = write_manifest(toy_manifest, tmp_path / "toy.jsonl")
+    out = tmp_path / "runs"
+    settings = {
+        "extract": ExtractSettings(window="30s"),
+        "attack": AttackSettings(methods=()),
+    }
+    narrow = HeadSettings(tasks=("emotion",), epochs=1, hidden=16)
+    first = run_pipeline(_config(manifest, out, heads=narrow, **settings), progress=False)
+    assert first.exit_code == 0, [e.detail for e in first.failures]
+    cost_path = RunLayout(out / "toy").cost_path("tiny:whisper")
+    cost = json.loads(cost_path.read_text())
+    assert cost["window"] == "30s"  # as extracted, not the cost command's default
+    again = run_pipeline(_config(manifest, out, heads=narrow, **settings), progress=False)
+    assert _statuses(again)[("cost", "tiny:whisper")] == "skipped"
+    wide = HeadSettings(tasks=("emotion",), epochs=1, hidden=32)
+    changed = run_pipeline(_config(manifest, out, heads=wide, **settings), progress=False)
+    assert _statuses(changed)[("cost", "tiny:whisper")] == "done"  # the head's size changed
+    assert json.loads(cost_path.read_text())["head_params"] > cost["head_params"]
+
+
+def test_cli_run_shows_an_attack_bar_counting_clips(tmp_path, toy_manifest):
+    manifest = write_manifest(toy_manifest, tmp_path / "toy.jsonl")
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'backbones = ["tiny:whisper"]\ndevice = "cpu"\nout = "{tmp_path / "out"}"\n'
+        f'[[corpora]]\nname = "toy"\nmanifest = "{manifest}"\n'
+        '[heads]\ntasks = ["emotion"]\nepochs = 1\n'
+        '[attack]\nmethods = ["fgsm", "pgd", "noise"]\nsteps = 2\n'
+    )
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    passes = 2 * len(toy_manifest)  # every clip is a test clip once: one clean, one attacked pass
+    assert result.output.count(f"{passes}/{passes} clip passes") == 3  # one bar per attack

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from trustser.pipeline import (
     AttackSettings,
@@ -49,17 +50,25 @@ def run_demo(
     *,
     device: str = "auto",
     seed: int = 0,
+    size: str = "default",
     notify: Notify | None = None,
     synth_progress: Callable[[int, int], None] | None = None,
+    attack_progress: Callable[[Any], None] | None = None,
 ) -> PipelineResult:
     """Synthesise (or reuse) the demo corpus under ``out/corpus`` and run the pipeline.
 
-    ``synth_progress(done, total)`` follows the synthesis clip by clip; ``notify`` the stages.
+    ``size`` is the corpus preset (``default``: 400 clips; ``tiny``: 48, a quick smoke test).
+    ``synth_progress(done, total)`` follows the synthesis clip by clip; ``notify`` the stages;
+    ``attack_progress`` the attacks' clip passes (see :func:`~trustser.pipeline.run_pipeline`).
     """
     from trustser.corpora.synth import MANIFEST_NAME, synthesize
 
     out = Path(out)
     corpus_dir = out / "corpus"
     manifest_path = corpus_dir / MANIFEST_NAME
-    synthesize(corpus_dir, seed=seed, progress=synth_progress)
-    return run_pipeline(demo_config(out, manifest_path, device=device, seed=seed), notify=notify)
+    synthesize(corpus_dir, size=size, seed=seed, progress=synth_progress)
+    return run_pipeline(
+        demo_config(out, manifest_path, device=device, seed=seed),
+        notify=notify,
+        attack_progress=attack_progress,
+    )

@@ -7,19 +7,25 @@ Each corpus gets its own directory under ``out``::
     out/<corpus>/<backbone>/...      heads, attacks, cost (trustser.runs layout)
     out/<corpus>/report/             profile.json/csv/md, radar charts, report.html
     out/<corpus>/stages.json         what each finished stage was run with
+    out/<corpus>/failures.log        each failed stage's error and traceback (when one failed)
 
 A stage is skipped when its outputs exist and ``stages.json`` says they were made with the same
 inputs (store provenance, settings); so re-running after an interruption resumes, and changing a
 setting re-runs only what depends on it. Extraction resumes by itself at the shard level.
+A stage that raises — a bad file, a missing checkpoint, CUDA running out of memory — is recorded
+as failed (its traceback goes to ``failures.log``) and the other backbones go on; the run's exit
+code then says that something failed.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -327,13 +333,24 @@ def _group_provenance(store: Path, backbone: str) -> dict[str, Any]:
 
 
 def run_pipeline(
-    config: PipelineConfig, *, notify: Notify | None = None, progress: bool = True
+    config: PipelineConfig,
+    *,
+    notify: Notify | None = None,
+    progress: bool = True,
+    attack_progress: Callable[[Any], None] | None = None,
 ) -> PipelineResult:
-    """Run every stage for every corpus and backbone; a failing backbone does not stop the rest."""
+    """Run every stage for every corpus and backbone; a failing backbone does not stop the rest.
+
+    ``notify`` receives a :class:`StageEvent` as each stage starts and ends; ``progress`` turns
+    extraction's own bar on or off; ``attack_progress`` receives the attack stages'
+    :class:`~trustser.attacks.runner.AttackProgress` events (clip passes, for a progress bar).
+    """
     result = PipelineResult(config=config)
     started = time.perf_counter()
     for source in config.corpora:
-        _CorpusRun(config, source, result, notify or (lambda event: None), progress).run()
+        _CorpusRun(
+            config, source, result, notify or (lambda event: None), progress, attack_progress
+        ).run()
     result.seconds = time.perf_counter() - started
     return result
 
@@ -348,14 +365,16 @@ class _CorpusRun:
         result: PipelineResult,
         notify: Notify,
         progress: bool,
+        attack_progress: Callable[[Any], None] | None = None,
     ) -> None:
         self.config, self.source, self.result = config, source, result
-        self.notify, self.progress = notify, progress
+        self.notify, self.progress, self.attack_progress = notify, progress, attack_progress
         self.directory = config.out / source.name
         self.directory.mkdir(parents=True, exist_ok=True)
         self.layout = RunLayout(self.directory)
         self.store = self.directory / "cache.zarr"
         self.ledger = _Ledger(self.directory / "stages.json")
+        self.failure_log = self.directory / "failures.log"
         self.manifest = None
 
     def run(self) -> None:
@@ -389,14 +408,27 @@ class _CorpusRun:
         self.notify(StageEvent(corpus, stage, "start", backbone))
         try:
             detail = action()
-        except TrustSERError as error:
-            status, detail = "failed", str(error)
+        except Exception as error:  # any failure of one stage: record it, let the others run
+            status, detail = "failed", self._record_failure(stage, backbone, error)
         else:
             status = "skipped" if detail.startswith("up to date") else "done"
         event = StageEvent(corpus, stage, status, backbone, time.perf_counter() - start, detail)
         self.result.events.append(event)
         self.notify(event)
         return status != "failed"
+
+    def _record_failure(self, stage: str, backbone: str | None, error: Exception) -> str:
+        """Append the error and its traceback to ``failures.log``; the one-line detail."""
+        what = f"{stage} {backbone}" if backbone else stage
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        with open(self.failure_log, "a", encoding="utf-8") as log:
+            log.write(f"=== {stamp} {self.source.name} · {what} failed\n{text}\n")
+        _release_memory()
+        message = (
+            str(error) if isinstance(error, TrustSERError) else f"{type(error).__name__}: {error}"
+        )
+        return f"{message} (traceback in {self.failure_log})"
 
     def prepare(self) -> str:
         self.manifest, path = _manifest_for(self.source, self.directory)
@@ -489,6 +521,7 @@ class _CorpusRun:
             steps=settings.steps,
             save_audio=settings.save_audio,
             seed=self.config.seed,
+            callback=self.attack_progress,
         )
         self.ledger.mark(f"attack-{method}:{group}", inputs)
         return ", ".join(
@@ -499,10 +532,17 @@ class _CorpusRun:
     def cost(self, group: str, heads_inputs: dict[str, Any]) -> str:
         from trustser.cost import run_cost
 
-        inputs = {"provenance": heads_inputs["provenance"], "device": self.config.device}
+        # The head settings (its width) change the counted MACs; the window changes the backbone's.
+        window = heads_inputs["provenance"].get("window") or "trimmed"
+        inputs = {
+            "provenance": heads_inputs["provenance"],
+            "heads": heads_inputs["heads"],
+            "device": self.config.device,
+            "window": window,
+        }
         if self.ledger.is_done(f"cost:{group}", inputs, [self.layout.cost_path(group)]):
             return "up to date"
-        report, _ = run_cost(group, runs=self.directory, device=self.config.device)
+        report, _ = run_cost(group, runs=self.directory, device=self.config.device, window=window)
         self.ledger.mark(f"cost:{group}", inputs)
         return _cost_summary(report)
 
@@ -522,6 +562,14 @@ class _CorpusRun:
         if files.get("overlay_png") is not None:
             self.result.radars[self.source.name] = Path(files["overlay_png"])
         return f"{len(profile.backbones)} backbone(s) → {report_dir}"
+
+
+def _release_memory() -> None:
+    """After a failed stage (CUDA out of memory, say), give the next backbone the memory back."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class _StageError(TrustSERError, RuntimeError):

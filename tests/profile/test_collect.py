@@ -19,7 +19,12 @@ def test_collect_reads_every_axis(tmp_path, write_fake_runs, fake_speakers):
     assert entry.name == "tiny:whisper" and entry.directory == "tiny-whisper"
     assert entry.missing == {}
     assert entry.raw["performance"] == pytest.approx(written["emotion"]["test_uar_mean"])
-    assert entry.raw["privacy"] == pytest.approx(written["gender"]["test_accuracy_mean"])
+    # privacy: the strongest attacker run (the probe's 99 %), the head's figure beside it
+    assert written["gender"]["test_accuracy_mean"] < 0.99
+    assert entry.raw["privacy"] == pytest.approx(0.99)
+    axis = entry.privacy["axis"]
+    assert axis["attacker"] == entry.privacy_attacker == "linear probe (all layers)"
+    assert axis["head_accuracy"] == pytest.approx(written["gender"]["test_accuracy_mean"])
     assert entry.raw["safety"] == pytest.approx(0.75)
     assert entry.raw["sustainability"] == pytest.approx(2.4)
     rows = written["emotion_rows"]["rows"]
@@ -39,12 +44,53 @@ def test_collect_reads_every_axis(tmp_path, write_fake_runs, fake_speakers):
     assert entry.safety["noise_asr"] == pytest.approx(0.05)
     assert entry.safety["adversarial_excess"] == pytest.approx(0.70)
     assert entry.probe == {"emotion_test_uar_mean": 0.9, "gender_test_accuracy_mean": 0.99}
-    # paper scale: UAR 0.50 → 0.75, gender acc 1.00 → 0.85, ASR 1.00 → 0.40, log GMAC 100 → 1
-    expected_perf = min(1.0, max(0.0, (entry.raw["performance"] - 0.5) / 0.25))
+    # paper scale, from Table 4: UAR 53.45 → 71.65 %, ASR 100 → 36.8 %, log GMAC 173.2 → 0.576
+    expected_perf = min(1.0, max(0.0, (entry.raw["performance"] - 0.5345) / 0.182))
     assert entry.scores["performance"] == pytest.approx(expected_perf)
-    assert entry.scores["safety"] == pytest.approx((1 - 0.75) / 0.6)
-    assert entry.scores["sustainability"] == pytest.approx((2 - np.log10(2.4)) / 2)
+    assert entry.scores["safety"] == pytest.approx((1 - 0.75) / (1 - 0.368))
+    worst, best = np.log10(173.1946), np.log10(0.57646)
+    assert entry.scores["sustainability"] == pytest.approx(
+        (np.log10(2.4) - worst) / (best - worst), rel=1e-4
+    )
     assert entry.complete
+
+
+def test_privacy_is_scored_by_the_strongest_attacker(tmp_path, write_fake_runs):
+    from trustser.profile.collect import strongest_attacker
+    from trustser.runs import RunLayout, write_json
+
+    write_fake_runs(tmp_path)
+    probe = RunLayout(tmp_path).probe_dir("tiny:whisper") / "metrics.json"
+    write_json(probe, {"gender_test_accuracy_mean": 0.6})  # a weak probe: the head is stronger
+    (entry,) = collect_profile(tmp_path).backbones
+    assert entry.privacy_attacker == "gender head"
+    assert entry.raw["privacy"] == entry.privacy["axis"]["head_accuracy"] > 0.6
+    write_json(
+        probe,
+        {
+            "gender_test_accuracy_mean": 0.6,
+            "gender_dev_chosen_layer_test_accuracy_mean": 0.995,  # chosen on dev, scored on test
+        },
+    )
+    (entry,) = collect_profile(tmp_path).backbones
+    assert entry.privacy_attacker == "linear probe (layer chosen on dev)"
+    assert entry.raw["privacy"] == pytest.approx(0.995)
+    assert set(entry.privacy["axis"]["attackers"]) == {
+        "gender head",
+        "linear probe (all layers)",
+        "linear probe (layer chosen on dev)",
+    }
+    # the tables say which attacker, and keep the head's (the paper's) figure beside it
+    from trustser.profile import profile_to_csv, profile_to_markdown
+
+    profile = collect_profile(tmp_path)
+    assert "linear probe (layer chosen on dev)" in profile_to_markdown(profile)
+    assert "privacy_attacker" in profile_to_csv(profile).splitlines()[0]
+    assert strongest_attacker(None, None) is None
+    assert strongest_attacker(None, {"gender_test_accuracy_mean": 0.7})["attacker"] == (
+        "linear probe (all layers)"
+    )
+    assert strongest_attacker(0.9, {"gender_test_accuracy_mean": 0.9})["attacker"] == "gender head"
 
 
 def test_missing_axes_name_the_exact_command(tmp_path, write_fake_runs):
@@ -124,3 +170,68 @@ def test_profile_of_a_real_pipeline_run(tmp_path, toy_manifest):
     }
     assert all(0.0 <= entry.scores[a] <= 1.0 for a in AXES)
     assert "report" in files
+
+
+def test_only_directories_holding_results_are_rows(tmp_path, write_fake_runs, monkeypatch):
+    from typer.testing import CliRunner
+
+    from trustser.cli.main import app
+    from trustser.profile.collect import discover_backbones, holds_results
+
+    run = tmp_path / "runs" / "emodb"  # what `trustser run` leaves: a store, a report, a ledger
+    write_fake_runs(run, "tiny:whisper")
+    write_fake_runs(run, "tiny:whisper-ft", tasks=("emotion",), attacks=False, cost=False)
+    (run / "tiny-whisper-ft").rename(run / "tiny-whisper@ft")  # any name holding results
+    (run / "cache.zarr" / "tiny-whisper").mkdir(parents=True)
+    (run / "report").mkdir()
+    (run / "report" / "profile.json").write_text("{}")
+    (run / "stages.json").write_text("{}")
+    (run / "empty-backbone" / "emotion").mkdir(parents=True)  # started, nothing written yet
+    assert not holds_results(run / "cache.zarr") and not holds_results(run / "report")
+    assert discover_backbones(run) == ["tiny-whisper", "tiny-whisper@ft"]
+    monkeypatch.chdir(tmp_path)  # no ./cache.zarr here: profile and recommend use --runs only
+    runner = CliRunner()
+    result = runner.invoke(app, ["profile", "--runs", str(run), "-o", "out"])
+    assert result.exit_code == 0, result.output
+    profile = json.loads((tmp_path / "out" / "profile.json").read_text())
+    names = [b["name"] for b in profile["backbones"]]
+    assert names == ["tiny:whisper", "tiny-whisper@ft"]
+    assert profile["backbones"][1]["raw"]["performance"] is not None  # read from that directory
+    result = runner.invoke(app, ["recommend", "--runs", str(run), "--scenario", "edge"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "tiny:whisper" in output
+    for folder in ("cache.zarr", "report", "empty-backbone"):
+        assert f"not ranked {folder}" not in output and f" {folder} │" not in output
+
+
+def test_fold_fairness_undefined_everywhere_reads_n_a(tmp_path, write_fake_runs):
+    import csv
+
+    from trustser.profile import profile_to_markdown
+    from trustser.profile.report import render_report
+
+    write_fake_runs(tmp_path)
+    path = RunLayout(tmp_path).head_dir("tiny:whisper", "emotion") / "predictions.csv"
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:  # every fold now tests one gender only: no fold-level gender gap exists
+        row["fold"] = "fold1" if row["gender"] == "male" else "fold2"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (entry,) = (profile := collect_profile(tmp_path)).backbones
+    fairness = entry.fairness
+    assert fairness["multiclass_equalized_odds_fold_mean"] is None
+    assert fairness["multiclass_equalized_odds_fold_std"] is None
+    pooled = fairness["pooled"]["multiclass_equalized_odds"]
+    assert entry.raw["fairness"] == pooled and fairness["eo_basis"].startswith("pooled")
+    markdown = profile_to_markdown(profile)
+    raw_rows = [line for line in markdown.splitlines() if line.startswith("| tiny:whisper |")]
+    row = raw_rows[1]  # the raw-metrics table (the first is the scores)
+    assert row.split(" | ")[4] == "n/a"  # EO (multiclass, fold mean)
+    assert "± 0.0" not in row
+    assert f"| {100 * pooled:.1f} |" in row  # the pooled figure, in its own column
+    html = render_report(profile)
+    assert "n/a" in html and "± 0.0" not in html

@@ -64,3 +64,11 @@ def test_single_backbone_report_draws_no_overlay(profile):
     assert draw_radar_charts(single, overlay=False).overlay is None
     page = render_report(single)
     assert page.count("data:image/svg+xml;base64,") == 1
+
+
+def test_a_one_backbone_overlay_names_its_model(tmp_path):
+    single = collect_profile(tmp_path, paper=["Whisper tiny"])
+    charts = draw_radar_charts(single)
+    assert charts.overlay.title == "Trust profile: paper: Whisper tiny"
+    svg = figure_svg(charts.overlay.titled()).decode()
+    assert "Trust profile: paper: Whisper tiny" in svg

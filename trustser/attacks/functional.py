@@ -16,6 +16,8 @@ clip (``[B]``) or one for the batch. The attacks bound the perturbation in the *
 Since every real sample of an FGSM perturbation is ``±epsilon``, its RMS is ``epsilon`` and
 :func:`snr_epsilon` (``epsilon = RMS(x) · 10^(−SNR/20)``) gives exactly the requested SNR. PGD
 stays inside the same L∞ ball, so its SNR is never below the target (usually slightly above).
+FGSM is deterministic (no random draw at all) and PGD's first iterate is FGSM's point, so PGD is
+never weaker than FGSM on any clip.
 Nothing is clipped to ``[-1, 1]``: clipping would change the SNR (see ``docs/attacks.md``).
 
 ``model(waveforms, lengths) -> logits [B, C]`` is any differentiable callable that ignores
@@ -27,8 +29,11 @@ rescaled by a positive per-clip factor so that confident predictions do not unde
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +48,7 @@ __all__ = [
     "measured_snr",
     "pgd",
     "snr_epsilon",
+    "tie_signs",
     "white_noise",
 ]
 
@@ -150,21 +156,39 @@ def loss_gradient(
     return gradient * mask, logits.detach()
 
 
-def _sign_without_ties(
-    gradient: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None
-) -> torch.Tensor:
-    """sign(gradient) on real samples, with exact zeros replaced by a random ±1.
+_TIE_BLOCK = 1 << 16
+_TIE_SEED = 0x7475  # fixed: the tie signs are part of the attack's definition, not a random draw
+
+
+@functools.lru_cache(maxsize=32)
+def _tie_block(index: int) -> torch.Tensor:
+    rng = np.random.default_rng([_TIE_SEED, index])
+    return torch.from_numpy(rng.integers(0, 2, _TIE_BLOCK).astype(np.float32) * 2 - 1)
+
+
+def tie_signs(num_samples: int) -> torch.Tensor:
+    """A fixed pseudo-random ±1 sequence ``[num_samples]`` (float32), the same for every clip.
+
+    Sample ``t`` always gets the same sign whatever the clip's length or batch (the sequence is
+    built in fixed blocks), so an attack that uses it is deterministic and batch-independent.
+    """
+    blocks = -(-int(num_samples) // _TIE_BLOCK)
+    return torch.cat([_tie_block(i) for i in range(max(blocks, 1))])[: int(num_samples)]
+
+
+def _sign_without_ties(gradient: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sign(gradient) on real samples, with exact zeros replaced by :func:`tie_signs`.
 
     A sample whose gradient is exactly zero (e.g. past the last complete analysis window, or
-    in digital silence) has no first-order effect on the loss; giving it a random sign keeps the
-    perturbation's RMS equal to epsilon, hence its SNR equal to the target.
+    in digital silence) has no first-order effect on the loss; giving it a ±1 sign keeps the
+    perturbation's RMS equal to epsilon, hence its SNR equal to the target. The signs are a
+    fixed white ±1 sequence (no DC, no tone), so FGSM needs no random generator.
     """
     direction = torch.sign(gradient)
     ties = (direction == 0) & mask
     if bool(ties.any()):
-        coin = torch.randint(0, 2, direction.shape, generator=generator, device="cpu")
-        coin = coin.to(device=direction.device, dtype=direction.dtype) * 2 - 1
-        direction = torch.where(ties, coin, direction)
+        fixed = tie_signs(direction.shape[1]).to(device=direction.device, dtype=direction.dtype)
+        direction = torch.where(ties, fixed.expand_as(direction), direction)
     return direction * mask
 
 
@@ -175,18 +199,41 @@ def fgsm(
     labels: torch.Tensor,
     mask: torch.Tensor,
     epsilon: torch.Tensor | float,
-    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Fast gradient sign method: ``x + epsilon · sign(∇ₓ CE(model(x), y))`` (L∞ radius epsilon).
 
     ``epsilon`` is in waveform amplitude units (full scale 1.0), per clip ``[B]`` or scalar.
-    Every real sample moves by exactly ``±epsilon`` (zero-gradient samples get a random sign
-    drawn from the CPU ``generator``); padding is returned unchanged.
+    Every real sample moves by exactly ``±epsilon`` (zero-gradient samples take the fixed
+    :func:`tie_signs`, so the result is deterministic); padding is returned unchanged.
     """
     gradient, _ = loss_gradient(model, waveforms, labels=labels, mask=mask)
     eps = _per_clip(epsilon, waveforms.shape[0], waveforms)
-    direction = _sign_without_ties(gradient, mask, generator)
-    return (waveforms + eps * direction).detach()
+    return (waveforms + eps * _sign_without_ties(gradient, mask)).detach()
+
+
+class _BestIterate:
+    """Per clip, the strongest iterate seen: the first one the model misclassifies, else the one
+    of highest cross-entropy. Iterates are offered in order, FGSM's point first."""
+
+    def __init__(self, waveforms: torch.Tensor, labels: torch.Tensor) -> None:
+        batch = waveforms.shape[0]
+        self.labels = labels
+        self.delta = torch.zeros_like(waveforms)
+        self.loss = torch.full((batch,), -math.inf, dtype=torch.float64, device=waveforms.device)
+        self.flipped = torch.zeros(batch, dtype=torch.bool, device=waveforms.device)
+
+    @property
+    def searching(self) -> torch.Tensor:
+        return ~self.flipped
+
+    def offer(self, delta: torch.Tensor, logits: torch.Tensor) -> None:
+        logits = logits.detach()
+        wrong = logits.argmax(dim=1) != self.labels
+        loss = F.cross_entropy(logits.double(), self.labels, reduction="none")
+        take = self.searching & (wrong | (loss > self.loss))
+        self.delta = torch.where(take[:, None], delta, self.delta)
+        self.loss = torch.where(take, loss, self.loss)
+        self.flipped |= self.searching & wrong
 
 
 def pgd(
@@ -199,43 +246,56 @@ def pgd(
     steps: int = 10,
     step_size: torch.Tensor | float | None = None,
     random_start: bool = False,
-    early_stop: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Projected gradient descent on the L∞ ball of radius ``epsilon`` (Madry et al., 2018).
+    """Projected gradient descent on the L∞ ball of radius ``epsilon`` (Madry et al., 2018),
+    started from FGSM's point and keeping each clip's strongest iterate.
 
-    Each of ``steps`` iterations takes ``δ ← clip(δ + α · sign(∇_δ CE(model(x + δ), y)), −ε, ε)``
-    on the real samples. ``epsilon`` and ``step_size`` (α) are amplitudes in waveform units,
-    per clip ``[B]`` or scalar; α defaults to ``2.5 · epsilon / steps``. ``random_start`` draws
-    ``δ₀ ~ U(−ε, ε)`` from the CPU ``generator`` (otherwise ``δ₀ = 0``).
+    Iterate 1 is the FGSM point ``δ₁ = ε · sign(∇ₓ CE(model(x), y))`` (:func:`fgsm`, exactly);
+    then ``δ ← clip(δ + α · sign(∇_δ CE(model(x + δ), y)), −ε, ε)`` on the real samples, for
+    ``steps`` gradient evaluations in all. With ``random_start`` the projected steps start from
+    ``δ₀ ~ U(−ε, ε)`` (drawn from the CPU ``generator``) and FGSM's point is judged beside them.
+    ``epsilon`` and ``step_size`` (α) are amplitudes in waveform units, per clip ``[B]`` or
+    scalar; α defaults to ``2.5 · epsilon / steps``.
 
-    With ``early_stop`` (default) a clip stops moving at the first iterate the model
-    misclassifies, so adding steps never undoes a success; the returned batch holds that iterate
-    for such clips and the last one for the others. Padding is returned unchanged.
+    Each clip gets back its first iterate the model misclassifies — FGSM's point whenever FGSM
+    succeeds — or, if none does, the iterate of highest loss. So PGD is never weaker than FGSM
+    on any clip, more steps never undo a success, and a clip stops moving once it is flipped.
+    Without ``random_start`` the result is deterministic. Padding is returned unchanged.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    check_batch(waveforms, mask)
+    lengths = check_batch(waveforms, mask)
     batch = waveforms.shape[0]
     eps = _per_clip(epsilon, batch, waveforms)
     alpha = 2.5 * eps / steps if step_size is None else _per_clip(step_size, batch, waveforms)
     labels = labels.to(waveforms.device)
+    best = _BestIterate(waveforms, labels)
+
+    real = lengths.to(waveforms.device)
+    gradient, _ = loss_gradient(model, waveforms, labels=labels, mask=mask)
+    fgsm_delta = eps * _sign_without_ties(gradient, mask)
+    with torch.no_grad():  # judged exactly as an FGSM result is judged
+        best.offer(fgsm_delta, model(waveforms + fgsm_delta, real))
     if random_start:
         uniform = torch.rand(waveforms.shape, generator=generator, device="cpu")
         delta = (uniform.to(waveforms.device, waveforms.dtype) * 2 - 1) * eps * mask
+        remaining, judged = steps, False
     else:
-        delta = torch.zeros_like(waveforms)
-    active = torch.ones(batch, dtype=torch.bool, device=waveforms.device)
-    for _ in range(steps):
+        delta, remaining, judged = fgsm_delta, steps - 1, True
+    for _ in range(remaining):
+        if not bool(best.searching.any()):
+            break
         gradient, logits = loss_gradient(model, waveforms + delta, labels=labels, mask=mask)
-        if early_stop:
-            active &= logits.argmax(dim=1) == labels
-            if not bool(active.any()):
-                break
-        step = alpha * torch.sign(gradient)
-        updated = torch.maximum(torch.minimum(delta + step, eps), -eps) * mask
-        delta = torch.where(active[:, None], updated, delta)
-    return (waveforms + delta).detach()
+        if not judged:
+            best.offer(delta, logits)
+        updated = torch.maximum(torch.minimum(delta + alpha * torch.sign(gradient), eps), -eps)
+        delta = torch.where(best.searching[:, None], updated * mask, delta)
+        judged = False
+    if not judged and bool(best.searching.any()):  # the last iterate
+        with torch.no_grad():
+            best.offer(delta, model(waveforms + delta, real))
+    return (waveforms + best.delta).detach()
 
 
 def white_noise(

@@ -52,16 +52,18 @@ class Attack:
     """A configured attack, what the runner needs: a ``method`` name, a target SNR, a batched
     call ``attack(model, waveforms, labels=, mask=, generator=)`` and its ``settings()``.
 
-    Every attack turns the checked SNR into each clip's radius ε. A subclass names its ``method`` and the functional call it is (``perturb``, given the model,
-    the batch and ε; ``uses_model`` False for the noise control, which gets neither model nor
-    labels), adds keyword arguments that depend on ε in :meth:`_options` and the settings that
-    ``summary.json`` records in :meth:`_details`.
+    Every attack turns the checked SNR into each clip's radius ε. A subclass names its
+    ``method`` and the functional call it is (``perturb``, given the model, the batch and ε;
+    ``uses_model`` False for the noise control, which gets neither model nor labels;
+    ``uses_generator`` False for FGSM, which draws nothing), adds keyword arguments that depend
+    on ε in :meth:`_options` and the settings that ``summary.json`` records in :meth:`_details`.
     """
 
     snr_db: float = 45.0
     method: ClassVar[str]
     perturb: ClassVar[Callable[..., torch.Tensor]]
     uses_model: ClassVar[bool] = True
+    uses_generator: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_snr(self.snr_db)
@@ -76,15 +78,16 @@ class Attack:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
+        drawn = {"generator": generator} if self.uses_generator else {}
         if not self.uses_model:
-            return self.perturb(waveforms, mask=mask, epsilon=epsilon, generator=generator)
+            return self.perturb(waveforms, mask=mask, epsilon=epsilon, **drawn)
         return self.perturb(
             model,
             waveforms,
             labels=labels,
             mask=mask,
             epsilon=epsilon,
-            generator=generator,
+            **drawn,
             **self._options(epsilon),
         )
 
@@ -101,18 +104,20 @@ class Attack:
 
 @dataclass(frozen=True)
 class FGSM(Attack):
-    """One signed-gradient step of L∞ radius ε = RMS(x)·10^(−snr_db/20) per clip."""
+    """One signed-gradient step of L∞ radius ε = RMS(x)·10^(−snr_db/20) per clip (deterministic)."""
 
     method: ClassVar[str] = "fgsm"
     perturb: ClassVar[Callable[..., torch.Tensor]] = staticmethod(AF.fgsm)
+    uses_generator: ClassVar[bool] = False
 
     def _details(self) -> dict[str, object]:
-        return {"norm": "linf"}
+        return {"norm": "linf", "zero_gradient_samples": "fixed ±1 tie signs"}
 
 
 @dataclass(frozen=True)
 class PGD(Attack):
-    """``steps`` projected signed-gradient steps inside the same L∞ ball as :class:`FGSM`.
+    """``steps`` projected signed-gradient steps inside the same L∞ ball as :class:`FGSM`,
+    starting at FGSM's point and keeping each clip's strongest iterate (never weaker than FGSM).
 
     ``step_size`` is a fraction of each clip's ε (α = step_size·ε); ``None`` means 2.5/steps.
     """
@@ -120,7 +125,6 @@ class PGD(Attack):
     steps: int = 10
     step_size: float | None = None
     random_start: bool = False
-    early_stop: bool = True
     method: ClassVar[str] = "pgd"
     perturb: ClassVar[Callable[..., torch.Tensor]] = staticmethod(AF.pgd)
 
@@ -146,7 +150,6 @@ class PGD(Attack):
             "steps": int(self.steps),
             "step_size": epsilon * self.relative_step,
             "random_start": self.random_start,
-            "early_stop": self.early_stop,
         }
 
     def _details(self) -> dict[str, object]:
@@ -156,7 +159,8 @@ class PGD(Attack):
             "step_size": self.relative_step,
             "step_size_units": "fraction of epsilon",
             "random_start": self.random_start,
-            "early_stop": self.early_stop,
+            "first_iterate": "the FGSM point",
+            "keeps": "each clip's first misclassified iterate, else its highest-loss iterate",
         }
 
 

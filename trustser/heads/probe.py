@@ -3,7 +3,9 @@
 A quick baseline and sanity check for the trained heads. For each task and fold, the store's
 time-mean array ``[N, L, D]`` is standardised (mean/std of the training part) and a
 class-balanced L2 logistic regression is fitted on the training part, once per layer
-(``D`` features) and once on all layers concatenated (``L·D`` features). Results go to
+(``D`` features) and once on all layers concatenated (``L·D`` features). A single layer is
+chosen the honest way: on each fold, the layer with the best dev UAR, whose test score is that
+fold's figure (``dev_chosen``); no layer is ever chosen by its test score. Results go to
 ``<runs>/<backbone>/probe/metrics.json``; probing one task keeps the other tasks already there
 when they come from the same store group.
 """
@@ -48,22 +50,22 @@ class ProbeEvent:
 @dataclass(frozen=True)
 class ProbeTaskResult:
     """``all_layers`` and each entry of ``layers`` hold ``<role>_<metric>_mean/_std`` and
-    ``folds``; ``best_layer_dev`` / ``best_layer_test`` index ``layers`` by mean UAR."""
+    ``folds``. ``dev_chosen`` is the single-layer probe chosen on dev: per fold the layer of best
+    dev UAR (``folds[i]["layer"]``, ties to the lower layer) with that layer's scores, and their
+    means and sds; ``dev_chosen["layers"]`` lists the chosen layer of each fold."""
 
     task: str
     labels: tuple[str, ...]
     all_layers: dict[str, Any]
     layers: list[dict[str, Any]]
-    best_layer_dev: int
-    best_layer_test: int
+    dev_chosen: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "labels": list(self.labels),
             "all_layers": self.all_layers,
             "layers": self.layers,
-            "best_layer_dev": self.best_layer_dev,
-            "best_layer_test": self.best_layer_test,
+            "dev_chosen": self.dev_chosen,
         }
 
 
@@ -126,9 +128,22 @@ def probe_task(
         labels=task.labels,
         all_layers=all_layers,
         layers=layers,
-        best_layer_dev=int(np.argmax([v["dev_uar_mean"] for v in layers])),
-        best_layer_test=int(np.argmax([v["test_uar_mean"] for v in layers])),
+        dev_chosen=_dev_chosen(per_view, num_layers),
     )
+
+
+def _dev_chosen(per_view: dict[int | None, list[dict[str, Any]]], num_layers: int) -> dict:
+    """Per fold, the layer whose probe has the best dev UAR, scored on that fold's test part."""
+    chosen = []
+    for index, fold in enumerate(per_view[0]):
+        dev = [per_view[layer][index]["dev_uar"] for layer in range(num_layers)]
+        layer = int(np.argmax(dev))  # first maximum: ties go to the lower layer
+        chosen.append({**per_view[layer][index], "fold": fold["fold"], "layer": layer})
+    return {
+        **_aggregate(chosen),
+        "layers": [f["layer"] for f in chosen],
+        "rule": "per fold, the layer with the best dev UAR; its test score is the fold's figure",
+    }
 
 
 def _aggregate(folds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -196,10 +211,15 @@ def run_probes(
             "C": C,
             "seed": seed,
         }
-        for key in ("test_uar", "test_accuracy", "test_macro_f1", "dev_uar"):
+        for key in ("test_uar", "test_accuracy", "test_macro_f1", "dev_uar", "dev_accuracy"):
             for stat in ("mean", "std"):
                 metrics[f"{result.task}_{key}_{stat}"] = result.all_layers[f"{key}_{stat}"]
-        metrics[f"{result.task}_best_layer_test"] = result.best_layer_test
+                metrics[f"{result.task}_dev_chosen_layer_{key}_{stat}"] = result.dev_chosen[
+                    f"{key}_{stat}"
+                ]
+        metrics[f"{result.task}_dev_chosen_layers"] = result.dev_chosen["layers"]
+        for stale in ("best_layer_test", "best_layer_dev"):  # written by earlier versions
+            metrics.pop(f"{result.task}_{stale}", None)
     write_json(path, metrics)
     return ProbeResult(
         backbone=name,

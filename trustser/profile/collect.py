@@ -35,9 +35,16 @@ from trustser.profile.model import (
     paper_reference,
 )
 from trustser.profile.scales import SCALE_MODES, score_profile
-from trustser.runs import DEFAULT_RUNS, RunLayout, read_json, safe_name
+from trustser.runs import DEFAULT_RUNS, TASKS, RunLayout, read_json, safe_name
 
-__all__ = ["collect_backbone", "collect_profile", "discover_backbones"]
+__all__ = [
+    "ATTACKERS",
+    "collect_backbone",
+    "collect_profile",
+    "discover_backbones",
+    "holds_results",
+    "strongest_attacker",
+]
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -168,14 +175,20 @@ def _fairness(rows: list[dict[str, str]], labels: list[str]) -> tuple[dict[str, 
         "statistical_parity_max",
         "statistical_parity_mean",
     ):
-        if per_fold:
-            mean, std = mean_std([f[key] for f in per_fold.values()])
-        else:
-            mean, std = getattr(pooled, key), 0.0
+        # Undefined on every fold: no fold figure at all (shown as n/a), never pooled ± 0.
+        mean, std = mean_std([f[key] for f in per_fold.values()]) if per_fold else (None, None)
         result[f"{key}_fold_mean"], result[f"{key}_fold_std"] = mean, std
     if not per_fold:
-        notes.append("fold-level fairness was undefined everywhere; the pooled values are used.")
+        notes.append(
+            "fold-level fairness is undefined on every fold (n/a); the fairness axis uses the "
+            "value pooled over all test predictions."
+        )
     result["eo_basis"] = "mean over folds" if per_fold else "pooled over all test predictions"
+    result["axis_value"] = (
+        result["multiclass_equalized_odds_fold_mean"]
+        if per_fold
+        else pooled.multiclass_equalized_odds
+    )
     return result, notes
 
 
@@ -211,9 +224,9 @@ def _inference(metrics: dict[str, Any] | None, rows: list[dict[str, str]] | None
     return result
 
 
-def _attacks(layout: RunLayout, backbone: str) -> list[dict[str, Any]]:
+def _attacks(base: Path) -> list[dict[str, Any]]:
     attacks = []
-    for directory in layout.attack_dirs(backbone):
+    for directory in sorted(base.glob("attack-*")) if base.is_dir() else []:
         summary = _maybe_json(directory / "summary.json")
         if summary is None:
             continue
@@ -234,9 +247,16 @@ def _attacks(layout: RunLayout, backbone: str) -> list[dict[str, Any]]:
     return sorted(attacks, key=lambda a: (a["method"], -a["snr_db"]))
 
 
-def _display_name(layout: RunLayout, name: str) -> str:
+def _backbone_dir(runs: Path, name: str) -> Path:
+    """``runs/<name>`` when that directory exists (any name), else the layout's directory."""
+    given = runs / name
+    if name and "/" not in name and given.is_dir():
+        return given
+    return RunLayout(runs).backbone_dir(name)
+
+
+def _display_name(base: Path, name: str) -> str:
     """The backbone spec recorded by the stages (``tiny:whisper``), else the name as given."""
-    base = layout.backbone_dir(name)
     for path in (
         base / "emotion" / "metrics.json",
         base / "cost.json",
@@ -252,8 +272,8 @@ def _display_name(layout: RunLayout, name: str) -> str:
     return name
 
 
-def _store_of(layout: RunLayout, backbone: str) -> str | None:
-    config = _maybe_json(layout.head_dir(backbone, "emotion") / "config.json")
+def _store_of(base: Path) -> str | None:
+    config = _maybe_json(base / "emotion" / "config.json")
     store = (config or {}).get("store")
     if isinstance(store, dict) and isinstance(store.get("path"), str):
         return store["path"]
@@ -303,14 +323,14 @@ def collect_backbone(
     """Everything measured for backbone ``name`` under ``runs``; missing axes name their command."""
     from trustser.cost import read_cost
 
-    layout = RunLayout(runs)
-    display = _display_name(layout, name)
-    entry = BackboneProfile(name=display, directory=safe_name(display))
+    base = _backbone_dir(Path(runs), name)
+    display = _display_name(base, name)
+    entry = BackboneProfile(name=display, directory=base.name)
     runs_text = str(runs)
-    store = store or _store_of(layout, display)
+    store = store or _store_of(base)
     commands = _commands(display, runs_text, store, attack)
 
-    emotion_dir = layout.head_dir(display, "emotion")
+    emotion_dir = base / "emotion"
     metrics = _maybe_json(emotion_dir / "metrics.json")
     rows = (
         _read_rows(emotion_dir / "predictions.csv")
@@ -332,26 +352,41 @@ def collect_backbone(
             entry.notes.append(f"fairness: {error}")
         else:
             entry.notes.extend(f"fairness: {n}" for n in notes)
-            entry.raw["fairness"] = entry.fairness["multiclass_equalized_odds_fold_mean"]
+            entry.raw["fairness"] = entry.fairness["axis_value"]
+
+    probe = _maybe_json(base / "probe" / "metrics.json")
+    if probe is not None:
+        keys = (
+            "emotion_test_uar_mean",
+            "gender_test_accuracy_mean",
+            "speaker_test_accuracy_mean",
+            "emotion_dev_chosen_layer_test_uar_mean",
+            "gender_dev_chosen_layer_test_accuracy_mean",
+            "speaker_dev_chosen_layer_test_accuracy_mean",
+        )
+        found = {k: float(probe[k]) for k in keys if isinstance(probe.get(k), (int, float))}
+        entry.probe = found or None
 
     privacy: dict[str, Any] = {}
     for task in ("gender", "speaker"):
-        task_dir = layout.head_dir(display, task)
+        task_dir = base / task
         task_metrics = _maybe_json(task_dir / "metrics.json")
         path = task_dir / "predictions.csv"
         task_rows = _read_rows(path) if path.is_file() else None
         if task_metrics is not None or task_rows is not None:
             with _noting(entry, f"privacy ({task})"):
                 privacy[task] = _inference(task_metrics, task_rows)
+    gender = privacy.get("gender") or {}
+    axis = strongest_attacker(gender.get("accuracy"), entry.probe)
+    if axis is not None:
+        privacy["axis"] = axis
+        entry.raw["privacy"] = axis["accuracy"]
+        if gender.get("chance_majority") is not None:
+            entry.context["gender_chance"] = gender["chance_majority"]
     if privacy:
         entry.privacy = privacy
-        gender = privacy.get("gender")
-        if gender is not None and gender.get("accuracy") is not None:
-            entry.raw["privacy"] = gender["accuracy"]
-            if gender.get("chance_majority") is not None:
-                entry.context["gender_chance"] = gender["chance_majority"]
 
-    attacks = _attacks(layout, display)
+    attacks = _attacks(base)
     if attacks:
         method, snr = attack
         chosen = next(
@@ -372,13 +407,7 @@ def collect_backbone(
             done = ", ".join(f"{a['method']} at {a['snr_db']:g} dB" for a in attacks)
             entry.notes.append(f"safety: attacks found ({done}) but not {method} at {snr:g} dB.")
 
-    probe = _maybe_json(layout.probe_dir(display) / "metrics.json")
-    if probe is not None:
-        keys = ("emotion_test_uar_mean", "gender_test_accuracy_mean", "speaker_test_accuracy_mean")
-        found = {k: float(probe[k]) for k in keys if isinstance(probe.get(k), (int, float))}
-        entry.probe = found or None
-
-    cost_path = layout.cost_path(display)
+    cost_path = base / "cost.json"
     if cost_path.is_file():
         cost = read_cost(cost_path)
         keys = (
@@ -414,16 +443,73 @@ def collect_backbone(
     return entry
 
 
+ATTACKERS = {
+    "gender head": None,  # the paper's attack: the trained head, fold mean
+    "linear probe (all layers)": "gender_test_accuracy_mean",
+    "linear probe (layer chosen on dev)": "gender_dev_chosen_layer_test_accuracy_mean",
+}
+
+
+def strongest_attacker(
+    head_accuracy: float | None, probe: dict[str, float] | None
+) -> dict[str, Any] | None:
+    """The privacy axis's figure: the highest gender-inference test accuracy (fold mean) among
+    the attackers that were run — the gender head and the linear probes (all layers; the layer
+    chosen on dev). ``None`` when none was run.
+
+    The embeddings leak at least what the strongest attacker finds; the maximum over this fixed,
+    short list errs towards less privacy, never more. The head's figure (the paper's attack) is
+    kept beside it as ``head_accuracy``.
+    """
+    found = {"gender head": head_accuracy} if head_accuracy is not None else {}
+    for name, key in ATTACKERS.items():
+        if key is not None and probe and probe.get(key) is not None:
+            found[name] = float(probe[key])
+    if not found:
+        return None
+    attacker = max(found, key=lambda name: (found[name], name == "gender head"))
+    return {
+        "attacker": attacker,
+        "accuracy": found[attacker],
+        "attackers": found,
+        "head_accuracy": head_accuracy,
+        "rule": "highest gender-inference test accuracy (fold mean) among the attackers run",
+    }
+
+
+def holds_results(directory: str | Path) -> bool:
+    """Whether ``directory`` is a backbone's results directory, whatever its name: it holds a
+    head's or probe's ``metrics.json``, an attack's ``summary.json`` or a ``cost.json``.
+
+    Other folders under a results root — a ``trustser run`` folder's ``cache.zarr`` and
+    ``report/``, say — are not backbones.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return False
+    if (directory / "cost.json").is_file():
+        return True
+    for part, files in [
+        *((t, ("metrics.json", "predictions.csv")) for t in TASKS),
+        ("probe", ("metrics.json",)),
+    ]:
+        if any((directory / part / f).is_file() for f in files):
+            return True
+    return any(directory.glob("attack-*/summary.json"))
+
+
 def discover_backbones(runs: str | Path, store: str | None = None) -> list[str]:
-    """The backbones to profile: the store's groups when it has any, else every backbone
-    directory under ``runs``."""
+    """The backbones to profile: every directory under ``runs`` holding results
+    (:func:`holds_results`), then the groups of ``store`` (when given) that have none yet, so a
+    freshly extracted backbone shows which commands would fill its axes."""
+    root = Path(runs)
+    names = [d for d in RunLayout(root).backbones() if holds_results(root / d)]
     if store is not None:
         from trustser.store import open_store
 
-        names = list(open_store(store).backbones)
-        if names:
-            return names
-    return RunLayout(runs).backbones()
+        have = {safe_name(name) for name in names}
+        names += [g for g in open_store(store).backbones if safe_name(g) not in have]
+    return names
 
 
 def collect_profile(
@@ -435,8 +521,9 @@ def collect_profile(
     attack: tuple[str, float] = DEFAULT_ATTACK,
     paper: Sequence[str] | None = None,
 ) -> Profile:
-    """Collect and score the profile of ``backbones`` (default: the store's groups, else every
-    backbone directory under ``runs``), optionally beside the paper's rows named in ``paper``."""
+    """Collect and score the profile of ``backbones`` (default: :func:`discover_backbones` —
+    every results directory under ``runs``, and the store's groups without results yet),
+    optionally beside the paper's rows named in ``paper``."""
     check_choice("scale", scale, SCALE_MODES)
     check_choice("attack method", attack[0], ("fgsm", "pgd", "noise"))
     names = list(backbones) if backbones else discover_backbones(runs, store)
@@ -447,7 +534,13 @@ def collect_profile(
             + "; run `trustser heads fit --store <cache.zarr> --backbone NAME` first, or pass "
             "--runs pointing at your results."
         )
-    entries = [collect_backbone(runs, n, store=store, attack=attack) for n in dict.fromkeys(names)]
+    seen: set[str] = set()
+    chosen = []  # one row per results directory
+    for name in names:
+        if safe_name(name) not in seen:
+            seen.add(safe_name(name))
+            chosen.append(name)
+    entries = [collect_backbone(runs, n, store=store, attack=attack) for n in chosen]
     if paper:
         entries += paper_reference(paper)
     method, snr = attack

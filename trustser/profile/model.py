@@ -105,6 +105,13 @@ class BackboneProfile:
     def complete(self) -> bool:
         return all(self.scores.get(axis) is not None for axis in AXES)
 
+    @property
+    def privacy_attacker(self) -> str | None:
+        """Whose figure the privacy axis holds: ``gender head`` or a ``linear probe (…)``."""
+        if self.reference:
+            return "gender head" if self.raw.get("privacy") is not None else None
+        return ((self.privacy or {}).get("axis") or {}).get("attacker")
+
 
 @dataclass
 class Profile:

@@ -1,9 +1,11 @@
 """Radar charts of trust profiles (matplotlib; PNG for viewing, SVG for papers and the report).
 
 One chart per backbone (each spoke labelled with its raw metric and score) and one overlay of all
-backbones. Every chart states its scale: the centre is score 0 (worst end of the scale), the rim
-score 1 (best end), and the footer lists each axis's worst → best bounds. Axes that were not
-measured are drawn at 0 with a hollow marker and labelled "not measured".
+backbones; a chart of one backbone is titled with its name. Every chart states its scale: the
+centre is score 0 (worst end of the scale), the rim score 1 (best end), and the footer lists each
+axis's worst → best bounds. A value past an end is drawn at that end with a star and labelled
+"clipped". Axes that were not measured are drawn at 0 with a hollow marker and labelled
+"not measured".
 
 A profile's charts are drawn once (:func:`draw_radar_charts`) and then both written as files
 (:func:`write_radar_charts`) and embedded in the HTML report, each use giving the chart its title.
@@ -40,6 +42,11 @@ __all__ = [
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _RC = {"svg.hashsalt": "trustser", "svg.fonttype": "none", "font.size": 10}
 OVERLAY_STEM = "radar_overlay"
+_ATTACKER_LABELS = {
+    "gender head": "head",
+    "linear probe (all layers)": "probe",
+    "linear probe (layer chosen on dev)": "probe, dev layer",
+}
 
 
 def chart_stem(name: str) -> str:
@@ -55,7 +62,8 @@ def raw_label(axis: str, entry: BackboneProfile, attack: dict[str, Any]) -> str:
     if axis == "performance":
         return f"UAR {percent(value, unit=True)}"
     if axis == "privacy":
-        return f"gender acc. {percent(value, unit=True)}"
+        by = _ATTACKER_LABELS.get(entry.privacy_attacker or "", "")
+        return f"gender acc. {percent(value, unit=True)}" + (f" ({by})" if by else "")
     if axis == "safety":
         return f"{attack['method'].upper()} {attack['snr_db']:g} dB ASR {percent(value, unit=True)}"
     if axis == "fairness":
@@ -109,15 +117,17 @@ def radar_figure(
             closed_a, closed_v = [*angles, angles[0]], [*drawn, drawn[0]]
             ax.plot(closed_a, closed_v, style, color=colour, linewidth=1.8, label=entry.name)
             ax.fill(closed_a, closed_v, color=colour, alpha=0.12 if not single else 0.2)
-            for angle, value in zip(angles, values, strict=True):
+            for angle, axis, value in zip(angles, AXES, values, strict=True):
                 hollow = value is None
+                clipped = bool(entry.clipped.get(axis)) and not hollow
                 ax.plot(
                     [angle],
                     [0.0 if hollow else value],
-                    "o",
+                    "*" if clipped else "o",  # a star: the value lies past the scale's end
                     color=colour,
-                    markersize=5,
+                    markersize=11 if clipped else 5,
                     markerfacecolor="white" if hollow else colour,
+                    clip_on=False,
                 )
 
         for angle, axis in zip(angles, AXES, strict=True):
@@ -150,9 +160,10 @@ def radar_figure(
 
         _set_title(figure, title, single=single)
         bounds = [f"{AXIS_TITLES[a]}: {scales[a]['description']}" for a in AXES if a in scales]
+        rule = " (ends: the paper's Table 4 rows ± half their spread)" if scale == "paper" else ""
         footer = [
-            f"Scale: {scale} — centre = 0 (worst end), rim = 1 (best end); "
-            "higher is more trustworthy on every axis.",
+            f"Scale: {scale}{rule}: centre = 0 (worst end), rim = 1 (best end).",
+            "Higher is more trustworthy on every axis; ★ = past the scale's end, drawn at it.",
             " · ".join(bounds[:3]),
             " · ".join(bounds[3:]),
         ]
@@ -217,7 +228,10 @@ def draw_radar_charts(profile: Profile, *, overlay: bool = True) -> RadarCharts:
         charts.append(RadarChart(chart_stem(entry.name), title, figure, single=True))
     drawn = None
     if overlay and profile.backbones:
-        title = "Trust profiles compared"
+        several = len(profile.backbones) > 1
+        title = (
+            "Trust profiles compared" if several else f"Trust profile: {profile.backbones[0].name}"
+        )
         figure = radar_figure(profile.backbones, title=title, **common)
         drawn = RadarChart(OVERLAY_STEM, title, figure, single=len(profile.backbones) == 1)
     return RadarCharts(backbones=charts, overlay=drawn)

@@ -18,6 +18,7 @@ from trustser.formatting import MISSING, number, percent
 from trustser.profile.model import AXES, AXIS_TITLES, Profile
 from trustser.profile.radar import RadarChart, RadarCharts, draw_radar_charts, figure_svg
 from trustser.profile.recommend import SCENARIOS, RecommendError, recommend
+from trustser.profile.tables import NOT_DEFINED, fold_eo
 
 __all__ = ["render_report", "write_report"]
 
@@ -115,15 +116,16 @@ def _fairness(profile: Profile) -> str:
     rows = []
     for b in profile.backbones:
         f = b.fairness or {}
+        undefined = NOT_DEFINED if f else MISSING
         spread = (f.get("pooled") or {}).get("speakers") or {}
         rows.append(
             [
                 b.name,
-                percent(b.raw.get("fairness"), f.get("multiclass_equalized_odds_fold_std")),
-                percent(f.get("multiclass_statistical_parity_fold_mean")),
-                percent(f.get("equalized_odds_max_fold_mean")),
-                percent(f.get("equalized_odds_mean_fold_mean")),
-                percent(f.get("statistical_parity_max_fold_mean")),
+                fold_eo(b),
+                percent(f.get("multiclass_statistical_parity_fold_mean"), missing=undefined),
+                percent(f.get("equalized_odds_max_fold_mean"), missing=undefined),
+                percent(f.get("equalized_odds_mean_fold_mean"), missing=undefined),
+                percent(f.get("statistical_parity_max_fold_mean"), missing=undefined),
                 percent((f.get("pooled") or {}).get("multiclass_equalized_odds")),
                 f"{percent(spread.get('min'))} / {percent(spread.get('max'))} / {percent(spread.get('sd'))}"
                 if spread
@@ -176,31 +178,39 @@ def _privacy(profile: Profile) -> str:
     for b in profile.backbones:
         priv = b.privacy or {}
         g, s = priv.get("gender") or {}, priv.get("speaker") or {}
+        probe = b.probe or {}
+        head = g.get("accuracy") if not b.reference else b.raw.get("privacy")
         rows.append(
             [
                 b.name,
-                percent(b.raw.get("privacy"), g.get("accuracy_std")),
+                percent(b.raw.get("privacy")),
+                b.privacy_attacker or MISSING,
+                percent(head, g.get("accuracy_std")),
                 percent(g.get("uar")),
                 f"{percent(g.get('chance_majority'))} / {percent(g.get('chance_uniform'))}",
-                percent((b.probe or {}).get("gender_test_accuracy_mean")),
+                f"{percent(probe.get('gender_test_accuracy_mean'))} / "
+                f"{percent(probe.get('gender_dev_chosen_layer_test_accuracy_mean'))}",
                 percent(s.get("accuracy")),
                 f"{percent(s.get('chance_majority'))} / {percent(s.get('chance_uniform'))}",
             ]
         )
     header = [
         "backbone",
-        "gender acc. %",
-        "gender UAR %",
+        "gender acc. % (privacy axis)",
+        "strongest attacker",
+        "gender head acc. % (the paper's)",
+        "gender head UAR %",
         "gender chance % (majority / 1/K)",
-        "gender acc., linear probe %",
+        "linear probe acc. % (all layers / layer chosen on dev)",
         "speaker-ID acc. %",
         "speaker chance % (majority / 1/K)",
     ]
     return _table(header, rows) + (
-        '<p class="note">The privacy axis uses the trained gender head (the paper\'s attack). The '
-        "linear probe (logistic regression on time-averaged layers, <code>trustser heads "
-        "probe</code>) is a second attacker: the embeddings leak at least what the stronger of "
-        "the two reaches.</p>"
+        '<p class="note">The privacy axis holds the <b>strongest</b> gender attacker that was run: '
+        "the highest test accuracy (fold mean) of the trained gender head (the paper's attack) "
+        "and the linear probes on time-averaged layers (<code>trustser heads probe</code>: all "
+        "layers, and the layer chosen on dev). The embeddings leak at least what the strongest "
+        "attacker finds; the head's own figure stays beside it.</p>"
     )
 
 
@@ -309,10 +319,18 @@ def _recommendations(profile: Profile) -> str:
 
 def _scales(profile: Profile) -> str:
     rows = [
-        [AXIS_TITLES[a], str(profile.scales[a]["metric"]), str(profile.scales[a]["description"])]
+        [
+            AXIS_TITLES[a],
+            str(profile.scales[a]["metric"]),
+            str(profile.scales[a]["description"]),
+            str(profile.scales[a].get("basis", MISSING)),
+        ]
         for a in AXES
     ]
-    return _table(["axis", "raw metric", "worst → best (score 0 → 1)"], rows)
+    return _table(["axis", "raw metric", "worst → best (score 0 → 1)", "derived from"], rows) + (
+        '<p class="note">A value past an end scores 0 or 1 and is marked ✂ (clipped); the notes '
+        "name it.</p>"
+    )
 
 
 def render_report(

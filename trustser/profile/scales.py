@@ -2,22 +2,25 @@
 
 Each axis has one *raw* metric and a *score* in [0, 1] where **higher is more trustworthy**:
 
-==============  ==============================  =====================  =====================
-axis            raw metric                      ``paper`` scale        ``absolute`` scale
-                                                (worst → best)         (worst → best)
-==============  ==============================  =====================  =====================
-performance     emotion UAR (fold mean)         0.50 → 0.75            chance 1/C → 1
-privacy         gender accuracy (fold mean)     1.00 → 0.85            1 → majority chance
-safety          ASR of FGSM at 45 dB            1.00 → 0.40            1 → 0
-fairness        multiclass EO (fold mean)       0.25 → 0.10            1 → 0
-sustainability  GMACs per 6 s clip (log10)      100 → 1                1000 → 0.1
-==============  ==============================  =====================  =====================
+==============  ===================================  ======================  =====================
+axis            raw metric                           ``paper`` scale         ``absolute`` scale
+                                                     (worst → best)          (worst → best)
+==============  ===================================  ======================  =====================
+performance     emotion UAR (fold mean)              53.45 % → 71.65 %       chance 1/C → 1
+privacy         gender accuracy, strongest attacker  100 % → 89.15 %         1 → majority chance
+safety          ASR of FGSM at 45 dB                 100 % → 36.8 %          1 → 0
+fairness        multiclass EO (fold mean)            23.15 % → 14.15 %       1 → 0
+sustainability  GMACs per 6 s clip (log10)           173 → 0.58              1000 → 0.1
+==============  ===================================  ======================  =====================
 
 ``score = (f(v) − f(worst)) / (f(best) − f(worst))`` with ``f = log10`` for sustainability and
-the identity otherwise, clipped to [0, 1] (clipping is flagged). The ``paper`` bounds bracket the
-ranges of the paper's Table 4 (UAR 58–67 %, EO 16–21 %, ASR 54–88 %, gender accuracy 92–98 %,
-2.4–42 GMAC) with margin; ``relative`` is min–max over the compared backbones. docs/metrics.md
-gives the full definitions.
+the identity otherwise. The ``paper`` ends are derived from the paper's Table 4 rows
+(:data:`~trustser.profile.model.PAPER_TABLE4`) by one rule, :func:`paper_scale_ends`: the worst
+and the best of the seven rows, each moved outwards by half their spread (:data:`PAPER_MARGIN`;
+in log10 for GMACs), and capped at 100 % for rates; so the paper's backbones fill the middle
+half of each axis. A value beyond an end (EmoDB's 88.8 % UAR, say) scores 0 or 1, is flagged
+``clipped`` and named in the notes with its value and the end it passed. ``relative`` is
+min–max over the compared backbones. docs/metrics.md gives the full definitions.
 """
 
 from __future__ import annotations
@@ -28,11 +31,85 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from trustser._validation import check_choice
-from trustser.profile.model import AXES, BackboneProfile, Profile, ProfileError
+from trustser.formatting import percent
+from trustser.profile.model import AXES, PAPER_TABLE4, BackboneProfile, Profile, ProfileError
 
-__all__ = ["SCALE_MODES", "AxisScale", "axis_score", "scale_bounds", "score_profile"]
+__all__ = [
+    "PAPER_MARGIN",
+    "PAPER_RULE",
+    "SCALE_MODES",
+    "AxisScale",
+    "axis_score",
+    "paper_scale_ends",
+    "scale_bounds",
+    "score_profile",
+]
 
 SCALE_MODES: tuple[str, ...] = ("paper", "absolute", "relative")
+PAPER_MARGIN = 0.5  # each end of the paper scale lies this fraction of the rows' spread outside
+_TABLE4_KEY = {
+    "performance": "uar",
+    "privacy": "gender_accuracy",
+    "safety": "asr",
+    "fairness": "eo",
+    "sustainability": "gmacs",
+}
+_HIGHER_IS_BETTER = {
+    "performance": True,
+    "privacy": False,
+    "safety": False,
+    "fairness": False,
+    "sustainability": False,
+}
+_LOG = {"sustainability"}
+
+
+def paper_scale_ends(axis: str, margin: float = PAPER_MARGIN) -> tuple[float, float]:
+    """``(worst, best)`` of the ``paper`` scale on ``axis``, derived from the paper's Table 4.
+
+    The worst and best of the seven rows, each moved outwards by ``margin`` × their spread
+    (in log10 for GMACs); rates are capped to [0, 1]. With the default margin of one half the
+    paper's rows lie in the middle half of the axis, scores 0.25 to 0.75 (where no cap binds).
+    """
+    check_choice("axis", axis, AXES)
+    values = [row[_TABLE4_KEY[axis]] for row in PAPER_TABLE4.values()]
+    log = axis in _LOG
+    points = [math.log10(v) for v in values] if log else values
+    low, high = min(points), max(points)
+    spread = high - low
+    low, high = low - margin * spread, high + margin * spread
+    if log:
+        low, high = 10.0**low, 10.0**high
+    else:
+        low, high = max(0.0, low), min(1.0, high)
+    return (low, high) if _HIGHER_IS_BETTER[axis] else (high, low)
+
+
+def _exact_percent(value: float) -> str:
+    return f"{100 * value:.2f}".rstrip("0").rstrip(".") + " %"
+
+
+def _paper_description(axis: str) -> str:
+    """The ends, e.g. ``UAR 53.45 % → 71.65 %``."""
+    worst, best = paper_scale_ends(axis)
+    if axis == "sustainability":
+        return f"log10 GMAC {worst:.0f} → {best:.2f}"
+    name = {"performance": "UAR", "privacy": "gender acc.", "safety": "ASR"}.get(axis, "EO")
+    return f"{name} {_exact_percent(worst)} → {_exact_percent(best)}"
+
+
+def _paper_basis(axis: str) -> str:
+    """Where the ends come from, e.g. ``Table 4 rows 58.0–67.1 %, ± half their spread``."""
+    values = [row[_TABLE4_KEY[axis]] for row in PAPER_TABLE4.values()]
+    if axis == "sustainability":
+        rows = f"{min(values):g}–{max(values):g} GMAC (log10)"
+    else:
+        rows = f"{percent(min(values))}–{percent(max(values), unit=True)}"
+    capped = ", capped at 100 %" if axis in ("privacy", "safety") else ""
+    return f"Table 4 rows {rows}, ± half their spread{capped}"
+
+
+PAPER_RULE = "the paper's Table 4 rows (worst, best) widened by half their spread on each side"
 
 
 @dataclass(frozen=True)
@@ -48,41 +125,24 @@ class AxisScale:
     description: str
 
 
+_METRICS = {
+    "performance": ("emotion UAR", "fraction"),
+    "privacy": ("gender accuracy (strongest attacker)", "fraction"),
+    "safety": ("attack success rate", "fraction"),
+    "fairness": ("multiclass equalized odds", "fraction"),
+    "sustainability": ("GMACs per clip", "GMAC"),
+}
 _SCALES: dict[str, dict[str, AxisScale]] = {
     "paper": {
-        "performance": AxisScale(
-            "performance", "emotion UAR", "fraction", 0.50, 0.75, False, "UAR 50 % → 75 %"
-        ),
-        "privacy": AxisScale(
-            "privacy",
-            "gender accuracy",
-            "fraction",
-            1.00,
-            0.85,
-            False,
-            "gender-inference accuracy 100 % → 85 %",
-        ),
-        "safety": AxisScale(
-            "safety", "attack success rate", "fraction", 1.00, 0.40, False, "ASR 100 % → 40 %"
-        ),
-        "fairness": AxisScale(
-            "fairness",
-            "multiclass equalized odds",
-            "fraction",
-            0.25,
-            0.10,
-            False,
-            "EO 25 % → 10 %",
-        ),
-        "sustainability": AxisScale(
-            "sustainability",
-            "GMACs per clip",
-            "GMAC",
-            100.0,
-            1.0,
-            True,
-            "log10 GMAC 100 → 1",
-        ),
+        axis: AxisScale(
+            axis,
+            _METRICS[axis][0],
+            _METRICS[axis][1],
+            *paper_scale_ends(axis),
+            axis in _LOG,
+            _paper_description(axis),
+        )
+        for axis in AXES
     },
     "absolute": {
         "performance": AxisScale(
@@ -90,7 +150,7 @@ _SCALES: dict[str, dict[str, AxisScale]] = {
         ),
         "privacy": AxisScale(
             "privacy",
-            "gender accuracy",
+            "gender accuracy (strongest attacker)",
             "fraction",
             1.0,
             None,
@@ -113,13 +173,6 @@ _SCALES: dict[str, dict[str, AxisScale]] = {
             "log10 GMAC 1000 → 0.1",
         ),
     },
-}
-_HIGHER_IS_BETTER = {
-    "performance": True,
-    "privacy": False,
-    "safety": False,
-    "fairness": False,
-    "sustainability": False,
 }
 
 
@@ -177,9 +230,31 @@ def _scales_description(mode: str) -> dict[str, dict[str, Any]]:
             "best": s.best if s.best is not None else "majority-class chance",
             "log": s.log,
             "description": s.description,
+            **({"basis": _paper_basis(axis)} if mode == "paper" else {}),
         }
         for axis, s in _SCALES[mode].items()
     }
+
+
+_CLIPPED_NOTE = "beyond the scale: "
+
+
+def _shown(axis: str, value: float, *, exact: bool = False) -> str:
+    if axis == "sustainability":
+        return f"{value:.3g} GMAC"
+    return _exact_percent(value) if exact else percent(value, unit=True)
+
+
+def _clipped_note(
+    axis: str, value: float, worst: float, best: float, score: float, scale: str
+) -> str:
+    end, which = (best, "best") if score >= 1 else (worst, "worst")
+    return (
+        f"{_CLIPPED_NOTE}{axis} {_shown(axis, value)} lies past the {scale} scale's {which} end "
+        f"({_shown(axis, end, exact=True)}); it scores {score:.0f} and is drawn at the "
+        f"{'rim' if score >= 1 else 'centre'}, marked clipped"
+        + ("; --scale absolute has room for it." if scale == "paper" else ".")
+    )
 
 
 def score_profile(profile: Profile, scale: str) -> Profile:
@@ -188,7 +263,12 @@ def score_profile(profile: Profile, scale: str) -> Profile:
     notes = [n for n in profile.notes if not n.startswith("relative scale:")]
     backbones = []
     for entry in profile.backbones:
-        entry = replace(entry, scores=dict.fromkeys(AXES), clipped=dict.fromkeys(AXES, False))
+        entry = replace(
+            entry,
+            scores=dict.fromkeys(AXES),
+            clipped=dict.fromkeys(AXES, False),
+            notes=[n for n in entry.notes if not n.startswith(_CLIPPED_NOTE)],
+        )
         backbones.append(entry)
     for axis in AXES:
         measured = [b for b in backbones if b.raw.get(axis) is not None]
@@ -205,6 +285,8 @@ def score_profile(profile: Profile, scale: str) -> Profile:
         for b in measured:
             worst, best, log = scale_bounds(scale, axis, b, backbones)
             b.scores[axis], b.clipped[axis] = axis_score(b.raw[axis], worst, best, log=log)
+            if b.clipped[axis]:
+                b.notes.append(_clipped_note(axis, b.raw[axis], worst, best, b.scores[axis], scale))
     return Profile(
         backbones=backbones,
         scale=scale,

