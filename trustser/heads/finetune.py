@@ -59,6 +59,7 @@ __all__ = [
     "store_top_blocks",
     "variant_features",
     "variant_means",
+    "variant_probe_means",
 ]
 
 # Learning rate of the fine-tuned blocks (the head keeps its 5e-4). Chosen from the literature
@@ -611,3 +612,23 @@ def variant_means(
         for row, utterance_id in enumerate(batch.ids):
             means[row_of[utterance_id], lower:] = pooled[row].numpy()
     return means
+
+
+def variant_probe_means(
+    group: Any, layout: RunLayout, variant: str, ids: Sequence[str]
+) -> Callable[..., np.ndarray]:
+    """``means_of(split, task=...)``: the variant's time-means ``[N, L, D]`` of ``ids`` for one
+    fold of ``task``, through the fine-tuned blocks :func:`blocks_fold` picks (computed once per
+    blocks fold) — what a linear-probe adversary of this deployed model sees."""
+    ids = list(ids)
+    blocks = load_variant_blocks(layout, variant, group.provenance, group=group.name)
+    available = list(blocks)
+    cache: dict[str, np.ndarray] = {}
+
+    def means_of(split: Any, *, task: str) -> np.ndarray:
+        fold = blocks_fold(split.name, available, task=task)
+        if fold not in cache:
+            cache[fold] = variant_means(group, ids, blocks[fold])
+        return cache[fold]
+
+    return means_of
