@@ -35,9 +35,9 @@ from trustser.profile.model import (
     paper_reference,
 )
 from trustser.profile.scales import SCALE_MODES, score_profile
-from trustser.runs import DEFAULT_RUNS, RunLayout, read_json, safe_name
+from trustser.runs import DEFAULT_RUNS, ModelName, RunLayout, read_json
 
-__all__ = ["collect_backbone", "collect_profile", "discover_backbones"]
+__all__ = ["collect_backbone", "collect_profile", "discover_backbones", "with_variants"]
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -246,7 +246,7 @@ def _display_name(layout: RunLayout, name: str) -> str:
         if (
             data
             and isinstance(data.get("backbone"), str)
-            and safe_name(data["backbone"]) == base.name
+            and layout.backbone_dir(data["backbone"]).name == base.name
         ):
             return data["backbone"]
     return name
@@ -305,7 +305,11 @@ def collect_backbone(
 
     layout = RunLayout(runs)
     display = _display_name(layout, name)
-    entry = BackboneProfile(name=display, directory=safe_name(display))
+    model_name = ModelName.parse(display)
+    entry = BackboneProfile(name=display, directory=model_name.directory)
+    if model_name.is_variant:
+        entry.base = _display_name(layout, model_name.base)
+        entry.variant = model_name.tag
     runs_text = str(runs)
     store = store or _store_of(layout, display)
     commands = _commands(display, runs_text, store, attack)
@@ -317,6 +321,7 @@ def collect_backbone(
         if (emotion_dir / "predictions.csv").is_file()
         else None
     )
+    entry.training = _training(metrics)
     if metrics is not None or rows is not None:
         with _noting(entry, "performance"):
             entry.performance = _performance(metrics, rows)
@@ -422,8 +427,35 @@ def discover_backbones(runs: str | Path, store: str | None = None) -> list[str]:
 
         names = list(open_store(store).backbones)
         if names:
-            return names
+            return with_variants(RunLayout(runs), names)
     return RunLayout(runs).backbones()
+
+
+def with_variants(layout: RunLayout, names: Sequence[str]) -> list[str]:
+    """``names`` with the variant directories of each (``<backbone>@top1`` …) right after it."""
+    out: list[str] = []
+    for name in names:
+        out.append(name)
+        out += [v for v in layout.variants(name) if v not in out and v not in names]
+    return out
+
+
+def _training(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What training the emotion model cost: trainable parameters and seconds (all folds), and
+    for a fine-tuned variant K, the blocks' parameters and learning rate."""
+    if metrics is None:
+        return None
+    variant = metrics.get("variant") if isinstance(metrics.get("variant"), dict) else {}
+    training = {
+        "trainable_parameters": metrics.get("trainable_parameters"),
+        "fit_seconds": metrics.get("fit_seconds_total"),
+        "num_folds": metrics.get("num_folds"),
+        "trained": variant.get("trained", "head only (backbone frozen)"),
+    }
+    for key in ("k", "block_parameters", "block_lr"):
+        if key in variant:
+            training[key] = variant[key]
+    return training
 
 
 def collect_profile(
