@@ -30,6 +30,7 @@ import numpy as np
 
 from trustser._validation import check_choice, check_probability
 from trustser._version import __version__
+from trustser.backbones.top_blocks import check_top_blocks_k
 from trustser.heads.data import (
     FeatureSet,
     FeatureSource,
@@ -246,6 +247,7 @@ def fit_heads(
         backbone = ModelName.parse(backbone).base
     group, name = open_group(store, backbone, error=StoreGroupError)
     if k:  # a fine-tuned variant: emotion first, so its blocks exist for the privacy heads
+        check_top_blocks_k(name, k, group.num_layers)
         names = sorted(names, key=lambda n: n != "emotion")
     manifest = group.manifest()
     tasks = [build_task(n, manifest, seed=seed) for n in names]
