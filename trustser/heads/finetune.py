@@ -131,15 +131,23 @@ def padded_batches(
             )
         return
     lengths = _lengths(source, ids)
+    starts = source.offsets[np.asarray(source._rows(ids), dtype=np.int64)] if ids else []
     for chunk in length_batches(lengths, batch_size=batch_size, shuffle=shuffle, seed=seed):
         chosen = [ids[i] for i in chunk]
         counts = torch.from_numpy(lengths[chunk])
         steps = int(counts.max())
-        hidden = torch.zeros(len(chosen), layers, steps, source.dim)
-        for row, utterance_id in enumerate(chosen):
-            clip = source.clip(utterance_id)
-            hidden[row, :, : clip.shape[1]] = clip[:layers]
-        yield Batch(ids=chosen, hidden=hidden, mask=length_mask(counts, steps), lengths=counts)
+        # one gather of the clips' frames and one scatter into the padded batch
+        within = torch.cat([torch.arange(int(n)) for n in counts])
+        clip_of = torch.repeat_interleave(torch.arange(len(chunk)), counts)
+        frames = torch.from_numpy(starts[chunk]).repeat_interleave(counts) + within
+        hidden = torch.zeros(len(chosen), steps, layers, source.dim)
+        hidden[clip_of, within] = source.frames[:layers, frames].transpose(0, 1)
+        yield Batch(
+            ids=chosen,
+            hidden=hidden.transpose(1, 2),
+            mask=length_mask(counts, steps),
+            lengths=counts,
+        )
 
 
 # ------------------------------------------------------------------------------------- model
