@@ -11,6 +11,7 @@ from rich.table import Table
 
 from trustser.cli._common import BACKBONE, RUNS, STORE, console, user_errors, workspace
 from trustser.cli._tables import print_table
+from trustser.heads.finetune import DEFAULT_BLOCK_LR
 from trustser.heads.model import POOLINGS
 from trustser.heads.probe import ProbeEvent, ProbeResult, run_probes
 from trustser.heads.tasks import DEFAULT_MIN_STEPS
@@ -113,10 +114,30 @@ def fit(
             help=f"{' | '.join(DATA_MODES)}: keep features in RAM when they fit, or stream."
         ),
     ] = "auto",
+    finetune_top: Annotated[
+        int,
+        typer.Option(
+            "--finetune-top",
+            help="Fine-tune the backbone's top K encoder blocks with the emotion head, from the "
+            "cache (the variant <backbone>@top<K>; gender/speaker then train on its features). "
+            "0 = frozen backbone.",
+        ),
+    ] = 0,
+    block_lr: Annotated[
+        float,
+        typer.Option("--block-lr", help="Adam learning rate of the fine-tuned blocks."),
+    ] = DEFAULT_BLOCK_LR,
+    block_dropout: Annotated[
+        float | None,
+        typer.Option(
+            "--block-dropout", help="Dropout inside the fine-tuned blocks (default: checkpoint's)."
+        ),
+    ] = None,
 ) -> None:
     """Train the layer-weighted head on every fold, straight from the store.
 
     Without --backbone every group of the store is trained; without --task every task.
+    --backbone NAME@top<K> (or --finetune-top K) trains the fine-tuned variant instead.
     """
     store, runs, names = _targets(store, runs, backbone)
     for name in names:
@@ -142,6 +163,9 @@ def fit(
                 seed=seed,
                 data=data,
                 callback=progress.update,
+                finetune_top=finetune_top,
+                block_lr=block_lr,
+                block_dropout=block_dropout,
             )
         _render_fit(result)
 
@@ -251,9 +275,13 @@ class _FitProgress:
 def _render_fit(result: FitResult) -> None:
     for task in result.tasks:
         m = task.metrics
+        variant = m.get("variant") or {}
+        trained = f"; trained: {variant['trained']}" if variant.get("trained") else ""
+        trainable = m.get("trainable_parameters")
         table = Table(
             title=f"{task.task} heads · {task.backbone}",
-            caption=f"{len(task.labels)} classes; features read from {task.data_mode}",
+            caption=f"{len(task.labels)} classes; features read from {task.data_mode}{trained}"
+            + (f"; {trainable:,} trainable parameters" if trainable else ""),
         )
         for column in ("fold", "best epoch", "dev UAR", "test UAR", "test acc", "test macro-F1"):
             table.add_column(column, justify="left" if column == "fold" else "right", no_wrap=True)

@@ -80,6 +80,14 @@ def run(
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for every random choice.")] = None,
+    finetune_top: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--finetune-top",
+            help="Also run each backbone's variant with its top K blocks fine-tuned "
+            "(<backbone>@top<K>; repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Prepare → extract → heads → probes → attack → cost → profile; finished stages are skipped."""
     from trustser.pipeline import config_from_options, run_pipeline
@@ -94,6 +102,7 @@ def run(
             out=out,
             device=device,
             seed=seed,
+            finetune_top=finetune_top or (),
         )
         with AttackBar(console=err_console) as bar:
             result = run_pipeline(cfg, notify=_show, attack_progress=bar.update)

@@ -29,7 +29,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,14 @@ from torch import nn
 from trustser._validation import TrustSERError, check_positive
 from trustser._version import __version__
 from trustser.end_to_end import EndToEndClassifier
+from trustser.runs import ModelName
 
 __all__ = [
     "COST_FORMAT_VERSION",
     "DEFAULT_SECONDS",
     "CostError",
     "CostReport",
+    "as_variant_cost",
     "count_macs",
     "count_parameters",
     "count_torch_flops",
@@ -122,6 +124,10 @@ class CostReport:
     counter: str = "fvcore MACs over a JIT trace, eager attention; FLOPs ≈ 2 × MACs"
     not_counted: list[str] = field(default_factory=lambda: list(NOT_COUNTED))
     environment: dict[str, str] = field(default_factory=dict)
+    # A variant (``base@tag``, e.g. fine-tuned top blocks) computes exactly what its base does.
+    base_backbone: str | None = None
+    variant: str | None = None
+    basis: str = "measured"
 
     @property
     def total_params(self) -> int:
@@ -361,6 +367,24 @@ def measure_cost(
     from trustser.backbones import load_backbone
     from trustser.devices import resolve_device
 
+    model_name = ModelName.parse(backbone)
+    if model_name.is_variant:  # same architecture and computation as the base: measure it
+        report = measure_cost(
+            model_name.base,
+            device=device,
+            seconds=seconds,
+            window=window,
+            head_config=head_config,
+            head_source=head_source,
+            num_classes=num_classes,
+            repeats=repeats,
+            batch_size=batch_size,
+            timing=timing,
+            threads=threads,
+            seed=seed,
+            progress=progress,
+        )
+        return as_variant_cost(report, str(model_name), basis="measured on the base backbone")
     check_positive("seconds", seconds)
     check_positive("batch_size", batch_size)
     check_positive("repeats", repeats)
@@ -459,6 +483,49 @@ def measure_cost(
     )
 
 
+def as_variant_cost(report: CostReport, variant: str, *, basis: str) -> CostReport:
+    """``report`` of a base backbone relabelled as the cost of its variant ``variant``.
+
+    Fine-tuning changes weights, not the computation: a variant has its base's parameters,
+    MACs and latency (the trainable parameters and training time are the profile's, from the
+    heads' metrics).
+    """
+    name = ModelName.parse(variant)
+    return replace(
+        report,
+        backbone=str(ModelName(report.backbone, name.tag)),
+        base_backbone=report.backbone,
+        variant=name.tag,
+        basis=basis,
+    )
+
+
+def _base_cost(runs: str | Path, variant: ModelName, options: dict[str, Any]) -> CostReport | None:
+    """The base backbone's ``cost.json`` under ``runs`` as a report, when it was measured for the
+    same clip length, window and head as asked now (else None: measure)."""
+    from trustser.runs import RunLayout
+
+    path = RunLayout(runs).cost_path(variant.base)
+    if not path.is_file():
+        return None
+    try:
+        data = read_cost(path)
+    except CostError:
+        return None
+    known = {f.name for f in fields(CostReport)}
+    report = CostReport(**{k: v for k, v in data.items() if k in known})
+    wanted_head = _build_head(
+        report.num_layers, report.dim, options.get("head_config"), options.get("num_classes", 4)
+    )[1]
+    same = (
+        math.isclose(report.seconds, float(options.get("seconds", DEFAULT_SECONDS)))
+        and (report.window or "trimmed") == options.get("window", "trimmed")
+        and report.head_config == wanted_head
+        and (report.latency_ms is not None or not options.get("timing", True))
+    )
+    return report if same else None
+
+
 def run_cost(
     backbone: str,
     *,
@@ -469,6 +536,10 @@ def run_cost(
 ) -> tuple[CostReport, Path | None]:
     """``trustser cost``: measure, using a trained emotion head's config from ``runs`` when there
     is one, and write ``runs/<backbone>/cost.json`` unless ``write`` is False or ``runs`` is None.
+
+    A variant (``<backbone>@top1``) costs what its base costs: its report is the base's
+    ``cost.json`` under ``runs`` when that was measured for the same clip, window and head,
+    else the base measured now, labelled as the variant's.
     """
     from trustser.runs import RunLayout, write_json
 
@@ -477,7 +548,16 @@ def run_cost(
         if found is not None:
             options["head_config"], sidecar = found
             options["head_source"] = f"trained emotion head config ({sidecar})"
-    report = measure_cost(backbone, progress=progress, **options)
+    model_name = ModelName.parse(backbone)
+    base = _base_cost(runs, model_name, options) if model_name.is_variant and runs else None
+    if base is not None:
+        report = as_variant_cost(
+            replace(base, head_source=options.get("head_source", base.head_source)),
+            backbone,
+            basis=f"the base backbone's cost.json ({RunLayout(runs).cost_path(model_name.base)})",
+        )
+    else:
+        report = measure_cost(backbone, progress=progress, **options)
     path = None
     if write and runs is not None:
         path = write_json(RunLayout(runs).cost_path(backbone), report.to_dict())

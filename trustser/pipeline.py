@@ -5,6 +5,8 @@ Each corpus gets its own directory under ``out``::
     out/<corpus>/manifest.jsonl      the validated manifest
     out/<corpus>/cache.zarr          the embedding store (one group per backbone)
     out/<corpus>/<backbone>/...      heads, attacks, cost (trustser.runs layout)
+    out/<corpus>/<backbone>@top<K>/  the fine-tuned variants asked for (--finetune-top K), each
+                                     with every stage of a backbone (trustser.runs, "variants")
     out/<corpus>/report/             profile.json/csv/md, radar charts, report.html
     out/<corpus>/stages.json         what each finished stage was run with
     out/<corpus>/failures.log        each failed stage's error and traceback (when one failed)
@@ -34,7 +36,14 @@ from typing import Any
 
 from trustser._validation import TrustSERError, check_choice
 from trustser.formatting import percent
-from trustser.runs import ATTACK_METHODS, TASKS, RunLayout, read_json, write_json
+from trustser.runs import (
+    ATTACK_METHODS,
+    TASKS,
+    RunLayout,
+    finetune_variant,
+    read_json,
+    write_json,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,6 +60,7 @@ __all__ = [
     "PipelineConfigError",
     "PipelineResult",
     "StageEvent",
+    "VariantSettings",
     "config_from_options",
     "load_config",
     "run_pipeline",
@@ -103,6 +113,54 @@ class AttackSettings:
 
 
 @dataclass(frozen=True)
+class VariantSettings:
+    """Fine-tuned variants run beside the backbones, each through every stage after extraction.
+
+    ``finetune_top``: K values run for every backbone (``<backbone>@top<K>``); ``per_backbone``:
+    ``{backbone: K values}`` replacing them for the backbones named; ``block_lr``: the blocks'
+    learning rate (None: the heads' documented default).
+    """
+
+    finetune_top: tuple[int, ...] = ()
+    per_backbone: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    block_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "finetune_top", _top_blocks("variants.finetune_top", self.finetune_top)
+        )
+        per_backbone = {
+            str(name): _top_blocks(f"variants.per_backbone.{name}", ks)
+            for name, ks in dict(self.per_backbone).items()
+        }
+        object.__setattr__(self, "per_backbone", per_backbone)
+        if self.block_lr is not None and not (
+            isinstance(self.block_lr, (int, float)) and self.block_lr > 0
+        ):
+            raise PipelineConfigError(
+                f"variants.block_lr must be a positive number, got {self.block_lr!r}."
+            )
+
+    def for_backbone(self, backbone: str) -> tuple[int, ...]:
+        """The K values to fine-tune for ``backbone`` (as named in the config)."""
+        return self.per_backbone.get(backbone, self.finetune_top)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.finetune_top) or any(self.per_backbone.values())
+
+
+def _top_blocks(key: str, values: Any) -> tuple[int, ...]:
+    values = (values,) if isinstance(values, int) else tuple(values or ())
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PipelineConfigError(
+                f"{key}: a fine-tuned variant takes K >= 1 top blocks, got {value!r}."
+            )
+    return tuple(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything ``trustser run`` needs; build it in code or from a TOML file."""
 
@@ -116,6 +174,7 @@ class PipelineConfig:
     attack: AttackSettings = field(default_factory=AttackSettings)
     scale: str = "paper"
     profile_attack: tuple[str, float] = ("fgsm", 45.0)
+    variants: VariantSettings = field(default_factory=VariantSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -144,6 +203,16 @@ class PipelineConfig:
             raise PipelineConfigError(
                 "attacks need the emotion head: add 'emotion' to heads.tasks."
             )
+        if "emotion" not in self.heads.tasks and self.variants.any:
+            raise PipelineConfigError(
+                "fine-tuned variants train with the emotion head: add 'emotion' to heads.tasks."
+            )
+        unknown = sorted(set(self.variants.per_backbone) - set(self.backbones))
+        if unknown:
+            raise PipelineConfigError(
+                f"variants.per_backbone names {unknown}, which are not among the backbones "
+                f"{list(self.backbones)}."
+            )
 
 
 def _section(data: Mapping[str, Any], key: str, cls: type, path: Path) -> Any:
@@ -169,7 +238,18 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise PipelineConfigError(f"{path}: not valid TOML ({error}).") from None
-    top = {"corpora", "backbones", "out", "device", "seed", "extract", "heads", "attack", "profile"}
+    top = {
+        "corpora",
+        "backbones",
+        "out",
+        "device",
+        "seed",
+        "extract",
+        "heads",
+        "attack",
+        "profile",
+        "variants",
+    }
     unknown = sorted(set(data) - top)
     if unknown:
         raise PipelineConfigError(
@@ -204,6 +284,7 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         heads=_section(data, "heads", HeadSettings, path),
         attack=_section(data, "attack", AttackSettings, path),
         scale=str(profile.get("scale", "paper")),
+        variants=_section(data, "variants", VariantSettings, path),
     )
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -218,15 +299,24 @@ def config_from_options(
     out: str | os.PathLike | None = None,
     device: str | None = None,
     seed: int | None = None,
+    finetune_top: Sequence[int] = (),
 ) -> PipelineConfig:
     """The run configuration of ``trustser run``'s options.
 
-    With ``config``, the TOML file, with ``out``/``device``/``seed`` overriding it when given.
-    Otherwise a prepared ``manifest`` (its corpus name read from its header) and/or corpora by
-    name, one root per name; unset options take the defaults (``runs``, ``auto``, seed 0).
+    With ``config``, the TOML file, with ``out``/``device``/``seed`` (and ``finetune_top``,
+    replacing the file's ``variants.finetune_top``) overriding it when given. Otherwise a
+    prepared ``manifest`` (its corpus name read from its header) and/or corpora by name, one
+    root per name; unset options take the defaults (``runs``, ``auto``, seed 0, no variants).
+    ``finetune_top`` lists K values: each backbone also runs its variant ``<backbone>@top<K>``.
     """
     if config is not None:
-        return load_config(config, out=out, device=device, seed=seed)
+        loaded = load_config(config, out=out, device=device, seed=seed)
+        if finetune_top:
+            loaded = replace(
+                loaded,
+                variants=replace(loaded.variants, finetune_top=tuple(finetune_top)),
+            )
+        return loaded
     sources = []
     if manifest is not None:
         from trustser.manifest import read_manifest
@@ -245,6 +335,7 @@ def config_from_options(
         out=Path(out) if out is not None else Path("runs"),
         device=device or "auto",
         seed=seed or 0,
+        variants=VariantSettings(finetune_top=tuple(finetune_top)),
     )
 
 
@@ -398,8 +489,23 @@ class _CorpusRun:
             for method in self.config.attack.methods:
                 self._stage(f"attack-{method}", group, partial(self.attack, group, method, inputs))
             self._stage("cost", group, partial(self.cost, group, inputs))
+            for k in self.config.variants.for_backbone(backbone):
+                self._variant(finetune_variant(group, k), inputs)
         if ready:
             self._stage("profile", None, self.profile)
+
+    def _variant(self, variant: str, base_inputs: dict[str, Any]) -> None:
+        """Every stage after extraction for one fine-tuned variant (``<group>@top<K>``)."""
+        inputs = {
+            **base_inputs,
+            "variant": {"name": variant, "block_lr": self.config.variants.block_lr},
+        }
+        if not self._stage("heads", variant, partial(self.heads, variant, inputs)):
+            return
+        self._stage("probe", variant, partial(self.probe, variant, inputs))
+        for method in self.config.attack.methods:
+            self._stage(f"attack-{method}", variant, partial(self.attack, variant, method, inputs))
+        self._stage("cost", variant, partial(self.cost, variant, inputs))
 
     def _stage(self, stage: str, backbone: str | None, action: Callable[[], str]) -> bool:
         """Run one stage, recording success or failure without stopping the other backbones."""
@@ -460,6 +566,7 @@ class _CorpusRun:
         outputs = [self.layout.head_dir(group, t) / "metrics.json" for t in settings.tasks]
         if self.ledger.is_done(f"heads:{group}", inputs, outputs):
             return "up to date"
+        variant = inputs.get("variant") or {}
         fit = fit_heads(
             self.store,
             group,
@@ -474,6 +581,7 @@ class _CorpusRun:
             pooling=settings.pooling,
             device=self.config.device,
             seed=self.config.seed,
+            **({"block_lr": variant["block_lr"]} if variant.get("block_lr") else {}),
         )
         self.ledger.mark(f"heads:{group}", inputs)
         return ", ".join(_task_summary(t) for t in fit.tasks)
@@ -487,6 +595,7 @@ class _CorpusRun:
             "provenance": heads_inputs["provenance"],
             "tasks": list(tasks),
             "seed": self.config.seed,
+            **({"variant": heads_inputs["variant"]} if "variant" in heads_inputs else {}),
         }
         output = self.layout.probe_dir(group) / "metrics.json"
         if self.ledger.is_done(f"probe:{group}", inputs, [output]):
@@ -540,6 +649,8 @@ class _CorpusRun:
             "device": self.config.device,
             "window": window,
         }
+        if "variant" in heads_inputs:  # a variant's cost is its base's (trustser.cost)
+            inputs["variant"] = heads_inputs["variant"]["name"]
         if self.ledger.is_done(f"cost:{group}", inputs, [self.layout.cost_path(group)]):
             return "up to date"
         report, _ = run_cost(group, runs=self.directory, device=self.config.device, window=window)

@@ -20,7 +20,7 @@ from trustser._validation import select_names
 from trustser.attacks.methods import AttackError
 from trustser.end_to_end import EndToEndClassifier
 from trustser.manifest import Fold, Manifest, Utterance
-from trustser.runs import RunLayout
+from trustser.runs import ModelName, RunLayout
 
 __all__ = [
     "IDENTITY_KEYS",
@@ -32,6 +32,7 @@ __all__ = [
     "plan_folds",
     "reload_backbone",
     "select_folds",
+    "variant_encoder",
 ]
 
 # Provenance keys that, if they differ between the store and the head or the reloaded backbone,
@@ -43,16 +44,30 @@ def open_attack_group(
     store_path: str | os.PathLike, backbone: str | None
 ) -> tuple[str, Any, dict[str, Any]]:
     """``(name, group, provenance)`` of the store group to attack; its provenance must name the
-    backbone, since the attack reloads it."""
+    backbone, since the attack reloads it.
+
+    A fine-tuned variant ``<group>@top<K>`` opens its base group: ``name`` is the variant (its
+    heads and results live under it), ``group`` and ``provenance`` are the base's, against which
+    the reloaded backbone is checked before each fold's blocks are swapped in.
+    """
     from trustser.store import open_group
 
-    group, backbone = open_group(store_path, backbone, error=AttackError)
+    requested = ModelName.parse(backbone) if backbone is not None else None
+    if requested is not None and requested.is_variant and requested.finetune_top < 1:
+        raise AttackError(
+            f"{backbone!r} is a variant of kind {requested.kind!r}; `trustser attack` reloads "
+            "fine-tuned variants (<backbone>@top<K>) only."
+        )
+    base = requested.base if requested is not None else None
+    group, backbone = open_group(store_path, base, error=AttackError)
     provenance = dict(group.provenance or {})
     if not provenance.get("backbone"):
         raise AttackError(
             f"store {str(store_path)!r} group {backbone!r} records no backbone provenance, so the "
             "extraction cannot be reproduced end to end; re-extract it with `trustser extract`."
         )
+    if requested is not None and requested.is_variant:
+        backbone = str(ModelName(backbone, requested.tag))
     return backbone, group, provenance
 
 
@@ -191,7 +206,11 @@ def plan_folds(
     encoder: Any,
     device: torch.device,
 ) -> list[FoldPlan]:
-    """Load each chosen fold's head (checked against the store) and pair it with ``encoder``."""
+    """Load each chosen fold's head (checked against the store) and pair it with ``encoder``.
+
+    A fine-tuned variant's head (its ``head.json`` records ``variant``) is paired with a copy of
+    ``encoder`` whose top blocks are that fold's fine-tuned ones (:func:`variant_encoder`).
+    """
     from trustser.heads.model import load_head
 
     plans = []
@@ -203,13 +222,16 @@ def plan_folds(
             what=f"the emotion head of fold {fold.name}",
             fix="retrain the heads on this store with `trustser heads fit`.",
         )
+        fold_encoder = encoder
+        if sidecar.get("variant"):
+            fold_encoder = variant_encoder(encoder, heads[fold.name], sidecar, provenance, device)
         labels = _head_labels(sidecar, manifest, heads[fold.name])
         clips = _head_test_clips(sidecar, manifest, manifest.split(fold)["test"])
         known = [u for u in clips if u.emotion in labels]
         plans.append(
             FoldPlan(
                 fold=fold.name,
-                model=EndToEndClassifier(encoder, head),
+                model=EndToEndClassifier(fold_encoder, head),
                 labels=labels,
                 utterances=known,
                 head_path=heads[fold.name],
@@ -217,3 +239,35 @@ def plan_folds(
             )
         )
     return plans
+
+
+def variant_encoder(
+    encoder: Any,
+    head_path: Path,
+    sidecar: dict[str, Any],
+    provenance: dict[str, Any],
+    device: torch.device,
+) -> Any:
+    """A copy of the (identity-checked) base ``encoder`` with one fold's fine-tuned top blocks
+    swapped in, read from beside the fold's emotion head; the blocks must extend the store's
+    backbone (same weights checksum, the head's K)."""
+    from trustser.backbones.top_blocks import TopBlocksError, with_top_blocks
+    from trustser.heads.finetune import FineTuneError, read_top_blocks
+
+    info = sidecar["variant"]
+    path = head_path.parent / str(info.get("top_blocks") or "top_blocks.safetensors")
+    try:
+        state, blocks = read_top_blocks(path)
+    except FineTuneError as error:
+        raise AttackError(str(error)) from None
+    expected = provenance.get("weights_sha256")
+    if blocks.get("base_weights_sha256") != expected or blocks.get("k") != info.get("k"):
+        raise AttackError(
+            f"the fine-tuned blocks {str(path)!r} extend weights {blocks.get('base_weights_sha256')!r} "
+            f"with K={blocks.get('k')!r}, but the store's backbone has {expected!r} and the head "
+            f"K={info.get('k')!r}; retrain the variant on this store."
+        )
+    try:
+        return with_top_blocks(encoder, state, k=int(blocks["k"])).to(device)
+    except TopBlocksError as error:
+        raise AttackError(f"{str(path)!r}: {error}") from None

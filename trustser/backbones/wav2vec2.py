@@ -234,7 +234,7 @@ class Wav2Vec2StyleTopBlocks(TopBlocks):
         super().__init__(**kwargs)
         *blocks, norm, config = copy_modules(*layers, final_norm, config)
         self.family = family
-        self.config = config
+        self.model_config = config  # not ``config``: that is TopBlocks.config(), the saved facts
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = norm
         self.is_wavlm = config.model_type == "wavlm"
@@ -268,7 +268,7 @@ class Wav2Vec2StyleTopBlocks(TopBlocks):
             from transformers.masking_utils import create_bidirectional_mask
 
             attention = create_bidirectional_mask(
-                config=self.config, inputs_embeds=hidden, attention_mask=padded
+                config=self.model_config, inputs_embeds=hidden, attention_mask=padded
             )
             for block in self.blocks:
                 hidden = block(hidden, attention_mask=attention)

@@ -182,6 +182,11 @@ class PackedFeatures:
         except KeyError as error:
             raise DataError(f"no features for utterance {error.args[0]!r} in memory.") from None
 
+    def num_frames(self, ids: Sequence[str]) -> np.ndarray:
+        """Frame counts of ``ids`` (int64), like a store group's ``num_frames``."""
+        rows = np.asarray(self._rows(list(ids)), dtype=np.int64)
+        return (self.offsets[rows + 1] - self.offsets[rows]).astype(np.int64)
+
     def clip(self, utterance_id: str) -> torch.Tensor:
         """One clip's frames ``[L, T, D]`` (a view)."""
         (row,) = self._rows([utterance_id])

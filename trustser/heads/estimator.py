@@ -27,7 +27,14 @@ from trustser.heads.data import DataError, FeatureSet, feature_statistics
 from trustser.heads.model import POOLINGS, LayerWeightedHead
 from trustser.metrics.performance import uar_score
 
-__all__ = ["CLASS_WEIGHTS", "EpochEnd", "HeadClassifier", "class_weight_policy", "class_weights"]
+__all__ = [
+    "CLASS_WEIGHTS",
+    "EpochEnd",
+    "HeadClassifier",
+    "check_labelled",
+    "class_weight_policy",
+    "class_weights",
+]
 
 CLASS_WEIGHTS = ("balanced", "none")  # the policies a user can name
 
@@ -88,6 +95,28 @@ def class_weights(
     return counts.sum() / (len(classes) * counts)
 
 
+def check_labelled(
+    train: FeatureSet, dev: FeatureSet | None, classes: Sequence[str] | None
+) -> tuple[tuple[str, ...], dict[str, int]]:
+    """``(classes, {class: index})`` for a fit: labelled, non-empty parts whose labels are all
+    among ``classes`` (default: the sorted training labels), at least two classes."""
+    if train.labels is None or len(train) == 0:
+        raise DataError("fit needs a labelled, non-empty training FeatureSet.")
+    if dev is not None and (dev.labels is None or len(dev) == 0):
+        raise DataError("the dev FeatureSet must be labelled and non-empty (or pass dev=None).")
+    classes = tuple(classes) if classes is not None else tuple(sorted(set(train.labels)))
+    if len(classes) < 2:
+        raise DataError(f"a classifier needs at least two classes, got {list(classes)}.")
+    index = {c: i for i, c in enumerate(classes)}
+    for name, part in (("train", train), ("dev", dev)):
+        if part is None:
+            continue
+        unknown = sorted({y for y in part.labels if y not in index})
+        if unknown:
+            raise DataError(f"{name} labels {unknown} are not among classes {list(classes)}.")
+    return classes, index
+
+
 class HeadClassifier:
     """Layer-weighted head trained from cached hidden states.
 
@@ -105,7 +134,7 @@ class HeadClassifier:
     ``layer_weights_`` (softmax weights over the L hidden states), ``epochs_`` (epochs trained),
     ``best_epoch_`` (1-based), ``best_score_`` (dev UAR at that epoch, or None without dev
     data), ``history_`` (one dict per epoch: ``epoch``, ``train_loss``, ``dev_uar``,
-    ``seconds``) and ``device_``.
+    ``seconds``), ``device_`` and ``trainable_parameters_`` (the head's).
     """
 
     _parameter_constraints: ClassVar[dict[str, str]] = {
@@ -160,7 +189,7 @@ class HeadClassifier:
 
     def __repr__(self) -> str:
         changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"HeadClassifier({changed})"
+        return f"{type(self).__name__}({changed})"
 
     def epochs_for(self, num_train: int) -> int:
         """Epochs trained on ``num_train`` clips: ``max(epochs, ceil(min_steps / batches))``."""
@@ -210,20 +239,7 @@ class HeadClassifier:
         outside it are an error. Ties in dev UAR keep the earlier epoch.
         """
         self._validate_params()
-        if train.labels is None or len(train) == 0:
-            raise DataError("fit needs a labelled, non-empty training FeatureSet.")
-        if dev is not None and (dev.labels is None or len(dev) == 0):
-            raise DataError("the dev FeatureSet must be labelled and non-empty (or pass dev=None).")
-        classes = tuple(classes) if classes is not None else tuple(sorted(set(train.labels)))
-        if len(classes) < 2:
-            raise DataError(f"a classifier needs at least two classes, got {list(classes)}.")
-        index = {c: i for i, c in enumerate(classes)}
-        for name, part in (("train", train), ("dev", dev)):
-            if part is None:
-                continue
-            unknown = sorted({y for y in part.labels if y not in index})
-            if unknown:
-                raise DataError(f"{name} labels {unknown} are not among classes {list(classes)}.")
+        classes, index = check_labelled(train, dev, classes)
         device = resolve_device(self.device)
         weights = torch.tensor(
             class_weights(train.labels, classes, self.class_weight),
@@ -359,6 +375,7 @@ class HeadClassifier:
         self.best_score_ = best_score if dev is not None else None
         self.history_ = history
         self.device_ = device
+        self.trainable_parameters_ = int(sum(p.numel() for p in head.parameters()))
         return self
 
     # --------------------------------------------------------------- prediction

@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ from sklearn.preprocessing import StandardScaler
 from trustser._validation import check_positive
 from trustser._version import __version__
 from trustser.heads.data import StoreGroupError
+from trustser.heads.finetune import variant_probe_means
 from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
 from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary
-from trustser.runs import RunLayout, read_json, write_json
+from trustser.runs import ModelName, RunLayout, read_json, write_json
 
 __all__ = ["ProbeEvent", "ProbeResult", "ProbeTaskResult", "probe_task", "run_probes"]
 
@@ -79,7 +81,7 @@ class ProbeResult:
 
 
 def probe_task(
-    means: np.ndarray,
+    means: np.ndarray | Callable[[Split], np.ndarray],
     ids: Sequence[str],
     task: Task,
     splits: Sequence[Split],
@@ -88,15 +90,25 @@ def probe_task(
     max_iter: int = 2000,
     callback: Callable[[ProbeEvent], None] | None = None,
 ) -> ProbeTaskResult:
-    """Probe ``task`` on time-means ``[N, L, D]`` whose rows follow ``ids``."""
+    """Probe ``task`` on time-means ``[N, L, D]`` whose rows follow ``ids``.
+
+    ``means`` may be a function of the split giving that fold's time-means (a fine-tuned
+    variant's features differ per fold: each fold has its own blocks).
+    """
     check_positive("C", C)
     row = {utterance_id: i for i, utterance_id in enumerate(ids)}
-    num_layers = means.shape[1]
-    views: list[tuple[int | None, np.ndarray]] = [(None, means.reshape(len(means), -1))]
-    views += [(layer, means[:, layer]) for layer in range(num_layers)]
-    per_view: dict[int | None, list[dict[str, Any]]] = {layer: [] for layer, _ in views}
-    total, done = len(views) * len(splits), 0
+    per_split = means if callable(means) else (lambda _split, fixed=means: fixed)
+    num_layers = 0 if callable(means) else means.shape[1]
+    per_view: dict[int | None, list[dict[str, Any]]] = {None: []}
+    done = 0
     for split in splits:
+        fold_means = per_split(split)
+        num_layers = fold_means.shape[1]
+        views: list[tuple[int | None, np.ndarray]] = [(None, fold_means.reshape(len(ids), -1))]
+        views += [(layer, fold_means[:, layer]) for layer in range(num_layers)]
+        for layer, _ in views:
+            per_view.setdefault(layer, [])
+        total = len(views) * len(splits)
         index = {role: [row[i] for i in getattr(split, role)] for role in ("train", "dev", "test")}
         truth = {role: [task.label_of[i] for i in getattr(split, role)] for role in index}
         for layer, features in views:
@@ -176,16 +188,35 @@ def run_probes(
     from trustser.store import open_group
 
     start = time.perf_counter()
-    group, name = open_group(store, backbone, error=StoreGroupError)
+    variant = ModelName.parse(backbone) if backbone is not None else None
+    group, name = open_group(
+        store, variant.base if variant is not None else None, error=StoreGroupError
+    )
     manifest = group.manifest()
     tasks = [build_task(n, manifest, seed=seed) for n in parse_tasks(task)]
     chosen = {t.name: select_splits(t, folds) for t in tasks}
     ids = list(dict.fromkeys(i for splits in chosen.values() for s in splits for i in s.ids))
-    means = np.asarray(group.means(ids), dtype=np.float64)
-    results = [
-        probe_task(means, ids, t, chosen[t.name], C=C, max_iter=max_iter, callback=callback)
-        for t in tasks
-    ]
+    if variant is not None and variant.is_variant:  # a fine-tuned variant: per-fold features
+        name = str(ModelName(name, variant.tag))
+        means_of = variant_probe_means(group, RunLayout(Path(runs)), name, ids)
+        results = [
+            probe_task(
+                partial(means_of, task=t.name),
+                ids,
+                t,
+                chosen[t.name],
+                C=C,
+                max_iter=max_iter,
+                callback=callback,
+            )
+            for t in tasks
+        ]
+    else:
+        means = np.asarray(group.means(ids), dtype=np.float64)
+        results = [
+            probe_task(means, ids, t, chosen[t.name], C=C, max_iter=max_iter, callback=callback)
+            for t in tasks
+        ]
     store_info = {
         "path": str(Path(store).resolve()),
         "group": name,
@@ -203,6 +234,13 @@ def run_probes(
             "trustser_version": __version__,
         }
     )
+    if variant is not None and variant.is_variant:
+        metrics["variant"] = {
+            "name": name,
+            "base_backbone": group.name,
+            "k": variant.finetune_top,
+            "features": "the store's lower layers + each fold's fine-tuned top blocks (frozen)",
+        }
     for result in results:
         metrics["tasks"][result.task] = {
             **result.to_dict(),

@@ -6,6 +6,14 @@ length-bucketed batches from disk), trains one :class:`~trustser.heads.estimator
 per fold and writes ``<runs>/<backbone>/<task>/`` in the shared results layout
 (:class:`trustser.runs.RunLayout`): ``config.json``, ``metrics.json``, ``predictions.csv`` and
 ``<fold>/head.safetensors`` + ``head.json``. The backbone is never loaded.
+
+With ``finetune_top=K`` (or a ``<backbone>@top<K>`` name) the run is the fine-tuned *variant*
+(:mod:`trustser.heads.finetune`): the emotion task trains the top K blocks with the head from
+the cache (the backbone is loaded only to copy its top blocks, never run) and writes
+``<runs>/<backbone>@top<K>/emotion/``, with each fold's trained blocks beside its head; the
+gender and speaker tasks train fresh heads on the variant's hidden states (the frozen lower
+layers plus the fold's fine-tuned blocks), what an adversary holding that model's embeddings
+infers.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import numpy as np
 
 from trustser._validation import check_choice, check_probability
 from trustser._version import __version__
+from trustser.backbones.top_blocks import check_top_blocks_k
 from trustser.heads.data import (
     FeatureSet,
     FeatureSource,
@@ -31,6 +40,17 @@ from trustser.heads.data import (
     feature_bytes,
 )
 from trustser.heads.estimator import HeadClassifier, class_weight_policy
+from trustser.heads.finetune import (
+    DEFAULT_BLOCK_LR,
+    FineTuneClassifier,
+    VariantSource,
+    blocks_fold,
+    finetune_k,
+    load_variant_blocks,
+    save_top_blocks,
+    store_top_blocks,
+    variant_features,
+)
 from trustser.heads.model import save_head
 from trustser.heads.tasks import (
     DEFAULT_MIN_STEPS,
@@ -43,7 +63,7 @@ from trustser.heads.tasks import (
 from trustser.manifest import Manifest
 from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary
-from trustser.runs import RunLayout, write_json
+from trustser.runs import ModelName, RunLayout, finetune_variant, write_json
 
 __all__ = [
     "DATA_MODES",
@@ -196,9 +216,17 @@ def fit_heads(
     data: str = "auto",
     memory_fraction: float = 0.5,
     callback: Callable[[TrainingEvent], None] | None = None,
+    finetune_top: int = 0,
+    block_lr: float = DEFAULT_BLOCK_LR,
+    block_dropout: float | None = None,
 ) -> FitResult:
     """Fit heads for ``task`` (``emotion``, ``gender``, ``speaker``, ``all`` or a comma list)
     on every fold (or ``folds``: names or 1-based indices) and write the runs.
+
+    ``finetune_top=K`` (or ``backbone="<group>@top<K>"``) fits the fine-tuned variant: emotion
+    trains the top K blocks too (learning rate ``block_lr``; ``block_dropout`` overrides the
+    checkpoint's dropout), gender and speaker train on the variant's features (those need the
+    variant's emotion run first; ``task="all"`` runs emotion first). 0 is the frozen backbone.
 
     ``epochs=None`` uses each task's default (emotion 30, gender 10, speaker 30);
     ``min_steps=None`` then sets a floor of :data:`~trustser.heads.tasks.DEFAULT_MIN_STEPS`
@@ -214,7 +242,13 @@ def fit_heads(
     check_choice("data", data, DATA_MODES)
     class_weight = class_weight_policy(class_weight)
     names = parse_tasks(task)
+    k = finetune_k(backbone, finetune_top)
+    if backbone is not None:
+        backbone = ModelName.parse(backbone).base
     group, name = open_group(store, backbone, error=StoreGroupError)
+    if k:  # a fine-tuned variant: emotion first, so its blocks exist for the privacy heads
+        check_top_blocks_k(name, k, group.num_layers)
+        names = sorted(names, key=lambda n: n != "emotion")
     manifest = group.manifest()
     tasks = [build_task(n, manifest, seed=seed) for n in names]
     chosen = {t.name: select_splits(t, folds) for t in tasks}
@@ -226,8 +260,14 @@ def fit_heads(
     # An explicit epoch count means exactly that many epochs unless a floor is asked for too.
     floor = min_steps if min_steps is not None else (DEFAULT_MIN_STEPS if epochs is None else 0)
     results = []
+    store_info = {
+        "path": str(Path(store).resolve()),
+        "group": name,
+        "provenance": dict(group.provenance),
+    }
+    layout = RunLayout(Path(runs))
     for t in tasks:
-        estimator = HeadClassifier(
+        head_options = dict(
             hidden=hidden,
             lr=lr,
             layer_lr=layer_lr,
@@ -242,27 +282,41 @@ def fit_heads(
             device=device,
             seed=seed,
         )
+        if k:
+            results.append(
+                _fit_variant_task(
+                    source,
+                    t,
+                    head_options,
+                    k=k,
+                    block_lr=block_lr,
+                    block_dropout=block_dropout,
+                    splits=chosen[t.name],
+                    manifest=manifest,
+                    layout=layout,
+                    store_info=store_info,
+                    data_mode=mode,
+                    callback=callback,
+                )
+            )
+            continue
         results.append(
             fit_task(
                 source,
                 t,
-                estimator,
+                HeadClassifier(**head_options),
                 splits=chosen[t.name],
                 manifest=manifest,
-                layout=RunLayout(Path(runs)),
+                layout=layout,
                 backbone=name,
-                store_info={
-                    "path": str(Path(store).resolve()),
-                    "group": name,
-                    "provenance": dict(group.provenance),
-                },
+                store_info=store_info,
                 data_mode=mode,
                 callback=callback,
             )
         )
     return FitResult(
         store=Path(store),
-        backbone=name,
+        backbone=finetune_variant(name, k) if k else name,
         data_mode=mode,
         tasks=results,
         seconds=time.perf_counter() - start,
@@ -281,31 +335,45 @@ def fit_task(
     store_info: Mapping[str, Any],
     data_mode: str = "memory",
     callback: Callable[[TrainingEvent], None] | None = None,
+    fit_options: Mapping[str, Any] | None = None,
+    fold_source: Callable[[Split], FeatureSource] | None = None,
+    fold_extras: Callable[[Split, Any, Path], Mapping[str, Any]] | None = None,
+    variant: Mapping[str, Any] | None = None,
 ) -> TaskResult:
-    """Train ``estimator`` (cloned per fold) on each split of ``task`` and write the task's run."""
+    """Train ``estimator`` (cloned per fold) on each split of ``task`` and write the task's run.
+
+    For variants: ``fit_options`` go to every ``fit``; ``fold_source(split)`` gives a fold its
+    own features (instead of ``source``); ``fold_extras(split, model, fold_dir)`` may write files
+    beside the fold's head and returns what its ``head.json`` records about them; ``variant``
+    describes the model in ``config.json`` and ``metrics.json``.
+    """
     start = time.perf_counter()
     directory = layout.head_dir(backbone, task.name)
     params = estimator.get_params()
     fold_results: list[FoldResult] = []
     rows: list[dict[str, Any]] = []
+    trainable = None
     for index, split in enumerate(splits):
         fold_start = time.perf_counter()
         notify = _notifier(callback, task.name, split.name, index, len(splits))
-        model = HeadClassifier(**params)
+        model = type(estimator)(**params)
         notify("fold_start", epochs=model.epochs_for(len(split.train)))
+        features = fold_source(split) if fold_source is not None else source
         model.fit(
-            _feature_set(source, task, split.train),
-            _feature_set(source, task, split.dev),
+            _feature_set(features, task, split.train),
+            _feature_set(features, task, split.dev),
             classes=task.labels,
             callback=(
                 lambda e, n=notify: n("epoch", epoch=e.epoch, epochs=e.epochs, dev_uar=e.dev_uar)
             )
             if callback
             else None,
+            **dict(fit_options or {}),
         )
+        trainable = getattr(model, "trainable_parameters_", trainable)
         summaries, probabilities = {}, {}
         for role in ("dev", "test"):
-            part = _feature_set(source, task, getattr(split, role))
+            part = _feature_set(features, task, getattr(split, role))
             proba = model.predict_proba(part)
             predicted = [task.labels[k] for k in proba.argmax(axis=1)]
             summaries[role] = performance_summary(
@@ -331,6 +399,7 @@ def fit_task(
             rows.append(row)
         layer_weights = [float(w) for w in model.layer_weights_]
         head_path = layout.head_path(backbone, task.name, split.name)
+        extras = dict(fold_extras(split, model, head_path.parent)) if fold_extras else {}
         save_head(
             model.head_,
             head_path,
@@ -351,8 +420,10 @@ def fit_task(
                 "test_uar": summaries["test"]["uar"],
                 "hyperparameters": params,
                 "trustser_version": __version__,
+                **extras,
             },
         )
+        del features
         result = FoldResult(
             fold=split.name,
             best_epoch=model.best_epoch_,
@@ -368,6 +439,7 @@ def fit_task(
         fold_results.append(result)
         notify("fold_end", dev_uar=result.dev["uar"], test_uar=result.test["uar"])
     metrics = _task_metrics(task, backbone, fold_results, time.perf_counter() - start)
+    metrics["trainable_parameters"] = trainable
     config = {
         "task": task.name,
         "backbone": backbone,
@@ -380,6 +452,8 @@ def fit_task(
         "data_mode": data_mode,
         "trustser_version": __version__,
     }
+    if variant is not None:
+        config["variant"] = metrics["variant"] = dict(variant)
     write_json(directory / "config.json", config)
     write_json(directory / "metrics.json", metrics)
     _write_predictions(directory / "predictions.csv", rows, task.labels)
@@ -392,6 +466,116 @@ def fit_task(
         metrics=metrics,
         data_mode=data_mode,
         seconds=time.perf_counter() - start,
+    )
+
+
+def _fit_variant_task(
+    source: FeatureSource,
+    task: Task,
+    head_options: Mapping[str, Any],
+    *,
+    k: int,
+    block_lr: float,
+    block_dropout: float | None,
+    splits: Sequence[Split],
+    manifest: Manifest,
+    layout: RunLayout,
+    store_info: Mapping[str, Any],
+    data_mode: str,
+    callback: Callable[[TrainingEvent], None] | None,
+) -> TaskResult:
+    """One task of the fine-tuned variant ``<group>@top<k>``.
+
+    emotion: the top ``k`` blocks fine-tuned with the head, each fold's blocks saved beside its
+    head; gender / speaker: fresh heads on the variant's hidden states (each fold through the
+    emotion fold's blocks chosen by :func:`~trustser.heads.finetune.blocks_fold`).
+    """
+    group = str(store_info["group"])
+    provenance = store_info["provenance"]
+    variant = finetune_variant(group, k)
+    description: dict[str, Any] = {
+        "name": variant,
+        "base_backbone": group,
+        "kind": "finetune",
+        "k": k,
+        "base_weights_sha256": provenance.get("weights_sha256"),
+        "store_group": group,
+    }
+    if task.name == "emotion":
+        blocks = store_top_blocks(provenance, k)
+        description.update(
+            block_lr=block_lr,
+            block_dropout=block_dropout,
+            trained="top blocks + head",
+            block_parameters=blocks.num_trainable(),
+            blocks_config=blocks.config(),
+        )
+
+        def save_blocks(split: Split, model: Any, fold_dir: Path) -> dict[str, Any]:
+            path = save_top_blocks(
+                model.top_blocks_,
+                layout.top_blocks_path(variant, split.name),
+                metadata={
+                    "variant": variant,
+                    "base_backbone": group,
+                    "base_weights_sha256": provenance.get("weights_sha256"),
+                    "store": {"path": store_info.get("path"), "group": group},
+                    "fold": split.name,
+                    "block_lr": block_lr,
+                },
+            )
+            return {"variant": {**description, "top_blocks": path.name, "blocks_fold": split.name}}
+
+        return fit_task(
+            source,
+            task,
+            FineTuneClassifier(**head_options, block_lr=block_lr, block_dropout=block_dropout),
+            splits=splits,
+            manifest=manifest,
+            layout=layout,
+            backbone=variant,
+            store_info=store_info,
+            data_mode=data_mode,
+            callback=callback,
+            fit_options={"blocks": blocks},
+            fold_extras=save_blocks,
+            variant=description,
+        )
+    blocks_by_fold = load_variant_blocks(layout, variant, provenance, group=group)
+    available = list(blocks_by_fold)
+    for split in splits:  # refuse before any training when a fold lacks its blocks
+        blocks_fold(split.name, available, task=task.name)
+    description["trained"] = "head only, on the variant's hidden states (blocks frozen)"
+
+    def features(split: Split) -> FeatureSource:
+        top = blocks_by_fold[blocks_fold(split.name, available, task=task.name)]
+        if data_mode == "memory":
+            return variant_features(source, split.ids, top)
+        return VariantSource(source, top)
+
+    def record(split: Split, model: Any, fold_dir: Path) -> dict[str, Any]:
+        chosen = blocks_fold(split.name, available, task=task.name)
+        return {"variant": {**description, "blocks_fold": chosen}}
+
+    return fit_task(
+        source,
+        task,
+        HeadClassifier(**head_options),
+        splits=splits,
+        manifest=manifest,
+        layout=layout,
+        backbone=variant,
+        store_info=store_info,
+        data_mode=data_mode,
+        callback=callback,
+        fold_source=features,
+        fold_extras=record,
+        variant={
+            **description,
+            "blocks_folds": {
+                s.name: blocks_fold(s.name, available, task=task.name) for s in splits
+            },
+        },
     )
 
 

@@ -35,7 +35,7 @@ from trustser.profile.model import (
     paper_reference,
 )
 from trustser.profile.scales import SCALE_MODES, score_profile
-from trustser.runs import DEFAULT_RUNS, TASKS, RunLayout, read_json, safe_name
+from trustser.runs import DEFAULT_RUNS, TASKS, ModelName, RunLayout, read_json, safe_name
 
 __all__ = [
     "ATTACKERS",
@@ -44,6 +44,7 @@ __all__ = [
     "discover_backbones",
     "holds_results",
     "strongest_attacker",
+    "with_variants",
 ]
 
 
@@ -266,7 +267,7 @@ def _display_name(base: Path, name: str) -> str:
         if (
             data
             and isinstance(data.get("backbone"), str)
-            and safe_name(data["backbone"]) == base.name
+            and RunLayout(base.parent).backbone_dir(data["backbone"]).name == base.name
         ):
             return data["backbone"]
     return name
@@ -323,9 +324,14 @@ def collect_backbone(
     """Everything measured for backbone ``name`` under ``runs``; missing axes name their command."""
     from trustser.cost import read_cost
 
-    base = _backbone_dir(Path(runs), name)
+    root = Path(runs)
+    base = _backbone_dir(root, name)
     display = _display_name(base, name)
+    model_name = ModelName.parse(display)
     entry = BackboneProfile(name=display, directory=base.name)
+    if model_name.is_variant:
+        entry.base = _display_name(_backbone_dir(root, model_name.base), model_name.base)
+        entry.variant = model_name.tag
     runs_text = str(runs)
     store = store or _store_of(base)
     commands = _commands(display, runs_text, store, attack)
@@ -337,6 +343,7 @@ def collect_backbone(
         if (emotion_dir / "predictions.csv").is_file()
         else None
     )
+    entry.training = _training(metrics)
     if metrics is not None or rows is not None:
         with _noting(entry, "performance"):
             entry.performance = _performance(metrics, rows)
@@ -509,7 +516,56 @@ def discover_backbones(runs: str | Path, store: str | None = None) -> list[str]:
 
         have = {safe_name(name) for name in names}
         names += [g for g in open_store(store).backbones if safe_name(g) not in have]
-    return names
+    return _variants_after_bases(RunLayout(root), names)
+
+
+def _variants_after_bases(layout: RunLayout, names: Sequence[str]) -> list[str]:
+    """``names`` reordered so that each base's variants (``<base>@top1`` …) follow it; a variant
+    whose base is not among ``names`` keeps its place."""
+
+    def directory(name: str) -> str:
+        return layout.backbone_dir(name).name
+
+    variants: dict[str, list[str]] = {}
+    for name in names:
+        parsed = ModelName.parse(name)
+        if parsed.is_variant and any(directory(parsed.base) == directory(n) for n in names):
+            variants.setdefault(directory(parsed.base), []).append(name)
+    placed = {v for group in variants.values() for v in group}
+    out: list[str] = []
+    for name in names:
+        if name in placed:
+            continue
+        out.append(name)
+        out += variants.get(directory(name), []) if not ModelName.parse(name).is_variant else []
+    return out
+
+
+def with_variants(layout: RunLayout, names: Sequence[str]) -> list[str]:
+    """``names`` with the variant directories of each (``<backbone>@top1`` …) right after it."""
+    out: list[str] = []
+    for name in names:
+        out.append(name)
+        out += [v for v in layout.variants(name) if v not in out and v not in names]
+    return out
+
+
+def _training(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What training the emotion model cost: trainable parameters and seconds (all folds), and
+    for a fine-tuned variant K, the blocks' parameters and learning rate."""
+    if metrics is None:
+        return None
+    variant = metrics.get("variant") if isinstance(metrics.get("variant"), dict) else {}
+    training = {
+        "trainable_parameters": metrics.get("trainable_parameters"),
+        "fit_seconds": metrics.get("fit_seconds_total"),
+        "num_folds": metrics.get("num_folds"),
+        "trained": variant.get("trained", "head only (backbone frozen)"),
+    }
+    for key in ("k", "block_parameters", "block_lr"):
+        if key in variant:
+            training[key] = variant[key]
+    return training
 
 
 def collect_profile(

@@ -14,7 +14,7 @@ from typing import Any
 
 from trustser._validation import TrustSERError
 from trustser._version import __version__
-from trustser.runs import read_json
+from trustser.runs import ModelName, read_json
 
 __all__ = [
     "AXES",
@@ -100,6 +100,11 @@ class BackboneProfile:
     context: dict[str, float] = field(default_factory=dict)  # chance levels for absolute scales
     notes: list[str] = field(default_factory=list)
     reference: bool = False  # a row from the paper, not measured here
+    # A variant (``base@tag``, e.g. ``@top1``: top block fine-tuned) is a row of its own that
+    # names its base; ``training`` holds what training cost (trainable parameters, seconds).
+    base: str | None = None
+    variant: str | None = None
+    training: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
@@ -111,6 +116,20 @@ class BackboneProfile:
         if self.reference:
             return "gender head" if self.raw.get("privacy") is not None else None
         return ((self.privacy or {}).get("axis") or {}).get("attacker")
+
+    @property
+    def is_variant(self) -> bool:
+        return self.variant is not None
+
+    @property
+    def variant_description(self) -> str | None:
+        """``"top 1 block fine-tuned"`` for ``@top1`` (None for a base backbone)."""
+        if self.variant is None:
+            return None
+        k = ModelName(self.base or self.name, self.variant).finetune_top
+        if k:
+            return f"top {k} block{'s' if k > 1 else ''} fine-tuned"
+        return f"variant {self.variant}"
 
 
 @dataclass
@@ -124,6 +143,12 @@ class Profile:
     runs: str | None = None
     store: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    def variants_of(self, base: BackboneProfile) -> list[BackboneProfile]:
+        """The measured variants of ``base`` in this profile (profile order)."""
+        if base.is_variant or base.reference:
+            return []
+        return [b for b in self.backbones if b.is_variant and b.base == base.name]
 
     def get(self, name: str) -> BackboneProfile:
         for entry in self.backbones:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "radar_figure",
     "raw_label",
     "save_figure",
+    "variants_stem",
     "write_radar_charts",
 ]
 
@@ -115,7 +116,10 @@ def radar_figure(
             drawn = [0.0 if v is None else v for v in values]
             style = "--" if entry.reference else "-"
             closed_a, closed_v = [*angles, angles[0]], [*drawn, drawn[0]]
-            ax.plot(closed_a, closed_v, style, color=colour, linewidth=1.8, label=entry.name)
+            label = entry.name
+            if entry.is_variant:
+                label += f" ({entry.variant_description})"
+            ax.plot(closed_a, closed_v, style, color=colour, linewidth=1.8, label=label)
             ax.fill(closed_a, closed_v, color=colour, alpha=0.12 if not single else 0.2)
             for angle, axis, value in zip(angles, AXES, values, strict=True):
                 hollow = value is None
@@ -211,15 +215,24 @@ class RadarChart:
 
 @dataclass(frozen=True)
 class RadarCharts:
-    """Every chart of one profile: one per backbone (in profile order) and the overlay of all."""
+    """Every chart of one profile: one per backbone (in profile order), the overlay of all, and
+    per base backbone with variants the overlay of the base and its variants (the paper's
+    Fig. 4: frozen vs fine-tuned)."""
 
     backbones: list[RadarChart]
     overlay: RadarChart | None  # None when not drawn (no backbone, or not asked for)
+    variants: list[RadarChart] = field(default_factory=list)
+
+
+def variants_stem(base: str) -> str:
+    """File stem of the overlay of a base backbone and its variants."""
+    return chart_stem(base) + "_variants"
 
 
 def draw_radar_charts(profile: Profile, *, overlay: bool = True) -> RadarCharts:
-    """Draw each chart of ``profile`` once: ``radar_<backbone>`` per backbone and, when
-    ``overlay`` and there is a backbone, ``radar_overlay`` with all of them."""
+    """Draw each chart of ``profile`` once: ``radar_<backbone>`` per backbone, when ``overlay``
+    and there is a backbone ``radar_overlay`` with all of them, and ``radar_<base>_variants``
+    for each base backbone whose variants were profiled too."""
     common = {"scale": profile.scale, "scales": profile.scales, "attack": profile.attack}
     charts = []
     for entry in profile.backbones:
@@ -234,7 +247,15 @@ def draw_radar_charts(profile: Profile, *, overlay: bool = True) -> RadarCharts:
         )
         figure = radar_figure(profile.backbones, title=title, **common)
         drawn = RadarChart(OVERLAY_STEM, title, figure, single=len(profile.backbones) == 1)
-    return RadarCharts(backbones=charts, overlay=drawn)
+    variant_charts = []
+    for entry in profile.backbones:
+        variants = profile.variants_of(entry)
+        if not variants:
+            continue
+        title = f"{entry.name}: frozen vs its variants"
+        figure = radar_figure([entry, *variants], title=title, **common)
+        variant_charts.append(RadarChart(variants_stem(entry.name), title, figure, single=False))
+    return RadarCharts(backbones=charts, overlay=drawn, variants=variant_charts)
 
 
 def save_figure(figure: Figure, stem: Path) -> dict[str, Path]:
@@ -271,8 +292,9 @@ def figure_svg(figure: Figure) -> bytes:
 def write_radar_charts(
     profile: Profile, out: str | Path, *, charts: RadarCharts | None = None
 ) -> dict[str, Path]:
-    """One chart per backbone plus ``radar_overlay``; returns ``{key: path}`` for every file
-    (keys ``radar_<backbone>.png`` / ``.svg`` and ``overlay_png`` / ``overlay_svg``).
+    """One chart per backbone plus ``radar_overlay`` and the variant overlays; returns
+    ``{key: path}`` for every file (keys ``radar_<backbone>.png`` / ``.svg``, ``overlay_png`` /
+    ``overlay_svg`` and ``radar_<base>_variants.png`` / ``.svg``).
 
     ``charts`` are the profile's charts when already drawn (:func:`draw_radar_charts`).
     """
@@ -286,4 +308,7 @@ def write_radar_charts(
     if charts.overlay is not None:
         for kind, path in save_figure(charts.overlay.titled(), out / charts.overlay.stem).items():
             files[f"overlay_{kind}"] = path
+    for chart in charts.variants:
+        for kind, path in save_figure(chart.titled(), out / chart.stem).items():
+            files[f"{chart.stem}.{kind}"] = path
     return files

@@ -243,9 +243,13 @@ def recommend(
         raise RecommendError(f"no backbone has every weighted axis measured ({detail}).")
     candidates.sort(key=lambda c: (-c[0], c[1]))
 
+    variants = {b.name: b for b in profile.backbones if b.is_variant}
     ranking = []
     for index, (score, backbone, scores, contributions) in enumerate(candidates):
         reasons = _reasons(scores, normalised, priorities)
+        if backbone in variants:  # say what the row is: a variant is ranked as a model of its own
+            entry = variants[backbone]
+            reasons.insert(0, f"variant of {entry.base}: {entry.variant_description}")
         if index + 1 < len(candidates):
             other = candidates[index + 1]
             deltas = {a: contributions[a] - other[3][a] for a in AXES if normalised[a] > 0}

@@ -18,7 +18,7 @@ from trustser.formatting import MISSING, number, percent
 from trustser.profile.model import AXES, AXIS_TITLES, Profile
 from trustser.profile.radar import RadarChart, RadarCharts, draw_radar_charts, figure_svg
 from trustser.profile.recommend import SCENARIOS, RecommendError, recommend
-from trustser.profile.tables import NOT_DEFINED, fold_eo
+from trustser.profile.tables import NOT_DEFINED, TRAINING_HEADER, fold_eo, training_rows
 
 __all__ = ["render_report", "write_report"]
 
@@ -282,11 +282,19 @@ def _sustainability(profile: Profile) -> str:
         "throughput clips/s",
         "device",
     ]
-    return _table(header, rows) + (
+    out = _table(header, rows) + (
         '<p class="note">MACs counted by fvcore with eager attention (1 MAC = one multiply–add, '
         "≈ 2 FLOPs); GFLOPs by torch's FlopCounterMode on the same model. Latency and throughput "
         "are measured with the default attention kernel on the device named.</p>"
     )
+    if any(b.is_variant for b in profile.backbones):
+        out += (
+            "<h3>Training cost</h3>"
+            '<p class="note">Fine-tuning changes weights, not the computation: a variant\'s '
+            "inference cost is its base's. What it adds is training.</p>"
+            + _table(TRAINING_HEADER, training_rows(profile))
+        )
+    return out
 
 
 def _recommendations(profile: Profile) -> str:
@@ -349,6 +357,7 @@ def render_report(
     figures = (
         [_chart(drawn.overlay, "All backbones")] if several and drawn.overlay is not None else []
     )
+    figures += [_chart(chart, chart.title) for chart in drawn.variants]
     figures += [
         _chart(chart, b.name) for chart, b in zip(drawn.backbones, profile.backbones, strict=True)
     ]

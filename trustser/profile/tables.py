@@ -9,7 +9,15 @@ from typing import Any
 from trustser.formatting import MISSING, number, percent
 from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
 
-__all__ = ["NOT_DEFINED", "fold_eo", "profile_rows", "profile_to_csv", "profile_to_markdown"]
+__all__ = [
+    "NOT_DEFINED",
+    "TRAINING_HEADER",
+    "fold_eo",
+    "profile_rows",
+    "profile_to_csv",
+    "profile_to_markdown",
+    "training_rows",
+]
 
 
 def profile_rows(profile: Profile) -> list[dict[str, Any]]:
@@ -21,6 +29,7 @@ def profile_rows(profile: Profile) -> list[dict[str, Any]]:
         cost, safety = b.sustainability or {}, b.safety or {}
         spread = (fair.get("pooled") or {}).get("speakers") or {}
         row: dict[str, Any] = {"backbone": b.name, "reference": b.reference}
+        row.update({"variant_of": b.base, "variant": b.variant})
         row.update({f"score_{a}": b.scores.get(a) for a in AXES})
         row.update(
             {
@@ -58,6 +67,8 @@ def profile_rows(profile: Profile) -> list[dict[str, Any]]:
                 "head_params": cost.get("head_params"),
                 "latency_ms": cost.get("latency_ms"),
                 "throughput_clips_per_s": cost.get("throughput_clips_per_s"),
+                "trainable_params": (b.training or {}).get("trainable_parameters"),
+                "train_seconds": (b.training or {}).get("fit_seconds"),
                 "missing": "; ".join(f"{a}: {c}" for a, c in b.missing.items()),
             }
         )
@@ -136,6 +147,7 @@ def profile_to_markdown(profile: Profile) -> str:
         ],
         [_md_raw_row(b, profile.attack) for b in profile.backbones],
     )
+    out += _md_training(profile)
     out += ["## Scales", ""]
     out += _md_table(
         ["axis", "raw metric", "worst → best", "derived from"],
@@ -218,4 +230,56 @@ def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
         number(b.raw.get("sustainability")),
         params,
         number(cost.get("latency_ms"), 1),
+    ]
+
+
+def training_rows(profile: Profile) -> list[list[str]]:
+    """Per measured row: what it is (frozen, or a variant of which base), what training updated,
+    trainable parameters, training time of the emotion model (all folds) and inference cost —
+    a variant's inference cost is its base's, only training differs."""
+    rows = []
+    for b in profile.backbones:
+        if b.reference:
+            continue
+        training, cost = b.training or {}, b.sustainability or {}
+        trainable = training.get("trainable_parameters")
+        seconds = training.get("fit_seconds")
+        rows.append(
+            [
+                b.name,
+                f"{b.variant_description} ({b.base})" if b.is_variant else "frozen backbone",
+                str(training.get("trained", MISSING)),
+                MISSING if trainable is None else f"{trainable / 1e3:.1f} k",
+                MISSING if seconds is None else f"{seconds:.0f} s",
+                number(b.raw.get("sustainability")),
+                MISSING
+                if cost.get("backbone_params") is None
+                else f"{(cost['backbone_params'] + cost['head_params']) / 1e6:.2f} M",
+            ]
+        )
+    return rows
+
+
+TRAINING_HEADER = [
+    "backbone",
+    "model",
+    "trained",
+    "trainable params",
+    "training time (emotion, all folds)",
+    "inference GMAC / 6 s",
+    "inference params",
+]
+
+
+def _md_training(profile: Profile) -> list[str]:
+    rows = training_rows(profile)
+    if not any(b.is_variant for b in profile.backbones) or not rows:
+        return []
+    return [
+        "## Training cost",
+        "",
+        "Fine-tuning changes weights, not the computation: a variant's inference cost is its "
+        "base's. What it adds is training: more trainable parameters and a longer fit.",
+        "",
+        *_md_table(TRAINING_HEADER, rows),
     ]
