@@ -478,6 +478,7 @@ def test_two_writers_of_one_command_one_killed_then_a_third_run_equal_a_single_r
     victim = twins[rng.randrange(2)]
     survivor = twins[1 - twins.index(victim)]
     target = rng.randint(2, total_units - 4)
+
     def victim_wrote() -> bool:  # so that the kill lands in a run that holds units
         return any(r.get("pid") == victim.pid for r in _records_with_pids(path))
 
