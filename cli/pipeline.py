@@ -116,10 +116,18 @@ def demo(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for the corpus and every stage.")] = 0,
 ) -> None:
-    """Synthesise the demo corpus and profile the offline Whisper tiny.en on it, end to end."""
-    from trustser.demo import run_demo
+    """Synthesise the demo corpus and profile and compare the two offline encoders on it."""
+    from trustser.cli.profile import _render_profile, _render_recommendation
+    from trustser.demo import DEMO_CORPUS, demo_summary, run_demo
 
     with user_errors():
         result = run_demo(out, device=device, seed=seed, notify=_show)
     _summary(result)
+    if DEMO_CORPUS in result.reports:
+        with user_errors():
+            summary = demo_summary(result.reports[DEMO_CORPUS].parent)
+        _render_profile(summary.profile)
+        for recommendation in summary.recommendations:
+            _render_recommendation(recommendation)
+        console.print(f"table and rankings: {summary.path}", highlight=False)
     raise typer.Exit(code=result.exit_code)
