@@ -424,3 +424,15 @@ def test_fgsm_and_pgd_run_end_to_end_through_the_real_encoder(tmp_path, toy_mani
     assert delta[1, 17_321:].abs().sum() == 0
     snr = AF.measured_snr(batch.waveforms, adversarial, batch.mask)
     torch.testing.assert_close(snr, torch.full((2,), 45.0, dtype=snr.dtype), atol=0.01, rtol=0)
+
+
+def test_cost_counts_every_lstm_layer(random_ge2e):
+    """fvcore has no LSTM handle; trustser's counts each weight matrix once per frame."""
+    from trustser.cost import count_macs
+
+    samples = 6 * 16_000
+    waveform = 0.1 * torch.randn(1, samples, generator=torch.Generator().manual_seed(7))
+    counted = count_macs(random_ge2e, (waveform, torch.tensor([samples])))
+    frames = random_ge2e.frame_count(samples)
+    lstm = frames * sum(4 * 256 * (size + 256) for size in (40, 256, 256))
+    assert counted["by_category"] == {"matmul": frames * 201 * 40, "rnn": lstm}
