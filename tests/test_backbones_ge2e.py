@@ -158,18 +158,19 @@ def test_clip_alone_equals_clip_in_padded_batch(weights, random_ge2e, request):
             torch.testing.assert_close(hidden[b, :, :frames], alone[0], atol=2e-5, rtol=1e-4)
 
 
-def test_packed_layers_differ_from_running_over_the_padding(random_ge2e):
-    """Why the layers are packed: an LSTM run over the padded tail changes nothing before the
-    clip's end (it is causal) but the padded batch must not be read as the clip's final state."""
+def test_padding_follows_a_clips_frames_and_is_zeroed(random_ge2e):
+    """Why running the LSTM over the padded batch is exact: it is causal, so the padding comes
+    after a clip's frames and changes none of them; the states it does produce are zeroed."""
     waveforms, lengths = _batch(seed=2)
     mel = random_ge2e.mel(raise_volume(waveforms, lengths))
-    frames = random_ge2e.frame_counts(lengths)
+    short = random_ge2e.frame_count(LENGTHS[1])
     with torch.no_grad():
-        packed = random_ge2e.encoder.layer_outputs(mel, frames)[-1]
-        unpacked = random_ge2e.encoder.layer_outputs(mel)[-1]
-    short = int(frames[1])
-    torch.testing.assert_close(packed[1, :short], unpacked[1, :short])
-    assert packed[1, short:].abs().sum() == 0 < unpacked[1, short:].abs().sum()
+        padded = random_ge2e.encoder.layer_outputs(mel[1:2])[-1][0]
+        alone = random_ge2e.encoder.layer_outputs(mel[1:2, :short])[-1][0]
+        hidden, _ = random_ge2e(waveforms, lengths)
+    torch.testing.assert_close(padded[:short], alone)
+    assert padded[short:].abs().sum() > 0  # the LSTM runs on over the padding ...
+    assert hidden[1, :, short:].abs().sum() == 0  # ... and those states are not returned
 
 
 def test_waveform_gradients_are_finite_non_zero_and_zero_on_padding(random_ge2e):
