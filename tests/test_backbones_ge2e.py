@@ -1,4 +1,4 @@
-"""GE2E (``ge2e_lstm_offline``): mel front end, packed LSTM layers, cuDNN guard, real weights.
+"""GE2E: mel front end, causal LSTM over padded batches, cuDNN guard, real weights.
 
 The architecture tests run on random weights (``build_random_backbone``), so they never skip;
 the tests of the real weights skip when the PyPI package resemblyzer is not installed.
