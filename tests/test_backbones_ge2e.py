@@ -206,7 +206,6 @@ def test_volume_is_raised_to_minus_30_dbfs_and_never_lowered():
 def cudnn_seen(monkeypatch, random_ge2e):
     """Pretend the layers run on CUDA and record cuDNN's switch at every LSTM call."""
     monkeypatch.setattr(rnn, "_is_cuda", lambda device: True)
-    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
     seen: list[bool] = []
     handles = [
         layer.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cudnn.enabled))
