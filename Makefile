@@ -3,18 +3,28 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.trustser-installed
+GE2E_STAMP := $(VENV)/.resemblyzer-installed
+# The GE2E weights (backbone ge2e_lstm_offline) ship in this PyPI package; see the venv rule.
+RESEMBLYZER ?= resemblyzer==0.1.4
 DEMO_DIR ?= runs/demo
 EMODB_ROOT ?= ../shared/data/emodb
 
 .PHONY: venv system-deps test lint demo demo-emodb bench clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(GE2E_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# Only resemblyzer's weights file is used, so it is installed without its dependencies: webrtcvad
+# is source-only on PyPI (needs a C compiler and Python headers), librosa pulls numba and llvmlite
+# (~200 MB), and `typing` is an obsolete backport. No extra in pyproject.toml for the same reason.
+$(GE2E_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps '$(RESEMBLYZER)'
+	@touch $(GE2E_STAMP)
 
 # espeak-ng renders the synthetic demo corpus; install it when missing and we are root.
 system-deps:
@@ -41,7 +51,11 @@ demo: venv system-deps
 
 demo-emodb: venv
 	@test -d "$(EMODB_ROOT)" || (echo "EmoDB not found at $(EMODB_ROOT); set EMODB_ROOT=/path/to/emodb" && exit 2)
-	$(VENV)/bin/trustser run --corpus emodb --root "$(EMODB_ROOT)" --backbone whisper_tiny_en_offline -o runs/emodb
+	$(VENV)/bin/trustser run --corpus emodb --root "$(EMODB_ROOT)" \
+	  --backbone whisper_tiny_en_offline --backbone ge2e_lstm_offline -o runs/emodb
+	$(VENV)/bin/trustser profile --store runs/emodb/emodb/cache.zarr --runs runs/emodb/emodb \
+	  -o runs/emodb/emodb/report
+	$(VENV)/bin/trustser recommend --profile runs/emodb/emodb/report
 
 bench: venv
 	$(PY) bench/run_all.py

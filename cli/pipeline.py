@@ -123,8 +123,9 @@ def demo(
         ),
     ] = "default",
 ) -> None:
-    """Synthesise the demo corpus and profile the offline Whisper tiny.en on it, end to end."""
-    from trustser.demo import run_demo
+    """Synthesise the demo corpus and profile and compare the two offline encoders on it."""
+    from trustser.cli.profile import _render_profile, _render_recommendation
+    from trustser.demo import DEMO_CORPUS, demo_summary, run_demo
 
     with (
         user_errors(),
@@ -141,4 +142,11 @@ def demo(
             attack_progress=attack_bar.update,
         )
     _summary(result)
+    if DEMO_CORPUS in result.reports:
+        with user_errors():
+            summary = demo_summary(result.reports[DEMO_CORPUS].parent)
+        _render_profile(summary.profile)
+        for recommendation in summary.recommendations:
+            _render_recommendation(recommendation)
+        console.print(f"table and rankings: {summary.path}", highlight=False)
     raise typer.Exit(code=result.exit_code)

@@ -80,7 +80,7 @@ def test_features_do_not_change_with_the_switch(apc, monkeypatch):
         plain, _ = apc(waves, lengths)
     monkeypatch.setattr(rnn, "_on_cuda", lambda value: True)
     with torch.enable_grad():
-        switched, _ = apc(waves, lengths)
+        switched, _ = apc(waves.clone().requires_grad_(True), lengths)  # the switch applies
     torch.testing.assert_close(plain, switched.detach())
 
 

@@ -1,4 +1,4 @@
-"""`trustser demo` end to end: espeak-ng synthesis, the real offline Whisper tiny.en, every stage.
+"""`trustser demo` end to end: espeak-ng synthesis, both real offline encoders, every stage.
 
 The tiny corpus (48 clips) with shorter training and PGD than the demo's own (their values are
 checked in tests/test_pipeline.py), so it fits in CI: under a minute on two idle CPU cores.
@@ -23,7 +23,7 @@ def test_trustser_demo_runs_end_to_end_on_a_few_synthetic_clips(tmp_path, monkey
     import functools
 
     import trustser.demo as demo
-    from trustser.demo import DEMO_BACKBONE
+    from trustser.demo import DEMO_BACKBONES
     from trustser.runs import RunLayout
 
     monkeypatch.setattr(demo, "DEMO_MIN_STEPS", 10)  # heads: 10 optimiser steps at least
@@ -39,19 +39,23 @@ def test_trustser_demo_runs_end_to_end_on_a_few_synthetic_clips(tmp_path, monkey
     clips = len(manifest) - 1  # the header line
     assert clips == 48
     layout = RunLayout(run)
-    for task in ("emotion", "gender", "speaker"):
-        assert (layout.head_dir(DEMO_BACKBONE, task) / "metrics.json").is_file()
-    for method in ("fgsm", "pgd", "noise"):
-        summary = json.loads(
-            (layout.attack_dir(DEMO_BACKBONE, method, 45) / "summary.json").read_text()
-        )
-        assert summary["num_test"] == clips and summary["asr_mean"] is not None
-    assert result.output.count(f"{2 * clips}/{2 * clips} clip passes") >= 3  # a bar per attack
     profile = json.loads((run / "report" / "profile.json").read_text())
-    (whisper,) = [b for b in profile["backbones"] if b["name"] == DEMO_BACKBONE]
-    assert whisper["missing"] == {} and all(v is not None for v in whisper["scores"].values())
-    assert whisper["privacy"]["axis"]["attacker"]  # scored by the strongest attacker run
+    for backbone in DEMO_BACKBONES:
+        for task in ("emotion", "gender", "speaker"):
+            assert (layout.head_dir(backbone, task) / "metrics.json").is_file()
+        for method in ("fgsm", "pgd", "noise"):
+            summary = json.loads(
+                (layout.attack_dir(backbone, method, 45) / "summary.json").read_text()
+            )
+            assert summary["num_test"] == clips and summary["asr_mean"] is not None
+        (entry,) = [b for b in profile["backbones"] if b["name"] == backbone]
+        assert entry["missing"] == {} and all(v is not None for v in entry["scores"].values())
+        assert entry["privacy"]["axis"]["attacker"]  # scored by the strongest attacker run
+        assert (run / "report" / f"radar_{backbone}.png").is_file()
+    # a bar per attack and encoder
+    assert result.output.count(f"{2 * clips}/{2 * clips} clip passes") >= 3 * len(DEMO_BACKBONES)
     assert (run / "report" / "report.html").is_file()
-    assert (run / "report" / f"radar_{DEMO_BACKBONE}.png").is_file()
+    assert (run / "report" / "radar_overlay.png").is_file()
+    assert (run / "report" / "summary.md").is_file()  # the table and rankings of the two
     stages = json.loads((run / "stages.json").read_text())
     assert any(key.startswith("attack-pgd:") for key in stages)

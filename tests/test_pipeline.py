@@ -182,22 +182,29 @@ def test_cli_run_wiring(tmp_path):
     assert result.exit_code == 2 and "no backbone" in result.output
 
 
-def test_demo_synthesises_the_corpus_then_runs_the_offline_model(tmp_path, monkeypatch):
+def test_demo_synthesises_the_corpus_then_runs_both_offline_models(tmp_path, monkeypatch):
     import trustser.demo as demo
     from trustser.corpora import synth
+    from trustser.pipeline import PipelineResult
 
     calls: dict = {}
     monkeypatch.setattr(synth, "synthesize", lambda out, **kw: calls.setdefault("synth", out))
     monkeypatch.setattr(
-        demo, "run_pipeline", lambda config, **_: calls.setdefault("config", config)
+        demo,
+        "run_pipeline",
+        lambda config, **_: PipelineResult(config=calls.setdefault("config", config)),
     )
-    config = demo.run_demo(tmp_path / "d", device="cpu", seed=3)
+    result = demo.run_demo(tmp_path / "d", device="cpu", seed=3)
+    config = result.config
     assert Path(calls["synth"]) == tmp_path / "d" / "corpus"
-    assert config.backbones == (demo.DEMO_BACKBONE,) == ("whisper_tiny_en_offline",)
+    assert config.backbones == demo.DEMO_BACKBONES
+    assert demo.DEMO_BACKBONES == ("whisper_tiny_en_offline", "ge2e_lstm_offline")
+    assert config.corpora[0].name == demo.DEMO_CORPUS == "synth"
     assert config.corpora[0].manifest == str(tmp_path / "d" / "corpus" / synth.MANIFEST_NAME)
     assert config.seed == 3 and config.device == "cpu"
     assert config.heads.min_steps == demo.DEMO_MIN_STEPS
     assert config.attack.methods == ("fgsm", "pgd", "noise") and config.attack.snr == (45.0,)
+    assert not (tmp_path / "d" / "synth" / "report" / "summary.md").exists()  # no profile: none
 
 
 def test_any_failure_is_logged_with_its_traceback_and_the_others_go_on(

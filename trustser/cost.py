@@ -195,8 +195,9 @@ def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
 def _rnn_macs(inputs: list[Any], outputs: list[Any]) -> int:
     # aten::gru/lstm, two overloads: .input(input, hx, params, ...) with input [B, T, In] or
     # [T, B, In], and .data(data [ΣT, In], batch_sizes, hx, params, ...) for packed sequences.
-    # Every weight matrix multiplies one vector per time step and sequence.
-    params = next(i for i, v in enumerate(inputs) if v.node().kind() == "prim::ListConstruct")
+    # Every weight matrix multiplies one vector per time step and sequence. The weights are the
+    # last list argument (an LSTM's hx is a list too, before them).
+    params = max(i for i, v in enumerate(inputs) if v.node().kind() == "prim::ListConstruct")
     shape = _shape(inputs[0])
     steps = shape[0] if params == 3 else math.prod(shape[:-1])
     macs = 0

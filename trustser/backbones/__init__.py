@@ -12,8 +12,10 @@ from trustser.backbones.errors import (
     UnknownBackboneError,
     WeightsNotFoundError,
 )
+from trustser.backbones.ge2e import GE2EBackbone
 from trustser.backbones.loading import build_random_backbone, describe_backbone, load_backbone
 from trustser.backbones.registry import REGISTRY, count_parameters, list_backbones, resolve_spec
+from trustser.backbones.rnn import run_rnn
 from trustser.backbones.tiny import TINY_FAMILIES
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "BackboneInputError",
     "BackboneSpec",
     "CT2FormatError",
+    "GE2EBackbone",
     "UnknownBackboneError",
     "WeightsNotFoundError",
     "build_random_backbone",
@@ -32,5 +35,6 @@ __all__ = [
     "list_backbones",
     "load_backbone",
     "resolve_spec",
+    "run_rnn",
     "weights_checksum",
 ]

@@ -29,6 +29,10 @@ def build_architecture(spec: BackboneSpec) -> nn.Module:
         from trustser.backbones import s3prl_models
 
         return s3prl_models.build_model(spec.family, config)
+    if spec.family == "ge2e":
+        from trustser.backbones.ge2e import build_network
+
+        return build_network(config)
     import transformers
 
     if spec.family == "whisper":

@@ -69,6 +69,10 @@ def load_backbone(
         backbone = _load_hf(spec, window=window, attn=attn_implementation)
     elif loader == "ct2":
         backbone = _load_ct2(spec, window=window, attn=attn_implementation)
+    elif loader == "ge2e":
+        from trustser.backbones.ge2e import load_ge2e
+
+        backbone = load_ge2e(spec)
     else:  # s3prl
         from trustser.backbones.s3prl_models import load_s3prl
 
@@ -291,6 +295,10 @@ def build_random_backbone(
         from trustser.backbones.s3prl_models import tiny_s3prl_backbone
 
         backbone: Backbone = tiny_s3prl_backbone(spec.family, model, spec)
+    elif spec.family == "ge2e":
+        from trustser.backbones.ge2e import GE2EBackbone
+
+        backbone = GE2EBackbone(model, spec)
     else:
         _set_attention(model, attn_implementation)
         if spec.family == "whisper":

