@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["AttackBar", "CountBar"]
+__all__ = ["AttackBar", "CountBar", "ExtractBar"]
 
 
 def _columns(unit: str) -> tuple:
@@ -107,3 +107,47 @@ class AttackBar:
             self._bar[0].stop()
             self._bar = None
         self._done = 0
+
+
+class ExtractBar:
+    """The extraction progress bar: clips done, clips/s, audio-s/s, ETA.
+
+    Used as ``extract(..., progress=bar)``; it appears on the first event and closes with the
+    ``with`` block. Disabled, it ignores every event.
+    """
+
+    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("clips"),
+            TextColumn("{task.fields[clips_rate]:.1f} clips/s"),
+            TextColumn("{task.fields[audio_rate]:.1f} audio-s/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            disable=not enabled,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ExtractBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, event) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task(
+                event.label, total=event.total, clips_rate=0.0, audio_rate=0.0
+            )
+        self._progress.update(
+            self._task,
+            completed=event.done,
+            total=event.total,
+            clips_rate=event.clips_per_second,
+            audio_rate=event.audio_seconds_per_second,
+        )

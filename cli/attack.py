@@ -17,6 +17,8 @@ from trustser.cli._tables import print_table
 from trustser.formatting import percent
 from trustser.workspace import attack_backbones
 
+__all__ = ["app"]
+
 app = typer.Typer()
 
 

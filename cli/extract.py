@@ -7,16 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from trustser.cli._common import (
@@ -28,58 +18,15 @@ from trustser.cli._common import (
     user_errors,
     workspace,
 )
+from trustser.cli._progress import ExtractBar
 from trustser.formatting import percent
 
-__all__ = ["EXIT_INTERRUPTED", "ExtractBar", "app"]
+__all__ = ["EXIT_INTERRUPTED", "app"]
 
 app = typer.Typer()
 
 SHOWN = 20
 EXIT_INTERRUPTED = 130
-
-
-class ExtractBar:
-    """The extraction progress bar: clips done, clips/s, audio-s/s, ETA.
-
-    Used as ``extract(..., progress=bar)``; it appears on the first event and closes with the
-    ``with`` block. Disabled, it ignores every event.
-    """
-
-    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("clips"),
-            TextColumn("{task.fields[clips_rate]:.1f} clips/s"),
-            TextColumn("{task.fields[audio_rate]:.1f} audio-s/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console or Console(stderr=True),
-            disable=not enabled,
-        )
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> ExtractBar:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    def __call__(self, event) -> None:
-        if self._task is None:
-            self._task = self._progress.add_task(
-                event.label, total=event.total, clips_rate=0.0, audio_rate=0.0
-            )
-        self._progress.update(
-            self._task,
-            completed=event.done,
-            total=event.total,
-            clips_rate=event.clips_per_second,
-            audio_rate=event.audio_seconds_per_second,
-        )
 
 
 @app.command("extract")

@@ -18,6 +18,8 @@ from trustser.heads.tasks import DEFAULT_MIN_STEPS
 from trustser.heads.training import DATA_MODES, FitResult, TrainingEvent, fit_heads
 from trustser.workspace import stage_backbones
 
+__all__ = ["app"]
+
 app = typer.Typer(help="Train heads and probes from the embedding cache.", no_args_is_help=True)
 
 StoreOption = Annotated[

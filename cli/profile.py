@@ -25,6 +25,8 @@ from trustser.profile import AXES, AXIS_TITLES, SCALE_MODES, Profile, ProfileErr
 from trustser.profile.recommend import SCENARIOS, Recommendation, run_recommend
 from trustser.workspace import stage_backbones, store_window
 
+__all__ = ["app"]
+
 app = typer.Typer()
 
 _MANY = {"allow_extra_args": True}

@@ -30,10 +30,12 @@ from trustser.metrics.performance import uar_score
 __all__ = [
     "CLASS_WEIGHTS",
     "EpochEnd",
+    "EpochSelection",
     "HeadClassifier",
     "check_labelled",
     "class_weight_policy",
     "class_weights",
+    "head_optimizer",
 ]
 
 CLASS_WEIGHTS = ("balanced", "none")  # the policies a user can name
@@ -49,6 +51,70 @@ class EpochEnd:
     dev_uar: float | None
     best_epoch: int
     seconds: float
+
+
+class EpochSelection:
+    """The epoch a fit keeps — the best dev UAR, or the last epoch without dev data — and the
+    per-epoch history and callbacks; shared by the heads and the fine-tuned blocks."""
+
+    def __init__(self, epochs: int, callback: Callable[[EpochEnd], None] | None = None) -> None:
+        self.epochs, self.callback = epochs, callback
+        self.history: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch, self.best_score = 0, -np.inf
+
+    def end(
+        self,
+        epoch: int,
+        module: nn.Module,
+        *,
+        train_loss: float,
+        dev_uar: float | None,
+        seconds: float,
+    ) -> None:
+        """Record ``epoch``; keep a copy of ``module``'s state when it is the best so far."""
+        score = dev_uar if dev_uar is not None else float(epoch)
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = copy.deepcopy(module.state_dict())
+        self.history.append(
+            {"epoch": epoch, "train_loss": train_loss, "dev_uar": dev_uar, "seconds": seconds}
+        )
+        if self.callback is not None:
+            self.callback(
+                EpochEnd(epoch, self.epochs, train_loss, dev_uar, self.best_epoch, seconds)
+            )
+
+    def restore(self, module: nn.Module) -> None:
+        """Load the kept state into ``module`` and switch it to eval mode."""
+        module.load_state_dict(self.best_state)
+        module.eval()
+
+
+def head_optimizer(
+    head: LayerWeightedHead,
+    *,
+    lr: float,
+    layer_lr: float | None,
+    weight_decay: float,
+    extra_groups: Sequence[dict[str, Any]] = (),
+) -> torch.optim.AdamW:
+    """AdamW over ``head``: the layer weights at ``layer_lr`` (default ``lr``) without decay,
+    the rest at ``lr`` with ``weight_decay``; ``extra_groups`` (fine-tuned blocks) follow."""
+    others = [p for n, p in head.named_parameters() if n != "layer_logits"]
+    return torch.optim.AdamW(
+        [
+            {"params": others},
+            {
+                "params": [head.layer_logits],
+                "lr": layer_lr if layer_lr is not None else lr,
+                "weight_decay": 0.0,
+            },
+            *extra_groups,
+        ],
+        lr=lr,
+        weight_decay=weight_decay,
+    )
 
 
 def class_weight_policy(
@@ -277,10 +343,8 @@ class HeadClassifier:
             head: LayerWeightedHead | None = None
             optimizer: torch.optim.Optimizer | None = None
             loss_fn = nn.CrossEntropyLoss(weight=weights)
-            history: list[dict[str, Any]] = []
-            best_state: dict[str, torch.Tensor] | None = None
-            best_epoch, best_score = 0, -np.inf
             epochs = self.epochs_for(len(train))
+            selection = EpochSelection(epochs, callback)
             for epoch in range(1, epochs + 1):
                 start = time.perf_counter()
                 total, count = 0.0, 0
@@ -316,18 +380,8 @@ class HeadClassifier:
                         if statistics is not None:
                             head.set_normalization(*statistics)
                         head = head.to(device)
-                        others = [p for n, p in head.named_parameters() if n != "layer_logits"]
-                        optimizer = torch.optim.AdamW(
-                            [
-                                {"params": others},
-                                {
-                                    "params": [head.layer_logits],
-                                    "lr": self.layer_lr if self.layer_lr is not None else self.lr,
-                                    "weight_decay": 0.0,
-                                },
-                            ],
-                            lr=self.lr,
-                            weight_decay=self.weight_decay,
+                        optimizer = head_optimizer(
+                            head, lr=self.lr, layer_lr=self.layer_lr, weight_decay=self.weight_decay
                         )
                     head.train()
                     targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
@@ -350,33 +404,40 @@ class HeadClassifier:
                         standardized=dev_standardized,
                     )
                     dev_uar = float(uar_score(dev_true, proba.argmax(1)))
-                score = dev_uar if dev_uar is not None else float(epoch)
-                if score > best_score:
-                    best_score, best_epoch = score, epoch
-                    best_state = copy.deepcopy(head.state_dict())
-                seconds = time.perf_counter() - start
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "train_loss": total / count,
-                        "dev_uar": dev_uar,
-                        "seconds": seconds,
-                    }
+                selection.end(
+                    epoch,
+                    head,
+                    train_loss=total / count,
+                    dev_uar=dev_uar,
+                    seconds=time.perf_counter() - start,
                 )
-                if callback is not None:
-                    callback(EpochEnd(epoch, epochs, total / count, dev_uar, best_epoch, seconds))
-        head.load_state_dict(best_state)
-        head.eval()
+        selection.restore(head)
+        self._record_fit(head, head, classes, selection, has_dev=dev is not None, device=device)
+        return self
+
+    def _record_fit(
+        self,
+        head: LayerWeightedHead,
+        trained: nn.Module,
+        classes: Sequence[str],
+        selection: EpochSelection,
+        *,
+        has_dev: bool,
+        device: torch.device,
+    ) -> None:
+        """Set the fitted attributes from the kept epoch (``trained``: what was trained, whose
+        trainable parameters are counted)."""
         self.head_ = head
         self.classes_ = np.array(classes, dtype=object)
         self.layer_weights_ = head.layer_weights.detach().to("cpu").numpy().astype(float)
-        self.epochs_ = epochs
-        self.best_epoch_ = best_epoch
-        self.best_score_ = best_score if dev is not None else None
-        self.history_ = history
+        self.epochs_ = selection.epochs
+        self.best_epoch_ = selection.best_epoch
+        self.best_score_ = selection.best_score if has_dev else None
+        self.history_ = selection.history
         self.device_ = device
-        self.trainable_parameters_ = int(sum(p.numel() for p in head.parameters()))
-        return self
+        self.trainable_parameters_ = int(
+            sum(p.numel() for p in trained.parameters() if p.requires_grad)
+        )
 
     # --------------------------------------------------------------- prediction
     def predict_proba(self, data: FeatureSet) -> np.ndarray:

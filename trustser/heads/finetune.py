@@ -38,10 +38,17 @@ from trustser.backbones.top_blocks import TopBlocks, check_top_blocks_k, top_blo
 from trustser.batching import length_batches, length_mask
 from trustser.devices import resolve_device
 from trustser.heads.data import DataError, FeatureSet, PackedFeatures, feature_statistics
-from trustser.heads.estimator import EpochEnd, HeadClassifier, check_labelled, class_weights
-from trustser.heads.model import LayerWeightedHead
+from trustser.heads.estimator import (
+    EpochEnd,
+    EpochSelection,
+    HeadClassifier,
+    check_labelled,
+    class_weights,
+    head_optimizer,
+)
+from trustser.heads.model import LayerWeightedHead, save_module
 from trustser.metrics.performance import uar_score
-from trustser.runs import FINETUNE_KIND, ModelName, RunLayout, jsonable
+from trustser.runs import FINETUNE_KIND, ModelName, RunLayout
 from trustser.store.batching import Batch
 
 __all__ = [
@@ -296,25 +303,16 @@ class FineTuneClassifier(HeadClassifier):
             if statistics is not None:
                 head.set_normalization(*statistics)
             model = FineTunedModel(top, head).to(device)
-            others = [p for n, p in head.named_parameters() if n != "layer_logits"]
-            optimizer = torch.optim.AdamW(
-                [
-                    {"params": others},
-                    {
-                        "params": [head.layer_logits],
-                        "lr": self.layer_lr if self.layer_lr is not None else self.lr,
-                        "weight_decay": 0.0,
-                    },
-                    {"params": list(top.parameters()), "lr": self.block_lr},
-                ],
+            optimizer = head_optimizer(
+                head,
                 lr=self.lr,
+                layer_lr=self.layer_lr,
                 weight_decay=self.weight_decay,
+                extra_groups=[{"params": list(top.parameters()), "lr": self.block_lr}],
             )
             loss_fn = nn.CrossEntropyLoss(weight=weights)
-            history: list[dict[str, Any]] = []
-            best_state: dict[str, torch.Tensor] | None = None
-            best_epoch, best_score = 0, -np.inf
             epochs = self.epochs_for(len(train))
+            selection = EpochSelection(epochs, callback)
             for epoch in range(1, epochs + 1):
                 start = time.perf_counter()
                 total, count = 0.0, 0
@@ -342,35 +340,18 @@ class FineTuneClassifier(HeadClassifier):
                 if dev is not None:
                     proba = _predict(model, dev, lower, self.batch_size, device, dev_batches)
                     dev_uar = float(uar_score(dev_true, proba.argmax(1)))
-                score = dev_uar if dev_uar is not None else float(epoch)
-                if score > best_score:
-                    best_score, best_epoch = score, epoch
-                    best_state = copy.deepcopy(model.state_dict())
-                seconds = time.perf_counter() - start
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "train_loss": total / count,
-                        "dev_uar": dev_uar,
-                        "seconds": seconds,
-                    }
+                selection.end(
+                    epoch,
+                    model,
+                    train_loss=total / count,
+                    dev_uar=dev_uar,
+                    seconds=time.perf_counter() - start,
                 )
-                if callback is not None:
-                    callback(EpochEnd(epoch, epochs, total / count, dev_uar, best_epoch, seconds))
-        model.load_state_dict(best_state)
-        model.eval()
+        selection.restore(model)
         self.model_ = model
-        self.head_ = model.head
         self.top_blocks_ = model.top
-        self.classes_ = np.array(classes, dtype=object)
-        self.layer_weights_ = head.layer_weights.detach().to("cpu").numpy().astype(float)
-        self.epochs_ = epochs
-        self.best_epoch_ = best_epoch
-        self.best_score_ = best_score if dev is not None else None
-        self.history_ = history
-        self.device_ = device
-        self.trainable_parameters_ = int(
-            sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self._record_fit(
+            model.head, model, classes, selection, has_dev=dev is not None, device=device
         )
         return self
 
@@ -418,15 +399,8 @@ def save_top_blocks(
 ) -> Path:
     """The trained tensors as safetensors at ``path`` plus ``<path>.json`` (``top.config()``,
     the tensors' checksum and ``metadata``); both written to temporary names, then renamed."""
-    from safetensors.torch import save_file
-
     from trustser.backbones import weights_checksum
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in top.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
     sidecar = {
         "config": top.config(),
         "k": top.k,
@@ -435,12 +409,7 @@ def save_top_blocks(
         "trustser_version": __version__,
         **dict(metadata or {}),
     }
-    sidecar_path = path.with_suffix(".json")
-    sidecar_tmp = sidecar_path.with_name(sidecar_path.name + ".tmp")
-    sidecar_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=jsonable))
-    os.replace(tmp, path)
-    os.replace(sidecar_tmp, sidecar_path)
-    return path
+    return save_module(top, path, sidecar)
 
 
 def read_top_blocks(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch.nn import functional as F
 from trustser._validation import check_choice, check_positive, check_probability
 from trustser.runs import jsonable
 
-__all__ = ["POOLINGS", "LayerWeightedHead", "load_head", "save_head"]
+__all__ = ["POOLINGS", "LayerWeightedHead", "load_head", "save_head", "save_module"]
 
 POOLINGS = ("mean", "attention")
 
@@ -183,27 +184,32 @@ class LayerWeightedHead(nn.Module):
         }
 
 
-def save_head(
-    head: LayerWeightedHead, path: str | os.PathLike, metadata: dict[str, Any] | None = None
-) -> Path:
-    """Weights as safetensors at ``path`` plus ``<path>.json`` with the config and metadata.
+def save_module(module: nn.Module, path: str | os.PathLike, sidecar: Mapping[str, Any]) -> Path:
+    """``module``'s state as safetensors at ``path`` plus ``sidecar`` as ``<path>.json``.
 
-    Both files are written to temporary names and renamed, so a crash never leaves half a head.
+    Both files are written to temporary names and renamed, so a crash never leaves half a
+    module; heads and fine-tuned blocks are saved this way.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp))
-    sidecar = {"config": head.config(), **(metadata or {})}
     sidecar_path = path.with_suffix(".json")
     sidecar_tmp = sidecar_path.with_name(sidecar_path.name + ".tmp")
-    sidecar_tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=jsonable))
+    sidecar_tmp.write_text(json.dumps(dict(sidecar), indent=2, sort_keys=True, default=jsonable))
     os.replace(tmp, path)
     os.replace(sidecar_tmp, sidecar_path)
     return path
+
+
+def save_head(
+    head: LayerWeightedHead, path: str | os.PathLike, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Weights as safetensors at ``path`` plus ``<path>.json`` with the config and metadata."""
+    return save_module(head, path, {"config": head.config(), **(metadata or {})})
 
 
 def load_head(
