@@ -91,6 +91,7 @@ def prepare(
         f"{verb} [bold]{out}[/]: {len(manifest)} utterances of {manifest.corpus}"
         + (" (use --overwrite to rebuild)" if reusing else ""),
         highlight=False,
+        soft_wrap=True,  # a path is never folded or cut
     )
     _render_summary(summarize(manifest))
 
