@@ -22,10 +22,12 @@ import numpy as np
 
 from trustser._validation import check_choice
 from trustser.metrics._common import MetricError, MetricWarning, mean_std
+from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.metrics.fairness import fairness_report
 from trustser.metrics.performance import performance_summary
 from trustser.metrics.privacy import inference_report
 from trustser.metrics.safety import adversarial_excess
+from trustser.profile.intervals import DEFAULT_SEED, bootstrap_profile, comparison_table
 from trustser.profile.model import (
     AXES,
     DEFAULT_ATTACK,
@@ -576,10 +578,16 @@ def collect_profile(
     scale: str = "paper",
     attack: tuple[str, float] = DEFAULT_ATTACK,
     paper: Sequence[str] | None = None,
+    bootstrap: int = DEFAULT_REPLICATES,
+    seed: int = DEFAULT_SEED,
 ) -> Profile:
     """Collect and score the profile of ``backbones`` (default: :func:`discover_backbones` —
     every results directory under ``runs``, and the store's groups without results yet),
-    optionally beside the paper's rows named in ``paper``."""
+    optionally beside the paper's rows named in ``paper``.
+
+    ``bootstrap`` speaker-level replicates (seeded by ``seed``; 0 = none) give every figure its
+    95 % interval and, with several measured rows, the paired comparisons of every pair
+    (:mod:`trustser.profile.intervals`)."""
     check_choice("scale", scale, SCALE_MODES)
     check_choice("attack method", attack[0], ("fgsm", "pgd", "noise"))
     names = list(backbones) if backbones else discover_backbones(runs, store)
@@ -608,7 +616,11 @@ def collect_profile(
         runs=str(runs),
         store=store,
     )
-    return score_profile(profile, scale)
+    profile = score_profile(
+        bootstrap_profile(profile, runs, replicates=bootstrap, seed=seed), scale
+    )
+    profile.comparisons = comparison_table(profile)
+    return profile
 
 
 # --------------------------------------------------------------------------- rendering

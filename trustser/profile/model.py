@@ -105,6 +105,11 @@ class BackboneProfile:
     base: str | None = None
     variant: str | None = None
     training: dict[str, Any] | None = None
+    # 95 % intervals (figure -> value, low, high, method; the axes under their own names), the
+    # score intervals, and the axes' bootstrap replicates (paired across rows, same draws).
+    intervals: dict[str, Any] = field(default_factory=dict)
+    score_intervals: dict[str, list[float] | None] = field(default_factory=dict)
+    replicates: dict[str, list[float | None]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -143,6 +148,9 @@ class Profile:
     runs: str | None = None
     store: str | None = None
     notes: list[str] = field(default_factory=list)
+    bootstrap: dict[str, Any] | None = None  # the design of the intervals (None: switched off)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired, per pair of rows
+    corpora: list[dict[str, Any]] = field(default_factory=list)  # a profile across corpora
 
     def variants_of(self, base: BackboneProfile) -> list[BackboneProfile]:
         """The measured variants of ``base`` in this profile (profile order)."""
@@ -170,6 +178,9 @@ class Profile:
             "runs": self.runs,
             "store": self.store,
             "notes": list(self.notes),
+            "bootstrap": self.bootstrap,
+            "comparisons": self.comparisons,
+            "corpora": self.corpora,
             "backbones": [asdict(b) for b in self.backbones],
         }
 
@@ -194,6 +205,9 @@ class Profile:
             runs=data.get("runs"),
             store=data.get("store"),
             notes=list(data.get("notes", [])),
+            bootstrap=data.get("bootstrap"),
+            comparisons=list(data.get("comparisons", [])),
+            corpora=list(data.get("corpora", [])),
         )
 
 

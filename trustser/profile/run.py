@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile.collect import collect_profile
+from trustser.profile.intervals import DEFAULT_SEED
 from trustser.profile.model import DEFAULT_ATTACK, Profile
 from trustser.profile.radar import draw_radar_charts, write_radar_charts
 from trustser.profile.report import write_report
@@ -57,9 +59,21 @@ def run_profile(
     paper: Sequence[str] | None = None,
     charts: bool = True,
     progress: Callable[[str], None] | None = None,
+    bootstrap: int = DEFAULT_REPLICATES,
+    seed: int = DEFAULT_SEED,
 ) -> tuple[Profile, dict[str, Path]]:
-    """``trustser profile``: collect, score and write everything to ``out``."""
+    """``trustser profile``: collect, score (with ``bootstrap`` speaker-level replicates for
+    the intervals, 0 = none) and write everything to ``out``."""
+    if bootstrap:
+        (progress or (lambda _m: None))(f"bootstrapping {bootstrap} replicates over test speakers")
     profile = collect_profile(
-        runs, store=store, backbones=backbones, scale=scale, attack=attack, paper=paper
+        runs,
+        store=store,
+        backbones=backbones,
+        scale=scale,
+        attack=attack,
+        paper=paper,
+        bootstrap=bootstrap,
+        seed=seed,
     )
     return profile, write_profile(profile, out, charts=charts, progress=progress)
