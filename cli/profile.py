@@ -21,6 +21,7 @@ from trustser.cli._common import (
 )
 from trustser.cli._tables import print_table
 from trustser.cost import CostReport, run_cost
+from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile import AXES, AXIS_TITLES, SCALE_MODES, Profile, ProfileError, run_profile
 from trustser.profile.recommend import SCENARIOS, Recommendation, run_recommend
 from trustser.workspace import stage_backbones, store_window
@@ -201,6 +202,12 @@ def _render_profile(profile: Profile) -> None:
             )
         table.add_row(escape(entry.name), *cells)
     print_table(table, console=console)
+    if profile.bootstrap:
+        console.print(
+            f"95 % intervals ({profile.bootstrap['replicates']} speaker-bootstrap replicates) "
+            "in profile.md and report.html",
+            style="dim",
+        )
     if any(any(b.clipped.values()) for b in profile.backbones):
         console.print("* past the end of the scale: scored at that end (notes below)", style="dim")
     for entry in profile.backbones:
@@ -254,6 +261,16 @@ def profile(
         ),
     ] = None,
     charts: Annotated[bool, typer.Option("--charts/--no-charts", help="Draw radar charts.")] = True,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Speaker-bootstrap replicates behind every 95 % interval and paired "
+            "comparison (0 = off).",
+        ),
+    ] = DEFAULT_REPLICATES,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
 ) -> None:
     runs, store = _runs_and_store(runs, store)
     with user_errors(), console.status("collecting results") as status:
@@ -267,6 +284,8 @@ def profile(
             paper=paper,
             charts=charts,
             progress=lambda message: status.update(message),
+            bootstrap=bootstrap,
+            seed=seed,
         )
     _render_profile(result)
     console.print(

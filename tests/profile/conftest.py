@@ -60,6 +60,38 @@ def _write_task(layout: RunLayout, backbone: str, task: str, rows: list[dict], l
     return metrics
 
 
+def _write_clips(path: Path, emotion: list[dict], asr: float, rng) -> dict[str, float]:
+    """An attack's clips.csv over the emotion test clips: clean = the head's prediction, the
+    correctly classified ones flipped with probability ``asr``; returns the fold-mean ASR."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["id", "fold", "speaker", "gender", "true", "clean_pred", "adv_pred", "snr_db"]
+    per_fold: dict[str, list[int]] = {}
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*columns, "success"])
+        writer.writeheader()
+        for row in emotion:
+            attacked = row["true"] == row["pred"]
+            flipped = attacked and rng.random() < asr
+            adv = LABELS[(LABELS.index(row["pred"]) + 1) % 4] if flipped else row["pred"]
+            if attacked:
+                per_fold.setdefault(row["fold"], []).append(int(flipped))
+            writer.writerow(
+                {
+                    **{k: row[k] for k in ("id", "fold", "speaker", "gender", "true")},
+                    "clean_pred": row["pred"],
+                    "adv_pred": adv,
+                    "snr_db": "45.0000",
+                    "success": int(flipped),
+                }
+            )
+    rates = [float(np.mean(v)) for v in per_fold.values()]
+    return {
+        "asr_mean": float(np.mean(rates)),
+        "asr_std": float(np.std(rates)),
+        "num_attacked": sum(len(v) for v in per_fold.values()),
+    }
+
+
 def write_fake_runs(
     root: Path,
     backbone: str = "tiny:whisper",
@@ -71,6 +103,7 @@ def write_fake_runs(
     tasks: tuple[str, ...] = ("emotion", "gender", "speaker"),
     attacks: bool = True,
     cost: bool = True,
+    clips: bool = False,
 ) -> dict[str, dict]:
     """A results layout as the heads, attack and cost stages write it (two folds, 4 speakers)."""
     layout = RunLayout(root)
@@ -100,6 +133,7 @@ def write_fake_runs(
         written[task] = _write_task(layout, backbone, task, rows, labels)
     if attacks:
         for method, value in (("fgsm", asr), ("pgd", min(1.0, asr + 0.1)), ("noise", 0.05)):
+            directory = layout.attack_dir(backbone, method, 45)
             summary = {
                 "backbone": backbone,
                 "method": method,
@@ -109,7 +143,9 @@ def write_fake_runs(
                 "num_attacked": 50,
                 "clean_accuracy": 0.7,
             }
-            write_json(layout.attack_dir(backbone, method, 45) / "summary.json", summary)
+            if clips:  # per-clip results, and the summary they give
+                summary.update(_write_clips(directory / "clips.csv", emotion, value, rng))
+            write_json(directory / "summary.json", summary)
     probe = {"emotion_test_uar_mean": 0.9, "other": "x"}
     if "gender" in tasks:  # probes run beside the heads of the same tasks
         probe["gender_test_accuracy_mean"] = 0.99

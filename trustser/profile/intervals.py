@@ -234,6 +234,16 @@ def _bootstrap_entry(
         )
         _store(
             entry,
+            "eo_multiclass_pooled",
+            estimator.interval(
+                bs.multiclass_eo_from_counts,
+                tables,
+                "speaker bootstrap, pooled over all test clips",
+                pooled=True,
+            ),
+        )
+        _store(
+            entry,
             "sp_multiclass",
             estimator.interval(bs.multiclass_sp_from_counts, tables, _METHOD_FAIR),
         )
