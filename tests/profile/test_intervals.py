@@ -80,3 +80,33 @@ def test_several_rows_get_paired_comparisons(tmp_path, write_fake_runs):
     assert verdicts["privacy"].verdict.startswith("no interval")  # the probe: no per-clip data
     assert compare_rows(bad, good)[0].verdict == "B better"
     assert "## Paired comparisons" in profile_to_markdown(profile)
+
+
+def test_compare_command_gives_per_axis_verdicts_and_json(tmp_path, write_fake_runs):
+    runs = tmp_path / "runs"
+    write_fake_runs(runs, "good", accuracy=0.95, asr=0.3, gmacs=1.0, seed=1, clips=True)
+    write_fake_runs(runs, "good@top1", accuracy=0.95, asr=0.3, gmacs=1.0, seed=3, clips=True)
+    write_fake_runs(runs, "bad", accuracy=0.4, asr=0.9, gmacs=9.0, seed=2, clips=True)
+    out = tmp_path / "c.json"
+    args = ["compare", "good", "bad", "-r", str(runs), "--bootstrap", "300", "-o", str(out)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["format"] == "trustser-comparison" and data["a"] == "good"
+    assert data["axes"]["performance"]["verdict"] == "A better"
+    assert "A better" in result.output
+    variant = CliRunner().invoke(app, ["compare", "good@top1", "good", "-r", str(runs)])
+    assert variant.exit_code == 0, variant.output  # a variant is a row like a backbone
+    same = CliRunner().invoke(app, ["compare", "good", "good", "-r", str(runs)])
+    assert same.exit_code == 2 and "two different models" in same.output
+
+
+def test_compare_refuses_models_tested_on_different_clips(tmp_path, write_fake_runs):
+    runs = tmp_path / "runs"
+    write_fake_runs(runs, "a", clips=True)
+    write_fake_runs(runs, "b", clips=True)
+    path = runs / "b" / "emotion" / "predictions.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-5]) + "\n")
+    result = CliRunner().invoke(app, ["compare", "a", "b", "-r", str(runs), "--bootstrap", "50"])
+    assert result.exit_code == 2 and "different clips" in result.output
