@@ -311,6 +311,7 @@ def _render_recommendation(result: Recommendation) -> None:
             escape("\n".join(ranked.reasons)),
         )
     print_table(table, keys=2, console=console)
+    console.print(f"choice: {escape(result.verdict)}")
     if result.paper_choice:
         console.print(f"the paper's Table 5 recommends {result.paper_choice}", style="dim")
     for name, why in result.excluded.items():
@@ -365,6 +366,16 @@ def recommend(
     paper: Annotated[
         list[str] | None, typer.Option("--paper", help="Rank the paper's Table 4 row(s) too.")
     ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Speaker-bootstrap replicates for how often each ranks first (without "
+            "--profile; 0 = a point ranking).",
+        ),
+    ] = DEFAULT_REPLICATES,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
 ) -> None:
     extra = list(ctx.args)
     if scenario:  # --scenario edge cloud: click leaves "cloud" as an extra argument
@@ -381,6 +392,8 @@ def recommend(
             scenarios=scenario,
             weights=weights,
             paper=paper,
+            bootstrap=bootstrap,
+            seed=seed,
         )
     for result in results:
         _render_recommendation(result)

@@ -345,6 +345,7 @@ def _recommendations(profile: Profile) -> str:
             f"<h3>{_e(scenario)} — {_e(result.description)}</h3>"
             f'<p class="note">Weights: {_e(weights)}. The paper recommends '
             f"{_e(result.paper_choice)}.</p>"
+            f"<p>Choice: <b>{_e(result.verdict)}</b></p>"
             + _table(["rank", "backbone", "weighted score", "reasons"], rows, raw_last=True)
             + "".join(
                 f'<p class="missing">not ranked: {_e(k)} — {_e(v)}</p>'
