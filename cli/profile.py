@@ -244,8 +244,13 @@ def profile(
         ),
     ] = None,
     runs: Annotated[
-        Path | None,
-        typer.Option(*RUNS, help="Results directory.", show_default="runs, or trustser.toml's"),
+        list[Path] | None,
+        typer.Option(
+            *RUNS,
+            help="Results directory; repeat it (-r a -r b), or name the output of a multi-corpus "
+            "`trustser run`, for a profile across corpora (per-corpus rows and their mean).",
+            show_default="runs, or trustser.toml's",
+        ),
     ] = None,
     scale: Annotated[
         str, typer.Option("--scale", help=f"Normalisation: {', '.join(SCALE_MODES)}.")
@@ -272,10 +277,11 @@ def profile(
     ] = DEFAULT_REPLICATES,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
 ) -> None:
-    runs, store = _runs_and_store(runs, store)
+    first, store = _runs_and_store(runs[0] if runs else None, store)
+    chosen = [first, *(runs or [])[1:]]
     with user_errors(), console.status("collecting results") as status:
         result, files = run_profile(
-            runs,
+            chosen if len(chosen) > 1 else first,
             out,
             store=store,
             backbones=_names(backbone, list(ctx.args), "--backbone"),

@@ -415,12 +415,15 @@ def compare_rows(
 
 
 def comparison_table(profile: Profile) -> list[dict[str, Any]]:
-    """Paired comparisons of every pair of measured rows of ``profile`` (in profile order)."""
+    """Paired comparisons of every pair of measured rows of ``profile`` (in profile order) that
+    were tested on the same speakers (the same corpus, or both means over the same corpora)."""
     rows = [b for b in profile.backbones if not b.reference and b.replicates]
     level = (profile.bootstrap or {}).get("level", bs.DEFAULT_LEVEL)
     out = []
     for i, a in enumerate(rows):
         for b in rows[i + 1 :]:
+            if a.corpus != b.corpus:  # different test speakers: not a paired comparison
+                continue
             out.append(
                 {
                     "a": a.name,

@@ -20,6 +20,7 @@ __all__ = [
     "AXES",
     "AXIS_TITLES",
     "DEFAULT_ATTACK",
+    "MEAN_CORPUS",
     "PAPER_TABLE4",
     "PROFILE_FORMAT_VERSION",
     "BackboneProfile",
@@ -38,6 +39,7 @@ AXIS_TITLES = {
     "sustainability": "Sustainability",
 }
 PROFILE_FORMAT_VERSION = 1
+MEAN_CORPUS = "mean"  # the corpus of a profile-across-corpora row that averages the corpora
 DEFAULT_ATTACK = ("fgsm", 45.0)  # the attack behind the safety axis: (method, SNR in dB)
 
 # The paper's Table 4 (NOTES §1; read off the reference repo's profile images, ±0.4). GMAC are
@@ -110,6 +112,8 @@ class BackboneProfile:
     intervals: dict[str, Any] = field(default_factory=dict)
     score_intervals: dict[str, list[float] | None] = field(default_factory=dict)
     replicates: dict[str, list[float | None]] = field(default_factory=dict)
+    # In a profile across corpora: the corpus of a row, or MEAN_CORPUS for the mean over corpora.
+    corpus: str | None = None
 
     @property
     def complete(self) -> bool:

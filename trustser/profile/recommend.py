@@ -20,7 +20,14 @@ from trustser._validation import TrustSERError
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile.collect import collect_profile
 from trustser.profile.intervals import DEFAULT_SEED
-from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile, read_profile
+from trustser.profile.model import (
+    AXES,
+    AXIS_TITLES,
+    MEAN_CORPUS,
+    BackboneProfile,
+    Profile,
+    read_profile,
+)
 from trustser.profile.scales import axis_score, scale_bounds, score_profile
 
 __all__ = [
@@ -327,6 +334,8 @@ def recommend(
     candidates = []
     ranked_entries: dict[str, BackboneProfile] = {}
     for entry in profile.backbones:
+        if profile.corpora and entry.corpus not in (None, MEAN_CORPUS):
+            continue  # across corpora, the means over corpora are ranked
         lacking = [a for a in AXES if normalised[a] > 0 and entry.scores.get(a) is None]
         if lacking:
             hints = "; ".join(

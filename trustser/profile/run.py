@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES, Comparison
-from trustser.profile.collect import collect_profile
+from trustser.profile.collect import (
+    collect_corpora,
+    collect_profile,
+    corpus_runs,
+    discover_backbones,
+)
 from trustser.profile.intervals import DEFAULT_SEED, compare_rows
 from trustser.profile.model import DEFAULT_ATTACK, BackboneProfile, Profile, ProfileError
 from trustser.profile.radar import draw_radar_charts, write_radar_charts
@@ -51,8 +56,17 @@ def write_profile(
     return files
 
 
+def _multi_corpus(path: str | Path) -> bool:
+    """Whether ``path`` holds no backbone results itself but corpus directories that do (the
+    output directory of a multi-corpus ``trustser run``)."""
+    path = Path(path)
+    if not path.is_dir() or discover_backbones(path):
+        return False
+    return any(d.is_dir() and discover_backbones(d) for d in path.iterdir())
+
+
 def run_profile(
-    runs: str | Path = DEFAULT_RUNS,
+    runs: str | Path | Sequence[str | Path] = DEFAULT_RUNS,
     out: str | Path = "report",
     *,
     store: str | None = None,
@@ -66,19 +80,35 @@ def run_profile(
     seed: int = DEFAULT_SEED,
 ) -> tuple[Profile, dict[str, Path]]:
     """``trustser profile``: collect, score (with ``bootstrap`` speaker-level replicates for
-    the intervals, 0 = none) and write everything to ``out``."""
+    the intervals, 0 = none) and write everything to ``out``.
+
+    Several ``runs`` directories, or one holding corpus directories (a multi-corpus
+    ``trustser run`` output), give a profile across corpora (:func:`collect_corpora`)."""
     if bootstrap:
         (progress or (lambda _m: None))(f"bootstrapping {bootstrap} replicates over test speakers")
-    profile = collect_profile(
-        runs,
-        store=store,
-        backbones=backbones,
-        scale=scale,
-        attack=attack,
-        paper=paper,
-        bootstrap=bootstrap,
-        seed=seed,
-    )
+    several = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    directories = corpus_runs(several) if len(several) > 1 or _multi_corpus(several[0]) else None
+    if directories is not None and len(directories) > 1:
+        profile = collect_corpora(
+            several,
+            backbones=backbones,
+            scale=scale,
+            attack=attack,
+            paper=paper,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+    else:
+        profile = collect_profile(
+            several[0] if directories is None else next(iter(directories.values())),
+            store=store,
+            backbones=backbones,
+            scale=scale,
+            attack=attack,
+            paper=paper,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
     return profile, write_profile(profile, out, charts=charts, progress=progress)
 
 
