@@ -127,11 +127,22 @@ class _Estimator:
         return observed, bs.resample(counts, self.weights)
 
     def attack(self, rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        return self.rates(
+            rows,
+            [r["success"].strip() in ("1", "True", "true") for r in rows],
+            tried=[r["true"] == r["clean_pred"] for r in rows],
+        )
+
+    def rates(
+        self, rows: list[dict[str, str]], hits: list[bool], *, tried: list[bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(tried, hit) tables of a rate: an attack's flips among attacked clips, or a head's
+        correct answers among all clips."""
         counts = bs.attack_counts(
             [r["speaker"] for r in rows],
             [r["fold"] for r in rows],
-            [r["true"] == r["clean_pred"] for r in rows],
-            [r["success"].strip() in ("1", "True", "true") for r in rows],
+            [True] * len(rows) if tried is None else tried,
+            hits,
             speaker_list=self.speakers,
             fold_list=sorted({r["fold"] for r in rows}),
         )
@@ -273,11 +284,13 @@ def _bootstrap_entry(
                 "its figure has no interval (the gender head's is listed beside it)."
             )
     if source.speaker is not None:
-        tables = estimator.confusion(source.speaker, "true", "pred", grouped=False)
+        # Speaker ID has one class per speaker: count (clips, hits) instead of a [C, C] table.
+        rows = source.speaker
+        hits = estimator.rates(rows, [r["true"] == r["pred"] for r in rows])
         _store(
             entry,
             "speaker_accuracy",
-            estimator.interval(bs.accuracy_from_counts, tables, _METHOD_FOLD),
+            estimator.interval(bs.asr_from_counts, hits, _METHOD_FOLD, cell_dims=1),
         )
     method, snr = attack
     asr_samples: dict[str, bs.Interval] = {}
