@@ -51,7 +51,7 @@ BENCHMARKS = (
     Benchmark("heads", "heads.py", "heads from the cache vs the reference recipe", "needs"),
     Benchmark("attack", "attack.py", "batched FGSM vs a batch-size-1 loop", "uses"),
     Benchmark("decode", "decode.py", "decode ms per clip at 16–48 kHz: torchaudio vs soxr", "no"),
-    Benchmark("bootstrap", "bootstrap.py", "every profile axis's speaker bootstrap vs a loop", "no"),
+    Benchmark("bootstrap", "bootstrap.py", "speaker bootstrap of every axis vs a loop", "no"),
 )
 
 # Arguments per size: "quick" finishes in minutes on 2 CPU cores, "full" is the published run.
