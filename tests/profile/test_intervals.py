@@ -110,3 +110,15 @@ def test_compare_refuses_models_tested_on_different_clips(tmp_path, write_fake_r
     path.write_text("\n".join(lines[:-5]) + "\n")
     result = CliRunner().invoke(app, ["compare", "a", "b", "-r", str(runs), "--bootstrap", "50"])
     assert result.exit_code == 2 and "different clips" in result.output
+
+
+def test_latency_interval_is_the_spread_of_the_recorded_timings(tmp_path, write_fake_runs):
+    write_fake_runs(tmp_path)
+    path = tmp_path / "tiny-whisper" / "cost.json"
+    cost = json.loads(path.read_text())
+    cost["latency_ms_runs"] = [10.0 + i for i in range(41)]  # 10 … 50 ms
+    path.write_text(json.dumps(cost))
+    (entry,) = collect_profile(tmp_path, bootstrap=20).backbones
+    found = entry.intervals["latency_ms"]
+    assert found["low"] == pytest.approx(11.0) and found["high"] == pytest.approx(49.0)
+    assert "41 repeated timings" in found["method"]

@@ -435,6 +435,7 @@ def collect_backbone(
             "total_params",
             "latency_ms",
             "latency_ms_p90",
+            "latency_ms_runs",
             "throughput_clips_per_s",
             "throughput_batch_size",
             "real_time_factor",

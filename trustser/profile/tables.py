@@ -300,7 +300,9 @@ def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
         interval_text(b, "accuracy", perf.get("accuracy_mean")),
         interval_text(b, "macro_f1", perf.get("macro_f1_mean")),
         fold_eo(b),
-        percent((fair.get("pooled") or {}).get("multiclass_equalized_odds")),
+        interval_text(
+            b, "eo_multiclass_pooled", (fair.get("pooled") or {}).get("multiclass_equalized_odds")
+        ),
         interval_text(
             b, "eo_max_class", fair.get("equalized_odds_max_fold_mean"), missing=undefined
         ),
