@@ -384,8 +384,8 @@ def interval(
     if defined.size and undefined <= samples.size / 2:
         tail = 100.0 * (1.0 - level) / 2.0
         low, high = (float(x) for x in np.percentile(defined, [tail, 100.0 - tail]))
-        if value is not None:  # a percentile interval always holds its own estimate's range
-            low, high = min(low, value), max(high, value)
+        if value is not None:  # widened to hold the estimate itself, which skewed replicates
+            low, high = min(low, value), max(high, value)  # (a biased gap) can leave outside
     return Interval(
         value=_finite(value) if value is not None else None,
         low=low,
