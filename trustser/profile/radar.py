@@ -57,6 +57,15 @@ def chart_stem(name: str) -> str:
 
 def raw_label(axis: str, entry: BackboneProfile, attack: dict[str, Any]) -> str:
     """A short human label of the raw metric behind one axis (a spoke label of a chart)."""
+    text = _raw_label(axis, entry, attack)
+    found = (entry.intervals or {}).get(axis) or {}
+    low, high = found.get("low"), found.get("high")
+    if axis != "sustainability" and low is not None and high is not None and low != high:
+        text += f"\n[{percent(low)}, {percent(high)}] %"
+    return text
+
+
+def _raw_label(axis: str, entry: BackboneProfile, attack: dict[str, Any]) -> str:
     value = entry.raw.get(axis)
     if value is None:
         return "not measured"
