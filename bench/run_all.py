@@ -51,6 +51,7 @@ BENCHMARKS = (
     Benchmark("heads", "heads.py", "heads from the cache vs the reference recipe", "needs"),
     Benchmark("attack", "attack.py", "batched FGSM vs a batch-size-1 loop", "uses"),
     Benchmark("decode", "decode.py", "decode ms per clip at 16–48 kHz: torchaudio vs soxr", "no"),
+    Benchmark("bootstrap", "bootstrap.py", "speaker bootstrap of every axis vs a loop", "no"),
 )
 
 # Arguments per size: "quick" finishes in minutes on 2 CPU cores, "full" is the published run.
@@ -61,6 +62,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "heads": ["--folds", "1", "--skip-reference"],
         "attack": ["--clips", "16"],
         "decode": ["--clips", "4"],
+        "bootstrap": ["--clips", "2000", "--loop-replicates", "2"],
     },
     "full": {
         "backbones": ["--clips", "4"],
@@ -68,6 +70,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "heads": ["--folds", "1"],
         "attack": ["--clips", "48"],
         "decode": ["--clips", "8", "--repeats", "3"],
+        "bootstrap": [],
     },
 }
 

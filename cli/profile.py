@@ -21,6 +21,7 @@ from trustser.cli._common import (
 )
 from trustser.cli._tables import print_table
 from trustser.cost import CostReport, run_cost
+from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile import AXES, AXIS_TITLES, SCALE_MODES, Profile, ProfileError, run_profile
 from trustser.profile.recommend import SCENARIOS, Recommendation, run_recommend
 from trustser.workspace import stage_backbones, store_window
@@ -203,6 +204,12 @@ def _render_profile(profile: Profile) -> None:
             )
         table.add_row(escape(entry.name), *cells)
     print_table(table, console=console)
+    if profile.bootstrap:
+        console.print(
+            f"95 % intervals ({profile.bootstrap['replicates']} speaker-bootstrap replicates) "
+            "in profile.md and report.html",
+            style="dim",
+        )
     if any(any(b.clipped.values()) for b in profile.backbones):
         console.print("* past the end of the scale: scored at that end (notes below)", style="dim")
     for entry in profile.backbones:
@@ -239,8 +246,13 @@ def profile(
         ),
     ] = None,
     runs: Annotated[
-        Path | None,
-        typer.Option(*RUNS, help="Results directory.", show_default="runs, or trustser.toml's"),
+        list[Path] | None,
+        typer.Option(
+            *RUNS,
+            help="Results directory; repeat it (-r a -r b), or name the output of a multi-corpus "
+            "`trustser run`, for a profile across corpora (per-corpus rows and their mean).",
+            show_default="runs, or trustser.toml's",
+        ),
     ] = None,
     scale: Annotated[
         str, typer.Option("--scale", help=f"Normalisation: {', '.join(SCALE_MODES)}.")
@@ -256,11 +268,22 @@ def profile(
         ),
     ] = None,
     charts: Annotated[bool, typer.Option("--charts/--no-charts", help="Draw radar charts.")] = True,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Speaker-bootstrap replicates behind every 95 % interval and paired "
+            "comparison (0 = off).",
+        ),
+    ] = DEFAULT_REPLICATES,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
 ) -> None:
-    runs, store = _runs_and_store(runs, store)
+    first, store = _runs_and_store(runs[0] if runs else None, store)
+    chosen = [first, *(runs or [])[1:]]
     with user_errors(), console.status("collecting results") as status:
         result, files = run_profile(
-            runs,
+            chosen if len(chosen) > 1 else first,
             out,
             store=store,
             backbones=_names(backbone, list(ctx.args), "--backbone"),
@@ -269,6 +292,8 @@ def profile(
             paper=paper,
             charts=charts,
             progress=lambda message: status.update(message),
+            bootstrap=bootstrap,
+            seed=seed,
         )
     _render_profile(result)
     console.print(
@@ -294,6 +319,7 @@ def _render_recommendation(result: Recommendation) -> None:
             escape("\n".join(ranked.reasons)),
         )
     print_table(table, keys=2, console=console)
+    console.print(f"choice: {escape(result.verdict)}")
     if result.paper_choice:
         console.print(f"the paper's Table 5 recommends {result.paper_choice}", style="dim")
     for name, why in result.excluded.items():
@@ -348,6 +374,16 @@ def recommend(
     paper: Annotated[
         list[str] | None, typer.Option("--paper", help="Rank the paper's Table 4 row(s) too.")
     ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Speaker-bootstrap replicates for how often each ranks first (without "
+            "--profile; 0 = a point ranking).",
+        ),
+    ] = DEFAULT_REPLICATES,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
 ) -> None:
     extra = list(ctx.args)
     if scenario:  # --scenario edge cloud: click leaves "cloud" as an extra argument
@@ -364,6 +400,8 @@ def recommend(
             scenarios=scenario,
             weights=weights,
             paper=paper,
+            bootstrap=bootstrap,
+            seed=seed,
         )
     for result in results:
         _render_recommendation(result)

@@ -128,6 +128,7 @@ class CostReport:
     base_backbone: str | None = None
     variant: str | None = None
     basis: str = "measured"
+    latency_ms_runs: list[float] = field(default_factory=list)  # every timed batch-1 run (ms)
 
     @property
     def total_params(self) -> int:
@@ -424,6 +425,7 @@ def measure_cost(
     del counted
 
     latency = p90 = throughput = None
+    runs_ms: list[float] = []
     target = resolve_device(device)
     previous_threads = torch.get_num_threads()
     timed_threads = previous_threads
@@ -442,6 +444,7 @@ def measure_cost(
         finally:
             torch.set_num_threads(previous_threads)
         latency = 1000.0 * statistics.median(times)
+        runs_ms = [1000.0 * t for t in times]
         p90 = 1000.0 * float(sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)])
         throughput = batch_size / statistics.median(batch_times)
         head = head.to("cpu")
@@ -470,6 +473,7 @@ def measure_cost(
         torch_threads=timed_threads,
         latency_ms=latency,
         latency_ms_p90=p90,
+        latency_ms_runs=runs_ms,
         throughput_clips_per_s=throughput,
         throughput_batch_size=batch_size,
         repeats=repeats,

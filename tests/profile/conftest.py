@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from trustser.cost import CostReport
-from trustser.metrics.performance import uar_score
+from trustser.metrics.performance import macro_f1_score, uar_score
 from trustser.runs import RunLayout, write_json
 
 LABELS = ["neutral", "happy", "sad", "angry"]
@@ -36,11 +36,12 @@ def _write_task(layout: RunLayout, backbone: str, task: str, rows: list[dict], l
     directory = layout.head_dir(backbone, task)
     _write_predictions(directory / "predictions.csv", rows, labels)
     folds = sorted({r["fold"] for r in rows})
-    uars, accs = [], []
+    uars, accs, f1s = [], [], []
     for fold in folds:
         true = [r["true"] for r in rows if r["fold"] == fold]
         pred = [r["pred"] for r in rows if r["fold"] == fold]
         uars.append(uar_score(true, pred))
+        f1s.append(macro_f1_score(true, pred, labels=labels))
         accs.append(float(np.mean(np.array(true) == np.array(pred))))
     metrics = {
         "task": task,
@@ -50,7 +51,7 @@ def _write_task(layout: RunLayout, backbone: str, task: str, rows: list[dict], l
         "test_uar_std": float(np.std(uars)),
         "test_accuracy_mean": float(np.mean(accs)),
         "test_accuracy_std": float(np.std(accs)),
-        "test_macro_f1_mean": 0.5,
+        "test_macro_f1_mean": float(np.mean(f1s)),
         "folds": [{"fold": f} for f in folds],
     }
     write_json(directory / "metrics.json", metrics)
@@ -58,6 +59,38 @@ def _write_task(layout: RunLayout, backbone: str, task: str, rows: list[dict], l
         directory / "config.json", {"backbone": backbone, "store": {"path": "/data/cache.zarr"}}
     )
     return metrics
+
+
+def _write_clips(path: Path, emotion: list[dict], asr: float, rng) -> dict[str, float]:
+    """An attack's clips.csv over the emotion test clips: clean = the head's prediction, the
+    correctly classified ones flipped with probability ``asr``; returns the fold-mean ASR."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["id", "fold", "speaker", "gender", "true", "clean_pred", "adv_pred", "snr_db"]
+    per_fold: dict[str, list[int]] = {}
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*columns, "success"])
+        writer.writeheader()
+        for row in emotion:
+            attacked = row["true"] == row["pred"]
+            flipped = attacked and rng.random() < asr
+            adv = LABELS[(LABELS.index(row["pred"]) + 1) % 4] if flipped else row["pred"]
+            if attacked:
+                per_fold.setdefault(row["fold"], []).append(int(flipped))
+            writer.writerow(
+                {
+                    **{k: row[k] for k in ("id", "fold", "speaker", "gender", "true")},
+                    "clean_pred": row["pred"],
+                    "adv_pred": adv,
+                    "snr_db": "45.0000",
+                    "success": int(flipped),
+                }
+            )
+    rates = [float(np.mean(v)) for v in per_fold.values()]
+    return {
+        "asr_mean": float(np.mean(rates)),
+        "asr_std": float(np.std(rates)),
+        "num_attacked": sum(len(v) for v in per_fold.values()),
+    }
 
 
 def write_fake_runs(
@@ -71,6 +104,7 @@ def write_fake_runs(
     tasks: tuple[str, ...] = ("emotion", "gender", "speaker"),
     attacks: bool = True,
     cost: bool = True,
+    clips: bool = False,
 ) -> dict[str, dict]:
     """A results layout as the heads, attack and cost stages write it (two folds, 4 speakers)."""
     layout = RunLayout(root)
@@ -100,6 +134,7 @@ def write_fake_runs(
         written[task] = _write_task(layout, backbone, task, rows, labels)
     if attacks:
         for method, value in (("fgsm", asr), ("pgd", min(1.0, asr + 0.1)), ("noise", 0.05)):
+            directory = layout.attack_dir(backbone, method, 45)
             summary = {
                 "backbone": backbone,
                 "method": method,
@@ -109,7 +144,9 @@ def write_fake_runs(
                 "num_attacked": 50,
                 "clean_accuracy": 0.7,
             }
-            write_json(layout.attack_dir(backbone, method, 45) / "summary.json", summary)
+            if clips:  # per-clip results, and the summary they give
+                summary.update(_write_clips(directory / "clips.csv", emotion, value, rng))
+            write_json(directory / "summary.json", summary)
     probe = {"emotion_test_uar_mean": 0.9, "other": "x"}
     if "gender" in tasks:  # probes run beside the heads of the same tasks
         probe["gender_test_accuracy_mean"] = 0.99

@@ -232,6 +232,6 @@ def test_fold_fairness_undefined_everywhere_reads_n_a(tmp_path, write_fake_runs)
     row = raw_rows[1]  # the raw-metrics table (the first is the scores)
     assert row.split(" | ")[4] == "n/a"  # EO (multiclass, fold mean)
     assert "± 0.0" not in row
-    assert f"| {100 * pooled:.1f} |" in row  # the pooled figure, in its own column
+    assert f"| {100 * pooled:.1f} [" in row  # the pooled figure and its interval, in its column
     html = render_report(profile)
     assert "n/a" in html and "± 0.0" not in html

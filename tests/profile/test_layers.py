@@ -14,6 +14,7 @@ PACKAGE = Path(trustser.profile.__file__).parent
 RANKS = {
     "model": 0,
     "scales": 1,
+    "intervals": 1,
     "collect": 2,
     "tables": 3,
     "radar": 3,

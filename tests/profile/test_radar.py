@@ -72,3 +72,21 @@ def test_a_one_backbone_overlay_names_its_model(tmp_path):
     assert charts.overlay.title == "Trust profile: paper: Whisper tiny"
     svg = figure_svg(charts.overlay.titled()).decode()
     assert "Trust profile: paper: Whisper tiny" in svg
+
+
+def test_radar_draws_an_interval_band_and_says_so(tmp_path, write_fake_runs):
+    from trustser.profile import collect_profile
+    from trustser.profile.radar import draw_radar_charts
+
+    write_fake_runs(tmp_path, clips=True)
+    profile = collect_profile(tmp_path, bootstrap=100)
+    chart = draw_radar_charts(profile).backbones[0]
+    texts = [t.get_text() for t in chart.figure.texts]
+    assert any("Shaded band: the 95 % interval" in t for t in texts)
+    (ax,) = [a for a in chart.figure.axes if a.name == "polar"]
+    assert len(ax.collections) >= 1  # the band (fill_between)
+    uar = profile.backbones[0].intervals["performance"]
+    spoke = f"[{100 * uar['low']:.1f}, {100 * uar['high']:.1f}] %"
+    assert any(spoke in t.get_text() for t in ax.texts)  # the spoke label names the interval
+    plain = draw_radar_charts(collect_profile(tmp_path, bootstrap=0)).backbones[0]
+    assert not any("Shaded band" in t.get_text() for t in plain.figure.texts)

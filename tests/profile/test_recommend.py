@@ -11,6 +11,8 @@ from trustser.profile import (
     BackboneProfile,
     Profile,
     collect_profile,
+    read_profile,
+    run_profile,
     write_profile,
 )
 from trustser.profile.recommend import (
@@ -142,3 +144,27 @@ def test_run_recommend_from_saved_profile_and_cli(tmp_path):
     assert custom.exit_code == 0 and "paper: Whisper tiny" in custom.output
     bad = runner.invoke(app, ["recommend", "--profile", str(tmp_path / "out"), "--weights", "x=1"])
     assert bad.exit_code == 2 and "unknown axis 'x'" in bad.output
+
+
+def test_a_clear_winner_ranks_first_in_nearly_every_replicate(tmp_path, write_fake_runs):
+    write_fake_runs(tmp_path, "good", accuracy=0.95, asr=0.3, gmacs=1.0, seed=1, clips=True)
+    write_fake_runs(tmp_path, "bad", accuracy=0.4, asr=0.9, gmacs=9.0, seed=2, clips=True)
+    result = recommend(collect_profile(tmp_path, bootstrap=300), scenario="critical")
+    assert result.replicates == 300 and result.tied == ["good"] and not result.is_tie
+    assert result.ranking[0].first_share >= 0.95
+    assert result.verdict.startswith("good (first in")
+
+
+def test_near_equal_candidates_are_a_tie_not_a_winner(tmp_path, write_fake_runs):
+    write_fake_runs(tmp_path / "runs", "one", accuracy=0.7, seed=1, clips=True)
+    write_fake_runs(tmp_path / "runs", "two", accuracy=0.7, seed=2, clips=True)
+    profile = collect_profile(tmp_path / "runs", bootstrap=300)
+    result = recommend(profile, scenario="critical")
+    assert result.is_tie and set(result.tied) == {"one", "two"}
+    assert result.verdict.startswith("tie: ")
+    assert sum(r.first_share for r in result.ranking) == pytest.approx(1.0)
+    # the replicates travel in profile.json: a saved profile ranks the same way
+    run_profile(tmp_path / "runs", tmp_path / "out", bootstrap=300, charts=False)
+    again = recommend(read_profile(tmp_path / "out"), scenario="critical")
+    assert again.tied == result.tied and again.replicates == 300
+    assert "Choice: **tie: " in recommendation_to_markdown(result)

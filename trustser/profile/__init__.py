@@ -29,7 +29,7 @@ from trustser.profile.model import (
     paper_reference,
     read_profile,
 )
-from trustser.profile.run import run_profile, write_profile
+from trustser.profile.run import ModelComparison, run_compare, run_profile, write_profile
 from trustser.profile.scales import (
     SCALE_MODES,
     AxisScale,
@@ -47,6 +47,7 @@ __all__ = [
     "SCALE_MODES",
     "AxisScale",
     "BackboneProfile",
+    "ModelComparison",
     "Profile",
     "ProfileError",
     "axis_score",
@@ -56,6 +57,7 @@ __all__ = [
     "profile_to_csv",
     "profile_to_markdown",
     "read_profile",
+    "run_compare",
     "run_profile",
     "scale_bounds",
     "score_profile",

@@ -22,13 +22,17 @@ import numpy as np
 
 from trustser._validation import check_choice
 from trustser.metrics._common import MetricError, MetricWarning, mean_std
+from trustser.metrics.bootstrap import DEFAULT_REPLICATES
+from trustser.metrics.bootstrap import interval as bootstrap_interval
 from trustser.metrics.fairness import fairness_report
 from trustser.metrics.performance import performance_summary
 from trustser.metrics.privacy import inference_report
 from trustser.metrics.safety import adversarial_excess
+from trustser.profile.intervals import DEFAULT_SEED, bootstrap_profile, comparison_table
 from trustser.profile.model import (
     AXES,
     DEFAULT_ATTACK,
+    MEAN_CORPUS,
     BackboneProfile,
     Profile,
     ProfileError,
@@ -40,7 +44,9 @@ from trustser.runs import DEFAULT_RUNS, TASKS, ModelName, RunLayout, read_json, 
 __all__ = [
     "ATTACKERS",
     "collect_backbone",
+    "collect_corpora",
     "collect_profile",
+    "corpus_runs",
     "discover_backbones",
     "holds_results",
     "strongest_attacker",
@@ -429,6 +435,7 @@ def collect_backbone(
             "total_params",
             "latency_ms",
             "latency_ms_p90",
+            "latency_ms_runs",
             "throughput_clips_per_s",
             "throughput_batch_size",
             "real_time_factor",
@@ -576,10 +583,16 @@ def collect_profile(
     scale: str = "paper",
     attack: tuple[str, float] = DEFAULT_ATTACK,
     paper: Sequence[str] | None = None,
+    bootstrap: int = DEFAULT_REPLICATES,
+    seed: int = DEFAULT_SEED,
 ) -> Profile:
     """Collect and score the profile of ``backbones`` (default: :func:`discover_backbones` —
     every results directory under ``runs``, and the store's groups without results yet),
-    optionally beside the paper's rows named in ``paper``."""
+    optionally beside the paper's rows named in ``paper``.
+
+    ``bootstrap`` speaker-level replicates (seeded by ``seed``; 0 = none) give every figure its
+    95 % interval and, with several measured rows, the paired comparisons of every pair
+    (:mod:`trustser.profile.intervals`)."""
     check_choice("scale", scale, SCALE_MODES)
     check_choice("attack method", attack[0], ("fgsm", "pgd", "noise"))
     names = list(backbones) if backbones else discover_backbones(runs, store)
@@ -608,7 +621,173 @@ def collect_profile(
         runs=str(runs),
         store=store,
     )
-    return score_profile(profile, scale)
+    profile = score_profile(
+        bootstrap_profile(profile, runs, replicates=bootstrap, seed=seed), scale
+    )
+    profile.comparisons = comparison_table(profile)
+    return profile
+
+
+# --------------------------------------------------------------------------- across corpora
+
+
+def corpus_runs(paths: Sequence[str | Path]) -> dict[str, Path]:
+    """The results directory of each corpus: every path that holds backbone results is one
+    corpus (named after its directory); a path that holds none but has subdirectories that do —
+    the output of a multi-corpus ``trustser run --config`` (``out/<corpus>/<backbone>/``) —
+    gives one corpus per such subdirectory."""
+    found: dict[str, Path] = {}
+    for path in map(Path, paths):
+        if discover_backbones(path):
+            candidates = [path]
+        elif path.is_dir():
+            candidates = [d for d in sorted(path.iterdir()) if d.is_dir() and discover_backbones(d)]
+        else:
+            candidates = []
+        if not candidates:
+            raise ProfileError(
+                f"no backbone results under {str(path)!r} nor under its subdirectories; pass a "
+                "results directory (runs/) or the output directory of `trustser run`."
+            )
+        for directory in candidates:
+            name = directory.resolve().name
+            if name in found:
+                raise ProfileError(
+                    f"two results directories are both named {name!r} ({str(found[name])!r}, "
+                    f"{str(directory)!r}); a corpus is named after its directory."
+                )
+            found[name] = directory
+    return found
+
+
+def _mean_row(name: str, rows: dict[str, BackboneProfile], replicates: int) -> BackboneProfile:
+    """One backbone's mean over corpora (the paper's Table 4 averages its four corpora): each
+    axis's figure is the mean of the corpora's figures, each bootstrap replicate the mean of the
+    corpora's replicates (independent draws per corpus: the bootstrap of the mean)."""
+    first = next(iter(rows.values()))
+    entry = BackboneProfile(
+        name=name,
+        base=first.base,
+        variant=first.variant,
+        corpus=MEAN_CORPUS,
+        sustainability=first.sustainability,
+        training=None,
+    )
+    corpora = ", ".join(rows)
+    for axis in AXES:
+        values = [r.raw.get(axis) for r in rows.values()]
+        if any(v is None for v in values):
+            lacking = [c for c, r in rows.items() if r.raw.get(axis) is None]
+            entry.notes.append(f"{axis}: not measured on {', '.join(lacking)}; no mean.")
+            entry.missing[axis] = next(
+                (r.missing[axis] for r in rows.values() if axis in r.missing), "not measured"
+            )
+            continue
+        entry.raw[axis] = float(np.mean(values))
+        samples = [r.replicates.get(axis) for r in rows.values()]
+        if axis == "sustainability":
+            entry.intervals[axis] = {
+                "value": entry.raw[axis],
+                "low": float(min(values)),
+                "high": float(max(values)),
+                "method": "exact per corpus (the range over corpora)",
+            }
+        elif replicates and all(s and len(s) == replicates for s in samples):
+            matrix = np.array([[np.nan if v is None else v for v in s] for s in samples])
+            mean = matrix.mean(axis=0)
+            result = bootstrap_interval(entry.raw[axis], mean)
+            result.method = f"mean over corpora ({corpora}) of their speaker bootstraps"
+            entry.intervals[axis] = result.to_dict()
+            entry.replicates[axis] = [None if np.isnan(x) else round(float(x), 6) for x in mean]
+        elif replicates:
+            entry.notes.append(f"{axis}: some corpus has no interval, so the mean has none.")
+    attackers = {r.privacy_attacker for r in rows.values()}
+    if len(attackers) == 1 and None not in attackers:
+        entry.privacy = {"axis": {"attacker": attackers.pop()}}
+    emotion_chance = {r.context.get("emotion_chance") for r in rows.values()}
+    if len(emotion_chance) == 1 and None not in emotion_chance:
+        entry.context["emotion_chance"] = emotion_chance.pop()
+    gender_chance = [r.context.get("gender_chance") for r in rows.values()]
+    if all(g is not None for g in gender_chance):
+        entry.context["gender_chance"] = float(np.mean(gender_chance))
+    entry.notes.append(f"mean over {len(rows)} corpora: {corpora}")
+    return entry
+
+
+def collect_corpora(
+    runs: Sequence[str | Path],
+    *,
+    backbones: Sequence[str] | None = None,
+    scale: str = "paper",
+    attack: tuple[str, float] = DEFAULT_ATTACK,
+    paper: Sequence[str] | None = None,
+    bootstrap: int = DEFAULT_REPLICATES,
+    seed: int = DEFAULT_SEED,
+) -> Profile:
+    """A profile across corpora: per backbone measured on every corpus, the mean over corpora
+    with the interval of the mean (``name (mean)``), then per corpus a row per backbone
+    (``name (corpus)``).
+
+    ``runs`` are results directories (one corpus each) or the output of a multi-corpus
+    ``trustser run`` (:func:`corpus_runs`). Each corpus is bootstrapped over its own speakers
+    with its own seed (``seed + index``), so corpora are independent draws."""
+    directories = corpus_runs(runs)
+    per_corpus: dict[str, Profile] = {}
+    for index, (corpus, directory) in enumerate(directories.items()):
+        per_corpus[corpus] = collect_profile(
+            directory,
+            backbones=backbones,
+            scale=scale,
+            attack=attack,
+            bootstrap=bootstrap,
+            seed=seed + index,
+        )
+    rows: list[BackboneProfile] = []
+    by_name: dict[str, dict[str, BackboneProfile]] = {}
+    for corpus, profile in per_corpus.items():
+        for entry in profile.backbones:
+            by_name.setdefault(entry.name, {})[corpus] = entry
+    notes = []
+    for name, found in by_name.items():
+        if len(found) == len(per_corpus):
+            rows.append(_mean_row(f"{name} ({MEAN_CORPUS})", found, bootstrap))
+        else:
+            notes.append(f"{name}: measured on {', '.join(found)} only; no mean over all corpora.")
+    for corpus, profile in per_corpus.items():
+        for entry in profile.backbones:
+            entry.corpus = corpus
+            entry.name = f"{entry.name} ({corpus})"
+            rows.append(entry)
+    if paper:
+        rows += paper_reference(paper)
+    method, snr = attack
+    design = next((p.bootstrap for p in per_corpus.values() if p.bootstrap), None)
+    combined = Profile(
+        backbones=rows,
+        scale=scale,
+        scales={},
+        attack={"method": method, "snr_db": float(snr)},
+        runs=", ".join(str(d) for d in directories.values()),
+        notes=notes,
+        bootstrap=None
+        if design is None
+        else {
+            **design,
+            "num_speakers": sum(
+                (p.bootstrap or {}).get("num_speakers", 0) for p in per_corpus.values()
+            ),
+            "seed": seed,
+            "per_corpus": {c: p.bootstrap for c, p in per_corpus.items()},
+            "strata": f"{design['strata']}; each corpus bootstrapped on its own (seed + index)",
+        },
+        corpora=[
+            {"name": c, "runs": str(d), "backbones": [b.name for b in per_corpus[c].backbones]}
+            for c, d in directories.items()
+        ],
+    )
+    combined = score_profile(combined, scale)
+    combined.comparisons = comparison_table(combined)
+    return combined
 
 
 # --------------------------------------------------------------------------- rendering

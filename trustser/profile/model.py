@@ -20,6 +20,7 @@ __all__ = [
     "AXES",
     "AXIS_TITLES",
     "DEFAULT_ATTACK",
+    "MEAN_CORPUS",
     "PAPER_TABLE4",
     "PROFILE_FORMAT_VERSION",
     "BackboneProfile",
@@ -38,6 +39,7 @@ AXIS_TITLES = {
     "sustainability": "Sustainability",
 }
 PROFILE_FORMAT_VERSION = 1
+MEAN_CORPUS = "mean"  # the corpus of a profile-across-corpora row that averages the corpora
 DEFAULT_ATTACK = ("fgsm", 45.0)  # the attack behind the safety axis: (method, SNR in dB)
 
 # The paper's Table 4 (NOTES §1; read off the reference repo's profile images, ±0.4). GMAC are
@@ -105,6 +107,13 @@ class BackboneProfile:
     base: str | None = None
     variant: str | None = None
     training: dict[str, Any] | None = None
+    # 95 % intervals (figure -> value, low, high, method; the axes under their own names), the
+    # score intervals, and the axes' bootstrap replicates (paired across rows, same draws).
+    intervals: dict[str, Any] = field(default_factory=dict)
+    score_intervals: dict[str, list[float] | None] = field(default_factory=dict)
+    replicates: dict[str, list[float | None]] = field(default_factory=dict)
+    # In a profile across corpora: the corpus of a row, or MEAN_CORPUS for the mean over corpora.
+    corpus: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -143,6 +152,9 @@ class Profile:
     runs: str | None = None
     store: str | None = None
     notes: list[str] = field(default_factory=list)
+    bootstrap: dict[str, Any] | None = None  # the design of the intervals (None: switched off)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired, per pair of rows
+    corpora: list[dict[str, Any]] = field(default_factory=list)  # a profile across corpora
 
     def variants_of(self, base: BackboneProfile) -> list[BackboneProfile]:
         """The measured variants of ``base`` in this profile (profile order)."""
@@ -170,6 +182,9 @@ class Profile:
             "runs": self.runs,
             "store": self.store,
             "notes": list(self.notes),
+            "bootstrap": self.bootstrap,
+            "comparisons": self.comparisons,
+            "corpora": self.corpora,
             "backbones": [asdict(b) for b in self.backbones],
         }
 
@@ -194,6 +209,9 @@ class Profile:
             runs=data.get("runs"),
             store=data.get("store"),
             notes=list(data.get("notes", [])),
+            bootstrap=data.get("bootstrap"),
+            comparisons=list(data.get("comparisons", [])),
+            corpora=list(data.get("corpora", [])),
         )
 
 

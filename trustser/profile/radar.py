@@ -57,6 +57,15 @@ def chart_stem(name: str) -> str:
 
 def raw_label(axis: str, entry: BackboneProfile, attack: dict[str, Any]) -> str:
     """A short human label of the raw metric behind one axis (a spoke label of a chart)."""
+    text = _raw_label(axis, entry, attack)
+    found = (entry.intervals or {}).get(axis) or {}
+    low, high = found.get("low"), found.get("high")
+    if axis != "sustainability" and low is not None and high is not None and low != high:
+        text += f"\n[{percent(low)}, {percent(high)}] %"
+    return text
+
+
+def _raw_label(axis: str, entry: BackboneProfile, attack: dict[str, Any]) -> str:
     value = entry.raw.get(axis)
     if value is None:
         return "not measured"
@@ -110,6 +119,7 @@ def radar_figure(
         ax.grid(color="#cccccc", linewidth=0.6)
         ax.spines["polar"].set_color("#999999")
 
+        banded = False
         for index, entry in enumerate(entries):
             colour = _COLOURS[index % len(_COLOURS)]
             values = [entry.scores.get(a) for a in AXES]
@@ -121,6 +131,19 @@ def radar_figure(
                 label += f" ({entry.variant_description})"
             ax.plot(closed_a, closed_v, style, color=colour, linewidth=1.8, label=label)
             ax.fill(closed_a, closed_v, color=colour, alpha=0.12 if not single else 0.2)
+            band = _band(entry, drawn)
+            if band is not None:  # the scores of each axis's 95 % interval ends
+                low, high = band
+                ax.fill_between(
+                    closed_a,
+                    [*low, low[0]],
+                    [*high, high[0]],
+                    color=colour,
+                    alpha=0.25,
+                    linewidth=0,
+                    hatch="////" if not single else None,
+                )
+                banded = True
             for angle, axis, value in zip(angles, AXES, values, strict=True):
                 hollow = value is None
                 clipped = bool(entry.clipped.get(axis)) and not hollow
@@ -167,7 +190,8 @@ def radar_figure(
         rule = " (ends: the paper's Table 4 rows ± half their spread)" if scale == "paper" else ""
         footer = [
             f"Scale: {scale}{rule}: centre = 0 (worst end), rim = 1 (best end).",
-            "Higher is more trustworthy on every axis; ★ = past the scale's end, drawn at it.",
+            "Higher is more trustworthy on every axis; ★ = past the scale's end, drawn at it."
+            + (" Shaded band: the 95 % interval of each score." if banded else ""),
             " · ".join(bounds[:3]),
             " · ".join(bounds[3:]),
         ]
@@ -190,6 +214,17 @@ def radar_figure(
                 frameon=False,
             )
     return figure
+
+
+def _band(entry: BackboneProfile, drawn: Sequence[float]) -> tuple[list[float], list[float]] | None:
+    """Per axis, the scores of the interval's ends (the score itself where exact or unknown);
+    None when no axis has an interval."""
+    ends = [(entry.score_intervals or {}).get(a) for a in AXES]
+    if not any(ends):
+        return None
+    low = [e[0] if e else v for e, v in zip(ends, drawn, strict=True)]
+    high = [e[1] if e else v for e, v in zip(ends, drawn, strict=True)]
+    return low, high
 
 
 def _set_title(figure: Figure, title: str, *, single: bool) -> None:

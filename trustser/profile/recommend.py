@@ -14,12 +14,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trustser._validation import TrustSERError
+from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile.collect import collect_profile
-from trustser.profile.model import AXES, AXIS_TITLES, Profile, read_profile
-from trustser.profile.scales import score_profile
+from trustser.profile.intervals import DEFAULT_SEED
+from trustser.profile.model import (
+    AXES,
+    AXIS_TITLES,
+    MEAN_CORPUS,
+    BackboneProfile,
+    Profile,
+    read_profile,
+)
+from trustser.profile.scales import axis_score, scale_bounds, score_profile
 
 __all__ = [
+    "CONFIDENCE",
     "PRIORITY_WEIGHTS",
     "SCENARIOS",
     "Ranked",
@@ -33,6 +45,7 @@ __all__ = [
 ]
 
 PRIORITY_WEIGHTS: dict[str, float] = {"high": 3.0, "med": 2.0, "low": 1.0}
+CONFIDENCE = 0.95  # a top choice ranked first in fewer replicates than this is a tie
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "edge": {
@@ -101,6 +114,7 @@ class Ranked:
     score: float
     contributions: dict[str, float]
     reasons: list[str]
+    first_share: float | None = None  # share of bootstrap replicates where it ranks first
 
 
 @dataclass(frozen=True)
@@ -115,10 +129,31 @@ class Recommendation:
     ranking: list[Ranked]
     excluded: dict[str, str] = field(default_factory=dict)  # backbone -> why not ranked
     paper_choice: str | None = None
+    # The smallest set of candidates that rank first in >= CONFIDENCE of the bootstrap
+    # replicates (most often first, first); one name = a winner, several = a tie.
+    tied: list[str] = field(default_factory=list)
+    replicates: int = 0
 
     @property
     def best(self) -> str | None:
         return self.ranking[0].backbone if self.ranking else None
+
+    @property
+    def is_tie(self) -> bool:
+        return len(self.tied) > 1
+
+    @property
+    def verdict(self) -> str:
+        """``"A"`` (ranked first in ≥ 95 % of the replicates), ``"tie: A, B"`` or the point
+        ranking's top when there are no replicates."""
+        if not self.ranking:
+            return "nothing ranked"
+        if not self.replicates:
+            return f"{self.best} (no intervals: a point ranking)"
+        shares = {r.backbone: r.first_share or 0.0 for r in self.ranking}
+        if self.is_tie:
+            return "tie: " + ", ".join(f"{n} (first in {shares[n]:.0%})" for n in self.tied)
+        return f"{self.best} (first in {shares[self.best]:.0%} of {self.replicates} replicates)"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,6 +235,79 @@ def _reasons(
     return reasons
 
 
+def _replicate_scores(
+    profile: Profile, entries: Sequence[BackboneProfile], axis: str
+) -> np.ndarray | None:
+    """``[B, N]`` scores of ``entries`` on ``axis`` in every bootstrap replicate (the point score
+    where a row has no replicates: exact figures, the paper's rows); None without replicates."""
+    lengths = {len(e.replicates[axis]) for e in entries if (e.replicates or {}).get(axis)}
+    if not lengths:
+        return None
+    count = max(lengths)
+    raw = np.empty((count, len(entries)))
+    for j, entry in enumerate(entries):
+        values = (entry.replicates or {}).get(axis)
+        if values and len(values) == count:
+            raw[:, j] = [entry.raw[axis] if v is None else v for v in values]
+        else:
+            raw[:, j] = entry.raw[axis]
+    scores = np.empty_like(raw)
+    for j, entry in enumerate(entries):
+        if profile.scale == "relative":  # the compared set's ends move with each replicate
+            higher = axis == "performance"
+            for b in range(count):
+                row = raw[b]
+                best, worst = (row.max(), row.min()) if higher else (row.min(), row.max())
+                scores[b, j] = (
+                    1.0
+                    if best == worst
+                    else axis_score(row[j], worst, best, log=axis == "sustainability")[0]
+                )
+            continue
+        worst, best, log = scale_bounds(profile.scale, axis, entry, list(entries))
+        scores[:, j] = [axis_score(v, worst, best, log=log)[0] for v in raw[:, j]]
+    return scores
+
+
+def _first_shares(
+    profile: Profile, entries: Sequence[BackboneProfile], weights: Mapping[str, float]
+) -> tuple[np.ndarray, int]:
+    """Per candidate, the share of replicates in which its weighted score is the highest (ties
+    within a replicate split the win)."""
+    totals = None
+    point = np.array([[float(e.scores[a] or 0.0) for a in AXES] for e in entries])  # [N, A]
+    count = 0
+    per_axis = {}
+    for axis in AXES:
+        if weights[axis] > 0:
+            per_axis[axis] = _replicate_scores(profile, entries, axis)
+            if per_axis[axis] is not None:
+                count = max(count, per_axis[axis].shape[0])
+    if count == 0:
+        return np.zeros(len(entries)), 0
+    totals = np.zeros((count, len(entries)))
+    for index, axis in enumerate(AXES):
+        if weights[axis] == 0:
+            continue
+        values = per_axis.get(axis)
+        totals += weights[axis] * (values if values is not None else point[:, index][None, :])
+    best = totals.max(axis=1, keepdims=True)
+    winners = np.isclose(totals, best, rtol=0, atol=1e-12)
+    shares = (winners / winners.sum(axis=1, keepdims=True)).mean(axis=0)
+    return shares, count
+
+
+def _confidence_set(names: Sequence[str], shares: np.ndarray, level: float) -> list[str]:
+    order = sorted(range(len(names)), key=lambda i: (-shares[i], names[i]))
+    chosen, total = [], 0.0
+    for i in order:
+        chosen.append(names[i])
+        total += shares[i]
+        if total >= level - 1e-9:
+            break
+    return chosen
+
+
 def recommend(
     profile: Profile,
     *,
@@ -224,7 +332,10 @@ def recommend(
 
     excluded: dict[str, str] = {}
     candidates = []
+    ranked_entries: dict[str, BackboneProfile] = {}
     for entry in profile.backbones:
+        if profile.corpora and entry.corpus not in (None, MEAN_CORPUS):
+            continue  # across corpora, the means over corpora are ranked
         lacking = [a for a in AXES if normalised[a] > 0 and entry.scores.get(a) is None]
         if lacking:
             hints = "; ".join(
@@ -238,10 +349,14 @@ def recommend(
         }
         contributions = {a: normalised[a] * scores[a] for a in AXES}
         candidates.append((sum(contributions.values()), entry.name, scores, contributions))
+        ranked_entries[entry.name] = entry
     if not candidates:
         detail = "; ".join(f"{k}: {v}" for k, v in excluded.items()) or "the profile is empty"
         raise RecommendError(f"no backbone has every weighted axis measured ({detail}).")
     candidates.sort(key=lambda c: (-c[0], c[1]))
+    names = [c[1] for c in candidates]
+    shares, replicates = _first_shares(profile, [ranked_entries[n] for n in names], normalised)
+    tied = _confidence_set(names, shares, CONFIDENCE) if replicates else []
 
     variants = {b.name: b for b in profile.backbones if b.is_variant}
     ranking = []
@@ -261,6 +376,8 @@ def recommend(
             if losses:
                 text += " despite " + ", ".join(f"{a} ({deltas[a]:.3f})" for a in losses[:2])
             reasons.append(text)
+        if replicates:
+            reasons.append(f"ranked first in {shares[index]:.0%} of {replicates} replicates")
         ranking.append(
             Ranked(
                 rank=index + 1,
@@ -268,6 +385,7 @@ def recommend(
                 score=float(score),
                 contributions=contributions,
                 reasons=reasons,
+                first_share=float(shares[index]) if replicates else None,
             )
         )
     return Recommendation(
@@ -279,6 +397,8 @@ def recommend(
         ranking=ranking,
         excluded=excluded,
         paper_choice=paper_choice,
+        tied=tied,
+        replicates=replicates,
     )
 
 
@@ -300,7 +420,7 @@ def recommendation_to_markdown(result: Recommendation) -> str:
         f"| {r.rank} | {r.backbone} | {r.score:.3f} | {'; '.join(r.reasons)} |"
         for r in result.ranking
     ]
-    lines.append("")
+    lines += ["", f"Choice: **{result.verdict}**.", ""]
     if result.paper_choice:
         lines += [f"The paper's Table 5 recommends {result.paper_choice} for this scenario.", ""]
     lines += [f"- not ranked: **{k}** — {v}" for k, v in result.excluded.items()]
@@ -317,6 +437,8 @@ def run_recommend(
     scenarios: Sequence[str] | None = None,
     weights: str | None = None,
     paper: Sequence[str] | None = None,
+    bootstrap: int = DEFAULT_REPLICATES,
+    seed: int = DEFAULT_SEED,
 ) -> list[Recommendation]:
     """``trustser recommend``: rank from a saved ``profile.json`` (or collect one from ``runs``).
 
@@ -331,7 +453,15 @@ def run_recommend(
             )
         loaded = loaded if loaded.scale == scale else score_profile(loaded, scale)
     else:
-        loaded = collect_profile(runs, store=store, backbones=backbones, scale=scale, paper=paper)
+        loaded = collect_profile(
+            runs,
+            store=store,
+            backbones=backbones,
+            scale=scale,
+            paper=paper,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
     if weights is not None:
         if scenarios:
             raise RecommendError("give --scenario or --weights, not both.")

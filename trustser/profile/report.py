@@ -18,7 +18,14 @@ from trustser.formatting import MISSING, number, percent
 from trustser.profile.model import AXES, AXIS_TITLES, Profile
 from trustser.profile.radar import RadarChart, RadarCharts, draw_radar_charts, figure_svg
 from trustser.profile.recommend import SCENARIOS, RecommendError, recommend
-from trustser.profile.tables import NOT_DEFINED, TRAINING_HEADER, fold_eo, training_rows
+from trustser.profile.tables import (
+    NOT_DEFINED,
+    TRAINING_HEADER,
+    comparison_rows,
+    fold_eo,
+    interval_text,
+    training_rows,
+)
 
 __all__ = ["render_report", "write_report"]
 
@@ -53,13 +60,16 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, raw_last: bo
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _score_cell(score: float | None, clipped: bool) -> str:
+def _score_cell(score: float | None, clipped: bool, ends: Sequence[float] | None = None) -> str:
     if score is None:
         return '<td class="missing">not measured</td>'
     hue = int(120 * score)  # red (0) → green (1)
     mark = " ✂" if clipped else ""
     title = ' title="clipped at the end of the scale"' if clipped else ""
-    return f'<td style="background:hsl({hue},70%,85%)"{title}>{score:.2f}{mark}</td>'
+    bounds = ""
+    if ends and ends[0] != ends[1]:
+        bounds = f' <span class="note">[{ends[0]:.2f}, {ends[1]:.2f}]</span>'
+    return f'<td style="background:hsl({hue},70%,85%)"{title}>{score:.2f}{bounds}{mark}</td>'
 
 
 def _chart(chart: RadarChart, title: str) -> str:
@@ -74,7 +84,10 @@ def _scores(profile: Profile) -> str:
     head = "".join(f"<th>{_e(AXIS_TITLES[a])}</th>" for a in AXES)
     rows = []
     for b in profile.backbones:
-        cells = "".join(_score_cell(b.scores.get(a), bool(b.clipped.get(a))) for a in AXES)
+        cells = "".join(
+            _score_cell(b.scores.get(a), bool(b.clipped.get(a)), (b.score_intervals or {}).get(a))
+            for a in AXES
+        )
         rows.append(f"<tr><td>{_e(b.name)}</td>{cells}</tr>")
     return f"<table><thead><tr><th>backbone</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -94,9 +107,9 @@ def _performance(profile: Profile) -> str:
         rows.append(
             [
                 b.name,
-                percent(b.raw.get("performance"), p.get("uar_std")),
-                percent(p.get("accuracy_mean"), p.get("accuracy_std")),
-                percent(p.get("macro_f1_mean"), p.get("macro_f1_std")),
+                interval_text(b, "performance", b.raw.get("performance"), spread=p.get("uar_std")),
+                interval_text(b, "accuracy", p.get("accuracy_mean"), spread=p.get("accuracy_std")),
+                interval_text(b, "macro_f1", p.get("macro_f1_mean"), spread=p.get("macro_f1_std")),
                 str(p.get("num_folds", MISSING)),
                 *(percent(recall.get(label)) for label in labels),
             ]
@@ -122,11 +135,22 @@ def _fairness(profile: Profile) -> str:
             [
                 b.name,
                 fold_eo(b),
-                percent(f.get("multiclass_statistical_parity_fold_mean"), missing=undefined),
-                percent(f.get("equalized_odds_max_fold_mean"), missing=undefined),
+                interval_text(
+                    b,
+                    "sp_multiclass",
+                    f.get("multiclass_statistical_parity_fold_mean"),
+                    missing=undefined,
+                ),
+                interval_text(
+                    b, "eo_max_class", f.get("equalized_odds_max_fold_mean"), missing=undefined
+                ),
                 percent(f.get("equalized_odds_mean_fold_mean"), missing=undefined),
                 percent(f.get("statistical_parity_max_fold_mean"), missing=undefined),
-                percent((f.get("pooled") or {}).get("multiclass_equalized_odds")),
+                interval_text(
+                    b,
+                    "eo_multiclass_pooled",
+                    (f.get("pooled") or {}).get("multiclass_equalized_odds"),
+                ),
                 f"{percent(spread.get('min'))} / {percent(spread.get('max'))} / {percent(spread.get('sd'))}"
                 if spread
                 else MISSING,
@@ -183,14 +207,14 @@ def _privacy(profile: Profile) -> str:
         rows.append(
             [
                 b.name,
-                percent(b.raw.get("privacy")),
+                interval_text(b, "privacy", b.raw.get("privacy")),
                 b.privacy_attacker or MISSING,
-                percent(head, g.get("accuracy_std")),
-                percent(g.get("uar")),
+                interval_text(b, "gender_accuracy_head", head, spread=g.get("accuracy_std")),
+                interval_text(b, "gender_uar_head", g.get("uar")),
                 f"{percent(g.get('chance_majority'))} / {percent(g.get('chance_uniform'))}",
                 f"{percent(probe.get('gender_test_accuracy_mean'))} / "
                 f"{percent(probe.get('gender_dev_chosen_layer_test_accuracy_mean'))}",
-                percent(s.get("accuracy")),
+                interval_text(b, "speaker_accuracy", s.get("accuracy")),
                 f"{percent(s.get('chance_majority'))} / {percent(s.get('chance_uniform'))}",
             ]
         )
@@ -223,7 +247,12 @@ def _safety(profile: Profile) -> str:
                     b.name,
                     a["method"].upper(),
                     f"{a['snr_db']:g}",
-                    percent(a["asr_mean"], a.get("asr_std")),
+                    interval_text(
+                        b,
+                        f"asr_{a['method']}_{a['snr_db']:g}db",
+                        a["asr_mean"],
+                        spread=a.get("asr_std"),
+                    ),
                     str(a.get("num_attacked", MISSING)),
                     percent(a.get("clean_accuracy")),
                 ]
@@ -267,7 +296,7 @@ def _sustainability(profile: Profile) -> str:
                 number(
                     (c.get("torch_flops") or 0) / 1e9 if c.get("torch_flops") is not None else None
                 ),
-                number(c.get("latency_ms"), 1),
+                interval_text(b, "latency_ms", c.get("latency_ms"), as_percent=False),
                 number(c.get("throughput_clips_per_s"), 1),
                 str(c.get("device") or MISSING),
             ]
@@ -316,6 +345,7 @@ def _recommendations(profile: Profile) -> str:
             f"<h3>{_e(scenario)} — {_e(result.description)}</h3>"
             f'<p class="note">Weights: {_e(weights)}. The paper recommends '
             f"{_e(result.paper_choice)}.</p>"
+            f"<p>Choice: <b>{_e(result.verdict)}</b></p>"
             + _table(["rank", "backbone", "weighted score", "reasons"], rows, raw_last=True)
             + "".join(
                 f'<p class="missing">not ranked: {_e(k)} — {_e(v)}</p>'
@@ -339,6 +369,31 @@ def _scales(profile: Profile) -> str:
         '<p class="note">A value past an end scores 0 or 1 and is marked ✂ (clipped); the notes '
         "name it.</p>"
     )
+
+
+def _design(profile: Profile) -> str:
+    design = profile.bootstrap
+    if not design:
+        return '<p class="note">Intervals: switched off (<code>--bootstrap 0</code>).</p>'
+    return (
+        f'<p class="note">Intervals: <code>value [low, high]</code> is the {design["level"]:.0%} '
+        f"interval of a speaker-level bootstrap: {design['replicates']} replicates resampling the "
+        f"{design['num_speakers']} test speakers with replacement (seed {design['seed']}; "
+        f"strata: {_e(design['strata'])}). GMACs and parameters are exact; latency shows the "
+        "spread of its repeated timings.</p>"
+    )
+
+
+def _comparisons(profile: Profile) -> list[str]:
+    if not profile.comparisons:
+        return []
+    return [
+        "<h2>Paired comparisons</h2>",
+        _table(["A vs B", *(AXIS_TITLES[a] for a in AXES)], comparison_rows(profile)),
+        '<p class="note">A − B on the same test speakers (points for rates, GMAC for '
+        "sustainability) with its paired bootstrap interval and two-sided p-value; significant "
+        "when p &lt; 0.05.</p>",
+    ]
 
 
 def render_report(
@@ -378,6 +433,7 @@ def render_report(
         + "</p>",
         "<p>Every axis reads <b>higher is more trustworthy</b>; scores lie in [0, 1] on the scale "
         "below (✂ marks a value clipped at the end of the scale).</p>",
+        _design(profile),
         "<h2>Scores</h2>",
         _scores(profile),
         f'<div class="charts">{"".join(figures)}</div>',
@@ -391,6 +447,7 @@ def render_report(
         _safety(profile),
         "<h2>Sustainability</h2>",
         _sustainability(profile),
+        *_comparisons(profile),
         "<h2>Deployment scenarios (the paper's Table 5)</h2>",
         _recommendations(profile),
         "<h2>Scales</h2>",

@@ -257,6 +257,18 @@ def _clipped_note(
     )
 
 
+def _score_interval(
+    entry: BackboneProfile, axis: str, worst: float, best: float, log: bool
+) -> list[float] | None:
+    """The score of each end of the raw figure's interval (the scale is monotone), low first."""
+    found = (entry.intervals or {}).get(axis) or {}
+    low, high = found.get("low"), found.get("high")
+    if low is None or high is None:
+        return None
+    ends = sorted(axis_score(v, worst, best, log=log)[0] for v in (low, high))
+    return [float(x) for x in ends]
+
+
 def score_profile(profile: Profile, scale: str) -> Profile:
     """Score every backbone of ``profile`` on ``scale`` (``paper``, ``absolute``, ``relative``)."""
     check_choice("scale", scale, SCALE_MODES)
@@ -268,6 +280,7 @@ def score_profile(profile: Profile, scale: str) -> Profile:
             scores=dict.fromkeys(AXES),
             clipped=dict.fromkeys(AXES, False),
             notes=[n for n in entry.notes if not n.startswith(_CLIPPED_NOTE)],
+            score_intervals={},
         )
         backbones.append(entry)
     for axis in AXES:
@@ -281,10 +294,12 @@ def score_profile(profile: Profile, scale: str) -> Profile:
                 )
                 for b in measured:
                     b.scores[axis] = 1.0
+                    b.score_intervals[axis] = None
                 continue
         for b in measured:
             worst, best, log = scale_bounds(scale, axis, b, backbones)
             b.scores[axis], b.clipped[axis] = axis_score(b.raw[axis], worst, best, log=log)
+            b.score_intervals[axis] = _score_interval(b, axis, worst, best, log)
             if b.clipped[axis]:
                 b.notes.append(_clipped_note(axis, b.raw[axis], worst, best, b.scores[axis], scale))
     return Profile(
@@ -295,4 +310,7 @@ def score_profile(profile: Profile, scale: str) -> Profile:
         runs=profile.runs,
         store=profile.store,
         notes=notes,
+        bootstrap=profile.bootstrap,
+        comparisons=profile.comparisons,
+        corpora=profile.corpora,
     )

@@ -10,14 +10,80 @@ from trustser.formatting import MISSING, number, percent
 from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
 
 __all__ = [
+    "INTERVAL_COLUMNS",
     "NOT_DEFINED",
     "TRAINING_HEADER",
+    "comparison_rows",
+    "comparison_verdict",
     "fold_eo",
+    "interval_text",
     "profile_rows",
     "profile_to_csv",
     "profile_to_markdown",
+    "score_text",
     "training_rows",
 ]
+
+
+# profile.json interval key -> the profile.csv column it bounds (``<column>_low``, ``_high``)
+INTERVAL_COLUMNS = {
+    "performance": "uar_mean",
+    "accuracy": "accuracy_mean",
+    "macro_f1": "macro_f1_mean",
+    "fairness": "eo_multiclass",
+    "sp_multiclass": "sp_multiclass",
+    "eo_max_class": "eo_max_fold_mean",
+    "eo_multiclass_pooled": "eo_multiclass_pooled",
+    "privacy": "gender_accuracy",
+    "gender_accuracy_head": "gender_accuracy_head",
+    "gender_uar_head": "gender_uar",
+    "speaker_accuracy": "speaker_id_accuracy",
+    "safety": "asr",
+    "adversarial_excess": "adversarial_excess",
+    "latency_ms": "latency_ms",
+}
+
+
+def interval_text(
+    b: BackboneProfile,
+    key: str,
+    value: float | None = None,
+    *,
+    spread: float | None = None,
+    missing: str = MISSING,
+    digits: int = 1,
+    as_percent: bool = True,
+) -> str:
+    """``88.8 [85.4, 93.3]``: the figure with its 95 % interval (``intervals[key]``), or the
+    figure alone (with ``± spread`` when given) where it has none."""
+    found = (b.intervals or {}).get(key) or {}
+    if value is None:
+        value = found.get("value")
+
+    def shown(x: float | None) -> str:
+        if as_percent:
+            return percent(x, digits=digits, missing=missing)
+        return number(x, digits, missing=missing)
+
+    low, high = found.get("low"), found.get("high")
+    if value is None:
+        return missing
+    if low is None or high is None:
+        if high is not None:  # latency from an older cost.json: median and p90 only
+            return f"{shown(value)} (p90 {shown(high)})"
+        return percent(value, spread, digits=digits) if as_percent else shown(value)
+    if low == high == value:
+        return shown(value)  # exact
+    return f"{shown(value)} [{shown(low)}, {shown(high)}]"
+
+
+def score_text(b: BackboneProfile, axis: str) -> str:
+    """``0.83 [0.15, 1.00]``: an axis score with the scores of its raw interval's ends."""
+    found = (b.score_intervals or {}).get(axis)
+    text = number(b.scores.get(axis))
+    if found and b.scores.get(axis) is not None and found[0] != found[1]:
+        text += f" [{number(found[0])}, {number(found[1])}]"
+    return text
 
 
 def profile_rows(profile: Profile) -> list[dict[str, Any]]:
@@ -72,8 +138,21 @@ def profile_rows(profile: Profile) -> list[dict[str, Any]]:
                 "missing": "; ".join(f"{a}: {c}" for a, c in b.missing.items()),
             }
         )
+        row["adversarial_excess"] = safety.get("adversarial_excess")
         for attack in safety.get("attacks", []):
             row[f"asr_{attack['method']}_{attack['snr_db']:g}db"] = attack["asr_mean"]
+        intervals = b.intervals or {}
+        for key, column in INTERVAL_COLUMNS.items():
+            found = intervals.get(key)
+            if found and (found.get("low") is not None or found.get("high") is not None):
+                row[f"{column}_low"], row[f"{column}_high"] = found.get("low"), found.get("high")
+        for key, found in intervals.items():
+            if key.startswith("asr_") and found and found.get("low") is not None:
+                row[f"{key}_low"], row[f"{key}_high"] = found["low"], found["high"]
+        for axis in AXES:
+            ends = (b.score_intervals or {}).get(axis)
+            if ends:
+                row[f"score_{axis}_low"], row[f"score_{axis}_high"] = ends
         rows.append(row)
     return rows
 
@@ -106,15 +185,23 @@ def profile_to_markdown(profile: Profile) -> str:
         "",
         f"Scale: **{profile.scale}** — every score is in [0, 1] and higher is more trustworthy.",
         "",
-        "## Scores",
-        "",
     ]
+    design = profile.bootstrap
+    if design:
+        out += [
+            f"Intervals: `value [low, high]` is the {design['level']:.0%} interval of a "
+            f"speaker-level bootstrap ({design['replicates']} replicates over "
+            f"{design['num_speakers']} test speakers, seed {design['seed']}; strata: "
+            f"{design['strata']}). GMACs and parameters are exact.",
+            "",
+        ]
+    out += ["## Scores", ""]
     out += _md_table(
         ["backbone", *(AXIS_TITLES[a] for a in AXES)],
         [
             [
                 b.name,
-                *(number(b.scores[a]) + (" (clipped)" if b.clipped.get(a) else "") for a in AXES),
+                *(score_text(b, a) + (" (clipped)" if b.clipped.get(a) else "") for a in AXES),
             ]
             for b in profile.backbones
         ],
@@ -148,6 +235,7 @@ def profile_to_markdown(profile: Profile) -> str:
         [_md_raw_row(b, profile.attack) for b in profile.backbones],
     )
     out += _md_training(profile)
+    out += _md_comparisons(profile)
     out += ["## Scales", ""]
     out += _md_table(
         ["axis", "raw metric", "worst → best", "derived from"],
@@ -182,11 +270,19 @@ def fold_eo(b: BackboneProfile) -> str:
     fair = b.fairness or {}
     if not fair:
         return MISSING
+    if (b.intervals or {}).get("eo_multiclass", {}).get("low") is not None and fair.get(
+        "multiclass_equalized_odds_fold_mean"
+    ) is not None:
+        return interval_text(b, "eo_multiclass", fair["multiclass_equalized_odds_fold_mean"])
     return percent(
         fair.get("multiclass_equalized_odds_fold_mean"),
         fair.get("multiclass_equalized_odds_fold_std"),
         missing=NOT_DEFINED,
     )
+
+
+def _asr_key(attack: dict[str, Any]) -> str:
+    return f"asr_{attack['method']}_{attack['snr_db']:g}db"
 
 
 def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
@@ -200,28 +296,40 @@ def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
         params = f"{cost['backbone_params'] / 1e6:.2f} M + {cost['head_params'] / 1e3:.0f} k"
     return [
         b.name,
-        percent(b.raw.get("performance"), perf.get("uar_std")),
-        percent(perf.get("accuracy_mean")),
-        percent(perf.get("macro_f1_mean")),
+        interval_text(b, "performance", b.raw.get("performance"), spread=perf.get("uar_std")),
+        interval_text(b, "accuracy", perf.get("accuracy_mean")),
+        interval_text(b, "macro_f1", perf.get("macro_f1_mean")),
         fold_eo(b),
-        percent((fair.get("pooled") or {}).get("multiclass_equalized_odds")),
-        percent(fair.get("equalized_odds_max_fold_mean"), missing=undefined),
-        percent(fair.get("multiclass_statistical_parity_fold_mean"), missing=undefined),
+        interval_text(
+            b, "eo_multiclass_pooled", (fair.get("pooled") or {}).get("multiclass_equalized_odds")
+        ),
+        interval_text(
+            b, "eo_max_class", fair.get("equalized_odds_max_fold_mean"), missing=undefined
+        ),
+        interval_text(
+            b,
+            "sp_multiclass",
+            fair.get("multiclass_statistical_parity_fold_mean"),
+            missing=undefined,
+        ),
         f"{percent(spread['min'])}–{percent(spread['max'])}" if spread else MISSING,
-        percent(b.raw.get("privacy")),
+        interval_text(b, "privacy", b.raw.get("privacy")),
         b.privacy_attacker or MISSING,
-        percent(gender.get("accuracy"), gender.get("accuracy_std"))
+        interval_text(
+            b, "gender_accuracy_head", gender.get("accuracy"), spread=gender.get("accuracy_std")
+        )
         if not b.reference
         else percent(b.raw.get("privacy")),
         percent(gender.get("chance_majority")),
         f"{percent((b.probe or {}).get('gender_test_accuracy_mean'))} / "
         f"{percent((b.probe or {}).get('gender_dev_chosen_layer_test_accuracy_mean'))}",
-        percent(speaker.get("accuracy")),
+        interval_text(b, "speaker_accuracy", speaker.get("accuracy")),
         percent(speaker.get("chance_uniform")),
-        percent(b.raw.get("safety")),
-        percent(safety.get("noise_asr")),
+        interval_text(b, "safety", b.raw.get("safety")),
+        interval_text(b, f"asr_noise_{axis['snr_db']:g}db", safety.get("noise_asr")),
         ", ".join(
-            f"{a['method'].upper()} {a['snr_db']:g} dB {percent(a['asr_mean'])}"
+            f"{a['method'].upper()} {a['snr_db']:g} dB "
+            f"{interval_text(b, _asr_key(a), a['asr_mean'])}"
             for a in safety.get("attacks", [])
             if a["method"] != "noise"
             and (a["method"], a["snr_db"]) != (axis["method"], axis["snr_db"])
@@ -229,7 +337,7 @@ def _md_raw_row(b: BackboneProfile, axis: dict[str, Any]) -> list[str]:
         or MISSING,
         number(b.raw.get("sustainability")),
         params,
-        number(cost.get("latency_ms"), 1),
+        interval_text(b, "latency_ms", cost.get("latency_ms"), as_percent=False),
     ]
 
 
@@ -282,4 +390,47 @@ def _md_training(profile: Profile) -> list[str]:
         "base's. What it adds is training: more trainable parameters and a longer fit.",
         "",
         *_md_table(TRAINING_HEADER, rows),
+    ]
+
+
+def comparison_verdict(result: dict[str, Any]) -> str:
+    """One comparison cell: ``+1.2 [−0.4, 2.9], p = 0.14: no significant difference``."""
+    difference = result.get("difference")
+    if difference is None:
+        return str(result.get("verdict", MISSING))
+    if result.get("metric") == "sustainability":
+        return f"{difference:+.3g} GMAC (exact): {result['verdict']}"
+    text = f"{100 * difference:+.1f}"
+    if result.get("low") is not None and result.get("high") is not None and not result.get("exact"):
+        text += f" [{100 * result['low']:+.1f}, {100 * result['high']:+.1f}]"
+    if result.get("p_value") is not None:
+        text += f", p = {result['p_value']:.3f}"
+    return f"{text}: {result['verdict']}"
+
+
+def comparison_rows(profile: Profile) -> list[list[str]]:
+    """Per pair of measured rows: the paired difference A − B per axis and its verdict."""
+    return [
+        [
+            f"{pair['a']} vs {pair['b']}",
+            *(
+                comparison_verdict(pair["axes"][axis]) if axis in pair["axes"] else MISSING
+                for axis in AXES
+            ),
+        ]
+        for pair in profile.comparisons
+    ]
+
+
+def _md_comparisons(profile: Profile) -> list[str]:
+    if not profile.comparisons:
+        return []
+    return [
+        "## Paired comparisons",
+        "",
+        "A − B on the same test speakers, in points (percent) for the rates and GMAC for "
+        "sustainability, with the paired bootstrap interval and a two-sided p-value; a difference "
+        "is significant when p < 0.05.",
+        "",
+        *_md_table(["A vs B", *(AXIS_TITLES[a] for a in AXES)], comparison_rows(profile)),
     ]

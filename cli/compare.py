@@ -1,0 +1,95 @@
+"""Top-level `trustser compare A B`: paired differences of two models, axis by axis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from trustser.cli._common import OUT, RUNS, STORE, console, user_errors, workspace
+from trustser.cli._tables import print_table
+from trustser.metrics.bootstrap import DEFAULT_REPLICATES
+from trustser.profile import AXIS_TITLES, ModelComparison, run_compare
+from trustser.profile.tables import comparison_verdict, interval_text
+from trustser.runs import write_json
+
+app = typer.Typer()
+
+# axis -> the interval key of each row's figure, and whether it prints as a percentage
+_FIGURES = {
+    "performance": ("performance", True),
+    "privacy": ("privacy", True),
+    "safety": ("safety", True),
+    "fairness": ("fairness", True),
+    "sustainability": ("sustainability", False),
+}
+
+
+def _render(result: ModelComparison) -> None:
+    design = result.bootstrap or {}
+    table = Table(
+        title=f"A = {escape(result.a.name)}  vs  B = {escape(result.b.name)}",
+        caption=f"paired speaker bootstrap: {design.get('replicates')} replicates over "
+        f"{design.get('num_speakers')} test speakers; A − B in points (GMAC for sustainability)",
+    )
+    table.add_column("axis", no_wrap=True)
+    table.add_column("A", justify="right")
+    table.add_column("B", justify="right")
+    table.add_column("A − B [95 %], p: verdict")
+    for comparison in result.comparisons:
+        key, as_percent = _FIGURES[comparison.metric]
+        table.add_row(
+            AXIS_TITLES[comparison.metric],
+            interval_text(result.a, key, comparison.a, as_percent=as_percent),
+            interval_text(result.b, key, comparison.b, as_percent=as_percent),
+            escape(comparison_verdict(comparison.to_dict())),
+        )
+    print_table(table, keys=1, console=console)
+
+
+@app.command(
+    "compare",
+    help="Compare two backbones or variants on the same test clips: per axis the paired "
+    "difference, its interval and p-value, 'A better', 'B better' or 'no significant difference'.",
+)
+def compare(
+    a: Annotated[str, typer.Argument(help="Model A: a backbone or variant (<backbone>@top1).")],
+    b: Annotated[str, typer.Argument(help="Model B.")],
+    runs: Annotated[
+        Path | None,
+        typer.Option(*RUNS, help="Results directory.", show_default="runs, or trustser.toml's"),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(*STORE, help="Embedding store (only named in the missing-axis commands)."),
+    ] = None,
+    attack: Annotated[
+        str, typer.Option("--attack", help="Attack behind the safety axis: fgsm, pgd or noise.")
+    ] = "fgsm",
+    snr: Annotated[float, typer.Option("--snr", help="SNR (dB) of the safety-axis attack.")] = 45.0,
+    bootstrap: Annotated[
+        int, typer.Option("--bootstrap", min=1, help="Paired speaker-bootstrap replicates.")
+    ] = DEFAULT_REPLICATES,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(*OUT, help="Also write the comparison as JSON to this file.")
+    ] = None,
+) -> None:
+    ws = workspace()
+    with user_errors():
+        result = run_compare(
+            a,
+            b,
+            ws.resolve("runs", runs),
+            store=str(store) if store else None,
+            attack=(attack, snr),
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+    _render(result)
+    if out is not None:
+        write_json(out, result.to_dict())
+        console.print(f"wrote {out}")

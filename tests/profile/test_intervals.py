@@ -1,0 +1,124 @@
+"""Intervals of every profile figure, their files, and the paired comparisons of its rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from trustser.cli.main import app
+from trustser.profile import collect_profile, profile_to_markdown, read_profile, run_profile
+from trustser.profile.intervals import compare_rows
+
+
+def test_every_measured_axis_gets_an_interval_around_its_figure(tmp_path, write_fake_runs):
+    write_fake_runs(tmp_path, clips=True)
+    profile = collect_profile(tmp_path, bootstrap=300)
+    (entry,) = profile.backbones
+    for axis in ("performance", "fairness", "safety"):
+        found = entry.intervals[axis]
+        assert found["value"] == pytest.approx(entry.raw[axis])
+        assert found["low"] <= entry.raw[axis] <= found["high"] and found["low"] < found["high"]
+        assert len(entry.replicates[axis]) == 300
+        low, high = entry.score_intervals[axis]
+        assert low <= entry.scores[axis] <= high
+    # the privacy axis holds the linear probe (no per-clip predictions): no interval, said so
+    assert "privacy" not in entry.intervals and entry.intervals["gender_accuracy_head"]["low"]
+    assert any("no interval" in n for n in entry.notes)
+    assert entry.intervals["sustainability"]["low"] == entry.intervals["sustainability"]["high"]
+    assert entry.intervals["latency_ms"]["high"] == pytest.approx(13.0)  # p90 of the timings
+    assert profile.bootstrap["num_speakers"] == 4 and profile.bootstrap["replicates"] == 300
+    assert profile.bootstrap["strata"].startswith("gender")
+
+
+def test_intervals_reach_every_file_and_are_deterministic(tmp_path, write_fake_runs):
+    write_fake_runs(tmp_path / "runs", clips=True)
+    _, files = run_profile(tmp_path / "runs", tmp_path / "a", bootstrap=200, charts=False)
+    run_profile(tmp_path / "runs", tmp_path / "b", bootstrap=200, charts=False)
+    first = (tmp_path / "a" / "profile.json").read_bytes()
+    assert first == (tmp_path / "b" / "profile.json").read_bytes()
+    loaded = read_profile(tmp_path / "a")
+    assert loaded.backbones[0].intervals["performance"]["low"] is not None
+    assert loaded.bootstrap["seed"] == 0
+    markdown = files["markdown"].read_text()
+    assert "Intervals: `value [low, high]`" in markdown
+    uar = loaded.backbones[0].intervals["performance"]
+    assert f"{100 * uar['value']:.1f} [{100 * uar['low']:.1f}, {100 * uar['high']:.1f}]" in markdown
+    row = next(csv.DictReader(io.StringIO(files["csv"].read_text())))
+    assert float(row["uar_mean_low"]) == pytest.approx(uar["low"], abs=1e-5)
+    assert "score_safety_low" in row and "asr_fgsm_45db_high" in row
+    assert "speaker-level bootstrap" in files["report"].read_text()
+
+
+def test_bootstrap_zero_switches_intervals_off(tmp_path, write_fake_runs):
+    write_fake_runs(tmp_path / "runs", clips=True)
+    out = str(tmp_path / "out")
+    args = ["profile", "-r", str(tmp_path / "runs"), "-o", out, "--no-charts", "--bootstrap", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "out" / "profile.json").read_text())
+    assert data["bootstrap"] is None and data["backbones"][0]["intervals"] == {}
+    assert "[" not in (tmp_path / "out" / "profile.md").read_text().split("## Raw metrics")[1]
+    bad = CliRunner().invoke(app, ["profile", "-r", str(tmp_path / "runs"), "--bootstrap", "-1"])
+    assert bad.exit_code != 0
+
+
+def test_several_rows_get_paired_comparisons(tmp_path, write_fake_runs):
+    write_fake_runs(tmp_path, "good", accuracy=0.95, asr=0.3, gmacs=1.0, seed=1, clips=True)
+    write_fake_runs(tmp_path, "bad", accuracy=0.4, asr=0.9, gmacs=9.0, seed=2, clips=True)
+    profile = collect_profile(tmp_path, bootstrap=400)
+    (pair,) = profile.comparisons
+    assert {pair["a"], pair["b"]} == {"good", "bad"}
+    good, bad = profile.get("good"), profile.get("bad")
+    verdicts = {c.metric: c for c in compare_rows(good, bad)}
+    assert verdicts["performance"].verdict == "A better" and verdicts["performance"].p_value < 0.05
+    assert verdicts["safety"].verdict == "A better"
+    assert verdicts["sustainability"].exact and verdicts["sustainability"].verdict == "A better"
+    assert verdicts["privacy"].verdict.startswith("no interval")  # the probe: no per-clip data
+    assert compare_rows(bad, good)[0].verdict == "B better"
+    assert "## Paired comparisons" in profile_to_markdown(profile)
+
+
+def test_compare_command_gives_per_axis_verdicts_and_json(tmp_path, write_fake_runs):
+    runs = tmp_path / "runs"
+    write_fake_runs(runs, "good", accuracy=0.95, asr=0.3, gmacs=1.0, seed=1, clips=True)
+    write_fake_runs(runs, "good@top1", accuracy=0.95, asr=0.3, gmacs=1.0, seed=3, clips=True)
+    write_fake_runs(runs, "bad", accuracy=0.4, asr=0.9, gmacs=9.0, seed=2, clips=True)
+    out = tmp_path / "c.json"
+    args = ["compare", "good", "bad", "-r", str(runs), "--bootstrap", "300", "-o", str(out)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["format"] == "trustser-comparison" and data["a"] == "good"
+    assert data["axes"]["performance"]["verdict"] == "A better"
+    assert "A better" in result.output
+    variant = CliRunner().invoke(app, ["compare", "good@top1", "good", "-r", str(runs)])
+    assert variant.exit_code == 0, variant.output  # a variant is a row like a backbone
+    same = CliRunner().invoke(app, ["compare", "good", "good", "-r", str(runs)])
+    assert same.exit_code == 2 and "two different models" in same.output
+
+
+def test_compare_refuses_models_tested_on_different_clips(tmp_path, write_fake_runs):
+    runs = tmp_path / "runs"
+    write_fake_runs(runs, "a", clips=True)
+    write_fake_runs(runs, "b", clips=True)
+    path = runs / "b" / "emotion" / "predictions.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-5]) + "\n")
+    result = CliRunner().invoke(app, ["compare", "a", "b", "-r", str(runs), "--bootstrap", "50"])
+    assert result.exit_code == 2 and "different clips" in result.output
+
+
+def test_latency_interval_is_the_spread_of_the_recorded_timings(tmp_path, write_fake_runs):
+    write_fake_runs(tmp_path)
+    path = tmp_path / "tiny-whisper" / "cost.json"
+    cost = json.loads(path.read_text())
+    cost["latency_ms_runs"] = [10.0 + i for i in range(41)]  # 10 … 50 ms
+    path.write_text(json.dumps(cost))
+    (entry,) = collect_profile(tmp_path, bootstrap=20).backbones
+    found = entry.intervals["latency_ms"]
+    assert found["low"] == pytest.approx(11.0) and found["high"] == pytest.approx(49.0)
+    assert "41 repeated timings" in found["method"]
