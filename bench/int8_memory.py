@@ -1,0 +1,146 @@
+"""Peak resident memory of ``heads fit --data memory`` against the bytes the store holds.
+
+Each arm is a child process that fits the emotion heads of one fold (``fit_heads``, as
+``trustser heads fit --data memory`` does) and the parent reads the child's peak resident set
+(``wait4``'s ``ru_maxrss``). The arms, for each store dtype (float16 and int8):
+
+- **full**: the whole store;
+- **tiny**: a store of a few clips per speaker copied from it, byte for byte (the same codes,
+  scales and clip lengths, so the same batch shapes): its peak less its own stored bytes is the
+  process's **baseline** (Python, torch, the head, one batch's activations);
+- **stream**: the whole store read from disk every epoch (``--data stream``), for reference.
+
+The bound checked is ``peak(full) ≤ 1.3 × stored(full) + baseline``, where ``stored`` is what the
+features of the needed clips take in the stored dtype (frames, plus scales for int8)::
+
+    python bench/int8_memory.py --store int8-evidence/float16/cache.zarr \\
+        --store int8-evidence/int8/cache.zarr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from trustser.store import StoreWriter, open_store
+from trustser.store.plan import ClipFacts
+
+CHILD = r"""
+import json, sys
+from trustser.heads.training import choose_data_mode, fit_heads
+from trustser.heads.tasks import build_task, select_splits
+from trustser.store import open_store
+store, runs, data, out, epochs = sys.argv[1:6]
+group = open_store(store).group(open_store(store).backbones[0])
+task = build_task("emotion", group.manifest(), seed=0)
+needed = list(dict.fromkeys(i for s in select_splits(task, "1") for i in (*s.train, *s.dev, *s.test)))
+_, stored = choose_data_mode(group, needed, mode="memory")
+result = fit_heads(store, task="emotion", runs=runs, folds="1", epochs=int(epochs), data=data,
+                   device="cpu", seed=0)
+json.dump({"stored": stored, "clips": len(needed), "mode": result.data_mode,
+           "uar": result.tasks[0].metrics["test_uar_mean"]}, open(out, "w"))
+"""
+
+
+def tiny_copy(path: Path, out: Path, per_speaker: int) -> Path:
+    """A store of ``per_speaker`` clips of each speaker, the stored bytes copied exactly."""
+    group = open_store(path).group(open_store(path).backbones[0])
+    manifest = group.manifest()
+    by_speaker: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for utterance in sorted(manifest.utterances, key=lambda u: u.id):
+        by_speaker[utterance.speaker][str(utterance.emotion)].append(utterance.id)
+    keep: set[str] = set()
+    for emotions in by_speaker.values():  # round-robin over the emotions of each speaker
+        queues = [list(ids) for _, ids in sorted(emotions.items())]
+        taken = 0
+        while taken < per_speaker and any(queues):
+            for queue in queues:
+                if queue and taken < per_speaker:
+                    keep.add(queue.pop(0))
+                    taken += 1
+    subset = manifest.filter(lambda u: u.id in keep)
+    memory = group.load(sorted(keep))
+    writer = StoreWriter(out, group.name, provenance=group.provenance)
+    clips = {
+        u.id: ClipFacts(
+            samples=int(group.num_samples([u.id])[0]), frames=int(group.num_frames([u.id])[0])
+        )
+        for u in subset.utterances
+    }
+    for part, unit in writer.pending_units(writer.add_manifest(subset, clips=clips)):
+        buffer = writer.buffer(part, unit)
+        for utt in buffer.ids:
+            i = memory._index[utt]
+            start, end = int(memory.offsets[i]), int(memory.offsets[i + 1])
+            scales = None if memory.scales is None else memory.scales[start:end]
+            buffer.put_rows(
+                utt,
+                memory.rows[start:end],
+                memory.means([utt])[0],
+                peak=0.0,
+                scales=scales,
+            )
+        writer.commit(buffer)
+    return out
+
+
+def peak_of(store: Path, data: str, epochs: int, work: Path) -> dict:
+    out = work / f"{store.parent.name}-{store.name}-{data}.json"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(store), str(work / "runs"), data, str(out), str(epochs)],
+        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise SystemExit(f"the child for {store} ({data}) failed with status {status}")
+    result = json.loads(out.read_text())
+    result["peak_rss_bytes"] = usage.ru_maxrss * 1024
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--store", action="append", required=True)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--per-speaker", type=int, default=10)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="int8-memory-"))
+    rows = {}
+    for index, store in enumerate(map(Path, args.store)):
+        dtype = open_store(store).group(open_store(store).backbones[0]).dtype
+        tiny = tiny_copy(store, work / f"tiny-{index}.zarr", args.per_speaker)
+        small = peak_of(tiny, "memory", args.epochs, work)
+        full = peak_of(store, "memory", args.epochs, work)
+        stream = peak_of(store, "stream", args.epochs, work)
+        baseline = small["peak_rss_bytes"] - small["stored"]
+        rows[dtype] = {
+            "store": str(store),
+            "clips": full["clips"],
+            "stored_bytes": full["stored"],
+            "peak_memory": full["peak_rss_bytes"],
+            "peak_stream": stream["peak_rss_bytes"],
+            "tiny_clips": small["clips"],
+            "tiny_stored_bytes": small["stored"],
+            "tiny_peak": small["peak_rss_bytes"],
+            "baseline": baseline,
+            "excess_over_stored": (full["peak_rss_bytes"] - baseline) / full["stored"],
+            "bound_1_3_holds": full["peak_rss_bytes"] <= 1.3 * full["stored"] + baseline,
+            "uar_memory": full["uar"],
+            "uar_stream": stream["uar"],
+        }
+        print(dtype, json.dumps(rows[dtype]), flush=True)
+    text = json.dumps(rows, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
