@@ -14,10 +14,12 @@ It then measures, side by side:
   end-to-end model's (the same head on the backbone's float32 output for the waveform, as the
   attacks run it), for every test clip of every fold.
 
-``<out>/summary.json`` holds every number; docs/results.md quotes it. Run (about 15 min on two
-cores for EmoDB with Whisper tiny.en)::
+Heads train with the paper's epochs (emotion 30, gender 10, speaker 30) and no step floor.
+``<out>/<dtype>/summary.json`` holds one store's numbers, ``<out>/summary.json`` the comparison;
+docs/results.md quotes it. The dtypes may run as separate processes, then compare::
 
     python bench/int8_profile.py --root /work/shared/data/emodb --out int8-evidence
+    python bench/int8_profile.py --dtypes int8 ...; python bench/int8_profile.py --report-only
 """
 
 from __future__ import annotations
@@ -144,72 +146,78 @@ def logit_gaps(stores: dict, backbone_name: str, manifest, max_seconds: float) -
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default="/work/shared/data/emodb")
-    parser.add_argument("--corpus", default="emodb")
-    parser.add_argument("--backbone", default="whisper_tiny_en_offline")
-    parser.add_argument("--out", default="int8-evidence")
-    parser.add_argument("--dtypes", default=",".join(DTYPES))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-seconds", type=float, default=6.0)
-    args = parser.parse_args()
+EPOCHS = {"emotion": 30, "gender": 10, "speaker": 30}  # the paper's, no step floor
+
+
+def run_dtype(args, manifest, dtype: str) -> dict:
+    """Extract, fit every head, probe; the numbers of one store dtype."""
+    where = Path(args.out) / dtype
+    store, runs = where / "cache.zarr", where / "runs"
+    started = time.perf_counter()
+    extract(manifest, store, args.backbone, device="cpu", dtype=dtype, progress=False)
+    extracted = time.perf_counter()
+    layout = RunLayout(runs)
+    for task, epochs in EPOCHS.items():
+        if not (layout.head_dir(args.backbone, task) / "metrics.json").is_file():
+            fit_heads(
+                store,
+                args.backbone,
+                task=task,
+                runs=runs,
+                seed=args.seed,
+                device="cpu",
+                epochs=epochs,
+                min_steps=0,
+            )
+    if not (layout.probe_dir(args.backbone) / "metrics.json").is_file():
+        run_probes(store, args.backbone, task="all", runs=runs, seed=args.seed)
+    (info,) = store_info(store)
+    heads = {
+        task: _metrics(layout.head_dir(args.backbone, task) / "metrics.json") for task in EPOCHS
+    }
+    with (layout.head_dir(args.backbone, "emotion") / "predictions.csv").open() as table:
+        rows = list(csv.DictReader(table))
+    fairness = fairness_report(
+        np.array([r["true"] for r in rows]),
+        np.array([r["pred"] for r in rows]),
+        np.array([r["gender"] for r in rows]),
+        labels=sorted({r["true"] for r in rows}),
+    )
+    result = {
+        "disk_bytes": info.summary["disk_bytes"],
+        "audio_seconds": info.summary["audio_seconds"],
+        "bytes_per_audio_second": info.summary["disk_bytes"] / info.summary["audio_seconds"],
+        "extract_seconds": extracted - started,
+        "fit_and_probe_seconds": time.perf_counter() - extracted,
+        "heads": {
+            task: {
+                k: v
+                for k, v in m.items()
+                if k.startswith("test_") and k.endswith(("_mean", "_std")) and "per_class" not in k
+            }
+            for task, m in heads.items()
+        },
+        "probe": _metrics(layout.probe_dir(args.backbone) / "metrics.json"),
+        "emotion_equalized_odds": fairness.multiclass_equalized_odds,
+    }
+    (where / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def report(args, manifest, dtypes: list[str]) -> dict:
+    """Compare the stores the runs wrote: sizes, reconstruction, logit gaps, metric deltas."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = prepare_corpus(args.corpus, args.root, out / "manifest.jsonl")
-    dtypes = args.dtypes.split(",")
-    stores, summary = {}, {"backbone": args.backbone, "corpus": args.corpus, "seed": args.seed}
+    summary: dict = {"backbone": args.backbone, "corpus": args.corpus, "seed": args.seed}
+    stores = {}
     for dtype in dtypes:
-        where = out / dtype
-        store, runs = where / "cache.zarr", where / "runs"
-        started = time.perf_counter()
-        extract(manifest, store, args.backbone, device="cpu", dtype=dtype, progress=False)
-        extracted = time.perf_counter()
-        layout = RunLayout(runs)
-        if not (layout.head_dir(args.backbone, "speaker") / "metrics.json").is_file():
-            fit_heads(store, args.backbone, task="all", runs=runs, seed=args.seed, device="cpu")
-        if not (layout.probe_dir(args.backbone) / "metrics.json").is_file():
-            run_probes(store, args.backbone, task="all", runs=runs, seed=args.seed)
-        stores[dtype] = {"store": store, "runs": runs}
-        (info,) = store_info(store)
-        heads = {
-            task: _metrics(layout.head_dir(args.backbone, task) / "metrics.json")
-            for task in ("emotion", "gender", "speaker")
-        }
-        probe = _metrics(layout.probe_dir(args.backbone) / "metrics.json")
-        with (layout.head_dir(args.backbone, "emotion") / "predictions.csv").open() as table:
-            rows = list(csv.DictReader(table))
-        fairness = fairness_report(
-            np.array([r["true"] for r in rows]),
-            np.array([r["pred"] for r in rows]),
-            np.array([r["gender"] for r in rows]),
-            labels=sorted({r["true"] for r in rows}),
-        )
-        summary[dtype] = {
-            "disk_bytes": info.summary["disk_bytes"],
-            "audio_seconds": info.summary["audio_seconds"],
-            "bytes_per_audio_second": info.summary["disk_bytes"] / info.summary["audio_seconds"],
-            "extract_seconds": extracted - started,
-            "fit_and_probe_seconds": time.perf_counter() - extracted,
-            "heads": {
-                task: {k: v for k, v in m.items() if k.startswith("test_") and "_mean" in k}
-                | {
-                    k: v
-                    for k, v in m.items()
-                    if k.startswith("test_") and k.endswith("_std") and "per_class" not in k
-                }
-                for task, m in heads.items()
-            },
-            "probe": probe,
-            "emotion_equalized_odds": fairness.multiclass_equalized_odds,
-        }
-        print(dtype, json.dumps(summary[dtype]["heads"]["emotion"]), flush=True)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        summary[dtype] = json.loads((out / dtype / "summary.json").read_text())
+        stores[dtype] = {"store": out / dtype / "cache.zarr", "runs": out / dtype / "runs"}
     if "float32" in stores:
         reference = open_store(stores["float32"]["store"]).group(args.backbone)
-        ids = reference.ids
         summary["reconstruction"] = {
-            d: reconstruction(reference, open_store(stores[d]["store"]).group(args.backbone), ids)
+            d: reconstruction(
+                reference, open_store(stores[d]["store"]).group(args.backbone), reference.ids
+            )
             for d in dtypes
             if d != "float32"
         }
@@ -219,7 +227,33 @@ def main() -> None:
         )
     summary["logit_gaps"] = logit_gaps(stores, args.backbone, manifest, args.max_seconds)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(json.dumps({k: v for k, v in summary.items() if k not in dtypes}, indent=2, default=str))
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default="/work/shared/data/emodb")
+    parser.add_argument("--corpus", default="emodb")
+    parser.add_argument("--backbone", default="whisper_tiny_en_offline")
+    parser.add_argument("--out", default="int8-evidence")
+    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-seconds", type=float, default=6.0)
+    parser.add_argument(
+        "--report-only", action="store_true", help="only compare the stores already written"
+    )
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = prepare_corpus(args.corpus, args.root, out / "manifest.jsonl")
+    dtypes = args.dtypes.split(",")
+    if not args.report_only:
+        for dtype in dtypes:
+            result = run_dtype(args, manifest, dtype)
+            print(dtype, json.dumps(result["heads"]["emotion"]), flush=True)
+    if args.report_only or len(dtypes) == len(DTYPES):
+        summary = report(args, manifest, dtypes)
+        print(json.dumps({k: v for k, v in summary.items() if k not in dtypes}, indent=2))
 
 
 if __name__ == "__main__":
