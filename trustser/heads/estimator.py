@@ -339,6 +339,7 @@ class HeadClassifier:
                     optimizer.step()
                     total += float(loss.detach()) * len(batch.ids)
                     count += len(batch.ids)
+                batch = iterator = None  # one widened batch in RAM at a time, not two
                 if head is None or count == 0:
                     raise DataError("the training source yielded no batches for the training ids.")
                 dev_uar = None

@@ -344,6 +344,7 @@ class FineTuneClassifier(HeadClassifier):
                     optimizer.step()
                     total += float(loss.detach()) * len(batch.ids)
                     count += len(batch.ids)
+                batch = logits = None  # one batch in RAM at a time, not two
                 if count == 0:
                     raise DataError("the training source yielded no batches for the training ids.")
                 dev_uar = None
