@@ -5,9 +5,10 @@ Each arm is a child process that fits the emotion heads of one fold (``fit_heads
 (``wait4``'s ``ru_maxrss``). The arms, for each store dtype (float16 and int8):
 
 - **full**: the whole store;
-- **tiny**: a store of a few clips per speaker copied from it, byte for byte (the same codes,
-  scales and clip lengths, so the same batch shapes): its peak less its own stored bytes is the
-  process's **baseline** (Python, torch, the head, one batch's activations);
+- **tiny**: a store of 12 clips per speaker copied from it, byte for byte, at evenly spaced
+  ranks of each speaker's clip lengths (so its training batches — 64 of fold 1's 72 training
+  clips — have the full store's lengths): its peak less its own stored bytes is the process's
+  **baseline** (Python, torch, the head, one batch's widened frames and activations);
 - **stream**: the whole store read from disk every epoch (``--data stream``), for reference.
 
 The bound checked is ``peak(full) ≤ 1.3 × stored(full) + baseline``, where ``stored`` is what the
@@ -27,6 +28,8 @@ import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 from trustser.store import StoreWriter, open_store
 from trustser.store.plan import ClipFacts
@@ -52,18 +55,17 @@ def tiny_copy(path: Path, out: Path, per_speaker: int) -> Path:
     """A store of ``per_speaker`` clips of each speaker, the stored bytes copied exactly."""
     group = open_store(path).group(open_store(path).backbones[0])
     manifest = group.manifest()
-    by_speaker: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for utterance in sorted(manifest.utterances, key=lambda u: u.id):
-        by_speaker[utterance.speaker][str(utterance.emotion)].append(utterance.id)
+    # Clips at evenly spaced ranks of each speaker's lengths: the tiny store's batches have the
+    # full store's clip lengths, so its baseline holds the same per-batch activations.
+    by_speaker: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for utterance in manifest.utterances:
+        frames = int(group.num_frames([utterance.id])[0])
+        by_speaker[utterance.speaker].append((frames, utterance.id))
     keep: set[str] = set()
-    for emotions in by_speaker.values():  # round-robin over the emotions of each speaker
-        queues = [list(ids) for _, ids in sorted(emotions.items())]
-        taken = 0
-        while taken < per_speaker and any(queues):
-            for queue in queues:
-                if queue and taken < per_speaker:
-                    keep.add(queue.pop(0))
-                    taken += 1
+    for clips in by_speaker.values():
+        clips.sort()
+        picks = np.linspace(0, len(clips) - 1, min(per_speaker, len(clips))).round().astype(int)
+        keep.update(clips[i][1] for i in picks)
     subset = manifest.filter(lambda u: u.id in keep)
     memory = group.load(sorted(keep))
     writer = StoreWriter(out, group.name, provenance=group.provenance)
@@ -108,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", action="append", required=True)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--per-speaker", type=int, default=10)
+    parser.add_argument("--per-speaker", type=int, default=12)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="int8-memory-"))
