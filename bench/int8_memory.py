@@ -39,13 +39,13 @@ import json, sys
 from trustser.heads.training import choose_data_mode, fit_heads
 from trustser.heads.tasks import build_task, select_splits
 from trustser.store import open_store
-store, runs, data, out, epochs = sys.argv[1:6]
+store, runs, data, out, epochs, batch = sys.argv[1:7]
 group = open_store(store).group(open_store(store).backbones[0])
 task = build_task("emotion", group.manifest(), seed=0)
 needed = list(dict.fromkeys(i for s in select_splits(task, "1") for i in (*s.train, *s.dev, *s.test)))
 _, stored = choose_data_mode(group, needed, mode="memory")
 result = fit_heads(store, task="emotion", runs=runs, folds="1", epochs=int(epochs), data=data,
-                   device="cpu", seed=0)
+                   device="cpu", seed=0, batch_size=int(batch))
 json.dump({"stored": stored, "clips": len(needed), "mode": result.data_mode,
            "uar": result.tasks[0].metrics["test_uar_mean"]}, open(out, "w"))
 """
@@ -92,10 +92,20 @@ def tiny_copy(path: Path, out: Path, per_speaker: int) -> Path:
     return out
 
 
-def peak_of(store: Path, data: str, epochs: int, work: Path) -> dict:
+def peak_of(store: Path, data: str, epochs: int, work: Path, batch_size: int) -> dict:
     out = work / f"{store.parent.name}-{store.name}-{data}.json"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(store), str(work / "runs"), data, str(out), str(epochs)],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(store),
+            str(work / "runs"),
+            data,
+            str(out),
+            str(epochs),
+            str(batch_size),
+        ],
         env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
     )
     _, status, usage = os.wait4(child.pid, 0)
@@ -111,6 +121,7 @@ def main() -> None:
     parser.add_argument("--store", action="append", required=True)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--per-speaker", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="int8-memory-"))
@@ -118,12 +129,13 @@ def main() -> None:
     for index, store in enumerate(map(Path, args.store)):
         dtype = open_store(store).group(open_store(store).backbones[0]).dtype
         tiny = tiny_copy(store, work / f"tiny-{index}.zarr", args.per_speaker)
-        small = peak_of(tiny, "memory", args.epochs, work)
-        full = peak_of(store, "memory", args.epochs, work)
-        stream = peak_of(store, "stream", args.epochs, work)
+        small = peak_of(tiny, "memory", args.epochs, work, args.batch_size)
+        full = peak_of(store, "memory", args.epochs, work, args.batch_size)
+        stream = peak_of(store, "stream", args.epochs, work, args.batch_size)
         baseline = small["peak_rss_bytes"] - small["stored"]
         rows[dtype] = {
             "store": str(store),
+            "batch_size": args.batch_size,
             "clips": full["clips"],
             "stored_bytes": full["stored"],
             "peak_memory": full["peak_rss_bytes"],
