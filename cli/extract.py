@@ -65,7 +65,13 @@ def extract_command(
         str | None, typer.Option(help="Whisper window: trimmed (default) or 30s.")
     ] = None,
     batch_seconds: Annotated[float, typer.Option(help="Audio seconds per forward batch.")] = 60.0,
-    dtype: Annotated[str, typer.Option(help="Frame dtype: float16 or float32.")] = "float16",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Frame dtype: float16, float32, or int8 (8-bit codes with a float16 scale per "
+            "frame and layer: half the bytes of float16; docs/store-format.md §6.5)."
+        ),
+    ] = "float16",
     codec: Annotated[str, typer.Option(help="Chunk compression: none or zstd.")] = "none",
     max_seconds: Annotated[
         float, typer.Option(help="Keep the first N seconds of each clip; 0 keeps whole clips.")

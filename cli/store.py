@@ -132,7 +132,15 @@ def info(
                 f"{s['clips_flagged']} flagged · {s['clips_pending']} pending",
             ),
             ("audio", f"{s['audio_seconds'] / 3600:.2f} h"),
-            ("disk", f"{s['disk_bytes'] / 1e9:.3f} GB in {s['parts']} part(s)"),
+            (
+                "disk",
+                f"{s['disk_bytes'] / 1e9:.3f} GB in {s['parts']} part(s)"
+                + (
+                    f" · {s['disk_bytes'] / s['audio_seconds'] / 1e3:.1f} kB per audio-second"
+                    if s["audio_seconds"]
+                    else ""
+                ),
+            ),
             ("corpora", ", ".join(s["corpora"]) or "none"),
         ]
         width = max(len(k) for k, _ in facts)

@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trustser._validation import TrustSERError
 from trustser._version import __version__
 from trustser.store._fs import create_json_exclusive, make_dirs
@@ -35,8 +37,11 @@ __all__ = [
     "PART_REQUIRED",
     "PROVENANCE_REQUIRED",
     "PROVENANCE_UNCOMPARED",
+    "QUANTIZED_DTYPES",
+    "QUANTIZED_UNIT_FILES",
     "READABLE_FORMAT_VERSIONS",
     "ROOT_ATTR",
+    "SCALES",
     "UNIT_ATTR",
     "UNIT_FILES",
     "MissingFeaturesError",
@@ -46,18 +51,21 @@ __all__ = [
     "StoreFormatError",
     "check_array_metadata",
     "create_root",
+    "frame_row_bytes",
     "group_document",
     "provenance_differences",
     "read_node",
     "require_keys",
+    "unit_files",
     "utc_now",
 ]
 
 FORMAT = "trustser-store"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 # Version 2 adds unit claims (§8) and the unit record's files, flags, device and versions (§7);
-# a version-1 store is read as it is and upgraded by the first version-2 writer (§3).
-READABLE_FORMAT_VERSIONS = (1, 2)
+# version 3 adds int8 groups: 8-bit codes in ``emb`` and a float16 ``scales`` array (§6.5).
+# Older stores are read as they are and upgraded by the first writer of this version (§3).
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 
 ROOT_ATTR = "trustser_store"
 GROUP_ATTR = "trustser_group"
@@ -66,10 +74,11 @@ UNIT_ATTR = "trustser_unit"
 MANIFEST_ATTR = "trustser_manifest"
 MANIFEST_REF_ATTR = "trustser_manifest_ref"
 
-DTYPES = ("float16", "float32")  # choices for the frame array
+DTYPES = ("float16", "float32", "int8")  # choices for the frame array
+QUANTIZED_DTYPES = frozenset({"int8"})  # frame dtypes stored as codes plus per-row scales
 CODECS = ("none", "zstd")  # choices for the frame and mean arrays
 ALLOWED_CODECS = frozenset({"bytes", "zstd", "crc32c", "sharding_indexed"})
-ALLOWED_DATA_TYPES = frozenset({"uint8", "int32", "int64", "float16", "float32"})
+ALLOWED_DATA_TYPES = frozenset({"uint8", "int8", "int32", "int64", "float16", "float32"})
 
 PROVENANCE_REQUIRED = (
     "backbone",
@@ -98,6 +107,19 @@ PART_REQUIRED = (
 )
 PART_ARRAYS = ("ids", "offsets", "num_frames", "num_samples", "emb", "means")
 UNIT_FILES = ("emb", "means")  # the arrays with one file per unit: shard k of emb, chunk k of means
+SCALES = "scales"  # int8 groups: float16 [U·F, L], chunk k = unit k (§6.5)
+QUANTIZED_UNIT_FILES = ("emb", SCALES, "means")
+
+
+def unit_files(dtype: str) -> tuple[str, ...]:
+    """The arrays with one file per unit in a group of frame dtype ``dtype``."""
+    return QUANTIZED_UNIT_FILES if dtype in QUANTIZED_DTYPES else UNIT_FILES
+
+
+def frame_row_bytes(dtype: str, num_layers: int, dim: int) -> int:
+    """Bytes one frame row takes on disk: ``L·D·itemsize``, plus ``2·L`` of scales for int8."""
+    row = int(num_layers) * int(dim) * np.dtype(dtype).itemsize
+    return row + (2 * int(num_layers) if dtype in QUANTIZED_DTYPES else 0)
 
 
 class StoreError(TrustSERError, ValueError):

@@ -33,8 +33,10 @@ from trustser.store.format import (
     PART_ATTR,
     PART_REQUIRED,
     PROVENANCE_REQUIRED,
+    QUANTIZED_DTYPES,
     READABLE_FORMAT_VERSIONS,
     ROOT_ATTR,
+    SCALES,
     UNIT_ATTR,
     UNIT_FILES,
     MissingFeaturesError,
@@ -45,8 +47,10 @@ from trustser.store.format import (
     create_root,
     read_node,
     require_keys,
+    unit_files,
 )
-from trustser.store.shards import RawShardReader
+from trustser.store.quantize import dequantize, quantize
+from trustser.store.shards import RawChunkReader, RawShardReader
 
 __all__ = [
     "OPEN_MODES",
@@ -60,6 +64,7 @@ __all__ = [
 ]
 
 OPEN_MODES = ("r", "a")
+ALLOWED_LOAD_DTYPES = ("float16", "float32", "int8")  # what group.load(dtype=...) converts to
 READ_THREADS = 4  # parallel unit reads in load()
 PREFETCH_BATCHES = 2  # batches read ahead by BatchIterable
 
@@ -82,7 +87,11 @@ def _read_blob(array: zarr.Array) -> Any:
 
 
 class Part:
-    """One part of a group: its plan (ids, offsets, frame counts) and its unit records."""
+    """One part of a group: its plan (ids, offsets, frame counts) and its unit records.
+
+    An ``emb`` of data type int8 holds 8-bit codes; the part then has a ``scales`` array too
+    (§6.5), and :meth:`read_rows` returns the dequantised float32 values.
+    """
 
     def __init__(self, store: Store, group_key: str, key: str) -> None:
         self.key = key
@@ -100,6 +109,24 @@ class Part:
             metadata[name] = read_node(self.path / name / "zarr.json")
             check_array_metadata(self.path / name, metadata[name])
         emb = metadata["emb"]
+        self.dtype = str(emb.get("data_type"))
+        self.quantized = self.dtype in QUANTIZED_DTYPES
+        self.unit_arrays: tuple[str, ...] = unit_files(self.dtype)
+        self._raw_scales: RawChunkReader | None = None
+        if self.quantized:
+            metadata[SCALES] = read_node(self.path / SCALES / "zarr.json")
+            check_array_metadata(self.path / SCALES, metadata[SCALES])
+            scales = metadata[SCALES]
+            if scales.get("data_type") != "float16" or list(scales.get("shape", [])) != list(
+                emb["shape"][:2]
+            ):
+                raise StoreFormatError(
+                    f"{self.path / SCALES}: an int8 emb needs float16 scales of shape "
+                    f"{emb['shape'][:2]}, found {scales.get('data_type')} {scales.get('shape')}."
+                )
+            if RawChunkReader.supports(scales):
+                self._raw_scales = RawChunkReader(self.path / SCALES, scales)
+        self._ndim = {name: len(doc.get("shape", [])) for name, doc in metadata.items()}
         self._raw = RawShardReader(self.path / "emb", emb) if RawShardReader.supports(emb) else None
         self.ids: list[str] = list(_read_blob(self._array("ids")))
         self.offsets = np.asarray(self._array("offsets")[:], dtype=np.int64)
@@ -130,6 +157,10 @@ class Part:
     def means_array(self) -> zarr.Array:
         return self._array("means")
 
+    @cached_property
+    def scales_array(self) -> zarr.Array:
+        return self._array(SCALES)
+
     def _read_records(self) -> dict[int, dict[str, Any]]:
         records: dict[int, dict[str, Any]] = {}
         done = self.path / "done"
@@ -154,8 +185,10 @@ class Part:
         return index // self.clips_per_unit
 
     def unit_file(self, unit: int, name: str) -> Path:
-        """Shard ``unit`` of ``emb`` or chunk ``unit`` of ``means`` (default chunk key encoding)."""
-        return self.path / name / "c" / str(int(unit)) / "0" / "0"
+        """Shard ``unit`` of ``emb``, chunk ``unit`` of ``means`` or of ``scales`` (default chunk
+        key encoding)."""
+        zeros = ("0",) * (self._ndim.get(name, 3) - 1)
+        return self.path.joinpath(name, "c", str(int(unit)), *zeros)
 
     def expected_files(self, unit: int) -> tuple[str, ...]:
         """Data files a done unit must have (§7): the record's ``files``; a version-1 record
@@ -164,7 +197,7 @@ class Part:
         if record is None:
             return ()
         if "files" in record:
-            return tuple(str(n) for n in record["files"] if n in UNIT_FILES)
+            return tuple(str(n) for n in record["files"] if n in self.unit_arrays)
         done = [i for i in self.unit_clips(unit) if self.ids[i] not in record["skipped"]]
         frames = record.get("frames", int(sum(int(self.num_frames[i]) for i in done)))
         return UNIT_FILES if int(frames) > 0 else ()
@@ -186,9 +219,11 @@ class Part:
         )
 
     def check_unit_data(
-        self, unit: int, group_name: str = "?", names: Sequence[str] = UNIT_FILES
+        self, unit: int, group_name: str = "?", names: Sequence[str] | None = None
     ) -> None:
-        """Raise :class:`MissingUnitDataError` if a done unit's data files (``names``) are gone."""
+        """Raise :class:`MissingUnitDataError` if a done unit's data files (``names``, default:
+        all of the unit's arrays) are gone."""
+        names = self.unit_arrays if names is None else names
         missing = [n for n in self.missing_files(unit) if n in names]
         if missing:
             raise MissingUnitDataError(self.damage(unit, missing, group_name))
@@ -197,19 +232,53 @@ class Part:
         start = unit * self.clips_per_unit
         return range(start, min(start + self.clips_per_unit, len(self.ids)))
 
+    def read_stored(
+        self,
+        start: int,
+        count: int,
+        group_name: str = "?",
+        *,
+        out: np.ndarray | None = None,
+        scales_out: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows ``[start, start + count)`` (within one unit) exactly as stored: ``(emb rows
+        [count, L, D] in the stored dtype, scales [count, L] float16 or None)``.
+
+        ``out`` / ``scales_out`` receive the rows in place (the in-RAM load reads straight into
+        its arrays). A done unit whose files are missing raises :class:`MissingUnitDataError`.
+        """
+        names = self.unit_arrays[:-1]  # emb (and scales), not means
+        if count:
+            self.check_unit_data(start // self.unit_frames, group_name, names)
+        if self._raw is not None:
+            rows = self._raw.read(start, count, out=out)
+        else:
+            rows = np.asarray(self.emb[start : start + count])
+            if out is not None:
+                out[...] = rows
+                rows = out
+        if not self.quantized:
+            return rows, None
+        if self._raw_scales is not None:
+            scales = self._raw_scales.read(start, count, out=scales_out)
+        else:
+            scales = np.asarray(self.scales_array[start : start + count])
+            if scales_out is not None:
+                scales_out[...] = scales
+                scales = scales_out
+        return rows, scales
+
     def read_rows(self, start: int, count: int, group_name: str = "?") -> np.ndarray:
-        """Rows ``[start, start + count)`` of ``emb`` (within one unit), uncompressed fast path first.
+        """Rows ``[start, start + count)`` of ``emb`` (within one unit), uncompressed fast path
+        first, as values: the stored float dtype, or float32 dequantised from int8 codes.
 
         A done unit whose shard is missing raises :class:`MissingUnitDataError` (never zeros).
         """
-        if count:
-            self.check_unit_data(start // self.unit_frames, group_name, ("emb",))
-        if self._raw is not None:
-            return self._raw.read(start, count)
-        return self.emb[start : start + count]
+        rows, scales = self.read_stored(start, count, group_name)
+        return rows if scales is None else dequantize(rows, scales)
 
     def rows(self, index: int, group_name: str = "?") -> np.ndarray:
-        """Clip ``index``'s frames as stored: ``[T, L, D]`` in the group dtype."""
+        """Clip ``index``'s frames ``[T, L, D]``: the group's float dtype, float32 for int8."""
         return self.read_rows(int(self.offsets[index]), int(self.num_frames[index]), group_name)
 
 
@@ -302,7 +371,11 @@ class BatchIterable:
 
 
 class InMemoryFeatures(_Features):
-    """A set of clips loaded into RAM (``group.load``): the same lookups and batches, no disk."""
+    """A set of clips loaded into RAM (``group.load``): the same lookups and batches, no disk.
+
+    ``rows`` keep the dtype they were loaded in; int8 codes come with their ``scales [ΣT, L]``
+    and are dequantised clip by clip as batches are cut, so RAM holds the store's own bytes.
+    """
 
     def __init__(
         self,
@@ -313,11 +386,13 @@ class InMemoryFeatures(_Features):
         rows: np.ndarray,
         offsets: np.ndarray,
         means: np.ndarray,
+        scales: np.ndarray | None = None,
     ) -> None:
         self.name = name
         self.provenance = provenance
         self.ids = list(ids)
         self.rows = rows  # [ΣT, L, D], gap-free
+        self.scales = scales  # [ΣT, L] float16 for int8 rows, else None
         self.offsets = offsets  # [N+1]
         self._means = means  # [N, L, D] float32
         self._index = {utt: i for i, utt in enumerate(self.ids)}
@@ -330,7 +405,13 @@ class InMemoryFeatures(_Features):
 
     @property
     def nbytes(self) -> int:
-        return int(self.rows.nbytes + self._means.nbytes)
+        scales = 0 if self.scales is None else self.scales.nbytes
+        return int(self.rows.nbytes + scales + self._means.nbytes)
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the rows are held in (``int8``: codes plus ``scales``)."""
+        return str(self.rows.dtype)
 
     def _check_ids(self, ids: Sequence[str] | None) -> list[str]:
         if ids is None:
@@ -350,7 +431,10 @@ class InMemoryFeatures(_Features):
 
     def _rows(self, utt_id: str) -> np.ndarray:
         i = self._index[utt_id]
-        return self.rows[self.offsets[i] : self.offsets[i + 1]]
+        rows = self.rows[self.offsets[i] : self.offsets[i + 1]]
+        if self.scales is None:
+            return rows
+        return dequantize(rows, self.scales[self.offsets[i] : self.offsets[i + 1]])
 
     def means(self, ids: Sequence[str] | None = None) -> np.ndarray:
         """Time-means ``[N, L, D]`` float32."""
@@ -577,40 +661,75 @@ class StoreGroup(_Features):
         return out
 
     def nbytes(self, ids: Sequence[str] | None = None, *, dtype: str | None = None) -> int:
-        """Bytes ``load(ids)`` would take in memory (frames plus float32 means)."""
+        """Bytes ``load(ids)`` would take in memory (frames, int8 scales, float32 means)."""
         ids = self._check_ids(ids)
-        itemsize = np.dtype(dtype or self.dtype).itemsize
+        target = str(dtype or self.dtype)
         frames = int(sum(self._length(i) for i in ids))
         per_frame = self.num_layers * self.dim
-        return frames * per_frame * itemsize + len(ids) * per_frame * 4
+        scales = frames * self.num_layers * 2 if target in QUANTIZED_DTYPES else 0
+        return frames * per_frame * np.dtype(target).itemsize + scales + len(ids) * per_frame * 4
 
     def load(
         self, ids: Sequence[str] | None = None, *, dtype: str | None = None
     ) -> InMemoryFeatures:
-        """Read ``ids`` (default: all done clips) into RAM; ``dtype`` defaults to the group's."""
+        """Read ``ids`` (default: all done clips) into RAM; ``dtype`` defaults to the group's.
+
+        In the group's own dtype the clips are read straight into the result (an int8 group
+        keeps its codes and scales: RAM holds what the disk holds); another ``dtype`` converts
+        each clip as it is read (dequantised from int8, quantised to int8).
+        """
         ids = self._check_ids(ids)
-        target = np.dtype(dtype or self.dtype)
+        target = str(dtype or self.dtype)
+        if target not in (*ALLOWED_LOAD_DTYPES, self.dtype):
+            raise StoreError(
+                f"cannot load group {self.name!r} as {target!r}; choose one of "
+                f"{', '.join(ALLOWED_LOAD_DTYPES)}."
+            )
+        quantized = target in QUANTIZED_DTYPES
         lengths = np.array([self._length(i) for i in ids], dtype=np.int64)
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        rows = np.empty((int(offsets[-1]), self.num_layers, self.dim), dtype=target)
+        total = int(offsets[-1])
+        rows = np.empty((total, self.num_layers, self.dim), dtype=np.dtype(target))
+        scales = np.empty((total, self.num_layers), dtype=np.float16) if quantized else None
         by_unit: dict[tuple[int, int], list[tuple[int, int]]] = {}
         parts = {id(p): p for p in self.parts}
         for row, utt in enumerate(ids):
             part, index = self._done[utt]
             by_unit.setdefault((id(part), part.unit_of(index)), []).append((row, index))
 
+        def place(row: int, stored: np.ndarray, stored_scales: np.ndarray | None) -> None:
+            here = slice(int(offsets[row]), int(offsets[row + 1]))
+            if quantized and stored_scales is None:
+                rows[here], scales[here] = quantize(stored)
+            elif quantized:
+                rows[here], scales[here] = stored, stored_scales
+            elif stored_scales is not None:
+                rows[here] = dequantize(stored, stored_scales)
+            else:
+                rows[here] = stored
+
         def read_unit(key: tuple[int, int]) -> None:
             part = parts[key[0]]
             members = by_unit[key]
+            if part._raw is not None and part.dtype == target:
+                for row, index in members:  # straight into the result: no copy of the unit
+                    here = slice(int(offsets[row]), int(offsets[row + 1]))
+                    part.read_stored(
+                        int(part.offsets[index]),
+                        int(part.num_frames[index]),
+                        self.name,
+                        out=rows[here],
+                        scales_out=None if scales is None else scales[here],
+                    )
+                return
             first = min(int(part.offsets[i]) for _, i in members)
             last = max(int(part.offsets[i] + part.num_frames[i]) for _, i in members)
-            span = part.read_rows(first, last - first, self.name)  # one read of the unit's shard
+            span, span_scales = part.read_stored(first, last - first, self.name)  # one read
             for row, index in members:
                 start = int(part.offsets[index]) - first
-                rows[offsets[row] : offsets[row + 1]] = span[
-                    start : start + int(part.num_frames[index])
-                ]
+                clip = slice(start, start + int(part.num_frames[index]))
+                place(row, span[clip], None if span_scales is None else span_scales[clip])
 
         with ThreadPoolExecutor(
             max_workers=READ_THREADS, thread_name_prefix="trustser-load"
@@ -623,6 +742,7 @@ class StoreGroup(_Features):
             rows=rows,
             offsets=offsets,
             means=self.means(ids),
+            scales=scales,
         )
 
     def summary(self) -> dict[str, Any]:

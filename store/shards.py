@@ -18,7 +18,7 @@ import numpy as np
 
 from trustser.store.format import StoreFormatError
 
-__all__ = ["EMPTY", "RawShardReader"]
+__all__ = ["EMPTY", "RawChunkReader", "RawShardReader"]
 
 EMPTY = 2**64 - 1  # index entry of a chunk that was never written (reads as the fill value 0)
 
@@ -93,9 +93,12 @@ class RawShardReader:
         self._indexes[shard] = (key, index)
         return index
 
-    def read(self, start: int, count: int) -> np.ndarray:
-        """Rows ``[start, start + count)`` (all inside one shard) as ``[count, *tail]``."""
-        out = np.zeros((count, *self.tail), dtype=self.dtype)
+    def read(self, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``[start, start + count)`` (all inside one shard) as ``[count, *tail]``.
+
+        ``out`` (C-contiguous, of that shape and dtype) receives them instead of a new array.
+        """
+        out = _output(out, (count, *self.tail), self.dtype)
         if count == 0:
             return out
         shard, local = divmod(start, self.shard_rows)
@@ -104,6 +107,7 @@ class RawShardReader:
         try:
             fd = os.open(self._shard_file(shard), os.O_RDONLY)
         except FileNotFoundError:
+            out[...] = 0
             return out  # nothing was stored: every chunk is the fill value
         try:
             index = self._index(shard, fd)
@@ -112,6 +116,9 @@ class RawShardReader:
             for chunk in range(first, last + 1):
                 offset, nbytes = (int(v) for v in index[chunk])
                 if offset == EMPTY:
+                    lo = max(local, chunk * self.chunk_rows)
+                    hi = min(local + count, (chunk + 1) * self.chunk_rows)
+                    flat[lo - local : hi - local] = 0
                     continue
                 if nbytes != self.chunk_rows * self.row_bytes:
                     raise StoreFormatError(
@@ -127,6 +134,69 @@ class RawShardReader:
                     raise StoreFormatError(
                         f"{self._shard_file(shard)} is truncated; the unit is damaged."
                     )
+        finally:
+            os.close(fd)
+        return out
+
+
+def _output(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if out is None:
+        return np.zeros(shape, dtype=dtype)
+    if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {dtype} array of shape {shape}")
+    return out
+
+
+class RawChunkReader:
+    """Rows of an unsharded ``[rows, *tail]`` array whose chunks are ``(F, *tail)`` raw bytes.
+
+    The int8 groups' ``scales`` (§6.5): chunk ``k`` is unit ``k``'s ``F`` rows, stored as plain
+    little-endian bytes, so a clip's scales are one ``pread``.
+    """
+
+    def __init__(self, array_path: Path, metadata: dict[str, Any]) -> None:
+        self.path = Path(array_path)
+        self.chunk_rows = int(metadata["chunk_grid"]["configuration"]["chunk_shape"][0])
+        self.tail = tuple(int(s) for s in metadata["shape"][1:])
+        self.dtype = np.dtype(metadata["data_type"]).newbyteorder("<")
+        self.row_bytes = int(np.prod(self.tail)) * self.dtype.itemsize
+
+    @staticmethod
+    def supports(metadata: dict[str, Any]) -> bool:
+        """True for an array chunked along rows only, with plain little-endian bytes."""
+        grid = metadata.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [])
+        shape = metadata.get("shape", [])
+        return (
+            len(shape) >= 1
+            and len(grid) == len(shape)
+            and list(grid[1:]) == list(shape[1:])
+            and _is_plain_bytes(metadata.get("codecs"))
+            and metadata.get("chunk_key_encoding", {}).get("name", "default") == "default"
+        )
+
+    def _chunk_file(self, chunk: int) -> Path:
+        return self.path.joinpath("c", str(chunk), *("0" for _ in self.tail))
+
+    def read(self, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``[start, start + count)`` (all inside one chunk) as ``[count, *tail]``."""
+        out = _output(out, (count, *self.tail), self.dtype)
+        if count == 0:
+            return out
+        chunk, local = divmod(start, self.chunk_rows)
+        if local + count > self.chunk_rows:
+            raise ValueError("a read may not cross a chunk boundary")
+        try:
+            fd = os.open(self._chunk_file(chunk), os.O_RDONLY)
+        except FileNotFoundError:
+            out[...] = 0
+            return out  # never stored: the fill value
+        try:
+            target = memoryview(out.reshape(-1).view(np.uint8)).cast("B")
+            got = os.preadv(fd, [target], local * self.row_bytes)
+            if got != len(target):
+                raise StoreFormatError(
+                    f"{self._chunk_file(chunk)} is truncated; the unit is damaged."
+                )
         finally:
             os.close(fd)
         return out

@@ -18,6 +18,7 @@ import numpy as np
 
 from trustser.manifest import Manifest, read_manifest
 from trustser.store.format import StoreError
+from trustser.store.quantize import INT8_LEVELS, dequantize
 from trustser.store.reader import Part, StoreGroup, open_store
 
 __all__ = ["EXIT_COMPLETE", "EXIT_INCOMPLETE", "GroupReport", "VerifyReport", "verify_store"]
@@ -96,6 +97,11 @@ def _check_layout(part: Part, group: StoreGroup, report: GroupReport) -> None:
         report.problems.append(
             f"{where}: emb dtype {part.emb.dtype} but the group records {group.dtype}"
         )
+    if part.quantized and tuple(part.scales_array.shape) != (U * F, group.num_layers):
+        report.problems.append(
+            f"{where}: scales {part.scales_array.shape} disagree with emb rows and L = "
+            f"{(U * F, group.num_layers)}"
+        )
     for unit, record in sorted(part.records.items()):
         missing = part.missing_files(unit)
         if missing:
@@ -116,7 +122,16 @@ def _deep_check(part: Part, group: StoreGroup, report: GroupReport) -> None:
         if not clips or part.missing_files(unit):  # damage already reported by the layout check
             continue
         base = unit * part.unit_frames
-        block = np.asarray(part.emb[base : base + part.unit_frames], dtype=np.float32)
+        stored, scales = part.read_stored(base, part.unit_frames, group.name)
+        if scales is not None:
+            if np.any(stored == -INT8_LEVELS - 1):
+                report.problems.append(f"{where}: unit {unit} holds the int8 code -128")
+            if not (np.isfinite(scales).all() and (scales >= 0).all()):
+                report.problems.append(f"{where}: unit {unit} has negative or non-finite scales")
+                continue
+            block = dequantize(stored, scales)
+        else:
+            block = np.asarray(stored, dtype=np.float32)
         start = unit * part.clips_per_unit
         means = np.asarray(part.means_array[start : start + len(part.unit_clips(unit))])
         for i in clips:
@@ -135,7 +150,12 @@ def _deep_check(part: Part, group: StoreGroup, report: GroupReport) -> None:
             mean = rows.mean(axis=0)
             scale = np.abs(rows).mean(axis=0)
             rtol = 2.0**-10 if group.dtype == "float16" else 1e-5
-            if np.any(np.abs(mean - means[i - start]) > rtol * scale + 1e-5):
+            allowed = rtol * scale + 1e-5
+            if scales is not None:  # each value lies within half its row's scale (§6.5)
+                first = part.offsets[i] - base
+                row_scales = scales[first : first + part.num_frames[i]].astype(np.float32)
+                allowed = allowed + 0.5 * row_scales.mean(axis=0)[:, None] * (1 + 1e-3)
+            if np.any(np.abs(mean - means[i - start]) > allowed):
                 report.problems.append(
                     f"{where}: clip {part.ids[i]!r}: stored time-mean disagrees with its frames"
                 )

@@ -53,18 +53,21 @@ from trustser.store.format import (
     MANIFEST_REF_ATTR,
     PART_ATTR,
     PROVENANCE_REQUIRED,
+    QUANTIZED_DTYPES,
     ROOT_ATTR,
+    SCALES,
     UNIT_ATTR,
-    UNIT_FILES,
     ProvenanceMismatchError,
     StoreError,
     create_root,
+    frame_row_bytes,
     group_document,
     provenance_differences,
     read_node,
     utc_now,
 )
 from trustser.store.plan import DEFAULT_SHARD_MB, ClipFacts, PartPlan, plan_part
+from trustser.store.quantize import MAX_ABS_INT8, quantize
 from trustser.store.reader import Part, Store, StoreGroup
 
 __all__ = [
@@ -97,11 +100,12 @@ class ClaimOutcome:
 
 
 def _upgrade_root(path: Path, durable: bool) -> None:
-    """Rewrite a version-1 root as version 2 before writing version-2 records into it (§3)."""
+    """Rewrite an older root as the current version before writing current records into it (§3)."""
     node = path / "zarr.json"
     document = read_node(node)
     attrs = document.get("attributes", {}).get(ROOT_ATTR)
-    if isinstance(attrs, dict) and attrs.get("format_version") == 1:
+    version = attrs.get("format_version") if isinstance(attrs, dict) else None
+    if isinstance(version, int) and 1 <= version < FORMAT_VERSION:
         attrs = {**attrs, "format_version": FORMAT_VERSION, "upgraded": utc_now()}
         document["attributes"][ROOT_ATTR] = attrs
         write_json_atomic(node, document, durable=durable)
@@ -175,7 +179,8 @@ class UnitBuffer:
     """One unit's features being assembled in memory before :meth:`StoreWriter.commit`.
 
     ``put(id, hidden [L, T, D])`` places a clip's frames (``T`` must equal the planned count) and
-    its float32 time-mean; ``skip(id, reason)`` records why a clip has none.
+    its float32 time-mean; ``skip(id, reason)`` records why a clip has none. In an int8 group
+    ``block`` holds the 8-bit codes and ``scales`` the float16 scale of every row (§6.5).
     """
 
     def __init__(self, part: Part, unit: int, *, dtype: str, num_layers: int, dim: int) -> None:
@@ -183,7 +188,13 @@ class UnitBuffer:
         self.unit = unit
         self.clips = part.unit_clips(unit)
         self.base_row = unit * part.unit_frames
+        self.dtype = str(dtype)
         self.block = np.zeros((part.unit_frames, num_layers, dim), dtype=np.dtype(dtype))
+        self.scales = (
+            np.zeros((part.unit_frames, num_layers), dtype=np.float16)
+            if self.dtype in QUANTIZED_DTYPES
+            else None
+        )
         self.means = np.zeros((len(self.clips), num_layers, dim), dtype=np.float32)
         self.state: dict[str, str | None] = {}  # id → None (features stored) or skip reason
         self.flags: dict[str, list[str]] = {}  # id → warnings of a stored clip ("silent", ...)
@@ -227,11 +238,21 @@ class UnitBuffer:
         peak = float(np.abs(hidden).max()) if hidden.size else 0.0
         self.put_rows(utt_id, hidden.transpose(1, 0, 2), hidden.mean(axis=1), peak=peak)
 
-    def put_rows(self, utt_id: str, rows: np.ndarray, mean: np.ndarray, *, peak: float) -> None:
+    def put_rows(
+        self,
+        utt_id: str,
+        rows: np.ndarray,
+        mean: np.ndarray,
+        *,
+        peak: float,
+        scales: np.ndarray | None = None,
+    ) -> None:
         """Store frames already laid out as rows ``[T, L, D]`` plus their float32 time-mean.
 
         The fast path for extraction, which transposes, casts and averages on the device;
-        ``peak`` is ``max |x|`` of the clip's real frames before any cast.
+        ``peak`` is ``max |x|`` of the clip's real frames before any cast. In an int8 group,
+        ``rows`` are either float values (quantised here) or codes with their ``scales [T, L]``
+        (quantised on the device by :func:`trustser.store.quantize.quantize_torch`).
         """
         index = self._index(utt_id)
         frames = int(self.part.num_frames[index])
@@ -247,6 +268,22 @@ class UnitBuffer:
                 f"({FLOAT16_MAX:g}); extract this backbone with --dtype float32."
             )
         start = int(self.part.offsets[index]) - self.base_row
+        if self.scales is not None:
+            if peak > MAX_ABS_INT8:
+                raise StoreError(
+                    f"features of {utt_id!r} reach |x| = {peak:.4g}, beyond what int8 codes with "
+                    f"float16 scales hold ({MAX_ABS_INT8:.4g}); extract with --dtype float32."
+                )
+            if scales is None:
+                rows, scales = quantize(rows)
+            elif np.asarray(rows).dtype != np.int8 or tuple(scales.shape) != expected[:2]:
+                raise ValueError(
+                    f"int8 features of {utt_id!r} need int8 codes [T, L, D] and float16 scales "
+                    f"[T, L]; got {np.asarray(rows).dtype} codes and scales {tuple(scales.shape)}."
+                )
+            self.scales[start : start + frames] = scales
+        elif scales is not None:
+            raise ValueError(f"scales are only stored in an int8 group, not {self.dtype}.")
         self.block[start : start + frames] = rows
         self.means[index - self.clips.start] = mean
         self.state[utt_id] = None
@@ -263,6 +300,8 @@ class UnitBuffer:
         self.flags.pop(utt_id, None)
         start = int(self.part.offsets[index]) - self.base_row
         self.block[start : start + int(self.part.num_frames[index])] = 0
+        if self.scales is not None:
+            self.scales[start : start + int(self.part.num_frames[index])] = 0
         self.means[index - self.clips.start] = 0
         self.state[utt_id] = str(reason)
 
@@ -439,12 +478,13 @@ class StoreWriter:
             )
         self._store_manifest(manifest, checksum)
         if new:
-            itemsize = np.dtype(self.provenance["dtype"]).itemsize
             plan = plan_part(
                 {utt_id: clips[utt_id] for utt_id in new},
-                bytes_per_frame=int(self.provenance["num_layers"])
-                * int(self.provenance["dim"])
-                * itemsize,
+                bytes_per_frame=frame_row_bytes(
+                    str(self.provenance["dtype"]),
+                    int(self.provenance["num_layers"]),
+                    int(self.provenance["dim"]),
+                ),
                 shard_mb=shard_mb,
             )
             self._create_part(plan, manifest, checksum)
@@ -475,6 +515,17 @@ class StoreWriter:
                 fill_value=0,
                 config={"write_empty_chunks": False},
             )
+            if self.provenance["dtype"] in QUANTIZED_DTYPES:  # unit k is chunk k (§6.5)
+                zarr.create_array(
+                    store=zstore,
+                    name=SCALES,
+                    shape=(plan.num_units * F, num_layers),
+                    chunks=(F, num_layers),
+                    dtype="float16",
+                    compressors=compressors,
+                    fill_value=0,
+                    config={"write_empty_chunks": False},
+                )
             zarr.create_array(
                 store=zstore,
                 name="means",
@@ -561,7 +612,7 @@ class StoreWriter:
         return self._arrays[key]
 
     def _unit_files(self, part: Part, unit: int) -> list[Path]:
-        return [part.unit_file(unit, name) for name in UNIT_FILES]
+        return [part.unit_file(unit, name) for name in part.unit_arrays]
 
     # -- ownership ----------------------------------------------------------------------------
     def claim(
@@ -655,13 +706,14 @@ class StoreWriter:
         try:
             self._require_ownership(claim, part, unit)
             self.clear_unit(part, unit)
-            self._array(part, "emb")[unit * part.unit_frames : (unit + 1) * part.unit_frames] = (
-                buffer.block
-            )
+            rows = slice(unit * part.unit_frames, (unit + 1) * part.unit_frames)
+            self._array(part, "emb")[rows] = buffer.block
+            if buffer.scales is not None:
+                self._array(part, SCALES)[rows] = buffer.scales
             start = unit * part.clips_per_unit
             self._array(part, "means")[start : start + len(buffer.clips)] = buffer.means
             files = []
-            for name, path in zip(UNIT_FILES, self._unit_files(part, unit), strict=True):
+            for name, path in zip(part.unit_arrays, self._unit_files(part, unit), strict=True):
                 if path.is_file():  # an all-zero shard or chunk is not stored (fill value)
                     files.append(name)
                     if self.durable:

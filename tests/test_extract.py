@@ -443,8 +443,8 @@ def test_cli_extract_verify_info_skipped(corpus: Path, tmp_path: Path, monkeypat
     assert detail.exit_code == 0 and "weights_sha256" in detail.output
     listed = runner.invoke(app, ["store", "skipped", str(store)])
     assert listed.exit_code == 0 and "c025" in listed.output
-    bad = runner.invoke(app, [*base, "--dtype", "int8"])
-    assert bad.exit_code == 2 and "dtype='int8' is not supported" in bad.output
+    bad = runner.invoke(app, [*base, "--dtype", "int4"])
+    assert bad.exit_code == 2 and "dtype='int4' is not supported" in bad.output
     mismatch = runner.invoke(app, [*base, "--max-seconds", "2"])
     assert mismatch.exit_code == 2 and "max_seconds" in mismatch.output
     missing = runner.invoke(app, ["store", "verify", str(tmp_path / "nope.zarr")])
@@ -735,7 +735,7 @@ def test_a_version_1_store_is_read_and_upgraded_by_the_next_writer(corpus: Path,
     old = open_store(path).group(GROUP)
     assert len(old.ids) == 24 and old.flags == {} and verify_store(path, deep=True).complete
     extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB)
-    assert json.loads(root.read_text())["attributes"]["trustser_store"]["format_version"] == 2
+    assert json.loads(root.read_text())["attributes"]["trustser_store"]["format_version"] == 3
 
 
 def test_store_commands_never_cut_identifiers_at_80_columns(corpus: Path, tmp_path, monkeypatch):

@@ -115,7 +115,8 @@ def test_fit_from_a_real_store_never_touches_the_backbone(store, tmp_path, no_ba
 def test_probe_and_memory_estimate_on_a_real_store(store, tmp_path, no_backbone):
     group = open_store(store).group(BACKBONE)
     mode, size = choose_data_mode(group, group.ids, mode="auto", normalize=False)
-    assert size == int(group.num_frames(group.ids).sum()) * group.num_layers * group.dim * 4
+    itemsize = np.dtype(group.dtype).itemsize  # held in RAM in the stored dtype
+    assert size == int(group.num_frames(group.ids).sum()) * group.num_layers * group.dim * itemsize
     assert mode == "memory"
     packed = PackedFeatures.from_source(group, group.ids, batch_size=5)
     assert packed.nbytes == size

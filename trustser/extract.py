@@ -42,6 +42,7 @@ from trustser.ranks import rank_device, resolve_ranks
 from trustser.store.claims import Claim, Owner
 from trustser.store.format import CODECS, DTYPES, FORMAT_VERSION, utc_now
 from trustser.store.plan import DEFAULT_SHARD_MB, ClipFacts
+from trustser.store.quantize import quantize_torch
 from trustser.store.reader import Part
 from trustser.store.writer import StoreWriter, UnitBuffer, UnitClaimedError
 
@@ -810,7 +811,13 @@ def _forward(
             real = torch.nan_to_num(real, nan=0.0, posinf=0.0, neginf=0.0)
         means = (real.sum(2) / frames.clamp_min(1)[:, None, None].float()).to("cpu").numpy()
         finite, peaks = finite.to("cpu").tolist(), peak.to("cpu").tolist()
-        rows = real.to(dtype).transpose(1, 2).contiguous().to("cpu").numpy()  # [B, T, L, D]
+        scales = None
+        if dtype == torch.int8:  # per-row codes and float16 scales, made on the device (§6.5)
+            codes, row_scales = quantize_torch(real.transpose(1, 2))
+            rows = codes.contiguous().to("cpu").numpy()  # [B, T, L, D]
+            scales = row_scales.contiguous().to("cpu").numpy()  # [B, T, L]
+        else:
+            rows = real.to(dtype).transpose(1, 2).contiguous().to("cpu").numpy()  # [B, T, L, D]
     frame_lengths = frame_lengths.to("cpu").tolist()
     for row, (clip, _) in enumerate(members):
         if int(frame_lengths[row]) != clip.frames:
@@ -824,6 +831,12 @@ def _forward(
             buffer.skip(clip.utterance.id, reason)
             stats.skipped[clip.utterance.id] = reason
             continue
-        buffer.put_rows(clip.utterance.id, rows[row, : clip.frames], means[row], peak=peaks[row])
+        buffer.put_rows(
+            clip.utterance.id,
+            rows[row, : clip.frames],
+            means[row],
+            peak=peaks[row],
+            scales=None if scales is None else scales[row, : clip.frames],
+        )
         stats.frames += clip.frames
         stats.padded += t_max - clip.frames

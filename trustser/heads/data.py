@@ -2,15 +2,16 @@
 
 A head never touches a backbone: it reads ``[B, L, T, D]`` hidden states from a *feature
 source* — a store group (streamed from disk every epoch), or :class:`PackedFeatures`, the
-in-RAM form training prefers: every frame of every clip in one float32 tensor ``[L, ΣT, D]``,
-so batches need no padding and cost one memory copy. :class:`FeatureSet` pairs a source with
+in-RAM form training prefers: every frame of every clip back to back in the store's own dtype
+(float16, or int8 codes with their scales), widened to float32 one batch at a time, so batches
+need no padding and RAM holds what the disk holds. :class:`FeatureSet` pairs a source with
 the ids (and labels) a head trains or predicts on.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +28,7 @@ __all__ = [
     "FeatureSource",
     "PackedBatch",
     "PackedFeatures",
+    "ReplayBatches",
     "StoreGroupError",
     "available_memory",
     "feature_bytes",
@@ -87,29 +89,82 @@ class FeatureSet:
 
 
 class PackedFeatures:
-    """Clips held in RAM as one float32 tensor ``[L, ΣT, D]`` (layer-major) plus offsets.
+    """Clips held in RAM in the store's own dtype, frames back to back, plus offsets.
+
+    Values stay as stored — float16, float32, or int8 codes with a float16 scale per frame and
+    layer (``scales``) — and are widened to float32 one batch at a time (:meth:`packed_batches`,
+    :meth:`batches`, :meth:`gather`), so a store fits in RAM at its own size. A standardised
+    copy (:meth:`standardized`) shares the values and standardises each batch as it widens it.
 
     Build it from a store group (``PackedFeatures.from_source(group, ids)``: one read of the
-    clips) or from arrays (``PackedFeatures.from_arrays({id: [L, T, D]})``). It serves padded
-    :meth:`batches` like a store group and unpadded :meth:`packed_batches` for training.
+    clips), from arrays (``PackedFeatures.from_arrays({id: [L, T, D]})``), or from layer-major
+    ``frames [L, ΣT, D]`` (the constructor).
     """
 
-    def __init__(self, ids: Sequence[str], frames: torch.Tensor, offsets: Sequence[int]) -> None:
+    def __init__(
+        self,
+        ids: Sequence[str],
+        frames: torch.Tensor,
+        offsets: Sequence[int],
+        *,
+        scales: torch.Tensor | None = None,
+    ) -> None:
+        if frames.dim() != 3:
+            raise DataError(f"packed features need frames [L, ΣT, D]; got {tuple(frames.shape)}.")
+        self._setup(
+            ids,
+            frames.transpose(0, 1),
+            offsets,
+            None if scales is None else scales.transpose(0, 1),
+        )
+
+    @classmethod
+    def from_rows(
+        cls,
+        ids: Sequence[str],
+        rows: torch.Tensor,
+        offsets: Sequence[int],
+        *,
+        scales: torch.Tensor | None = None,
+    ) -> PackedFeatures:
+        """From frame-major ``rows [ΣT, L, D]`` (the store's layout; int8 with ``scales [ΣT, L]``)."""
+        packed = cls.__new__(cls)
+        packed._setup(ids, rows, offsets, scales)
+        return packed
+
+    def _setup(
+        self,
+        ids: Sequence[str],
+        rows: torch.Tensor,
+        offsets: Sequence[int],
+        scales: torch.Tensor | None,
+        affine: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         self.ids = list(ids)
-        self.frames = frames  # [L, ΣT, D] float32
         self.offsets = np.asarray(offsets, dtype=np.int64)
         if (
-            frames.dim() != 3
+            rows.dim() != 3
             or self.offsets.shape != (len(self.ids) + 1,)
-            or self.offsets[-1] != frames.shape[1]
+            or self.offsets[-1] != rows.shape[0]
         ):
             raise DataError(
-                f"packed features need frames [L, ΣT, D] and N+1 offsets ending at ΣT; got frames "
-                f"{tuple(frames.shape)}, {self.offsets.size} offsets for {len(self.ids)} ids."
+                f"packed features need rows [ΣT, L, D] and N+1 offsets ending at ΣT; got rows "
+                f"{tuple(rows.shape)}, {self.offsets.size} offsets for {len(self.ids)} ids."
             )
         if np.any(np.diff(self.offsets) < 1):
             raise DataError("every clip needs at least one frame (offsets must increase).")
-        self.num_layers, self.dim = int(frames.shape[0]), int(frames.shape[2])
+        if (rows.dtype == torch.int8) != (scales is not None):
+            raise DataError("int8 codes need their scales, and only int8 codes have scales.")
+        if scales is not None and tuple(scales.shape) != tuple(rows.shape[:2]):
+            raise DataError(
+                f"scales must be [ΣT, L] = {tuple(rows.shape[:2])}, got {tuple(scales.shape)}."
+            )
+        if not (rows.dtype.is_floating_point or rows.dtype == torch.int8):
+            raise DataError(f"packed features hold float or int8 values, not {rows.dtype}.")
+        self.rows = rows  # [ΣT, L, D] as stored (possibly a view)
+        self.scales = scales  # [ΣT, L] float16 for int8 codes
+        self._affine = affine  # (mean [L, D], 1 / std [L, D]) applied while widening
+        self.num_layers, self.dim = int(rows.shape[1]), int(rows.shape[2])
         self._index = {utterance_id: i for i, utterance_id in enumerate(self.ids)}
         if len(self._index) != len(self.ids):
             raise DataError("packed features got the same id twice.")
@@ -143,38 +198,62 @@ class PackedFeatures:
     def from_source(
         cls, source: FeatureSource, ids: Sequence[str], *, batch_size: int = 64
     ) -> PackedFeatures:
-        """Read ``ids`` once from ``source`` (a store group) and pack them, dropping padding."""
+        """Read ``ids`` once from ``source`` and keep them in its stored dtype.
+
+        A store group is read straight into RAM (``group.load``: float16 stays float16, int8
+        stays codes plus scales); any other source is read batch by batch as float32.
+        """
         ids = list(ids)
         if not ids:
             raise DataError("PackedFeatures needs at least one clip.")
+        if hasattr(source, "load"):
+            memory = source.load(ids)
+            scales = getattr(memory, "scales", None)
+            return cls.from_rows(
+                memory.ids,
+                torch.from_numpy(memory.rows),
+                memory.offsets,
+                scales=None if scales is None else torch.from_numpy(scales),
+            )
         clips: dict[str, torch.Tensor] = {}
         for batch in source.batches(ids, batch_size=batch_size, shuffle=False, seed=0):
             hidden = torch.as_tensor(batch.hidden, dtype=torch.float32)
             for row, (utterance_id, length) in enumerate(
                 zip(batch.ids, _lengths(batch), strict=True)
             ):
-                clips[utterance_id] = hidden[row, :, :length].clone()  # [L, T, D]
+                clips[utterance_id] = hidden[row, :, :length].transpose(0, 1).clone()  # [T, L, D]
         missing = [i for i in ids if i not in clips]
         if missing:
             raise DataError(
                 f"the feature source returned no features for {len(missing)} id(s), e.g. {missing[:3]}."
             )
-        lengths = [clips[i].shape[1] for i in ids]
+        lengths = [clips[i].shape[0] for i in ids]
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         first = clips[ids[0]]
-        frames = torch.empty(
-            (first.shape[0], int(offsets[-1]), first.shape[2]), dtype=torch.float32
-        )
+        rows = torch.empty((int(offsets[-1]), first.shape[1], first.shape[2]), dtype=torch.float32)
         for i, utterance_id in enumerate(ids):
-            frames[:, offsets[i] : offsets[i + 1]] = clips.pop(utterance_id)
-        return cls(ids, frames, offsets)
+            rows[offsets[i] : offsets[i + 1]] = clips.pop(utterance_id)
+        return cls.from_rows(ids, rows, offsets)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the values are held in (``torch.int8``: codes with ``scales``)."""
+        return self.rows.dtype
+
+    @property
+    def frames(self) -> torch.Tensor:
+        """The values as held, layer-major ``[L, ΣT, D]`` (a view; int8 codes are not scaled
+        and a standardised copy is not standardised here: use :meth:`gather` for values)."""
+        return self.rows.transpose(0, 1)
+
+    @property
     def nbytes(self) -> int:
-        return self.frames.numel() * self.frames.element_size()
+        """Bytes the values take in RAM (codes and scales for int8)."""
+        scales = 0 if self.scales is None else self.scales.numel() * self.scales.element_size()
+        return self.rows.numel() * self.rows.element_size() + scales
 
     def _rows(self, ids: Sequence[str]) -> list[int]:
         try:
@@ -187,10 +266,34 @@ class PackedFeatures:
         rows = np.asarray(self._rows(list(ids)), dtype=np.int64)
         return (self.offsets[rows + 1] - self.offsets[rows]).astype(np.int64)
 
+    def _widen_into(self, out: torch.Tensor, start: int, end: int) -> None:
+        """Frames ``[start, end)`` as float32 values into ``out [L, end - start, D]``."""
+        out.copy_(self.rows[start:end].transpose(0, 1))
+        if self.scales is not None:
+            out.mul_(self.scales[start:end].transpose(0, 1).to(torch.float32)[:, :, None])
+        if self._affine is not None:
+            mean, inverse = self._affine
+            out.sub_(mean[:, None, :]).mul_(inverse[:, None, :])
+
+    def gather(self, frames: torch.Tensor, layers: int | None = None) -> torch.Tensor:
+        """float32 values ``[layers, len(frames), D]`` of the frames at the indices ``frames``
+        (of the first ``layers`` layers, default all)."""
+        layers = self.num_layers if layers is None else int(layers)
+        out = self.rows[frames, :layers].transpose(0, 1).to(torch.float32)
+        if self.scales is not None:
+            out.mul_(self.scales[frames, :layers].transpose(0, 1).to(torch.float32)[:, :, None])
+        if self._affine is not None:
+            mean, inverse = self._affine
+            out.sub_(mean[:layers, None, :]).mul_(inverse[:layers, None, :])
+        return out
+
     def clip(self, utterance_id: str) -> torch.Tensor:
-        """One clip's frames ``[L, T, D]`` (a view)."""
+        """One clip's values ``[L, T, D]`` float32 (a copy, widened from the stored dtype)."""
         (row,) = self._rows([utterance_id])
-        return self.frames[:, self.offsets[row] : self.offsets[row + 1]]
+        start, end = int(self.offsets[row]), int(self.offsets[row + 1])
+        out = torch.empty(self.num_layers, end - start, self.dim, dtype=torch.float32)
+        self._widen_into(out, start, end)
+        return out
 
     def means(self, ids: Sequence[str]) -> np.ndarray:
         """Time-means ``[N, L, D]`` float32."""
@@ -216,19 +319,21 @@ class PackedFeatures:
         *,
         eps: float = 1e-5,
     ) -> PackedFeatures:
-        """A copy of ``ids`` (default: all) with ``(x - mean) / max(std, eps)`` per layer and
-        dimension — what a normalising head computes, done once instead of every batch."""
+        """The same clips with ``(x - mean) / max(std, eps)`` per layer and dimension — what a
+        normalising head computes — applied as each batch is widened: no second copy in RAM.
+
+        ``ids`` (default: all) are the clips the copy serves.
+        """
+        if self._affine is not None:
+            raise DataError("these features are standardised already.")
         ids = self.ids if ids is None else list(ids)
-        rows = self._rows(ids)
-        starts, ends = self.offsets[rows], self.offsets[np.asarray(rows, dtype=np.int64) + 1]
-        offsets = np.concatenate([[0], np.cumsum(ends - starts)])
-        frames = torch.empty(self.num_layers, int(offsets[-1]), self.dim, dtype=self.frames.dtype)
-        for i, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-            frames[:, offsets[i] : offsets[i + 1]] = self.frames[:, start:end]
-        scale = 1.0 / std.to(frames.dtype).clamp_min(eps)
-        for layer in range(self.num_layers):  # in place, one layer at a time: no big temporaries
-            frames[layer].sub_(mean[layer].to(frames.dtype)).mul_(scale[layer])
-        return PackedFeatures(ids, frames, offsets)
+        self._rows(ids)
+        copy = PackedFeatures.__new__(PackedFeatures)
+        inverse = 1.0 / std.to(torch.float32).clamp_min(eps)
+        copy._setup(
+            self.ids, self.rows, self.offsets, self.scales, (mean.to(torch.float32), inverse)
+        )
+        return copy
 
     def _order(self, ids: list[str], batch_size: int, shuffle: bool, seed: int) -> list[list[str]]:
         if batch_size < 1:
@@ -247,7 +352,8 @@ class PackedFeatures:
         seed: int = 0,
         reuse: bool = False,
     ) -> Iterator[PackedBatch]:
-        """Batches of ``batch_size`` clips without padding; shuffled by ``seed``, else in order.
+        """Batches of ``batch_size`` clips without padding, as float32 ``frames [L, F, D]``;
+        shuffled by ``seed``, else in order.
 
         ``reuse=True`` copies every batch into one buffer that the next batch overwrites — no
         fresh allocation (and page faults) per batch, for loops that finish with a batch before
@@ -262,13 +368,13 @@ class PackedFeatures:
             total = int(lengths.sum())
             if reuse:
                 if buffer is None or buffer.shape[1] < total:
-                    buffer = torch.empty(self.num_layers, total, self.dim, dtype=self.frames.dtype)
+                    buffer = torch.empty(self.num_layers, total, self.dim, dtype=torch.float32)
                 frames = buffer[:, :total]
             else:
-                frames = torch.empty(self.num_layers, total, self.dim, dtype=self.frames.dtype)
+                frames = torch.empty(self.num_layers, total, self.dim, dtype=torch.float32)
             position = 0
             for start, end in zip(starts, ends, strict=True):
-                frames[:, position : position + end - start] = self.frames[:, start:end]
+                self._widen_into(frames[:, position : position + end - start], start, end)
                 position += end - start
             segments = torch.repeat_interleave(torch.arange(len(rows)), lengths)
             yield PackedBatch(ids=chunk, frames=frames, segments=segments, lengths=lengths)
@@ -288,6 +394,17 @@ class PackedFeatures:
             yield Batch(
                 ids=packed.ids, hidden=hidden, mask=length_mask(lengths, t_max), lengths=lengths
             )
+
+
+class ReplayBatches:
+    """Batches made again on every iteration (the same ones each time, as ``make`` is
+    deterministic): dev batches evaluated every epoch without holding them widened in RAM."""
+
+    def __init__(self, make: Callable[[], Iterable[Any]]) -> None:
+        self._make = make
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._make())
 
 
 def _lengths(batch: Any) -> list[int]:

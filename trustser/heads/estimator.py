@@ -23,7 +23,7 @@ from torch import nn
 
 from trustser._validation import check_choice, check_fitted, check_positive, check_probability
 from trustser.devices import DEVICE_CHOICES, resolve_device
-from trustser.heads.data import DataError, FeatureSet, feature_statistics
+from trustser.heads.data import DataError, FeatureSet, ReplayBatches, feature_statistics
 from trustser.heads.model import POOLINGS, LayerWeightedHead
 from trustser.metrics.performance import uar_score
 
@@ -332,8 +332,10 @@ class HeadClassifier:
             dev_standardized = standardized and hasattr(dev.source, "standardized")
             if dev_standardized:
                 dev_source = dev.source.standardized(*statistics, ids=dev.ids)
-            dev_batches = list(
-                dev_source.packed_batches(dev.ids, batch_size=self.batch_size, shuffle=False)
+            dev_batches = ReplayBatches(  # widened anew each epoch: RAM keeps the stored dtype
+                lambda: dev_source.packed_batches(
+                    dev.ids, batch_size=self.batch_size, shuffle=False, reuse=True
+                )
             )
         else:
             dev_standardized = False
@@ -391,6 +393,7 @@ class HeadClassifier:
                     optimizer.step()
                     total += float(loss.detach()) * len(batch.ids)
                     count += len(batch.ids)
+                batch = iterator = None  # one widened batch in RAM at a time, not two
                 if head is None or count == 0:
                     raise DataError("the training source yielded no batches for the training ids.")
                 dev_uar = None

@@ -37,7 +37,13 @@ from trustser._version import __version__
 from trustser.backbones.top_blocks import TopBlocks, check_top_blocks_k, top_blocks_for_store
 from trustser.batching import length_batches, length_mask
 from trustser.devices import resolve_device
-from trustser.heads.data import DataError, FeatureSet, PackedFeatures, feature_statistics
+from trustser.heads.data import (
+    DataError,
+    FeatureSet,
+    PackedFeatures,
+    ReplayBatches,
+    feature_statistics,
+)
 from trustser.heads.estimator import (
     EpochEnd,
     EpochSelection,
@@ -148,7 +154,7 @@ def padded_batches(
         clip_of = torch.repeat_interleave(torch.arange(len(chunk)), counts)
         frames = torch.from_numpy(starts[chunk]).repeat_interleave(counts) + within
         hidden = torch.zeros(len(chosen), steps, layers, source.dim)
-        hidden[clip_of, within] = source.frames[:layers, frames].transpose(0, 1)
+        hidden[clip_of, within] = source.gather(frames, layers).transpose(0, 1)
         yield Batch(
             ids=chosen,
             hidden=hidden.transpose(1, 2),
@@ -282,8 +288,10 @@ class FineTuneClassifier(HeadClassifier):
         )
         dev_batches = None
         if dev is not None and isinstance(dev.source, PackedFeatures):  # same batches each epoch
-            dev_batches = list(
-                padded_batches(dev.source, dev.ids, layers=lower, batch_size=self.batch_size)
+            dev_batches = ReplayBatches(  # made anew each epoch: RAM keeps the stored dtype
+                lambda: padded_batches(
+                    dev.source, dev.ids, layers=lower, batch_size=self.batch_size
+                )
             )
         fork_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
@@ -334,6 +342,7 @@ class FineTuneClassifier(HeadClassifier):
                     optimizer.step()
                     total += float(loss.detach()) * len(batch.ids)
                     count += len(batch.ids)
+                batch = logits = None  # one batch in RAM at a time, not two
                 if count == 0:
                     raise DataError("the training source yielded no batches for the training ids.")
                 dev_uar = None

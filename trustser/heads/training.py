@@ -64,6 +64,7 @@ from trustser.manifest import Manifest
 from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary
 from trustser.runs import ModelName, RunLayout, finetune_variant, write_json
+from trustser.store.format import DTYPES, frame_row_bytes
 
 __all__ = [
     "DATA_MODES",
@@ -163,17 +164,25 @@ def choose_data_mode(
 ) -> tuple[str, int]:
     """``("memory" | "stream", bytes in RAM)``: keep the features in RAM when they fit.
 
-    In RAM the features are packed as float32 (:class:`PackedFeatures`); their size comes from
-    the group's exact frame counts (``num_frames(ids)``) when it offers them, else from the
-    manifest durations, capped at the extraction's ``max_seconds``, times the frame rate. A
-    normalising head trains on a standardised copy of each fold's clips, so with ``normalize``
-    twice that size is needed. ``auto`` loads when the need is at most ``memory_fraction`` of
-    the memory available now; ``memory`` / ``stream`` force the choice.
+    In RAM the features keep the store's dtype (:class:`PackedFeatures`: float16, or int8
+    codes with their scales) and are widened to float32 one batch at a time; their size is the
+    group's exact frame counts (``num_frames(ids)``) times the bytes of one stored frame row
+    (float32 rows for a source without a store ``dtype``), else from the manifest durations, capped at the extraction's
+    ``max_seconds``, times the frame rate. A normalising head standardises each batch as it is
+    widened, so ``normalize`` needs no second copy (the argument is kept for callers).
+    ``auto`` loads when the need is at most ``memory_fraction`` of the memory available now;
+    ``memory`` / ``stream`` force the choice.
     """
+    del normalize
     check_choice("data", mode, DATA_MODES)
     check_probability("memory_fraction", memory_fraction)
     if hasattr(group, "num_frames"):
-        size = feature_bytes(int(np.sum(group.num_frames(list(ids)))), group.num_layers, group.dim)
+        frames = int(np.sum(group.num_frames(list(ids))))
+        dtype = getattr(group, "dtype", None)
+        if isinstance(dtype, str) and dtype in DTYPES:
+            size = frames * frame_row_bytes(dtype, group.num_layers, group.dim)
+        else:
+            size = feature_bytes(frames, group.num_layers, group.dim)
     else:
         manifest = group.manifest()
         frame_rate = float(group.provenance.get("frame_rate") or 50.0)
@@ -185,8 +194,6 @@ def choose_data_mode(
                 seconds = min(seconds, float(max_seconds))
             frames += int(np.ceil(seconds * frame_rate)) + 1
         size = feature_bytes(frames, group.num_layers, group.dim)
-    if normalize:
-        size *= 2
     if mode != "auto":
         return mode, size
     free = available_memory()
