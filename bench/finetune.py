@@ -17,7 +17,7 @@ load hits both; the median of the per-pair ratios is reported. Models: the offli
 tiny.en (4 blocks: K = 1 skips 3) and a 12-block tiny random Whisper (K = 1 skips 11).
 
     python bench/finetune.py --emodb ../shared/data/emodb [--models tiny.en,whisper12]
-        [--folds 1] [--epochs 4] [--repeats 2]
+        [--fold 1] [--epochs 4] [--repeats 2]
 """
 
 from __future__ import annotations

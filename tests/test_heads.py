@@ -521,6 +521,51 @@ def test_probes_per_layer_and_all_layers(fake_store, tmp_path):
     assert metrics["emotion_test_uar_mean"] == emotion.all_layers["test_uar_mean"]
 
 
+def test_probes_write_the_attackers_per_clip_predictions_and_the_profile_bounds_them(
+    fake_store, tmp_path
+):
+    """The profile scores privacy by the strongest attacker, a probe included: its per-clip test
+    predictions give that figure its speaker-bootstrap interval."""
+    import csv
+
+    from trustser.heads.probe import PROBE_ATTACKERS
+    from trustser.profile import collect_profile
+
+    store, _ = fake_store
+    result = run_probes(store, task="gender", runs=tmp_path)
+    (gender,) = result.tasks
+    with (result.path.parent / "predictions-gender.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["attacker"] for r in rows} == set(PROBE_ATTACKERS.values())
+    assert all(r["speaker"] and r["gender"] for r in rows)
+    for attacker, figure in (
+        (PROBE_ATTACKERS[None], gender.all_layers),
+        (PROBE_ATTACKERS["dev"], gender.dev_chosen),
+    ):
+        mine = [r for r in rows if r["attacker"] == attacker]
+        folds = sorted({r["fold"] for r in mine})
+        assert len(mine) == sum(len(s.test) for s in _gender_splits(store))
+        accuracy = np.mean(
+            [np.mean([r["true"] == r["pred"] for r in mine if r["fold"] == f]) for f in folds]
+        )
+        assert accuracy == pytest.approx(figure["test_accuracy_mean"])
+    profile = collect_profile(tmp_path, bootstrap=200)
+    (entry,) = profile.backbones
+    assert entry.privacy_attacker in PROBE_ATTACKERS.values()
+    interval = entry.intervals["privacy"]
+    assert interval["value"] == pytest.approx(entry.raw["privacy"])
+    assert interval["low"] <= interval["value"] <= interval["high"]
+    assert not any("no interval" in note for note in entry.notes)
+
+
+def _gender_splits(store):
+    from trustser.heads.tasks import build_task
+    from trustser.store import open_group
+
+    group, _ = open_group(store)
+    return build_task("gender", group.manifest()).splits
+
+
 # -------------------------------------------------------------------------------------- CLI
 def test_cli_fit_and_probe_wiring(fake_store, tmp_path):
     from trustser.cli.main import app

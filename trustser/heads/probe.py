@@ -12,12 +12,13 @@ when they come from the same store group.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,18 @@ from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary
 from trustser.runs import ModelName, RunLayout, read_json, write_json
 
-__all__ = ["ProbeEvent", "ProbeResult", "ProbeTaskResult", "probe_task", "run_probes"]
+__all__ = [
+    "PROBE_ATTACKERS",
+    "ProbeEvent",
+    "ProbeResult",
+    "ProbeTaskResult",
+    "probe_task",
+    "run_probes",
+]
+
+
+# The names under which the profile reports the probes as attackers (predictions CSV column).
+PROBE_ATTACKERS = {None: "linear probe (all layers)", "dev": "linear probe (layer chosen on dev)"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,9 @@ class ProbeTaskResult:
     all_layers: dict[str, Any]
     layers: list[dict[str, Any]]
     dev_chosen: dict[str, Any]
+    # Per-clip test predictions of the two probes the profile scores as attackers:
+    # ``{"id", "fold", "attacker", "true", "pred"}`` rows (see :data:`PROBE_ATTACKERS`).
+    predictions: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,8 +115,9 @@ def probe_task(
     per_split = means if callable(means) else (lambda _split, fixed=means: fixed)
     num_layers = 0 if callable(means) else means.shape[1]
     per_view: dict[int | None, list[dict[str, Any]]] = {None: []}
+    test_pred: dict[tuple[int | None, int], list[str]] = {}  # (view, fold index) -> labels
     done = 0
-    for split in splits:
+    for fold_index, split in enumerate(splits):
         fold_means = per_split(split)
         num_layers = fold_means.shape[1]
         views: list[tuple[int | None, np.ndarray]] = [(None, fold_means.reshape(len(ids), -1))]
@@ -122,6 +138,8 @@ def probe_task(
             fold: dict[str, Any] = {"fold": split.name}
             for role in ("dev", "test"):
                 predicted = model.predict(features[index[role]])
+                if role == "test":
+                    test_pred[(layer, fold_index)] = [str(p) for p in predicted]
                 summary = performance_summary(truth[role], predicted, labels=list(task.labels))
                 fold[f"{role}_uar"] = summary["uar"]
                 fold[f"{role}_accuracy"] = summary["weighted_accuracy"]
@@ -135,12 +153,30 @@ def probe_task(
                 callback(ProbeEvent(task.name, done, total))
     all_layers = _aggregate(per_view[None])
     layers = [{"layer": layer, **_aggregate(per_view[layer])} for layer in range(num_layers)]
+    dev_chosen = _dev_chosen(per_view, num_layers)
+    predictions = []
+    for fold_index, split in enumerate(splits):
+        views = {None: None, "dev": dev_chosen["layers"][fold_index]}
+        for attacker, layer in views.items():
+            for utterance_id, predicted in zip(
+                split.test, test_pred[(layer, fold_index)], strict=True
+            ):
+                predictions.append(
+                    {
+                        "id": utterance_id,
+                        "fold": split.name,
+                        "attacker": PROBE_ATTACKERS[attacker],
+                        "true": task.label_of[utterance_id],
+                        "pred": predicted,
+                    }
+                )
     return ProbeTaskResult(
         task=task.name,
         labels=task.labels,
         all_layers=all_layers,
         layers=layers,
-        dev_chosen=_dev_chosen(per_view, num_layers),
+        dev_chosen=dev_chosen,
+        predictions=predictions,
     )
 
 
@@ -259,6 +295,8 @@ def run_probes(
         for stale in ("best_layer_test", "best_layer_dev"):  # written by earlier versions
             metrics.pop(f"{result.task}_{stale}", None)
     write_json(path, metrics)
+    for result in results:
+        _write_predictions(path.parent / f"predictions-{result.task}.csv", result, manifest)
     return ProbeResult(
         backbone=name,
         path=path,
@@ -266,6 +304,21 @@ def run_probes(
         metrics=metrics,
         seconds=time.perf_counter() - start,
     )
+
+
+def _write_predictions(path: Path, result: ProbeTaskResult, manifest: Any) -> None:
+    """Per-clip test predictions of the probes scored as attackers, with speaker and gender (the
+    profile's speaker bootstrap clusters them); written to a temporary name, then renamed."""
+    utterances = {u.id: u for u in manifest.utterances}
+    columns = ["id", "fold", "speaker", "gender", "attacker", "true", "pred"]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in result.predictions:
+            utterance = utterances[row["id"]]
+            writer.writerow({**row, "speaker": utterance.speaker, "gender": utterance.gender or ""})
+    os.replace(tmp, path)
 
 
 def _merge_existing(path: Path, store_info: Mapping[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,7 @@ class _Sources:
         self.emotion = _rows(directory / "emotion" / "predictions.csv")
         self.gender = _rows(directory / "gender" / "predictions.csv")
         self.speaker = _rows(directory / "speaker" / "predictions.csv")
+        self.probe_gender = _rows(directory / "probe" / "predictions-gender.csv")
         self.attacks: dict[str, list[dict[str, str]]] = {}
         for folder in sorted(directory.glob("attack-*")) if directory.is_dir() else []:
             rows = _rows(folder / "clips.csv")
@@ -87,7 +88,13 @@ class _Sources:
 
     def all_rows(self) -> list[dict[str, str]]:
         out = []
-        for rows in (self.emotion, self.gender, self.speaker, *self.attacks.values()):
+        for rows in (
+            self.emotion,
+            self.gender,
+            self.speaker,
+            self.probe_gender,
+            *self.attacks.values(),
+        ):
             out += rows or []
         return out
 
@@ -209,6 +216,13 @@ def _store(
         ]
 
 
+# The probe attackers of the privacy axis (trustser.heads.probe.PROBE_ATTACKERS) -> interval key.
+_PROBE_KEYS = {
+    "linear probe (all layers)": "gender_accuracy_probe",
+    "linear probe (layer chosen on dev)": "gender_accuracy_probe_dev_layer",
+}
+
+
 def _bootstrap_entry(
     entry: BackboneProfile,
     source: _Sources,
@@ -279,11 +293,25 @@ def _bootstrap_entry(
         _store(
             entry, "gender_uar_head", estimator.interval(bs.uar_from_counts, tables, _METHOD_FOLD)
         )
-        if attacker not in (None, "gender head"):
-            entry.notes.append(
-                f"privacy: the axis holds the {attacker}, which writes no per-clip predictions, so "
-                "its figure has no interval (the gender head's is listed beside it)."
-            )
+    attacker = entry.privacy_attacker
+    probes = {row["attacker"] for row in source.probe_gender or []}
+    for name, key in _PROBE_KEYS.items():
+        if name not in probes:
+            continue
+        rows = [row for row in source.probe_gender if row["attacker"] == name]
+        tables = estimator.confusion(rows, "true", "pred", grouped=False)
+        _store(
+            entry,
+            key,
+            estimator.interval(bs.accuracy_from_counts, tables, _METHOD_FOLD),
+            axis="privacy" if attacker == name else None,
+        )
+    if attacker not in (None, "gender head") and attacker not in probes:
+        entry.notes.append(
+            f"privacy: the axis holds the {attacker}, whose per-clip predictions were not found "
+            "(probes written by an earlier version), so its figure has no interval; rerun "
+            "`trustser heads probe` to get one."
+        )
     if source.speaker is not None:
         # Speaker ID has one class per speaker: count (clips, hits) instead of a [C, C] table.
         rows = source.speaker
