@@ -32,6 +32,7 @@ __all__ = [
     "plan_folds",
     "reload_backbone",
     "select_folds",
+    "smoothed_plan",
     "variant_encoder",
 ]
 
@@ -242,6 +243,17 @@ def plan_folds(
             )
         )
     return plans
+
+
+def smoothed_plan(plan: FoldPlan, smoothing: tuple[float, int], seed: int) -> FoldPlan:
+    """``plan`` with its model behind randomized smoothing at ``(snr_db, samples)``."""
+    from dataclasses import replace
+
+    from trustser.mitigate.smoothing import SmoothedClassifier
+
+    snr_db, samples = smoothing
+    model = SmoothedClassifier(plan.model, snr_db=snr_db, samples=samples, seed=seed)
+    return replace(plan, model=model)
 
 
 def variant_encoder(

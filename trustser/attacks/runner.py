@@ -25,7 +25,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from trustser.attacks.loading import (
     plan_folds,
     reload_backbone,
     select_folds,
+    smoothed_plan,
 )
 from trustser.attacks.methods import EOT, Attack, AttackError, check_snr, make_attack
 from trustser.attacks.results import (
@@ -406,15 +407,14 @@ def run_attack(
 
 
 def _smoothed(plan: FoldPlan, smoothing: tuple[float, int], seed: int) -> FoldPlan:
-    """``plan`` with its model behind randomized smoothing, freshly seeded per fold: the plain
-    and the adaptive pass see the same noise on the clean pass, hence attack the same clips."""
-    from trustser.mitigate.smoothing import SmoothedClassifier
+    """``plan`` behind randomized smoothing, freshly seeded per fold (:func:`smoothed_plan`)."""
+    return smoothed_plan(plan, smoothing, smoothing_seed(seed, plan.fold))
 
-    snr_db, samples = smoothing
-    model = SmoothedClassifier(
-        plan.model, snr_db=snr_db, samples=samples, seed=_derived_seed(seed, plan.fold, "smooth")
-    )
-    return replace(plan, model=model)
+
+def smoothing_seed(seed: int, fold: str) -> int:
+    """The noise seed of a fold's smoothed model: the plain and the adaptive pass (and the
+    clean evaluation) see the same noise on the clean pass, hence judge the same clips."""
+    return _derived_seed(seed, fold, "smooth")
 
 
 def _write_pass(
