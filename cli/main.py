@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 
 from trustser._version import __version__
-from trustser.cli import attack, backbones, data, extract, heads, pipeline, profile, store, synth
+from trustser.cli import (
+    attack,
+    backbones,
+    data,
+    extract,
+    heads,
+    mitigate,
+    pipeline,
+    profile,
+    store,
+    synth,
+)
 
 __all__ = ["app", "main"]
 
@@ -20,6 +31,7 @@ app.add_typer(data.app, name="data", help="Prepare corpus manifests and the synt
 app.add_typer(backbones.app, name="backbones", help="List and inspect frozen encoders.")
 app.add_typer(store.app, name="store", help="Inspect and verify embedding stores.")
 app.add_typer(heads.app, name="heads", help="Train heads and probes from the embedding cache.")
+app.add_typer(mitigate.app, name="mitigate", help="Privacy, fairness and safety mitigations.")
 # Single commands at the top level: extract, attack, cost, profile, recommend, run, demo.
 for area in (extract, attack, profile, pipeline):
     app.add_typer(area.app)
