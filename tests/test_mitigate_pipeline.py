@@ -65,6 +65,12 @@ def test_run_with_mitigations_runs_each_then_skips_it(tmp_path, toy_manifest):
     profile = json.loads((out / "toy" / "report" / "profile.json").read_text())
     names = [b["name"] for b in profile["backbones"]]
     assert set(VARIANTS) <= set(names)
+    markdown = (out / "toy" / "report" / "profile.md").read_text()
+    section = markdown.split("## Mitigations", 1)[1]
+    for variant in VARIANTS:
+        assert f"| {variant} |" in section, variant
+    assert "| tiny:whisper@fair-post | per-gender logit offsets fitted on dev | yes |" in section
+    assert "<h2>Mitigations</h2>" in (out / "toy" / "report" / "report.html").read_text()
     again = run_pipeline(_config(manifest, out), progress=False)
     statuses = {(e.stage, e.backbone): e.status for e in again.events}
     for variant in VARIANTS:
