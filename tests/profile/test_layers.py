@@ -15,6 +15,7 @@ RANKS = {
     "model": 0,
     "scales": 1,
     "collect": 2,
+    "mitigations": 2,  # reads a profile (and plain-attack summaries); tables and report show it
     "tables": 3,
     "radar": 3,
     "recommend": 3,
