@@ -12,6 +12,7 @@ from trustser.cli import (
     data,
     extract,
     heads,
+    mitigate,
     pipeline,
     profile,
     store,
@@ -31,6 +32,7 @@ app.add_typer(data.app, name="data", help="Prepare corpus manifests and the synt
 app.add_typer(backbones.app, name="backbones", help="List and inspect frozen encoders.")
 app.add_typer(store.app, name="store", help="Inspect and verify embedding stores.")
 app.add_typer(heads.app, name="heads", help="Train heads and probes from the embedding cache.")
+app.add_typer(mitigate.app, name="mitigate", help="Privacy, fairness and safety mitigations.")
 # Single commands at the top level: extract, attack, cost, profile, recommend, compare, run, demo.
 for area in (extract, attack, profile, compare, pipeline):
     app.add_typer(area.app)

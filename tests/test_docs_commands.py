@@ -131,9 +131,10 @@ def _relaxed_paths(command, monkeypatch) -> None:
 
 
 def _check_extra(path: list[str], words: tuple[str, ...], extra: list[str]) -> None:
-    """Leftover words are accepted only where a command reads them (``--snr 45 35``)."""
+    """Leftover words are accepted only where a command reads them (``--snr 45 35``,
+    ``mitigate privacy --lambda 0.1 0.3 1``)."""
     leaf = path[-1]
-    if leaf == "attack":
+    if leaf == "attack" or path[-2:] in (["mitigate", "privacy"], ["mitigate", "smoothing"]):
         for word in extra:
             float(word)  # ValueError: not an SNR
         return

@@ -129,6 +129,8 @@ class CostReport:
     variant: str | None = None
     basis: str = "measured"
     latency_ms_runs: list[float] = field(default_factory=list)  # every timed batch-1 run (ms)
+    # Forward passes per classified clip: N for a randomized-smoothing variant, else 1.
+    inference_passes: int = 1
 
     @property
     def total_params(self) -> int:
@@ -494,14 +496,42 @@ def as_variant_cost(report: CostReport, variant: str, *, basis: str) -> CostRepo
     Fine-tuning changes weights, not the computation: a variant has its base's parameters,
     MACs and latency (the trainable parameters and training time are the profile's, from the
     heads' metrics).
+
+    A randomized-smoothing variant (``@smooth-s<s>-n<N>``) runs the base N times per clip: its
+    MACs, FLOPs and latencies are N times the base's (the copies run one after another) and its
+    throughput 1/N of it; the parameters are the base's.
     """
     name = ModelName.parse(variant)
-    return replace(
+    relabelled = replace(
         report,
         backbone=str(ModelName(report.backbone, name.tag)),
         base_backbone=report.backbone,
         variant=name.tag,
         basis=basis,
+    )
+    if name.smoothing is None:
+        return relabelled
+    n = name.smoothing[1]
+
+    def times(value: Any) -> Any:
+        return None if value is None else value * n
+
+    return replace(
+        relabelled,
+        backbone_macs=report.backbone_macs * n,
+        head_macs=report.head_macs * n,
+        attention_macs=report.attention_macs * n,
+        macs_by_category={k: v * n for k, v in report.macs_by_category.items()},
+        norm_macs=report.norm_macs * n,
+        torch_flops=report.torch_flops * n,
+        latency_ms=times(report.latency_ms),
+        latency_ms_p90=times(report.latency_ms_p90),
+        latency_ms_runs=[value * n for value in report.latency_ms_runs],
+        throughput_clips_per_s=(
+            None if report.throughput_clips_per_s is None else report.throughput_clips_per_s / n
+        ),
+        inference_passes=n,
+        basis=f"{basis}; randomized smoothing: {n} forward passes per clip ({n} x the base)",
     )
 
 
@@ -549,7 +579,11 @@ def run_cost(
     from trustser.runs import RunLayout, write_json
 
     if runs is not None and "head_config" not in options:
-        found = head_config_from_runs(runs, backbone)
+        # a smoothed variant classifies with its base's heads
+        smoothed = ModelName.parse(backbone).smoothing is not None
+        found = head_config_from_runs(
+            runs, ModelName.parse(backbone).base if smoothed else backbone
+        )
         if found is not None:
             options["head_config"], sidecar = found
             options["head_source"] = f"trained emotion head config ({sidecar})"

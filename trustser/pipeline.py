@@ -7,6 +7,7 @@ Each corpus gets its own directory under ``out``::
     out/<corpus>/<backbone>/...      heads, attacks, cost (trustser.runs layout)
     out/<corpus>/<backbone>@top<K>/  the fine-tuned variants asked for (--finetune-top K), each
                                      with every stage of a backbone (trustser.runs, "variants")
+    out/<corpus>/<backbone>@privacy-l<λ>/, @fair-post/, ...  the mitigations of [mitigate]
     out/<corpus>/report/             profile.json/csv/md, radar charts, report.html
     out/<corpus>/stages.json         what each finished stage was run with
     out/<corpus>/failures.log        each failed stage's error and traceback (when one failed)
@@ -38,10 +39,15 @@ from trustser._validation import TrustSERError, check_choice
 from trustser.formatting import percent
 from trustser.runs import (
     ATTACK_METHODS,
+    FAIRNESS_METHODS,
     TASKS,
+    ModelName,
     RunLayout,
+    fairness_variant,
     finetune_variant,
+    privacy_variant,
     read_json,
+    smoothing_variant,
     write_json,
 )
 
@@ -55,6 +61,7 @@ __all__ = [
     "CorpusSource",
     "ExtractSettings",
     "HeadSettings",
+    "MitigateSettings",
     "Notify",
     "PipelineConfig",
     "PipelineConfigError",
@@ -150,6 +157,50 @@ class VariantSettings:
         return bool(self.finetune_top) or any(self.per_backbone.values())
 
 
+@dataclass(frozen=True)
+class MitigateSettings:
+    """``[mitigate]``: mitigations run as variants of every backbone (docs/mitigations.md).
+
+    ``privacy``: adversary weights λ (``<backbone>@privacy-l<λ>``); ``fairness``: ``post``
+    and/or ``reweight`` (``@fair-post``, ``@fair-reweight``); ``smoothing_snr``: noise SNRs in
+    dB, each with ``smoothing_samples`` copies (``@smooth-s<s>-n<N>``); ``uar_floor``: the
+    post-processing's largest dev UAR drop; ``eot_samples``: the adaptive attack's draws.
+    """
+
+    privacy: tuple[float, ...] = ()
+    fairness: tuple[str, ...] = ()
+    smoothing_snr: tuple[float, ...] = ()
+    smoothing_samples: int = 8
+    uar_floor: float = 0.02
+    eot_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("privacy", "fairness", "smoothing_snr"):
+            value = getattr(self, key)
+            object.__setattr__(
+                self, key, tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            )
+        for lam in self.privacy:
+            if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
+                raise PipelineConfigError(f"mitigate.privacy: λ must be >= 0, got {lam!r}.")
+        for method in self.fairness:
+            check_choice("mitigate.fairness", method, FAIRNESS_METHODS)
+        for snr in self.smoothing_snr:
+            if isinstance(snr, bool) or not isinstance(snr, (int, float)) or snr < 0:
+                raise PipelineConfigError(
+                    f"mitigate.smoothing_snr: an SNR in dB >= 0, got {snr!r}."
+                )
+        samples = self.smoothing_samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise PipelineConfigError(
+                f"mitigate.smoothing_samples must be a whole number >= 1, got {samples!r}."
+            )
+
+    @property
+    def any(self) -> bool:
+        return bool(self.privacy or self.fairness or self.smoothing_snr)
+
+
 def _top_blocks(key: str, values: Any) -> tuple[int, ...]:
     values = (values,) if isinstance(values, int) else tuple(values or ())
     for value in values:
@@ -175,6 +226,7 @@ class PipelineConfig:
     scale: str = "paper"
     profile_attack: tuple[str, float] = ("fgsm", 45.0)
     variants: VariantSettings = field(default_factory=VariantSettings)
+    mitigate: MitigateSettings = field(default_factory=MitigateSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -206,6 +258,10 @@ class PipelineConfig:
         if "emotion" not in self.heads.tasks and self.variants.any:
             raise PipelineConfigError(
                 "fine-tuned variants train with the emotion head: add 'emotion' to heads.tasks."
+            )
+        if "emotion" not in self.heads.tasks and self.mitigate.any:
+            raise PipelineConfigError(
+                "mitigations start from the emotion head: add 'emotion' to heads.tasks."
             )
         unknown = sorted(set(self.variants.per_backbone) - set(self.backbones))
         if unknown:
@@ -249,6 +305,7 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         "attack",
         "profile",
         "variants",
+        "mitigate",
     }
     unknown = sorted(set(data) - top)
     if unknown:
@@ -285,6 +342,7 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         attack=_section(data, "attack", AttackSettings, path),
         scale=str(profile.get("scale", "paper")),
         variants=_section(data, "variants", VariantSettings, path),
+        mitigate=_section(data, "mitigate", MitigateSettings, path),
     )
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -491,6 +549,7 @@ class _CorpusRun:
             self._stage("cost", group, partial(self.cost, group, inputs))
             for k in self.config.variants.for_backbone(backbone):
                 self._variant(finetune_variant(group, k), inputs)
+            self._mitigations(group, inputs)
         if ready:
             self._stage("profile", None, self.profile)
 
@@ -506,6 +565,88 @@ class _CorpusRun:
         for method in self.config.attack.methods:
             self._stage(f"attack-{method}", variant, partial(self.attack, variant, method, inputs))
         self._stage("cost", variant, partial(self.cost, variant, inputs))
+
+    def _mitigations(self, group: str, base_inputs: dict[str, Any]) -> None:
+        """``[mitigate]``: each mitigation a variant of ``group``, trained (or evaluated), then
+        attacked and costed like a backbone; each stage skipped when done with the same inputs."""
+        from trustser.attacks.smoothing import evaluate_smoothed
+        from trustser.mitigate.fairness import (
+            fit_fair_post,
+            fit_fair_reweight,
+            inherit_privacy_runs,
+        )
+        from trustser.mitigate.privacy import fit_privacy
+
+        settings = self.config.mitigate
+        heads = self.config.heads
+        train = {
+            "epochs": heads.epochs,
+            "hidden": heads.hidden,
+            "lr": heads.lr,
+            "batch_size": heads.batch_size,
+            "device": self.config.device,
+            "seed": self.config.seed,
+        }
+        planned: list[tuple[str, Callable[[], Any], list[Path], bool]] = []
+        for lam in settings.privacy:
+            variant = privacy_variant(group, float(lam))
+            planned.append(
+                (
+                    variant,
+                    partial(fit_privacy, self.store, group, lambdas=[float(lam)], **train),
+                    [self.layout.head_dir(variant, t) / "metrics.json" for t in TASKS],
+                    True,
+                )
+            )
+        for method in settings.fairness:
+            variant = fairness_variant(group, method)
+            if method == "post":
+                action = partial(
+                    fit_fair_post,
+                    self.store,
+                    group,
+                    uar_floor=settings.uar_floor,
+                )
+            else:
+                action = partial(fit_fair_reweight, self.store, group, **train)
+            outputs = [self.layout.head_dir(variant, "emotion") / "metrics.json"]
+            planned.append((variant, action, outputs, method != "post"))
+        for snr in settings.smoothing_snr:
+            variant = smoothing_variant(group, float(snr), settings.smoothing_samples)
+            planned.append(
+                (
+                    variant,
+                    partial(
+                        evaluate_smoothed,
+                        self.store,
+                        variant,
+                        device=self.config.device,
+                        batch_size=self.config.attack.batch_size,
+                        seed=self.config.seed,
+                    ),
+                    [self.layout.head_dir(variant, "emotion") / "metrics.json"],
+                    True,
+                )
+            )
+        for variant, action, outputs, attackable in planned:
+            inputs = {**base_inputs, "variant": {"name": variant, **asdict(settings)}}
+
+            def fit(action=action, outputs=outputs, inputs=inputs, variant=variant) -> str:
+                if self.ledger.is_done(f"mitigate:{variant}", inputs, outputs):
+                    return "up to date"
+                action(runs=self.directory)
+                if ModelName.parse(variant).smoothing is not None:
+                    inherit_privacy_runs(self.layout, group, variant)
+                self.ledger.mark(f"mitigate:{variant}", inputs)
+                return f"→ {self.layout.backbone_dir(variant)}"
+
+            if not self._stage("mitigate", variant, fit):
+                continue
+            for method in self.config.attack.methods if attackable else ():
+                self._stage(
+                    f"attack-{method}", variant, partial(self.attack, variant, method, inputs)
+                )
+            self._stage("cost", variant, partial(self.cost, variant, inputs))
 
     def _stage(self, stage: str, backbone: str | None, action: Callable[[], str]) -> bool:
         """Run one stage, recording success or failure without stopping the other backbones."""
@@ -631,6 +772,11 @@ class _CorpusRun:
             save_audio=settings.save_audio,
             seed=self.config.seed,
             callback=self.attack_progress,
+            **(
+                {"eot_samples": self.config.mitigate.eot_samples}
+                if ModelName.parse(group).smoothing and self.config.mitigate.eot_samples
+                else {}
+            ),
         )
         self.ledger.mark(f"attack-{method}:{group}", inputs)
         return ", ".join(

@@ -37,17 +37,24 @@ from trustser._validation import safe_name
 __all__ = [
     "ATTACK_METHODS",
     "DEFAULT_RUNS",
+    "FAIRNESS_KIND",
+    "FAIRNESS_METHODS",
     "FINETUNE_KIND",
+    "PRIVACY_KIND",
+    "SMOOTHING_KIND",
     "TASKS",
     "VARIANT_KINDS",
     "VARIANT_SEPARATOR",
     "ModelName",
     "RunLayout",
+    "fairness_variant",
     "finetune_variant",
     "format_snr",
     "jsonable",
+    "privacy_variant",
     "read_json",
     "safe_name",
+    "smoothing_variant",
     "write_json",
 ]
 
@@ -58,13 +65,31 @@ DEFAULT_RUNS = "runs"
 
 VARIANT_SEPARATOR = "@"
 FINETUNE_KIND = "top"
-# Variant kinds: what a tag's leading word means. A new kind of variant (a mitigation, say
-# ``privacy-l0.3``) registers its word here so that names carrying it parse as variants.
+PRIVACY_KIND = "privacy"
+FAIRNESS_KIND = "fair"
+SMOOTHING_KIND = "smooth"
+FAIRNESS_METHODS = ("post", "reweight")
+# Variant kinds: what a tag's leading word means. A new kind of variant registers its word here
+# so that names carrying it parse as variants (the mitigations: docs/mitigations.md).
 VARIANT_KINDS: dict[str, str] = {
     FINETUNE_KIND: "top K encoder blocks fine-tuned jointly with the emotion head (topK)",
+    PRIVACY_KIND: "emotion head trained against a gender adversary with weight λ (privacy-l<λ>)",
+    FAIRNESS_KIND: "per-gender logit offsets (fair-post) or gender × class reweighting "
+    "(fair-reweight)",
+    SMOOTHING_KIND: "randomized smoothing over N noisy copies at SNR s (smooth-s<s>-n<N>)",
 }
 _TAG = re.compile(r"^(?P<kind>[a-z]+)(?P<rest>[A-Za-z0-9._-]*)$")
 _FINETUNE_TAG = re.compile(rf"^{FINETUNE_KIND}(?P<k>[1-9][0-9]*)$")
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_PRIVACY_TAG = re.compile(rf"^{PRIVACY_KIND}-l(?P<lam>{_NUMBER})$")
+_FAIRNESS_TAG = re.compile(rf"^{FAIRNESS_KIND}-(?P<method>{'|'.join(FAIRNESS_METHODS)})$")
+_SMOOTHING_TAG = re.compile(rf"^{SMOOTHING_KIND}-s(?P<snr>{_NUMBER})-n(?P<n>[1-9][0-9]*)$")
+_TAG_FORMS = {
+    FINETUNE_KIND: (_FINETUNE_TAG, f"{FINETUNE_KIND}<K> with K >= 1 top blocks (e.g. top1)"),
+    PRIVACY_KIND: (_PRIVACY_TAG, "privacy-l<λ> with λ >= 0 (e.g. privacy-l0.3)"),
+    FAIRNESS_KIND: (_FAIRNESS_TAG, "fair-post or fair-reweight"),
+    SMOOTHING_KIND: (_SMOOTHING_TAG, "smooth-s<SNR dB>-n<N copies> (e.g. smooth-s30-n8)"),
+}
 
 
 @dataclass(frozen=True)
@@ -90,11 +115,9 @@ class ModelName:
                     f"variant tag {self.tag!r} is not of a known kind; tags start with one of: "
                     f"{kinds}."
                 )
-            if match["kind"] == FINETUNE_KIND and not _FINETUNE_TAG.match(self.tag):
-                raise ValueError(
-                    f"variant tag {self.tag!r}: a fine-tuned variant is {FINETUNE_KIND}<K> with "
-                    f"K >= 1 top blocks (e.g. {FINETUNE_KIND}1)."
-                )
+            pattern, form = _TAG_FORMS[match["kind"]]
+            if not pattern.match(self.tag):
+                raise ValueError(f"variant tag {self.tag!r}: a {match['kind']} variant is {form}.")
 
     @classmethod
     def parse(cls, name: str) -> ModelName:
@@ -123,6 +146,24 @@ class ModelName:
         return int(match["k"]) if match else 0
 
     @property
+    def privacy_lambda(self) -> float | None:
+        """λ of a ``privacy-l<λ>`` variant (the adversary's weight); None otherwise."""
+        match = _PRIVACY_TAG.match(self.tag or "")
+        return float(match["lam"]) if match else None
+
+    @property
+    def fairness_method(self) -> str | None:
+        """``post`` or ``reweight`` for a ``fair-<method>`` variant; None otherwise."""
+        match = _FAIRNESS_TAG.match(self.tag or "")
+        return match["method"] if match else None
+
+    @property
+    def smoothing(self) -> tuple[float, int] | None:
+        """``(snr_db, samples)`` of a ``smooth-s<snr>-n<N>`` variant; None otherwise."""
+        match = _SMOOTHING_TAG.match(self.tag or "")
+        return (float(match["snr"]), int(match["n"])) if match else None
+
+    @property
     def directory(self) -> str:
         """The directory name under the results root."""
         name = safe_name(self.base)
@@ -134,6 +175,30 @@ def finetune_variant(base: str, k: int) -> str:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"a fine-tuned variant needs K >= 1 top blocks, got {k!r}.")
     return str(ModelName(str(ModelName.parse(base).base), f"{FINETUNE_KIND}{k}"))
+
+
+def privacy_variant(base: str, lam: float) -> str:
+    """``base@privacy-l<λ>``: the head trained against a gender adversary of weight ``lam``."""
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0:
+        raise ValueError(f"the adversary weight λ must be a number >= 0, got {lam!r}.")
+    return str(ModelName(str(ModelName.parse(base).base), f"{PRIVACY_KIND}-l{float(lam):g}"))
+
+
+def fairness_variant(base: str, method: str) -> str:
+    """``base@fair-post`` or ``base@fair-reweight``."""
+    if method not in FAIRNESS_METHODS:
+        raise ValueError(f"fairness method {method!r} is not one of {', '.join(FAIRNESS_METHODS)}.")
+    return str(ModelName(str(ModelName.parse(base).base), f"{FAIRNESS_KIND}-{method}"))
+
+
+def smoothing_variant(base: str, snr_db: float, samples: int) -> str:
+    """``base@smooth-s<snr>-n<samples>``: randomized smoothing of the base's emotion heads."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"smoothing needs samples >= 1 noisy copies, got {samples!r}.")
+    if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float)) or not snr_db >= 0:
+        raise ValueError(f"the smoothing noise SNR must be a number >= 0 dB, got {snr_db!r}.")
+    tag = f"{SMOOTHING_KIND}-s{float(snr_db):g}-n{samples}"
+    return str(ModelName(str(ModelName.parse(base).base), tag))
 
 
 def format_snr(snr: float) -> str:

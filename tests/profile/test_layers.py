@@ -16,6 +16,7 @@ RANKS = {
     "scales": 1,
     "intervals": 1,
     "collect": 2,
+    "mitigations": 2,  # reads a profile (and plain-attack summaries); tables and report show it
     "tables": 3,
     "radar": 3,
     "recommend": 3,

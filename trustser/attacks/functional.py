@@ -43,6 +43,8 @@ __all__ = [
     "Model",
     "check_batch",
     "cross_entropy_direction",
+    "eot_gradient",
+    "eot_pgd",
     "fgsm",
     "loss_gradient",
     "measured_snr",
@@ -293,6 +295,83 @@ def pgd(
         delta = torch.where(best.searching[:, None], updated * mask, delta)
         judged = False
     if not judged and bool(best.searching.any()):  # the last iterate
+        with torch.no_grad():
+            best.offer(delta, model(waveforms + delta, real))
+    return (waveforms + best.delta).detach()
+
+
+def eot_gradient(
+    model: Model,
+    waveforms: torch.Tensor,
+    *,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    samples: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expectation over transformation: the mean of :func:`loss_gradient` over ``samples`` calls
+    of a randomized ``model`` (each call draws its own noise), and the logits of the last call.
+
+    For a deterministic model this equals :func:`loss_gradient` (up to rounding), so the
+    adaptive attack can only be as strong as the plain one or stronger.
+    """
+    if samples < 1:
+        raise ValueError(f"EOT needs samples >= 1, got {samples}")
+    total, logits = None, None
+    for _ in range(int(samples)):
+        gradient, logits = loss_gradient(model, waveforms, labels=labels, mask=mask)
+        total = gradient if total is None else total + gradient
+    return total / int(samples), logits
+
+
+def eot_pgd(
+    model: Model,
+    waveforms: torch.Tensor,
+    *,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    epsilon: torch.Tensor | float,
+    steps: int = 10,
+    step_size: torch.Tensor | float | None = None,
+    samples: int = 8,
+    random_start: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """PGD against a randomized defence (Athalye et al., 2018): :func:`pgd` with every gradient
+    replaced by its average over ``samples`` draws of the model's randomness
+    (:func:`eot_gradient`), in the same L∞ ball of radius ``epsilon``.
+
+    ``steps=1`` is EOT-FGSM. Iterates are judged by one further call of the model (one draw), as
+    a deployment would classify the clip; each clip keeps its first misclassified iterate, else
+    its highest-loss one. With ``samples=1`` it is plain PGD on the randomized model.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    lengths = check_batch(waveforms, mask)
+    batch = waveforms.shape[0]
+    eps = _per_clip(epsilon, batch, waveforms)
+    alpha = 2.5 * eps / steps if step_size is None else _per_clip(step_size, batch, waveforms)
+    labels = labels.to(waveforms.device)
+    best = _BestIterate(waveforms, labels)
+    real = lengths.to(waveforms.device)
+
+    def gradient_at(x: torch.Tensor) -> torch.Tensor:
+        return eot_gradient(model, x, labels=labels, mask=mask, samples=samples)[0]
+
+    first = eps * _sign_without_ties(gradient_at(waveforms), mask)
+    with torch.no_grad():
+        best.offer(first, model(waveforms + first, real))
+    if random_start:
+        uniform = torch.rand(waveforms.shape, generator=generator, device="cpu")
+        delta = (uniform.to(waveforms.device, waveforms.dtype) * 2 - 1) * eps * mask
+        remaining = steps
+    else:
+        delta, remaining = first, steps - 1
+    for _ in range(remaining):
+        if not bool(best.searching.any()):
+            break
+        updated = delta + alpha * torch.sign(gradient_at(waveforms + delta))
+        updated = torch.maximum(torch.minimum(updated, eps), -eps) * mask
+        delta = torch.where(best.searching[:, None], updated, delta)
         with torch.no_grad():
             best.offer(delta, model(waveforms + delta, real))
     return (waveforms + best.delta).detach()

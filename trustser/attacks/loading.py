@@ -32,6 +32,7 @@ __all__ = [
     "plan_folds",
     "reload_backbone",
     "select_folds",
+    "smoothed_plan",
     "variant_encoder",
 ]
 
@@ -46,17 +47,20 @@ def open_attack_group(
     """``(name, group, provenance)`` of the store group to attack; its provenance must name the
     backbone, since the attack reloads it.
 
-    A fine-tuned variant ``<group>@top<K>`` opens its base group: ``name`` is the variant (its
-    heads and results live under it), ``group`` and ``provenance`` are the base's, against which
-    the reloaded backbone is checked before each fold's blocks are swapped in.
+    A variant (``<group>@top<K>``, ``@privacy-l<λ>``, ``@fair-reweight``, ``@smooth-…``) opens
+    its base group: ``name`` is the variant (its results live under it), ``group`` and
+    ``provenance`` are the base's, against which the reloaded backbone is checked (a fine-tuned
+    variant then swaps each fold's blocks in). ``@fair-post`` is refused: it needs gender at
+    inference.
     """
     from trustser.store import open_group
 
     requested = ModelName.parse(backbone) if backbone is not None else None
-    if requested is not None and requested.is_variant and requested.finetune_top < 1:
+    if requested is not None and requested.fairness_method == "post":
         raise AttackError(
-            f"{backbone!r} is a variant of kind {requested.kind!r}; `trustser attack` reloads "
-            "fine-tuned variants (<backbone>@top<K>) only."
+            f"{backbone!r} adds per-gender offsets to the emotion logits, which needs each clip's "
+            "gender at inference; the end-to-end attack takes waveforms only, so this variant's "
+            "safety is not measured (docs/mitigations.md)."
         )
     base = requested.base if requested is not None else None
     group, backbone = open_group(store_path, base, error=AttackError)
@@ -239,6 +243,17 @@ def plan_folds(
             )
         )
     return plans
+
+
+def smoothed_plan(plan: FoldPlan, smoothing: tuple[float, int], seed: int) -> FoldPlan:
+    """``plan`` with its model behind randomized smoothing at ``(snr_db, samples)``."""
+    from dataclasses import replace
+
+    from trustser.mitigate.smoothing import SmoothedClassifier
+
+    snr_db, samples = smoothing
+    model = SmoothedClassifier(plan.model, snr_db=snr_db, samples=samples, seed=seed)
+    return replace(plan, model=model)
 
 
 def variant_encoder(

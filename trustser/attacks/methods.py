@@ -19,6 +19,7 @@ from trustser._validation import TrustSERError
 from trustser.runs import ATTACK_METHODS
 
 __all__ = [
+    "EOT",
     "FGSM",
     "METHODS",
     "PGD",
@@ -174,6 +175,66 @@ class WhiteNoise(Attack):
 
     def _details(self) -> dict[str, object]:
         return {"distribution": "gaussian"}
+
+
+@dataclass(frozen=True)
+class EOT:
+    """The adaptive attack on a randomized defence: ``plain`` (FGSM or PGD) with each gradient
+    averaged over ``samples`` draws of the defence's noise (expectation over transformation),
+    in the same L∞ ball — FGSM is its one-step case. Same ``method`` and SNR as ``plain``, so its
+    results land where the plain attack's would (``attack-<method>-<snr>/``)."""
+
+    plain: FGSM | PGD
+    samples: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.plain, (FGSM, PGD)):
+            raise AttackError("the adaptive EOT attack extends FGSM or PGD, not the noise control.")
+        if isinstance(self.samples, bool) or int(self.samples) != self.samples or self.samples < 1:
+            raise AttackError(
+                f"EOT needs a whole number of noise draws >= 1 (got {self.samples!r})."
+            )
+
+    @property
+    def snr_db(self) -> float:
+        return self.plain.snr_db
+
+    @property
+    def method(self) -> str:
+        return self.plain.method
+
+    def __call__(
+        self,
+        model: AF.Model,
+        waveforms: torch.Tensor,
+        *,
+        labels: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
+        if isinstance(self.plain, PGD):
+            options = self.plain._options(epsilon)
+        else:  # FGSM: one full step of ε
+            options = {"steps": 1, "step_size": epsilon, "random_start": False}
+        return AF.eot_pgd(
+            model,
+            waveforms,
+            labels=labels,
+            mask=mask,
+            epsilon=epsilon,
+            samples=int(self.samples),
+            generator=generator,
+            **options,
+        )
+
+    def settings(self) -> dict[str, object]:
+        return {
+            **self.plain.settings(),
+            "adaptive": "expectation over transformation (EOT)",
+            "eot_samples": int(self.samples),
+            "eot_gradient": "mean over draws of each draw's loss-gradient direction",
+        }
 
 
 def make_attack(

@@ -41,8 +41,9 @@ from trustser.attacks.loading import (
     plan_folds,
     reload_backbone,
     select_folds,
+    smoothed_plan,
 )
-from trustser.attacks.methods import Attack, AttackError, check_snr, make_attack
+from trustser.attacks.methods import EOT, Attack, AttackError, check_snr, make_attack
 from trustser.attacks.results import (
     AttackResult,
     AttackRun,
@@ -57,9 +58,14 @@ from trustser.attacks.results import (
 from trustser.attacks.sweep import collect_rows, write_sweep
 from trustser.batching import length_batches
 from trustser.ranks import Ranks, rank_device, resolve_ranks
-from trustser.runs import RunLayout
+from trustser.runs import ModelName, RunLayout
 
-__all__ = ["AttackProgress", "merge_attack", "run_attack"]
+__all__ = ["DEFAULT_EOT_SAMPLES", "PLAIN_SUBDIR", "AttackProgress", "merge_attack", "run_attack"]
+
+# Noise draws the adaptive attack averages each gradient over, on a smoothed variant.
+DEFAULT_EOT_SAMPLES = 8
+# A smoothed variant's plain (non-adaptive) attack is written beside the adaptive one, here.
+PLAIN_SUBDIR = "plain"
 
 
 @dataclass(frozen=True)
@@ -274,6 +280,7 @@ def run_attack(
     callback: Callable[[AttackProgress], None] | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    eot_samples: int | None = None,
 ) -> AttackRun:
     """Attack the test clips of every fold with a trained emotion head; write the results.
 
@@ -285,6 +292,12 @@ def run_attack(
     events. Deterministic given ``seed``, ``batch_size`` and the device, whatever the number of
     ranks: ``rank``/``world_size`` (both or neither; default torchrun's or SLURM's variables)
     split each fold's attack batches, and the last rank to finish writes the merged files.
+
+    A smoothed variant (``<backbone>@smooth-s<s>-n<N>``, docs/mitigations.md) is the base's
+    emotion heads behind :class:`~trustser.mitigate.smoothing.SmoothedClassifier`. FGSM and PGD
+    on it run twice on the same clips: the adaptive attack (:class:`~.methods.EOT`, gradients
+    averaged over ``eot_samples`` noise draws, default :data:`DEFAULT_EOT_SAMPLES`) writes
+    ``attack-<method>-<snr>/`` — the safety axis — and the plain one ``.../plain/``.
     """
     attacks = _configured_attacks(
         method, snr_db, steps=steps, step_size=step_size, random_start=random_start
@@ -294,7 +307,14 @@ def run_attack(
     ranks = resolve_ranks(rank, world_size)
     name, group, provenance = open_attack_group(store, backbone)
     layout = RunLayout(Path(runs))
-    heads = available_heads(layout, name)
+    smoothing = ModelName.parse(name).smoothing
+    if eot_samples is not None and smoothing is None:
+        raise AttackError(
+            "--eot applies to randomized defences only (a <backbone>@smooth-s<s>-n<N> variant); "
+            f"{name!r} is deterministic."
+        )
+    # a smoothed variant classifies with its base's heads; other variants with their own
+    heads = available_heads(layout, ModelName.parse(name).base if smoothing else name)
     manifest = group.manifest()
     chosen = select_folds(manifest, heads, folds)
     try:
@@ -306,31 +326,41 @@ def run_attack(
     sample_rate = int(provenance.get("sample_rate") or encoder.sample_rate)
     plans = plan_folds(chosen, heads, manifest, provenance, encoder, torch_device)
 
-    outcomes = {attack.snr_db: _SNROutcome() for attack in attacks}
     notes = [
         f"fold {p.fold}: {p.skipped_labels} test clips have labels the head does not predict"
         for p in plans
         if p.skipped_labels
     ]
-    report = _Reporter(callback, sum(len(p.utterances) for p in plans) * (1 + len(attacks)))
-    for fold_index, plan in enumerate(plans):
-        if not plan.utterances:
-            notes.append(f"fold {plan.fold}: no extracted test clips; skipped")
-            continue
-        _attack_fold(
-            plan,
-            fold_index,
-            attacks,
-            outcomes,
-            provenance,
-            batch_size=batch_size,
-            identical_only=identical_only,
-            device=torch_device,
-            seed=seed,
-            save_audio=save_audio,
-            report=report,
-            ranks=ranks,
-        )
+    passes: list[tuple[list[Attack], Path | None]] = [(attacks, None)]
+    if smoothing is not None and method != "noise":
+        samples = DEFAULT_EOT_SAMPLES if eot_samples is None else eot_samples
+        adaptive = [EOT(a, samples) for a in attacks]  # type: ignore[arg-type]
+        passes = [(adaptive, None), (attacks, Path(PLAIN_SUBDIR))]
+    total = sum(len(p.utterances) for p in plans) * sum(1 + len(a) for a, _ in passes)
+    report = _Reporter(callback, total)
+    all_outcomes = []
+    for pass_attacks, _ in passes:
+        outcomes = {attack.snr_db: _SNROutcome() for attack in pass_attacks}
+        for fold_index, plan in enumerate(plans):
+            if not plan.utterances:
+                notes.append(f"fold {plan.fold}: no extracted test clips; skipped")
+                continue
+            _attack_fold(
+                _smoothed(plan, smoothing, seed) if smoothing else plan,
+                fold_index,
+                pass_attacks,
+                outcomes,
+                provenance,
+                batch_size=batch_size,
+                identical_only=identical_only,
+                device=torch_device,
+                seed=seed,
+                save_audio=save_audio,
+                report=report,
+                ranks=ranks,
+            )
+        all_outcomes.append(outcomes)
+    notes = list(dict.fromkeys(notes))
 
     common = {
         "store": str(store),
@@ -345,19 +375,88 @@ def run_attack(
         "clipping": "none (perturbed waveforms may exceed [-1, 1])",
         "heads": {p.fold: str(p.head_path) for p in plans},
     }
+    if smoothing is not None:
+        common["defence"] = {
+            "kind": "randomized smoothing",
+            "noise_snr_db": smoothing[0],
+            "samples": smoothing[1],
+            "heads_of": ModelName.parse(name).base,
+        }
+    plain_summaries: dict[float, dict] = {}
+    results = []
+    # the plain pass first, so the adaptive summary can name the plain ASR beside its own
+    for (pass_attacks, subdir), outcomes in reversed(list(zip(passes, all_outcomes, strict=True))):
+        results += _write_pass(
+            pass_attacks,
+            outcomes,
+            subdir,
+            name=name,
+            common=common,
+            plain=plain_summaries,
+            layout=layout,
+            save_audio=save_audio,
+            sample_rate=sample_rate,
+            ranks=ranks,
+            plans=plans,
+            notes=notes,
+        )
+    results = results[len(results) - len(attacks) :]  # what the axis reads: the adaptive pass
+    complete = all(r.out_dir is not None for r in results)
+    sweep = write_sweep(layout, name) if complete and _has_several_snrs(layout, name) else None
+    return AttackRun(backbone=name, results=tuple(results), sweep=sweep, warnings=tuple(notes))
+
+
+def _smoothed(plan: FoldPlan, smoothing: tuple[float, int], seed: int) -> FoldPlan:
+    """``plan`` behind randomized smoothing, freshly seeded per fold (:func:`smoothed_plan`)."""
+    return smoothed_plan(plan, smoothing, smoothing_seed(seed, plan.fold))
+
+
+def smoothing_seed(seed: int, fold: str) -> int:
+    """The noise seed of a fold's smoothed model: the plain and the adaptive pass (and the
+    clean evaluation) see the same noise on the clean pass, hence judge the same clips."""
+    return _derived_seed(seed, fold, "smooth")
+
+
+def _write_pass(
+    attacks: Sequence[Attack],
+    outcomes: dict[float, _SNROutcome],
+    subdir: Path | None,
+    *,
+    name: str,
+    common: dict,
+    plain: dict[float, dict],
+    layout: RunLayout,
+    save_audio: int,
+    sample_rate: int,
+    ranks: Ranks,
+    plans: Sequence[FoldPlan],
+    notes: list[str],
+) -> list[AttackResult]:
     results = []
     for attack in attacks:
         collected = outcomes[attack.snr_db]
+        extra: dict = {}
+        if subdir is not None:
+            extra["attack_role"] = "plain (not adaptive): the defence's noise is not averaged over"
+        elif attack.snr_db in plain:
+            extra["plain_attack"] = plain[attack.snr_db]
         result = AttackResult(
             backbone=name,
             method=attack.method,
             snr_db=attack.snr_db,
-            settings={**attack.settings(), **common},
+            settings={**attack.settings(), **common, **extra},
             folds=tuple(collected.folds),
             clips=tuple(collected.clips),
             seconds=collected.seconds,
         )
         out_dir = layout.attack_dir(name, attack.method, attack.snr_db)
+        if subdir is not None:
+            out_dir = out_dir / subdir
+            plain[attack.snr_db] = {
+                "asr_mean": result.asr_mean,
+                "asr_std": result.asr_std,
+                "summary": str(Path(out_dir.name) / "summary.json"),
+            }
         audio = collected.audio if save_audio else None
         if not ranks.distributed:
             results.append(write_result(result, out_dir, audio=audio, sample_rate=sample_rate))
@@ -380,9 +479,7 @@ def run_attack(
             results.append(result)
         else:
             results.append(merged)
-    complete = all(r.out_dir is not None for r in results)
-    sweep = write_sweep(layout, name) if complete and _has_several_snrs(layout, name) else None
-    return AttackRun(backbone=name, results=tuple(results), sweep=sweep, warnings=tuple(notes))
+    return results
 
 
 def _fingerprint(result: AttackResult, plans: Sequence[FoldPlan]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from trustser._version import __version__
 from trustser.formatting import MISSING, number, percent
+from trustser.profile.mitigations import mitigations_html
 from trustser.profile.model import AXES, AXIS_TITLES, Profile
 from trustser.profile.radar import RadarChart, RadarCharts, draw_radar_charts, figure_svg
 from trustser.profile.recommend import SCENARIOS, RecommendError, recommend
@@ -448,6 +449,7 @@ def render_report(
         "<h2>Sustainability</h2>",
         _sustainability(profile),
         *_comparisons(profile),
+        mitigations_html(profile),
         "<h2>Deployment scenarios (the paper's Table 5)</h2>",
         _recommendations(profile),
         "<h2>Scales</h2>",

@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 from trustser.formatting import MISSING, number, percent
+from trustser.profile.mitigations import mitigations_markdown
 from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
 
 __all__ = [
@@ -249,6 +250,7 @@ def profile_to_markdown(profile: Profile) -> str:
             for a in AXES
         ],
     )
+    out += mitigations_markdown(profile)
     missing = [(b.name, a, c) for b in profile.backbones for a, c in b.missing.items()]
     if missing:
         out += ["## Missing axes", ""]

@@ -1,0 +1,158 @@
+"""Benchmark and evidence for the cache-trained mitigations; prints Markdown.
+
+Side by side in one process, on the same store group and folds:
+
+- **time**: each cache-trained mitigation against the baseline heads it replaces — privacy
+  (emotion head against the adversary + fresh gender and speaker heads + probes on the encoder's
+  output) against the baseline emotion, gender and speaker heads + probes; ``fair-reweight`` and
+  ``fair-post`` against the baseline emotion heads. Goal: each at most 3× its baseline.
+- **fairness evidence**: the TPR gap of ``--emotion`` (default angry) between the genders,
+  pooled over the test folds, worst-class EO gap and UAR of the baseline and both fairness
+  variants (on a planted-bias corpus: ``trustser data synth --bias angry:female``).
+- **privacy evidence**: emotion UAR against every fresh attacker's accuracy, per λ.
+
+    python bench/mitigate.py --store cache.zarr --backbone whisper_tiny_en_offline \\
+        [--runs DIR] [--folds 1,2] [--lambda 0.1 0.3 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trustser.heads.probe import run_probes
+from trustser.heads.training import fit_heads
+from trustser.mitigate.fairness import GENDERS, fit_fair_post, fit_fair_reweight, worst_class_eo_gap
+from trustser.mitigate.privacy import fit_privacy
+from trustser.runs import RunLayout, read_json
+
+
+def _timed(action):
+    start = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - start
+
+
+def _predictions(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _fairness(path: Path, emotion: str) -> dict[str, float]:
+    rows = _predictions(path)
+    labels = sorted({r["true"] for r in rows})
+    index = {c: k for k, c in enumerate(labels)}
+    true = np.array([index[r["true"]] for r in rows])
+    pred = np.array([index[r["pred"]] for r in rows])
+    groups = np.array([r["gender"] for r in rows], dtype=object)
+    tpr = {}
+    for g in GENDERS:
+        keep = (groups == g) & (true == index[emotion])
+        tpr[g] = float(np.mean(pred[keep] == index[emotion])) if keep.any() else float("nan")
+    per_fold = read_json(path.with_name("metrics.json"))
+    return {
+        "tpr_female": tpr["female"],
+        "tpr_male": tpr["male"],
+        "gap": abs(tpr["female"] - tpr["male"]),
+        "eo_worst": worst_class_eo_gap(true, pred, groups, len(labels)),
+        "uar": float(per_fold["test_uar_mean"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--runs", default=None, help="results root (default: a temp directory)")
+    parser.add_argument("--folds", default=None)
+    parser.add_argument("--lambda", dest="lambdas", type=float, nargs="+", default=[0.3])
+    parser.add_argument("--emotion", default="angry", help="the class whose TPR gap is reported")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    runs = Path(args.runs or tempfile.mkdtemp(prefix="bench-mitigate-"))
+    options = {"runs": runs, "folds": args.folds, "device": args.device}
+    store, name = args.store, args.backbone
+
+    base, t_heads = _timed(lambda: fit_heads(store, name, task="all", **options))
+    _, t_probe = _timed(
+        lambda: run_probes(store, name, task="gender,speaker", runs=runs, folds=args.folds)
+    )
+    t_emotion = next(t.seconds for t in base.tasks if t.task == "emotion")
+    privacy, t_privacy = [], []
+    for lam in args.lambdas:
+        (result,), seconds = _timed(
+            lambda lam=lam: fit_privacy(store, name, lambdas=[lam], **options)
+        )
+        privacy.append(result)
+        t_privacy.append(seconds)
+    post, t_post = _timed(lambda: fit_fair_post(store, name, runs=runs, folds=args.folds))
+    _, t_reweight = _timed(lambda: fit_fair_reweight(store, name, **options))
+
+    print(f"## Mitigations benchmark ({name}, folds {args.folds or 'all'})\n")
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), device {args.device}\n"
+    )
+    print("| mitigation | its time, s | baseline it replaces | baseline, s | ratio (goal ≤ 3) |")
+    print("|---|---|---|---|---|")
+    baseline_all = t_heads + t_probe
+    for lam, seconds in zip(args.lambdas, t_privacy, strict=True):
+        print(
+            f"| privacy λ={lam:g} (adversarial emotion + fresh gender/speaker heads + probes) | "
+            f"{seconds:.1f} | emotion + gender + speaker heads + probes | {baseline_all:.1f} | "
+            f"{seconds / baseline_all:.2f} |"
+        )
+    for label, seconds in (("fair-reweight", t_reweight), ("fair-post (dev offsets)", t_post)):
+        print(
+            f"| {label} | {seconds:.1f} | emotion heads | {t_emotion:.1f} | "
+            f"{seconds / t_emotion:.2f} |"
+        )
+    layout = RunLayout(runs)
+    print(f"\n## Fairness ({args.emotion} TPR gap between genders, pooled test predictions)\n")
+    print("| model | TPR female | TPR male | gap | worst-class EO | UAR (fold mean) |")
+    print("|---|---|---|---|---|---|")
+    for model in (name, post.variant, f"{name}@fair-reweight"):
+        f = _fairness(layout.head_dir(model, "emotion") / "predictions.csv", args.emotion)
+        print(
+            f"| {model} | {f['tpr_female']:.3f} | {f['tpr_male']:.3f} | {f['gap']:.3f} | "
+            f"{f['eo_worst']:.3f} | {f['uar']:.3f} |"
+        )
+    print("\n## Privacy (test, fold mean; fresh attackers on the shared representation)\n")
+    print("| model | emotion UAR | gender head acc. | gender probe acc. | speaker-ID head acc. |")
+    print("|---|---|---|---|---|")
+    base_probe = read_json(layout.probe_dir(name) / "metrics.json")
+    rows = [
+        (
+            name,
+            read_json(layout.head_dir(name, "emotion") / "metrics.json")["test_uar_mean"],
+            read_json(layout.head_dir(name, "gender") / "metrics.json")["test_accuracy_mean"],
+            base_probe["gender_test_accuracy_mean"],
+            read_json(layout.head_dir(name, "speaker") / "metrics.json")["test_accuracy_mean"],
+        )
+    ]
+    for result in privacy:
+        emotion, gender, speaker = result.tasks
+        rows.append(
+            (
+                result.variant,
+                emotion.metrics["test_uar_mean"],
+                gender.metrics["test_accuracy_mean"],
+                result.probe["gender_test_accuracy_mean"],
+                speaker.metrics["test_accuracy_mean"],
+            )
+        )
+    for row in rows:
+        print(f"| {row[0]} | " + " | ".join(f"{v:.3f}" for v in row[1:]) + " |")
+    print(f"\nruns: {runs}")
+
+
+if __name__ == "__main__":
+    main()

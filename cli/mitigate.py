@@ -1,0 +1,258 @@
+"""`trustser mitigate privacy|fairness|smoothing`: mitigations as variants of each backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from trustser.attacks.smoothing import DEFAULT_NOISE_SNR, DEFAULT_SAMPLES, run_smoothing
+from trustser.cli._common import BACKBONE, RUNS, STORE, console, user_errors, workspace
+from trustser.cli._progress import AttackBar
+from trustser.cli.heads import _FitProgress
+from trustser.formatting import percent
+from trustser.mitigate.fairness import DEFAULT_UAR_FLOOR, fit_fair_post, fit_fair_reweight
+from trustser.mitigate.privacy import DEFAULT_LAMBDAS, fit_privacy
+from trustser.workspace import stage_backbones
+
+app = typer.Typer(
+    help="Mitigations trained from the cache, each a variant <backbone>@<tag> of its backbone.",
+    no_args_is_help=True,
+)
+_ATTACK_SNRS = [45.0]  # typer needs list defaults; never mutated
+_LAMBDAS = list(DEFAULT_LAMBDAS)
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": False}
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        *STORE,
+        help="Embedding store written by `trustser extract`.",
+        file_okay=False,
+        show_default="cache.zarr, or trustser.toml's",
+    ),
+]
+BackboneOption = Annotated[
+    list[str] | None,
+    typer.Option(*BACKBONE, help="Store group(s), repeatable (default: every group)."),
+]
+RunsOption = Annotated[
+    Path | None,
+    typer.Option(*RUNS, help="Results root (DIR/<backbone>@<tag>/).", show_default="runs"),
+]
+FoldsOption = Annotated[
+    str | None,
+    typer.Option("--folds", help="Folds to run, by name or 1-based index (e.g. 1,3); default all."),
+]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed.")]
+EpochsOption = Annotated[
+    int | None, typer.Option(help="Epochs (default per task, with the heads' step floor).")
+]
+
+
+def _numbers(first: list[float], extra: list[str], flag: str) -> list[float]:
+    """``--lambda 0.1 0.3 1``: click binds the first value and leaves the rest as arguments."""
+    values = list(first)
+    for token in extra:
+        try:
+            values.append(float(token))
+        except ValueError:
+            raise typer.BadParameter(
+                f"unexpected argument {token!r}; only numbers may follow {flag}."
+            ) from None
+    return values
+
+
+def _targets(store: Path | None, runs: Path | None, backbones: list[str] | None):
+    ws = workspace()
+    store, runs = ws.resolve("store", store), ws.resolve("runs", runs)
+    with user_errors():
+        return store, runs, stage_backbones(store, backbones)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else percent(value)
+
+
+@app.command("privacy", context_settings=EXTRA)
+def privacy(
+    ctx: typer.Context,
+    store: StoreOption = None,
+    backbone: BackboneOption = None,
+    lambdas: Annotated[
+        list[float],
+        typer.Option(
+            "--lambda",
+            help="Adversary weight λ; several values sweep: --lambda 0.1 0.3 1.",
+        ),
+    ] = _LAMBDAS,
+    runs: RunsOption = None,
+    folds: FoldsOption = None,
+    epochs: EpochsOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+) -> None:
+    """Emotion heads trained against a gender adversary (gradient reversal, weight λ), judged by
+    fresh gender, speaker-ID and probe attackers on the encoder's output (<backbone>@privacy-l<λ>).
+    """
+    values = _numbers(lambdas, ctx.args, "--lambda")
+    store, runs, names = _targets(store, runs, backbone)
+    table = Table(title="privacy mitigation: UAR against fresh attackers (test, fold mean)")
+    for column in (
+        "variant",
+        "λ",
+        "emotion UAR",
+        "gender head acc.",
+        "gender probe acc.",
+        "speaker-ID acc.",
+        "training adversary acc. (dev)",
+    ):
+        table.add_column(column)
+    for name in names:
+        with user_errors(), _FitProgress() as progress:
+            results = fit_privacy(
+                store,
+                name,
+                lambdas=values,
+                runs=runs,
+                folds=folds,
+                epochs=epochs,
+                device=device,
+                seed=seed,
+                callback=progress.update,
+            )
+        for result in results:
+            emotion, gender, speaker = result.tasks
+            table.add_row(
+                result.variant,
+                f"{result.adversary_weight:g}",
+                _pct(emotion.metrics["test_uar_mean"]),
+                _pct(gender.metrics["test_accuracy_mean"]),
+                _pct(result.probe.get("gender_test_accuracy_mean")),
+                _pct(speaker.metrics["test_accuracy_mean"]),
+            )
+    console.print(table)
+    console.print(
+        "Fresh attackers trained on the encoder's output (never the training adversary; its dev "
+        "accuracy is in each head.json). Gender at inference: not needed."
+    )
+
+
+@app.command("fairness")
+def fairness(
+    store: StoreOption = None,
+    backbone: BackboneOption = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="post (per-gender offsets, needs gender at inference), reweight, or both."
+        ),
+    ] = "both",
+    uar_floor: Annotated[
+        float,
+        typer.Option("--uar-floor", help="post: largest dev UAR drop allowed (0.02 = 2 points)."),
+    ] = DEFAULT_UAR_FLOOR,
+    runs: RunsOption = None,
+    folds: FoldsOption = None,
+    epochs: EpochsOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+) -> None:
+    """Close the gender gap in emotion errors: post-processing offsets fitted on dev over the
+    trained emotion heads (<backbone>@fair-post) and/or gender × class reweighting
+    (<backbone>@fair-reweight)."""
+    if method not in ("post", "reweight", "both"):
+        raise typer.BadParameter(f"--method {method!r}: choose post, reweight or both.")
+    store, runs, names = _targets(store, runs, backbone)
+    table = Table(title="fairness mitigation (test, fold mean)")
+    for column in ("variant", "emotion UAR", "gender at inference"):
+        table.add_column(column)
+    for name in names:
+        if method in ("post", "both"):
+            with user_errors():
+                post = fit_fair_post(store, name, runs=runs, folds=folds, uar_floor=uar_floor)
+            table.add_row(post.variant, _pct(post.metrics["test_uar_mean"]), "needed")
+        if method in ("reweight", "both"):
+            with user_errors(), _FitProgress() as progress:
+                run, _ = fit_fair_reweight(
+                    store,
+                    name,
+                    runs=runs,
+                    folds=folds,
+                    epochs=epochs,
+                    device=device,
+                    seed=seed,
+                    callback=progress.update,
+                )
+            table.add_row(run.backbone, _pct(run.metrics["test_uar_mean"]), "not needed")
+    console.print(table)
+    console.print(
+        "Fairness gaps: `trustser profile` (the fairness axis reads each variant's predictions)."
+    )
+
+
+@app.command("smoothing", context_settings=EXTRA)
+def smoothing(
+    ctx: typer.Context,
+    store: StoreOption = None,
+    backbone: BackboneOption = None,
+    noise_snr: Annotated[
+        float, typer.Option("--noise-snr", help="SNR (dB) of the smoothing noise.")
+    ] = DEFAULT_NOISE_SNR,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Noisy copies N averaged per clip (N× inference).")
+    ] = DEFAULT_SAMPLES,
+    snr: Annotated[
+        list[float], typer.Option("--snr", help="Attack SNR(s) in dB: --snr 45 35.")
+    ] = _ATTACK_SNRS,
+    eot: Annotated[
+        int | None,
+        typer.Option("--eot", help="Noise draws each adaptive gradient averages (default 8)."),
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", help="PGD steps.")] = 10,
+    runs: RunsOption = None,
+    folds: FoldsOption = None,
+    device: DeviceOption = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Clips per batch.")] = 8,
+    seed: SeedOption = 0,
+) -> None:
+    """Randomized smoothing at inference (<backbone>@smooth-s<s>-n<N>): clean evaluation, FGSM
+    and PGD adaptive (EOT) and plain, and the N× cost. Uses the backbone's trained emotion heads.
+    """
+    attack_snrs = _numbers(snr, ctx.args, "--snr")
+    store, runs, names = _targets(store, runs, backbone)
+    table = Table(title="randomized smoothing: ASR (fold mean), adaptive vs plain")
+    for column in ("variant", "emotion UAR", "attack", "adaptive ASR", "plain ASR", "GMACs/clip"):
+        table.add_column(column)
+    for name in names:
+        with user_errors(), AttackBar() as bar:
+            result = run_smoothing(
+                store,
+                name,
+                noise_snr=noise_snr,
+                samples=samples,
+                runs=runs,
+                attack_snr=attack_snrs,
+                eot_samples=eot,
+                steps=steps,
+                folds=folds,
+                device=device,
+                batch_size=batch_size,
+                seed=seed,
+                callback=bar.update,
+            )
+        for run in result.attacks:
+            for attack in run.results:
+                plain = (attack.settings.get("plain_attack") or {}).get("asr_mean")
+                table.add_row(
+                    result.variant,
+                    _pct(result.metrics["test_uar_mean"]),
+                    f"{attack.method} @ {attack.snr_db:g} dB",
+                    _pct(attack.asr_mean),
+                    _pct(plain),
+                    "—" if result.cost is None else f"{result.cost.gmacs:.3g}",
+                )
+    console.print(table)

@@ -1,0 +1,293 @@
+"""Mitigations as variants: names, the adversarial and reweighted heads, fresh privacy attackers
+(including a representation that fools only its own adversary), post-processing offsets, and
+randomized smoothing with its adaptive attack and N× cost. Toy tone corpus, tiny random Whisper."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from trustser.attacks import functional as AF
+from trustser.attacks.methods import EOT, PGD, AttackError
+from trustser.attacks.runner import PLAIN_SUBDIR, run_attack
+from trustser.cost import measure_cost
+from trustser.extract import extract
+from trustser.heads.data import PackedFeatures
+from trustser.heads.model import LayerWeightedHead, load_head
+from trustser.heads.tasks import build_task
+from trustser.heads.training import fit_heads
+from trustser.mitigate import (
+    PostProcessing,
+    SmoothedClassifier,
+    cell_weights,
+    encoder_frames,
+    fit_fair_post,
+    fit_fair_reweight,
+    fit_privacy,
+)
+from trustser.mitigate.estimator import reverse_gradient
+from trustser.mitigate.fairness import worst_class_eo_gap
+from trustser.mitigate.privacy import attack_representation
+from trustser.runs import (
+    ModelName,
+    RunLayout,
+    fairness_variant,
+    privacy_variant,
+    read_json,
+    smoothing_variant,
+)
+
+BASE = "tiny:whisper"
+
+
+# ----------------------------------------------------------------------------- names
+@pytest.mark.parametrize(
+    ("name", "kind", "attribute", "value"),
+    [
+        ("w@privacy-l0.3", "privacy", "privacy_lambda", 0.3),
+        ("w@fair-post", "fair", "fairness_method", "post"),
+        ("w@fair-reweight", "fair", "fairness_method", "reweight"),
+        ("w@smooth-s30-n8", "smooth", "smoothing", (30.0, 8)),
+    ],
+)
+def test_mitigation_variants_parse(name, kind, attribute, value):
+    parsed = ModelName.parse(name)
+    assert (parsed.base, parsed.kind, getattr(parsed, attribute)) == ("w", kind, value)
+    assert parsed.finetune_top == 0 and str(parsed) == name
+    assert RunLayout("runs").backbone_dir("tiny:w@" + parsed.tag).name == "tiny-w@" + parsed.tag
+
+
+def test_mitigation_variant_builders_and_bad_tags():
+    assert privacy_variant("w", 1) == "w@privacy-l1"
+    assert fairness_variant("w@top1", "post") == "w@fair-post"
+    assert smoothing_variant("w", 30, 8) == "w@smooth-s30-n8"
+    for tag in ("privacy-x", "fair-pre", "smooth-s30", "smooth-s30-n0"):
+        with pytest.raises(ValueError, match="variant is"):
+            ModelName("w", tag)
+    with pytest.raises(ValueError):
+        smoothing_variant("w", 30, 0)
+    with pytest.raises(ValueError):
+        privacy_variant("w", -1)
+
+
+# ------------------------------------------------------------------------- estimator
+def test_gradient_reversal_scales_and_flips():
+    x = torch.ones(3, requires_grad=True)
+    reverse_gradient(x, 0.3).sum().backward()
+    assert torch.allclose(x.grad, torch.full((3,), -0.3))
+
+
+def test_cell_weights_equalise_cells():
+    labels = ["a", "a", "a", "b", "a", "b", "b", "b"]
+    genders = ["f", "f", "f", "f", "m", "m", "m", "m"]
+    weights, cells = cell_weights(labels, genders)
+    totals = {}
+    for w, cell in zip(weights, zip(genders, labels, strict=True), strict=True):
+        totals[cell] = totals.get(cell, 0.0) + w
+    assert np.allclose(list(totals.values()), 2.0) and len(cells) == 4
+    assert np.isclose(weights.sum(), len(labels))
+
+
+# ---------------------------------------------------------------------- fresh attackers
+def test_a_representation_that_fools_only_its_own_adversary_does_not_score_private(
+    tmp_path, toy_manifest
+):
+    """Gender is the XOR of two signs: a linear adversary (what training fought) is at chance,
+    but the fresh gender head trained on the representation finds it."""
+    rng = np.random.default_rng(0)
+    arrays, genders = {}, {}
+    for u in toy_manifest.utterances:
+        a = rng.choice([-1.0, 1.0])
+        b = a if u.gender == "female" else -a
+        frames = np.array([[a, b]] * 4) + 0.05 * rng.standard_normal((4, 2))
+        arrays[u.id] = frames[None].astype(np.float32)  # [1, T, 2]
+        genders[u.id] = u.gender
+    encoded = PackedFeatures.from_arrays(arrays)
+    gender = build_task("gender", toy_manifest)
+    split = gender.splits[0]
+    means = encoded.means(list(arrays))[:, 0]
+    row = {i: k for k, i in enumerate(arrays)}
+    linear = LogisticRegression().fit(
+        means[[row[i] for i in split.train]], [genders[i] for i in split.train]
+    )
+    own = linear.score(means[[row[i] for i in split.test]], [genders[i] for i in split.test])
+    assert own <= 0.7  # the adversary the representation was made against: fooled
+
+    runs, probe = attack_representation(
+        {s.name: encoded for s in gender.splits},
+        [gender],
+        manifest=toy_manifest,
+        layout=RunLayout(tmp_path / "runs"),
+        variant=f"{BASE}@privacy-l1",
+        store_info={"group": BASE},
+        head_options={"hidden": 16, "lr": 1e-2, "epochs": 60, "device": "cpu"},
+    )
+    fresh = runs[0].metrics["test_accuracy_mean"]
+    assert fresh >= 0.9, fresh  # a fresh attacker is not fooled: the variant is not private
+    written = read_json(tmp_path / "runs" / "tiny-whisper@privacy-l1" / "gender" / "metrics.json")
+    assert written["test_accuracy_mean"] == fresh
+    assert "gender_test_accuracy_mean" in probe
+
+
+# ------------------------------------------------------------------- on the toy store
+@pytest.fixture(scope="module")
+def toy_runs(tmp_path_factory, toy_manifest_factory):
+    root = tmp_path_factory.mktemp("mitigate")
+    manifest = toy_manifest_factory(root / "toy")
+    store = root / "cache.zarr"
+    extract(manifest, store, BASE, device="cpu", progress=False)
+    runs = root / "runs"
+    fit_heads(store, task="all", runs=runs, folds="1,2", epochs=3, lr=1e-2, device="cpu")
+    return {"store": store, "runs": runs, "manifest": manifest}
+
+
+def test_privacy_variant_writes_every_privacy_run_and_attacks_end_to_end(toy_runs):
+    store, runs = toy_runs["store"], toy_runs["runs"]
+    (result,) = fit_privacy(
+        store, BASE, lambdas=[1.0], runs=runs, folds="1,2", epochs=3, device="cpu"
+    )
+    assert result.variant == f"{BASE}@privacy-l1"
+    layout = RunLayout(runs)
+    for task in ("emotion", "gender", "speaker"):
+        metrics = read_json(layout.head_dir(result.variant, task) / "metrics.json")
+        assert metrics["variant"]["adversary_weight"] == 1.0
+    probe = read_json(layout.probe_dir(result.variant) / "metrics.json")
+    assert {"gender_test_accuracy_mean", "speaker_test_accuracy_mean"} <= set(probe)
+    head, sidecar = load_head(layout.head_path(result.variant, "emotion", "fold1"))
+    assert isinstance(head, LayerWeightedHead) and "variant" not in sidecar
+    assert sidecar["mitigation"]["training_adversary_dev_accuracy"] is not None
+    # the shared representation: [1, T, H] per clip
+    ids = list(sidecar["test_ids"])
+    from trustser.store import open_group
+
+    group, _ = open_group(store, BASE)
+    encoded = encoder_frames(head, PackedFeatures.from_source(group, ids), ids)
+    assert (encoded.num_layers, encoded.dim) == (1, head.hidden)
+    run = run_attack(store, result.variant, runs=runs, method="fgsm", snr_db=30, device="cpu")
+    assert run.results[0].out_dir == layout.attack_dir(result.variant, "fgsm", 30)
+
+
+def test_fairness_variants(toy_runs):
+    store, runs = toy_runs["store"], toy_runs["runs"]
+    post = fit_fair_post(store, BASE, runs=runs)
+    assert post.variant == f"{BASE}@fair-post"
+    assert set(post.inherited) == {"gender", "speaker"}
+    for fold in post.metrics["folds"]:
+        assert fold["dev_uar_after"] >= fold["dev_uar_before"] - 0.02 - 1e-9
+        assert fold["dev_worst_eo_gap_after"] <= fold["dev_worst_eo_gap_before"] + 1e-9
+    assert (post.directory / "predictions.csv").is_file()
+    with pytest.raises(AttackError, match="gender at inference"):
+        run_attack(store, post.variant, runs=runs, device="cpu")
+    run, inherited = fit_fair_reweight(store, BASE, runs=runs, folds="1", epochs=2, device="cpu")
+    assert run.backbone == f"{BASE}@fair-reweight" and "gender" in inherited
+    sidecar = json.loads((run.directory / "fold1" / "head.json").read_text())
+    weights = sidecar["mitigation"]["cell_weights"]
+    assert len(weights) == 8  # 2 genders × 4 emotions
+
+
+def test_post_processing_closes_a_planted_gap():
+    """Women's 'angry' is under-predicted (its log-probability pushed down): the offsets fitted
+    on these clips raise it back, cutting the worst-class EO gap, within the UAR floor."""
+    rng = np.random.default_rng(0)
+    n, classes = 800, 4
+    true = rng.integers(0, classes, n)
+    genders = np.where(rng.random(n) < 0.5, "female", "male")
+    logits = rng.normal(0, 1, (n, classes))
+    logits[np.arange(n), true] += 2.0
+    logits[genders == "female", 1] -= 2.0  # class 1 hard to predict for women
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    before = worst_class_eo_gap(true, logp.argmax(1), genders, classes)
+    post = PostProcessing().fit(logp, true, genders)
+    after = worst_class_eo_gap(true, post.predict(logp, genders), genders, classes)
+    assert after <= before / 2
+    assert post.fit_info["dev_uar_after"] >= post.fit_info["dev_uar_before"] - 0.02
+    assert post.offsets[0, 1] > 0  # women's class 1 raised
+
+
+# ------------------------------------------------------------------------- smoothing
+class _TinyModel(torch.nn.Module):
+    """A fixed random linear classifier of 64-sample waveforms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.weight = torch.randn(4, 64, generator=generator)
+
+    def forward(self, waveforms, lengths):
+        return 20 * waveforms @ self.weight.T
+
+
+def test_smoothing_is_the_mean_softmax_over_noisy_copies():
+    model = _TinyModel()
+    x = torch.randn(3, 64)
+    lengths = torch.full((3,), 64)
+    smoothed = SmoothedClassifier(model, snr_db=200, samples=4)
+    assert torch.allclose(
+        smoothed(x, lengths).exp(), torch.softmax(model(x, lengths), 1), atol=1e-5
+    )
+    noisy = SmoothedClassifier(model, snr_db=10, samples=3, seed=1)
+    again = SmoothedClassifier(model, snr_db=10, samples=3, seed=1)
+    assert torch.equal(noisy(x, lengths), again(x, lengths))  # deterministic given the seed
+    assert torch.allclose(noisy(x, lengths).exp().sum(1), torch.ones(3))
+
+
+def test_adaptive_attack_is_at_least_as_strong_as_the_plain_one_on_the_smoothed_model():
+    model = _TinyModel()
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(96, 64, generator=generator)
+    lengths = torch.full((96,), 64)
+    mask = torch.ones(96, 64, dtype=torch.bool)
+    labels = model(x, lengths).argmax(1)
+    epsilon = AF.snr_epsilon(x, mask, 20.0)
+
+    def asr(attack_model, adversarial) -> float:
+        judge = SmoothedClassifier(model, snr_db=5, samples=32, seed=99)
+        return float((judge(adversarial, lengths).argmax(1) != labels).float().mean())
+
+    plain = AF.pgd(
+        SmoothedClassifier(model, snr_db=5, samples=2, seed=5),
+        x,
+        labels=labels,
+        mask=mask,
+        epsilon=epsilon,
+        steps=5,
+    )
+    adaptive = AF.eot_pgd(
+        SmoothedClassifier(model, snr_db=5, samples=2, seed=5),
+        x,
+        labels=labels,
+        mask=mask,
+        epsilon=epsilon,
+        steps=5,
+        samples=16,
+    )
+    assert AF.measured_snr(x, adaptive, mask).min() >= 20.0 - 1e-3  # the same ε budget
+    assert asr(None, adaptive) >= asr(None, plain)
+    assert EOT(PGD(30.0), 4).settings()["eot_samples"] == 4
+
+
+def test_smoothed_variant_attacks_adaptive_and_plain_and_costs_n_passes(toy_runs):
+    store, runs = toy_runs["store"], toy_runs["runs"]
+    variant = smoothing_variant(BASE, 30, 2)
+    run = run_attack(
+        store, variant, runs=runs, method="pgd", snr_db=30, steps=2, eot_samples=2, device="cpu"
+    )
+    (adaptive,) = run.results
+    layout = RunLayout(runs)
+    out_dir = layout.attack_dir(variant, "pgd", 30)
+    assert adaptive.out_dir == out_dir
+    summary = read_json(out_dir / "summary.json")
+    assert summary["settings"]["eot_samples"] == 2
+    plain = read_json(out_dir / PLAIN_SUBDIR / "summary.json")
+    assert summary["settings"]["plain_attack"]["asr_mean"] == plain["asr_mean"]
+    assert "eot_samples" not in plain["settings"]
+    with pytest.raises(AttackError, match="randomized defences"):
+        run_attack(store, BASE, runs=runs, eot_samples=2, device="cpu")
+    base = measure_cost(BASE, device="cpu", timing=False, seconds=1.0)
+    smoothed = measure_cost(variant, device="cpu", timing=False, seconds=1.0)
+    assert smoothed.total_macs == 2 * base.total_macs
+    assert smoothed.total_params == base.total_params and smoothed.inference_passes == 2

@@ -1,0 +1,179 @@
+"""The profile's "Mitigations" section: each mitigation variant against its baseline, per axis.
+
+For every variant of a mitigation kind (``@privacy-l<λ>``, ``@fair-post``, ``@fair-reweight``,
+``@smooth-s<s>-n<N>``; docs/mitigations.md) whose base is in the profile, the change of each
+axis's raw figure (UAR, gender-inference accuracy, ASR, EO gap, GMACs) and of its score (higher
+is more trustworthy on every axis), plus what the mitigation requires at inference (gender, for
+the post-processing) and, for smoothing, the plain attack's ASR beside the adaptive one the
+safety axis holds. The radar overlay of a base with its variants is drawn with the others
+(:mod:`trustser.profile.radar`).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from trustser.formatting import number, percent
+from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
+from trustser.runs import (
+    FAIRNESS_KIND,
+    PRIVACY_KIND,
+    SMOOTHING_KIND,
+    ModelName,
+    RunLayout,
+    read_json,
+)
+
+__all__ = [
+    "MITIGATION_KINDS",
+    "describe_mitigation",
+    "mitigation_rows",
+    "mitigations_html",
+    "mitigations_markdown",
+]
+
+MITIGATION_KINDS = (PRIVACY_KIND, FAIRNESS_KIND, SMOOTHING_KIND)
+# raw figures: printed as percentages, except the sustainability axis (GMACs per clip)
+_RAW_LABELS = {
+    "performance": "UAR",
+    "privacy": "gender acc.",
+    "safety": "ASR",
+    "fairness": "EO gap",
+    "sustainability": "GMACs",
+}
+
+
+def _name(b: BackboneProfile) -> ModelName | None:
+    if b.variant is None or b.base is None:
+        return None
+    try:
+        return ModelName(b.base, b.variant)
+    except ValueError:
+        return None
+
+
+def describe_mitigation(b: BackboneProfile) -> str | None:
+    """What a mitigation variant does, in a few words (None for other rows)."""
+    name = _name(b)
+    if name is None or name.kind not in MITIGATION_KINDS:
+        return None
+    if name.privacy_lambda is not None:
+        return f"gender adversary (gradient reversal), λ = {name.privacy_lambda:g}"
+    if name.fairness_method == "post":
+        return "per-gender logit offsets fitted on dev"
+    if name.fairness_method == "reweight":
+        return "gender × class reweighting of the loss"
+    snr, samples = name.smoothing
+    return f"randomized smoothing, {samples} copies at {snr:g} dB"
+
+
+def _plain_asr(profile: Profile, b: BackboneProfile) -> float | None:
+    """The plain (non-adaptive) attack's ASR of a smoothed variant, from its summary."""
+    attack = (b.safety or {}).get("axis_attack") or profile.attack
+    if profile.runs is None or not attack:
+        return None
+    directory = RunLayout(Path(profile.runs)).attack_dir(
+        str(_name(b)), attack["method"], attack["snr_db"]
+    )
+    path = directory / "plain" / "summary.json"
+    return read_json(path).get("asr_mean") if path.is_file() else None
+
+
+def mitigation_rows(profile: Profile) -> list[dict[str, Any]]:
+    """One dict per mitigation variant whose base is profiled: ``variant``, ``base``,
+    ``mitigation``, ``gender_at_inference``, and per axis ``raw``/``base_raw``/``delta_raw``/
+    ``delta_score`` (None where either side is unmeasured), ``plain_asr`` for smoothing."""
+    by_name = {b.name: b for b in profile.backbones}
+    rows = []
+    for b in profile.backbones:
+        what = describe_mitigation(b)
+        base = by_name.get(b.base or "")
+        if what is None or base is None:
+            continue
+        name = _name(b)
+        row: dict[str, Any] = {
+            "variant": b.name,
+            "base": base.name,
+            "mitigation": what,
+            "gender_at_inference": name.fairness_method == "post",
+            "plain_asr": _plain_asr(profile, b) if name.smoothing else None,
+            "axes": {},
+        }
+        for axis in AXES:
+            raw, base_raw = b.raw.get(axis), base.raw.get(axis)
+            score, base_score = b.scores.get(axis), base.scores.get(axis)
+            row["axes"][axis] = {
+                "raw": raw,
+                "base_raw": base_raw,
+                "delta_raw": None if raw is None or base_raw is None else raw - base_raw,
+                "delta_score": None if score is None or base_score is None else score - base_score,
+            }
+        rows.append(row)
+    return rows
+
+
+def _delta(axis: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    if axis == "sustainability":
+        return f"{value:+.3g}"
+    return f"{100 * value:+.1f}"
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    cells = [row["variant"], row["mitigation"], "yes" if row["gender_at_inference"] else "no"]
+    for axis in AXES:
+        a = row["axes"][axis]
+        cells.append(f"{_delta(axis, a['delta_raw'])} ({number(a['delta_score'], missing='—')})")
+    cells.append(percent(row["plain_asr"], missing="—"))
+    return cells
+
+
+def _header() -> list[str]:
+    return [
+        "variant",
+        "mitigation",
+        "gender at inference",
+        *(f"{AXIS_TITLES[a]}: Δ {_RAW_LABELS[a]} (Δ score)" for a in AXES),
+        "plain ASR %",
+    ]
+
+
+_EXPLAIN = (
+    "Change against the variant's baseline backbone. Raw changes are percentage points (GMACs "
+    "for sustainability); a score change above 0 is more trustworthy on that axis. Privacy is "
+    "the strongest fresh attacker's gender accuracy; for smoothing the safety axis holds the "
+    "adaptive (EOT) attack and the plain attack's ASR is shown beside it. Post-processing needs "
+    "each speaker's gender at inference — information a privacy-minded deployment may not have."
+)
+
+
+def mitigations_markdown(profile: Profile) -> list[str]:
+    """The section as Markdown lines (empty without mitigation variants)."""
+    rows = mitigation_rows(profile)
+    if not rows:
+        return []
+    header = _header()
+    out = ["## Mitigations", "", _EXPLAIN, ""]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "---|" * len(header))
+    out += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    return [*out, ""]
+
+
+def mitigations_html(profile: Profile) -> str:
+    """The section as HTML (empty string without mitigation variants)."""
+    rows = mitigation_rows(profile)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in _header())
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(row)) + "</tr>"
+        for row in rows
+    )
+    return (
+        f"<h2>Mitigations</h2><p>{html.escape(_EXPLAIN)}</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
