@@ -110,7 +110,10 @@ class AttackBar:
 
 
 class ExtractBar:
-    """The extraction progress bar: clips done, clips/s, audio-s/s, ETA.
+    """The extraction progress bar: clips done, clips/s, ETA (the summary adds audio-s/s).
+
+    It fits an 80-column terminal beside a long backbone name: the bar shrinks, the counts do
+    not get cut.
 
     Used as ``extract(..., progress=bar)``; it appears on the first event and closes with the
     ``with`` block. Disabled, it ignores every event.
@@ -123,7 +126,6 @@ class ExtractBar:
             MofNCompleteColumn(),
             TextColumn("clips"),
             TextColumn("{task.fields[clips_rate]:.1f} clips/s"),
-            TextColumn("{task.fields[audio_rate]:.1f} audio-s/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -141,13 +143,10 @@ class ExtractBar:
 
     def __call__(self, event) -> None:
         if self._task is None:
-            self._task = self._progress.add_task(
-                event.label, total=event.total, clips_rate=0.0, audio_rate=0.0
-            )
+            self._task = self._progress.add_task(event.label, total=event.total, clips_rate=0.0)
         self._progress.update(
             self._task,
             completed=event.done,
             total=event.total,
             clips_rate=event.clips_per_second,
-            audio_rate=event.audio_seconds_per_second,
         )
