@@ -370,18 +370,9 @@ class HeadClassifier:
                             if packed
                             else torch.as_tensor(batch.hidden).shape[1::2]
                         )
-                        head = LayerWeightedHead(
-                            int(shape[0]),
-                            int(shape[1]),
-                            len(classes),
-                            hidden=self.hidden,
-                            dropout=self.dropout,
-                            pooling=self.pooling,
-                            normalize=self.normalize,
-                        )
-                        if statistics is not None:
-                            head.set_normalization(*statistics)
-                        head = head.to(device)
+                        head = self._new_head(
+                            int(shape[0]), int(shape[1]), len(classes), statistics
+                        ).to(device)
                         optimizer = head_optimizer(
                             head, lr=self.lr, layer_lr=self.layer_lr, weight_decay=self.weight_decay
                         )
@@ -417,6 +408,28 @@ class HeadClassifier:
         selection.restore(head)
         self._record_fit(head, head, classes, selection, has_dev=dev is not None, device=device)
         return self
+
+    def _new_head(
+        self,
+        num_layers: int,
+        dim: int,
+        num_classes: int,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> LayerWeightedHead:
+        """A freshly initialised head with this estimator's options (and the training part's
+        feature statistics, when standardising)."""
+        head = LayerWeightedHead(
+            num_layers,
+            dim,
+            num_classes,
+            hidden=self.hidden,
+            dropout=self.dropout,
+            pooling=self.pooling,
+            normalize=self.normalize,
+        )
+        if statistics is not None:
+            head.set_normalization(*statistics)
+        return head
 
     def _record_fit(
         self,

@@ -299,17 +299,7 @@ class FineTuneClassifier(HeadClassifier):
             top = copy.deepcopy(blocks).requires_grad_(True)
             if self.block_dropout is not None:
                 top.set_dropout(float(self.block_dropout))
-            head = LayerWeightedHead(
-                blocks.num_layers,
-                blocks.dim,
-                len(classes),
-                hidden=self.hidden,
-                dropout=self.dropout,
-                pooling=self.pooling,
-                normalize=self.normalize,
-            )
-            if statistics is not None:
-                head.set_normalization(*statistics)
+            head = self._new_head(blocks.num_layers, blocks.dim, len(classes), statistics)
             model = FineTunedModel(top, head).to(device)
             optimizer = head_optimizer(
                 head,

@@ -153,18 +153,9 @@ class MitigatedHeadClassifier(HeadClassifier):
         fork_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(self.seed)
-            head = LayerWeightedHead(
-                source.num_layers,
-                source.dim,
-                len(classes),
-                hidden=self.hidden,
-                dropout=self.dropout,
-                pooling=self.pooling,
-                normalize=self.normalize,
+            head = self._new_head(source.num_layers, source.dim, len(classes), statistics).to(
+                device
             )
-            if statistics is not None:
-                head.set_normalization(*statistics)
-            head = head.to(device)
             adversary = nn.Sequential(
                 nn.Linear(self.hidden, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 2)
             ).to(device)
