@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +22,7 @@ __all__ = [
     "SHARED_FLAGS",
     "STORE",
     "USER_ERRORS",
+    "StoreOption",
     "console",
     "err_console",
     "user_errors",
@@ -36,6 +39,17 @@ MANIFEST = ("--manifest", "-m")
 OUT = ("--out", "-o")
 RUNS = ("--runs", "-r")
 SHARED_FLAGS = dict((STORE, BACKBONE, MANIFEST, OUT, RUNS))
+
+# The store a cache-reading command (heads, mitigations) works on.
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        *STORE,
+        help="Embedding store written by `trustser extract`.",
+        file_okay=False,
+        show_default="cache.zarr, or trustser.toml's",
+    ),
+]
 
 # Errors caused by the user's input or environment: shown without a traceback, exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trustser.cli._common import BACKBONE, RUNS, STORE, console, user_errors, workspace
+from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._tables import print_table
 from trustser.heads.finetune import DEFAULT_BLOCK_LR
 from trustser.heads.model import POOLINGS
@@ -22,15 +22,6 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Train heads and probes from the embedding cache.", no_args_is_help=True)
 
-StoreOption = Annotated[
-    Path | None,
-    typer.Option(
-        *STORE,
-        help="Embedding store written by `trustser extract`.",
-        file_okay=False,
-        show_default="cache.zarr, or trustser.toml's",
-    ),
-]
 BackboneOption = Annotated[
     list[str] | None,
     typer.Option(*BACKBONE, help="Store group(s) to read, repeatable (default: every group)."),

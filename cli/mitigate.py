@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from trustser.attacks.smoothing import DEFAULT_NOISE_SNR, DEFAULT_SAMPLES, run_smoothing
-from trustser.cli._common import BACKBONE, RUNS, STORE, console, user_errors, workspace
+from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._progress import AttackBar
 from trustser.cli.heads import _FitProgress
 from trustser.formatting import percent
@@ -25,15 +25,6 @@ _ATTACK_SNRS = [45.0]  # typer needs list defaults; never mutated
 _LAMBDAS = list(DEFAULT_LAMBDAS)
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": False}
 
-StoreOption = Annotated[
-    Path | None,
-    typer.Option(
-        *STORE,
-        help="Embedding store written by `trustser extract`.",
-        file_okay=False,
-        show_default="cache.zarr, or trustser.toml's",
-    ),
-]
 BackboneOption = Annotated[
     list[str] | None,
     typer.Option(*BACKBONE, help="Store group(s), repeatable (default: every group)."),
