@@ -11,11 +11,15 @@ from rich.table import Table
 
 from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._tables import print_table
+from trustser.heads.crossval import TaskResult, TrainingEvent
+from trustser.heads.estimator import class_weight_policy
 from trustser.heads.finetune import DEFAULT_BLOCK_LR
 from trustser.heads.model import POOLINGS
-from trustser.heads.probe import ProbeEvent, ProbeResult, run_probes
+from trustser.heads.probe import ProbeEvent, ProbeResult
 from trustser.heads.tasks import DEFAULT_MIN_STEPS
-from trustser.heads.training import DATA_MODES, FitResult, TrainingEvent, fit_heads
+from trustser.heads.training import DATA_MODES, default_estimator, fit_heads
+from trustser.variants import FitRequest, run_probes
+from trustser.variants.finetune import finetuned
 from trustser.workspace import stage_backbones
 
 __all__ = ["app"]
@@ -126,6 +130,14 @@ def fit(
             "--block-dropout", help="Dropout inside the fine-tuned blocks (default: checkpoint's)."
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--restart",
+            help="Take folds an interrupted run finished with the same settings from disk "
+            "(--restart trains every fold again).",
+        ),
+    ] = True,
 ) -> None:
     """Train the layer-weighted head on every fold, straight from the store.
 
@@ -133,34 +145,53 @@ def fit(
     --backbone NAME@top<K> (or --finetune-top K) trains the fine-tuned variant instead.
     """
     store, runs, names = _targets(store, runs, backbone)
+    with user_errors():
+        estimator = default_estimator(
+            epochs=epochs,
+            min_steps=min_steps,
+            hidden=hidden,
+            lr=lr,
+            layer_lr=layer_lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            dropout=dropout,
+            pooling=pooling,
+            class_weight=class_weight_policy(class_weight),
+            normalize=normalize,
+            device=device,
+            seed=seed,
+        )
     for name in names:
         with user_errors(), _FitProgress() as progress:
-            result = fit_heads(
-                store,
-                name,
-                task=task or "all",
-                runs=runs,
-                folds=folds,
-                epochs=epochs,
-                min_steps=min_steps,
-                hidden=hidden,
-                lr=lr,
-                layer_lr=layer_lr,
-                weight_decay=weight_decay,
-                batch_size=batch_size,
-                dropout=dropout,
-                pooling=pooling,
-                class_weight=class_weight,
-                normalize=normalize,
-                device=device,
-                seed=seed,
-                data=data,
-                callback=progress.update,
-                finetune_top=finetune_top,
-                block_lr=block_lr,
-                block_dropout=block_dropout,
-            )
-        _render_fit(result)
+            variant = finetuned(name, finetune_top)
+            if variant is None:
+                tasks = fit_heads(
+                    store,
+                    name,
+                    estimator,
+                    task=task or "all",
+                    runs=runs,
+                    folds=folds,
+                    data=data,
+                    callback=progress.update,
+                    resume=resume,
+                ).tasks
+            else:
+                request = FitRequest(
+                    store=store,
+                    runs=runs,
+                    estimator=estimator,
+                    folds=folds,
+                    device=device,
+                    seed=seed,
+                    data=data,
+                    tasks=tuple((task or "all").split(",")),
+                    options={"block_lr": block_lr, "block_dropout": block_dropout},
+                    callback=progress.update,
+                    resume=resume,
+                )
+                tasks = variant.fit(request).tasks
+        _render_fit(tasks)
 
 
 @app.command("probe")
@@ -265,8 +296,8 @@ class _FitProgress:
             )
 
 
-def _render_fit(result: FitResult) -> None:
-    for task in result.tasks:
+def _render_fit(tasks: list[TaskResult]) -> None:
+    for task in tasks:
         m = task.metrics
         variant = m.get("variant") or {}
         trained = f"; trained: {variant['trained']}" if variant.get("trained") else ""
@@ -310,7 +341,8 @@ def _render_fit(result: FitResult) -> None:
                 str(layer), *(f"{f.layer_weights[layer]:.3f}" for f in task.folds), f"{mean:.3f}"
             )
         print_table(weights, console=console)
-        console.print(f"wrote {task.directory} ({task.seconds:.1f} s)")
+        resumed = f"; folds {', '.join(task.resumed)} resumed from disk" if task.resumed else ""
+        console.print(f"wrote {task.directory} ({task.seconds:.1f} s{resumed})")
 
 
 def _render_probe(result: ProbeResult) -> None:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from trustser.attacks.smoothing import DEFAULT_NOISE_SNR, DEFAULT_SAMPLES, run_smoothing
+from trustser.attacks.runner import run_attack
 from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._progress import AttackBar
 from trustser.cli.heads import _FitProgress
+from trustser.cost import run_cost
 from trustser.formatting import percent
-from trustser.mitigate.fairness import DEFAULT_UAR_FLOOR, fit_fair_post, fit_fair_reweight
-from trustser.mitigate.privacy import DEFAULT_LAMBDAS, fit_privacy
+from trustser.heads.training import default_estimator
+from trustser.variants import FitRequest, Variant, VariantFit
+from trustser.variants.fairness import DEFAULT_UAR_FLOOR
+from trustser.variants.fairness import KIND as FAIRNESS
+from trustser.variants.privacy import DEFAULT_LAMBDAS
+from trustser.variants.privacy import KIND as PRIVACY
+from trustser.variants.smoothing import DEFAULT_NOISE_SNR, DEFAULT_SAMPLES
+from trustser.variants.smoothing import KIND as SMOOTHING
 from trustser.workspace import stage_backbones
 
 app = typer.Typer(
@@ -57,11 +65,45 @@ def _numbers(first: list[float], extra: list[str], flag: str) -> list[float]:
     return values
 
 
-def _targets(store: Path | None, runs: Path | None, backbones: list[str] | None):
+def _fitted(
+    store: Path | None,
+    runs: Path | None,
+    backbones: list[str] | None,
+    variants_of: Callable[[str], list[Variant]],
+    *,
+    folds: str | None,
+    epochs: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    batch_size: int = 8,
+    options: dict[str, Any] | None = None,
+) -> Iterator[tuple[Variant, VariantFit, FitRequest]]:
+    """Every mitigation command's loop: resolve the store, runs and backbones (flag >
+    workspace), then fit each variant ``variants_of(backbone)`` names, with a progress bar per
+    fold; yields what was fitted. Bad input ends the command as one line."""
     ws = workspace()
     store, runs = ws.resolve("store", store), ws.resolve("runs", runs)
     with user_errors():
-        return store, runs, stage_backbones(store, backbones)
+        names = stage_backbones(store, backbones)
+        estimator = default_estimator(epochs=epochs, device=device, seed=seed)
+    for name in names:
+        with user_errors():
+            planned = variants_of(name)
+        for variant in planned:
+            with user_errors(), _FitProgress() as progress:
+                request = FitRequest(
+                    store=store,
+                    runs=runs,
+                    estimator=estimator,
+                    folds=folds,
+                    device=device,
+                    seed=seed,
+                    batch_size=batch_size,
+                    options=dict(options or {}),
+                    callback=progress.update,
+                )
+                fitted = variant.fit(request)
+            yield variant, fitted, request
 
 
 def _pct(value: float | None) -> str:
@@ -90,7 +132,6 @@ def privacy(
     fresh gender, speaker-ID and probe attackers on the encoder's output (<backbone>@privacy-l<λ>).
     """
     values = _numbers(lambdas, ctx.args, "--lambda")
-    store, runs, names = _targets(store, runs, backbone)
     table = Table(title="privacy mitigation: UAR against fresh attackers (test, fold mean)")
     for column in (
         "variant",
@@ -99,32 +140,28 @@ def privacy(
         "gender head acc.",
         "gender probe acc.",
         "speaker-ID acc.",
-        "training adversary acc. (dev)",
     ):
         table.add_column(column)
-    for name in names:
-        with user_errors(), _FitProgress() as progress:
-            results = fit_privacy(
-                store,
-                name,
-                lambdas=values,
-                runs=runs,
-                folds=folds,
-                epochs=epochs,
-                device=device,
-                seed=seed,
-                callback=progress.update,
-            )
-        for result in results:
-            emotion, gender, speaker = result.tasks
-            table.add_row(
-                result.variant,
-                f"{result.adversary_weight:g}",
-                _pct(emotion.metrics["test_uar_mean"]),
-                _pct(gender.metrics["test_accuracy_mean"]),
-                _pct(result.probe.get("gender_test_accuracy_mean")),
-                _pct(speaker.metrics["test_accuracy_mean"]),
-            )
+    fits = _fitted(
+        store,
+        runs,
+        backbone,
+        lambda name: [PRIVACY.variant(name, lam=lam) for lam in values],
+        folds=folds,
+        epochs=epochs,
+        device=device,
+        seed=seed,
+    )
+    for variant, result, _ in fits:
+        emotion, gender, speaker = result.tasks
+        table.add_row(
+            variant.name,
+            f"{variant.params['lam']:g}",
+            _pct(emotion.metrics["test_uar_mean"]),
+            _pct(gender.metrics["test_accuracy_mean"]),
+            _pct((result.probe or {}).get("gender_test_accuracy_mean")),
+            _pct(speaker.metrics["test_accuracy_mean"]),
+        )
     console.print(table)
     console.print(
         "Fresh attackers trained on the encoder's output (never the training adversary; its dev "
@@ -157,28 +194,24 @@ def fairness(
     (<backbone>@fair-reweight)."""
     if method not in ("post", "reweight", "both"):
         raise typer.BadParameter(f"--method {method!r}: choose post, reweight or both.")
-    store, runs, names = _targets(store, runs, backbone)
+    methods = ["post", "reweight"] if method == "both" else [method]
     table = Table(title="fairness mitigation (test, fold mean)")
     for column in ("variant", "emotion UAR", "gender at inference"):
         table.add_column(column)
-    for name in names:
-        if method in ("post", "both"):
-            with user_errors():
-                post = fit_fair_post(store, name, runs=runs, folds=folds, uar_floor=uar_floor)
-            table.add_row(post.variant, _pct(post.metrics["test_uar_mean"]), "needed")
-        if method in ("reweight", "both"):
-            with user_errors(), _FitProgress() as progress:
-                run, _ = fit_fair_reweight(
-                    store,
-                    name,
-                    runs=runs,
-                    folds=folds,
-                    epochs=epochs,
-                    device=device,
-                    seed=seed,
-                    callback=progress.update,
-                )
-            table.add_row(run.backbone, _pct(run.metrics["test_uar_mean"]), "not needed")
+    fits = _fitted(
+        store,
+        runs,
+        backbone,
+        lambda name: [FAIRNESS.variant(name, method=m) for m in methods],
+        folds=folds,
+        epochs=epochs,
+        device=device,
+        seed=seed,
+        options={"uar_floor": uar_floor},
+    )
+    for variant, result, _ in fits:
+        needed = "needed" if variant.needs_gender_at_inference else "not needed"
+        table.add_row(variant.name, _pct(result.emotion_metrics["test_uar_mean"]), needed)
     console.print(table)
     console.print(
         "Fairness gaps: `trustser profile` (the fairness axis reads each variant's predictions)."
@@ -214,36 +247,48 @@ def smoothing(
     and PGD adaptive (EOT) and plain, and the N× cost. Uses the backbone's trained emotion heads.
     """
     attack_snrs = _numbers(snr, ctx.args, "--snr")
-    store, runs, names = _targets(store, runs, backbone)
     table = Table(title="randomized smoothing: ASR (fold mean), adaptive vs plain")
     for column in ("variant", "emotion UAR", "attack", "adaptive ASR", "plain ASR", "GMACs/clip"):
         table.add_column(column)
-    for name in names:
+    fits = _fitted(
+        store,
+        runs,
+        backbone,
+        lambda name: [SMOOTHING.variant(name, snr_db=noise_snr, samples=samples)],
+        folds=folds,
+        device=device,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    for variant, result, request in fits:
         with user_errors(), AttackBar() as bar:
-            result = run_smoothing(
-                store,
-                name,
-                noise_snr=noise_snr,
-                samples=samples,
-                runs=runs,
-                attack_snr=attack_snrs,
-                eot_samples=eot,
-                steps=steps,
-                folds=folds,
-                device=device,
-                batch_size=batch_size,
-                seed=seed,
-                callback=bar.update,
-            )
-        for run in result.attacks:
+            attacks = [
+                run_attack(
+                    request.store,
+                    variant.name,
+                    runs=request.runs,
+                    method=method,
+                    snr_db=attack_snrs,
+                    folds=folds,
+                    device=device,
+                    batch_size=batch_size,
+                    seed=seed,
+                    steps=steps,
+                    eot_samples=eot,
+                    callback=bar.update,
+                )
+                for method in ("fgsm", "pgd")
+            ]
+            cost = run_cost(variant.name, runs=request.runs, device=device)[0]
+        for run in attacks:
             for attack in run.results:
                 plain = (attack.settings.get("plain_attack") or {}).get("asr_mean")
                 table.add_row(
-                    result.variant,
-                    _pct(result.metrics["test_uar_mean"]),
+                    variant.name,
+                    _pct(result.emotion_metrics["test_uar_mean"]),
                     f"{attack.method} @ {attack.snr_db:g} dB",
                     _pct(attack.asr_mean),
                     _pct(plain),
-                    "—" if result.cost is None else f"{result.cost.gmacs:.3g}",
+                    f"{cost.gmacs:.3g}",
                 )
     console.print(table)

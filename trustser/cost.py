@@ -40,6 +40,7 @@ from trustser._validation import TrustSERError, check_positive
 from trustser._version import __version__
 from trustser.end_to_end import EndToEndClassifier
 from trustser.runs import ModelName
+from trustser.variants import parse as parse_variant
 
 __all__ = [
     "COST_FORMAT_VERSION",
@@ -497,9 +498,9 @@ def as_variant_cost(report: CostReport, variant: str, *, basis: str) -> CostRepo
     MACs and latency (the trainable parameters and training time are the profile's, from the
     heads' metrics).
 
-    A randomized-smoothing variant (``@smooth-s<s>-n<N>``) runs the base N times per clip: its
-    MACs, FLOPs and latencies are N times the base's (the copies run one after another) and its
-    throughput 1/N of it; the parameters are the base's.
+    A variant that runs its base N times per clip (:attr:`~trustser.variants.Variant.inference_passes`:
+    randomized smoothing's N noisy copies) has N times the base's MACs, FLOPs and latencies (the
+    passes run one after another) and 1/N of its throughput; the parameters are the base's.
     """
     name = ModelName.parse(variant)
     relabelled = replace(
@@ -509,9 +510,10 @@ def as_variant_cost(report: CostReport, variant: str, *, basis: str) -> CostRepo
         variant=name.tag,
         basis=basis,
     )
-    if name.smoothing is None:
+    parsed = parse_variant(name)
+    n = parsed.inference_passes if parsed is not None else 1
+    if n == 1:
         return relabelled
-    n = name.smoothing[1]
 
     def times(value: Any) -> Any:
         return None if value is None else value * n
@@ -531,7 +533,7 @@ def as_variant_cost(report: CostReport, variant: str, *, basis: str) -> CostRepo
             None if report.throughput_clips_per_s is None else report.throughput_clips_per_s / n
         ),
         inference_passes=n,
-        basis=f"{basis}; randomized smoothing: {n} forward passes per clip ({n} x the base)",
+        basis=f"{basis}; {parsed.kind.label}: {n} forward passes per clip ({n} x the base)",
     )
 
 
@@ -579,10 +581,10 @@ def run_cost(
     from trustser.runs import RunLayout, write_json
 
     if runs is not None and "head_config" not in options:
-        # a smoothed variant classifies with its base's heads
-        smoothed = ModelName.parse(backbone).smoothing is not None
+        # a defence at inference classifies with its base's heads
+        parsed = parse_variant(backbone)
         found = head_config_from_runs(
-            runs, ModelName.parse(backbone).base if smoothed else backbone
+            runs, parsed.base if parsed is not None and parsed.uses_base_heads else backbone
         )
         if found is not None:
             options["head_config"], sidecar = found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 
@@ -10,7 +11,7 @@ import torch
 
 from trustser._validation import TrustSERError, check_choice
 
-__all__ = ["DEVICE_CHOICES", "DeviceError", "resolve_device", "seed_everything"]
+__all__ = ["DEVICE_CHOICES", "DeviceError", "derived_seed", "resolve_device", "seed_everything"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -43,3 +44,10 @@ def seed_everything(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def derived_seed(seed: int, *parts: object) -> int:
+    """A stable 63-bit seed per (seed, parts...), e.g. (seed, fold, method, SNR): a result does
+    not depend on the order in which folds or settings are run."""
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1

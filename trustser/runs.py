@@ -17,45 +17,48 @@
 ``attack`` finds the heads and ``profile`` finds everything through this module alone.
 
 Variants: ``<base>@<tag>`` names a model derived from the backbone ``<base>`` (the store group
-whose features it starts from). A tag is a *kind* followed by its parameters, e.g. ``top1``
-(kind ``top``: the top 1 block fine-tuned); :data:`VARIANT_KINDS` lists the kinds this version
-knows, so ``hf:org/model@main`` (a revision, not a kind) stays a base name. Its directory is
-``safe_name(base) + "@" + tag``. :class:`ModelName` parses and builds these names.
+whose features it starts from). A tag is a *kind*'s word followed by its parameters, e.g.
+``top1`` (kind ``top``: the top 1 block fine-tuned); :func:`variant_words` lists the words this
+version knows, so ``hf:org/model@main`` (a revision, not a kind) stays a base name. Its directory
+is ``safe_name(base) + "@" + tag``. :class:`ModelName` splits and builds these names; what a tag
+means is its kind's, in :mod:`trustser.variants`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trustser._validation import safe_name
+from trustser.metrics._common import mean_std
 
 __all__ = [
     "ATTACK_METHODS",
     "DEFAULT_RUNS",
-    "FAIRNESS_KIND",
-    "FAIRNESS_METHODS",
-    "FINETUNE_KIND",
-    "PRIVACY_KIND",
-    "SMOOTHING_KIND",
+    "FOLD_STD",
     "TASKS",
-    "VARIANT_KINDS",
     "VARIANT_SEPARATOR",
     "ModelName",
     "RunLayout",
-    "fairness_variant",
-    "finetune_variant",
+    "fold_means",
+    "forget_variant_word",
     "format_snr",
+    "inherit_privacy_runs",
     "jsonable",
-    "privacy_variant",
     "read_json",
+    "register_variant_word",
     "safe_name",
-    "smoothing_variant",
+    "task_metrics",
+    "variant_words",
     "write_json",
+    "write_predictions",
 ]
 
 TASKS = ("emotion", "gender", "speaker")
@@ -64,32 +67,31 @@ DEFAULT_RUNS = "runs"
 
 
 VARIANT_SEPARATOR = "@"
-FINETUNE_KIND = "top"
-PRIVACY_KIND = "privacy"
-FAIRNESS_KIND = "fair"
-SMOOTHING_KIND = "smooth"
-FAIRNESS_METHODS = ("post", "reweight")
-# Variant kinds: what a tag's leading word means. A new kind of variant registers its word here
-# so that names carrying it parse as variants (the mitigations: docs/mitigations.md).
-VARIANT_KINDS: dict[str, str] = {
-    FINETUNE_KIND: "top K encoder blocks fine-tuned jointly with the emotion head (topK)",
-    PRIVACY_KIND: "emotion head trained against a gender adversary with weight λ (privacy-l<λ>)",
-    FAIRNESS_KIND: "per-gender logit offsets (fair-post) or gender × class reweighting "
-    "(fair-reweight)",
-    SMOOTHING_KIND: "randomized smoothing over N noisy copies at SNR s (smooth-s<s>-n<N>)",
-}
+# The results layout's vocabulary of variant kinds: a tag's leading word. The layout needs only
+# the word to split ``base@tag`` into a base and a tag without loading any model; everything
+# else about a kind (its tag grammar, how it is fitted, deployed, attacked and costed) is its
+# module in :mod:`trustser.variants`, whose registry must name the same words (a test checks).
+_VARIANT_WORDS: list[str] = ["top", "privacy", "fair", "smooth"]
 _TAG = re.compile(r"^(?P<kind>[a-z]+)(?P<rest>[A-Za-z0-9._-]*)$")
-_FINETUNE_TAG = re.compile(rf"^{FINETUNE_KIND}(?P<k>[1-9][0-9]*)$")
-_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
-_PRIVACY_TAG = re.compile(rf"^{PRIVACY_KIND}-l(?P<lam>{_NUMBER})$")
-_FAIRNESS_TAG = re.compile(rf"^{FAIRNESS_KIND}-(?P<method>{'|'.join(FAIRNESS_METHODS)})$")
-_SMOOTHING_TAG = re.compile(rf"^{SMOOTHING_KIND}-s(?P<snr>{_NUMBER})-n(?P<n>[1-9][0-9]*)$")
-_TAG_FORMS = {
-    FINETUNE_KIND: (_FINETUNE_TAG, f"{FINETUNE_KIND}<K> with K >= 1 top blocks (e.g. top1)"),
-    PRIVACY_KIND: (_PRIVACY_TAG, "privacy-l<λ> with λ >= 0 (e.g. privacy-l0.3)"),
-    FAIRNESS_KIND: (_FAIRNESS_TAG, "fair-post or fair-reweight"),
-    SMOOTHING_KIND: (_SMOOTHING_TAG, "smooth-s<SNR dB>-n<N copies> (e.g. smooth-s30-n8)"),
-}
+
+
+def variant_words() -> tuple[str, ...]:
+    """The kind words the layout splits ``base@tag`` on."""
+    return tuple(_VARIANT_WORDS)
+
+
+def register_variant_word(word: str) -> None:
+    """Teach the layout a new kind's word (:func:`trustser.variants.register` calls this)."""
+    if not re.fullmatch(r"[a-z]+", word):
+        raise ValueError(f"a variant kind's word is lower-case letters, got {word!r}.")
+    if word not in _VARIANT_WORDS:
+        _VARIANT_WORDS.append(word)
+
+
+def forget_variant_word(word: str) -> None:
+    """Undo :func:`register_variant_word` (a kind registered for a while, in a test)."""
+    if word in _VARIANT_WORDS:
+        _VARIANT_WORDS.remove(word)
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,9 @@ class ModelName:
     """A model of the results layout: a base backbone, or a variant of one (``base@tag``).
 
     ``ModelName.parse("whisper_tiny_en_offline@top1")`` → base ``whisper_tiny_en_offline``,
-    tag ``top1``; ``str()`` gives the name back. A name whose part after the last ``@`` is not
-    a tag of a known kind (:data:`VARIANT_KINDS`) is a base name as a whole.
+    tag ``top1``; ``str()`` gives the name back. A name whose part after the last ``@`` does
+    not start with a known kind's word (:func:`variant_words`) is a base name as a whole. What
+    a tag's parameters mean is its kind's (:func:`trustser.variants.parse`).
     """
 
     base: str
@@ -109,21 +112,17 @@ class ModelName:
             raise ValueError("a model name needs a base backbone name.")
         if self.tag is not None:
             match = _TAG.match(self.tag)
-            if match is None or match["kind"] not in VARIANT_KINDS:
-                kinds = ", ".join(f"{k} ({v})" for k, v in VARIANT_KINDS.items())
+            if match is None or match["kind"] not in _VARIANT_WORDS:
                 raise ValueError(
                     f"variant tag {self.tag!r} is not of a known kind; tags start with one of: "
-                    f"{kinds}."
+                    f"{', '.join(_VARIANT_WORDS)} (`trustser variants` lists them)."
                 )
-            pattern, form = _TAG_FORMS[match["kind"]]
-            if not pattern.match(self.tag):
-                raise ValueError(f"variant tag {self.tag!r}: a {match['kind']} variant is {form}.")
 
     @classmethod
     def parse(cls, name: str) -> ModelName:
         base, separator, tag = str(name).rpartition(VARIANT_SEPARATOR)
         match = _TAG.match(tag) if separator and base else None
-        if match is None or match["kind"] not in VARIANT_KINDS:
+        if match is None or match["kind"] not in _VARIANT_WORDS:
             return cls(str(name))
         return cls(base, tag)
 
@@ -136,69 +135,14 @@ class ModelName:
 
     @property
     def kind(self) -> str | None:
-        """The tag's kind (``top`` for ``top1``), None for a base backbone."""
+        """The tag's kind word (``top`` for ``top1``), None for a base backbone."""
         return None if self.tag is None else _TAG.match(self.tag)["kind"]
-
-    @property
-    def finetune_top(self) -> int:
-        """K of a fine-tuned ``topK`` variant; 0 for a base backbone or another kind."""
-        match = _FINETUNE_TAG.match(self.tag or "")
-        return int(match["k"]) if match else 0
-
-    @property
-    def privacy_lambda(self) -> float | None:
-        """λ of a ``privacy-l<λ>`` variant (the adversary's weight); None otherwise."""
-        match = _PRIVACY_TAG.match(self.tag or "")
-        return float(match["lam"]) if match else None
-
-    @property
-    def fairness_method(self) -> str | None:
-        """``post`` or ``reweight`` for a ``fair-<method>`` variant; None otherwise."""
-        match = _FAIRNESS_TAG.match(self.tag or "")
-        return match["method"] if match else None
-
-    @property
-    def smoothing(self) -> tuple[float, int] | None:
-        """``(snr_db, samples)`` of a ``smooth-s<snr>-n<N>`` variant; None otherwise."""
-        match = _SMOOTHING_TAG.match(self.tag or "")
-        return (float(match["snr"]), int(match["n"])) if match else None
 
     @property
     def directory(self) -> str:
         """The directory name under the results root."""
         name = safe_name(self.base)
         return name if self.tag is None else f"{name}{VARIANT_SEPARATOR}{self.tag}"
-
-
-def finetune_variant(base: str, k: int) -> str:
-    """The name of ``base`` with its top ``k`` blocks fine-tuned: ``base@top<k>``."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"a fine-tuned variant needs K >= 1 top blocks, got {k!r}.")
-    return str(ModelName(str(ModelName.parse(base).base), f"{FINETUNE_KIND}{k}"))
-
-
-def privacy_variant(base: str, lam: float) -> str:
-    """``base@privacy-l<λ>``: the head trained against a gender adversary of weight ``lam``."""
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0:
-        raise ValueError(f"the adversary weight λ must be a number >= 0, got {lam!r}.")
-    return str(ModelName(str(ModelName.parse(base).base), f"{PRIVACY_KIND}-l{float(lam):g}"))
-
-
-def fairness_variant(base: str, method: str) -> str:
-    """``base@fair-post`` or ``base@fair-reweight``."""
-    if method not in FAIRNESS_METHODS:
-        raise ValueError(f"fairness method {method!r} is not one of {', '.join(FAIRNESS_METHODS)}.")
-    return str(ModelName(str(ModelName.parse(base).base), f"{FAIRNESS_KIND}-{method}"))
-
-
-def smoothing_variant(base: str, snr_db: float, samples: int) -> str:
-    """``base@smooth-s<snr>-n<samples>``: randomized smoothing of the base's emotion heads."""
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"smoothing needs samples >= 1 noisy copies, got {samples!r}.")
-    if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float)) or not snr_db >= 0:
-        raise ValueError(f"the smoothing noise SNR must be a number >= 0 dB, got {snr_db!r}.")
-    tag = f"{SMOOTHING_KIND}-s{float(snr_db):g}-n{samples}"
-    return str(ModelName(str(ModelName.parse(base).base), tag))
 
 
 def format_snr(snr: float) -> str:
@@ -288,3 +232,86 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+FOLD_STD = "population standard deviation over folds (ddof=0)"
+PREDICTION_COLUMNS = ("id", "fold", "speaker", "gender", "true", "pred")
+
+
+def write_predictions(
+    path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], labels: Sequence[str]
+) -> Path:
+    """``predictions.csv``: one row per test clip (id, fold, speaker, gender, true, pred,
+    prob_<label>...), floats to 8 significant digits, written atomically. Every stage that
+    classifies test clips writes this file; the profile's performance and fairness axes and
+    their intervals read it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = [*PREDICTION_COLUMNS, *(f"prob_{label}" for label in labels)]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+    os.replace(tmp, path)
+    return path
+
+
+def fold_means(
+    folds: Sequence[Mapping[str, Any]],
+    roles: Sequence[str] = ("test",),
+    keys: Sequence[str] = ("uar", "accuracy", "macro_f1"),
+) -> dict[str, float | None]:
+    """``<role>_<key>_mean`` / ``_std`` over the folds' ``<role>_<key>`` figures."""
+    out: dict[str, float | None] = {}
+    for role in roles:
+        for key in keys:
+            mean, std = mean_std([f[f"{role}_{key}"] for f in folds])
+            out[f"{role}_{key}_mean"], out[f"{role}_{key}_std"] = mean, std
+    return out
+
+
+def task_metrics(
+    task: str,
+    backbone: str,
+    labels: Sequence[str],
+    folds: Sequence[Mapping[str, Any]],
+    *,
+    roles: Sequence[str] = ("test",),
+) -> dict[str, Any]:
+    """The common part of a task's ``metrics.json``: what was classified, the per-fold records
+    and their means (:func:`fold_means`); stages add what is theirs (history, variant, ...)."""
+    return {
+        "task": task,
+        "backbone": backbone,
+        "labels": list(labels),
+        "num_folds": len(folds),
+        "std": FOLD_STD,
+        **fold_means(folds, roles),
+        "folds": list(folds),
+    }
+
+
+def inherit_privacy_runs(layout: RunLayout, base: str, variant: str) -> list[str]:
+    """Copy the base's gender, speaker and probe runs into ``variant`` (a variant that exposes
+    its base's representation), each ``metrics.json`` marked ``inherited_from``; returns what was
+    copied."""
+    copied = []
+    for part in ("gender", "speaker", "probe"):
+        source = layout.backbone_dir(base) / part
+        if not (source / "metrics.json").is_file():
+            continue
+        target = layout.backbone_dir(variant) / part
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.json", "predictions.csv", "config.json"):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, target / name)
+        metrics = read_json(target / "metrics.json")
+        metrics["inherited_from"] = base
+        metrics["inherited_why"] = "the variant exposes the same representation as its base"
+        write_json(target / "metrics.json", metrics)
+        copied.append(part)
+    return copied

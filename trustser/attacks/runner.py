@@ -27,22 +27,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from trustser.attacks.batched import attack_clips, predict_clips
-from trustser.attacks.loading import (
-    IDENTITY_KEYS,
-    FoldPlan,
-    available_heads,
-    load_waveforms,
-    open_attack_group,
-    plan_folds,
-    reload_backbone,
-    select_folds,
-    smoothed_plan,
-)
+from trustser.attacks.batched import attack_clips
 from trustser.attacks.methods import EOT, Attack, AttackError, check_snr, make_attack
 from trustser.attacks.results import (
     AttackResult,
@@ -57,8 +47,24 @@ from trustser.attacks.results import (
 )
 from trustser.attacks.sweep import collect_rows, write_sweep
 from trustser.batching import length_batches
+from trustser.deployed.batches import predict_clips
+from trustser.deployed.loading import (
+    IDENTITY_KEYS,
+    DeployedModelError,
+    FoldPlan,
+    available_heads,
+    deploy_plan,
+    load_waveforms,
+    open_deployed_group,
+    plan_folds,
+    reload_backbone,
+    select_folds,
+)
+from trustser.devices import derived_seed
 from trustser.ranks import Ranks, rank_device, resolve_ranks
-from trustser.runs import ModelName, RunLayout
+from trustser.runs import RunLayout
+from trustser.variants import Variant, VariantError
+from trustser.variants import parse as parse_variant
 
 __all__ = ["DEFAULT_EOT_SAMPLES", "PLAIN_SUBDIR", "AttackProgress", "merge_attack", "run_attack"]
 
@@ -118,12 +124,6 @@ class _SNROutcome:
     order: list[tuple[int, int]] = field(default_factory=list)  # (fold index, position) per clip
     num_test: list[tuple[str, int]] = field(default_factory=list)  # (fold, test clips) per fold
     audio_slots: int = 0  # clips chosen for audio so far, counted over every rank
-
-
-def _derived_seed(seed: int, *parts: object) -> int:
-    """A stable 63-bit seed per (seed, fold, method, SNR): results do not depend on fold order."""
-    text = ":".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
 def _configured_attacks(
@@ -208,7 +208,7 @@ def _attack_fold(
                 report.advance(len(batch))  # another rank's batch
                 continue
             generator = torch.Generator().manual_seed(
-                _derived_seed(seed, plan.fold, attack.method, snr, number)
+                derived_seed(seed, plan.fold, attack.method, snr, number)
             )
             outcome = attack_clips(
                 plan.model,
@@ -293,11 +293,12 @@ def run_attack(
     ranks: ``rank``/``world_size`` (both or neither; default torchrun's or SLURM's variables)
     split each fold's attack batches, and the last rank to finish writes the merged files.
 
-    A smoothed variant (``<backbone>@smooth-s<s>-n<N>``, docs/mitigations.md) is the base's
-    emotion heads behind :class:`~trustser.mitigate.smoothing.SmoothedClassifier`. FGSM and PGD
-    on it run twice on the same clips: the adaptive attack (:class:`~.methods.EOT`, gradients
-    averaged over ``eot_samples`` noise draws, default :data:`DEFAULT_EOT_SAMPLES`) writes
-    ``attack-<method>-<snr>/`` — the safety axis — and the plain one ``.../plain/``.
+    A variant is attacked as it is deployed (:class:`trustser.variants.Variant`): its fine-tuned
+    blocks swapped in, or behind its defence. A randomized one (``<backbone>@smooth-s<s>-n<N>``,
+    docs/mitigations.md) is attacked twice on the same clips with FGSM and PGD: the adaptive
+    attack (:class:`~.methods.EOT`, gradients averaged over ``eot_samples`` noise draws, default
+    :data:`DEFAULT_EOT_SAMPLES`) writes ``attack-<method>-<snr>/`` — the safety axis — and the
+    plain one ``.../plain/``.
     """
     attacks = _configured_attacks(
         method, snr_db, steps=steps, step_size=step_size, random_start=random_start
@@ -305,26 +306,30 @@ def run_attack(
     _check_counts(batch_size, save_audio)
 
     ranks = resolve_ranks(rank, world_size)
-    name, group, provenance = open_attack_group(store, backbone)
+    name, group, provenance, variant = _open_model(store, backbone)
     layout = RunLayout(Path(runs))
-    smoothing = ModelName.parse(name).smoothing
-    if eot_samples is not None and smoothing is None:
+    randomized = variant is not None and variant.randomized
+    if eot_samples is not None and not randomized:
         raise AttackError(
-            "--eot applies to randomized defences only (a <backbone>@smooth-s<s>-n<N> variant); "
-            f"{name!r} is deterministic."
+            "--eot applies to randomized defences only (e.g. a <backbone>@smooth-s<s>-n<N> "
+            f"variant); {name!r} is deterministic."
         )
-    # a smoothed variant classifies with its base's heads; other variants with their own
-    heads = available_heads(layout, ModelName.parse(name).base if smoothing else name)
-    manifest = group.manifest()
-    chosen = select_folds(manifest, heads, folds)
+    # a defence at inference classifies with its base's heads; other variants with their own
+    heads_of = variant.base if variant is not None and variant.uses_base_heads else name
     try:
-        torch_device = rank_device(device, ranks)
-    except RuntimeError as error:  # CUDA requested but not visible
+        heads = available_heads(layout, heads_of)
+        manifest = group.manifest()
+        chosen = select_folds(manifest, heads, folds)
+        try:
+            torch_device = rank_device(device, ranks)
+        except RuntimeError as error:  # CUDA requested but not visible
+            raise AttackError(str(error)) from None
+        encoder = reload_backbone(provenance, torch_device)
+        plans = plan_folds(chosen, heads, manifest, provenance, encoder, torch_device, variant)
+    except (DeployedModelError, VariantError) as error:
         raise AttackError(str(error)) from None
-    encoder = reload_backbone(provenance, torch_device)
     identical_only = not bool(encoder.masks_padding)
     sample_rate = int(provenance.get("sample_rate") or encoder.sample_rate)
-    plans = plan_folds(chosen, heads, manifest, provenance, encoder, torch_device)
 
     notes = [
         f"fold {p.fold}: {p.skipped_labels} test clips have labels the head does not predict"
@@ -332,7 +337,7 @@ def run_attack(
         if p.skipped_labels
     ]
     passes: list[tuple[list[Attack], Path | None]] = [(attacks, None)]
-    if smoothing is not None and method != "noise":
+    if randomized and method != "noise":
         samples = DEFAULT_EOT_SAMPLES if eot_samples is None else eot_samples
         adaptive = [EOT(a, samples) for a in attacks]  # type: ignore[arg-type]
         passes = [(adaptive, None), (attacks, Path(PLAIN_SUBDIR))]
@@ -346,7 +351,7 @@ def run_attack(
                 notes.append(f"fold {plan.fold}: no extracted test clips; skipped")
                 continue
             _attack_fold(
-                _smoothed(plan, smoothing, seed) if smoothing else plan,
+                deploy_plan(plan, variant, seed),
                 fold_index,
                 pass_attacks,
                 outcomes,
@@ -375,13 +380,8 @@ def run_attack(
         "clipping": "none (perturbed waveforms may exceed [-1, 1])",
         "heads": {p.fold: str(p.head_path) for p in plans},
     }
-    if smoothing is not None:
-        common["defence"] = {
-            "kind": "randomized smoothing",
-            "noise_snr_db": smoothing[0],
-            "samples": smoothing[1],
-            "heads_of": ModelName.parse(name).base,
-        }
+    if variant is not None and variant.defence is not None:
+        common["defence"] = variant.defence
     plain_summaries: dict[float, dict] = {}
     results = []
     # the plain pass first, so the adaptive summary can name the plain ASR beside its own
@@ -406,15 +406,19 @@ def run_attack(
     return AttackRun(backbone=name, results=tuple(results), sweep=sweep, warnings=tuple(notes))
 
 
-def _smoothed(plan: FoldPlan, smoothing: tuple[float, int], seed: int) -> FoldPlan:
-    """``plan`` behind randomized smoothing, freshly seeded per fold (:func:`smoothed_plan`)."""
-    return smoothed_plan(plan, smoothing, smoothing_seed(seed, plan.fold))
-
-
-def smoothing_seed(seed: int, fold: str) -> int:
-    """The noise seed of a fold's smoothed model: the plain and the adaptive pass (and the
-    clean evaluation) see the same noise on the clean pass, hence judge the same clips."""
-    return _derived_seed(seed, fold, "smooth")
+def _open_model(
+    store: str | os.PathLike, backbone: str | None
+) -> tuple[str, Any, dict, Variant | None]:
+    """The store group of the model to attack, its provenance and its variant (None for a base
+    backbone); a variant the waveform attack cannot measure is refused with its reason."""
+    try:
+        name, group, provenance = open_deployed_group(store, backbone)
+        variant = parse_variant(name)
+    except (DeployedModelError, VariantError) as error:
+        raise AttackError(str(error)) from None
+    if variant is not None and variant.not_attackable is not None:
+        raise AttackError(f"{backbone!r}: {variant.not_attackable}")
+    return name, group, provenance, variant
 
 
 def _write_pass(
@@ -511,7 +515,7 @@ def merge_attack(
     writing its file, say). A missing rank is an :class:`AttackError` naming it.
     """
     attacks = _configured_attacks(method, snr_db, steps=1, step_size=None, random_start=False)
-    name, _, _ = open_attack_group(store, backbone)
+    name, _, _, _ = _open_model(store, backbone)
     layout = RunLayout(Path(runs))
     results = []
     for attack in attacks:

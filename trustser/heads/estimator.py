@@ -208,8 +208,8 @@ class HeadClassifier:
         "lr": "float > 0",
         "layer_lr": "float > 0 or None (= lr)",
         "weight_decay": "float >= 0",
-        "epochs": "int >= 1",
-        "min_steps": "int >= 0",
+        "epochs": "int >= 1 (None: the task's default, filled in by cross_validate)",
+        "min_steps": "int >= 0 (None: the task's default floor, filled in by cross_validate)",
         "batch_size": "int >= 1",
         "dropout": "float in [0, 1]",
         "pooling": f"one of {POOLINGS}",
@@ -226,8 +226,8 @@ class HeadClassifier:
         lr: float = 5e-4,
         layer_lr: float | None = None,
         weight_decay: float = 0.0,
-        epochs: int = 30,
-        min_steps: int = 0,
+        epochs: int | None = 30,
+        min_steps: int | None = 0,
         batch_size: int = 64,
         dropout: float = 0.0,
         pooling: str = "mean",
@@ -263,6 +263,13 @@ class HeadClassifier:
         return max(self.epochs, -(-self.min_steps // batches))
 
     def _validate_params(self) -> None:
+        for name in ("epochs", "min_steps"):
+            if getattr(self, name) is None:
+                raise ValueError(
+                    f"{name}=None means the task's default, which only a cross-validation "
+                    "knows (trustser.heads.crossval.task_estimator fills it in); give a number "
+                    "to fit this estimator on its own."
+                )
         for name in ("hidden", "epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, Integral) or isinstance(value, bool):

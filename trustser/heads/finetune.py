@@ -1,20 +1,14 @@
-"""Fine-tuning the top K encoder blocks from the cache: the paper's case study as a model variant.
+"""Fine-tuning the top K encoder blocks from the cache: the estimator and the saved blocks.
 
 The store keeps every hidden state, so the input of the top K blocks — store layer ``L − 1 − K``
 — is already on disk. :class:`FineTuneClassifier` trains copies of those K blocks
 (:class:`~trustser.backbones.top_blocks.TopBlocks`) jointly with the paper's head: each batch
 reads the cached layers ``0 … L − 1 − K``, the blocks recompute layers ``L − K … L − 1`` with
 gradients, and the head averages all ``L`` (lower ones from the cache, top ones recomputed). The
-rest of the backbone is never run. The result is a *variant*, ``<backbone>@top<K>``
-(:class:`trustser.runs.ModelName`), a model of its own in the results layout; per fold only
-the trained tensors are saved (:func:`save_top_blocks`).
-
-The variant's hidden states — the frozen lower layers plus one fold's fine-tuned blocks, not
-trained further — are what its privacy heads and probes are trained on
-(:func:`variant_features`, :class:`VariantSource`, :func:`variant_means`): what an adversary
-holding this deployed model's embeddings infers. Attacks reload the base backbone and swap the
-blocks in (:func:`trustser.backbones.top_blocks.with_top_blocks`). docs/heads.md, "Fine-tuning
-the top blocks".
+rest of the backbone is never run. Per fold only the trained tensors are saved
+(:func:`save_top_blocks`). The model it trains is the variant ``<backbone>@top<K>``
+(:mod:`trustser.variants.finetune`: its features for the privacy heads and probes, and its
+deployment). docs/heads.md, "Fine-tuning the top blocks".
 """
 
 from __future__ import annotations
@@ -54,7 +48,6 @@ from trustser.heads.estimator import (
 )
 from trustser.heads.model import LayerWeightedHead, save_module
 from trustser.metrics.performance import uar_score
-from trustser.runs import FINETUNE_KIND, ModelName, RunLayout
 from trustser.store.batching import Batch
 
 __all__ = [
@@ -62,17 +55,10 @@ __all__ = [
     "FineTuneClassifier",
     "FineTuneError",
     "FineTunedModel",
-    "VariantSource",
-    "blocks_fold",
-    "finetune_k",
-    "load_variant_blocks",
     "padded_batches",
     "read_top_blocks",
     "save_top_blocks",
     "store_top_blocks",
-    "variant_features",
-    "variant_means",
-    "variant_probe_means",
 ]
 
 # Learning rate of the fine-tuned blocks (the head keeps its 5e-4). Chosen from the literature
@@ -85,28 +71,6 @@ DEFAULT_BLOCK_LR = 2e-5
 
 class FineTuneError(TrustSERError, ValueError):
     """Fine-tuning (or a variant's features) asked for in a way that cannot work."""
-
-
-def finetune_k(backbone: str | None, finetune_top: int = 0) -> int:
-    """K for a fit: ``finetune_top``, or the K of a ``<backbone>@top<K>`` name; both must agree."""
-    if isinstance(finetune_top, bool) or not isinstance(finetune_top, int) or finetune_top < 0:
-        raise FineTuneError(
-            f"--finetune-top takes a number of top blocks >= 0 (0 = frozen), got {finetune_top!r}."
-        )
-    model = ModelName.parse(backbone) if backbone is not None else None
-    if model is None or not model.is_variant:
-        return finetune_top
-    if model.kind != FINETUNE_KIND:
-        raise FineTuneError(
-            f"{backbone!r} is a variant of kind {model.kind!r}, not a fine-tuned one "
-            f"({FINETUNE_KIND}<K>); heads for it are trained by the stage that made it."
-        )
-    if finetune_top not in (0, model.finetune_top):
-        raise FineTuneError(
-            f"--backbone {backbone} names the top {model.finetune_top} block(s) but "
-            f"--finetune-top {finetune_top} was given; give one of them."
-        )
-    return model.finetune_top
 
 
 # ----------------------------------------------------------------------------------- batches
@@ -445,166 +409,3 @@ def store_top_blocks(provenance: Mapping[str, Any], k: int) -> TopBlocks:
     top = top_blocks_for_store(provenance, backbone, k)
     del backbone
     return top
-
-
-def blocks_fold(fold: str, available: Sequence[str], *, task: str) -> str:
-    """Which emotion fold's fine-tuned blocks a ``task`` fold's variant features use.
-
-    The fold of the same name (gender heads and probes share the emotion folds, so the adversary
-    is tested on speakers neither model saw); the speaker task has its own split, so a fold name
-    the emotion run lacks takes the first emotion fold's blocks (one deployed model).
-    """
-    if fold in available:
-        return fold
-    if task == "speaker" and available:
-        return available[0]
-    raise FineTuneError(
-        f"fold {fold!r} has no fine-tuned top blocks (the variant has: "
-        f"{', '.join(available) or 'none'}); fine-tune that fold first with `trustser heads fit "
-        "--task emotion --finetune-top K --folds ...`."
-    )
-
-
-def load_variant_blocks(
-    layout: RunLayout,
-    variant: str,
-    provenance: Mapping[str, Any],
-    *,
-    group: str,
-) -> dict[str, TopBlocks]:
-    """``{fold: TopBlocks}``: each emotion fold's fine-tuned blocks of ``variant`` (eval mode,
-    no gradients), checked against the store group they must extend."""
-    model = ModelName.parse(variant)
-    k = model.finetune_top
-    if k < 1:
-        raise FineTuneError(f"{variant!r} is not a fine-tuned variant (<backbone>@top<K>).")
-    folds: dict[str, Path] = {}
-    emotion_dir = layout.head_dir(variant, "emotion")
-    if emotion_dir.is_dir():
-        for sub in sorted(emotion_dir.iterdir()):
-            path = sub / "top_blocks.safetensors"
-            if path.is_file():
-                folds[sub.name] = path
-    if not folds:
-        raise FineTuneError(
-            f"no fine-tuned top blocks of {variant} under {str(emotion_dir)!r}: train the variant "
-            f"first with `trustser heads fit --backbone {model.base} --task emotion "
-            f"--finetune-top {k}` (the same --runs)."
-        )
-    skeleton = store_top_blocks(provenance, k)
-    loaded = {}
-    for fold, path in folds.items():
-        state, sidecar = read_top_blocks(path)
-        expected = provenance.get("weights_sha256")
-        if sidecar.get("base_weights_sha256") != expected or sidecar.get("k") != k:
-            raise FineTuneError(
-                f"{str(path)!r} was fine-tuned from other weights or another K (base "
-                f"{sidecar.get('base_weights_sha256')!r}, K {sidecar.get('k')!r}) than the store "
-                f"group {group!r} holds ({expected!r}, K {k}); retrain the variant on this store."
-            )
-        top = copy.deepcopy(skeleton)
-        try:
-            top.load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            raise FineTuneError(f"{str(path)!r} does not fit {variant}'s blocks: {error}") from None
-        loaded[fold] = top.requires_grad_(False).eval()
-    return loaded
-
-
-# ----------------------------------------------------------------------- variant features
-
-
-def _variant_batches(
-    source: Any,
-    top: TopBlocks,
-    ids: Sequence[str],
-    *,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-) -> Iterator[Batch]:
-    """Batches of the variant's hidden states ``[B, L, T, D]``: cached lower layers + ``top``."""
-    lower = top.input_layer + 1
-    top.eval()
-    for batch in padded_batches(
-        source, ids, layers=lower, batch_size=batch_size, shuffle=shuffle, seed=seed
-    ):
-        with torch.no_grad():  # never held across the yield: the caller may train on the batch
-            upper = top(batch.hidden[:, -1], batch.mask).to("cpu", torch.float32)
-        hidden = torch.cat([batch.hidden, upper], dim=1)
-        yield Batch(ids=batch.ids, hidden=hidden, mask=batch.mask, lengths=batch.lengths)
-
-
-def variant_features(
-    source: Any, ids: Sequence[str], top: TopBlocks, *, batch_size: int = 64
-) -> PackedFeatures:
-    """The variant's hidden states of ``ids`` computed once from the cache, in RAM (packed)."""
-    ids = list(dict.fromkeys(ids))
-    lengths = _lengths(source, ids)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    frames = torch.empty(top.num_layers, int(offsets[-1]), top.dim, dtype=torch.float32)
-    row_of = {utterance_id: i for i, utterance_id in enumerate(ids)}
-    for batch in _variant_batches(source, top, ids, batch_size=batch_size):
-        for row, (utterance_id, length) in enumerate(
-            zip(batch.ids, batch.lengths.tolist(), strict=True)
-        ):
-            start = int(offsets[row_of[utterance_id]])
-            frames[:, start : start + length] = batch.hidden[row, :, :length]
-    return PackedFeatures(ids, frames, offsets)
-
-
-class VariantSource:
-    """The variant's hidden states computed on the fly from a store group (``--data stream``):
-    the store group's ``batches(...)`` API with the top layers recomputed by ``top``."""
-
-    def __init__(self, source: Any, top: TopBlocks) -> None:
-        self.source, self.top = source, top
-        self.num_layers, self.dim = top.num_layers, top.dim
-
-    def num_frames(self, ids: Sequence[str]) -> np.ndarray:
-        return _lengths(self.source, ids)
-
-    def batches(
-        self, ids: Sequence[str], batch_size: int = 64, *, shuffle: bool = True, seed: int = 0
-    ) -> Iterator[Batch]:
-        return _variant_batches(
-            self.source, self.top, list(ids), batch_size=batch_size, shuffle=shuffle, seed=seed
-        )
-
-
-def variant_means(
-    source: Any, ids: Sequence[str], top: TopBlocks, *, batch_size: int = 64
-) -> np.ndarray:
-    """Time-means ``[N, L, D]`` of the variant's hidden states (rows in ``ids`` order): the
-    source's own means for the cached lower layers, the mean over real frames for the top K."""
-    ids = list(ids)
-    means = np.array(source.means(ids), dtype=np.float64)
-    row_of = {utterance_id: i for i, utterance_id in enumerate(ids)}
-    lower = top.input_layer + 1
-    for batch in _variant_batches(source, top, ids, batch_size=batch_size):
-        mask = batch.mask[:, None, :, None].to(torch.float64)
-        upper = batch.hidden[:, lower:].double()
-        pooled = (upper * mask).sum(2) / mask.sum(2)
-        for row, utterance_id in enumerate(batch.ids):
-            means[row_of[utterance_id], lower:] = pooled[row].numpy()
-    return means
-
-
-def variant_probe_means(
-    group: Any, layout: RunLayout, variant: str, ids: Sequence[str]
-) -> Callable[..., np.ndarray]:
-    """``means_of(split, task=...)``: the variant's time-means ``[N, L, D]`` of ``ids`` for one
-    fold of ``task``, through the fine-tuned blocks :func:`blocks_fold` picks (computed once per
-    blocks fold) — what a linear-probe adversary of this deployed model sees."""
-    ids = list(ids)
-    blocks = load_variant_blocks(layout, variant, group.provenance, group=group.name)
-    available = list(blocks)
-    cache: dict[str, np.ndarray] = {}
-
-    def means_of(split: Any, *, task: str) -> np.ndarray:
-        fold = blocks_fold(split.name, available, task=task)
-        if fold not in cache:
-            cache[fold] = variant_means(group, ids, blocks[fold])
-        return cache[fold]
-
-    return means_of

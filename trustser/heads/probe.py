@@ -32,11 +32,10 @@ from sklearn.preprocessing import StandardScaler
 from trustser._validation import check_positive
 from trustser._version import __version__
 from trustser.heads.data import StoreGroupError
-from trustser.heads.finetune import variant_probe_means
 from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
 from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary
-from trustser.runs import ModelName, RunLayout, read_json, write_json
+from trustser.runs import RunLayout, read_json, write_json
 
 __all__ = [
     "PROBE_ATTACKERS",
@@ -216,25 +215,27 @@ def run_probes(
     max_iter: int = 2000,
     seed: int = 0,
     callback: Callable[[ProbeEvent], None] | None = None,
+    model: str | None = None,
+    representation: Callable[..., Callable[..., np.ndarray]] | None = None,
+    description: Mapping[str, Any] | None = None,
 ) -> ProbeResult:
     """Probe each task of ``task`` (a name, a comma list or ``all``) and write probe/metrics.json.
 
     ``seed`` only matters for the speaker task's split (the probes themselves are deterministic).
+    A model variant probes what it exposes: ``representation(group, layout, ids)`` gives its
+    ``means_of(split, task=...)`` (per-fold time-means), ``model`` names the run and
+    ``description`` is recorded as ``variant`` (:mod:`trustser.variants`).
     """
     from trustser.store import open_group
 
     start = time.perf_counter()
-    variant = ModelName.parse(backbone) if backbone is not None else None
-    group, name = open_group(
-        store, variant.base if variant is not None else None, error=StoreGroupError
-    )
+    group, name = open_group(store, backbone, error=StoreGroupError)
     manifest = group.manifest()
     tasks = [build_task(n, manifest, seed=seed) for n in parse_tasks(task)]
     chosen = {t.name: select_splits(t, folds) for t in tasks}
     ids = list(dict.fromkeys(i for splits in chosen.values() for s in splits for i in s.ids))
-    if variant is not None and variant.is_variant:  # a fine-tuned variant: per-fold features
-        name = str(ModelName(name, variant.tag))
-        means_of = variant_probe_means(group, RunLayout(Path(runs)), name, ids)
+    if representation is not None:  # a variant: its own features per fold
+        means_of = representation(group, RunLayout(Path(runs)), ids)
         results = [
             probe_task(
                 partial(means_of, task=t.name),
@@ -253,6 +254,7 @@ def run_probes(
             probe_task(means, ids, t, chosen[t.name], C=C, max_iter=max_iter, callback=callback)
             for t in tasks
         ]
+    name = model or name
     store_info = {
         "path": str(Path(store).resolve()),
         "group": name,
@@ -270,13 +272,8 @@ def run_probes(
             "trustser_version": __version__,
         }
     )
-    if variant is not None and variant.is_variant:
-        metrics["variant"] = {
-            "name": name,
-            "base_backbone": group.name,
-            "k": variant.finetune_top,
-            "features": "the store's lower layers + each fold's fine-tuned top blocks (frozen)",
-        }
+    if description is not None:
+        metrics["variant"] = dict(description)
     for result in results:
         metrics["tasks"][result.task] = {
             **result.to_dict(),

@@ -1,7 +1,8 @@
 """The profile's "Mitigations" section: each mitigation variant against its baseline, per axis.
 
 For every variant of a mitigation kind (``@privacy-l<λ>``, ``@fair-post``, ``@fair-reweight``,
-``@smooth-s<s>-n<N>``; docs/mitigations.md) whose base is in the profile, the change of each
+``@smooth-s<s>-n<N>``, any kind :mod:`trustser.variants` marks a mitigation;
+docs/mitigations.md) whose base is in the profile, the change of each
 axis's raw figure (UAR, gender-inference accuracy, ASR, EO gap, GMACs) and of its score (higher
 is more trustworthy on every axis), plus what the mitigation requires at inference (gender, for
 the post-processing) and, for smoothing, the plain attack's ASR beside the adaptive one the
@@ -15,26 +16,20 @@ import html
 from pathlib import Path
 from typing import Any
 
+from trustser._validation import TrustSERError
 from trustser.formatting import number, percent
 from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
-from trustser.runs import (
-    FAIRNESS_KIND,
-    PRIVACY_KIND,
-    SMOOTHING_KIND,
-    ModelName,
-    RunLayout,
-    read_json,
-)
+from trustser.runs import ModelName, RunLayout, read_json
+from trustser.variants import Variant
+from trustser.variants import parse as parse_variant
 
 __all__ = [
-    "MITIGATION_KINDS",
     "describe_mitigation",
     "mitigation_rows",
     "mitigations_html",
     "mitigations_markdown",
 ]
 
-MITIGATION_KINDS = (PRIVACY_KIND, FAIRNESS_KIND, SMOOTHING_KIND)
 # raw figures: printed as percentages, except the sustainability axis (GMACs per clip)
 _RAW_LABELS = {
     "performance": "UAR",
@@ -45,28 +40,21 @@ _RAW_LABELS = {
 }
 
 
-def _name(b: BackboneProfile) -> ModelName | None:
+def _variant(b: BackboneProfile) -> Variant | None:
+    """The row's variant when it is a mitigation of a kind this version knows."""
     if b.variant is None or b.base is None:
         return None
     try:
-        return ModelName(b.base, b.variant)
-    except ValueError:
+        parsed = parse_variant(ModelName(b.base, b.variant))
+    except (ValueError, TrustSERError):
         return None
+    return parsed if parsed is not None and parsed.kind.mitigation else None
 
 
 def describe_mitigation(b: BackboneProfile) -> str | None:
     """What a mitigation variant does, in a few words (None for other rows)."""
-    name = _name(b)
-    if name is None or name.kind not in MITIGATION_KINDS:
-        return None
-    if name.privacy_lambda is not None:
-        return f"gender adversary (gradient reversal), λ = {name.privacy_lambda:g}"
-    if name.fairness_method == "post":
-        return "per-gender logit offsets fitted on dev"
-    if name.fairness_method == "reweight":
-        return "gender × class reweighting of the loss"
-    snr, samples = name.smoothing
-    return f"randomized smoothing, {samples} copies at {snr:g} dB"
+    variant = _variant(b)
+    return None if variant is None else variant.describe()
 
 
 def _plain_asr(profile: Profile, b: BackboneProfile) -> float | None:
@@ -75,7 +63,7 @@ def _plain_asr(profile: Profile, b: BackboneProfile) -> float | None:
     if profile.runs is None or not attack:
         return None
     directory = RunLayout(Path(profile.runs)).attack_dir(
-        str(_name(b)), attack["method"], attack["snr_db"]
+        str(ModelName(b.base or b.name, b.variant)), attack["method"], attack["snr_db"]
     )
     path = directory / "plain" / "summary.json"
     return read_json(path).get("asr_mean") if path.is_file() else None
@@ -92,13 +80,13 @@ def mitigation_rows(profile: Profile) -> list[dict[str, Any]]:
         base = by_name.get(b.base or "")
         if what is None or base is None:
             continue
-        name = _name(b)
+        variant = _variant(b)
         row: dict[str, Any] = {
             "variant": b.name,
             "base": base.name,
             "mitigation": what,
-            "gender_at_inference": name.fairness_method == "post",
-            "plain_asr": _plain_asr(profile, b) if name.smoothing else None,
+            "gender_at_inference": variant.needs_gender_at_inference,
+            "plain_asr": _plain_asr(profile, b) if variant.randomized else None,
             "axes": {},
         }
         for axis in AXES:

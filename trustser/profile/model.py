@@ -15,6 +15,7 @@ from typing import Any
 from trustser._validation import TrustSERError
 from trustser._version import __version__
 from trustser.runs import ModelName, read_json
+from trustser.variants import parse as parse_variant
 
 __all__ = [
     "AXES",
@@ -135,10 +136,11 @@ class BackboneProfile:
         """``"top 1 block fine-tuned"`` for ``@top1`` (None for a base backbone)."""
         if self.variant is None:
             return None
-        k = ModelName(self.base or self.name, self.variant).finetune_top
-        if k:
-            return f"top {k} block{'s' if k > 1 else ''} fine-tuned"
-        return f"variant {self.variant}"
+        try:
+            parsed = parse_variant(ModelName(self.base or self.name, self.variant))
+        except (ValueError, TrustSERError):  # a kind this version does not know
+            parsed = None
+        return parsed.describe() if parsed is not None else f"variant {self.variant}"
 
 
 @dataclass

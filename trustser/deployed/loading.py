@@ -1,78 +1,103 @@
-"""Everything an attack loads before it runs, each piece checked against the store's features.
+"""The deployed model of a fold, loaded end to end and checked against the store's features.
 
-The store group's provenance names the backbone (reloaded with the same window and checked
-against the recorded weight checksum); each fold's emotion head must have been trained on those
-very features; the test clips are decoded exactly as extraction did (same crop, same rate). Any
-mismatch is an :class:`~trustser.attacks.methods.AttackError` saying what to redo.
+What the attacks differentiate, the cost stage times and a variant classifies with is the same
+model: the store group's backbone (reloaded with the same window and checked against the
+recorded weight checksum), each fold's emotion head (which must have been trained on those very
+features), and what a variant changes in it (:class:`Deployment`: a fold's fine-tuned blocks
+swapped in, the model wrapped in a randomized defence). The test clips are decoded exactly as
+extraction did (same crop, same rate). Any mismatch is a :class:`DeployedModelError` saying what
+to redo.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
-from trustser._validation import select_names
-from trustser.attacks.methods import AttackError
+from trustser._validation import TrustSERError, select_names
+from trustser.devices import derived_seed
 from trustser.end_to_end import EndToEndClassifier
 from trustser.manifest import Fold, Manifest, Utterance
 from trustser.runs import ModelName, RunLayout
 
 __all__ = [
     "IDENTITY_KEYS",
+    "DeployedModelError",
+    "Deployment",
     "FoldPlan",
     "available_heads",
     "check_identity",
+    "deploy_plan",
     "load_waveforms",
-    "open_attack_group",
+    "open_deployed_group",
     "plan_folds",
     "reload_backbone",
     "select_folds",
-    "smoothed_plan",
-    "variant_encoder",
 ]
+
+
+class DeployedModelError(TrustSERError, ValueError):
+    """A deployed model that cannot be loaded as asked (no heads, no provenance, other
+    weights); says what to redo."""
+
+
+class Deployment(Protocol):
+    """What a model variant changes in a fold's deployed model (a
+    :class:`trustser.variants.Variant` is one); a base backbone changes nothing."""
+
+    @property
+    def uses_base_heads(self) -> bool:
+        """Whether the variant classifies with its base's emotion heads (a defence at inference)."""
+
+    def fold_encoder(
+        self,
+        encoder: Any,
+        head_path: Path,
+        sidecar: dict[str, Any],
+        provenance: dict[str, Any],
+        device: torch.device,
+    ) -> Any:
+        """The backbone as fold ``head_path`` deploys it (e.g. with its fine-tuned blocks)."""
+
+    def wrap(self, model: nn.Module, *, fold: str, seed: int) -> nn.Module:
+        """The fold's end-to-end model as the variant runs it (e.g. behind a defence)."""
+
 
 # Provenance keys that, if they differ between the store and the head or the reloaded backbone,
 # mean the attacked model is not the one whose features trained the head.
 IDENTITY_KEYS = ("backbone", "weights_sha256", "window")
 
 
-def open_attack_group(
-    store_path: str | os.PathLike, backbone: str | None
+def open_deployed_group(
+    store_path: str | os.PathLike, model: str | None
 ) -> tuple[str, Any, dict[str, Any]]:
-    """``(name, group, provenance)`` of the store group to attack; its provenance must name the
-    backbone, since the attack reloads it.
+    """``(name, group, provenance)`` of the model's store group; its provenance must name the
+    backbone, since the deployed model reloads it.
 
-    A variant (``<group>@top<K>``, ``@privacy-l<λ>``, ``@fair-reweight``, ``@smooth-…``) opens
-    its base group: ``name`` is the variant (its results live under it), ``group`` and
-    ``provenance`` are the base's, against which the reloaded backbone is checked (a fine-tuned
-    variant then swaps each fold's blocks in). ``@fair-post`` is refused: it needs gender at
-    inference.
+    A variant (``<group>@<tag>``) opens its base group: ``name`` is the variant (its results
+    live under it), ``group`` and ``provenance`` are the base's, against which the reloaded
+    backbone is checked.
     """
     from trustser.store import open_group
 
-    requested = ModelName.parse(backbone) if backbone is not None else None
-    if requested is not None and requested.fairness_method == "post":
-        raise AttackError(
-            f"{backbone!r} adds per-gender offsets to the emotion logits, which needs each clip's "
-            "gender at inference; the end-to-end attack takes waveforms only, so this variant's "
-            "safety is not measured (docs/mitigations.md)."
-        )
+    requested = ModelName.parse(model) if model is not None else None
     base = requested.base if requested is not None else None
-    group, backbone = open_group(store_path, base, error=AttackError)
+    group, name = open_group(store_path, base, error=DeployedModelError)
     provenance = dict(group.provenance or {})
     if not provenance.get("backbone"):
-        raise AttackError(
-            f"store {str(store_path)!r} group {backbone!r} records no backbone provenance, so the "
+        raise DeployedModelError(
+            f"store {str(store_path)!r} group {name!r} records no backbone provenance, so the "
             "extraction cannot be reproduced end to end; re-extract it with `trustser extract`."
         )
     if requested is not None and requested.is_variant:
-        backbone = str(ModelName(backbone, requested.tag))
-    return backbone, group, provenance
+        name = str(ModelName(name, requested.tag))
+    return name, group, provenance
 
 
 def available_heads(layout: RunLayout, backbone: str) -> dict[str, Path]:
@@ -85,7 +110,7 @@ def available_heads(layout: RunLayout, backbone: str) -> dict[str, Path]:
             if path.is_file() and path.with_suffix(".json").is_file():
                 found[sub.name] = path
     if not found:
-        raise AttackError(
+        raise DeployedModelError(
             f"no trained emotion head for backbone {backbone!r} under {str(head_dir)!r}; "
             f"train them first with `trustser heads fit --backbone {backbone}` "
             "(or point --runs at the directory that holds them)."
@@ -99,16 +124,16 @@ def select_folds(
     """Manifest folds that have a head, filtered by name or 1-based index."""
     with_head = [f for f in manifest.folds if f.name in heads]
     if not with_head:
-        raise AttackError(
+        raise DeployedModelError(
             f"none of the trained emotion heads ({', '.join(heads)}) matches a fold of the store's "
             f"{manifest.corpus} manifest ({', '.join(f.name for f in manifest.folds) or 'no folds'})."
         )
-    chosen = select_names(requested, [f.name for f in manifest.folds], error=AttackError)
+    chosen = select_names(requested, [f.name for f in manifest.folds], error=DeployedModelError)
     if not chosen:
         return with_head
     for name in chosen:
         if name not in heads:
-            raise AttackError(
+            raise DeployedModelError(
                 f"fold {name!r} has no trained emotion head; train it with `trustser heads fit` "
                 f"(folds with heads: {', '.join(heads)})."
             )
@@ -118,14 +143,14 @@ def select_folds(
 def _head_labels(sidecar: dict[str, Any], manifest: Manifest, path: Path) -> tuple[str, ...]:
     labels = sidecar.get("labels") or sidecar.get("classes")
     if not labels:
-        raise AttackError(
+        raise DeployedModelError(
             f"head {str(path)!r} does not record its class labels in {path.with_suffix('.json').name}; "
             "retrain it with `trustser heads fit`."
         )
     labels = tuple(str(label) for label in labels)
     unknown = sorted(set(labels) - set(manifest.labels))
     if unknown:
-        raise AttackError(
+        raise DeployedModelError(
             f"head {str(path)!r} predicts labels {unknown} that the store's {manifest.corpus} "
             "manifest does not use; it was trained on another corpus."
         )
@@ -153,7 +178,7 @@ def check_identity(
         return
     for key in IDENTITY_KEYS:
         if key in expected and key in found and expected[key] != found[key]:
-            raise AttackError(
+            raise DeployedModelError(
                 f"{what} has {key}={found[key]!r} but the store's features have "
                 f"{key}={expected[key]!r}; {fix}"
             )
@@ -209,12 +234,10 @@ def plan_folds(
     provenance: dict[str, Any],
     encoder: Any,
     device: torch.device,
+    deployment: Deployment | None = None,
 ) -> list[FoldPlan]:
-    """Load each chosen fold's head (checked against the store) and pair it with ``encoder``.
-
-    A fine-tuned variant's head (its ``head.json`` records ``variant``) is paired with a copy of
-    ``encoder`` whose top blocks are that fold's fine-tuned ones (:func:`variant_encoder`).
-    """
+    """Load each chosen fold's head (checked against the store) and pair it with ``encoder``
+    as ``deployment`` deploys it for that fold (a fine-tuned variant: the fold's blocks)."""
     from trustser.heads.model import load_head
 
     plans = []
@@ -227,8 +250,10 @@ def plan_folds(
             fix="retrain the heads on this store with `trustser heads fit`.",
         )
         fold_encoder = encoder
-        if sidecar.get("variant"):
-            fold_encoder = variant_encoder(encoder, heads[fold.name], sidecar, provenance, device)
+        if deployment is not None:
+            fold_encoder = deployment.fold_encoder(
+                encoder, heads[fold.name], sidecar, provenance, device
+            )
         labels = _head_labels(sidecar, manifest, heads[fold.name])
         clips = _head_test_clips(sidecar, manifest, manifest.split(fold)["test"])
         known = [u for u in clips if u.emotion in labels]
@@ -245,44 +270,13 @@ def plan_folds(
     return plans
 
 
-def smoothed_plan(plan: FoldPlan, smoothing: tuple[float, int], seed: int) -> FoldPlan:
-    """``plan`` with its model behind randomized smoothing at ``(snr_db, samples)``."""
-    from dataclasses import replace
+def deploy_plan(plan: FoldPlan, deployment: Deployment | None, seed: int) -> FoldPlan:
+    """``plan`` with its model as ``deployment`` runs it (seeded per fold: a randomized defence
+    draws the same noise in the clean evaluation and in every attack pass)."""
+    if deployment is None:
+        return plan
 
-    from trustser.mitigate.smoothing import SmoothedClassifier
-
-    snr_db, samples = smoothing
-    model = SmoothedClassifier(plan.model, snr_db=snr_db, samples=samples, seed=seed)
+    model = deployment.wrap(
+        plan.model, fold=plan.fold, seed=derived_seed(seed, plan.fold, "smooth")
+    )
     return replace(plan, model=model)
-
-
-def variant_encoder(
-    encoder: Any,
-    head_path: Path,
-    sidecar: dict[str, Any],
-    provenance: dict[str, Any],
-    device: torch.device,
-) -> Any:
-    """A copy of the (identity-checked) base ``encoder`` with one fold's fine-tuned top blocks
-    swapped in, read from beside the fold's emotion head; the blocks must extend the store's
-    backbone (same weights checksum, the head's K)."""
-    from trustser.backbones.top_blocks import TopBlocksError, with_top_blocks
-    from trustser.heads.finetune import FineTuneError, read_top_blocks
-
-    info = sidecar["variant"]
-    path = head_path.parent / str(info.get("top_blocks") or "top_blocks.safetensors")
-    try:
-        state, blocks = read_top_blocks(path)
-    except FineTuneError as error:
-        raise AttackError(str(error)) from None
-    expected = provenance.get("weights_sha256")
-    if blocks.get("base_weights_sha256") != expected or blocks.get("k") != info.get("k"):
-        raise AttackError(
-            f"the fine-tuned blocks {str(path)!r} extend weights {blocks.get('base_weights_sha256')!r} "
-            f"with K={blocks.get('k')!r}, but the store's backbone has {expected!r} and the head "
-            f"K={info.get('k')!r}; retrain the variant on this store."
-        )
-    try:
-        return with_top_blocks(encoder, state, k=int(blocks["k"])).to(device)
-    except TopBlocksError as error:
-        raise AttackError(f"{str(path)!r}: {error}") from None

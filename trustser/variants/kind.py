@@ -1,0 +1,302 @@
+"""What a kind of model variant is: its tag grammar, how it is fitted, deployed, attacked, costed.
+
+A *variant* ``<base>@<tag>`` is a model derived from the backbone ``<base>`` and a row of its
+own everywhere (heads, attack, cost, profile, recommend). Its *kind* — the tag's leading word —
+is one :class:`VariantKind` in one module of :mod:`trustser.variants`, which owns everything
+about it; the stages ask the kind (through the parsed :class:`Variant`) and never parse a
+name or branch on a particular kind:
+
+=====================  ===================================================================
+tag grammar            :meth:`~VariantKind.parse` (tag → parameters), :meth:`~VariantKind.tag`
+fitted from the cache  :meth:`~VariantKind.fit` (a :class:`FitRequest` configured once)
+deployed               :meth:`~VariantKind.fold_encoder` and :meth:`~VariantKind.wrap`: what
+                       it changes in a fold's end-to-end model (:mod:`trustser.deployed`)
+attacked               :meth:`~VariantKind.not_attackable` (why not), :meth:`~VariantKind.randomized`
+                       (attacked adaptively, with expectation over transformation)
+privacy                :meth:`~VariantKind.exposes_base_representation`: it inherits its
+                       base's privacy runs
+cost                   :meth:`~VariantKind.inference_passes`: forward passes per clip
+described              :attr:`~VariantKind.summary` (the kind), :meth:`~VariantKind.describe`
+                       (a variant), :attr:`~VariantKind.mitigation` (the profile's
+                       Mitigations section lists it)
+=====================  ===================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from trustser._validation import TrustSERError
+from trustser.heads.crossval import TaskResult, TrainingEvent
+from trustser.heads.estimator import HeadClassifier
+from trustser.runs import VARIANT_SEPARATOR, ModelName, RunLayout, inherit_privacy_runs
+
+__all__ = [
+    "FitRequest",
+    "Variant",
+    "VariantError",
+    "VariantFit",
+    "VariantKind",
+    "encoder_fold",
+]
+
+
+class VariantError(TrustSERError, ValueError):
+    """A variant asked for in a way that cannot work (a malformed tag, a missing base run)."""
+
+
+def encoder_fold(fold: str, available: Sequence[str], *, task: str) -> str:
+    """Which emotion fold's deployed encoder a ``task`` fold of a variant is measured on.
+
+    The fold of the same name (gender heads and probes share the emotion folds, so the adversary
+    is tested on speakers neither model saw); the speaker task has its own split, so a fold name
+    the emotion run lacks takes the first emotion fold's encoder (one deployed model).
+    """
+    if fold in available:
+        return fold
+    if task == "speaker" and available:
+        return available[0]
+    raise VariantError(
+        f"fold {fold!r} has no trained encoder of this variant (it has: "
+        f"{', '.join(available) or 'none'}); fit that fold's emotion model first (e.g. "
+        "`trustser heads fit --task emotion --finetune-top K --folds ...`)."
+    )
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """How variants are fitted, configured once by the command line or the pipeline.
+
+    ``estimator`` is the base's head configuration (``trustser heads fit``'s), which every kind
+    that trains a head starts from; ``options`` holds kind-specific settings by name
+    (``uar_floor``, ``block_lr``, ``block_dropout``); ``batch_size`` is the clips per batch of an
+    end-to-end evaluation; ``tasks`` the tasks a kind that trains privacy heads trains.
+    """
+
+    store: Path
+    runs: Path
+    estimator: HeadClassifier
+    folds: str | Sequence[str] | None = None
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int = 8
+    data: str = "auto"
+    tasks: tuple[str, ...] = ("emotion", "gender", "speaker")
+    options: Mapping[str, Any] = field(default_factory=dict)
+    callback: Callable[[TrainingEvent], None] | None = None
+    resume: bool = True
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(Path(self.runs))
+
+
+@dataclass(frozen=True)
+class VariantFit:
+    """What fitting a variant wrote: its task runs, probe metrics and inherited parts."""
+
+    variant: str
+    tasks: list[TaskResult] = field(default_factory=list)
+    probe: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None  # the emotion metrics when no head was trained
+    inherited: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def emotion_metrics(self) -> dict[str, Any] | None:
+        for run in self.tasks:
+            if run.task == "emotion":
+                return run.metrics
+        return self.metrics
+
+
+class VariantKind:
+    """One kind of variant; subclass it in a module of :mod:`trustser.variants` and register
+    the instance (module docstring). Defaults describe a variant that changes nothing but its
+    heads: attackable, deterministic, one forward pass, its own privacy runs."""
+
+    word: ClassVar[str]  # the tag's leading word (``top`` in ``top1``)
+    label: ClassVar[str]  # the kind in two or three words (``randomized smoothing``)
+    summary: ClassVar[str]  # one line: what the kind does and its tag's form
+    form: ClassVar[str]  # the tag's form, for error messages (``top<K> with K >= 1 ...``)
+    mitigation: ClassVar[bool] = True  # listed in the profile's Mitigations section
+
+    # ------------------------------------------------------------------ tag grammar
+    def parse(self, tag: str) -> dict[str, Any] | None:
+        """The parameters a tag of this kind spells, or None when it is not well formed."""
+        raise NotImplementedError
+
+    def tag(self, **params: Any) -> str:
+        """The tag of a variant with ``params`` (checks them: :class:`VariantError`)."""
+        raise NotImplementedError
+
+    def variant(self, base: str, **params: Any) -> Variant:
+        """The variant of backbone ``base`` (a variant name's base is used) with ``params``."""
+        tag = self.tag(**params)
+        return Variant(self, ModelName.parse(base).base, tag, self.parameters(tag))
+
+    def parameters(self, tag: str) -> dict[str, Any]:
+        """:meth:`parse`, refusing a malformed tag with the kind's form."""
+        params = self.parse(tag)
+        if params is None:
+            raise VariantError(f"variant tag {tag!r}: a {self.word} variant is {self.form}.")
+        return params
+
+    # ------------------------------------------------------------------ questions
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """What a variant does, in a few words (profile tables)."""
+        raise NotImplementedError
+
+    def description(self, variant: Variant, request: FitRequest) -> dict[str, Any]:
+        """What the variant's runs record about it (``variant`` in config.json/metrics.json)."""
+        return {"name": variant.name, "base_backbone": variant.base, "kind": self.word}
+
+    def not_attackable(self, params: Mapping[str, Any]) -> str | None:
+        """Why the waveform attack cannot measure this variant's safety (None: it can)."""
+        return None
+
+    def randomized(self, params: Mapping[str, Any]) -> bool:
+        """A randomized model is attacked adaptively (expectation over transformation)."""
+        return False
+
+    def exposes_base_representation(self, params: Mapping[str, Any]) -> bool:
+        """True when an adversary sees what it sees of the base: the base's gender, speaker
+        and probe runs are the variant's too (inherited, marked as such)."""
+        return False
+
+    def uses_base_heads(self, params: Mapping[str, Any]) -> bool:
+        """True when the variant classifies with its base's emotion heads at inference."""
+        return False
+
+    def needs_gender_at_inference(self, params: Mapping[str, Any]) -> bool:
+        return False
+
+    def inference_passes(self, params: Mapping[str, Any]) -> int:
+        """Forward passes of the base per classified clip (its cost factor)."""
+        return 1
+
+    def defence(self, params: Mapping[str, Any], base: str) -> dict[str, Any] | None:
+        """What an attack's summary records about a defence at inference (None: none)."""
+        return None
+
+    def planned(self, base: str, settings: Mapping[str, Any]) -> list[Variant]:
+        """The variants of ``base`` a ``[mitigate]`` section asks for (``trustser run``)."""
+        return []
+
+    # ------------------------------------------------------------------ behaviour
+    def fit(self, variant: Variant, request: FitRequest) -> VariantFit:
+        """Fit the variant from the cache (or evaluate it) and write its runs."""
+        raise NotImplementedError
+
+    def fold_encoder(
+        self,
+        variant: Variant,
+        encoder: Any,
+        head_path: Path,
+        sidecar: dict[str, Any],
+        provenance: dict[str, Any],
+        device: torch.device,
+    ) -> Any:
+        """The backbone as one fold of the variant deploys it (default: unchanged)."""
+        return encoder
+
+    def wrap(self, variant: Variant, model: nn.Module, *, fold: str, seed: int) -> nn.Module:
+        """A fold's end-to-end model as the variant runs it (default: unchanged)."""
+        return model
+
+    def probe_means(
+        self, variant: Variant, group: Any, layout: RunLayout, ids: Sequence[str]
+    ) -> Callable[..., Any] | None:
+        """``means_of(split, task=...)``: the per-fold time-means a linear-probe adversary of
+        the variant reads, for ``trustser heads probe``; None when the kind's fit writes its
+        probes itself or it inherits its base's."""
+        return None
+
+    def probe_description(self, variant: Variant, group: Any) -> dict[str, Any]:
+        """What the variant's probe/metrics.json records about it."""
+        return {"name": variant.name, "base_backbone": group.name}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A parsed variant name: its kind, base backbone and parameters. It answers every
+    question the stages ask (and is the :class:`trustser.deployed.Deployment` of its folds)."""
+
+    kind: VariantKind
+    base: str
+    tag: str
+    params: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.base}{VARIANT_SEPARATOR}{self.tag}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def model_name(self) -> ModelName:
+        return ModelName(self.base, self.tag)
+
+    @property
+    def directory(self) -> str:
+        return self.model_name.directory
+
+    def describe(self) -> str:
+        return self.kind.describe(self.params)
+
+    @property
+    def not_attackable(self) -> str | None:
+        return self.kind.not_attackable(self.params)
+
+    @property
+    def randomized(self) -> bool:
+        return self.kind.randomized(self.params)
+
+    @property
+    def exposes_base_representation(self) -> bool:
+        return self.kind.exposes_base_representation(self.params)
+
+    @property
+    def uses_base_heads(self) -> bool:
+        return self.kind.uses_base_heads(self.params)
+
+    @property
+    def needs_gender_at_inference(self) -> bool:
+        return self.kind.needs_gender_at_inference(self.params)
+
+    @property
+    def inference_passes(self) -> int:
+        return self.kind.inference_passes(self.params)
+
+    @property
+    def defence(self) -> dict[str, Any] | None:
+        return self.kind.defence(self.params, self.base)
+
+    def fit(self, request: FitRequest) -> VariantFit:
+        """Fit (or evaluate) the variant and write its runs; a variant that exposes its base's
+        representation then inherits the base's privacy runs."""
+        result = self.kind.fit(self, request)
+        if self.exposes_base_representation:
+            inherited = inherit_privacy_runs(request.layout, self.base, self.name)
+            result = replace(result, inherited=inherited)
+        return result
+
+    def fold_encoder(
+        self,
+        encoder: Any,
+        head_path: Path,
+        sidecar: dict[str, Any],
+        provenance: dict[str, Any],
+        device: torch.device,
+    ) -> Any:
+        return self.kind.fold_encoder(self, encoder, head_path, sidecar, provenance, device)
+
+    def wrap(self, model: nn.Module, *, fold: str, seed: int) -> nn.Module:
+        return self.kind.wrap(self, model, fold=fold, seed=seed)
