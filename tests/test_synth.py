@@ -52,6 +52,12 @@ def _load(path: str) -> np.ndarray:
 # --- pure functions (no espeak-ng needed) --------------------------------------------------------
 
 
+def test_the_package_exports_its_public_api():
+    missing = [name for name in synth.__all__ if not hasattr(synth, name)]
+    assert not missing, missing
+    assert {"synthesize", "prepare", "check_voice", "estimate_f0", "Bias"} <= set(synth.__all__)
+
+
 def test_estimate_f0_finds_the_pitch_of_a_harmonic_tone():
     rate = 16_000
     t = np.arange(rate) / rate
@@ -87,7 +93,7 @@ def test_parse_bias_and_voice_reject_bad_input():
 
 def test_missing_espeak_explains_how_to_install(monkeypatch, tmp_path):
     monkeypatch.delenv("TRUSTSER_ESPEAK", raising=False)
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(synth.EspeakNotFoundError) as error:
         synth.synthesize(tmp_path / "c", size="tiny")
     message = str(error.value)
