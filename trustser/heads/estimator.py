@@ -532,6 +532,7 @@ class _HeadFeed:
         return int(shape[0]), int(shape[1])
 
     def dev_proba(self, head: LayerWeightedHead, device: torch.device) -> np.ndarray:
+        """Class probabilities of the dev clips, read as the training clips are."""
         return _predict_proba(
             head,
             self.dev,
@@ -569,6 +570,7 @@ class _HeadTraining:
         return self.head, loss
 
     def step(self, batch: Any) -> torch.Tensor:
+        """One optimiser step on ``batch``; its class-weighted loss."""
         if self.head is None:
             estimator = self.estimator
             self.head = estimator._new_head(
