@@ -345,6 +345,183 @@ def _build_head(
     return head.eval(), head.config()
 
 
+@dataclass
+class _Counted:
+    """What counting on the CPU found for one clip of seeded noise: the clip, the (untrained)
+    head, and the fvcore MACs and torch FLOPs of each part."""
+
+    spec: Any
+    window: str | None
+    num_samples: int
+    num_frames: int
+    wave: torch.Tensor  # [1, num_samples]
+    lengths: torch.Tensor  # [1]
+    head: nn.Module
+    head_config: dict[str, Any]
+    backbone_params: int
+    backbone_macs: dict[str, Any]  # count_macs of the backbone
+    head_macs: dict[str, Any]  # count_macs of the head
+    torch_flops: int  # backbone + head, by FlopCounterMode
+
+    def report_fields(self) -> dict[str, Any]:
+        """The :class:`CostReport` fields the counting determines."""
+        by_category = Counter(self.backbone_macs["by_category"])
+        by_category.update(self.head_macs["by_category"])
+        return {
+            "backbone": self.spec.name,
+            "family": self.spec.family,
+            "source": self.spec.source,
+            "window": self.window,
+            "num_samples": self.num_samples,
+            "num_frames": self.num_frames,
+            "num_layers": self.head.num_layers,
+            "dim": self.head.dim,
+            "backbone_params": self.backbone_params,
+            "head_params": count_parameters(self.head),
+            "head_config": self.head_config,
+            "backbone_macs": self.backbone_macs["total"],
+            "head_macs": self.head_macs["total"],
+            "attention_macs": self.backbone_macs["attention"],
+            "macs_by_category": dict(sorted(by_category.items())),
+            "norm_macs": self.backbone_macs["norm"] + self.head_macs["norm"],
+            "torch_flops": self.torch_flops,
+        }
+
+
+def _count_on_cpu(
+    backbone: str,
+    *,
+    seconds: float,
+    window: str,
+    head_config: dict[str, Any] | None,
+    num_classes: int,
+    seed: int,
+    say: Callable[[str], None],
+) -> _Counted:
+    """Load ``backbone`` on the CPU with eager attention (exact, device-independent counts) and
+    count it and the head on a ``seconds`` clip; the clip's noise comes from ``seed``."""
+    from trustser.backbones import load_backbone
+
+    say(f"loading {backbone} with eager attention for counting")
+    counted = load_backbone(backbone, device="cpu", window=window, attn_implementation="eager")
+    num_samples = _clip_samples(counted, backbone, seconds)
+    num_frames = counted.frame_count(num_samples)
+    generator = torch.Generator().manual_seed(seed)
+    wave = 0.1 * torch.randn(1, num_samples, generator=generator)
+    lengths = torch.tensor([num_samples])
+    head, config = _build_head(counted.num_layers, counted.dim, head_config, num_classes)
+
+    say("counting MACs (fvcore) and FLOPs (torch FlopCounterMode)")
+    backbone_macs = count_macs(counted, (wave, lengths))
+    hidden = torch.randn(1, counted.num_layers, num_frames, counted.dim, generator=generator)
+    mask = torch.ones(1, num_frames, dtype=torch.bool)
+    head_macs = count_macs(head, (hidden, mask))
+    torch_flops = count_torch_flops(EndToEndClassifier(counted, head), (wave, lengths))
+    return _Counted(
+        spec=counted.spec,
+        window=getattr(counted, "window", None),
+        num_samples=num_samples,
+        num_frames=num_frames,
+        wave=wave,
+        lengths=lengths,
+        head=head,
+        head_config=config,
+        backbone_params=count_parameters(counted),
+        backbone_macs=backbone_macs,
+        head_macs=head_macs,
+        torch_flops=torch_flops,
+    )
+
+
+def _clip_samples(model: Any, backbone: str, seconds: float) -> int:
+    """Samples of a ``seconds`` clip, refused when the encoder does not accept that length."""
+    num_samples = round(seconds * model.sample_rate)
+    if num_samples < model.min_samples or (
+        model.max_samples is not None and num_samples > model.max_samples
+    ):
+        limit = model.max_samples / model.sample_rate if model.max_samples else math.inf
+        raise CostError(
+            f"{backbone}: a {seconds} s clip is outside what this encoder accepts "
+            f"({model.min_samples / model.sample_rate:.3f} s to {limit:g} s); choose another "
+            "--seconds."
+        )
+    return num_samples
+
+
+@dataclass
+class _Timed:
+    """Timings of backbone + head (None when not timed) and torch's CPU threads meanwhile."""
+
+    threads: int
+    latency_ms: float | None = None  # median at batch 1
+    latency_ms_p90: float | None = None
+    runs_ms: list[float] = field(default_factory=list)  # every timed batch-1 run
+    throughput: float | None = None  # clips per second at the larger batch
+
+    def report_fields(self) -> dict[str, Any]:
+        """The :class:`CostReport` fields the timing determines."""
+        return {
+            "torch_threads": self.threads,
+            "latency_ms": self.latency_ms,
+            "latency_ms_p90": self.latency_ms_p90,
+            "latency_ms_runs": self.runs_ms,
+            "throughput_clips_per_s": self.throughput,
+        }
+
+
+def _time_end_to_end(
+    backbone: str,
+    counted: _Counted,
+    *,
+    target: torch.device,
+    window: str,
+    batch_size: int,
+    repeats: int,
+    threads: int | None,
+    say: Callable[[str], None],
+) -> _Timed:
+    """Time ``backbone`` (default attention kernel) + the counted head on ``target``: latency
+    at batch 1, throughput at ``batch_size``. ``threads`` sets torch's CPU thread count for the
+    timed runs only. The head is back on the CPU afterwards."""
+    from trustser.backbones import load_backbone
+
+    say(f"timing on {target} (batch 1 and batch {batch_size})")
+    previous_threads = torch.get_num_threads()
+    timed = load_backbone(backbone, device=target, window=window)
+    model = EndToEndClassifier(timed, counted.head.to(target))
+    wave, lengths = counted.wave, counted.lengths
+    single = (wave.to(target), lengths)
+    batch = (wave.repeat(batch_size, 1).to(target), lengths.repeat(batch_size))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        timed_threads = torch.get_num_threads()
+        times = time_model(model, single, device=target, repeats=repeats)
+        batch_times = time_model(model, batch, device=target, repeats=max(3, repeats // 4))
+    finally:
+        torch.set_num_threads(previous_threads)
+    counted.head.to("cpu")
+    return _Timed(
+        threads=timed_threads,
+        latency_ms=1000.0 * statistics.median(times),
+        latency_ms_p90=1000.0 * float(sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)]),
+        runs_ms=[1000.0 * t for t in times],
+        throughput=batch_size / statistics.median(batch_times),
+    )
+
+
+def _environment(target: torch.device) -> dict[str, str]:
+    """The software and machine a cost was measured with."""
+    return {
+        "trustser": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cuda_device": torch.cuda.get_device_name(target) if target.type == "cuda" else "",
+    }
+
+
 def measure_cost(
     backbone: str,
     *,
@@ -369,7 +546,6 @@ def measure_cost(
     torch's CPU thread count for the timings (restored afterwards); on a shared machine one
     thread avoids the oversubscription that inflates multi-threaded latencies.
     """
-    from trustser.backbones import load_backbone
     from trustser.devices import resolve_device
 
     model_name = ModelName.parse(backbone)
@@ -396,98 +572,37 @@ def measure_cost(
     if threads is not None:
         check_positive("threads", threads)
     say = progress or (lambda _message: None)
-    say(f"loading {backbone} with eager attention for counting")
-    counted = load_backbone(backbone, device="cpu", window=window, attn_implementation="eager")
-    num_samples = round(seconds * counted.sample_rate)
-    if num_samples < counted.min_samples or (
-        counted.max_samples is not None and num_samples > counted.max_samples
-    ):
-        limit = counted.max_samples / counted.sample_rate if counted.max_samples else math.inf
-        raise CostError(
-            f"{backbone}: a {seconds} s clip is outside what this encoder accepts "
-            f"({counted.min_samples / counted.sample_rate:.3f} s to {limit:g} s); choose another "
-            "--seconds."
-        )
-    num_frames = counted.frame_count(num_samples)
-    generator = torch.Generator().manual_seed(seed)
-    wave = 0.1 * torch.randn(1, num_samples, generator=generator)
-    lengths = torch.tensor([num_samples])
-    head, config = _build_head(counted.num_layers, counted.dim, head_config, num_classes)
-
-    say("counting MACs (fvcore) and FLOPs (torch FlopCounterMode)")
-    backbone_count = count_macs(counted, (wave, lengths))
-    hidden = torch.randn(1, counted.num_layers, num_frames, counted.dim, generator=generator)
-    mask = torch.ones(1, num_frames, dtype=torch.bool)
-    head_count = count_macs(head, (hidden, mask))
-    torch_flops = count_torch_flops(EndToEndClassifier(counted, head), (wave, lengths))
-    by_category = Counter(backbone_count["by_category"])
-    by_category.update(head_count["by_category"])
-    provenance_window = getattr(counted, "window", None)
-    spec = counted.spec
-    backbone_params = count_parameters(counted)
-    del counted
-
-    latency = p90 = throughput = None
-    runs_ms: list[float] = []
+    counted = _count_on_cpu(
+        backbone,
+        seconds=seconds,
+        window=window,
+        head_config=head_config,
+        num_classes=num_classes,
+        seed=seed,
+        say=say,
+    )
     target = resolve_device(device)
-    previous_threads = torch.get_num_threads()
-    timed_threads = previous_threads
+    timed = _Timed(threads=torch.get_num_threads())
     if timing:
-        say(f"timing on {target} (batch 1 and batch {batch_size})")
-        timed = load_backbone(backbone, device=target, window=window)
-        model = EndToEndClassifier(timed, head.to(target))
-        single = (wave.to(target), lengths)
-        batch = (wave.repeat(batch_size, 1).to(target), lengths.repeat(batch_size))
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
-            timed_threads = torch.get_num_threads()
-            times = time_model(model, single, device=target, repeats=repeats)
-            batch_times = time_model(model, batch, device=target, repeats=max(3, repeats // 4))
-        finally:
-            torch.set_num_threads(previous_threads)
-        latency = 1000.0 * statistics.median(times)
-        runs_ms = [1000.0 * t for t in times]
-        p90 = 1000.0 * float(sorted(times)[max(0, math.ceil(0.9 * len(times)) - 1)])
-        throughput = batch_size / statistics.median(batch_times)
-        head = head.to("cpu")
-
+        timed = _time_end_to_end(
+            backbone,
+            counted,
+            target=target,
+            window=window,
+            batch_size=batch_size,
+            repeats=repeats,
+            threads=threads,
+            say=say,
+        )
     return CostReport(
-        backbone=spec.name,
-        family=spec.family,
-        source=spec.source,
-        window=provenance_window,
+        **counted.report_fields(),
+        **timed.report_fields(),
         seconds=float(seconds),
-        num_samples=num_samples,
-        num_frames=num_frames,
-        num_layers=head.num_layers,
-        dim=head.dim,
-        backbone_params=backbone_params,
-        head_params=count_parameters(head),
-        head_config=config,
         head_source=head_source,
-        backbone_macs=backbone_count["total"],
-        head_macs=head_count["total"],
-        attention_macs=backbone_count["attention"],
-        macs_by_category=dict(sorted(by_category.items())),
-        norm_macs=backbone_count["norm"] + head_count["norm"],
-        torch_flops=torch_flops,
         device=str(target) if timing else "not timed",
-        torch_threads=timed_threads,
-        latency_ms=latency,
-        latency_ms_p90=p90,
-        latency_ms_runs=runs_ms,
-        throughput_clips_per_s=throughput,
         throughput_batch_size=batch_size,
         repeats=repeats,
-        environment={
-            "trustser": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(),
-            "cuda_device": torch.cuda.get_device_name(target) if target.type == "cuda" else "",
-        },
+        environment=_environment(target),
     )
 
 

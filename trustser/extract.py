@@ -38,7 +38,7 @@ from trustser.audio import (
 )
 from trustser.batching import length_batches, length_mask
 from trustser.manifest import Manifest, Utterance, merge_manifests, read_manifest, validate
-from trustser.ranks import rank_device, resolve_ranks
+from trustser.ranks import Ranks, rank_device, resolve_ranks
 from trustser.store.claims import Claim, Owner
 from trustser.store.format import CODECS, DTYPES, FORMAT_VERSION, utc_now
 from trustser.store.plan import DEFAULT_SHARD_MB, ClipFacts
@@ -484,6 +484,76 @@ def extract(
     ``exit_code`` is 3 when clips were skipped (bad audio), else 0.
     """
     started = time.perf_counter()
+    _check_options(
+        dtype=dtype,
+        codec=codec,
+        batch_seconds=batch_seconds,
+        shard_mb=shard_mb,
+        num_workers=num_workers,
+        max_padding=max_padding,
+        max_seconds=max_seconds,
+    )
+    manifests, by_id = _as_manifests(manifest)
+    ranks = resolve_ranks(rank, world_size)
+    rank, world_size = ranks.rank, ranks.world_size
+    target = rank_device(device, ranks)
+    model = _load_model(backbone, target, window)
+    sample_rate = int(model.sample_rate)
+    versions = library_versions()
+    writer, parts, todo = _plan_run(
+        store_path,
+        group or model.spec.name,
+        manifests,
+        by_id,
+        model,
+        ranks,
+        provenance=_provenance(model, versions, max_seconds=max_seconds, dtype=dtype, codec=codec),
+        max_seconds=max_seconds,
+        shard_mb=shard_mb,
+        retry_skipped=retry_skipped,
+        break_claims=break_claims,
+    )
+    stats = _Stats()
+    _run_units(
+        model,
+        writer,
+        todo,
+        by_id,
+        stats,
+        device=target,
+        sample_rate=sample_rate,
+        max_seconds=max_seconds,
+        batch_samples=int(batch_seconds * sample_rate),
+        max_padding=max_padding,
+        num_workers=int(num_workers),
+        retry_skipped=retry_skipped,
+        info=_unit_info(ranks, target, versions),
+        report=_progress_callback(progress),
+        label=f"{writer.name} [rank {rank}/{world_size}]" if world_size > 1 else writer.name,
+    )
+    return _summary(
+        writer,
+        parts,
+        set(by_id),
+        stats,
+        store_path=store_path,
+        device=target,
+        ranks=ranks,
+        started=started,
+    )
+
+
+def _check_options(
+    *,
+    dtype: str,
+    codec: str,
+    batch_seconds: float,
+    shard_mb: float,
+    num_workers: int,
+    max_padding: float,
+    max_seconds: float | None,
+) -> None:
+    """Refuse bad :func:`extract` options before any model loads or store opens."""
     check_choice("dtype", dtype, DTYPES)
     check_choice("codec", codec, CODECS)
     check_positive("batch_seconds", batch_seconds)
@@ -493,23 +563,18 @@ def extract(
         raise ValueError(f"max_padding must lie in [0, 1), got {max_padding!r}.")
     if max_seconds is not None:
         check_positive("max_seconds", max_seconds)
-    manifests, by_id = _as_manifests(manifest)
-    ranks = resolve_ranks(rank, world_size)
-    rank, world_size = ranks.rank, ranks.world_size
-    target = rank_device(device, ranks)
 
-    from trustser.backbones.base import Backbone
 
-    if isinstance(backbone, Backbone):
-        model = backbone.to(target).freeze()
-    else:
-        from trustser.backbones import load_backbone
-
-        options = {} if window is None else {"window": window}
-        model = load_backbone(str(backbone), device=target, **options)
-    sample_rate = int(model.sample_rate)
-    versions = library_versions()
-    provenance = {
+def _provenance(
+    model: Any,
+    versions: dict[str, str],
+    *,
+    max_seconds: float | None,
+    dtype: str,
+    codec: str,
+) -> dict[str, Any]:
+    """The group's provenance: the backbone's own, plus how its features were cut and stored."""
+    return {
         **model.provenance(),
         "max_seconds": max_seconds,
         "dtype": dtype,
@@ -518,80 +583,118 @@ def extract(
         "versions": versions,
         "created": utc_now(),
     }
-    name = group or model.spec.name
+
+
+def _unit_info(ranks: Ranks, device: torch.device, versions: dict[str, str]) -> dict[str, Any]:
+    """What every unit record says about the writer that computed it."""
+    return {
+        "rank": ranks.rank,
+        "world_size": ranks.world_size,
+        "device": str(device),
+        "device_kind": device_kind(device),
+        "versions": versions,
+    }
+
+
+def _load_model(backbone: Any, target: torch.device, window: str | None) -> Any:
+    """``backbone`` on ``target`` in inference mode: a ready ``Backbone`` moved and frozen, or
+    a spec loaded (``window`` applies to a loaded spec only)."""
+    from trustser.backbones.base import Backbone
+
+    if isinstance(backbone, Backbone):
+        return backbone.to(target).freeze()
+    from trustser.backbones import load_backbone
+
+    options = {} if window is None else {"window": window}
+    return load_backbone(str(backbone), device=target, **options)
+
+
+def _plan_run(
+    store_path: str | os.PathLike,
+    name: str,
+    manifests: Sequence[Manifest],
+    by_id: dict[str, Utterance],
+    model: Any,
+    ranks: Ranks,
+    *,
+    provenance: dict[str, Any],
+    max_seconds: float | None,
+    shard_mb: float,
+    retry_skipped: bool,
+    break_claims: bool,
+) -> tuple[StoreWriter, dict[str, Part], list[tuple[Part, int]]]:
+    """Open group ``name`` for writing, register every manifest with its clips planned from
+    header facts alone, and list the units this rank still has to compute: the writer, the
+    manifests' parts by key and the ``(part, unit)`` pairs to do."""
     writer = StoreWriter(
         store_path,
         name,
         provenance=provenance,
-        owner=Owner.current(rank=rank, world_size=world_size),
+        owner=Owner.current(rank=ranks.rank, world_size=ranks.world_size),
         break_claims=break_claims,
     )
-
     parts: dict[str, Part] = {}
     for m in manifests:
         clips = plan_clips(
             m.utterances,
             frame_count=model.frame_count,
             max_seconds=max_seconds,
-            sample_rate=sample_rate,
+            sample_rate=int(model.sample_rate),
             max_samples=getattr(model, "max_samples", None),
         )
         for part in writer.add_manifest(m, clips=clips, shard_mb=shard_mb):
             parts[part.key] = part
     todo = writer.pending_units(
         list(parts.values()),
-        rank=rank,
-        world_size=world_size,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
         retry_skipped=retry_skipped,
         ids=by_id,
     )
+    return writer, parts, todo
 
-    stats = _Stats()
-    if todo:
-        label = f"{name} [rank {rank}/{world_size}]" if world_size > 1 else name
-        _run_units(
-            model,
-            writer,
-            todo,
-            by_id,
-            stats,
-            device=target,
-            sample_rate=sample_rate,
-            max_seconds=max_seconds,
-            batch_samples=int(batch_seconds * sample_rate),
-            max_padding=max_padding,
-            num_workers=int(num_workers),
-            retry_skipped=retry_skipped,
-            info={
-                "rank": rank,
-                "world_size": world_size,
-                "device": str(target),
-                "device_kind": device_kind(target),
-                "versions": versions,
-            },
-            report=_progress_callback(progress),
-            label=label,
-        )
 
-    final = writer.group()
-    wanted = set(by_id)
-    other_units = other_clips = 0
-    for part in final.parts:
+def _other_rank_work(
+    group: Any, parts: dict[str, Part], wanted: set[str], *, rank: int, world_size: int
+) -> tuple[int, int]:
+    """``(units, clips)`` of the manifests' parts that belong to other ranks and have no unit
+    record yet (units holding none of ``wanted`` do not count)."""
+    units = clips = 0
+    for part in group.parts:
         if part.key not in parts:
             continue
         for unit in range(part.num_units):
             if unit % world_size != rank and unit not in part.records:
                 members = [i for i in part.unit_clips(unit) if part.ids[i] in wanted]
                 if members:
-                    other_units += 1
-                    other_clips += len(members)
+                    units += 1
+                    clips += len(members)
+    return units, clips
+
+
+def _summary(
+    writer: StoreWriter,
+    parts: dict[str, Part],
+    wanted: set[str],
+    stats: _Stats,
+    *,
+    store_path: str | os.PathLike,
+    device: torch.device,
+    ranks: Ranks,
+    started: float,
+) -> ExtractionSummary:
+    """What this call did (``stats``) and the state of the ``wanted`` clips in the group now."""
+    final = writer.group()
+    other_units, other_clips = _other_rank_work(
+        final, parts, wanted, rank=ranks.rank, world_size=ranks.world_size
+    )
     return ExtractionSummary(
         store=str(store_path),
-        group=name,
-        backbone=str(provenance["backbone"]),
-        device=str(target),
-        rank=rank,
-        world_size=world_size,
+        group=writer.name,
+        backbone=str(writer.provenance["backbone"]),
+        device=str(device),
+        rank=ranks.rank,
+        world_size=ranks.world_size,
         clips=len(wanted),
         units_written=stats.units,
         clips_written=stats.clips,
@@ -662,115 +765,207 @@ def _run_units(
     A unit is claimed when its audio is queued for decoding (two units ahead of the compute):
     a unit another writer holds is skipped and noted, and the progress total shrinks by it.
     """
+    if not todo:
+        return
     store_dtype = getattr(torch, str(writer.provenance["dtype"]))
     units = [(part, unit, _unit_clips(part, unit, by_id, writer)) for part, unit in todo]
-    total_clips = sum(len(c) for _, _, c in units)
     decoder = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="trustser-decode")
     committer = _Committer(writer, info)
     committer.start()
-    pending: deque[tuple[Part, int, list[_Clip], list[Future], Claim]] = deque()
-    upcoming = iter(units)
-    held: dict[tuple[str, int], Claim] = {}  # claims of units not yet handed to the committer
-
-    def submit_next() -> None:
-        nonlocal total_clips
-        for part, unit, clips in upcoming:
-            outcome = writer.claim(part, unit, retry_skipped=retry_skipped)
-            if outcome.claim is None:
-                total_clips -= len(clips)
-                if outcome.holder is not None:
-                    stats.claimed_elsewhere[f"{part.key}/unit {unit}"] = outcome.holder.owner()
-                    stats.foreign |= outcome.holder.foreign()
-                else:
-                    stats.finished_elsewhere += 1
-                continue
-            held[(part.key, unit)] = outcome.claim
-            futures = [
-                decoder.submit(_decode, c, sample_rate=sample_rate, max_seconds=max_seconds)
-                for c in clips
-            ]
-            pending.append((part, unit, clips, futures, outcome.claim))
-            return
-
-    started = time.perf_counter()
-    done_clips = 0
+    lookahead = _Lookahead(
+        writer,
+        units,
+        stats,
+        decoder,
+        sample_rate=sample_rate,
+        max_seconds=max_seconds,
+        retry_skipped=retry_skipped,
+    )
+    progress = _Progress(report, label, stats, lookahead)
     finished = False
-
-    def tell() -> None:
-        elapsed = max(time.perf_counter() - started, 1e-9)
-        report(
-            ExtractProgress(
-                label=label,
-                done=done_clips,
-                total=max(total_clips, done_clips),
-                clips_per_second=stats.clips / elapsed,
-                audio_seconds_per_second=stats.audio_seconds / elapsed,
-            )
-        )
-
     try:
         for _ in range(_LOOKAHEAD_UNITS):
-            submit_next()
-        tell()
-        while pending:
-            part, unit, clips, futures, claim = pending.popleft()
-            submit_next()
+            lookahead.submit_next()
+        progress.advance(0)
+        while lookahead.pending:
+            part, unit, clips, futures, claim = lookahead.pending.popleft()
+            lookahead.submit_next()
             buffer = writer.buffer(part, unit)
-            # Batches are planned from the plan's lengths, so the first batch computes as
-            # soon as its own clips are decoded; a clip that fails to decode drops out.
-            planned = [i for i, c in enumerate(clips) if c.plan_reason is None]
-            batches = length_batches(
-                [clips[i].samples for i in planned],
-                budget=batch_samples,
+            _compute_unit(
+                model,
+                buffer,
+                clips,
+                futures,
+                stats,
+                device=device,
+                dtype=store_dtype,
+                sample_rate=sample_rate,
+                batch_samples=batch_samples,
                 max_padding=max_padding,
-                padding_lengths=[clips[i].frames for i in planned],
-                identical_only=not model.masks_padding,
+                advance=progress.advance,
             )
-            for index, clip in enumerate(clips):
-                if clip.plan_reason is not None:
-                    _skip(buffer, stats, clip, futures[index].result()[1] or clip.plan_reason)
-            for batch in batches:
-                members = []
-                for index in (planned[b] for b in batch):
-                    wave, reason, flags = futures[index].result()
-                    if wave is None:
-                        _skip(buffer, stats, clips[index], reason or "unreadable")
-                    else:
-                        members.append((clips[index], wave, flags))
-                if members:
-                    _forward(
-                        model,
-                        [(c, w) for c, w, _ in members],
-                        buffer,
-                        stats,
-                        device=device,
-                        dtype=store_dtype,
-                    )
-                    for clip, _, flags in members:
-                        utt_id = clip.utterance.id
-                        if flags and utt_id in buffer.state and buffer.state[utt_id] is None:
-                            buffer.flag(utt_id, *flags)
-                            stats.flagged[utt_id] = list(flags)
-                    stats.clips += len(members)
-                    stats.audio_seconds += sum(c.samples for c, _, _ in members) / sample_rate
-                done_clips += len(batch)
-                tell()
-            done_clips += len(clips) - len(planned)
-            tell()
             committer.submit((buffer, claim))
-            held.pop((part.key, unit), None)
+            lookahead.held.pop((part.key, unit), None)
             stats.units += 1
         committer.finish()
         finished = True
     finally:
-        stats.run_seconds = time.perf_counter() - started
+        stats.run_seconds = time.perf_counter() - progress.started
         decoder.shutdown(wait=False, cancel_futures=True)
         if not finished:
             committer.abandon()
-            for claim in held.values():  # never handed over: give them up for a rerun
+            for claim in lookahead.held.values():  # never handed over: give them up for a rerun
                 writer.release(claim)
     if committer.lost:
         stats.units -= len(committer.lost)
+
+
+class _Lookahead:
+    """The units of a run, claimed in order a few ahead of the compute so that their audio
+    decodes meanwhile. A unit another writer holds, or has finished, is passed over and noted
+    in ``stats``, and ``total_clips`` (what the progress counts towards) drops its clips.
+    ``held`` keeps the claims not yet handed to the committer, to give up on failure."""
+
+    def __init__(
+        self,
+        writer: StoreWriter,
+        units: list[tuple[Part, int, list[_Clip]]],
+        stats: _Stats,
+        decoder: ThreadPoolExecutor,
+        *,
+        sample_rate: int,
+        max_seconds: float | None,
+        retry_skipped: bool,
+    ) -> None:
+        self.writer, self.stats, self.decoder = writer, stats, decoder
+        self.sample_rate, self.max_seconds = sample_rate, max_seconds
+        self.retry_skipped = retry_skipped
+        self.total_clips = sum(len(c) for _, _, c in units)
+        self.pending: deque[tuple[Part, int, list[_Clip], list[Future], Claim]] = deque()
+        self.held: dict[tuple[str, int], Claim] = {}
+        self._upcoming = iter(units)
+
+    def submit_next(self) -> None:
+        """Claim the next unit nobody else holds and queue its clips for decoding."""
+        for part, unit, clips in self._upcoming:
+            outcome = self.writer.claim(part, unit, retry_skipped=self.retry_skipped)
+            if outcome.claim is None:
+                self.total_clips -= len(clips)
+                if outcome.holder is not None:
+                    self.stats.claimed_elsewhere[f"{part.key}/unit {unit}"] = outcome.holder.owner()
+                    self.stats.foreign |= outcome.holder.foreign()
+                else:
+                    self.stats.finished_elsewhere += 1
+                continue
+            self.held[(part.key, unit)] = outcome.claim
+            futures = [
+                self.decoder.submit(
+                    _decode, c, sample_rate=self.sample_rate, max_seconds=self.max_seconds
+                )
+                for c in clips
+            ]
+            self.pending.append((part, unit, clips, futures, outcome.claim))
+            return
+
+
+class _Progress:
+    """:class:`ExtractProgress` events of a run: clips done of the clips still to do, with the
+    rates since the run started."""
+
+    def __init__(
+        self, report: ProgressCallback, label: str, stats: _Stats, lookahead: _Lookahead
+    ) -> None:
+        self.report, self.label, self.stats, self.lookahead = report, label, stats, lookahead
+        self.started = time.perf_counter()
+        self.done = 0
+
+    def advance(self, clips: int) -> None:
+        """Count ``clips`` more as done and report."""
+        self.done += clips
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.report(
+            ExtractProgress(
+                label=self.label,
+                done=self.done,
+                total=max(self.lookahead.total_clips, self.done),
+                clips_per_second=self.stats.clips / elapsed,
+                audio_seconds_per_second=self.stats.audio_seconds / elapsed,
+            )
+        )
+
+
+def _compute_unit(
+    model: Any,
+    buffer: UnitBuffer,
+    clips: list[_Clip],
+    futures: list[Future],
+    stats: _Stats,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    sample_rate: int,
+    batch_samples: int,
+    max_padding: float,
+    advance: Callable[[int], None],
+) -> None:
+    """Put one unit's features (or skip reasons) into ``buffer``; ``advance(n)`` reports n more
+    clips done.
+
+    Batches are planned from the plan's lengths, so the first batch computes as soon as its own
+    clips are decoded; a clip that fails to decode drops out of its batch.
+    """
+    planned = [i for i, c in enumerate(clips) if c.plan_reason is None]
+    batches = length_batches(
+        [clips[i].samples for i in planned],
+        budget=batch_samples,
+        max_padding=max_padding,
+        padding_lengths=[clips[i].frames for i in planned],
+        identical_only=not model.masks_padding,
+    )
+    for index, clip in enumerate(clips):
+        if clip.plan_reason is not None:
+            _skip(buffer, stats, clip, futures[index].result()[1] or clip.plan_reason)
+    for batch in batches:
+        members = _decoded([planned[b] for b in batch], clips, futures, buffer, stats)
+        if members:
+            _forward(
+                model, [(c, w) for c, w, _ in members], buffer, stats, device=device, dtype=dtype
+            )
+            _flag(buffer, stats, members)
+            stats.clips += len(members)
+            stats.audio_seconds += sum(c.samples for c, _, _ in members) / sample_rate
+        advance(len(batch))
+    advance(len(clips) - len(planned))
+
+
+def _decoded(
+    indices: Iterable[int],
+    clips: list[_Clip],
+    futures: list[Future],
+    buffer: UnitBuffer,
+    stats: _Stats,
+) -> list[tuple[_Clip, torch.Tensor, tuple[str, ...]]]:
+    """The clips at ``indices`` whose audio decoded, with waveform and flags (waiting for each
+    decode); the others are recorded as skipped."""
+    members = []
+    for index in indices:
+        wave, reason, flags = futures[index].result()
+        if wave is None:
+            _skip(buffer, stats, clips[index], reason or "unreadable")
+        else:
+            members.append((clips[index], wave, flags))
+    return members
+
+
+def _flag(
+    buffer: UnitBuffer, stats: _Stats, members: list[tuple[_Clip, torch.Tensor, tuple[str, ...]]]
+) -> None:
+    """Record the flags (silent, truncated) of the clips whose features were written."""
+    for clip, _, flags in members:
+        utt_id = clip.utterance.id
+        if flags and utt_id in buffer.state and buffer.state[utt_id] is None:
+            buffer.flag(utt_id, *flags)
+            stats.flagged[utt_id] = list(flags)
 
 
 def _skip(buffer: UnitBuffer, stats: _Stats, clip: _Clip, reason: str) -> None:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from trustser.batching import length_mask
 
 __all__ = [
+    "Gradient",
     "Model",
     "check_batch",
     "cross_entropy_direction",
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# ``gradient(model, x, labels=, mask=) -> (direction [B, S], logits [B, C] or None)``: see pgd.
+Gradient = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def check_batch(waveforms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -249,6 +252,7 @@ def pgd(
     step_size: torch.Tensor | float | None = None,
     random_start: bool = False,
     generator: torch.Generator | None = None,
+    gradient: Gradient = loss_gradient,
 ) -> torch.Tensor:
     """Projected gradient descent on the L∞ ball of radius ``epsilon`` (Madry et al., 2018),
     started from FGSM's point and keeping each clip's strongest iterate.
@@ -264,6 +268,12 @@ def pgd(
     succeeds — or, if none does, the iterate of highest loss. So PGD is never weaker than FGSM
     on any clip, more steps never undo a success, and a clip stops moving once it is flipped.
     Without ``random_start`` the result is deterministic. Padding is returned unchanged.
+
+    ``gradient(model, x, labels=, mask=) -> (g [B, S], logits)`` gives the direction of every
+    step (default :func:`loss_gradient`; :func:`eot_pgd` passes an averaged one). When it
+    returns the model's logits at ``x``, they judge that iterate (no extra forward pass); when
+    it returns ``None`` in their place, each new iterate is judged by one further call of the
+    model instead, as a deployment would classify it (the random start is then not judged).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -273,12 +283,16 @@ def pgd(
     alpha = 2.5 * eps / steps if step_size is None else _per_clip(step_size, batch, waveforms)
     labels = labels.to(waveforms.device)
     best = _BestIterate(waveforms, labels)
-
     real = lengths.to(waveforms.device)
-    gradient, _ = loss_gradient(model, waveforms, labels=labels, mask=mask)
-    fgsm_delta = eps * _sign_without_ties(gradient, mask)
-    with torch.no_grad():  # judged exactly as an FGSM result is judged
-        best.offer(fgsm_delta, model(waveforms + fgsm_delta, real))
+
+    def judge(delta: torch.Tensor) -> None:
+        """Offer ``delta`` to ``best``, judged by one separate call of the model."""
+        with torch.no_grad():
+            best.offer(delta, model(waveforms + delta, real))
+
+    first, _ = gradient(model, waveforms, labels=labels, mask=mask)
+    fgsm_delta = eps * _sign_without_ties(first, mask)
+    judge(fgsm_delta)  # judged exactly as an FGSM result is judged
     if random_start:
         uniform = torch.rand(waveforms.shape, generator=generator, device="cpu")
         delta = (uniform.to(waveforms.device, waveforms.dtype) * 2 - 1) * eps * mask
@@ -288,15 +302,16 @@ def pgd(
     for _ in range(remaining):
         if not bool(best.searching.any()):
             break
-        gradient, logits = loss_gradient(model, waveforms + delta, labels=labels, mask=mask)
-        if not judged:
+        direction, logits = gradient(model, waveforms + delta, labels=labels, mask=mask)
+        if not judged and logits is not None:
             best.offer(delta, logits)
-        updated = torch.maximum(torch.minimum(delta + alpha * torch.sign(gradient), eps), -eps)
+        updated = torch.maximum(torch.minimum(delta + alpha * torch.sign(direction), eps), -eps)
         delta = torch.where(best.searching[:, None], updated * mask, delta)
-        judged = False
+        judged = logits is None
+        if judged:
+            judge(delta)
     if not judged and bool(best.searching.any()):  # the last iterate
-        with torch.no_grad():
-            best.offer(delta, model(waveforms + delta, real))
+        judge(delta)
     return (waveforms + best.delta).detach()
 
 
@@ -323,6 +338,19 @@ def eot_gradient(
     return total / int(samples), logits
 
 
+def _eot_direction(
+    model: Model,
+    waveforms: torch.Tensor,
+    *,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    samples: int,
+) -> tuple[torch.Tensor, None]:
+    """:func:`eot_gradient` as :func:`pgd`'s ``gradient``: no logits, so every iterate is judged
+    by a fresh call of the randomized model, not by one of the draws the gradient averaged."""
+    return eot_gradient(model, waveforms, labels=labels, mask=mask, samples=samples)[0], None
+
+
 def eot_pgd(
     model: Model,
     waveforms: torch.Tensor,
@@ -344,37 +372,18 @@ def eot_pgd(
     a deployment would classify the clip; each clip keeps its first misclassified iterate, else
     its highest-loss one. With ``samples=1`` it is plain PGD on the randomized model.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    lengths = check_batch(waveforms, mask)
-    batch = waveforms.shape[0]
-    eps = _per_clip(epsilon, batch, waveforms)
-    alpha = 2.5 * eps / steps if step_size is None else _per_clip(step_size, batch, waveforms)
-    labels = labels.to(waveforms.device)
-    best = _BestIterate(waveforms, labels)
-    real = lengths.to(waveforms.device)
-
-    def gradient_at(x: torch.Tensor) -> torch.Tensor:
-        return eot_gradient(model, x, labels=labels, mask=mask, samples=samples)[0]
-
-    first = eps * _sign_without_ties(gradient_at(waveforms), mask)
-    with torch.no_grad():
-        best.offer(first, model(waveforms + first, real))
-    if random_start:
-        uniform = torch.rand(waveforms.shape, generator=generator, device="cpu")
-        delta = (uniform.to(waveforms.device, waveforms.dtype) * 2 - 1) * eps * mask
-        remaining = steps
-    else:
-        delta, remaining = first, steps - 1
-    for _ in range(remaining):
-        if not bool(best.searching.any()):
-            break
-        updated = delta + alpha * torch.sign(gradient_at(waveforms + delta))
-        updated = torch.maximum(torch.minimum(updated, eps), -eps) * mask
-        delta = torch.where(best.searching[:, None], updated, delta)
-        with torch.no_grad():
-            best.offer(delta, model(waveforms + delta, real))
-    return (waveforms + best.delta).detach()
+    return pgd(
+        model,
+        waveforms,
+        labels=labels,
+        mask=mask,
+        epsilon=epsilon,
+        steps=steps,
+        step_size=step_size,
+        random_start=random_start,
+        generator=generator,
+        gradient=functools.partial(_eot_direction, samples=samples),
+    )
 
 
 def white_noise(

@@ -172,6 +172,59 @@ def _attack_fold(
     ``b mod world_size == rank``, each batch with a generator seeded by its own index, so the
     clips' results do not depend on the number of ranks.
     """
+    clean = _clean_pass(
+        plan,
+        provenance,
+        batch_size=batch_size,
+        identical_only=identical_only,
+        device=device,
+        report=report,
+    )
+    for attack in attacks:
+        collected = outcomes[attack.snr_db]
+        report.start(plan.fold, f"{attack.method} @ {attack.snr_db:g} dB")
+        report.advance(len(plan.utterances) - len(clean.correct))  # not attacked
+        keep = set(range(min(max(0, save_audio - collected.audio_slots), len(clean.correct))))
+        collected.audio_slots += len(keep)
+        started = time.perf_counter()
+        attacked = _attack_batches(
+            plan,
+            attack,
+            clean,
+            keep=keep,
+            identical_only=identical_only,
+            device=device,
+            seed=seed,
+            report=report,
+            ranks=ranks,
+        )
+        collected.seconds += time.perf_counter() - started
+        _collect(collected, plan, fold_index, clean, attacked)
+
+
+@dataclass(frozen=True)
+class _CleanPass:
+    """A fold's test clips as the model saw them clean, and the batches they are attacked in
+    (lists of positions among ``correct``, the clips it classified correctly)."""
+
+    waveforms: list[torch.Tensor]
+    truth: np.ndarray  # class index per clip
+    clean_pred: np.ndarray
+    correct: np.ndarray  # indices of the correctly classified clips
+    batches: list[list[int]]
+
+
+def _clean_pass(
+    plan: FoldPlan,
+    provenance: dict,
+    *,
+    batch_size: int,
+    identical_only: bool,
+    device: torch.device,
+    report: _Reporter,
+) -> _CleanPass:
+    """Load the fold's test clips as extraction did, classify them, and batch the correct ones
+    longest first: only clips the model gets right are attacked."""
     waveforms = load_waveforms(plan.utterances, provenance)
     index_of = {label: i for i, label in enumerate(plan.labels)}
     truth = np.array([index_of[u.emotion] for u in plan.utterances], dtype=np.int64)
@@ -192,74 +245,101 @@ def _attack_fold(
         descending=True,
         identical_only=identical_only,
     )
-    for attack in attacks:
-        snr = attack.snr_db
-        collected = outcomes[snr]
-        report.start(plan.fold, f"{attack.method} @ {snr:g} dB")
-        report.advance(len(plan.utterances) - len(correct))  # not attacked
-        keep = set(range(min(max(0, save_audio - collected.audio_slots), len(correct))))
-        collected.audio_slots += len(keep)
-        started = time.perf_counter()
-        adv_pred: dict[int, int] = {}
-        measured: dict[int, float] = {}
-        adversarial: dict[int, torch.Tensor] = {}
-        for number, batch in enumerate(batches):
-            if number % ranks.world_size != ranks.rank:
-                report.advance(len(batch))  # another rank's batch
-                continue
-            generator = torch.Generator().manual_seed(
-                derived_seed(seed, plan.fold, attack.method, snr, number)
-            )
-            outcome = attack_clips(
-                plan.model,
-                [waveforms[int(correct[p])] for p in batch],
-                attack=attack,
-                labels=truth[correct[batch]].tolist(),
-                batch_size=len(batch),
-                identical_only=identical_only,
-                device=device,
-                generator=generator,
-                keep=frozenset(j for j, p in enumerate(batch) if p in keep),
-                advance=report.advance,
-            )
-            for j, position in enumerate(batch):
-                adv_pred[position] = int(outcome.adv_pred[j])
-                measured[position] = float(outcome.snr_db[j])
-                if j in outcome.adversarial:
-                    adversarial[position] = outcome.adversarial[j]
-        collected.seconds += time.perf_counter() - started
-        rows = []
-        for position, index in enumerate(correct.tolist()):
-            if position not in adv_pred:
-                continue
-            u = plan.utterances[index]
-            adv = adv_pred[position]
-            row = ClipOutcome(
-                id=u.id,
-                fold=plan.fold,
-                speaker=u.speaker,
-                gender=u.gender,
-                true=plan.labels[int(truth[index])],
-                clean_pred=plan.labels[int(clean_pred[index])],
-                adv_pred=plan.labels[adv],
-                snr_db=measured[position],
-                success=adv != int(clean_pred[index]),
-            )
-            rows.append(row)
-            collected.order.append((fold_index, position))
-            if position in adversarial:
-                collected.audio.append((row, waveforms[index], adversarial[position]))
-        collected.clips.extend(rows)
-        collected.num_test.append((plan.fold, len(plan.utterances)))
-        collected.folds.append(
-            FoldOutcome(
-                fold=plan.fold,
-                num_test=len(plan.utterances),
-                num_attacked=len(rows),
-                num_flipped=sum(r.success for r in rows),
-                snr_db=tuple(r.snr_db for r in rows),
-            )
+    return _CleanPass(waveforms, truth, clean_pred, correct, batches)
+
+
+@dataclass
+class _Attacked:
+    """One attack's results on this rank's batches, by position among the correct clips."""
+
+    adv_pred: dict[int, int] = field(default_factory=dict)
+    snr_db: dict[int, float] = field(default_factory=dict)  # measured
+    adversarial: dict[int, torch.Tensor] = field(default_factory=dict)  # clips kept for audio
+
+
+def _attack_batches(
+    plan: FoldPlan,
+    attack: Attack,
+    clean: _CleanPass,
+    *,
+    keep: set[int],
+    identical_only: bool,
+    device: torch.device,
+    seed: int,
+    report: _Reporter,
+    ranks: Ranks,
+) -> _Attacked:
+    """Attack this rank's share of the batches (batch ``b`` when ``b mod world_size == rank``),
+    each with a generator seeded by (``seed``, fold, method, SNR, ``b``); positions in ``keep``
+    return their adversarial waveforms."""
+    attacked = _Attacked()
+    for number, batch in enumerate(clean.batches):
+        if number % ranks.world_size != ranks.rank:
+            report.advance(len(batch))  # another rank's batch
+            continue
+        generator = torch.Generator().manual_seed(
+            derived_seed(seed, plan.fold, attack.method, attack.snr_db, number)
         )
+        outcome = attack_clips(
+            plan.model,
+            [clean.waveforms[int(clean.correct[p])] for p in batch],
+            attack=attack,
+            labels=clean.truth[clean.correct[batch]].tolist(),
+            batch_size=len(batch),
+            identical_only=identical_only,
+            device=device,
+            generator=generator,
+            keep=frozenset(j for j, p in enumerate(batch) if p in keep),
+            advance=report.advance,
+        )
+        for j, position in enumerate(batch):
+            attacked.adv_pred[position] = int(outcome.adv_pred[j])
+            attacked.snr_db[position] = float(outcome.snr_db[j])
+            if j in outcome.adversarial:
+                attacked.adversarial[position] = outcome.adversarial[j]
+    return attacked
+
+
+def _collect(
+    collected: _SNROutcome,
+    plan: FoldPlan,
+    fold_index: int,
+    clean: _CleanPass,
+    attacked: _Attacked,
+) -> None:
+    """Add the clips this rank attacked, in the fold's order, and the fold's outcome."""
+    rows = []
+    for position, index in enumerate(clean.correct.tolist()):
+        if position not in attacked.adv_pred:
+            continue
+        u = plan.utterances[index]
+        adv = attacked.adv_pred[position]
+        row = ClipOutcome(
+            id=u.id,
+            fold=plan.fold,
+            speaker=u.speaker,
+            gender=u.gender,
+            true=plan.labels[int(clean.truth[index])],
+            clean_pred=plan.labels[int(clean.clean_pred[index])],
+            adv_pred=plan.labels[adv],
+            snr_db=attacked.snr_db[position],
+            success=adv != int(clean.clean_pred[index]),
+        )
+        rows.append(row)
+        collected.order.append((fold_index, position))
+        if position in attacked.adversarial:
+            collected.audio.append((row, clean.waveforms[index], attacked.adversarial[position]))
+    collected.clips.extend(rows)
+    collected.num_test.append((plan.fold, len(plan.utterances)))
+    collected.folds.append(
+        FoldOutcome(
+            fold=plan.fold,
+            num_test=len(plan.utterances),
+            num_attacked=len(rows),
+            num_flipped=sum(r.success for r in rows),
+            snr_db=tuple(r.snr_db for r in rows),
+        )
+    )
 
 
 def run_attack(

@@ -10,9 +10,10 @@ weights on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, ClassVar
@@ -35,7 +36,11 @@ __all__ = [
     "check_labelled",
     "class_weight_policy",
     "class_weights",
+    "dev_uar_scorer",
     "head_optimizer",
+    "run_epochs",
+    "seeded_rng",
+    "train_pass",
 ]
 
 CLASS_WEIGHTS = ("balanced", "none")  # the policies a user can name
@@ -183,6 +188,68 @@ def check_labelled(
     return classes, index
 
 
+@contextlib.contextmanager
+def seeded_rng(device: torch.device, seed: int) -> Iterator[None]:
+    """Torch's global RNG seeded with ``seed`` inside the block and restored after it (the CUDA
+    one too on a GPU): a fit's initialisation and dropout depend on its seed alone, and the
+    caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def train_pass(batches: Iterable[Any], step: Callable[[Any], torch.Tensor]) -> float:
+    """One pass over the training batches; ``step(batch)`` trains on a batch (optimiser step
+    included) and returns its mean loss. Returns the pass's mean loss per clip; a pass that saw
+    no batch is an error (the training ids have no features in the source)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        loss = step(batch)
+        total += float(loss.detach()) * len(batch.ids)
+        count += len(batch.ids)
+    if count == 0:
+        raise DataError("the training source yielded no batches for the training ids.")
+    return total / count
+
+
+def run_epochs(
+    selection: EpochSelection,
+    *,
+    seed: int,
+    train: Callable[[int], tuple[nn.Module, float]],
+    evaluate: Callable[[nn.Module], float | None],
+) -> None:
+    """The epoch loop of the head fits: ``train(epoch_seed)`` runs one pass over the training
+    clips and returns the module it trains with its mean loss, ``evaluate(module)`` gives its
+    dev UAR (None without dev data), and ``selection`` records the epoch. The shuffling seed of
+    an epoch derives from ``seed`` and the epoch number only."""
+    for epoch in range(1, selection.epochs + 1):
+        start = time.perf_counter()
+        epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+        module, train_loss = train(epoch_seed)
+        dev_uar = evaluate(module)
+        selection.end(
+            epoch,
+            module,
+            train_loss=train_loss,
+            dev_uar=dev_uar,
+            seconds=time.perf_counter() - start,
+        )
+
+
+def dev_uar_scorer(
+    dev: FeatureSet | None,
+    index: Mapping[str, int],
+    predict_proba: Callable[[nn.Module], np.ndarray],
+) -> Callable[[nn.Module], float | None]:
+    """``evaluate`` for :func:`run_epochs`: a module's UAR on ``dev`` from the class
+    probabilities ``predict_proba(module)`` gives for it; None without dev data."""
+    if dev is None:
+        return lambda module: None
+    truth = np.array([index[y] for y in dev.labels])
+    return lambda module: float(uar_score(truth, predict_proba(module).argmax(1)))
+
+
 class HeadClassifier:
     """Layer-weighted head trained from cached hidden states.
 
@@ -314,107 +381,37 @@ class HeadClassifier:
         self._validate_params()
         classes, index = check_labelled(train, dev, classes)
         device = resolve_device(self.device)
-        weights = torch.tensor(
-            class_weights(train.labels, classes, self.class_weight),
-            dtype=torch.float32,
-            device=device,
-        )
-        target_of = dict(zip(train.ids, (index[y] for y in train.labels), strict=True))
-        dev_true = np.array([index[y] for y in dev.labels]) if dev is not None else None
-
-        packed = hasattr(train.source, "packed_batches")
-        statistics = (
-            feature_statistics(train.source, train.ids, batch_size=self.batch_size)
-            if self.normalize
-            else None
-        )
-        train_source, standardized = train.source, False
-        if packed and statistics is not None and hasattr(train.source, "standardized"):
-            # standardise the training clips once, not every batch of every epoch
-            train_source = train.source.standardized(*statistics, ids=train.ids)
-            standardized = True
-        dev_batches = None
-        if dev is not None and hasattr(dev.source, "packed_batches"):  # same batches every epoch
-            dev_source = dev.source
-            dev_standardized = standardized and hasattr(dev.source, "standardized")
-            if dev_standardized:
-                dev_source = dev.source.standardized(*statistics, ids=dev.ids)
-            dev_batches = ReplayBatches(  # widened anew each epoch: RAM keeps the stored dtype
-                lambda: dev_source.packed_batches(
-                    dev.ids, batch_size=self.batch_size, shuffle=False, reuse=True
-                )
+        loss_fn = self._class_weighted_loss(train, classes, device)
+        statistics = self._train_statistics(train)
+        feed = _HeadFeed.prepare(train, dev, statistics, batch_size=self.batch_size)
+        training = _HeadTraining(self, feed, index, statistics, loss_fn, device)
+        with seeded_rng(device, self.seed):
+            selection = EpochSelection(self.epochs_for(len(train)), callback)
+            run_epochs(
+                selection,
+                seed=self.seed,
+                train=training.epoch,
+                evaluate=dev_uar_scorer(dev, index, lambda head: feed.dev_proba(head, device)),
             )
-        else:
-            dev_standardized = False
-        fork_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(self.seed)
-            head: LayerWeightedHead | None = None
-            optimizer: torch.optim.Optimizer | None = None
-            loss_fn = nn.CrossEntropyLoss(weight=weights)
-            epochs = self.epochs_for(len(train))
-            selection = EpochSelection(epochs, callback)
-            for epoch in range(1, epochs + 1):
-                start = time.perf_counter()
-                total, count = 0.0, 0
-                epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-                if packed:  # each batch is consumed before the next: reuse one buffer
-                    iterator = train_source.packed_batches(
-                        train.ids,
-                        batch_size=self.batch_size,
-                        shuffle=True,
-                        seed=epoch_seed,
-                        reuse=True,
-                    )
-                else:
-                    iterator = train.source.batches(
-                        train.ids, batch_size=self.batch_size, shuffle=True, seed=epoch_seed
-                    )
-                for batch in iterator:
-                    if head is None:  # shapes come from the data; init from the seeded RNG
-                        shape = (
-                            batch.frames.shape[::2]
-                            if packed
-                            else torch.as_tensor(batch.hidden).shape[1::2]
-                        )
-                        head = self._new_head(
-                            int(shape[0]), int(shape[1]), len(classes), statistics
-                        ).to(device)
-                        optimizer = head_optimizer(
-                            head, lr=self.lr, layer_lr=self.layer_lr, weight_decay=self.weight_decay
-                        )
-                    head.train()
-                    targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
-                    loss = loss_fn(_logits(head, batch, device, packed, standardized), targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += float(loss.detach()) * len(batch.ids)
-                    count += len(batch.ids)
-                batch = iterator = None  # one widened batch in RAM at a time, not two
-                if head is None or count == 0:
-                    raise DataError("the training source yielded no batches for the training ids.")
-                dev_uar = None
-                if dev is not None:
-                    proba = _predict_proba(
-                        head,
-                        dev,
-                        self.batch_size,
-                        device,
-                        batches=dev_batches,
-                        standardized=dev_standardized,
-                    )
-                    dev_uar = float(uar_score(dev_true, proba.argmax(1)))
-                selection.end(
-                    epoch,
-                    head,
-                    train_loss=total / count,
-                    dev_uar=dev_uar,
-                    seconds=time.perf_counter() - start,
-                )
-        selection.restore(head)
-        self._record_fit(head, head, classes, selection, has_dev=dev is not None, device=device)
+        selection.restore(training.head)
+        self._record_fit(
+            training.head, training.head, classes, selection, has_dev=dev is not None, device=device
+        )
         return self
+
+    def _class_weighted_loss(
+        self, train: FeatureSet, classes: Sequence[str], device: torch.device
+    ) -> nn.CrossEntropyLoss:
+        """Cross-entropy weighted per class by ``class_weight`` over the training labels."""
+        weights = class_weights(train.labels, classes, self.class_weight)
+        return nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
+
+    def _train_statistics(self, train: FeatureSet) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The training clips' per-layer mean and std when the head standardises its input
+        (``normalize``), else None."""
+        if not self.normalize:
+            return None
+        return feature_statistics(train.source, train.ids, batch_size=self.batch_size)
 
     def _new_head(
         self,
@@ -478,6 +475,128 @@ class HeadClassifier:
         if data.labels is None:
             raise DataError("score needs a labelled FeatureSet.")
         return float(uar_score(np.array(data.labels, dtype=object), self.predict(data)))
+
+
+@dataclass(frozen=True)
+class _HeadFeed:
+    """Where a head fit reads its batches. Packed training clips in RAM are standardised once
+    (not every batch of every epoch) and read into one reused buffer; packed dev clips are cut
+    into the same batches every epoch and widened anew each time (RAM keeps the stored dtype).
+    Any other source streams padded batches."""
+
+    train: FeatureSet
+    dev: FeatureSet | None
+    batch_size: int
+    source: Any  # the training clips' source, standardised when ``standardized``
+    packed: bool
+    standardized: bool
+    dev_batches: ReplayBatches | None
+    dev_standardized: bool
+
+    @classmethod
+    def prepare(
+        cls,
+        train: FeatureSet,
+        dev: FeatureSet | None,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+        *,
+        batch_size: int,
+    ) -> _HeadFeed:
+        packed = hasattr(train.source, "packed_batches")
+        source, standardized = train.source, False
+        if packed and statistics is not None and hasattr(train.source, "standardized"):
+            source, standardized = train.source.standardized(*statistics, ids=train.ids), True
+        dev_batches, dev_standardized = None, False
+        if dev is not None and hasattr(dev.source, "packed_batches"):
+            dev_source = dev.source
+            dev_standardized = standardized and hasattr(dev.source, "standardized")
+            if dev_standardized:
+                dev_source = dev.source.standardized(*statistics, ids=dev.ids)
+            dev_batches = ReplayBatches(
+                lambda: dev_source.packed_batches(
+                    dev.ids, batch_size=batch_size, shuffle=False, reuse=True
+                )
+            )
+        return cls(
+            train, dev, batch_size, source, packed, standardized, dev_batches, dev_standardized
+        )
+
+    def train_batches(self, seed: int) -> Iterator[Any]:
+        """The training clips in batches shuffled by ``seed``."""
+        if self.packed:  # each batch is consumed before the next: reuse one buffer
+            return self.source.packed_batches(
+                self.train.ids, batch_size=self.batch_size, shuffle=True, seed=seed, reuse=True
+            )
+        return self.train.source.batches(
+            self.train.ids, batch_size=self.batch_size, shuffle=True, seed=seed
+        )
+
+    def shape(self, batch: Any) -> tuple[int, int]:
+        """``(L, D)`` of the features in a training batch."""
+        shape = (
+            batch.frames.shape[::2] if self.packed else torch.as_tensor(batch.hidden).shape[1::2]
+        )
+        return int(shape[0]), int(shape[1])
+
+    def dev_proba(self, head: LayerWeightedHead, device: torch.device) -> np.ndarray:
+        """Class probabilities of the dev clips, read as the training clips are."""
+        return _predict_proba(
+            head,
+            self.dev,
+            self.batch_size,
+            device,
+            batches=self.dev_batches,
+            standardized=self.dev_standardized,
+        )
+
+
+class _HeadTraining:
+    """The trained parts of one head fit and its step on a batch. The head and its optimiser
+    are made at the first batch, whose shapes they take, from the seeded RNG."""
+
+    def __init__(
+        self,
+        estimator: HeadClassifier,
+        feed: _HeadFeed,
+        index: Mapping[str, int],
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+        loss_fn: nn.Module,
+        device: torch.device,
+    ) -> None:
+        self.estimator, self.feed, self.device = estimator, feed, device
+        self.num_classes, self.statistics, self.loss_fn = len(index), statistics, loss_fn
+        self.target_of = dict(
+            zip(feed.train.ids, (index[y] for y in feed.train.labels), strict=True)
+        )
+        self.head: LayerWeightedHead | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def epoch(self, epoch_seed: int) -> tuple[LayerWeightedHead, float]:
+        """One pass over the training clips: the head and its mean loss."""
+        loss = train_pass(self.feed.train_batches(epoch_seed), self.step)
+        return self.head, loss
+
+    def step(self, batch: Any) -> torch.Tensor:
+        """One optimiser step on ``batch``; its class-weighted loss."""
+        if self.head is None:
+            estimator = self.estimator
+            self.head = estimator._new_head(
+                *self.feed.shape(batch), self.num_classes, self.statistics
+            ).to(self.device)
+            self.optimizer = head_optimizer(
+                self.head,
+                lr=estimator.lr,
+                layer_lr=estimator.layer_lr,
+                weight_decay=estimator.weight_decay,
+            )
+        self.head.train()
+        targets = torch.tensor([self.target_of[i] for i in batch.ids], device=self.device)
+        logits = _logits(self.head, batch, self.device, self.feed.packed, self.feed.standardized)
+        loss = self.loss_fn(logits, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
 
 
 def _logits(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
@@ -36,18 +35,19 @@ from trustser.heads.data import (
     FeatureSet,
     PackedFeatures,
     ReplayBatches,
-    feature_statistics,
 )
 from trustser.heads.estimator import (
     EpochEnd,
     EpochSelection,
     HeadClassifier,
     check_labelled,
-    class_weights,
+    dev_uar_scorer,
     head_optimizer,
+    run_epochs,
+    seeded_rng,
+    train_pass,
 )
 from trustser.heads.model import LayerWeightedHead, save_module
-from trustser.metrics.performance import uar_score
 from trustser.store.batching import Batch
 
 __all__ = [
@@ -166,6 +166,32 @@ class FineTunedModel(nn.Module):
         return self.head(self.hidden_states(lower, mask), mask)
 
 
+def _check_block_features(blocks: TopBlocks, train: FeatureSet, dev: FeatureSet | None) -> None:
+    """The features must be those of the blocks' backbone: all its ``L`` layers of width ``D``."""
+    for name, part in (("train", train), ("dev", dev)):
+        if part is None:
+            continue
+        shape = (getattr(part.source, "num_layers", None), getattr(part.source, "dim", None))
+        if shape != (blocks.num_layers, blocks.dim):
+            raise FineTuneError(
+                f"the {name} features have L, D = {shape}, but the top blocks belong to "
+                f"{blocks.backbone!r} with {blocks.num_layers} × {blocks.dim}; fine-tune from "
+                "the store group of that backbone."
+            )
+
+
+def _replayed_dev_batches(
+    dev: FeatureSet | None, lower: int, batch_size: int
+) -> ReplayBatches | None:
+    """Dev clips held in RAM, cut into the same padded batches every epoch and made anew each
+    time (RAM keeps the stored dtype); None for other sources (batched when predicted)."""
+    if dev is None or not isinstance(dev.source, PackedFeatures):
+        return None
+    return ReplayBatches(
+        lambda: padded_batches(dev.source, dev.ids, layers=lower, batch_size=batch_size)
+    )
+
+
 class FineTuneClassifier(HeadClassifier):
     """:class:`HeadClassifier` whose backbone's top K blocks train with it, fed from the cache.
 
@@ -226,90 +252,49 @@ class FineTuneClassifier(HeadClassifier):
                 f"{type(blocks).__name__}."
             )
         classes, index = check_labelled(train, dev, classes)
-        for name, part in (("train", train), ("dev", dev)):
-            if part is None:
-                continue
-            shape = (getattr(part.source, "num_layers", None), getattr(part.source, "dim", None))
-            if shape != (blocks.num_layers, blocks.dim):
-                raise FineTuneError(
-                    f"the {name} features have L, D = {shape}, but the top blocks belong to "
-                    f"{blocks.backbone!r} with {blocks.num_layers} × {blocks.dim}; fine-tune from "
-                    "the store group of that backbone."
-                )
+        _check_block_features(blocks, train, dev)
         device = resolve_device(self.device)
-        weights = torch.tensor(
-            class_weights(train.labels, classes, self.class_weight),
-            dtype=torch.float32,
-            device=device,
-        )
+        loss_fn = self._class_weighted_loss(train, classes, device)
         target_of = dict(zip(train.ids, (index[y] for y in train.labels), strict=True))
-        dev_true = np.array([index[y] for y in dev.labels]) if dev is not None else None
         lower = blocks.input_layer + 1
-        statistics = (
-            feature_statistics(train.source, train.ids, batch_size=self.batch_size)
-            if self.normalize
-            else None
-        )
-        dev_batches = None
-        if dev is not None and isinstance(dev.source, PackedFeatures):  # same batches each epoch
-            dev_batches = ReplayBatches(  # made anew each epoch: RAM keeps the stored dtype
-                lambda: padded_batches(
-                    dev.source, dev.ids, layers=lower, batch_size=self.batch_size
-                )
-            )
-        fork_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(self.seed)
-            top = copy.deepcopy(blocks).requires_grad_(True)
-            if self.block_dropout is not None:
-                top.set_dropout(float(self.block_dropout))
-            head = self._new_head(blocks.num_layers, blocks.dim, len(classes), statistics)
-            model = FineTunedModel(top, head).to(device)
-            optimizer = head_optimizer(
-                head,
-                lr=self.lr,
-                layer_lr=self.layer_lr,
-                weight_decay=self.weight_decay,
-                extra_groups=[{"params": list(top.parameters()), "lr": self.block_lr}],
-            )
-            loss_fn = nn.CrossEntropyLoss(weight=weights)
-            epochs = self.epochs_for(len(train))
-            selection = EpochSelection(epochs, callback)
-            for epoch in range(1, epochs + 1):
-                start = time.perf_counter()
-                total, count = 0.0, 0
-                epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        statistics = self._train_statistics(train)
+        dev_batches = _replayed_dev_batches(dev, lower, self.batch_size)
+        with seeded_rng(device, self.seed):
+            model, optimizer = self._new_model(blocks, len(classes), statistics, device)
+
+            def step(batch: Batch) -> torch.Tensor:
+                targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
+                loss = loss_fn(model(batch.hidden.to(device), batch.mask.to(device)), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                return loss
+
+            def train_epoch(epoch_seed: int) -> tuple[FineTunedModel, float]:
                 model.train()
-                for batch in padded_batches(
+                batches = padded_batches(
                     train.source,
                     train.ids,
                     layers=lower,
                     batch_size=self.batch_size,
                     shuffle=True,
                     seed=epoch_seed,
-                ):
-                    targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
-                    logits = model(batch.hidden.to(device), batch.mask.to(device))
-                    loss = loss_fn(logits, targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += float(loss.detach()) * len(batch.ids)
-                    count += len(batch.ids)
-                batch = logits = None  # one batch in RAM at a time, not two
-                if count == 0:
-                    raise DataError("the training source yielded no batches for the training ids.")
-                dev_uar = None
-                if dev is not None:
-                    proba = _predict(model, dev, lower, self.batch_size, device, dev_batches)
-                    dev_uar = float(uar_score(dev_true, proba.argmax(1)))
-                selection.end(
-                    epoch,
-                    model,
-                    train_loss=total / count,
-                    dev_uar=dev_uar,
-                    seconds=time.perf_counter() - start,
                 )
+                return model, train_pass(batches, step)
+
+            selection = EpochSelection(self.epochs_for(len(train)), callback)
+            run_epochs(
+                selection,
+                seed=self.seed,
+                train=train_epoch,
+                evaluate=dev_uar_scorer(
+                    dev,
+                    index,
+                    lambda trained: _predict(
+                        trained, dev, lower, self.batch_size, device, dev_batches
+                    ),
+                ),
+            )
         selection.restore(model)
         self.model_ = model
         self.top_blocks_ = model.top
@@ -317,6 +302,29 @@ class FineTuneClassifier(HeadClassifier):
             model.head, model, classes, selection, has_dev=dev is not None, device=device
         )
         return self
+
+    def _new_model(
+        self,
+        blocks: TopBlocks,
+        num_classes: int,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+        device: torch.device,
+    ) -> tuple[FineTunedModel, torch.optim.Optimizer]:
+        """A trainable copy of ``blocks`` under a fresh head, and their optimiser (the blocks at
+        ``block_lr``); initialised from the current (seeded) RNG."""
+        top = copy.deepcopy(blocks).requires_grad_(True)
+        if self.block_dropout is not None:
+            top.set_dropout(float(self.block_dropout))
+        head = self._new_head(blocks.num_layers, blocks.dim, num_classes, statistics)
+        model = FineTunedModel(top, head).to(device)
+        optimizer = head_optimizer(
+            head,
+            lr=self.lr,
+            layer_lr=self.layer_lr,
+            weight_decay=self.weight_decay,
+            extra_groups=[{"params": list(top.parameters()), "lr": self.block_lr}],
+        )
+        return model, optimizer
 
     def predict_proba(self, data: FeatureSet) -> np.ndarray:
         """Class probabilities ``[N, C]`` (rows in ``data.ids`` order) through blocks and head."""

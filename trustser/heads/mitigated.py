@@ -19,8 +19,6 @@ training (it is never used to judge privacy).
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from typing import Any, ClassVar
@@ -30,8 +28,18 @@ import torch
 from torch import nn
 
 from trustser.devices import resolve_device
-from trustser.heads.data import DataError, FeatureSet, feature_statistics
-from trustser.heads.estimator import EpochEnd, HeadClassifier, check_labelled, class_weights
+from trustser.heads.data import DataError, FeatureSet
+from trustser.heads.estimator import (
+    EpochEnd,
+    EpochSelection,
+    HeadClassifier,
+    check_labelled,
+    class_weights,
+    head_optimizer,
+    run_epochs,
+    seeded_rng,
+    train_pass,
+)
 from trustser.heads.model import LayerWeightedHead
 from trustser.metrics.performance import uar_score
 
@@ -116,147 +124,203 @@ class MitigatedHeadClassifier(HeadClassifier):
                 "mitigated heads train from features held in RAM; the training clips do not fit "
                 "(pass data='memory' or free memory)."
             )
-        needs_gender = self.adversary_weight > 0 or self.cell_weight
+        genders = self._checked_genders(train, genders)
+        device = resolve_device(self.device)
+        sample_weight = self._sample_weights(train, classes, index, genders)
+        statistics = self._train_statistics(train)
+        source, standardized = train.source, False
+        if statistics is not None and hasattr(source, "standardized"):
+            source, standardized = source.standardized(*statistics, ids=train.ids), True
+        with seeded_rng(device, self.seed):
+            training = _AdversarialTraining(
+                self,
+                train,
+                dev,
+                source=source,
+                standardized=standardized,
+                index=index,
+                sample_weight=sample_weight,
+                genders=genders,
+                statistics=statistics,
+                device=device,
+            )
+            selection = EpochSelection(self.epochs_for(len(train)), callback)
+            try:
+                run_epochs(
+                    selection, seed=self.seed, train=training.epoch, evaluate=training.evaluate
+                )
+            finally:
+                training.close()
+        selection.restore(training.head)
+        self._record_fit(
+            training.head, training.head, classes, selection, has_dev=dev is not None, device=device
+        )
+        self.history_ = _with_adversary(selection.history, training.accuracies)
+        self.adversary_dev_accuracy_ = training.accuracies[selection.best_epoch - 1]
+        return self
+
+    def _checked_genders(
+        self, train: FeatureSet, genders: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        """``genders`` as a dict; a mitigation needs every training clip's female/male gender."""
         genders = dict(genders or {})
-        if needs_gender:
+        if self.adversary_weight > 0 or self.cell_weight:
             missing = [i for i in train.ids if genders.get(i) not in ("female", "male")]
             if missing:
                 raise DataError(
                     f"{len(missing)} training clip(s) have no female/male gender (e.g. "
                     f"{missing[:3]}); the mitigation needs every training speaker's gender."
                 )
-        device = resolve_device(self.device)
+        return genders
+
+    def _sample_weights(
+        self,
+        train: FeatureSet,
+        classes: Sequence[str],
+        index: Mapping[str, int],
+        genders: Mapping[str, str],
+    ) -> np.ndarray:
+        """Each training clip's weight in the emotion loss: its (gender, class) cell's with
+        ``cell_weight`` (recorded in ``cell_weights_``), else its class's."""
         if self.cell_weight:
             sample_weight, cells = cell_weights(train.labels, [genders[i] for i in train.ids])
             self.cell_weights_ = {f"{g}/{c}": float(w) for (g, c), w in sorted(cells.items())}
-        else:
-            per_class = class_weights(train.labels, classes, self.class_weight)
-            sample_weight = np.array([per_class[index[y]] for y in train.labels])
-        weight_of = dict(zip(train.ids, sample_weight.tolist(), strict=True))
-        target_of = dict(zip(train.ids, (index[y] for y in train.labels), strict=True))
-        gender_of = {
+            return sample_weight
+        per_class = class_weights(train.labels, classes, self.class_weight)
+        return np.array([per_class[index[y]] for y in train.labels])
+
+
+class _AdversarialTraining:
+    """The trained parts of a mitigated fit — the head, the gender adversary reading the head's
+    pooled encoder output (a forward hook on its classifier collects it) and their optimiser —
+    with the weighted, adversarial loss of a batch and the dev evaluation. The head, then the
+    adversary, are initialised from the current (seeded) RNG. ``accuracies`` holds the
+    adversary's dev accuracy per epoch (None without dev data or adversary)."""
+
+    def __init__(
+        self,
+        estimator: MitigatedHeadClassifier,
+        train: FeatureSet,
+        dev: FeatureSet | None,
+        *,
+        source: Any,
+        standardized: bool,
+        index: Mapping[str, int],
+        sample_weight: np.ndarray,
+        genders: Mapping[str, str],
+        statistics: tuple[torch.Tensor, torch.Tensor] | None,
+        device: torch.device,
+    ) -> None:
+        self.estimator, self.train, self.dev, self.device = estimator, train, dev, device
+        self.source, self.standardized = source, standardized  # the training clips' source
+        self.weight_of = dict(zip(train.ids, sample_weight.tolist(), strict=True))
+        self.target_of = dict(zip(train.ids, (index[y] for y in train.labels), strict=True))
+        self.gender_of = {
             i: int(genders.get(i) == "male") for i in (*train.ids, *(dev.ids if dev else ()))
         }
-        male = np.mean([gender_of[i] for i in train.ids]) if needs_gender else 0.5
-        gender_balance = torch.tensor(
+        needs_gender = estimator.adversary_weight > 0 or estimator.cell_weight
+        male = np.mean([self.gender_of[i] for i in train.ids]) if needs_gender else 0.5
+        self.gender_balance = torch.tensor(
             [0.5 / max(1.0 - male, 1e-6), 0.5 / max(male, 1e-6)], dtype=torch.float32, device=device
         )
-        dev_true = np.array([index[y] for y in dev.labels]) if dev is not None else None
-        statistics = (
-            feature_statistics(train.source, train.ids, batch_size=self.batch_size)
-            if self.normalize
-            else None
+        self.dev_true = np.array([index[y] for y in dev.labels]) if dev is not None else None
+        self.head = estimator._new_head(source.num_layers, source.dim, len(index), statistics).to(
+            device
         )
-        source, standardized = train.source, False
-        if statistics is not None and hasattr(source, "standardized"):
-            source, standardized = source.standardized(*statistics, ids=train.ids), True
-        fork_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(self.seed)
-            head = self._new_head(source.num_layers, source.dim, len(classes), statistics).to(
-                device
+        hidden = estimator.hidden
+        self.adversary = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2)
+        ).to(device)
+        self.pooled: list[torch.Tensor] = []
+        self._hook = self.head.classifier.register_forward_pre_hook(
+            lambda _module, inputs: self.pooled.append(inputs[0])
+        )
+        adversary_group = [{"params": list(self.adversary.parameters())}]
+        self.optimizer = head_optimizer(
+            self.head,
+            lr=estimator.lr,
+            layer_lr=estimator.layer_lr,
+            weight_decay=estimator.weight_decay,
+            extra_groups=adversary_group if estimator.adversary_weight > 0 else (),
+        )
+        self.accuracies: list[float | None] = []
+
+    def close(self) -> None:
+        """Remove the hook: the head leaves the fit as a plain head."""
+        self._hook.remove()
+
+    def epoch(self, epoch_seed: int) -> tuple[LayerWeightedHead, float]:
+        """One pass over the training clips: the head and its mean loss."""
+        self.head.train()
+        self.adversary.train()
+        loss = train_pass(
+            self.source.packed_batches(
+                self.train.ids,
+                batch_size=self.estimator.batch_size,
+                shuffle=True,
+                seed=epoch_seed,
+            ),
+            self.step,
+        )
+        self.head.eval()
+        self.adversary.eval()
+        return self.head, loss
+
+    def step(self, batch: Any) -> torch.Tensor:
+        """The weighted emotion loss, plus the adversary's loss through the gradient reversal."""
+        device, weight = self.device, self.estimator.adversary_weight
+        self.pooled.clear()
+        frames = batch.frames.to(device)
+        segments = batch.segments.to(device)
+        logits = self.head.forward_packed(
+            frames, segments, len(batch.ids), standardized=self.standardized
+        )
+        targets = torch.tensor([self.target_of[i] for i in batch.ids], device=device)
+        w = torch.tensor([self.weight_of[i] for i in batch.ids], dtype=torch.float32, device=device)
+        per_clip = nn.functional.cross_entropy(logits, targets, reduction="none")
+        loss = (w * per_clip).sum() / w.sum()
+        if weight > 0:
+            reversed_pool = reverse_gradient(self.pooled[-1], weight)
+            gender = torch.tensor([self.gender_of[i] for i in batch.ids], device=device)
+            loss = loss + nn.functional.cross_entropy(
+                self.adversary(reversed_pool), gender, weight=self.gender_balance
             )
-            adversary = nn.Sequential(
-                nn.Linear(self.hidden, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 2)
-            ).to(device)
-            pooled: list[torch.Tensor] = []
-            hook = head.classifier.register_forward_pre_hook(
-                lambda _module, inputs: pooled.append(inputs[0])
-            )
-            others = [p for n, p in head.named_parameters() if n != "layer_logits"]
-            layer_lr = self.layer_lr if self.layer_lr is not None else self.lr
-            groups = [
-                {"params": others},
-                {"params": [head.layer_logits], "lr": layer_lr, "weight_decay": 0.0},
-            ]
-            if self.adversary_weight > 0:
-                groups.append({"params": list(adversary.parameters())})
-            optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
-            history: list[dict[str, Any]] = []
-            best_state, best_epoch, best_score, best_adversary = None, 0, -np.inf, None
-            epochs = self.epochs_for(len(train))
-            try:
-                for epoch in range(1, epochs + 1):
-                    start = time.perf_counter()
-                    total, count = 0.0, 0
-                    epoch_seed = int(
-                        np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]
-                    )
-                    head.train()
-                    adversary.train()
-                    for batch in source.packed_batches(
-                        train.ids, batch_size=self.batch_size, shuffle=True, seed=epoch_seed
-                    ):
-                        pooled.clear()
-                        frames = batch.frames.to(device)
-                        segments = batch.segments.to(device)
-                        logits = head.forward_packed(
-                            frames, segments, len(batch.ids), standardized=standardized
-                        )
-                        targets = torch.tensor([target_of[i] for i in batch.ids], device=device)
-                        w = torch.tensor(
-                            [weight_of[i] for i in batch.ids], dtype=torch.float32, device=device
-                        )
-                        per_clip = nn.functional.cross_entropy(logits, targets, reduction="none")
-                        loss = (w * per_clip).sum() / w.sum()
-                        if self.adversary_weight > 0:
-                            reversed_pool = reverse_gradient(pooled[-1], self.adversary_weight)
-                            gender = torch.tensor([gender_of[i] for i in batch.ids], device=device)
-                            loss = loss + nn.functional.cross_entropy(
-                                adversary(reversed_pool), gender, weight=gender_balance
-                            )
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        total += float(loss.detach()) * len(batch.ids)
-                        count += len(batch.ids)
-                    if count == 0:
-                        raise DataError("the training source yielded no batches.")
-                    head.eval()
-                    adversary.eval()
-                    dev_uar, adversary_accuracy = None, None
-                    if dev is not None:
-                        proba, encoded = _dev_pass(head, dev, self.batch_size, device, pooled)
-                        dev_uar = float(uar_score(dev_true, proba.argmax(1)))
-                        if self.adversary_weight > 0:
-                            with torch.no_grad():
-                                guess = adversary(encoded.to(device)).argmax(1).cpu().numpy()
-                            truth = np.array([gender_of[i] for i in dev.ids])
-                            adversary_accuracy = float(np.mean(guess == truth))
-                    score = dev_uar if dev_uar is not None else float(epoch)
-                    if score > best_score:
-                        best_score, best_epoch = score, epoch
-                        best_state = copy.deepcopy(head.state_dict())
-                        best_adversary = adversary_accuracy
-                    seconds = time.perf_counter() - start
-                    history.append(
-                        {
-                            "epoch": epoch,
-                            "train_loss": total / count,
-                            "dev_uar": dev_uar,
-                            "adversary_dev_accuracy": adversary_accuracy,
-                            "seconds": seconds,
-                        }
-                    )
-                    if callback is not None:
-                        callback(
-                            EpochEnd(epoch, epochs, total / count, dev_uar, best_epoch, seconds)
-                        )
-            finally:
-                hook.remove()
-        head.load_state_dict(best_state)
-        head.eval()
-        self.head_ = head
-        self.classes_ = np.array(classes, dtype=object)
-        self.layer_weights_ = head.layer_weights.detach().to("cpu").numpy().astype(float)
-        self.epochs_ = epochs
-        self.best_epoch_ = best_epoch
-        self.best_score_ = best_score if dev is not None else None
-        self.history_ = history
-        self.device_ = device
-        self.adversary_dev_accuracy_ = best_adversary
-        self.trainable_parameters_ = int(sum(p.numel() for p in head.parameters()))
-        return self
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def evaluate(self, head: LayerWeightedHead) -> float | None:
+        """The dev UAR; the adversary's dev accuracy goes to ``accuracies``."""
+        dev, accuracy = self.dev, None
+        if dev is None:
+            self.accuracies.append(accuracy)
+            return None
+        proba, encoded = _dev_pass(head, dev, self.estimator.batch_size, self.device, self.pooled)
+        dev_uar = float(uar_score(self.dev_true, proba.argmax(1)))
+        if self.estimator.adversary_weight > 0:
+            with torch.no_grad():
+                guess = self.adversary(encoded.to(self.device)).argmax(1).cpu().numpy()
+            truth = np.array([self.gender_of[i] for i in dev.ids])
+            accuracy = float(np.mean(guess == truth))
+        self.accuracies.append(accuracy)
+        return dev_uar
+
+
+def _with_adversary(
+    history: Sequence[Mapping[str, Any]], accuracies: Sequence[float | None]
+) -> list[dict[str, Any]]:
+    """The epoch history with each epoch's ``adversary_dev_accuracy`` (after its dev UAR)."""
+    return [
+        {
+            "epoch": entry["epoch"],
+            "train_loss": entry["train_loss"],
+            "dev_uar": entry["dev_uar"],
+            "adversary_dev_accuracy": accuracy,
+            "seconds": entry["seconds"],
+        }
+        for entry, accuracy in zip(history, accuracies, strict=True)
+    ]
 
 
 @torch.no_grad()
