@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trustser.attacks.batched import attack_clips, predict_clips
+from trustser.attacks.batched import attack_clips
 from trustser.attacks.methods import FGSM
 from trustser.audio import load_audio
 from trustser.backbones import load_backbone
+from trustser.deployed.batches import predict_clips
 from trustser.devices import resolve_device
 from trustser.end_to_end import EndToEndClassifier
 from trustser.heads.model import LayerWeightedHead

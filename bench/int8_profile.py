@@ -39,6 +39,7 @@ from trustser.backbones import load_backbone
 from trustser.batching import length_mask
 from trustser.corpora import prepare_corpus
 from trustser.extract import extract
+from trustser.heads.estimator import HeadClassifier
 from trustser.heads.model import load_head
 from trustser.heads.probe import run_probes
 from trustser.heads.training import fit_heads
@@ -166,12 +167,9 @@ def run_dtype(args, manifest, dtype: str) -> dict:
             fit_heads(
                 store,
                 args.backbone,
+                HeadClassifier(seed=args.seed, device="cpu", epochs=epochs, min_steps=0),
                 task=task,
                 runs=runs,
-                seed=args.seed,
-                device="cpu",
-                epochs=epochs,
-                min_steps=0,
                 folds=None if args.all_folds else FOLDS[task],
             )
     if not (layout.probe_dir(args.backbone) / "metrics.json").is_file():

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trustser.attacks import functional as AF
-from trustser.attacks.batched import iter_batches, pad_batch
 from trustser.attacks.methods import FGSM, PGD, AttackError, WhiteNoise, check_snr, make_attack
+from trustser.deployed.batches import iter_batches, pad_batch
 
 FRAME = 80
 

@@ -15,14 +15,16 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from trustser.attacks import functional as AF
-from trustser.attacks.batched import attack_clips, pad_batch, predict_clips
+from trustser.attacks.batched import attack_clips
 from trustser.attacks.methods import AttackError
 from trustser.attacks.results import CLIP_COLUMNS
 from trustser.attacks.runner import AttackProgress, run_attack
 from trustser.audio import load_audio
 from trustser.backbones import load_backbone
 from trustser.batching import length_batches, length_mask
+from trustser.deployed.batches import pad_batch, predict_clips
 from trustser.end_to_end import EndToEndClassifier
+from trustser.heads.estimator import HeadClassifier
 from trustser.heads.model import LayerWeightedHead, load_head
 from trustser.metrics.safety import asr_by_fold
 from trustser.runs import RunLayout
@@ -57,7 +59,13 @@ def pipeline(tmp_path_factory, toy_manifest_factory):
     store = root / "cache.zarr"
     extract(manifest, store, BACKBONE, device="cpu", progress=False)
     runs = root / "runs"
-    fit_heads(store, runs=runs, folds="1,2", epochs=3, lr=1e-2, normalize=True, device="cpu")
+    fit_heads(
+        store,
+        None,
+        HeadClassifier(epochs=3, lr=1e-2, normalize=True, device="cpu"),
+        runs=runs,
+        folds="1,2",
+    )
     return {"root": root, "store": store, "runs": runs, "manifest": manifest}
 
 

@@ -16,6 +16,7 @@ from trustser.backbones import (
     load_backbone,
     resolve_spec,
 )
+from trustser.heads.estimator import HeadClassifier
 
 # Lengths chosen to hit odd mel/conv boundaries: 2 s, 1.3 s + 7 samples, 0.8 s + 99 samples.
 LENGTHS = (32_000, 20_807, 12_899)
@@ -132,7 +133,7 @@ def test_attacks_never_mix_lengths_for_families_that_cannot_mask(
     manifest = _equal_length_corpus(tmp_path / "corpus", toy_manifest_factory)
     store, runs = tmp_path / "cache.zarr", tmp_path / "runs"
     extract(manifest, store, "tiny:wav2vec2", device="cpu", progress=False)
-    fit_heads(store, runs=runs, epochs=1, device="cpu")
+    fit_heads(store, None, HeadClassifier(epochs=1, device="cpu"), runs=runs)
     calls: list[list[int]] = []
     real = backbones.load_backbone
 

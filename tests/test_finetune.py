@@ -1,7 +1,7 @@
 """Fine-tuning the top blocks from the cache: training, saved tensors, variant features, errors.
 
 Tiny random models of four families (Whisper, wav2vec2, WavLM, APC) on the toy tone corpus:
-``fit_heads(..., finetune_top=1)`` trains the top block with the head from the cached input of
+``fit_variant(store, "<backbone>@top1")`` trains the top block with the head from the cached input of
 block L − 2 without ever running the backbone, writes the variant ``<backbone>@top1`` with each
 fold's trained tensors, and the variant's privacy heads and probes see the fine-tuned blocks.
 """
@@ -20,27 +20,34 @@ from trustser.backbones import load_backbone
 from trustser.backbones.top_blocks import TopBlocksError, with_top_blocks
 from trustser.extract import extract
 from trustser.heads.data import FeatureSet, PackedFeatures, StoreGroupError
+from trustser.heads.estimator import HeadClassifier
 from trustser.heads.finetune import (
     DEFAULT_BLOCK_LR,
     FineTuneClassifier,
     FineTunedModel,
     FineTuneError,
-    blocks_fold,
     padded_batches,
     read_top_blocks,
     store_top_blocks,
-    variant_features,
-    variant_means,
 )
 from trustser.heads.model import load_head
-from trustser.heads.probe import run_probes
 from trustser.heads.tasks import build_task
-from trustser.heads.training import fit_heads
 from trustser.runs import RunLayout
 from trustser.store import open_store
+from trustser.variants import VariantError, fit_variant, run_probes
+from trustser.variants.finetune import finetuned, variant_features, variant_means
+from trustser.variants.kind import encoder_fold
 
 FAMILIES = ("whisper", "wav2vec2", "wavlm", "apc")
-FAST = {"epochs": 3, "lr": 1e-2, "block_lr": 1e-2, "device": "cpu"}
+
+
+def _fit(store, name="tiny:whisper", *, task="emotion", seed=0, **request):
+    """The variant ``name`` (``<backbone>@top<K>``) fitted fast: 3 epochs at large rates."""
+    if "@" not in name:
+        name = f"{name}@top1"
+    estimator = HeadClassifier(epochs=3, lr=1e-2, device="cpu", seed=seed)
+    tasks = ("emotion", "gender", "speaker") if task == "all" else tuple(task.split(","))
+    return fit_variant(store, name, estimator, tasks=tasks, options={"block_lr": 1e-2}, **request)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +68,7 @@ def whisper_run(stores, tmp_path_factory):
     """The tiny:whisper variant fitted for every task (emotion first), with a large block lr
     so its blocks move far from the pretrained ones."""
     runs = tmp_path_factory.mktemp("whisper-runs")
-    result = fit_heads(stores["whisper"], task="all", runs=runs, finetune_top=1, **FAST)
+    result = _fit(stores["whisper"], task="all", runs=runs)
     return {"store": stores["whisper"], "runs": runs, "result": result}
 
 
@@ -84,9 +91,9 @@ def test_fine_tuning_trains_the_top_block_from_the_cache_without_running_the_bac
         raise AssertionError("fine-tuning from the cache must never run the backbone")
 
     monkeypatch.setattr(backbone_type, "forward", never)
-    result = fit_heads(stores[family], name, task="emotion", runs=tmp_path, finetune_top=1, **FAST)
+    result = _fit(stores[family], name, runs=tmp_path)
     variant = f"{name}@top1"
-    assert result.backbone == variant and result.tasks[0].backbone == variant
+    assert result.variant == variant and result.tasks[0].backbone == variant
     layout = RunLayout(tmp_path)
     assert layout.backbone_dir(variant).name == f"tiny-{family}@top1"
     group = _group(stores[family], name)
@@ -117,14 +124,8 @@ def test_fine_tuning_trains_the_top_block_from_the_cache_without_running_the_bac
 def test_same_seed_same_variant_and_another_seed_another(stores, tmp_path):
     runs = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
     for runs_dir, seed in zip(runs, (0, 0, 1), strict=True):
-        fit_heads(
-            stores["wav2vec2"],
-            task="emotion",
-            runs=runs_dir,
-            folds="1",
-            finetune_top=1,
-            seed=seed,
-            **FAST,
+        _fit(
+            stores["wav2vec2"], "tiny:wav2vec2", runs=runs_dir, folds="1", seed=seed
         )  # wav2vec2's blocks keep their dropout (0.1) in training: seeded too
     loaded = [
         load_file(str(RunLayout(r).top_blocks_path("tiny:wav2vec2@top1", "fold1"))) for r in runs
@@ -145,15 +146,7 @@ def test_same_seed_same_variant_and_another_seed_another(stores, tmp_path):
 
 def test_memory_and_streamed_features_train_the_same_model(stores, tmp_path):
     for data in ("memory", "stream"):
-        fit_heads(
-            stores["whisper"],
-            task="emotion",
-            runs=tmp_path / data,
-            folds="2",
-            finetune_top=1,
-            data=data,
-            **FAST,
-        )
+        _fit(stores["whisper"], runs=tmp_path / data, folds="2", data=data)
     a, b = (
         load_file(str(RunLayout(tmp_path / d).top_blocks_path("tiny:whisper@top1", "fold2")))
         for d in ("memory", "stream")
@@ -318,29 +311,33 @@ def test_fine_tune_classifier_on_its_own(stores):
 def test_clear_errors(stores, tmp_path, toy_manifest, monkeypatch):
     store = stores["whisper"]
     with pytest.raises(TopBlocksError, match=r"K must lie in \[1, 2\]"):
-        fit_heads(store, task="emotion", runs=tmp_path, finetune_top=3, **FAST)
-    with pytest.raises(FineTuneError, match="give one of them"):
-        fit_heads(store, "tiny:whisper@top1", runs=tmp_path, finetune_top=2, **FAST)
+        _fit(store, "tiny:whisper@top3", runs=tmp_path)
+    with pytest.raises(VariantError, match="give one of them"):
+        finetuned("tiny:whisper@top1", 2)
+    with pytest.raises(VariantError, match="not a fine-tuned one"):
+        finetuned("tiny:whisper@privacy-l0.3", 0)
+    assert finetuned("tiny:whisper", 0) is None
+    assert finetuned("tiny:whisper", 2).name == finetuned("tiny:whisper@top2").name
     with pytest.raises(FineTuneError, match="train the variant first"):
-        fit_heads(store, "tiny:whisper@top1", task="gender", runs=tmp_path / "empty", **FAST)
+        _fit(store, "tiny:whisper@top1", task="gender", runs=tmp_path / "empty")
     with pytest.raises(ValueError, match="top<K> with K >= 1"):
-        fit_heads(store, "tiny:whisper@top0", runs=tmp_path, **FAST)
+        _fit(store, "tiny:whisper@top0", runs=tmp_path)
     with pytest.raises(StoreGroupError, match="no features of backbone"):
-        fit_heads(store, "tiny:hubert@top1", runs=tmp_path, **FAST)
+        _fit(store, "tiny:hubert@top1", runs=tmp_path)
     # Whisper's 30 s window: the cache lacks the padding those blocks attend to.
     window = tmp_path / "30s.zarr"
     extract(toy_manifest, window, "tiny:whisper", device="cpu", window="30s", progress=False)
     with pytest.raises(TopBlocksError, match="window='30s'"):
-        fit_heads(window, task="emotion", runs=tmp_path, finetune_top=1, **FAST)
+        _fit(window, runs=tmp_path)
     # A family whose backbone offers no top blocks.
     from trustser.backbones.base import Backbone
     from trustser.backbones.wav2vec2 import Wav2Vec2StyleBackbone
 
     monkeypatch.setattr(Wav2Vec2StyleBackbone, "top_blocks", Backbone.top_blocks)
     with pytest.raises(TopBlocksError, match="not implemented for family 'wavlm'"):
-        fit_heads(stores["wavlm"], task="emotion", runs=tmp_path, finetune_top=1, **FAST)
-    with pytest.raises(FineTuneError, match="fold 'fold9' has no fine-tuned"):
-        blocks_fold("fold9", ["fold1"], task="gender")
+        _fit(stores["wavlm"], "tiny:wavlm", runs=tmp_path)
+    with pytest.raises(VariantError, match="fold 'fold9' has no trained encoder"):
+        encoder_fold("fold9", ["fold1"], task="gender")
 
 
 def test_cli_fits_the_variant_and_its_privacy_heads(stores, tmp_path):

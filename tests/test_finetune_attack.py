@@ -9,20 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from trustser.attacks.batched import predict_clips
 from trustser.attacks.methods import AttackError
 from trustser.attacks.runner import run_attack
 from trustser.audio import load_audio
 from trustser.backbones import load_backbone
 from trustser.backbones.top_blocks import with_top_blocks
 from trustser.cost import read_cost, run_cost
+from trustser.deployed.batches import predict_clips
 from trustser.end_to_end import EndToEndClassifier
 from trustser.extract import extract
+from trustser.heads.estimator import HeadClassifier
 from trustser.heads.finetune import FineTunedModel, read_top_blocks, store_top_blocks
 from trustser.heads.model import load_head
-from trustser.heads.training import fit_heads
 from trustser.runs import RunLayout
 from trustser.store import open_store
+from trustser.variants import fit_variant
 
 VARIANT = "tiny:whisper@top1"
 
@@ -34,16 +35,14 @@ def variant_run(tmp_path_factory, toy_manifest_factory):
     store = root / "cache.zarr"
     extract(manifest, store, "tiny:whisper", device="cpu", progress=False)
     runs = root / "runs"
-    fit_heads(
+    fit_variant(
         store,
-        task="emotion",
+        "tiny:whisper@top1",
+        HeadClassifier(epochs=3, lr=1e-2, device="cpu"),
+        tasks=tuple(["emotion"]),
         runs=runs,
         folds="1,2",
-        finetune_top=1,
-        epochs=3,
-        lr=1e-2,
-        block_lr=1e-2,
-        device="cpu",
+        options={"block_lr": 1e-2},
     )
     return {"store": store, "runs": runs}
 

@@ -32,7 +32,7 @@ from trustser.heads.tasks import (
     select_splits,
     speaker_splits,
 )
-from trustser.heads.training import choose_data_mode, fit_heads
+from trustser.heads.training import choose_data_mode, default_estimator, fit_heads
 from trustser.manifest import EMOTIONS, Manifest, Utterance, speakers_by_gender
 
 L, D = 3, 12
@@ -353,12 +353,10 @@ def test_fit_heads_writes_the_results_layout(fake_store, tmp_path, manifest):
     events = []
     result = fit_heads(
         store,
+        None,
+        HeadClassifier(epochs=3, batch_size=16, lr=3e-3, device="cpu"),
         task="emotion",
         runs=tmp_path / "runs",
-        epochs=3,
-        batch_size=16,
-        lr=3e-3,
-        device="cpu",
         folds="1,3",
         callback=events.append,
     )
@@ -432,9 +430,10 @@ def test_fit_heads_writes_the_results_layout(fake_store, tmp_path, manifest):
 
 def test_fit_heads_is_deterministic_and_streaming_matches_memory(fake_store, tmp_path):
     store, group = fake_store
-    common = dict(task="gender", epochs=2, batch_size=16, device="cpu", folds="2", seed=5)
-    a = fit_heads(store, runs=tmp_path / "a", data="memory", **common)
-    b = fit_heads(store, runs=tmp_path / "b", data="memory", **common)
+    estimator = default_estimator(epochs=2, batch_size=16, device="cpu", seed=5)
+    common = dict(task="gender", folds="2")
+    a = fit_heads(store, None, estimator, runs=tmp_path / "a", data="memory", **common)
+    b = fit_heads(store, None, estimator, runs=tmp_path / "b", data="memory", **common)
     head = tmp_path / "{}" / "fakenet" / "gender" / "fold2" / "head.safetensors"
     assert Path(str(head).format("a")).read_bytes() == Path(str(head).format("b")).read_bytes()
     assert a.tasks[0].folds[0].test == b.tasks[0].folds[0].test
@@ -444,7 +443,7 @@ def test_fit_heads_is_deterministic_and_streaming_matches_memory(fake_store, tmp
     # streaming reads padded batches from the group every epoch; the fake serves the same
     # batches as the packed path, so the two computations must agree to rounding
     reads = group.streamed
-    s = fit_heads(store, runs=tmp_path / "s", data="stream", **common)
+    s = fit_heads(store, None, estimator, runs=tmp_path / "s", data="stream", **common)
     assert s.data_mode == "stream" and group.streamed - reads > 2
     assert s.tasks[0].folds[0].test["confusion"] == a.tasks[0].folds[0].test["confusion"]
     np.testing.assert_allclose(
@@ -455,7 +454,12 @@ def test_fit_heads_is_deterministic_and_streaming_matches_memory(fake_store, tmp
 def test_all_tasks_and_layer_weights_find_the_informative_layer(fake_store, tmp_path):
     store, group = fake_store
     result = fit_heads(
-        store, task="all", runs=tmp_path, epochs=6, batch_size=16, lr=2e-2, device="cpu", folds="1"
+        store,
+        None,
+        HeadClassifier(epochs=6, batch_size=16, lr=2e-2, device="cpu"),
+        task="all",
+        runs=tmp_path,
+        folds="1",
     )
     assert [t.task for t in result.tasks] == ["emotion", "gender", "speaker"]
     assert group.streamed == 1  # one read into RAM serves all three tasks
@@ -626,25 +630,35 @@ def test_class_weight_none_as_typed_means_no_weighting(fake_store, tmp_path):
     ):
         class_weight_policy("x")
     store, _ = fake_store
-    common = dict(task="gender", batch_size=16, device="cpu", folds="1", epochs=1)
-    typed = fit_heads(store, runs=tmp_path / "a", class_weight="none", **common).tasks[0]
-    plain = fit_heads(store, runs=tmp_path / "b", class_weight=None, **common).tasks[0]
+    common = dict(task="gender", folds="1")
+
+    def head(policy):
+        return default_estimator(batch_size=16, device="cpu", epochs=1, class_weight=policy)
+
+    typed = fit_heads(store, None, head(class_weight_policy("none")), runs=tmp_path / "a", **common)
+    plain = fit_heads(store, None, head(None), runs=tmp_path / "b", **common)
+    typed, plain = typed.tasks[0], plain.tasks[0]
     config = json.loads((typed.directory / "config.json").read_text())
     assert config["hyperparameters"]["class_weight"] is None  # recorded as if None was passed
     assert typed.metrics["test_uar_mean"] == plain.metrics["test_uar_mean"]
     with pytest.raises(ValueError, match="--class-weight"):
-        fit_heads(store, runs=tmp_path / "c", class_weight="inverse", **common)
+        class_weight_policy("inverse")
 
 
 def test_step_floor_applies_to_default_epochs_only(fake_store, tmp_path):
     store, _ = fake_store
-    common = dict(task="gender", batch_size=16, device="cpu", folds="1")
-    exact = fit_heads(store, runs=tmp_path / "a", epochs=1, **common).tasks[0].folds[0]
+    common = dict(task="gender", folds="1")
+
+    def head(**params):
+        return default_estimator(batch_size=16, device="cpu", **params)
+
+    exact = fit_heads(store, None, head(epochs=1), runs=tmp_path / "a", **common)
+    exact = exact.tasks[0].folds[0]
     assert len(exact.history) == 1  # an explicit epoch count is taken as given
-    floored = fit_heads(store, runs=tmp_path / "b", epochs=1, min_steps=40, **common)
+    floored = fit_heads(store, None, head(epochs=1, min_steps=40), runs=tmp_path / "b", **common)
     fold = floored.tasks[0].folds[0]
     steps_per_epoch = -(-fold.sizes["train"] // 16)
     assert len(fold.history) == -(-40 // steps_per_epoch) > 1
-    default = fit_heads(store, runs=tmp_path / "c", **common).tasks[0].folds[0]
+    default = fit_heads(store, None, head(), runs=tmp_path / "c", **common).tasks[0].folds[0]
     expected = max(DEFAULT_EPOCHS["gender"], -(-DEFAULT_MIN_STEPS // steps_per_epoch))
     assert len(default.history) == expected > DEFAULT_EPOCHS["gender"]

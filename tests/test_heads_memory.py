@@ -18,9 +18,10 @@ from trustser.heads.data import FeatureSet, PackedFeatures
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.finetune import padded_batches
 from trustser.heads.tasks import build_task, select_splits
-from trustser.heads.training import choose_data_mode, fit_heads
+from trustser.heads.training import choose_data_mode
 from trustser.store import open_store
 from trustser.store.format import frame_row_bytes
+from trustser.variants import fit_variant
 
 BACKBONE = "tiny:whisper"
 
@@ -100,17 +101,15 @@ def test_fit_heads_in_memory_builds_int8_features_and_finetuning_reads_them(
         return packed
 
     monkeypatch.setattr(training.PackedFeatures, "from_source", classmethod(spy))
-    result = fit_heads(
+    result = fit_variant(
         stores["int8"],
-        task="emotion",
+        "tiny:whisper@top1",
+        HeadClassifier(epochs=2, device="cpu", lr=1e-2),
+        tasks=tuple(["emotion"]),
         runs=tmp_path,
-        epochs=2,
         folds="1",
-        device="cpu",
         data="memory",
-        finetune_top=1,
-        lr=1e-2,
-        block_lr=1e-2,
+        options={"block_lr": 1e-2},
     )
     assert result.data_mode == "memory" and result.backbone == f"{BACKBONE}@top1"
     assert built and built[0].dtype == torch.int8

@@ -21,6 +21,7 @@ from trustser.backbones.base import Backbone
 from trustser.extract import extract
 from trustser.folds import gender_balanced_speaker_groups, rotating_folds
 from trustser.heads.data import PackedFeatures
+from trustser.heads.estimator import HeadClassifier
 from trustser.heads.model import load_head
 from trustser.heads.probe import run_probes
 from trustser.heads.training import choose_data_mode, fit_heads
@@ -87,7 +88,12 @@ def no_backbone(monkeypatch):
 @pytest.mark.parametrize("data", ["memory", "stream"])
 def test_fit_from_a_real_store_never_touches_the_backbone(store, tmp_path, no_backbone, data):
     result = fit_heads(
-        store, task="emotion,gender", runs=tmp_path, epochs=3, batch_size=8, device="cpu", data=data
+        store,
+        None,
+        HeadClassifier(epochs=3, batch_size=8, device="cpu"),
+        task="emotion,gender",
+        runs=tmp_path,
+        data=data,
     )
     assert result.backbone == BACKBONE and result.data_mode == data
     layout = RunLayout(tmp_path)

@@ -12,6 +12,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from trustser.cli.main import app
+from trustser.heads.estimator import HeadClassifier
 from trustser.workspace import (
     WorkspaceError,
     attack_backbones,
@@ -164,5 +165,5 @@ def test_which_backbones_bare_stages_work_on(tmp_path, toy_manifest):
     runs = tmp_path / "runs"
     with pytest.raises(WorkspaceError, match="trustser heads fit"):
         attack_backbones(store, runs, None)
-    fit_heads(store, "tiny:apc", runs=runs, epochs=1, device="cpu")
+    fit_heads(store, "tiny:apc", HeadClassifier(epochs=1, device="cpu"), runs=runs)
     assert attack_backbones(store, runs, None) == ["tiny:apc"]  # only it has emotion heads

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from trustser.heads.estimator import HeadClassifier
 from trustser.metrics.fairness import multiclass_equalized_odds_difference
 from trustser.profile import AXES, ProfileError, collect_profile, run_profile
 from trustser.runs import RunLayout
@@ -150,7 +151,14 @@ def test_profile_of_a_real_pipeline_run(tmp_path, toy_manifest):
     store, runs = tmp_path / "cache.zarr", tmp_path / "runs"
     extract(toy_manifest, store, "tiny:whisper", device="cpu", progress=False)
     for task in ("emotion", "gender"):
-        fit_heads(store, task=task, runs=runs, folds="1,2", epochs=2, lr=1e-2, device="cpu")
+        fit_heads(
+            store,
+            None,
+            HeadClassifier(epochs=2, lr=1e-2, device="cpu"),
+            task=task,
+            runs=runs,
+            folds="1,2",
+        )
     run_attack(store, runs=runs, method="fgsm", snr_db=45, folds="1,2", device="cpu", batch_size=8)
     run_cost("tiny:whisper", runs=runs, timing=False)
 

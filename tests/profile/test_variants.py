@@ -7,13 +7,15 @@ import json
 
 import pytest
 
+from trustser import variants
 from trustser.profile import collect_profile, write_profile
 from trustser.profile.collect import with_variants
 from trustser.profile.radar import draw_radar_charts
 from trustser.profile.recommend import recommend
 from trustser.profile.report import render_report
 from trustser.profile.tables import profile_rows, profile_to_markdown
-from trustser.runs import ModelName, RunLayout, finetune_variant, read_json, write_json
+from trustser.runs import ModelName, RunLayout, read_json, write_json
+from trustser.variants.finetune import KIND as FINETUNED
 
 BASE, VARIANT = "tiny:whisper", "tiny:whisper@top1"
 
@@ -40,20 +42,16 @@ def runs(tmp_path, write_fake_runs):
 
 def test_variant_names_parse_and_build_generically():
     name = ModelName.parse("whisper_tiny_en_offline@top1")
-    assert (name.base, name.tag, name.kind, name.finetune_top) == (
-        "whisper_tiny_en_offline",
-        "top1",
-        "top",
-        1,
-    )
+    assert (name.base, name.tag, name.kind) == ("whisper_tiny_en_offline", "top1", "top")
+    assert variants.parse(name).params == {"k": 1}
     assert str(name) == "whisper_tiny_en_offline@top1" and name.directory == str(name)
     assert ModelName.parse("tiny:whisper@top2").directory == "tiny-whisper@top2"
     # an hf: revision is not a variant kind: the name stays a base (its variants still parse)
     assert not ModelName.parse("hf:org/model@main").is_variant
     assert ModelName.parse("hf:org/model@main@top3").base == "hf:org/model@main"
-    assert finetune_variant("tiny:whisper", 2) == "tiny:whisper@top2"
+    assert FINETUNED.variant("tiny:whisper", k=2).name == "tiny:whisper@top2"
     with pytest.raises(ValueError, match="K >= 1"):
-        ModelName.parse("tiny:whisper@top0")
+        variants.parse("tiny:whisper@top0")
     layout = RunLayout("runs")
     assert layout.backbone_dir(VARIANT) == layout.backbone_dir("tiny-whisper@top1")
     assert layout.top_blocks_path(VARIANT, "fold1").parts[-4:] == (

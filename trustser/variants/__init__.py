@@ -15,8 +15,10 @@ backbone); every stage asks it what it needs. A new kind is a module with a
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+from trustser.heads.estimator import HeadClassifier
 from trustser.heads.probe import ProbeResult
 from trustser.runs import ModelName, forget_variant_word, register_variant_word
 from trustser.variants import fairness, finetune, privacy, smoothing
@@ -28,6 +30,7 @@ __all__ = [
     "VariantError",
     "VariantFit",
     "VariantKind",
+    "fit_variant",
     "kind",
     "kinds",
     "parse",
@@ -116,4 +119,34 @@ def run_probes(store: str | os.PathLike, model: str | None = None, **options: An
         representation=representation,
         description=variant.kind.probe_description(variant, group),
         **options,
+    )
+
+
+def fit_variant(
+    store: str | os.PathLike,
+    model: str,
+    estimator: HeadClassifier | None = None,
+    *,
+    runs: str | os.PathLike = "runs",
+    **request: Any,
+) -> VariantFit:
+    """Fit the variant ``model`` names (``"whisper_tiny_en_offline@top1"``) from ``store`` into
+    ``runs``: the library's one-call form of what ``trustser heads fit --finetune-top`` and
+    ``trustser mitigate`` do. ``estimator`` is the base's head configuration (default the heads'
+    own, :func:`~trustser.heads.training.default_estimator`); other :class:`FitRequest` fields
+    by name (``folds``, ``tasks``, ``options``, ``callback`` ...; ``device`` and ``seed`` default
+    to the estimator's)."""
+    from trustser.heads.training import default_estimator
+
+    variant = parse(model)
+    if variant is None:
+        raise VariantError(
+            f"{model!r} is a backbone, not a variant (<backbone>@<tag>); fit its heads with "
+            "`trustser heads fit` (trustser.heads.training.fit_heads)."
+        )
+    estimator = estimator if estimator is not None else default_estimator()
+    request.setdefault("device", estimator.device)
+    request.setdefault("seed", estimator.seed)
+    return variant.fit(
+        FitRequest(store=Path(store), runs=Path(runs), estimator=estimator, **request)
     )

@@ -17,61 +17,59 @@ from trustser.attacks.runner import PLAIN_SUBDIR, run_attack
 from trustser.cost import measure_cost
 from trustser.extract import extract
 from trustser.heads.data import PackedFeatures
+from trustser.heads.estimator import HeadClassifier
+from trustser.heads.mitigated import cell_weights, reverse_gradient
 from trustser.heads.model import LayerWeightedHead, load_head
 from trustser.heads.tasks import build_task
-from trustser.heads.training import fit_heads
-from trustser.mitigate import (
-    PostProcessing,
-    SmoothedClassifier,
-    cell_weights,
-    encoder_frames,
-    fit_fair_post,
-    fit_fair_reweight,
-    fit_privacy,
-)
-from trustser.mitigate.estimator import reverse_gradient
-from trustser.mitigate.fairness import worst_class_eo_gap
-from trustser.mitigate.privacy import attack_representation
-from trustser.runs import (
-    ModelName,
-    RunLayout,
-    fairness_variant,
-    privacy_variant,
-    read_json,
-    smoothing_variant,
-)
+from trustser.heads.training import default_estimator, fit_heads
+from trustser.runs import ModelName, RunLayout, read_json
+from trustser.variants import VariantError, fit_variant, parse
+from trustser.variants.fairness import KIND as FAIRNESS
+from trustser.variants.fairness import PostProcessing, worst_class_eo_gap
+from trustser.variants.privacy import KIND as PRIVACY
+from trustser.variants.privacy import attack_representation, encoder_frames
+from trustser.variants.smoothing import KIND as SMOOTHING
+from trustser.variants.smoothing import SmoothedClassifier
 
 BASE = "tiny:whisper"
 
 
 # ----------------------------------------------------------------------------- names
 @pytest.mark.parametrize(
-    ("name", "kind", "attribute", "value"),
+    ("name", "kind", "params"),
     [
-        ("w@privacy-l0.3", "privacy", "privacy_lambda", 0.3),
-        ("w@fair-post", "fair", "fairness_method", "post"),
-        ("w@fair-reweight", "fair", "fairness_method", "reweight"),
-        ("w@smooth-s30-n8", "smooth", "smoothing", (30.0, 8)),
+        ("w@privacy-l0.3", "privacy", {"lam": 0.3}),
+        ("w@fair-post", "fair", {"method": "post"}),
+        ("w@fair-reweight", "fair", {"method": "reweight"}),
+        ("w@smooth-s30-n8", "smooth", {"snr_db": 30.0, "samples": 8}),
     ],
 )
-def test_mitigation_variants_parse(name, kind, attribute, value):
-    parsed = ModelName.parse(name)
-    assert (parsed.base, parsed.kind, getattr(parsed, attribute)) == ("w", kind, value)
-    assert parsed.finetune_top == 0 and str(parsed) == name
+def test_mitigation_variants_parse(name, kind, params):
+    parsed = parse(name)
+    assert (parsed.base, parsed.kind.word, dict(parsed.params)) == ("w", kind, params)
+    assert parsed.name == name and ModelName.parse(name).kind == kind
     assert RunLayout("runs").backbone_dir("tiny:w@" + parsed.tag).name == "tiny-w@" + parsed.tag
 
 
 def test_mitigation_variant_builders_and_bad_tags():
-    assert privacy_variant("w", 1) == "w@privacy-l1"
-    assert fairness_variant("w@top1", "post") == "w@fair-post"
-    assert smoothing_variant("w", 30, 8) == "w@smooth-s30-n8"
+    assert PRIVACY.variant("w", lam=1).name == "w@privacy-l1"
+    assert FAIRNESS.variant("w@top1", method="post").name == "w@fair-post"
+    assert SMOOTHING.variant("w", snr_db=30, samples=8).name == "w@smooth-s30-n8"
     for tag in ("privacy-x", "fair-pre", "smooth-s30", "smooth-s30-n0"):
-        with pytest.raises(ValueError, match="variant is"):
-            ModelName("w", tag)
-    with pytest.raises(ValueError):
-        smoothing_variant("w", 30, 0)
-    with pytest.raises(ValueError):
-        privacy_variant("w", -1)
+        with pytest.raises(VariantError, match="variant is"):
+            parse(f"w@{tag}")
+    with pytest.raises(VariantError):
+        SMOOTHING.variant("w", snr_db=30, samples=0)
+    with pytest.raises(VariantError):
+        PRIVACY.variant("w", lam=-1)
+    # what the stages ask each kind
+    post, reweight = parse("w@fair-post"), parse("w@fair-reweight")
+    smooth = parse("w@smooth-s30-n8")
+    assert post.not_attackable and reweight.not_attackable is None
+    assert post.needs_gender_at_inference and not reweight.needs_gender_at_inference
+    assert smooth.randomized and smooth.inference_passes == 8 and smooth.uses_base_heads
+    assert all(v.exposes_base_representation for v in (post, reweight, smooth))
+    assert not parse("w@privacy-l1").exposes_base_representation
 
 
 # ------------------------------------------------------------------------- estimator
@@ -124,7 +122,7 @@ def test_a_representation_that_fools_only_its_own_adversary_does_not_score_priva
         layout=RunLayout(tmp_path / "runs"),
         variant=f"{BASE}@privacy-l1",
         store_info={"group": BASE},
-        head_options={"hidden": 16, "lr": 1e-2, "epochs": 60, "device": "cpu"},
+        estimator=HeadClassifier(hidden=16, lr=1e-2, epochs=60, device="cpu"),
     )
     fresh = runs[0].metrics["test_accuracy_mean"]
     assert fresh >= 0.9, fresh  # a fresh attacker is not fooled: the variant is not private
@@ -141,14 +139,25 @@ def toy_runs(tmp_path_factory, toy_manifest_factory):
     store = root / "cache.zarr"
     extract(manifest, store, BASE, device="cpu", progress=False)
     runs = root / "runs"
-    fit_heads(store, task="all", runs=runs, folds="1,2", epochs=3, lr=1e-2, device="cpu")
+    fit_heads(
+        store,
+        None,
+        HeadClassifier(epochs=3, lr=1e-2, device="cpu"),
+        task="all",
+        runs=runs,
+        folds="1,2",
+    )
     return {"store": store, "runs": runs, "manifest": manifest}
 
 
 def test_privacy_variant_writes_every_privacy_run_and_attacks_end_to_end(toy_runs):
     store, runs = toy_runs["store"], toy_runs["runs"]
-    (result,) = fit_privacy(
-        store, BASE, lambdas=[1.0], runs=runs, folds="1,2", epochs=3, device="cpu"
+    result = fit_variant(
+        store,
+        f"{BASE}@privacy-l1",
+        default_estimator(epochs=3, device="cpu"),
+        runs=runs,
+        folds="1,2",
     )
     assert result.variant == f"{BASE}@privacy-l1"
     layout = RunLayout(runs)
@@ -173,17 +182,24 @@ def test_privacy_variant_writes_every_privacy_run_and_attacks_end_to_end(toy_run
 
 def test_fairness_variants(toy_runs):
     store, runs = toy_runs["store"], toy_runs["runs"]
-    post = fit_fair_post(store, BASE, runs=runs)
+    post = fit_variant(store, f"{BASE}@fair-post", runs=runs)
     assert post.variant == f"{BASE}@fair-post"
     assert set(post.inherited) == {"gender", "speaker"}
     for fold in post.metrics["folds"]:
         assert fold["dev_uar_after"] >= fold["dev_uar_before"] - 0.02 - 1e-9
         assert fold["dev_worst_eo_gap_after"] <= fold["dev_worst_eo_gap_before"] + 1e-9
-    assert (post.directory / "predictions.csv").is_file()
+    assert (RunLayout(runs).head_dir(post.variant, "emotion") / "predictions.csv").is_file()
     with pytest.raises(AttackError, match="gender at inference"):
         run_attack(store, post.variant, runs=runs, device="cpu")
-    run, inherited = fit_fair_reweight(store, BASE, runs=runs, folds="1", epochs=2, device="cpu")
-    assert run.backbone == f"{BASE}@fair-reweight" and "gender" in inherited
+    reweighted = fit_variant(
+        store,
+        f"{BASE}@fair-reweight",
+        default_estimator(epochs=2, device="cpu"),
+        runs=runs,
+        folds="1",
+    )
+    (run,) = reweighted.tasks
+    assert run.backbone == f"{BASE}@fair-reweight" and "gender" in reweighted.inherited
     sidecar = json.loads((run.directory / "fold1" / "head.json").read_text())
     weights = sidecar["mitigation"]["cell_weights"]
     assert len(weights) == 8  # 2 genders × 4 emotions
@@ -272,7 +288,7 @@ def test_adaptive_attack_is_at_least_as_strong_as_the_plain_one_on_the_smoothed_
 
 def test_smoothed_variant_attacks_adaptive_and_plain_and_costs_n_passes(toy_runs):
     store, runs = toy_runs["store"], toy_runs["runs"]
-    variant = smoothing_variant(BASE, 30, 2)
+    variant = SMOOTHING.variant(BASE, snr_db=30, samples=2).name
     run = run_attack(
         store, variant, runs=runs, method="pgd", snr_db=30, steps=2, eot_samples=2, device="cpu"
     )
