@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trustser.formatting import percent
+from trustser.profile.estimator import ClipFiles, RowBootstrap
 from trustser.profile.model import BackboneProfile, Profile
+from trustser.profile.results import Results
 from trustser.runs import DEFAULT_RUNS
 
 __all__ = [
@@ -160,7 +162,7 @@ class Figure:
         return ((entry.intervals or {}).get(self.key) or {}).get("value")
 
 
-def _no_clips(_clips: Any) -> list[list[dict[str, str]]]:
+def _no_clips(_clips: ClipFiles) -> list[list[dict[str, str]]]:
     return []
 
 
@@ -197,7 +199,7 @@ class Axis:
     metric: str
     short: str
     higher_is_better: bool
-    collect: Callable[[Any], Reading | None]
+    collect: Callable[[Results], Reading | None]
     command: Callable[[Commands], str]
     unit: str = FRACTION
     log: bool = False
@@ -205,8 +207,8 @@ class Axis:
     paper_key: str | None = None
     absolute: AbsoluteEnds | None = None
     own_field: bool = False  # its details are BackboneProfile.<name> (profile.json format 1)
-    clips: Callable[[Any], list[list[dict[str, str]]]] = _no_clips
-    bootstrap: Callable[[Any], None] | None = None
+    clips: Callable[[ClipFiles], list[list[dict[str, str]]]] = _no_clips
+    bootstrap: Callable[[RowBootstrap], None] | None = None
     combine: Callable[[Sequence[BackboneProfile]], Reading] | None = None
     spoke: Callable[[BackboneProfile, dict[str, Any]], str] | None = None
     csv: Callable[[BackboneProfile], CsvColumns] | None = None

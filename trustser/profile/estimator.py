@@ -77,6 +77,10 @@ class ClipFiles:
         """The head of ``task``'s per-clip test predictions."""
         return self.rows(f"{task}/predictions.csv")
 
+    def heads(self, *tasks: str) -> list[Rows]:
+        """The per-clip test predictions of the heads of ``tasks`` that have them."""
+        return [rows for rows in map(self.predictions, tasks) if rows]
+
     def attacks(self) -> dict[str, Rows]:
         """Each attack directory's ``clips.csv`` (by directory name) that has per-clip results."""
         if self._attacks is None:

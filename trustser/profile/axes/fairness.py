@@ -10,6 +10,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
+
 from trustser.formatting import MISSING, percent
 from trustser.metrics import bootstrap as bs
 from trustser.metrics._common import MetricError, MetricWarning, mean_std
@@ -18,7 +20,7 @@ from trustser.profile.axes.performance import AXIS as PERFORMANCE
 from trustser.profile.axes.performance import EMOTION
 from trustser.profile.axis import AbsoluteEnds, Axis, Column, CsvColumns, Reading, Section
 from trustser.profile.cells import NOT_DEFINED, escape, html_table, interval_text
-from trustser.profile.estimator import METHOD_FAIR, METHOD_POOLED, ClipFiles, RowBootstrap
+from trustser.profile.estimator import METHOD_FAIR, METHOD_POOLED, RowBootstrap
 from trustser.profile.model import BackboneProfile, Profile
 from trustser.profile.results import Results, column, labels_of
 
@@ -36,7 +38,12 @@ _GAPS = (
 
 
 def _per_fold(
-    y_true: Any, y_pred: Any, genders: Any, folds: Any, labels: list[str], notes: list[str]
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    genders: np.ndarray,
+    folds: np.ndarray,
+    labels: list[str],
+    notes: list[str],
 ) -> dict[str, dict[str, float]]:
     per_fold: dict[str, dict[str, float]] = {}
     for fold in dict.fromkeys(folds.tolist()):
@@ -90,11 +97,6 @@ def _collect(results: Results) -> Reading | None:
     except MetricError as error:
         return Reading(notes=[f"{_NAME}: {error}"])
     return Reading(details, details["axis_value"], notes=[f"{_NAME}: {n}" for n in notes])
-
-
-def _clips(clips: ClipFiles) -> list[list[dict[str, str]]]:
-    rows = clips.predictions(EMOTION)
-    return [rows] if rows else []
 
 
 def _bootstrap(draws: RowBootstrap) -> None:
@@ -283,7 +285,7 @@ AXIS = Axis(
     paper_key="eo",
     absolute=AbsoluteEnds(1.0, 0.0, "EO 100 % → 0 %"),
     own_field=True,
-    clips=_clips,
+    clips=lambda files: files.heads(EMOTION),
     bootstrap=_bootstrap,
     csv=_csv,
     markdown=_markdown,

@@ -6,6 +6,7 @@ Read from the emotion head's ``metrics.json`` (its fold means are authoritative)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from trustser.formatting import MISSING, percent
@@ -87,11 +88,6 @@ def _collect(results: Results) -> Reading | None:
     return Reading(details, details.get("uar_mean"), context, notes)
 
 
-def _clips(clips: Any) -> list[list[dict[str, str]]]:
-    rows = clips.predictions(EMOTION)
-    return [rows] if rows else []
-
-
 def _bootstrap(draws: RowBootstrap) -> None:
     tables = draws.head_tables(EMOTION, grouped=True)
     if tables is None:
@@ -105,7 +101,7 @@ def _bootstrap(draws: RowBootstrap) -> None:
         draws.store(key, estimate(metric, tables, METHOD_FOLD))
 
 
-def _combine(rows: Any) -> Reading:
+def _combine(rows: Sequence[BackboneProfile]) -> Reading:
     """A mean over corpora keeps the chance level when every corpus has the same classes."""
     chance = {r.context.get("emotion_chance") for r in rows}
     if len(chance) == 1 and None not in chance:
@@ -190,7 +186,7 @@ AXIS = Axis(
         Chance("emotion_chance", 0.25, "chance (1/C)"), 1.0, "UAR chance (1/C) → 100 %"
     ),
     own_field=True,
-    clips=_clips,
+    clips=lambda files: files.heads(EMOTION),
     bootstrap=_bootstrap,
     combine=_combine,
     csv=_csv,

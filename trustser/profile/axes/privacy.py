@@ -130,9 +130,8 @@ def _collect(results: Results) -> Reading:
 
 
 def _clips(clips: ClipFiles) -> list[list[dict[str, str]]]:
-    tables = [clips.predictions(task) for task in _TASKS]
-    tables.append(clips.rows("probe/predictions-gender.csv"))
-    return [rows for rows in tables if rows]
+    probe = clips.rows("probe/predictions-gender.csv")
+    return [*clips.heads(*_TASKS), *([probe] if probe else [])]
 
 
 def _bootstrap(draws: RowBootstrap) -> None:
