@@ -28,7 +28,7 @@ from trustser.profile.cells import interval_text
 from trustser.profile.estimator import METHOD_FOLD
 from trustser.profile.model import ProfileError
 from trustser.profile.radar import draw_radar_charts
-from trustser.profile.recommend import RecommendError, recommend
+from trustser.profile.recommend import SCENARIOS, RecommendError, recommend
 from trustser.runs import write_json
 
 TOY = "toy"
@@ -103,6 +103,8 @@ def test_a_registered_axis_runs_through_every_output(toy, runs, tmp_path):
     }
     assert good["intervals"][TOY]["low"] < good["raw"][TOY] < good["intervals"][TOY]["high"]
     assert "toy: read" in good["notes"]
+    assert toy.details(profile.get("good")) == {"source": "emotion head"}
+    assert get_axis("fairness").details(profile.get("good")) is profile.get("good").fairness
     header = files["csv"].read_text().splitlines()[0].split(",")
     assert {"score_toy", "toy_accuracy", "toy_accuracy_low"} <= set(header)
     markdown = files["markdown"].read_text()
@@ -175,6 +177,8 @@ def test_the_paper_axes_write_no_new_keys(runs):
 
 def test_the_registry_refuses_inconsistent_axes(monkeypatch):
     assert get_axis("perf") is get_axis("performance") and len(registered_axes()) == 5
+    for scenario in SCENARIOS.values():  # the paper's Table 5 names registered axes only
+        assert set(scenario["priorities"]) == {a.name for a in registered_axes()}
     with pytest.raises(ProfileError, match="no axis 'loudness'"):
         get_axis("loudness")
     clash = Axis(**{**TOY_AXIS.__dict__, "aliases": ("cost",)})
