@@ -387,10 +387,13 @@ def recommend(
     entries = [c[1] for c in candidates]
     shares, replicates = _first_shares(profile, entries, normalised)
     tied = _confidence_set([e.name for e in entries], shares, CONFIDENCE) if replicates else []
+    variants = {b.name: b for b in profile.backbones if b.is_variant}
     ranking = []
-    for index, (score, entry, scores, contributions) in enumerate(candidates):
+    for index, (score, row, scores, contributions) in enumerate(candidates):
+        backbone = row.name
         reasons = _reasons(scores, normalised, weighing.priorities)
-        if entry.is_variant:  # say what the row is: a variant is ranked as a model of its own
+        if backbone in variants:  # say what the row is: a variant is ranked as a model of its own
+            entry = variants[backbone]
             reasons.insert(0, f"variant of {entry.base}: {entry.variant_description}")
         if index + 1 < len(candidates):
             reasons.append(_ahead(score, contributions, candidates[index + 1], normalised))
@@ -399,7 +402,7 @@ def recommend(
         ranking.append(
             Ranked(
                 rank=index + 1,
-                backbone=entry.name,
+                backbone=backbone,
                 score=float(score),
                 contributions=contributions,
                 reasons=reasons,
