@@ -12,20 +12,12 @@ from rich.table import Table
 from trustser.cli._common import OUT, RUNS, STORE, console, user_errors, workspace
 from trustser.cli._tables import print_table
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
-from trustser.profile import AXIS_TITLES, ModelComparison, run_compare
+from trustser.profile import ModelComparison, run_compare
+from trustser.profile.axes import compared
 from trustser.profile.tables import comparison_verdict, interval_text
 from trustser.runs import write_json
 
 app = typer.Typer()
-
-# axis -> the interval key of each row's figure, and whether it prints as a percentage
-_FIGURES = {
-    "performance": ("performance", True),
-    "privacy": ("privacy", True),
-    "safety": ("safety", True),
-    "fairness": ("fairness", True),
-    "sustainability": ("sustainability", False),
-}
 
 
 def _render(result: ModelComparison) -> None:
@@ -39,12 +31,13 @@ def _render(result: ModelComparison) -> None:
     table.add_column("A", justify="right")
     table.add_column("B", justify="right")
     table.add_column("A − B [95 %], p: verdict")
+    measures = {m.key: m for m in compared()}  # each axis, and the figures beside it
     for comparison in result.comparisons:
-        key, as_percent = _FIGURES[comparison.metric]
+        measure = measures[comparison.metric]
         table.add_row(
-            AXIS_TITLES[comparison.metric],
-            interval_text(result.a, key, comparison.a, as_percent=as_percent),
-            interval_text(result.b, key, comparison.b, as_percent=as_percent),
+            measure.title,
+            interval_text(result.a, measure.key, comparison.a, as_percent=measure.percent),
+            interval_text(result.b, measure.key, comparison.b, as_percent=measure.percent),
             escape(comparison_verdict(comparison.to_dict())),
         )
     print_table(table, keys=1, console=console)

@@ -22,7 +22,8 @@ from trustser.cli._common import (
 from trustser.cli._tables import print_table
 from trustser.cost import CostReport, run_cost
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
-from trustser.profile import AXES, AXIS_TITLES, SCALE_MODES, Profile, ProfileError, run_profile
+from trustser.profile import SCALE_MODES, Profile, ProfileError, run_profile
+from trustser.profile.axes import registered_axes, scored_axes
 from trustser.profile.recommend import SCENARIOS, Recommendation, run_recommend
 from trustser.workspace import stage_backbones, store_window
 
@@ -191,16 +192,17 @@ def cost(
 def _render_profile(profile: Profile) -> None:
     table = Table(title=f"Trust profile (scale: {profile.scale}; higher is more trustworthy)")
     table.add_column("backbone", no_wrap=True)
-    for axis in AXES:
-        table.add_column(AXIS_TITLES[axis], justify="right", no_wrap=True)
+    axes = scored_axes(profile.scale)
+    for axis in axes:
+        table.add_column(axis.title, justify="right", no_wrap=True)
     for entry in profile.backbones:
         cells = []
-        for axis in AXES:
-            score = entry.scores.get(axis)
+        for axis in axes:
+            score = entry.scores.get(axis.name)
             cells.append(
                 "[red]missing[/red]"
                 if score is None
-                else f"{score:.2f}" + ("*" if entry.clipped.get(axis) else "")
+                else f"{score:.2f}" + ("*" if entry.clipped.get(axis.name) else "")
             )
         table.add_row(escape(entry.name), *cells)
     print_table(table, console=console)
@@ -302,7 +304,7 @@ def profile(
 
 
 def _render_recommendation(result: Recommendation) -> None:
-    weights = ", ".join(f"{AXIS_TITLES[a]} {result.weights[a]:.2f}" for a in AXES)
+    weights = ", ".join(f"{a.title} {result.weights[a.name]:.2f}" for a in registered_axes())
     table = Table(
         title=f"{result.scenario}: {result.description}",
         caption=f"weights: {weights}; {result.scale} scale",

@@ -534,6 +534,7 @@ def test_probes_write_the_attackers_per_clip_predictions_and_the_profile_bounds_
 
     from trustser.heads.probe import PROBE_ATTACKERS
     from trustser.profile import collect_profile
+    from trustser.profile.axes.privacy import attacker as privacy_attacker
 
     store, _ = fake_store
     result = run_probes(store, task="gender", runs=tmp_path)
@@ -555,7 +556,7 @@ def test_probes_write_the_attackers_per_clip_predictions_and_the_profile_bounds_
         assert accuracy == pytest.approx(figure["test_accuracy_mean"])
     profile = collect_profile(tmp_path, bootstrap=200)
     (entry,) = profile.backbones
-    assert entry.privacy_attacker in PROBE_ATTACKERS.values()
+    assert privacy_attacker(entry) in PROBE_ATTACKERS.values()
     interval = entry.intervals["privacy"]
     assert interval["value"] == pytest.approx(entry.raw["privacy"])
     assert interval["low"] <= interval["value"] <= interval["high"]

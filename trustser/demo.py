@@ -78,11 +78,12 @@ class DemoSummary:
 def demo_summary(report_dir: str | os.PathLike) -> DemoSummary:
     """Read a run's ``report/profile.json``, rank it for every scenario of the paper's Table 5,
     and write both (score table + rankings) to ``report/summary.md``."""
-    from trustser.profile import AXES, AXIS_TITLES, read_profile
+    from trustser.profile import read_profile, scored_axes
     from trustser.profile.recommend import SCENARIOS, recommend, recommendation_to_markdown
 
     report_dir = Path(report_dir)
     profile = read_profile(report_dir)
+    axes = scored_axes(profile.scale)
     recommendations = [recommend(profile, scenario=name) for name in SCENARIOS]
     lines = [
         "# Demo: two real encoders compared",
@@ -90,15 +91,15 @@ def demo_summary(report_dir: str | os.PathLike) -> DemoSummary:
         f"Scores on the {profile.scale} scale (higher is more trustworthy; * clipped at the end "
         "of the scale). Radar: `radar_overlay.png`; everything else: `report.html`.",
         "",
-        "| backbone | " + " | ".join(AXIS_TITLES[a] for a in AXES) + " |",
-        "|---|" + "---|" * len(AXES),
+        "| backbone | " + " | ".join(a.title for a in axes) + " |",
+        "|---|" + "---|" * len(axes),
     ]
     for entry in profile.backbones:
         cells = [
             "missing"
-            if entry.scores.get(a) is None
-            else f"{entry.scores[a]:.2f}" + ("*" if entry.clipped.get(a) else "")
-            for a in AXES
+            if entry.scores.get(a.name) is None
+            else f"{entry.scores[a.name]:.2f}" + ("*" if entry.clipped.get(a.name) else "")
+            for a in axes
         ]
         lines.append(f"| {entry.name} | " + " | ".join(cells) + " |")
     lines += ["", "## Ranking per scenario", ""]

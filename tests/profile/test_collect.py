@@ -9,7 +9,8 @@ import pytest
 
 from trustser.heads.estimator import HeadClassifier
 from trustser.metrics.fairness import multiclass_equalized_odds_difference
-from trustser.profile import AXES, ProfileError, collect_profile, run_profile
+from trustser.profile import ProfileError, axis_names, collect_profile, run_profile
+from trustser.profile.axes.privacy import attacker, strongest_attacker
 from trustser.runs import RunLayout
 
 
@@ -24,7 +25,7 @@ def test_collect_reads_every_axis(tmp_path, write_fake_runs, fake_speakers):
     assert written["gender"]["test_accuracy_mean"] < 0.99
     assert entry.raw["privacy"] == pytest.approx(0.99)
     axis = entry.privacy["axis"]
-    assert axis["attacker"] == entry.privacy_attacker == "linear probe (all layers)"
+    assert axis["attacker"] == attacker(entry) == "linear probe (all layers)"
     assert axis["head_accuracy"] == pytest.approx(written["gender"]["test_accuracy_mean"])
     assert entry.raw["safety"] == pytest.approx(0.75)
     assert entry.raw["sustainability"] == pytest.approx(2.4)
@@ -57,14 +58,13 @@ def test_collect_reads_every_axis(tmp_path, write_fake_runs, fake_speakers):
 
 
 def test_privacy_is_scored_by_the_strongest_attacker(tmp_path, write_fake_runs):
-    from trustser.profile.collect import strongest_attacker
     from trustser.runs import RunLayout, write_json
 
     write_fake_runs(tmp_path)
     probe = RunLayout(tmp_path).probe_dir("tiny:whisper") / "metrics.json"
     write_json(probe, {"gender_test_accuracy_mean": 0.6})  # a weak probe: the head is stronger
     (entry,) = collect_profile(tmp_path).backbones
-    assert entry.privacy_attacker == "gender head"
+    assert attacker(entry) == "gender head"
     assert entry.raw["privacy"] == entry.privacy["axis"]["head_accuracy"] > 0.6
     write_json(
         probe,
@@ -74,7 +74,7 @@ def test_privacy_is_scored_by_the_strongest_attacker(tmp_path, write_fake_runs):
         },
     )
     (entry,) = collect_profile(tmp_path).backbones
-    assert entry.privacy_attacker == "linear probe (layer chosen on dev)"
+    assert attacker(entry) == "linear probe (layer chosen on dev)"
     assert entry.raw["privacy"] == pytest.approx(0.995)
     assert set(entry.privacy["axis"]["attackers"]) == {
         "gender head",
@@ -107,7 +107,7 @@ def test_missing_axes_name_the_exact_command(tmp_path, write_fake_runs):
     # a named backbone with nothing run at all: every axis says what to run
     profile = collect_profile(tmp_path, backbones=["whisper_base"], attack=("pgd", 35))
     missing = profile.get("whisper_base").missing
-    assert set(missing) == set(AXES)
+    assert set(missing) == set(axis_names())
     assert missing["performance"].startswith(
         "trustser heads fit --store <cache.zarr> --backbone whisper_base"
     )
@@ -176,7 +176,7 @@ def test_profile_of_a_real_pipeline_run(tmp_path, toy_manifest):
         "fold1",
         "fold2",
     }
-    assert all(0.0 <= entry.scores[a] <= 1.0 for a in AXES)
+    assert all(0.0 <= entry.scores[a] <= 1.0 for a in axis_names())
     assert "report" in files
 
 

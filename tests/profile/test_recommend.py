@@ -6,10 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from trustser.profile import (
-    AXES,
     PAPER_TABLE4,
     BackboneProfile,
     Profile,
+    axis_names,
     collect_profile,
     read_profile,
     run_profile,
@@ -56,7 +56,9 @@ def test_scores_are_the_weighted_sum_and_reasons_explain_the_order(paper_profile
     assert result.weights["sustainability"] == pytest.approx(3 / 9)
     top = result.ranking[0]
     entry = profile.get(top.backbone)
-    assert top.score == pytest.approx(sum(result.weights[a] * entry.scores[a] for a in AXES))
+    assert top.score == pytest.approx(
+        sum(result.weights[a] * entry.scores[a] for a in axis_names())
+    )
     assert [r.rank for r in result.ranking] == list(range(1, len(PAPER_TABLE4) + 1))
     assert all(a.score >= b.score for a, b in zip(result.ranking, result.ranking[1:], strict=False))
     assert any("sustainability" in reason and "high priority" in reason for reason in top.reasons)
@@ -98,7 +100,7 @@ def _entry(name: str, scores: dict[str, float | None]) -> BackboneProfile:
 
 
 def test_backbones_missing_a_weighted_axis_are_listed_not_ranked():
-    full = dict.fromkeys(AXES, 0.5)
+    full = dict.fromkeys(axis_names(), 0.5)
     profile = Profile(
         backbones=[_entry("a", full), _entry("b", {**full, "sustainability": None, "safety": 0.9})],
         scale="paper",

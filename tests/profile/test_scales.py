@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from trustser.profile import AXES, ProfileError, axis_score, collect_profile, score_profile
+from trustser.profile import (
+    ProfileError,
+    axis_names,
+    axis_score,
+    collect_profile,
+    score_profile,
+)
 
 
 def test_axis_score_and_scales(tmp_path, write_fake_runs):
@@ -36,7 +42,7 @@ def test_axis_score_and_scales(tmp_path, write_fake_runs):
 def test_relative_scale_with_one_backbone_says_so(tmp_path, write_fake_runs):
     write_fake_runs(tmp_path)
     profile = collect_profile(tmp_path, scale="relative")
-    assert all(profile.backbones[0].scores[a] == 1.0 for a in AXES)
+    assert all(profile.backbones[0].scores[a] == 1.0 for a in axis_names())
     assert any("same performance value" in n for n in profile.notes)
 
 

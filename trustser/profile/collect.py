@@ -1,257 +1,49 @@
 """Reading the results layout into a profile: what each stage wrote under ``runs/``.
 
 ``collect_profile`` reads what the other stages wrote under ``runs/`` (see :mod:`trustser.runs`):
-the emotion head's ``metrics.json`` and ``predictions.csv`` (performance, fairness), the gender and
-speaker heads (privacy), ``attack-*/summary.json`` (safety) and ``cost.json`` (sustainability),
-then scores the result (:mod:`trustser.profile.scales`). An axis that was not run is ``None`` and
-names the command that would fill it.
+each registered axis (:mod:`trustser.profile.axes`) collects its raw figure and details from a
+model's results directory — the emotion head's ``metrics.json`` and ``predictions.csv``
+(performance, fairness), the gender and speaker heads and the probes (privacy),
+``attack-*/summary.json`` (safety), ``cost.json`` (sustainability) — then the profile is
+bootstrapped and scored (:mod:`trustser.profile.intervals`, :mod:`trustser.profile.scales`).
+An axis that was not run is ``None`` and names the command that would fill it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import math
-import shlex
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trustser._validation import check_choice
-from trustser.metrics._common import MetricError, MetricWarning, mean_std
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.metrics.bootstrap import interval as bootstrap_interval
-from trustser.metrics.fairness import fairness_report
-from trustser.metrics.performance import performance_summary
-from trustser.metrics.privacy import inference_report
-from trustser.metrics.safety import adversarial_excess
+from trustser.profile.axes import details_order, new_row, registered_axes
+from trustser.profile.axis import Axis, Commands, Reading
 from trustser.profile.intervals import DEFAULT_SEED, bootstrap_profile, comparison_table
 from trustser.profile.model import (
-    AXES,
     DEFAULT_ATTACK,
     MEAN_CORPUS,
     BackboneProfile,
     Profile,
     ProfileError,
-    paper_reference,
 )
+from trustser.profile.paper import paper_reference
+from trustser.profile.results import Results, maybe_json
 from trustser.profile.scales import SCALE_MODES, score_profile
-from trustser.runs import DEFAULT_RUNS, TASKS, ModelName, RunLayout, read_json, safe_name
+from trustser.runs import DEFAULT_RUNS, TASKS, ModelName, RunLayout, safe_name
 
 __all__ = [
-    "ATTACKERS",
     "collect_backbone",
     "collect_corpora",
     "collect_profile",
     "corpus_runs",
     "discover_backbones",
     "holds_results",
-    "strongest_attacker",
     "with_variants",
 ]
-
-
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ProfileError(f"{str(path)!r} has no rows; rerun the stage that wrote it.")
-    required = {"fold", "speaker", "gender", "true", "pred"}
-    missing = required - set(rows[0])
-    if missing:
-        raise ProfileError(
-            f"{str(path)!r} lacks column(s) {sorted(missing)}; expected id, fold, speaker, gender, "
-            "true, pred, prob_<label>... (rerun `trustser heads fit`)."
-        )
-    return rows
-
-
-def _column(rows: list[dict[str, str]], key: str) -> np.ndarray:
-    return np.array([row[key] for row in rows])
-
-
-def _labels_of(rows: list[dict[str, str]], metrics: dict[str, Any] | None) -> list[str]:
-    if metrics and isinstance(metrics.get("labels"), list):
-        return [str(x) for x in metrics["labels"]]
-    probs = [k[len("prob_") :] for k in rows[0] if k.startswith("prob_")]
-    if probs:
-        return probs
-    return sorted(set(_column(rows, "true").tolist()) | set(_column(rows, "pred").tolist()))
-
-
-def _maybe_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise ProfileError(f"{str(path)!r} is not a JSON object; rerun the stage that wrote it.")
-    return data
-
-
-def _performance(
-    metrics: dict[str, Any] | None, rows: list[dict[str, str]] | None
-) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    if rows is not None:
-        y_true, y_pred = _column(rows, "true"), _column(rows, "pred")
-        labels = _labels_of(rows, metrics)
-        pooled = performance_summary(y_true, y_pred, labels=labels)
-        folds = _column(rows, "fold")
-        per_fold = {}
-        for fold in dict.fromkeys(folds.tolist()):
-            keep = folds == fold
-            per_fold[fold] = performance_summary(y_true[keep], y_pred[keep], labels=labels)
-        result.update(
-            labels=labels,
-            pooled=pooled,
-            per_fold_uar={f: s["uar"] for f, s in per_fold.items()},
-            num_utterances=len(rows),
-        )
-        uar = mean_std([s["uar"] for s in per_fold.values()])
-        acc = mean_std([s["weighted_accuracy"] for s in per_fold.values()])
-        f1 = mean_std([s["macro_f1"] for s in per_fold.values()])
-        result.update(
-            uar_mean=uar[0],
-            uar_std=uar[1],
-            accuracy_mean=acc[0],
-            accuracy_std=acc[1],
-            macro_f1_mean=f1[0],
-            macro_f1_std=f1[1],
-            num_folds=len(per_fold),
-            source="predictions.csv",
-        )
-    if metrics is not None:  # the heads' own numbers are authoritative when present
-        for ours, theirs in (
-            ("uar_mean", "test_uar_mean"),
-            ("uar_std", "test_uar_std"),
-            ("accuracy_mean", "test_accuracy_mean"),
-            ("accuracy_std", "test_accuracy_std"),
-            ("macro_f1_mean", "test_macro_f1_mean"),
-            ("macro_f1_std", "test_macro_f1_std"),
-        ):
-            if isinstance(metrics.get(theirs), (int, float)):
-                result[ours] = float(metrics[theirs])
-        if isinstance(metrics.get("test_per_class_recall_mean"), dict):
-            result["per_class_recall_mean"] = metrics["test_per_class_recall_mean"]
-        if isinstance(metrics.get("folds"), list):
-            result["num_folds"] = len(metrics["folds"])
-        result["source"] = "metrics.json"
-    return result
-
-
-def _fairness(rows: list[dict[str, str]], labels: list[str]) -> tuple[dict[str, Any], list[str]]:
-    y_true, y_pred = _column(rows, "true"), _column(rows, "pred")
-    genders, speakers, folds = (
-        _column(rows, "gender"),
-        _column(rows, "speaker"),
-        _column(rows, "fold"),
-    )
-    notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MetricWarning)
-        pooled = fairness_report(y_true, y_pred, genders, speakers=speakers, labels=labels)
-        per_fold: dict[str, dict[str, float]] = {}
-        for fold in dict.fromkeys(folds.tolist()):
-            keep = folds == fold
-            if len(set(genders[keep].tolist())) < 2:
-                notes.append(
-                    f"fold {fold}: only one gender among its test speakers; no fold-level fairness."
-                )
-                continue
-            report = fairness_report(y_true[keep], y_pred[keep], genders[keep], labels=labels)
-            per_fold[fold] = {
-                "multiclass_equalized_odds": report.multiclass_equalized_odds,
-                "multiclass_statistical_parity": report.multiclass_statistical_parity,
-                "equalized_odds_max": report.equalized_odds_max,
-                "equalized_odds_mean": report.equalized_odds_mean,
-                "statistical_parity_max": report.statistical_parity_max,
-                "statistical_parity_mean": report.statistical_parity_mean,
-            }
-    for w in caught:
-        if issubclass(w.category, MetricWarning) and str(w.message) not in notes:
-            notes.append(str(w.message))
-    result: dict[str, Any] = {"pooled": pooled.to_dict(), "per_fold": per_fold}
-    for key in (
-        "multiclass_equalized_odds",
-        "multiclass_statistical_parity",
-        "equalized_odds_max",
-        "equalized_odds_mean",
-        "statistical_parity_max",
-        "statistical_parity_mean",
-    ):
-        # Undefined on every fold: no fold figure at all (shown as n/a), never pooled ± 0.
-        mean, std = mean_std([f[key] for f in per_fold.values()]) if per_fold else (None, None)
-        result[f"{key}_fold_mean"], result[f"{key}_fold_std"] = mean, std
-    if not per_fold:
-        notes.append(
-            "fold-level fairness is undefined on every fold (n/a); the fairness axis uses the "
-            "value pooled over all test predictions."
-        )
-    result["eo_basis"] = "mean over folds" if per_fold else "pooled over all test predictions"
-    result["axis_value"] = (
-        result["multiclass_equalized_odds_fold_mean"]
-        if per_fold
-        else pooled.multiclass_equalized_odds
-    )
-    return result, notes
-
-
-def _inference(metrics: dict[str, Any] | None, rows: list[dict[str, str]] | None) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    if rows is not None:
-        labels = _labels_of(rows, metrics)
-        pooled = inference_report(_column(rows, "true"), _column(rows, "pred"), labels=labels)
-        result.update(
-            accuracy=pooled.accuracy,
-            uar=pooled.uar,
-            leakage=pooled.leakage,
-            chance_majority=pooled.chance.majority,
-            chance_uniform=pooled.chance.uniform,
-            majority_label=pooled.chance.majority_label,
-            num_classes=pooled.chance.num_classes,
-            num_utterances=pooled.num_utterances,
-            source="predictions.csv (pooled)",
-        )
-    if metrics is not None:
-        for ours, theirs in (
-            ("accuracy", "test_accuracy_mean"),
-            ("accuracy_std", "test_accuracy_std"),
-            ("uar", "test_uar_mean"),
-            ("uar_std", "test_uar_std"),
-        ):
-            if isinstance(metrics.get(theirs), (int, float)):
-                result[ours] = float(metrics[theirs])
-        if "chance_uniform" not in result and isinstance(metrics.get("labels"), list):
-            result["chance_uniform"] = 1.0 / len(metrics["labels"])
-            result["num_classes"] = len(metrics["labels"])
-        result["source"] = "metrics.json (fold mean)"
-    return result
-
-
-def _attacks(base: Path) -> list[dict[str, Any]]:
-    attacks = []
-    for directory in sorted(base.glob("attack-*")) if base.is_dir() else []:
-        summary = _maybe_json(directory / "summary.json")
-        if summary is None:
-            continue
-        if summary.get("asr_mean") is None or "method" not in summary or "snr_db" not in summary:
-            continue
-        attacks.append(
-            {
-                "method": str(summary["method"]),
-                "snr_db": float(summary["snr_db"]),
-                "asr_mean": float(summary["asr_mean"]),
-                "asr_std": float(summary.get("asr_std") or 0.0),
-                "asr_pooled": summary.get("asr_pooled"),
-                "num_attacked": summary.get("num_attacked"),
-                "clean_accuracy": summary.get("clean_accuracy"),
-                "directory": directory.name,
-            }
-        )
-    return sorted(attacks, key=lambda a: (a["method"], -a["snr_db"]))
 
 
 def _backbone_dir(runs: Path, name: str) -> Path:
@@ -269,7 +61,7 @@ def _display_name(base: Path, name: str) -> str:
         base / "cost.json",
         base / "gender" / "metrics.json",
     ):
-        data = _maybe_json(path) if path.is_file() else None
+        data = maybe_json(path) if path.is_file() else None
         if (
             data
             and isinstance(data.get("backbone"), str)
@@ -280,44 +72,23 @@ def _display_name(base: Path, name: str) -> str:
 
 
 def _store_of(base: Path) -> str | None:
-    config = _maybe_json(base / "emotion" / "config.json")
+    config = maybe_json(base / "emotion" / "config.json")
     store = (config or {}).get("store")
     if isinstance(store, dict) and isinstance(store.get("path"), str):
         return store["path"]
     return None
 
 
-def _commands(
-    name: str, runs: str | None, store: str | None, attack: tuple[str, float]
-) -> dict[str, str]:
-    q = shlex.quote
-    store_arg = q(store) if store else "<cache.zarr>"
-    runs_arg = f" --runs {q(runs)}" if runs and runs != DEFAULT_RUNS else ""
-    method, snr = attack
-    heads = f"trustser heads fit --store {store_arg} --backbone {q(name)}"
-    return {
-        "performance": f"{heads} --task emotion{runs_arg}",
-        "fairness": f"{heads} --task emotion{runs_arg}",
-        "privacy": f"{heads} --task gender{runs_arg}",
-        "safety": f"trustser attack --store {store_arg} --backbone {q(name)} --method {method} "
-        f"--snr {snr:g}{runs_arg}",
-        "sustainability": f"trustser cost --backbone {q(name)}{runs_arg}",
-    }
-
-
-@contextlib.contextmanager
-def _noting(entry: BackboneProfile, what: str) -> Iterator[None]:
-    """Keep metric warnings (undefined classes) as notes of the profile instead of stderr noise."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MetricWarning)
-        yield
-    for w in caught:
-        if issubclass(w.category, MetricWarning):
-            note = f"{what}: {w.message}"
-            if note not in entry.notes:
-                entry.notes.append(note)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+def _apply(entry: BackboneProfile, axis: Axis, reading: Reading | None) -> None:
+    """Put what ``axis`` read into the row."""
+    if reading is None:
+        return
+    axis.set_details(entry, reading.details)
+    entry.raw[axis.name] = reading.raw
+    entry.context.update(reading.context)
+    entry.notes.extend(reading.notes)
+    if reading.not_measurable is not None:
+        entry.not_measurable[axis.name] = reading.not_measurable
 
 
 def collect_backbone(
@@ -327,168 +98,26 @@ def collect_backbone(
     store: str | None = None,
     attack: tuple[str, float] = DEFAULT_ATTACK,
 ) -> BackboneProfile:
-    """Everything measured for backbone ``name`` under ``runs``; missing axes name their command."""
-    from trustser.cost import read_cost
-
+    """Everything measured for backbone ``name`` under ``runs``: every registered axis reads
+    its figure; an axis not run names its command (one not measurable, its reason)."""
     root = Path(runs)
     base = _backbone_dir(root, name)
     display = _display_name(base, name)
     model_name = ModelName.parse(display)
-    entry = BackboneProfile(name=display, directory=base.name)
+    entry = new_row(display, directory=base.name)
     if model_name.is_variant:
         entry.base = _display_name(_backbone_dir(root, model_name.base), model_name.base)
         entry.variant = model_name.tag
-    runs_text = str(runs)
-    store = store or _store_of(base)
-    commands = _commands(display, runs_text, store, attack)
-
-    emotion_dir = base / "emotion"
-    metrics = _maybe_json(emotion_dir / "metrics.json")
-    rows = (
-        _read_rows(emotion_dir / "predictions.csv")
-        if (emotion_dir / "predictions.csv").is_file()
-        else None
-    )
-    entry.training = _training(metrics)
-    if metrics is not None or rows is not None:
-        with _noting(entry, "performance"):
-            entry.performance = _performance(metrics, rows)
-        entry.raw["performance"] = entry.performance.get("uar_mean")
-        labels = entry.performance.get("labels") or (metrics or {}).get("labels")
-        if labels:
-            entry.context["emotion_chance"] = 1.0 / len(labels)
-    if rows is not None:
-        labels = _labels_of(rows, metrics)
-        try:
-            entry.fairness, notes = _fairness(rows, labels)
-        except MetricError as error:
-            entry.notes.append(f"fairness: {error}")
-        else:
-            entry.notes.extend(f"fairness: {n}" for n in notes)
-            entry.raw["fairness"] = entry.fairness["axis_value"]
-
-    probe = _maybe_json(base / "probe" / "metrics.json")
-    if probe is not None:
-        keys = (
-            "emotion_test_uar_mean",
-            "gender_test_accuracy_mean",
-            "speaker_test_accuracy_mean",
-            "emotion_dev_chosen_layer_test_uar_mean",
-            "gender_dev_chosen_layer_test_accuracy_mean",
-            "speaker_dev_chosen_layer_test_accuracy_mean",
-        )
-        found = {k: float(probe[k]) for k in keys if isinstance(probe.get(k), (int, float))}
-        entry.probe = found or None
-
-    privacy: dict[str, Any] = {}
-    for task in ("gender", "speaker"):
-        task_dir = base / task
-        task_metrics = _maybe_json(task_dir / "metrics.json")
-        path = task_dir / "predictions.csv"
-        task_rows = _read_rows(path) if path.is_file() else None
-        if task_metrics is not None or task_rows is not None:
-            with _noting(entry, f"privacy ({task})"):
-                privacy[task] = _inference(task_metrics, task_rows)
-    gender = privacy.get("gender") or {}
-    axis = strongest_attacker(gender.get("accuracy"), entry.probe)
-    if axis is not None:
-        privacy["axis"] = axis
-        entry.raw["privacy"] = axis["accuracy"]
-        if gender.get("chance_majority") is not None:
-            entry.context["gender_chance"] = gender["chance_majority"]
-    if privacy:
-        entry.privacy = privacy
-
-    attacks = _attacks(base)
-    if attacks:
-        method, snr = attack
-        chosen = next(
-            (a for a in attacks if a["method"] == method and math.isclose(a["snr_db"], snr)), None
-        )
-        noise = next(
-            (a for a in attacks if a["method"] == "noise" and math.isclose(a["snr_db"], snr)), None
-        )
-        entry.safety = {"attacks": attacks, "axis_attack": {"method": method, "snr_db": snr}}
-        if chosen is not None:
-            entry.raw["safety"] = chosen["asr_mean"]
-            if noise is not None:
-                entry.safety["noise_asr"] = noise["asr_mean"]
-                entry.safety["adversarial_excess"] = adversarial_excess(
-                    chosen["asr_mean"], noise["asr_mean"]
-                )
-        else:
-            done = ", ".join(f"{a['method']} at {a['snr_db']:g} dB" for a in attacks)
-            entry.notes.append(f"safety: attacks found ({done}) but not {method} at {snr:g} dB.")
-
-    cost_path = base / "cost.json"
-    if cost_path.is_file():
-        cost = read_cost(cost_path)
-        keys = (
-            "gmacs",
-            "total_macs",
-            "backbone_macs",
-            "head_macs",
-            "attention_macs",
-            "torch_flops",
-            "backbone_params",
-            "head_params",
-            "total_params",
-            "latency_ms",
-            "latency_ms_p90",
-            "latency_ms_runs",
-            "throughput_clips_per_s",
-            "throughput_batch_size",
-            "real_time_factor",
-            "device",
-            "seconds",
-            "window",
-            "torch_threads",
-        )
-        entry.sustainability = {k: cost.get(k) for k in keys}
-        if cost.get("seconds") not in (None, 6.0):
-            entry.notes.append(
-                f"sustainability: cost.json was measured for a {cost['seconds']} s clip, not 6 s."
-            )
-        entry.raw["sustainability"] = float(cost["gmacs"])
-
-    for axis in AXES:
-        if entry.raw[axis] is None:
-            entry.missing[axis] = commands[axis]
+    results = Results(base, attack=attack)
+    entry.training = _training(results.metrics("emotion"))
+    entry.probe = results.probe()
+    for axis in details_order():
+        _apply(entry, axis, axis.collect(results))
+    commands = Commands(display, str(runs), store or _store_of(base), attack)
+    for axis in registered_axes():
+        if entry.raw[axis.name] is None and axis.name not in entry.not_measurable:
+            entry.missing[axis.name] = axis.command(commands)
     return entry
-
-
-ATTACKERS = {
-    "gender head": None,  # the paper's attack: the trained head, fold mean
-    "linear probe (all layers)": "gender_test_accuracy_mean",
-    "linear probe (layer chosen on dev)": "gender_dev_chosen_layer_test_accuracy_mean",
-}
-
-
-def strongest_attacker(
-    head_accuracy: float | None, probe: dict[str, float] | None
-) -> dict[str, Any] | None:
-    """The privacy axis's figure: the highest gender-inference test accuracy (fold mean) among
-    the attackers that were run — the gender head and the linear probes (all layers; the layer
-    chosen on dev). ``None`` when none was run.
-
-    The embeddings leak at least what the strongest attacker finds; the maximum over this fixed,
-    short list errs towards less privacy, never more. The head's figure (the paper's attack) is
-    kept beside it as ``head_accuracy``.
-    """
-    found = {"gender head": head_accuracy} if head_accuracy is not None else {}
-    for name, key in ATTACKERS.items():
-        if key is not None and probe and probe.get(key) is not None:
-            found[name] = float(probe[key])
-    if not found:
-        return None
-    attacker = max(found, key=lambda name: (found[name], name == "gender head"))
-    return {
-        "attacker": attacker,
-        "accuracy": found[attacker],
-        "attackers": found,
-        "head_accuracy": head_accuracy,
-        "rule": "highest gender-inference test accuracy (fold mean) among the attackers run",
-    }
 
 
 def holds_results(directory: str | Path) -> bool:
@@ -660,57 +289,58 @@ def corpus_runs(paths: Sequence[str | Path]) -> dict[str, Path]:
     return found
 
 
+def _mean_axis(
+    entry: BackboneProfile,
+    axis: Axis,
+    rows: dict[str, BackboneProfile],
+    replicates: int,
+) -> None:
+    """The mean over corpora of one axis's figure, and its interval: the range over corpora for
+    a counted axis, else the mean of the corpora's replicates."""
+    name, corpora = axis.name, ", ".join(rows)
+    values = [r.raw.get(name) for r in rows.values()]
+    if any(v is None for v in values):
+        lacking = [c for c, r in rows.items() if r.raw.get(name) is None]
+        entry.notes.append(f"{name}: not measured on {', '.join(lacking)}; no mean.")
+        entry.missing[name] = next(
+            (r.missing[name] for r in rows.values() if name in r.missing), "not measured"
+        )
+        return
+    entry.raw[name] = float(np.mean(values))
+    samples = [r.replicates.get(name) for r in rows.values()]
+    if axis.counted:
+        entry.intervals[name] = {
+            "value": entry.raw[name],
+            "low": float(min(values)),
+            "high": float(max(values)),
+            "method": "exact per corpus (the range over corpora)",
+        }
+    elif replicates and all(s and len(s) == replicates for s in samples):
+        matrix = np.array([[np.nan if v is None else v for v in s] for s in samples])
+        mean = matrix.mean(axis=0)
+        result = bootstrap_interval(entry.raw[name], mean)
+        result.method = f"mean over corpora ({corpora}) of their speaker bootstraps"
+        entry.intervals[name] = result.to_dict()
+        entry.replicates[name] = [None if np.isnan(x) else round(float(x), 6) for x in mean]
+    elif replicates:
+        entry.notes.append(f"{name}: some corpus has no interval, so the mean has none.")
+
+
 def _mean_row(name: str, rows: dict[str, BackboneProfile], replicates: int) -> BackboneProfile:
     """One backbone's mean over corpora (the paper's Table 4 averages its four corpora): each
     axis's figure is the mean of the corpora's figures, each bootstrap replicate the mean of the
-    corpora's replicates (independent draws per corpus: the bootstrap of the mean)."""
+    corpora's replicates (independent draws per corpus: the bootstrap of the mean); each axis
+    gives the row what its details and context become (``Axis.combine``)."""
     first = next(iter(rows.values()))
-    entry = BackboneProfile(
-        name=name,
-        base=first.base,
-        variant=first.variant,
-        corpus=MEAN_CORPUS,
-        sustainability=first.sustainability,
-        training=None,
-    )
-    corpora = ", ".join(rows)
-    for axis in AXES:
-        values = [r.raw.get(axis) for r in rows.values()]
-        if any(v is None for v in values):
-            lacking = [c for c, r in rows.items() if r.raw.get(axis) is None]
-            entry.notes.append(f"{axis}: not measured on {', '.join(lacking)}; no mean.")
-            entry.missing[axis] = next(
-                (r.missing[axis] for r in rows.values() if axis in r.missing), "not measured"
-            )
-            continue
-        entry.raw[axis] = float(np.mean(values))
-        samples = [r.replicates.get(axis) for r in rows.values()]
-        if axis == "sustainability":
-            entry.intervals[axis] = {
-                "value": entry.raw[axis],
-                "low": float(min(values)),
-                "high": float(max(values)),
-                "method": "exact per corpus (the range over corpora)",
-            }
-        elif replicates and all(s and len(s) == replicates for s in samples):
-            matrix = np.array([[np.nan if v is None else v for v in s] for s in samples])
-            mean = matrix.mean(axis=0)
-            result = bootstrap_interval(entry.raw[axis], mean)
-            result.method = f"mean over corpora ({corpora}) of their speaker bootstraps"
-            entry.intervals[axis] = result.to_dict()
-            entry.replicates[axis] = [None if np.isnan(x) else round(float(x), 6) for x in mean]
-        elif replicates:
-            entry.notes.append(f"{axis}: some corpus has no interval, so the mean has none.")
-    attackers = {r.privacy_attacker for r in rows.values()}
-    if len(attackers) == 1 and None not in attackers:
-        entry.privacy = {"axis": {"attacker": attackers.pop()}}
-    emotion_chance = {r.context.get("emotion_chance") for r in rows.values()}
-    if len(emotion_chance) == 1 and None not in emotion_chance:
-        entry.context["emotion_chance"] = emotion_chance.pop()
-    gender_chance = [r.context.get("gender_chance") for r in rows.values()]
-    if all(g is not None for g in gender_chance):
-        entry.context["gender_chance"] = float(np.mean(gender_chance))
-    entry.notes.append(f"mean over {len(rows)} corpora: {corpora}")
+    entry = new_row(name, base=first.base, variant=first.variant, corpus=MEAN_CORPUS)
+    for axis in registered_axes():
+        _mean_axis(entry, axis, rows, replicates)
+    for axis in registered_axes():
+        if axis.combine is not None:
+            combined = axis.combine(list(rows.values()))
+            axis.set_details(entry, combined.details)
+            entry.context.update(combined.context)
+    entry.notes.append(f"mean over {len(rows)} corpora: {', '.join(rows)}")
     return entry
 
 
@@ -788,6 +418,3 @@ def collect_corpora(
     combined = score_profile(combined, scale)
     combined.comparisons = comparison_table(combined)
     return combined
-
-
-# --------------------------------------------------------------------------- rendering

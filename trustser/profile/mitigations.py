@@ -18,7 +18,8 @@ from typing import Any
 
 from trustser._validation import TrustSERError
 from trustser.formatting import number, percent
-from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
+from trustser.profile.axes import registered_axes
+from trustser.profile.model import BackboneProfile, Profile
 from trustser.runs import ModelName, RunLayout, read_json
 from trustser.variants import Variant
 from trustser.variants import parse as parse_variant
@@ -30,14 +31,6 @@ __all__ = [
     "mitigations_markdown",
 ]
 
-# raw figures: printed as percentages, except the sustainability axis (GMACs per clip)
-_RAW_LABELS = {
-    "performance": "UAR",
-    "privacy": "gender acc.",
-    "safety": "ASR",
-    "fairness": "EO gap",
-    "sustainability": "GMACs",
-}
 
 
 def _variant(b: BackboneProfile) -> Variant | None:
@@ -89,7 +82,7 @@ def mitigation_rows(profile: Profile) -> list[dict[str, Any]]:
             "plain_asr": _plain_asr(profile, b) if variant.randomized else None,
             "axes": {},
         }
-        for axis in AXES:
+        for axis in (a.name for a in registered_axes()):
             raw, base_raw = b.raw.get(axis), base.raw.get(axis)
             score, base_score = b.scores.get(axis), base.scores.get(axis)
             row["axes"][axis] = {
@@ -102,19 +95,11 @@ def mitigation_rows(profile: Profile) -> list[dict[str, Any]]:
     return rows
 
 
-def _delta(axis: str, value: float | None) -> str:
-    if value is None:
-        return "—"
-    if axis == "sustainability":
-        return f"{value:+.3g}"
-    return f"{100 * value:+.1f}"
-
-
 def _cells(row: dict[str, Any]) -> list[str]:
     cells = [row["variant"], row["mitigation"], "yes" if row["gender_at_inference"] else "no"]
-    for axis in AXES:
-        a = row["axes"][axis]
-        cells.append(f"{_delta(axis, a['delta_raw'])} ({number(a['delta_score'], missing='—')})")
+    for axis in registered_axes():
+        a = row["axes"][axis.name]
+        cells.append(f"{axis.change(a['delta_raw'])} ({number(a['delta_score'], missing='—')})")
     cells.append(percent(row["plain_asr"], missing="—"))
     return cells
 
@@ -124,7 +109,7 @@ def _header() -> list[str]:
         "variant",
         "mitigation",
         "gender at inference",
-        *(f"{AXIS_TITLES[a]}: Δ {_RAW_LABELS[a]} (Δ score)" for a in AXES),
+        *(f"{a.title}: Δ {a.change_label or a.short} (Δ score)" for a in registered_axes()),
         "plain ASR %",
     ]
 

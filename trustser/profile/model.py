@@ -1,13 +1,13 @@
-"""What a trust profile is: the five axes, the profile dataclasses, the paper's rows, profile.json.
+"""What a trust profile is: the profile dataclasses and profile.json.
 
-Every other part of :mod:`trustser.profile` builds on this module and it imports none of them:
-``scales`` scores a :class:`Profile`, ``collect`` fills one from the results layout, the renderers
-(``tables``, ``radar``, ``report``) and ``recommend`` read one.
+Every other part of :mod:`trustser.profile` builds on this module and it imports none of them.
+It names no axis: a row keeps its figures in dicts keyed by axis name (``raw``, ``scores``, …),
+and which axes there are is the registry's to say (:mod:`trustser.profile.axes`), so adding an
+axis never touches the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,75 +18,39 @@ from trustser.runs import ModelName, read_json
 from trustser.variants import parse as parse_variant
 
 __all__ = [
-    "AXES",
-    "AXIS_TITLES",
     "DEFAULT_ATTACK",
     "MEAN_CORPUS",
-    "PAPER_TABLE4",
     "PROFILE_FORMAT_VERSION",
     "BackboneProfile",
     "Profile",
     "ProfileError",
-    "paper_reference",
     "read_profile",
 ]
 
-AXES: tuple[str, ...] = ("performance", "privacy", "safety", "fairness", "sustainability")
-AXIS_TITLES = {
-    "performance": "Performance",
-    "privacy": "Privacy",
-    "safety": "Safety",
-    "fairness": "Fairness",
-    "sustainability": "Sustainability",
-}
 PROFILE_FORMAT_VERSION = 1
 MEAN_CORPUS = "mean"  # the corpus of a profile-across-corpora row that averages the corpora
 DEFAULT_ATTACK = ("fgsm", 45.0)  # the attack behind the safety axis: (method, SNR in dB)
-
-# The paper's Table 4 (NOTES §1; read off the reference repo's profile images, ±0.4). GMAC are
-# thop MACs (the paper calls them GFLOPs); WavLM's is undercounted there (thop misses attention).
-PAPER_TABLE4: dict[str, dict[str, float]] = {
-    "APC": {"uar": 0.588, "eo": 0.209, "gmacs": 2.5, "asr": 0.881, "gender_accuracy": 0.957},
-    "TERA": {"uar": 0.580, "eo": 0.205, "gmacs": 12.7, "asr": 0.706, "gender_accuracy": 0.960},
-    "wav2vec2": {"uar": 0.646, "eo": 0.171, "gmacs": 41.6, "asr": 0.539, "gender_accuracy": 0.972},
-    "WavLM Base+": {
-        "uar": 0.671,
-        "eo": 0.164,
-        "gmacs": 33.1,
-        "asr": 0.579,
-        "gender_accuracy": 0.983,
-    },
-    "Whisper tiny": {
-        "uar": 0.637,
-        "eo": 0.164,
-        "gmacs": 2.4,
-        "asr": 0.788,
-        "gender_accuracy": 0.922,
-    },
-    "Whisper base": {
-        "uar": 0.662,
-        "eo": 0.169,
-        "gmacs": 5.9,
-        "asr": 0.731,
-        "gender_accuracy": 0.976,
-    },
-    "Whisper small": {
-        "uar": 0.670,
-        "eo": 0.166,
-        "gmacs": 26.4,
-        "asr": 0.627,
-        "gender_accuracy": 0.974,
-    },
-}
 
 
 class ProfileError(TrustSERError, ValueError):
     """A profile that cannot be built or read as asked (nothing run, bad profile.json)."""
 
 
+# Fields written to profile.json only when they hold something, so a profile whose axes all have
+# fields of their own (format 1's five) reads exactly as before these fields existed.
+_WRITTEN_WHEN_SET = ("axis_details", "not_measurable")
+
+
 @dataclass
 class BackboneProfile:
-    """One backbone's measurements (per axis, ``None`` when not run) and, once scored, scores."""
+    """One model's measurements and, once scored, its scores.
+
+    ``raw``, ``scores``, ``clipped``, ``missing`` (the command that fills an axis) and
+    ``not_measurable`` (why an axis cannot be measured on these results) are keyed by axis name.
+    An axis's details (everything its collector read) are the field of its name for the paper's
+    five axes (``performance`` … ``sustainability``, the profile.json format 1 layout) and
+    ``axis_details[name]`` for an axis added since (``Axis.details`` reads either).
+    """
 
     name: str
     directory: str | None = None
@@ -96,9 +60,9 @@ class BackboneProfile:
     safety: dict[str, Any] | None = None
     sustainability: dict[str, Any] | None = None
     probe: dict[str, float] | None = None  # linear probes on time-means: a reference attacker
-    raw: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(AXES))
-    scores: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(AXES))
-    clipped: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(AXES, False))
+    raw: dict[str, float | None] = field(default_factory=dict)
+    scores: dict[str, float | None] = field(default_factory=dict)
+    clipped: dict[str, bool] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # axis -> the command that fills it
     context: dict[str, float] = field(default_factory=dict)  # chance levels for absolute scales
     notes: list[str] = field(default_factory=list)
@@ -115,17 +79,13 @@ class BackboneProfile:
     replicates: dict[str, list[float | None]] = field(default_factory=dict)
     # In a profile across corpora: the corpus of a row, or MEAN_CORPUS for the mean over corpora.
     corpus: str | None = None
+    axis_details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    not_measurable: dict[str, str] = field(default_factory=dict)  # axis -> why, in words
 
     @property
     def complete(self) -> bool:
-        return all(self.scores.get(axis) is not None for axis in AXES)
-
-    @property
-    def privacy_attacker(self) -> str | None:
-        """Whose figure the privacy axis holds: ``gender head`` or a ``linear probe (…)``."""
-        if self.reference:
-            return "gender head" if self.raw.get("privacy") is not None else None
-        return ((self.privacy or {}).get("axis") or {}).get("attacker")
+        """Every axis of the row scored."""
+        return bool(self.scores) and all(v is not None for v in self.scores.values())
 
     @property
     def is_variant(self) -> bool:
@@ -142,10 +102,17 @@ class BackboneProfile:
             parsed = None
         return parsed.describe() if parsed is not None else f"variant {self.variant}"
 
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in _WRITTEN_WHEN_SET:
+            if not data[key]:
+                del data[key]
+        return data
+
 
 @dataclass
 class Profile:
-    """Several backbones side by side, scored on one scale."""
+    """Several backbones side by side, scored on one scale over ``axes`` (their names)."""
 
     backbones: list[BackboneProfile]
     scale: str
@@ -157,6 +124,7 @@ class Profile:
     bootstrap: dict[str, Any] | None = None  # the design of the intervals (None: switched off)
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired, per pair of rows
     corpora: list[dict[str, Any]] = field(default_factory=list)  # a profile across corpora
+    axes: list[str] = field(default_factory=list)  # set when scored: the registry's axes
 
     def variants_of(self, base: BackboneProfile) -> list[BackboneProfile]:
         """The measured variants of ``base`` in this profile (profile order)."""
@@ -176,7 +144,7 @@ class Profile:
             "format": "trustser-profile",
             "format_version": PROFILE_FORMAT_VERSION,
             "trustser_version": __version__,
-            "axes": list(AXES),
+            "axes": list(self.axes),
             "direction": "higher is more trustworthy on every axis (scores in [0, 1])",
             "scale": self.scale,
             "scales": self.scales,
@@ -187,7 +155,7 @@ class Profile:
             "bootstrap": self.bootstrap,
             "comparisons": self.comparisons,
             "corpora": self.corpora,
-            "backbones": [asdict(b) for b in self.backbones],
+            "backbones": [b.to_dict() for b in self.backbones],
         }
 
     @classmethod
@@ -214,33 +182,8 @@ class Profile:
             bootstrap=data.get("bootstrap"),
             comparisons=list(data.get("comparisons", [])),
             corpora=list(data.get("corpora", [])),
+            axes=list(data.get("axes", [])),
         )
-
-
-def paper_reference(names: Sequence[str] | None = None) -> list[BackboneProfile]:
-    """The paper's Table 4 rows as unscored profiles (``reference=True``), for side-by-side views."""
-    chosen = list(PAPER_TABLE4) if names is None else list(names)
-    entries = []
-    for name in chosen:
-        if name not in PAPER_TABLE4:
-            raise ProfileError(f"no paper row {name!r}; choose from {', '.join(PAPER_TABLE4)}.")
-        row = PAPER_TABLE4[name]
-        entries.append(
-            BackboneProfile(
-                name=f"paper: {name}",
-                raw={
-                    "performance": row["uar"],
-                    "privacy": row["gender_accuracy"],
-                    "safety": row["asr"],
-                    "fairness": row["eo"],
-                    "sustainability": row["gmacs"],
-                },
-                context={"emotion_chance": 0.25, "gender_chance": 0.5},
-                notes=["the paper's Table 4 (read off its figures, ±0.4 points)"],
-                reference=True,
-            )
-        )
-    return entries
 
 
 def read_profile(path: str | Path) -> Profile:

@@ -1,9 +1,10 @@
 """Radar charts of trust profiles (matplotlib; PNG for viewing, SVG for papers and the report).
 
 One chart per backbone (each spoke labelled with its raw metric and score) and one overlay of all
-backbones; a chart of one backbone is titled with its name. Every chart states its scale: the
-centre is score 0 (worst end of the scale), the rim score 1 (best end), and the footer lists each
-axis's worst → best bounds. A value past an end is drawn at that end with a star and labelled
+backbones; a chart of one backbone is titled with its name. A spoke per axis on the profile's
+scale (:func:`trustser.profile.axes.scored_axes`), labelled by the axis's record. Every chart
+states its scale: the centre is score 0 (worst end of the scale), the rim score 1 (best end), and
+the footer lists each axis's worst → best bounds. A value past an end is drawn at that end with a star and labelled
 "clipped". Axes that were not measured are drawn at 0 with a hollow marker and labelled
 "not measured".
 
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trustser.formatting import percent
-from trustser.profile.model import AXES, AXIS_TITLES, BackboneProfile, Profile
+from trustser.profile.axes import get_axis, scored_axes
+from trustser.profile.axis import Axis
+from trustser.profile.model import BackboneProfile, Profile
 from trustser.runs import safe_name
 
 if TYPE_CHECKING:
@@ -43,11 +45,6 @@ __all__ = [
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _RC = {"svg.hashsalt": "trustser", "svg.fonttype": "none", "font.size": 10}
 OVERLAY_STEM = "radar_overlay"
-_ATTACKER_LABELS = {
-    "gender head": "head",
-    "linear probe (all layers)": "probe",
-    "linear probe (layer chosen on dev)": "probe, dev layer",
-}
 
 
 def chart_stem(name: str) -> str:
@@ -55,35 +52,134 @@ def chart_stem(name: str) -> str:
     return "radar_" + safe_name(name.replace("paper: ", "paper-"))
 
 
-def raw_label(axis: str, entry: BackboneProfile, attack: dict[str, Any]) -> str:
+def raw_label(axis: str | Axis, entry: BackboneProfile, attack: dict[str, Any]) -> str:
     """A short human label of the raw metric behind one axis (a spoke label of a chart)."""
-    text = _raw_label(axis, entry, attack)
-    found = (entry.intervals or {}).get(axis) or {}
-    low, high = found.get("low"), found.get("high")
-    if axis != "sustainability" and low is not None and high is not None and low != high:
-        text += f"\n[{percent(low)}, {percent(high)}] %"
-    return text
-
-
-def _raw_label(axis: str, entry: BackboneProfile, attack: dict[str, Any]) -> str:
-    value = entry.raw.get(axis)
-    if value is None:
-        return "not measured"
-    if axis == "performance":
-        return f"UAR {percent(value, unit=True)}"
-    if axis == "privacy":
-        by = _ATTACKER_LABELS.get(entry.privacy_attacker or "", "")
-        return f"gender acc. {percent(value, unit=True)}" + (f" ({by})" if by else "")
-    if axis == "safety":
-        return f"{attack['method'].upper()} {attack['snr_db']:g} dB ASR {percent(value, unit=True)}"
-    if axis == "fairness":
-        return f"EO {percent(value, unit=True)}"
-    return f"{value:.2f} GMAC"
+    return (axis if isinstance(axis, Axis) else get_axis(axis)).spoke_label(entry, attack)
 
 
 def _angles(count: int) -> list[float]:
     # First spoke at the top, clockwise (matplotlib polar: theta offset π/2, direction −1).
     return [2 * math.pi * i / count for i in range(count)]
+
+
+def _polar_axes(figure: Figure, count: int, *, single: bool) -> Any:
+    bottom = 0.22 if single else 0.27
+    ax = figure.add_axes(
+        (0.22, bottom, 0.56, 0.56 * 7.6 / figure.get_figheight()), projection="polar"
+    )
+    ax.set_theta_offset(math.pi / 2)
+    ax.set_theta_direction(-1)
+    ax.set_xticks(_angles(count))
+    ax.set_xticklabels([])
+    ax.set_ylim(0, 1)
+    ax.set_yticks([0.25, 0.5, 0.75, 1.0])
+    ax.set_yticklabels(["0.25", "0.5", "0.75", "1"], fontsize=7, color="#666666")
+    ax.set_rlabel_position(180 / count)
+    ax.grid(color="#cccccc", linewidth=0.6)
+    ax.spines["polar"].set_color("#999999")
+    return ax
+
+
+def _draw_entry(
+    ax: Any, entry: BackboneProfile, axes: Sequence[Axis], colour: str, *, single: bool
+) -> bool:
+    """One polygon with its markers (hollow: not measured; star: clipped) and its interval
+    band; whether it has a band."""
+    angles = _angles(len(axes))
+    values = [entry.scores.get(a.name) for a in axes]
+    drawn = [0.0 if v is None else v for v in values]
+    style = "--" if entry.reference else "-"
+    closed_a, closed_v = [*angles, angles[0]], [*drawn, drawn[0]]
+    label = entry.name
+    if entry.is_variant:
+        label += f" ({entry.variant_description})"
+    ax.plot(closed_a, closed_v, style, color=colour, linewidth=1.8, label=label)
+    ax.fill(closed_a, closed_v, color=colour, alpha=0.12 if not single else 0.2)
+    band = _band(entry, axes, drawn)
+    if band is not None:  # the scores of each axis's 95 % interval ends
+        low, high = band
+        ax.fill_between(
+            closed_a,
+            [*low, low[0]],
+            [*high, high[0]],
+            color=colour,
+            alpha=0.25,
+            linewidth=0,
+            hatch="////" if not single else None,
+        )
+    for angle, axis, value in zip(angles, axes, values, strict=True):
+        hollow = value is None
+        clipped = bool(entry.clipped.get(axis.name)) and not hollow
+        ax.plot(
+            [angle],
+            [0.0 if hollow else value],
+            "*" if clipped else "o",  # a star: the value lies past the scale's end
+            color=colour,
+            markersize=11 if clipped else 5,
+            markerfacecolor="white" if hollow else colour,
+            clip_on=False,
+        )
+    return band is not None
+
+
+def _spoke_labels(
+    ax: Any, axes: Sequence[Axis], single: BackboneProfile | None, attack: dict[str, Any]
+) -> None:
+    """Each spoke's title; on a chart of one row, its raw figure and score too."""
+    for angle, axis in zip(_angles(len(axes)), axes, strict=True):
+        lines = [axis.title]
+        if single is not None:
+            lines.append(axis.spoke_label(single, attack))
+            score = single.scores.get(axis.name)
+            if score is not None:
+                clipped = " (clipped)" if single.clipped.get(axis.name) else ""
+                lines.append(f"score {score:.2f}{clipped}")
+        sine = math.sin(angle)
+        align = "center" if abs(sine) < 0.3 else ("left" if sine > 0 else "right")
+        vertical = (
+            "bottom" if math.cos(angle) > 0.3 else ("top" if math.cos(angle) < -0.3 else "center")
+        )
+        ax.text(
+            angle,
+            1.13,
+            "\n".join(lines),
+            ha=align,
+            va=vertical,
+            fontsize=9.5,
+            linespacing=1.25,
+            fontweight="normal",
+        )
+        ax.texts[-1].set_clip_on(False)
+
+
+def _footer(
+    figure: Figure,
+    axes: Sequence[Axis],
+    scale: str,
+    scales: dict[str, dict[str, Any]],
+    *,
+    banded: bool,
+    single: bool,
+) -> None:
+    bounds = [f"{a.title}: {scales[a.name]['description']}" for a in axes if a.name in scales]
+    rule = " (ends: the paper's Table 4 rows ± half their spread)" if scale == "paper" else ""
+    footer = [
+        f"Scale: {scale}{rule}: centre = 0 (worst end), rim = 1 (best end).",
+        "Higher is more trustworthy on every axis; ★ = past the scale's end, drawn at it."
+        + (" Shaded band: the 95 % interval of each score." if banded else ""),
+        " · ".join(bounds[:3]),
+        " · ".join(bounds[3:]),
+    ]
+    figure.text(
+        0.5,
+        0.02 if single else 0.07,
+        "\n".join(footer),
+        ha="center",
+        va="bottom",
+        fontsize=8,
+        color="#333333",
+        linespacing=1.35,
+    )
 
 
 def radar_figure(
@@ -94,117 +190,25 @@ def radar_figure(
     attack: dict[str, Any],
     title: str,
 ) -> Figure:
-    """A radar chart of ``entries`` (one polygon each); spoke labels carry raw values when single."""
+    """A radar chart of ``entries`` (one polygon each), a spoke per axis on ``scale``; spoke
+    labels carry raw values when single."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
     single = len(entries) == 1
+    axes = scored_axes(scale)
     with matplotlib.rc_context(_RC):
         figure = Figure(figsize=(7.6, 7.6 if single else 8.2), dpi=150)
-        bottom = 0.22 if single else 0.27
-        ax = figure.add_axes(
-            (0.22, bottom, 0.56, 0.56 * 7.6 / figure.get_figheight()), projection="polar"
-        )
-        ax.set_theta_offset(math.pi / 2)
-        ax.set_theta_direction(-1)
-        angles = _angles(len(AXES))
-        ax.set_xticks(angles)
-        ax.set_xticklabels([])
-        ax.set_ylim(0, 1)
-        ax.set_yticks([0.25, 0.5, 0.75, 1.0])
-        ax.set_yticklabels(["0.25", "0.5", "0.75", "1"], fontsize=7, color="#666666")
-        ax.set_rlabel_position(180 / len(AXES))
-        ax.grid(color="#cccccc", linewidth=0.6)
-        ax.spines["polar"].set_color("#999999")
-
+        ax = _polar_axes(figure, len(axes), single=single)
         banded = False
         for index, entry in enumerate(entries):
             colour = _COLOURS[index % len(_COLOURS)]
-            values = [entry.scores.get(a) for a in AXES]
-            drawn = [0.0 if v is None else v for v in values]
-            style = "--" if entry.reference else "-"
-            closed_a, closed_v = [*angles, angles[0]], [*drawn, drawn[0]]
-            label = entry.name
-            if entry.is_variant:
-                label += f" ({entry.variant_description})"
-            ax.plot(closed_a, closed_v, style, color=colour, linewidth=1.8, label=label)
-            ax.fill(closed_a, closed_v, color=colour, alpha=0.12 if not single else 0.2)
-            band = _band(entry, drawn)
-            if band is not None:  # the scores of each axis's 95 % interval ends
-                low, high = band
-                ax.fill_between(
-                    closed_a,
-                    [*low, low[0]],
-                    [*high, high[0]],
-                    color=colour,
-                    alpha=0.25,
-                    linewidth=0,
-                    hatch="////" if not single else None,
-                )
-                banded = True
-            for angle, axis, value in zip(angles, AXES, values, strict=True):
-                hollow = value is None
-                clipped = bool(entry.clipped.get(axis)) and not hollow
-                ax.plot(
-                    [angle],
-                    [0.0 if hollow else value],
-                    "*" if clipped else "o",  # a star: the value lies past the scale's end
-                    color=colour,
-                    markersize=11 if clipped else 5,
-                    markerfacecolor="white" if hollow else colour,
-                    clip_on=False,
-                )
-
-        for angle, axis in zip(angles, AXES, strict=True):
-            lines = [AXIS_TITLES[axis]]
-            if single:
-                entry = entries[0]
-                lines.append(raw_label(axis, entry, attack))
-                score = entry.scores.get(axis)
-                if score is not None:
-                    clipped = " (clipped)" if entry.clipped.get(axis) else ""
-                    lines.append(f"score {score:.2f}{clipped}")
-            sine = math.sin(angle)
-            align = "center" if abs(sine) < 0.3 else ("left" if sine > 0 else "right")
-            vertical = (
-                "bottom"
-                if math.cos(angle) > 0.3
-                else ("top" if math.cos(angle) < -0.3 else "center")
-            )
-            ax.text(
-                angle,
-                1.13,
-                "\n".join(lines),
-                ha=align,
-                va=vertical,
-                fontsize=9.5,
-                linespacing=1.25,
-                fontweight="normal",
-            )
-            ax.texts[-1].set_clip_on(False)
-
+            banded = _draw_entry(ax, entry, axes, colour, single=single) or banded
+        _spoke_labels(ax, axes, entries[0] if single else None, attack)
         _set_title(figure, title, single=single)
-        bounds = [f"{AXIS_TITLES[a]}: {scales[a]['description']}" for a in AXES if a in scales]
-        rule = " (ends: the paper's Table 4 rows ± half their spread)" if scale == "paper" else ""
-        footer = [
-            f"Scale: {scale}{rule}: centre = 0 (worst end), rim = 1 (best end).",
-            "Higher is more trustworthy on every axis; ★ = past the scale's end, drawn at it."
-            + (" Shaded band: the 95 % interval of each score." if banded else ""),
-            " · ".join(bounds[:3]),
-            " · ".join(bounds[3:]),
-        ]
-        figure.text(
-            0.5,
-            0.02 if single else 0.07,
-            "\n".join(footer),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-            color="#333333",
-            linespacing=1.35,
-        )
+        _footer(figure, axes, scale, scales, banded=banded, single=single)
         if not single:
             ax.legend(
                 loc="upper center",
@@ -216,10 +220,12 @@ def radar_figure(
     return figure
 
 
-def _band(entry: BackboneProfile, drawn: Sequence[float]) -> tuple[list[float], list[float]] | None:
+def _band(
+    entry: BackboneProfile, axes: Sequence[Axis], drawn: Sequence[float]
+) -> tuple[list[float], list[float]] | None:
     """Per axis, the scores of the interval's ends (the score itself where exact or unknown);
     None when no axis has an interval."""
-    ends = [(entry.score_intervals or {}).get(a) for a in AXES]
+    ends = [(entry.score_intervals or {}).get(a.name) for a in axes]
     if not any(ends):
         return None
     low = [e[0] if e else v for e, v in zip(ends, drawn, strict=True)]

@@ -3,8 +3,9 @@
 A scenario gives each axis a priority (high / med / low, from the paper's Table 5) which becomes a
 weight (3 / 2 / 1); weights are normalised to sum to 1 and each backbone is ranked by
 :math:`\\sum_a w_a s_a` over its axis scores :math:`s_a \\in [0, 1]` (higher is more trustworthy).
-A custom weight vector (``perf=3,safety=1,...``) replaces the scenario. Backbones missing an axis
-that carries weight are not ranked; the result says which command would measure it.
+A custom weight vector (``perf=3,safety=1,...``) replaces the scenario. An axis a scenario does not
+name weighs nothing in it. Backbones missing an axis that carries weight are not ranked; the
+result says which command would measure it.
 """
 
 from __future__ import annotations
@@ -18,16 +19,11 @@ import numpy as np
 
 from trustser._validation import TrustSERError
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
+from trustser.profile.axes import axis_names, get_axis, registered_axes
+from trustser.profile.axis import Axis
 from trustser.profile.collect import collect_profile
 from trustser.profile.intervals import DEFAULT_SEED
-from trustser.profile.model import (
-    AXES,
-    AXIS_TITLES,
-    MEAN_CORPUS,
-    BackboneProfile,
-    Profile,
-    read_profile,
-)
+from trustser.profile.model import MEAN_CORPUS, BackboneProfile, Profile, ProfileError, read_profile
 from trustser.profile.scales import axis_score, scale_bounds, score_profile
 
 __all__ = [
@@ -42,6 +38,7 @@ __all__ = [
     "recommendation_to_markdown",
     "run_recommend",
     "scenario_weights",
+    "weights_text",
 ]
 
 PRIORITY_WEIGHTS: dict[str, float] = {"high": 3.0, "med": 2.0, "low": 1.0}
@@ -81,23 +78,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
         "paper_choice": "WavLM Base+",
     },
-}
-
-_ALIASES = {
-    "performance": "performance",
-    "perf": "performance",
-    "uar": "performance",
-    "privacy": "privacy",
-    "priv": "privacy",
-    "safety": "safety",
-    "safe": "safety",
-    "robustness": "safety",
-    "fairness": "fairness",
-    "fair": "fairness",
-    "sustainability": "sustainability",
-    "sust": "sustainability",
-    "cost": "sustainability",
-    "efficiency": "sustainability",
 }
 
 
@@ -172,14 +152,9 @@ def parse_weights(text: str | Mapping[str, Any]) -> dict[str, float]:
                 )
             key, value = part.split("=", 1)
             items.append((key.strip(), value.strip()))
-    weights = dict.fromkeys(AXES, 0.0)
+    weights = dict.fromkeys(axis_names(), 0.0)
     for key, value in items:
-        axis = _ALIASES.get(key.lower())
-        if axis is None:
-            raise RecommendError(
-                f"unknown axis {key!r} in --weights; use {', '.join(AXES)} (or perf, priv, safe, "
-                "fair, sust)."
-            )
+        axis = _axis_named(key)
         if isinstance(value, str) and value.lower() in PRIORITY_WEIGHTS:
             number = PRIORITY_WEIGHTS[value.lower()]
         else:
@@ -195,6 +170,17 @@ def parse_weights(text: str | Mapping[str, Any]) -> dict[str, float]:
     if sum(weights.values()) <= 0:
         raise RecommendError("every weight is 0; give at least one axis a positive weight.")
     return weights
+
+
+def _axis_named(word: str) -> str:
+    """The axis ``word`` names in ``--weights`` (its name or an alias, any case)."""
+    try:
+        return get_axis(word.lower()).name
+    except ProfileError:
+        short = ", ".join(a.aliases[0] for a in registered_axes() if a.aliases)
+        raise RecommendError(
+            f"unknown axis {word!r} in --weights; use {', '.join(axis_names())} (or {short})."
+        ) from None
 
 
 def scenario_weights(scenario: str) -> dict[str, float]:
@@ -217,9 +203,10 @@ def _priority(weight: float, top: float) -> str:
 def _reasons(
     scores: dict[str, float], weights: dict[str, float], priorities: dict[str, str]
 ) -> list[str]:
-    weighted = sorted((a for a in AXES if weights[a] > 0), key=lambda a: -weights[a] * scores[a])
+    names = list(weights)
+    weighted = sorted((a for a in names if weights[a] > 0), key=lambda a: -weights[a] * scores[a])
     strong = [a for a in weighted if scores[a] >= 0.6][:2]
-    weak = [a for a in AXES if weights[a] > 0 and scores[a] < 0.4]
+    weak = [a for a in names if weights[a] > 0 and scores[a] < 0.4]
     reasons = []
     if strong:
         reasons.append(
@@ -236,32 +223,31 @@ def _reasons(
 
 
 def _replicate_scores(
-    profile: Profile, entries: Sequence[BackboneProfile], axis: str
+    profile: Profile, entries: Sequence[BackboneProfile], axis: Axis
 ) -> np.ndarray | None:
     """``[B, N]`` scores of ``entries`` on ``axis`` in every bootstrap replicate (the point score
     where a row has no replicates: exact figures, the paper's rows); None without replicates."""
-    lengths = {len(e.replicates[axis]) for e in entries if (e.replicates or {}).get(axis)}
+    name = axis.name
+    lengths = {len(e.replicates[name]) for e in entries if (e.replicates or {}).get(name)}
     if not lengths:
         return None
     count = max(lengths)
     raw = np.empty((count, len(entries)))
     for j, entry in enumerate(entries):
-        values = (entry.replicates or {}).get(axis)
+        values = (entry.replicates or {}).get(name)
         if values and len(values) == count:
-            raw[:, j] = [entry.raw[axis] if v is None else v for v in values]
+            raw[:, j] = [entry.raw[name] if v is None else v for v in values]
         else:
-            raw[:, j] = entry.raw[axis]
+            raw[:, j] = entry.raw[name]
     scores = np.empty_like(raw)
     for j, entry in enumerate(entries):
         if profile.scale == "relative":  # the compared set's ends move with each replicate
-            higher = axis == "performance"
+            higher = axis.higher_is_better
             for b in range(count):
                 row = raw[b]
                 best, worst = (row.max(), row.min()) if higher else (row.min(), row.max())
                 scores[b, j] = (
-                    1.0
-                    if best == worst
-                    else axis_score(row[j], worst, best, log=axis == "sustainability")[0]
+                    1.0 if best == worst else axis_score(row[j], worst, best, log=axis.log)[0]
                 )
             continue
         worst, best, log = scale_bounds(profile.scale, axis, entry, list(entries))
@@ -274,23 +260,15 @@ def _first_shares(
 ) -> tuple[np.ndarray, int]:
     """Per candidate, the share of replicates in which its weighted score is the highest (ties
     within a replicate split the win)."""
-    totals = None
-    point = np.array([[float(e.scores[a] or 0.0) for a in AXES] for e in entries])  # [N, A]
-    count = 0
-    per_axis = {}
-    for axis in AXES:
-        if weights[axis] > 0:
-            per_axis[axis] = _replicate_scores(profile, entries, axis)
-            if per_axis[axis] is not None:
-                count = max(count, per_axis[axis].shape[0])
+    axes = [a for a in registered_axes() if weights[a.name] > 0]
+    point = {a.name: np.array([float(e.scores.get(a.name) or 0.0) for e in entries]) for a in axes}
+    per_axis = {a.name: _replicate_scores(profile, entries, a) for a in axes}
+    count = max((v.shape[0] for v in per_axis.values() if v is not None), default=0)
     if count == 0:
         return np.zeros(len(entries)), 0
     totals = np.zeros((count, len(entries)))
-    for index, axis in enumerate(AXES):
-        if weights[axis] == 0:
-            continue
-        values = per_axis.get(axis)
-        totals += weights[axis] * (values if values is not None else point[:, index][None, :])
+    for name, values in per_axis.items():
+        totals += weights[name] * (values if values is not None else point[name][None, :])
     best = totals.max(axis=1, keepdims=True)
     winners = np.isclose(totals, best, rtol=0, atol=1e-12)
     shares = (winners / winners.sum(axis=1, keepdims=True)).mean(axis=0)
@@ -308,35 +286,58 @@ def _confidence_set(names: Sequence[str], shares: np.ndarray, level: float) -> l
     return chosen
 
 
-def recommend(
-    profile: Profile,
-    *,
-    scenario: str | None = None,
-    weights: str | Mapping[str, Any] | None = None,
-) -> Recommendation:
-    """Rank the backbones of ``profile`` for ``scenario`` (edge, cloud, critical) or ``weights``."""
+@dataclass(frozen=True)
+class _Weighing:
+    """What a ranking weighs: the scenario (or custom weights) and its normalised weights."""
+
+    name: str
+    description: str
+    paper_choice: str | None
+    priorities: dict[str, str]
+    weights: dict[str, float]  # every registered axis, normalised to sum to 1
+
+
+def _weighing(scenario: str | None, weights: str | Mapping[str, Any] | None) -> _Weighing:
     if (scenario is None) == (weights is None):
         raise RecommendError("give exactly one of --scenario or --weights.")
+    names = axis_names()
     if scenario is not None:
         raw = scenario_weights(scenario)
-        name, info = scenario, SCENARIOS[scenario]
-        description, paper_choice = info["description"], info["paper_choice"]
+        info = SCENARIOS[scenario]
         priorities = dict(info["priorities"])
+        priorities.update({a: "ignored" for a in names if a not in priorities})
+        chosen = (scenario, info["description"], info["paper_choice"])
     else:
         raw = parse_weights(weights)  # type: ignore[arg-type]
-        name, description, paper_choice = "custom", "custom weights", None
         top = max(raw.values())
         priorities = {a: _priority(w, top) for a, w in raw.items()}
+        chosen = ("custom", "custom weights", None)
     total = sum(raw.values())
-    normalised = {a: raw[a] / total for a in AXES}
+    return _Weighing(*chosen, priorities, {a: raw.get(a, 0.0) / total for a in names})
 
+
+def _check_on_scale(profile: Profile, weights: Mapping[str, float]) -> None:
+    off = [
+        a.name for a in registered_axes() if weights[a.name] > 0 and not a.on_scale(profile.scale)
+    ]
+    if off:
+        raise RecommendError(
+            f"{', '.join(off)} is weighed but not on the {profile.scale} scale, so it has no "
+            "score; rank on --scale absolute or relative, or give it weight 0."
+        )
+
+
+def _candidates(
+    profile: Profile, weights: Mapping[str, float]
+) -> tuple[list[tuple[float, BackboneProfile, dict[str, float], dict[str, float]]], dict[str, str]]:
+    """``(weighted score, row, scores, contributions)`` of every rankable row, best first, and
+    why each other row is not ranked."""
     excluded: dict[str, str] = {}
     candidates = []
-    ranked_entries: dict[str, BackboneProfile] = {}
     for entry in profile.backbones:
         if profile.corpora and entry.corpus not in (None, MEAN_CORPUS):
             continue  # across corpora, the means over corpora are ranked
-        lacking = [a for a in AXES if normalised[a] > 0 and entry.scores.get(a) is None]
+        lacking = [a for a in weights if weights[a] > 0 and entry.scores.get(a) is None]
         if lacking:
             hints = "; ".join(
                 f"{a}: run `{entry.missing[a]}`" if a in entry.missing else f"{a}: not measured"
@@ -344,38 +345,58 @@ def recommend(
             )
             excluded[entry.name] = f"missing {', '.join(lacking)} ({hints})"
             continue
-        scores = {
-            a: float(entry.scores[a]) if entry.scores.get(a) is not None else 0.0 for a in AXES
-        }
-        contributions = {a: normalised[a] * scores[a] for a in AXES}
-        candidates.append((sum(contributions.values()), entry.name, scores, contributions))
-        ranked_entries[entry.name] = entry
+        scores = {a: float(entry.scores.get(a) or 0.0) for a in weights}
+        contributions = {a: weights[a] * scores[a] for a in weights}
+        candidates.append((sum(contributions.values()), entry, scores, contributions))
     if not candidates:
         detail = "; ".join(f"{k}: {v}" for k, v in excluded.items()) or "the profile is empty"
         raise RecommendError(f"no backbone has every weighted axis measured ({detail}).")
-    candidates.sort(key=lambda c: (-c[0], c[1]))
-    names = [c[1] for c in candidates]
-    shares, replicates = _first_shares(profile, [ranked_entries[n] for n in names], normalised)
-    tied = _confidence_set(names, shares, CONFIDENCE) if replicates else []
+    candidates.sort(key=lambda c: (-c[0], c[1].name))
+    return candidates, excluded
 
+
+def _ahead(
+    score: float,
+    contributions: dict[str, float],
+    other: tuple[float, BackboneProfile, dict[str, float], dict[str, float]],
+    weights: Mapping[str, float],
+) -> str:
+    """Why a row ranks above the next one: the axes that gain and lose it the most."""
+    deltas = {a: contributions[a] - other[3][a] for a in weights if weights[a] > 0}
+    gains = sorted((a for a in deltas if deltas[a] > 1e-9), key=lambda a: -deltas[a])
+    losses = sorted((a for a in deltas if deltas[a] < -1e-9), key=lambda a: deltas[a])
+    text = f"ahead of {other[1].name} by {score - other[0]:.3f}"
+    if gains:
+        text += " thanks to " + ", ".join(f"{a} (+{deltas[a]:.3f})" for a in gains[:2])
+    if losses:
+        text += " despite " + ", ".join(f"{a} ({deltas[a]:.3f})" for a in losses[:2])
+    return text
+
+
+def recommend(
+    profile: Profile,
+    *,
+    scenario: str | None = None,
+    weights: str | Mapping[str, Any] | None = None,
+) -> Recommendation:
+    """Rank the backbones of ``profile`` for ``scenario`` (edge, cloud, critical) or ``weights``."""
+    weighing = _weighing(scenario, weights)
+    normalised = weighing.weights
+    _check_on_scale(profile, normalised)
+    candidates, excluded = _candidates(profile, normalised)
+    entries = [c[1] for c in candidates]
+    shares, replicates = _first_shares(profile, entries, normalised)
+    tied = _confidence_set([e.name for e in entries], shares, CONFIDENCE) if replicates else []
     variants = {b.name: b for b in profile.backbones if b.is_variant}
     ranking = []
-    for index, (score, backbone, scores, contributions) in enumerate(candidates):
-        reasons = _reasons(scores, normalised, priorities)
+    for index, (score, row, scores, contributions) in enumerate(candidates):
+        backbone = row.name
+        reasons = _reasons(scores, normalised, weighing.priorities)
         if backbone in variants:  # say what the row is: a variant is ranked as a model of its own
             entry = variants[backbone]
             reasons.insert(0, f"variant of {entry.base}: {entry.variant_description}")
         if index + 1 < len(candidates):
-            other = candidates[index + 1]
-            deltas = {a: contributions[a] - other[3][a] for a in AXES if normalised[a] > 0}
-            gains = sorted((a for a in deltas if deltas[a] > 1e-9), key=lambda a: -deltas[a])
-            losses = sorted((a for a in deltas if deltas[a] < -1e-9), key=lambda a: deltas[a])
-            text = f"ahead of {other[1]} by {score - other[0]:.3f}"
-            if gains:
-                text += " thanks to " + ", ".join(f"{a} (+{deltas[a]:.3f})" for a in gains[:2])
-            if losses:
-                text += " despite " + ", ".join(f"{a} ({deltas[a]:.3f})" for a in losses[:2])
-            reasons.append(text)
+            reasons.append(_ahead(score, contributions, candidates[index + 1], normalised))
         if replicates:
             reasons.append(f"ranked first in {shares[index]:.0%} of {replicates} replicates")
         ranking.append(
@@ -389,16 +410,24 @@ def recommend(
             )
         )
     return Recommendation(
-        scenario=name,
-        description=description,
+        scenario=weighing.name,
+        description=weighing.description,
         weights=normalised,
-        priorities=priorities,
+        priorities=weighing.priorities,
         scale=profile.scale,
         ranking=ranking,
         excluded=excluded,
-        paper_choice=paper_choice,
+        paper_choice=weighing.paper_choice,
         tied=tied,
         replicates=replicates,
+    )
+
+
+def weights_text(result: Recommendation) -> str:
+    """``Performance 0.25 (high), …``: a ranking's weight per axis and its priority."""
+    return ", ".join(
+        f"{a.title} {result.weights[a.name]:.2f} ({result.priorities[a.name]})"
+        for a in registered_axes()
     )
 
 
@@ -407,11 +436,7 @@ def recommendation_to_markdown(result: Recommendation) -> str:
     lines = [
         f"### Scenario: {result.scenario} — {result.description}",
         "",
-        "Weights: "
-        + ", ".join(
-            f"{AXIS_TITLES[a]} {result.weights[a]:.2f} ({result.priorities[a]})" for a in AXES
-        )
-        + f"; scores on the {result.scale} scale.",
+        f"Weights: {weights_text(result)}; scores on the {result.scale} scale.",
         "",
         "| rank | backbone | weighted score | reasons |",
         "|---|---|---|---|",
