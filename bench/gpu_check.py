@@ -76,6 +76,7 @@ def _corpus(root: Path):
 def _check(family: str, manifest, root: Path, device: str) -> dict[str, str]:
     from trustser.attacks.runner import run_attack
     from trustser.extract import extract
+    from trustser.heads.estimator import HeadClassifier
     from trustser.heads.training import fit_heads
 
     row: dict[str, str] = {}
@@ -86,7 +87,7 @@ def _check(family: str, manifest, root: Path, device: str) -> dict[str, str]:
         raise RuntimeError(f"extraction incomplete: {summary.pending} pending, {summary.skipped}")
     row["extract s"] = f"{time.perf_counter() - start:.1f}"
     start = time.perf_counter()
-    fit_heads(store, runs=runs, folds="1", epochs=3, lr=1e-2, normalize=True, device=device)
+    fit_heads(store, None, HeadClassifier(epochs=3, lr=1e-2, device=device), runs=runs, folds="1")
     row["heads s"] = f"{time.perf_counter() - start:.1f}"
     for method, options in (("fgsm", {}), ("pgd", {"steps": 3})):
         start = time.perf_counter()

@@ -36,6 +36,7 @@ from trustser.store.plan import ClipFacts
 
 CHILD = r"""
 import json, sys
+from trustser.heads.estimator import HeadClassifier
 from trustser.heads.training import choose_data_mode, fit_heads
 from trustser.heads.tasks import build_task, select_splits
 from trustser.store import open_store
@@ -44,8 +45,8 @@ group = open_store(store).group(open_store(store).backbones[0])
 task = build_task("emotion", group.manifest(), seed=0)
 needed = list(dict.fromkeys(i for s in select_splits(task, "1") for i in (*s.train, *s.dev, *s.test)))
 _, stored = choose_data_mode(group, needed, mode="memory")
-result = fit_heads(store, task="emotion", runs=runs, folds="1", epochs=int(epochs), data=data,
-                   device="cpu", seed=0, batch_size=int(batch))
+estimator = HeadClassifier(epochs=int(epochs), device="cpu", seed=0, batch_size=int(batch))
+result = fit_heads(store, None, estimator, task="emotion", runs=runs, folds="1", data=data)
 json.dump({"stored": stored, "clips": len(needed), "mode": result.data_mode,
            "uar": result.tasks[0].metrics["test_uar_mean"]}, open(out, "w"))
 """

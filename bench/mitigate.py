@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from trustser.heads.probe import run_probes
-from trustser.heads.training import fit_heads
-from trustser.mitigate.fairness import GENDERS, fit_fair_post, fit_fair_reweight, worst_class_eo_gap
-from trustser.mitigate.privacy import fit_privacy
+from trustser.heads.training import default_estimator, fit_heads
 from trustser.runs import RunLayout, read_json
+from trustser.variants import fit_variant
+from trustser.variants.fairness import GENDERS, worst_class_eo_gap
 
 
 def _timed(action):
@@ -78,23 +78,26 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     runs = Path(args.runs or tempfile.mkdtemp(prefix="bench-mitigate-"))
-    options = {"runs": runs, "folds": args.folds, "device": args.device}
+    estimator = default_estimator(device=args.device)
+    options = {"runs": runs, "folds": args.folds}
     store, name = args.store, args.backbone
 
-    base, t_heads = _timed(lambda: fit_heads(store, name, task="all", **options))
+    base, t_heads = _timed(lambda: fit_heads(store, name, estimator, task="all", **options))
     _, t_probe = _timed(
         lambda: run_probes(store, name, task="gender,speaker", runs=runs, folds=args.folds)
     )
     t_emotion = next(t.seconds for t in base.tasks if t.task == "emotion")
     privacy, t_privacy = [], []
     for lam in args.lambdas:
-        (result,), seconds = _timed(
-            lambda lam=lam: fit_privacy(store, name, lambdas=[lam], **options)
+        result, seconds = _timed(
+            lambda lam=lam: fit_variant(store, f"{name}@privacy-l{lam:g}", estimator, **options)
         )
         privacy.append(result)
         t_privacy.append(seconds)
-    post, t_post = _timed(lambda: fit_fair_post(store, name, runs=runs, folds=args.folds))
-    _, t_reweight = _timed(lambda: fit_fair_reweight(store, name, **options))
+    post, t_post = _timed(lambda: fit_variant(store, f"{name}@fair-post", estimator, **options))
+    _, t_reweight = _timed(
+        lambda: fit_variant(store, f"{name}@fair-reweight", estimator, **options)
+    )
 
     print(f"## Mitigations benchmark ({name}, folds {args.folds or 'all'})\n")
     print(

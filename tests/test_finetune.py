@@ -116,9 +116,16 @@ def test_fine_tuning_trains_the_top_block_from_the_cache_without_running_the_bac
     )
     block_params = sum(t.numel() for t in pretrained.values())
     assert metrics["trainable_parameters"] == head_params + block_params
-    # nothing else of the backbone is saved: the fold's files are the head and the blocks
+    # nothing else of the backbone is saved: the fold's files are the head, the blocks and the
+    # fold's resumable results
     names = sorted(p.name for p in (layout.head_dir(variant, "emotion") / "fold1").iterdir())
-    assert names == ["head.json", "head.safetensors", "top_blocks.json", "top_blocks.safetensors"]
+    assert names == [
+        "fold.json",
+        "head.json",
+        "head.safetensors",
+        "top_blocks.json",
+        "top_blocks.safetensors",
+    ]
 
 
 def test_same_seed_same_variant_and_another_seed_another(stores, tmp_path):
