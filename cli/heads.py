@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -12,7 +12,7 @@ from rich.table import Table
 from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._tables import print_table
 from trustser.heads.crossval import TaskResult, TrainingEvent
-from trustser.heads.estimator import class_weight_policy
+from trustser.heads.estimator import HeadClassifier, class_weight_policy
 from trustser.heads.finetune import DEFAULT_BLOCK_LR
 from trustser.heads.model import POOLINGS
 from trustser.heads.probe import ProbeEvent, ProbeResult
@@ -59,6 +59,22 @@ def _targets(
     store, runs = ws.resolve("store", store), ws.resolve("runs", runs)
     with user_errors():
         return store, runs, stage_backbones(store, backbones)
+
+
+def fit_request(
+    store: Path, runs: Path, estimator: HeadClassifier, folds: str | None, **settings: Any
+) -> FitRequest:
+    """How a command fits variants: its store, runs and folds, the heads' configured estimator
+    and its device and seed; ``settings`` add the command's own (:class:`FitRequest`)."""
+    return FitRequest(
+        store=store,
+        runs=runs,
+        estimator=estimator,
+        folds=folds,
+        device=estimator.device,
+        seed=estimator.seed,
+        **settings,
+    )
 
 
 @app.command("fit")
@@ -177,13 +193,11 @@ def fit(
                     resume=resume,
                 ).tasks
             else:
-                request = FitRequest(
-                    store=store,
-                    runs=runs,
-                    estimator=estimator,
-                    folds=folds,
-                    device=device,
-                    seed=seed,
+                request = fit_request(
+                    store,
+                    runs,
+                    estimator,
+                    folds,
                     data=data,
                     tasks=tuple((task or "all").split(",")),
                     options={"block_lr": block_lr, "block_dropout": block_dropout},

@@ -17,6 +17,7 @@ from trustser.cli import (
     profile,
     store,
     synth,
+    variants,
 )
 
 __all__ = ["app", "main"]
@@ -33,8 +34,9 @@ app.add_typer(backbones.app, name="backbones", help="List and inspect frozen enc
 app.add_typer(store.app, name="store", help="Inspect and verify embedding stores.")
 app.add_typer(heads.app, name="heads", help="Train heads and probes from the embedding cache.")
 app.add_typer(mitigate.app, name="mitigate", help="Privacy, fairness and safety mitigations.")
-# Single commands at the top level: extract, attack, cost, profile, recommend, compare, run, demo.
-for area in (extract, attack, profile, compare, pipeline):
+# Single commands at the top level: extract, attack, cost, profile, recommend, compare, run, demo,
+# variants.
+for area in (extract, attack, profile, compare, pipeline, variants):
     app.add_typer(area.app)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from rich.table import Table
 from trustser.attacks.runner import run_attack
 from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._progress import AttackBar
-from trustser.cli.heads import _FitProgress
+from trustser.cli.heads import _FitProgress, fit_request
 from trustser.cost import run_cost
 from trustser.formatting import percent
 from trustser.heads.training import default_estimator
@@ -65,42 +66,42 @@ def _numbers(first: list[float], extra: list[str], flag: str) -> list[float]:
     return values
 
 
+@dataclass(frozen=True)
+class _Targets:
+    """What every mitigation command works on: the store, runs, backbones (flag > workspace)
+    and folds, and how the heads train (epochs, device, seed)."""
+
+    store: Path | None
+    runs: Path | None
+    backbones: list[str] | None
+    folds: str | None
+    device: str = "auto"
+    seed: int = 0
+    epochs: int | None = None
+
+
 def _fitted(
-    store: Path | None,
-    runs: Path | None,
-    backbones: list[str] | None,
+    targets: _Targets,
     variants_of: Callable[[str], list[Variant]],
-    *,
-    folds: str | None,
-    epochs: int | None = None,
-    device: str = "auto",
-    seed: int = 0,
-    batch_size: int = 8,
-    options: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> Iterator[tuple[Variant, VariantFit, FitRequest]]:
-    """Every mitigation command's loop: resolve the store, runs and backbones (flag >
-    workspace), then fit each variant ``variants_of(backbone)`` names, with a progress bar per
-    fold; yields what was fitted. Bad input ends the command as one line."""
+    """Every mitigation command's loop: resolve the targets, then fit each variant
+    ``variants_of(backbone)`` names, with a progress bar per fold; yields what was fitted.
+    ``settings`` are the command's own request fields. Bad input ends the command as one line."""
     ws = workspace()
-    store, runs = ws.resolve("store", store), ws.resolve("runs", runs)
+    store, runs = ws.resolve("store", targets.store), ws.resolve("runs", targets.runs)
     with user_errors():
-        names = stage_backbones(store, backbones)
-        estimator = default_estimator(epochs=epochs, device=device, seed=seed)
+        names = stage_backbones(store, targets.backbones)
+        estimator = default_estimator(
+            epochs=targets.epochs, device=targets.device, seed=targets.seed
+        )
     for name in names:
         with user_errors():
             planned = variants_of(name)
         for variant in planned:
             with user_errors(), _FitProgress() as progress:
-                request = FitRequest(
-                    store=store,
-                    runs=runs,
-                    estimator=estimator,
-                    folds=folds,
-                    device=device,
-                    seed=seed,
-                    batch_size=batch_size,
-                    options=dict(options or {}),
-                    callback=progress.update,
+                request = fit_request(
+                    store, runs, estimator, targets.folds, callback=progress.update, **settings
                 )
                 fitted = variant.fit(request)
             yield variant, fitted, request
@@ -142,16 +143,8 @@ def privacy(
         "speaker-ID acc.",
     ):
         table.add_column(column)
-    fits = _fitted(
-        store,
-        runs,
-        backbone,
-        lambda name: [PRIVACY.variant(name, lam=lam) for lam in values],
-        folds=folds,
-        epochs=epochs,
-        device=device,
-        seed=seed,
-    )
+    targets = _Targets(store, runs, backbone, folds, device, seed, epochs)
+    fits = _fitted(targets, lambda name: [PRIVACY.variant(name, lam=lam) for lam in values])
     for variant, result, _ in fits:
         emotion, gender, speaker = result.tasks
         table.add_row(
@@ -198,15 +191,10 @@ def fairness(
     table = Table(title="fairness mitigation (test, fold mean)")
     for column in ("variant", "emotion UAR", "gender at inference"):
         table.add_column(column)
+    targets = _Targets(store, runs, backbone, folds, device, seed, epochs)
     fits = _fitted(
-        store,
-        runs,
-        backbone,
+        targets,
         lambda name: [FAIRNESS.variant(name, method=m) for m in methods],
-        folds=folds,
-        epochs=epochs,
-        device=device,
-        seed=seed,
         options={"uar_floor": uar_floor},
     )
     for variant, result, _ in fits:
@@ -251,13 +239,8 @@ def smoothing(
     for column in ("variant", "emotion UAR", "attack", "adaptive ASR", "plain ASR", "GMACs/clip"):
         table.add_column(column)
     fits = _fitted(
-        store,
-        runs,
-        backbone,
+        _Targets(store, runs, backbone, folds, device, seed),
         lambda name: [SMOOTHING.variant(name, snr_db=noise_snr, samples=samples)],
-        folds=folds,
-        device=device,
-        seed=seed,
         batch_size=batch_size,
     )
     for variant, result, request in fits:

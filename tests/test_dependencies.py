@@ -28,3 +28,17 @@ def test_transformers_floor_is_the_tested_one():
     notes = (REPO / "docs" / "backbones.md").read_text()
     for tested in (*TESTED_TRANSFORMERS["pass"], *TESTED_TRANSFORMERS["fail"]):
         assert re.search(rf"\b{re.escape(tested)}\b", notes), tested
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists the packages a wheel holds: a package missing there would be left out
+    of an installed trustser while the editable checkout still imports it."""
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    roots = {"trustser": "trustser", "store": "trustser.store", "cli": "trustser.cli"}
+    found = set()
+    for root, name in roots.items():
+        for init in (REPO / root).rglob("__init__.py"):
+            parts = init.parent.relative_to(REPO / root).parts
+            found.add(".".join([name, *parts]))
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"

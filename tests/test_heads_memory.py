@@ -111,7 +111,8 @@ def test_fit_heads_in_memory_builds_int8_features_and_finetuning_reads_them(
         data="memory",
         options={"block_lr": 1e-2},
     )
-    assert result.data_mode == "memory" and result.backbone == f"{BACKBONE}@top1"
+    (emotion,) = result.tasks
+    assert emotion.data_mode == "memory" and result.variant == f"{BACKBONE}@top1"
     assert built and built[0].dtype == torch.int8
     assert (tmp_path / "tiny-whisper@top1" / "emotion" / "metrics.json").is_file()
     # the fine-tuning batches from RAM equal those streamed from the int8 store

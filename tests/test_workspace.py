@@ -51,9 +51,9 @@ def typed(runner: CliRunner, line: str):
 def quick_heads(monkeypatch):
     """Short training: the commands' wiring is under test here, not the heads' convergence."""
     import trustser.heads.tasks as tasks
-    import trustser.heads.training as training
+    import trustser.heads.crossval as crossval
 
-    monkeypatch.setattr(training, "DEFAULT_MIN_STEPS", 0)
+    monkeypatch.setattr(crossval, "DEFAULT_MIN_STEPS", 0)
     for task in ("emotion", "gender", "speaker"):
         monkeypatch.setitem(tasks.DEFAULT_EPOCHS, task, 2)
 

@@ -30,6 +30,7 @@ __all__ = [
     "IDENTITY_KEYS",
     "DeployedModelError",
     "Deployment",
+    "FoldHead",
     "FoldPlan",
     "available_heads",
     "check_identity",
@@ -47,6 +48,17 @@ class DeployedModelError(TrustSERError, ValueError):
     weights); says what to redo."""
 
 
+@dataclass(frozen=True)
+class FoldHead:
+    """A fold's trained emotion head as a deployment reads it: its file, its ``head.json`` and
+    the store's provenance it was checked against, and the device the model runs on."""
+
+    path: Path
+    sidecar: dict[str, Any]
+    provenance: dict[str, Any]
+    device: torch.device
+
+
 class Deployment(Protocol):
     """What a model variant changes in a fold's deployed model (a
     :class:`trustser.variants.Variant` is one); a base backbone changes nothing."""
@@ -55,15 +67,8 @@ class Deployment(Protocol):
     def uses_base_heads(self) -> bool:
         """Whether the variant classifies with its base's emotion heads (a defence at inference)."""
 
-    def fold_encoder(
-        self,
-        encoder: Any,
-        head_path: Path,
-        sidecar: dict[str, Any],
-        provenance: dict[str, Any],
-        device: torch.device,
-    ) -> Any:
-        """The backbone as fold ``head_path`` deploys it (e.g. with its fine-tuned blocks)."""
+    def fold_encoder(self, encoder: Any, head: FoldHead) -> Any:
+        """The backbone as the fold of ``head`` deploys it (e.g. with its fine-tuned blocks)."""
 
     def wrap(self, model: nn.Module, *, fold: str, seed: int) -> nn.Module:
         """The fold's end-to-end model as the variant runs it (e.g. behind a defence)."""
@@ -252,7 +257,7 @@ def plan_folds(
         fold_encoder = encoder
         if deployment is not None:
             fold_encoder = deployment.fold_encoder(
-                encoder, heads[fold.name], sidecar, provenance, device
+                encoder, FoldHead(heads[fold.name], sidecar, provenance, device)
             )
         labels = _head_labels(sidecar, manifest, heads[fold.name])
         clips = _head_test_clips(sidecar, manifest, manifest.split(fold)["test"])

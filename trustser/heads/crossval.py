@@ -214,7 +214,9 @@ def cross_validate(
             )
         else:
             resumed.append(split.name)
-            epochs = int(state["result"]["history"][-1]["epoch"]) if state["result"]["history"] else 0
+            epochs = (
+                int(state["result"]["history"][-1]["epoch"]) if state["result"]["history"] else 0
+            )
             notify("fold_start", epochs=epochs, resumed=True)
             notify("epoch", epoch=epochs, epochs=epochs, resumed=True)
         result = FoldResult.from_state(state["result"], head_path)
@@ -360,10 +362,14 @@ def _evaluate(
         part = _feature_set(features, task, getattr(split, role))
         proba = model.predict_proba(part)
         predicted = [task.labels[k] for k in proba.argmax(axis=1)]
-        summaries[role] = performance_summary(list(part.labels), predicted, labels=list(task.labels))
+        summaries[role] = performance_summary(
+            list(part.labels), predicted, labels=list(task.labels)
+        )
         if role != "test":
             continue
-        for utterance_id, truth, pred, p in zip(part.ids, part.labels, predicted, proba, strict=True):
+        for utterance_id, truth, pred, p in zip(
+            part.ids, part.labels, predicted, proba, strict=True
+        ):
             utterance = manifest[utterance_id]
             rows.append(
                 {

@@ -105,8 +105,6 @@ def choose_data_mode(
     return ("memory" if free is not None and size <= memory_fraction * free else "stream"), size
 
 
-
-
 def default_estimator(**params: Any) -> HeadClassifier:
     """The heads' estimator as ``trustser heads fit`` configures it by default: the paper's
     head with each task's own epoch count and the step floor (``epochs=None``,

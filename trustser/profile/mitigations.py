@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 
-
 def _variant(b: BackboneProfile) -> Variant | None:
     """The row's variant when it is a mitigation of a kind this version knows."""
     if b.variant is None or b.base is None:

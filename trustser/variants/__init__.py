@@ -22,14 +22,20 @@ from trustser.heads.estimator import HeadClassifier
 from trustser.heads.probe import ProbeResult
 from trustser.runs import ModelName, forget_variant_word, register_variant_word
 from trustser.variants import fairness, finetune, privacy, smoothing
-from trustser.variants.kind import FitRequest, Variant, VariantError, VariantFit, VariantKind
+from trustser.variants import kind as _kind_module
+from trustser.variants.kind import (
+    FitRequest,
+    Variant,
+    VariantError,
+    VariantFit,
+    VariantKind,
+)
+from trustser.variants.kind import (
+    encoder_fold as encoder_fold,
+)
 
 __all__ = [
-    "FitRequest",
-    "Variant",
-    "VariantError",
-    "VariantFit",
-    "VariantKind",
+    *_kind_module.__all__,
     "fit_variant",
     "kind",
     "kinds",

@@ -12,7 +12,7 @@ cover. It needs each clip's gender **at inference**.
 
 (b) ``fit_fair_reweight`` — training-time reweighting, ``<backbone>@fair-reweight``: the emotion
 head trained with every (gender, class) cell weighing the same in the loss
-(:func:`~trustser.mitigate.estimator.cell_weights`); no gender at inference.
+(:func:`~trustser.heads.mitigated.cell_weights`); no gender at inference.
 
 Neither changes the representation an adversary reads (the backbone's hidden states), so both
 variants inherit the base's gender, speaker and probe runs, marked ``inherited_from``
@@ -339,7 +339,9 @@ class FairnessKind(VariantKind):
 
     word = "fair"
     label = "fairness mitigation"
-    summary = "per-gender logit offsets (fair-post) or gender × class reweighting (fair-reweight)"
+    summary = (
+        "per-gender logit offsets fitted on dev (post) or gender × class reweighting (reweight)"
+    )
     form = "fair-post or fair-reweight"
     _TAG = re.compile(rf"^fair-(?P<method>{'|'.join(FAIRNESS_METHODS)})$")
 

@@ -32,6 +32,7 @@ from trustser.backbones.top_blocks import (
     check_top_blocks_k,
     with_top_blocks,
 )
+from trustser.deployed.loading import FoldHead
 from trustser.heads.crossval import FoldVariant, TaskResult, cross_validate
 from trustser.heads.data import FeatureSource, PackedFeatures, StoreGroupError
 from trustser.heads.estimator import HeadClassifier
@@ -388,24 +389,17 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def variant_encoder(
-    variant: Variant,
-    encoder: Any,
-    head_path: Path,
-    sidecar: dict[str, Any],
-    provenance: dict[str, Any],
-    device: torch.device,
-) -> Any:
+def variant_encoder(variant: Variant, encoder: Any, head: FoldHead) -> Any:
     """A copy of the (identity-checked) base ``encoder`` with one fold's fine-tuned top blocks
     swapped in, read from beside the fold's emotion head; the blocks must extend the store's
     backbone (same weights checksum, the head's K)."""
-    info = sidecar.get("variant") or {}
-    path = head_path.parent / str(info.get("top_blocks") or "top_blocks.safetensors")
+    info = head.sidecar.get("variant") or {}
+    path = head.path.parent / str(info.get("top_blocks") or "top_blocks.safetensors")
     try:
         state, blocks = read_top_blocks(path)
     except FineTuneError as error:
         raise VariantError(str(error)) from None
-    expected = provenance.get("weights_sha256")
+    expected = head.provenance.get("weights_sha256")
     if blocks.get("base_weights_sha256") != expected or blocks.get("k") != info.get("k"):
         raise VariantError(
             f"the fine-tuned blocks {str(path)!r} extend weights {blocks.get('base_weights_sha256')!r} "
@@ -413,7 +407,7 @@ def variant_encoder(
             f"K={info.get('k')!r}; retrain the variant on this store."
         )
     try:
-        return with_top_blocks(encoder, state, k=int(blocks["k"])).to(device)
+        return with_top_blocks(encoder, state, k=int(blocks["k"])).to(head.device)
     except TopBlocksError as error:
         raise VariantError(f"{str(path)!r}: {error}") from None
 
@@ -423,7 +417,7 @@ class FineTuneKind(VariantKind):
 
     word = "top"
     label = "fine-tuned top blocks"
-    summary = "top K encoder blocks fine-tuned jointly with the emotion head (topK)"
+    summary = "top K encoder blocks fine-tuned jointly with the emotion head"
     form = "top<K> with K >= 1 top blocks (e.g. top1)"
     mitigation = False
     _TAG = re.compile(r"^top(?P<k>[1-9][0-9]*)$")
@@ -455,16 +449,8 @@ class FineTuneKind(VariantKind):
     def fit(self, variant: Variant, request: FitRequest) -> VariantFit:
         return fit_finetuned(variant, request)
 
-    def fold_encoder(
-        self,
-        variant: Variant,
-        encoder: Any,
-        head_path: Path,
-        sidecar: dict[str, Any],
-        provenance: dict[str, Any],
-        device: torch.device,
-    ) -> Any:
-        return variant_encoder(variant, encoder, head_path, sidecar, provenance, device)
+    def fold_encoder(self, variant: Variant, encoder: Any, head: FoldHead) -> Any:
+        return variant_encoder(variant, encoder, head)
 
     def probe_means(
         self, variant: Variant, group: Any, layout: RunLayout, ids: Sequence[str]

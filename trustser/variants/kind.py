@@ -29,10 +29,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
 from trustser._validation import TrustSERError
+from trustser.deployed.loading import FoldHead
 from trustser.heads.crossval import TaskResult, TrainingEvent
 from trustser.heads.estimator import HeadClassifier
 from trustser.runs import VARIANT_SEPARATOR, ModelName, RunLayout, inherit_privacy_runs
@@ -194,15 +194,7 @@ class VariantKind:
         """Fit the variant from the cache (or evaluate it) and write its runs."""
         raise NotImplementedError
 
-    def fold_encoder(
-        self,
-        variant: Variant,
-        encoder: Any,
-        head_path: Path,
-        sidecar: dict[str, Any],
-        provenance: dict[str, Any],
-        device: torch.device,
-    ) -> Any:
+    def fold_encoder(self, variant: Variant, encoder: Any, head: FoldHead) -> Any:
         """The backbone as one fold of the variant deploys it (default: unchanged)."""
         return encoder
 
@@ -288,15 +280,8 @@ class Variant:
             result = replace(result, inherited=inherited)
         return result
 
-    def fold_encoder(
-        self,
-        encoder: Any,
-        head_path: Path,
-        sidecar: dict[str, Any],
-        provenance: dict[str, Any],
-        device: torch.device,
-    ) -> Any:
-        return self.kind.fold_encoder(self, encoder, head_path, sidecar, provenance, device)
+    def fold_encoder(self, encoder: Any, head: FoldHead) -> Any:
+        return self.kind.fold_encoder(self, encoder, head)
 
     def wrap(self, model: nn.Module, *, fold: str, seed: int) -> nn.Module:
         return self.kind.wrap(self, model, fold=fold, seed=seed)

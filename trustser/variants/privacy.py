@@ -294,7 +294,7 @@ class PrivacyKind(VariantKind):
 
     word = "privacy"
     label = "privacy mitigation"
-    summary = "emotion head trained against a gender adversary with weight λ (privacy-l<λ>)"
+    summary = "emotion head trained against a gender adversary with weight λ"
     form = "privacy-l<λ> with λ >= 0 (e.g. privacy-l0.3)"
     _TAG = re.compile(r"^privacy-l(?P<lam>[0-9]+(?:\.[0-9]+)?)$")
 

@@ -112,7 +112,7 @@ class SmoothingKind(VariantKind):
 
     word = "smooth"
     label = "randomized smoothing"
-    summary = "randomized smoothing over N noisy copies at SNR s (smooth-s<s>-n<N>)"
+    summary = "randomized smoothing over N noisy copies at SNR s"
     form = "smooth-s<SNR dB>-n<N copies> (e.g. smooth-s30-n8)"
     _TAG = re.compile(r"^smooth-s(?P<snr>[0-9]+(?:\.[0-9]+)?)-n(?P<n>[1-9][0-9]*)$")
 
