@@ -179,7 +179,9 @@ def test_multilingual_prompt_names_the_language_and_the_task():
     assert generation.no_timestamps_token_id == 50363 and generation.eos_token_id == 50257
     with pytest.raises(CT2FormatError, match="multilingual Whisper: pass language="):
         ct2.whisper_generation_config(offline_dir(BASE))
-    with pytest.raises(CT2FormatError, match="English-only Whisper; it cannot transcribe language 'de'"):
+    with pytest.raises(
+        CT2FormatError, match="English-only Whisper; it cannot transcribe language 'de'"
+    ):
         ct2.whisper_generation_config(offline_dir(TINY_EN), language="de")
 
 
