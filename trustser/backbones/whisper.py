@@ -72,7 +72,12 @@ class WhisperBackbone(Backbone):
         return encoder_frame_count(mel_frame_count(num_samples))
 
     def extra_provenance(self) -> dict[str, Any]:
-        return {"window": self.window, "num_mel_bins": self.log_mel.num_mel_bins}
+        file_sha256 = self.spec.extra.get("weights_file_sha256")  # packaged weights: verified
+        return {
+            "window": self.window,
+            "num_mel_bins": self.log_mel.num_mel_bins,
+            **({"weights_file_sha256": file_sha256} if file_sha256 else {}),
+        }
 
     def forward(
         self, waveforms: torch.Tensor, lengths: torch.Tensor
