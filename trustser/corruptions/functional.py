@@ -245,6 +245,31 @@ def mu_law(waveform: np.ndarray, *, mu: int = 255, bits: int = 8) -> np.ndarray:
     return np.sign(quantized) * ((1.0 + mu) ** np.abs(quantized) - 1.0) / mu
 
 
+def _line_filter(low_hz: float, high_hz: float, order: int, rate: int) -> np.ndarray:
+    """Butterworth high-pass + low-pass (second-order sections) for :func:`telephone`.
+
+    The line applies the filter four times (send and receive, each forwards and backwards), so
+    the corners are moved out until the four passes together are −3 dB at ``low_hz`` and
+    ``high_hz``. One pass of a digital (bilinear) order-N Butterworth low-pass has power gain
+    1/(1 + (w/w_c)^2N), w = tan(πf/rate) (the high-pass: (w_c/w)^2N), so each corner sits where
+    that ratio is r = (2^(1/4) − 1)^(1/2N) at its band edge.
+    """
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        raise CorruptionError(f"filter_order must be a positive integer, got {order!r}.")
+    if not 0 < low_hz < high_hz < rate / 2:
+        raise CorruptionError(
+            f"telephone needs 0 < low_hz < high_hz < channel_rate/2 = {rate / 2:g} Hz, got "
+            f"low_hz={low_hz!r}, high_hz={high_hz!r}."
+        )
+    ratio = (2.0**0.25 - 1.0) ** (1.0 / (2 * order))
+    warp = np.pi / rate
+    low_corner = math.atan(math.tan(warp * low_hz) * ratio) / warp
+    high_corner = math.atan(math.tan(warp * high_hz) / ratio) / warp
+    high_pass = sp_signal.butter(order, low_corner, btype="highpass", fs=rate, output="sos")
+    low_pass = sp_signal.butter(order, high_corner, btype="lowpass", fs=rate, output="sos")
+    return np.concatenate([high_pass, low_pass])
+
+
 def telephone(
     waveform: np.ndarray,
     *,
@@ -253,30 +278,27 @@ def telephone(
     channel_rate: int = 8000,
     mu: int = 255,
     bits: int = 8,
-    filter_order: int = 6,
+    filter_order: int = 8,
 ) -> np.ndarray:
     """A narrowband telephone line: 8 kHz, 300–3400 Hz, μ-law (ITU-T G.711/G.712), back to 16 kHz.
 
-    Down-sample to ``channel_rate`` (polyphase, with its anti-aliasing filter), band-pass
-    (send filter), μ-law encode/decode (:func:`mu_law`), band-pass again (receive filter), and
-    up-sample to 16 kHz. Each band-pass is a Butterworth of ``filter_order`` run forwards and
-    backwards (zero phase, so the clip stays time-aligned; −6 dB at each band edge per pass).
+    Down-sample to ``channel_rate`` (polyphase, with its anti-aliasing filter), band-limit
+    (send filter), μ-law encode/decode (:func:`mu_law`), band-limit again (receive filter, which
+    also removes the quantisation noise outside the band), and up-sample to 16 kHz. The filters
+    are Butterworth high- and low-pass of ``filter_order`` run forwards and backwards (zero
+    phase, so the clip stays time-aligned), placed so the whole line is −3 dB at ``low_hz``
+    and ``high_hz`` (:func:`_line_filter`).
     """
     x = as_signal(waveform)
     low_hz, high_hz = _check_number("low_hz", low_hz), _check_number("high_hz", high_hz)
+    if isinstance(channel_rate, bool) or not isinstance(channel_rate, int) or channel_rate <= 0:
+        raise CorruptionError(f"channel_rate must be a positive integer, got {channel_rate!r}.")
     if SAMPLE_RATE % channel_rate:
         raise CorruptionError(
             f"channel_rate must divide {SAMPLE_RATE} Hz (8000, say), got {channel_rate!r}."
         )
-    if not 0 < low_hz < high_hz < channel_rate / 2:
-        raise CorruptionError(
-            f"telephone needs 0 < low_hz < high_hz < channel_rate/2 = {channel_rate / 2:g} Hz, "
-            f"got {low_hz!r}, {high_hz!r}."
-        )
+    band = _line_filter(low_hz, high_hz, filter_order, channel_rate)
     factor = SAMPLE_RATE // channel_rate
-    band = sp_signal.butter(
-        filter_order, (low_hz, high_hz), btype="bandpass", fs=channel_rate, output="sos"
-    )
     narrow = sp_signal.resample_poly(x, 1, factor)
     narrow = sp_signal.sosfiltfilt(band, narrow)
     narrow = sp_signal.sosfiltfilt(band, mu_law(narrow, mu=mu, bits=bits))

@@ -263,7 +263,7 @@ _REGISTRY: tuple[Corruption, ...] = (
                         "channel_rate": 8000,
                         "mu": 255,
                         "bits": 8,
-                        "filter_order": 6,
+                        "filter_order": 8,
                     }
                 ),
             ),
