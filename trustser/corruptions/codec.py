@@ -3,8 +3,8 @@
 ``soundfile`` (libsndfile, already the toolkit's audio reader) writes MP3 through LAME and
 Ogg Opus through libopus, so no codec binary or extra package is needed. libsndfile takes a
 ``compression_level`` in [0, 1] rather than a bitrate; :func:`compression_level` inverts its
-mapping so a severity is stated in kbit/s (and the tests check the bitrate on the encoded
-bytes). Decoding can start late: LAME writes no gapless header at MPEG-2 bitrates of
+mapping (for Opus as measured on libsndfile 1.2.2) so a severity is stated in kbit/s; the
+tests check the bitrate on the encoded bytes. Decoding can start late: LAME writes no gapless header at MPEG-2 bitrates of
 32 kbit/s and below, so the decoder's output carries the encoder and decoder delay (1105
 samples with LAME/mpg123). That delay is a property of the codec and its setting, not of the
 clip, so :func:`codec_delay` measures it once per setting on a fixed probe signal and
@@ -74,8 +74,8 @@ def _codec(name: str) -> Codec:
     ):
         raise CorruptionError(
             f"this libsndfile ({sf.__libsndfile_version__}) cannot write {codec.format} "
-            f"{codec.subtype}; install soundfile >= 0.12.1, whose wheels bundle a libsndfile "
-            "with MP3 and Opus."
+            f"{codec.subtype}; install soundfile from its PyPI wheel, which bundles a "
+            "libsndfile with MP3 (LAME, mpg123) and Opus."
         )
     return codec
 
@@ -85,7 +85,8 @@ def compression_level(codec: str, bitrate_kbps: float) -> float:
 
     MP3 (MPEG-2, constant bitrate): libsndfile sets int(160 − 152·level) kbit/s, so
     level = (160 − kbps)/152, nudged by half a kbit/s against the truncation. Opus: libsndfile
-    targets 6 + 250·(1 − level) kbit/s, so level = 1 − (kbps − 6)/250.
+    1.2.2 targets 6 + 250·(1 − level) kbit/s (read off its encoded sizes), so
+    level = 1 − (kbps − 6)/250.
     """
     spec = _codec(codec)
     if spec.allowed_kbps and bitrate_kbps not in spec.allowed_kbps:
