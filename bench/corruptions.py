@@ -21,21 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import fastest  # bench/ is on sys.path when a script runs
 
 from trustser.corruptions import suite
 from trustser.corruptions.codec import codec_delay
 
 SECONDS = 6.0
 RATE = 16_000
-
-
-def _fastest(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _synthetic(seed: int) -> np.ndarray:
@@ -109,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         for clip_id, speaker, waveform in clips:
             seed = case.clip_seed(0, clip_id)
             times.append(
-                _fastest(
+                fastest(
                     lambda c=case, w=waveform, s=seed, sp=speaker: c.apply(
                         w, s, speaker=sp, talkers=talkers
                     ),

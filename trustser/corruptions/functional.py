@@ -169,23 +169,6 @@ def clipping(waveform: np.ndarray, *, gain_db: float, limit: float = 1.0) -> np.
     return to_output(np.clip(loud, -limit, limit), x.shape[0])
 
 
-def tilt_gain_db(
-    freqs_hz: np.ndarray,
-    *,
-    db_per_octave: float,
-    reference_hz: float = 1000.0,
-    low_hz: float = 125.0,
-    high_hz: float = 8000.0,
-) -> np.ndarray:
-    """Gain in dB of :func:`spectral_tilt` at ``freqs_hz``: a straight line in log-frequency.
-
-    G(f) = s · log2(min(max(f, f_lo), f_hi) / f_ref): ``s`` dB per octave between the two
-    shelf corners, flat (a shelf) outside them, 0 dB at ``reference_hz``.
-    """
-    clamped = np.clip(np.asarray(freqs_hz, dtype=np.float64), low_hz, high_hz)
-    return db_per_octave * np.log2(clamped / reference_hz)
-
-
 def spectral_tilt(
     waveform: np.ndarray,
     *,
@@ -196,8 +179,10 @@ def spectral_tilt(
 ) -> np.ndarray:
     """Tilt the spectrum by ``db_per_octave`` between two shelves, keeping the clip's RMS.
 
-    A zero-phase filter applied in the frequency domain with the exact gain of
-    :func:`tilt_gain_db` (zero-padded by 0.25 s so the filter's ringing does not wrap around).
+    The gain is a straight line in log-frequency, G(f) = s · log2(min(max(f, f_lo), f_hi) /
+    f_ref) dB: ``s`` dB per octave between the shelf corners ``low_hz`` and ``high_hz``, flat
+    outside them, 0 dB at ``reference_hz``. It is applied exactly, as a zero-phase filter in the
+    frequency domain (zero-padded by 0.25 s so the filter's ringing does not wrap around).
     The result is rescaled to the input's RMS, so the tilt changes the balance of low and high
     frequencies (a cheap microphone, a muffled or a thin channel), not the level, which
     :func:`gain` covers.
@@ -214,13 +199,7 @@ def spectral_tilt(
     n = x.shape[0]
     n_fft = sp_fft.next_fast_len(n + SAMPLE_RATE // 4, real=True)
     freqs = sp_fft.rfftfreq(n_fft, d=1.0 / SAMPLE_RATE)
-    gain_db = tilt_gain_db(
-        freqs,
-        db_per_octave=db_per_octave,
-        reference_hz=reference_hz,
-        low_hz=low_hz,
-        high_hz=high_hz,
-    )
+    gain_db = db_per_octave * np.log2(np.clip(freqs, low_hz, high_hz) / reference_hz)
     tilted = sp_fft.irfft(sp_fft.rfft(x, n_fft) * 10.0 ** (gain_db / 20.0), n_fft)[:n]
     tilted_rms = math.sqrt(float(np.mean(tilted**2)))
     if tilted_rms > 0:

@@ -207,6 +207,17 @@ def _reverb_severities() -> tuple[Severity, ...]:
     )
 
 
+def _codec_corruption(codec: str, what: str, bitrates_kbps: tuple[int, ...]) -> Corruption:
+    return Corruption(
+        codec,
+        f"{what}: encoded and decoded",
+        lossy_codec,
+        _levels(lambda kbps: f"{kbps:g} kbit/s", "bitrate_kbps", bitrates_kbps, codec=codec),
+        _LENGTH_CODEC,
+        seeded=False,
+    )
+
+
 _REGISTRY: tuple[Corruption, ...] = (
     Corruption(
         "white_noise",
@@ -271,22 +282,8 @@ _REGISTRY: tuple[Corruption, ...] = (
         _LENGTH_RESAMPLED,
         seeded=False,
     ),
-    Corruption(
-        "mp3",
-        "MP3 (MPEG-2 Layer III, constant bitrate) encoded and decoded",
-        lossy_codec,
-        _levels(lambda kbps: f"{kbps:g} kbit/s", "bitrate_kbps", (32, 16, 8), codec="mp3"),
-        _LENGTH_CODEC,
-        seeded=False,
-    ),
-    Corruption(
-        "opus",
-        "Opus in Ogg (variable bitrate around the target) encoded and decoded",
-        lossy_codec,
-        _levels(lambda kbps: f"{kbps:g} kbit/s", "bitrate_kbps", (24, 12, 6), codec="opus"),
-        _LENGTH_CODEC,
-        seeded=False,
-    ),
+    _codec_corruption("mp3", "MPEG-2 Layer III, constant bitrate", (32, 16, 8)),
+    _codec_corruption("opus", "Opus in Ogg, variable bitrate around the target", (24, 12, 6)),
     Corruption(
         "attenuation",
         "a quieter input (gain below 0 dB, no clipping)",
