@@ -22,12 +22,12 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
+from _timing import fastest  # bench/ is on sys.path when a script runs
 
 from trustser.audio import TARGET_SAMPLE_RATE, expected_num_samples, load_audio
 
@@ -48,15 +48,6 @@ def _torchaudio_decode(path: Path, resamplers: dict) -> torch.Tensor:
 
 def _soxr_decode(path: Path) -> torch.Tensor:
     return load_audio(path, max_seconds=None, warn=False).waveform
-
-
-def _fastest(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                 if abs(old.numel() - new.numel()) > 1:
                     raise SystemExit(f"{path}: lengths {old.numel()} vs {new.numel()}")
                 times["torchaudio"].append(
-                    _fastest(lambda p=path: _torchaudio_decode(p, resamplers), args.repeats)
+                    fastest(lambda p=path: _torchaudio_decode(p, resamplers), args.repeats)
                 )
-                times["soxr"].append(_fastest(lambda p=path: _soxr_decode(p), args.repeats))
+                times["soxr"].append(fastest(lambda p=path: _soxr_decode(p), args.repeats))
             rows[rate] = {arm: 1000 * statistics.median(v) for arm, v in times.items()}
 
     print(

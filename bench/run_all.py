@@ -52,6 +52,7 @@ BENCHMARKS = (
     Benchmark("attack", "attack.py", "batched FGSM vs a batch-size-1 loop", "uses"),
     Benchmark("decode", "decode.py", "decode ms per clip at 16–48 kHz: torchaudio vs soxr", "no"),
     Benchmark("bootstrap", "bootstrap.py", "speaker bootstrap of every axis vs a loop", "no"),
+    Benchmark("corruptions", "corruptions.py", "ms per 6 s clip of each corruption", "uses"),
 )
 
 # Arguments per size: "quick" finishes in minutes on 2 CPU cores, "full" is the published run.
@@ -63,6 +64,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "attack": ["--clips", "16"],
         "decode": ["--clips", "4"],
         "bootstrap": ["--clips", "2000", "--loop-replicates", "2"],
+        "corruptions": ["--clips", "2", "--repeats", "2"],
     },
     "full": {
         "backbones": ["--clips", "4"],
@@ -71,6 +73,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "attack": ["--clips", "48"],
         "decode": ["--clips", "8", "--repeats", "3"],
         "bootstrap": [],
+        "corruptions": ["--clips", "8", "--repeats", "3"],
     },
 }
 
