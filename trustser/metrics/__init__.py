@@ -10,4 +10,4 @@ follow an explicit ``undefined`` policy (see :mod:`trustser.metrics._common`). S
 imported on use, not here.
 """
 
-__all__ = ["bootstrap", "fairness", "performance", "privacy", "safety"]
+__all__ = ["bootstrap", "fairness", "performance", "privacy", "safety", "verification"]
