@@ -118,7 +118,14 @@ def verify(
     chosen: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in ATTACKERS}
     for trial_set in design.sets:
         needed = list(
-            dict.fromkeys([*trial_set.train_ids, *trial_set.dev_trials.ids, *trial_set.trials.ids])
+            dict.fromkeys(
+                [
+                    *trial_set.train_ids,
+                    *trial_set.dev_ids,
+                    *trial_set.dev_trials.ids,
+                    *trial_set.trials.ids,
+                ]
+            )
         )
         fold = trial_set.attacker_fold
         means = read_embeddings(of_fold(fold), needed, fold=fold)
@@ -133,6 +140,8 @@ def verify(
                 train_labels=trial_set.train_labels,
                 dev_trials=trial_set.dev_trials,
                 where=f"trial set {trial_set.name}, {name} attacker",
+                refit_ids=trial_set.dev_ids,
+                refit_labels=trial_set.dev_labels,
             )
             scores[name] = score_trials(
                 choice.attacker, means[:, choice.layer], row, trial_set.trials

@@ -16,13 +16,16 @@ whose test speakers hold fewer than two speakers of a gender (EmoDB and IEMOCAP 
 and one man per fold) has no same-gender non-target pair; then trials are **pooled across
 folds**: one set per combination of ``m`` folds (the smallest ``m`` for which every combination
 has two speakers of each gender), its test speakers the union of theirs. The set's attacker
-takes the split of its first fold whose dev speakers are none of the set's test speakers, minus
-the set's test speakers: so **no trial ever involves a speaker the attacker trained on or chose
-its layer on**. The design records the flag and the reason.
+takes the split of its first fold whose dev speakers are none of the set's test speakers (and
+that keeps at least two training speakers), minus the set's test speakers: so **no trial ever
+involves a speaker the attacker trained on or chose its layer on**. The design records the flag and the reason.
 
-**Dev trials** (for the layer choice) are built the same way from the set's dev speakers; when
-no gender among them has two speakers (EmoDB's one woman and one man), their non-targets are the
-cross-gender pairs instead, recorded as ``dev_nontargets = "any gender"``.
+**Dev trials** (for the layer choice) are built the same way from the set's dev speakers: the
+attacker fold's dev speakers, joined — while a gender has fewer than two of them (EmoDB's dev
+fold holds one woman and one man: no same-gender pair to choose on) — by the dev speakers of
+the next folds that are among its training speakers (they move from training to dev; at least
+two training speakers stay). If still no gender has two dev speakers, the dev non-targets are
+the cross-gender pairs, recorded as ``dev_nontargets = "any gender"``.
 
 Formulas and the rationale: docs/metrics.md, "Speaker verification".
 """
@@ -117,6 +120,9 @@ class TrialSet:
     train_speakers: tuple[str, ...]
     train_ids: tuple[str, ...]
     train_labels: tuple[str, ...]  # the speaker of each training clip
+    dev_ids: tuple[str, ...]  # every dev clip (all emotions): the informed attacker's refit
+    dev_labels: tuple[str, ...]
+    dev_folds: tuple[str, ...]  # the folds whose dev speakers are this set's
     trials: Trials
     dev_trials: Trials
     dev_nontargets: str
@@ -136,14 +142,17 @@ class TrialSet:
                 ("trial speakers outside the test speakers", trial_speakers - test),
                 ("dev-trial speakers outside the dev speakers", dev_trial_speakers - dev),
                 ("training clips of non-training speakers", set(self.train_labels) - train),
+                ("dev clips of non-dev speakers", set(self.dev_labels) - dev),
                 ("test speakers among the training speakers", test & train),
                 ("test speakers among the dev speakers", test & dev),
                 ("dev speakers among the training speakers", dev & train),
             )
             if shared
         ]
-        if len(self.train_ids) != len(self.train_labels):
-            problems.append("train_ids and train_labels differ in length")
+        if len(self.train_ids) != len(self.train_labels) or len(self.dev_ids) != len(
+            self.dev_labels
+        ):
+            problems.append("clip ids and their speaker labels differ in length")
         if problems:
             raise TrialDesignError(f"trial set {self.name}: " + "; ".join(problems) + ".")
 
@@ -154,6 +163,7 @@ class TrialSet:
             "attacker_fold": self.attacker_fold,
             "test_speakers": list(self.test_speakers),
             "dev_speakers": list(self.dev_speakers),
+            "dev_folds": list(self.dev_folds),
             "train_speakers": list(self.train_speakers),
             "train_clips": len(self.train_ids),
             "trials": self.trials.counts(),
@@ -255,18 +265,19 @@ def build_trials(
         attacker_fold = _attacker_fold(combo, roles, set(test_speakers))
         if attacker_fold is None:
             notes.append(
-                f"set {name} left out: every fold in it has a dev speaker among its test speakers"
+                f"set {name} left out: every fold in it has a dev speaker among the set's test "
+                f"speakers or fewer than {_MIN_SPEAKERS} training speakers apart from them"
             )
             continue
         split = roles[attacker_fold]
-        dev_speakers = sorted({u.speaker for u in split["dev"]} - set(test_speakers))
-        excluded = set(test_speakers) | set(dev_speakers)
-        train_utts = [u for u in split["train"] if u.speaker not in excluded]
-        dev_utts = [
-            u
-            for u in split["dev"]
-            if u.speaker not in set(test_speakers) and (emotion is None or u.emotion == emotion)
-        ]
+        dev_folds = _dev_folds(folds, attacker_fold, roles, set(test_speakers), genders, emotion)
+        dev_speakers = sorted(
+            {u.speaker for f in dev_folds for u in roles[f]["dev"]} - set(test_speakers)
+        )
+        known = [u for u in (*split["train"], *split["dev"]) if u.speaker not in test_speakers]
+        train_utts = [u for u in known if u.speaker not in dev_speakers]
+        dev_all = [u for u in known if u.speaker in dev_speakers]
+        dev_utts = [u for u in dev_all if emotion is None or u.emotion == emotion]
         dev_mode = SAME_GENDER if _has_same_gender_pair(dev_utts) else ANY_GENDER
         sets.append(
             TrialSet(
@@ -278,6 +289,9 @@ def build_trials(
                 train_speakers=tuple(sorted({u.speaker for u in train_utts})),
                 train_ids=tuple(u.id for u in train_utts),
                 train_labels=tuple(u.speaker for u in train_utts),
+                dev_ids=tuple(u.id for u in dev_all),
+                dev_labels=tuple(u.speaker for u in dev_all),
+                dev_folds=dev_folds,
                 trials=_make_trials(
                     test_utts, position, SAME_GENDER, max_nontargets, (seed, name, "test")
                 ),
@@ -289,8 +303,9 @@ def build_trials(
         )
     if not sets:
         raise TrialDesignError(
-            f"no trial set of the {manifest.corpus} manifest has dev speakers apart from its test "
-            f"speakers; {'; '.join(notes)}."
+            f"no trial set of the {manifest.corpus} manifest leaves dev and training speakers "
+            f"apart from its test speakers ({'; '.join(notes)}); verification on unseen "
+            "speakers needs more speakers or more folds."
         )
     return TrialDesign(
         sets=tuple(sets),
@@ -355,11 +370,49 @@ def _pool_size(
 def _attacker_fold(
     combo: Sequence[str], roles: dict[str, dict[str, list[Utterance]]], test: set[str]
 ) -> str | None:
-    """The first fold of ``combo`` whose dev speakers are none of the set's test speakers."""
+    """The first fold of ``combo`` whose dev speakers are none of the set's test speakers and
+    whose training speakers, less the set's, are still at least two (to train an attacker)."""
     for fold in combo:
-        if not {u.speaker for u in roles[fold]["dev"]} & test:
+        dev = {u.speaker for u in roles[fold]["dev"]}
+        train = {u.speaker for u in roles[fold]["train"]} - test - dev
+        if not dev & test and len(train) >= _MIN_SPEAKERS:
             return fold
     return None
+
+
+def _dev_folds(
+    folds: Sequence[str],
+    attacker_fold: str,
+    roles: dict[str, dict[str, list[Utterance]]],
+    test: set[str],
+    genders: Sequence[str],
+    emotion: str | None,
+) -> tuple[str, ...]:
+    """The folds whose dev speakers choose the layer: the attacker fold's, then — while a gender
+    has fewer than two dev speakers (no same-gender non-target pair to choose on) — the next
+    folds' dev speakers (in fold order, cyclically) that are training speakers of the attacker
+    fold and not test speakers of the set, as long as two training speakers remain."""
+    chosen = [attacker_fold]
+    train = {u.speaker for u in roles[attacker_fold]["train"]} - test
+
+    def clips(names: Sequence[str]) -> list[Utterance]:
+        return [
+            u
+            for f in names
+            for u in roles[f]["dev"]
+            if u.speaker not in test and (emotion is None or u.emotion == emotion)
+        ]
+
+    start = list(folds).index(attacker_fold)
+    for other in [*folds[start + 1 :], *folds[:start]]:
+        if _enough(clips(chosen), genders):
+            break
+        moved = {u.speaker for u in roles[other]["dev"]}
+        if not moved or not moved <= train or len(train - moved) < _MIN_SPEAKERS:
+            continue
+        chosen.append(other)
+        train -= moved
+    return tuple(chosen)
 
 
 def _rng(key: tuple[Any, ...]) -> np.random.Generator:
