@@ -4,7 +4,8 @@ A detection error trade-off plot draws, for every threshold, the miss rate again
 false-acceptance rate on normal-deviate (probit) axes, where the curves of Gaussian scores are
 straight lines; the dotted diagonal is where the two rates are equal, so a curve crosses it at
 its EER. One curve per attacker over every trial of ``trials.csv`` (the sets' trials together),
-its EER (the set mean reported in ``metrics.json``) in the legend.
+its EER as ``metrics.json`` reports it (the mean over sets) in the legend; the caption says that
+a curve joining sets scored on different scales may cross the diagonal elsewhere.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["DET_STEM", "DET_TICKS", "det_figure", "write_det_chart"]
 
 DET_STEM = "det"
 # Percent ticks of both axes; the plot spans 0.1 % to 99.9 % (±3.09 normal deviates).
-DET_TICKS = (0.1, 0.5, 1, 2, 5, 10, 20, 40, 60, 80, 95, 99, 99.9)
+DET_TICKS = (0.1, 1, 2, 5, 10, 20, 40, 60, 80, 95, 99, 99.9)
 
 
 def det_figure(
@@ -47,8 +48,8 @@ def det_figure(
     positions = norm.ppf(ticks)
     labels = [f"{t:g}" for t in DET_TICKS]
     with matplotlib.rc_context(_RC):
-        figure = Figure(figsize=(6.4, 6.4), dpi=150)
-        ax = figure.add_axes((0.14, 0.17, 0.78, 0.72))
+        figure = Figure(figsize=(6.4, 6.8), dpi=150)
+        ax = figure.add_axes((0.14, 0.2, 0.78, 0.68))
         limit = (positions[0], positions[-1])
         ax.plot(limit, limit, ":", color="#999999", linewidth=1.0, label="P_fa = P_miss")
         for index, (label, curve) in enumerate(curves.items()):
@@ -82,11 +83,18 @@ def write_det_chart(directory: str | Path, *, title: str | None = None) -> dict[
     curves = {a: det_curve(s, table.trials.target) for a, s in table.scores.items()}
     eers = {a: metrics.get(f"{a}_eer") for a in table.scores}
     design = metrics.get("design", {})
+    sets = len(set(table.sets.tolist()))
     caption = (
-        f"{len(table)} trials of {len(set(table.sets.tolist()))} set(s) together"
+        f"{len(table)} trials of {sets} set(s)"
         + (" (pooled across folds)" if design.get("pooled_across_folds") else "")
         + (f"; emotion: {design['emotion']}" if design.get("emotion") else "")
     )
+    if sets > 1:
+        caption += (
+            ".\nLegend: EER as reported (per set, then the mean over sets). Each curve joins "
+            "every set's trials,\nscored by attackers of different scales, so it may cross the "
+            "diagonal elsewhere."
+        )
     name = title or f"Speaker verification: {metrics.get('backbone', directory.parent.name)}"
     figure = det_figure(curves, title=name, eers=eers, caption=caption)
     return save_figure(figure, directory / DET_STEM)
