@@ -69,9 +69,10 @@ def test_the_layer_is_chosen_on_dev_and_the_informed_attacker_refitted():
     for k, u in enumerate(manifest):
         means[k, 1] += 3.0 * voice[u.speaker]  # only layer 1 carries the speaker
     row = {i: k for k, i in enumerate(ids)}
-    for name, spec in ATTACKERS.items():
-        choice = choose_layer(
-            spec,
+
+    def choose(name: str):
+        return choose_layer(
+            ATTACKERS[name],
             means,
             row,
             train_ids=trial_set.train_ids,
@@ -81,21 +82,14 @@ def test_the_layer_is_chosen_on_dev_and_the_informed_attacker_refitted():
             refit_ids=trial_set.dev_ids,
             refit_labels=trial_set.dev_labels,
         )
+
+    for name in ATTACKERS:
+        choice = choose(name)
         assert choice.layer == 1 and len(choice.dev_eer) == 3
         assert choice.dev_eer[1] < min(choice.dev_eer[0], choice.dev_eer[2])
         scores = score_trials(choice.attacker, means[:, 1], row, trial_set.trials)
         assert equal_error_rate(scores, trial_set.trials.target) < 0.1
-    informed = choose_layer(
-        ATTACKERS["informed"],
-        means,
-        row,
-        train_ids=trial_set.train_ids,
-        train_labels=trial_set.train_labels,
-        dev_trials=trial_set.dev_trials,
-        where="informed",
-        refit_ids=trial_set.dev_ids,
-        refit_labels=trial_set.dev_labels,
-    ).attacker
+    informed = choose("informed").attacker
     train_only = InformedAttacker().fit(
         means[[row[i] for i in trial_set.train_ids], 1], trial_set.train_labels
     )

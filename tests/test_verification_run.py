@@ -17,19 +17,11 @@ from trustser.store.plan import ClipFacts
 from trustser.verification import read_trial_scores, run_verification, summarise_scores, verify
 from trustser.verification.run import VerificationError
 
+from .test_store_format import PROVENANCE as STORE_PROVENANCE
 from .test_verification_trials import speaker_manifest
 
 L, D, FRAMES = 3, 16, 6
-PROVENANCE = {
-    "family": "fake",
-    "weights_sha256": "0" * 64,
-    "num_layers": L,
-    "dim": D,
-    "sample_rate": 16_000,
-    "max_seconds": 6.0,
-    "dtype": "float16",
-    "codec": "none",
-}
+PROVENANCE = {**STORE_PROVENANCE, "num_layers": L, "dim": D}
 
 
 def planted(manifest: Manifest, *, signal: float, seed: int = 0) -> dict[str, np.ndarray]:
