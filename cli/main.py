@@ -14,6 +14,7 @@ from trustser.cli import (
     heads,
     mitigate,
     pipeline,
+    privacy,
     profile,
     store,
     synth,
@@ -34,6 +35,9 @@ app.add_typer(backbones.app, name="backbones", help="List and inspect frozen enc
 app.add_typer(store.app, name="store", help="Inspect and verify embedding stores.")
 app.add_typer(heads.app, name="heads", help="Train heads and probes from the embedding cache.")
 app.add_typer(mitigate.app, name="mitigate", help="Privacy, fairness and safety mitigations.")
+app.add_typer(
+    privacy.app, name="privacy", help="Privacy attacks: speaker verification on unseen speakers."
+)
 # Single commands at the top level: extract, attack, cost, profile, recommend, compare, run, demo,
 # variants.
 for area in (extract, attack, profile, compare, pipeline, variants):

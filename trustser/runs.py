@@ -8,6 +8,7 @@
           <fold>/head.safetensors (+ .json)
         probe/                             linear probes on time-means: metrics.json
         attack-<method>-<snr>/             summary.json (asr_mean ...), clips.csv, audio/
+        verification/[<emotion>/]          speaker verification: metrics.json, trials.csv
         cost.json                          parameters, FLOPs/MACs, latency
       <backbone>@<tag>/                    a *variant* of the backbone: a model of its own with
                                            the same layout (e.g. ``@top1``: its top encoder block
@@ -201,6 +202,12 @@ class RunLayout:
 
     def cost_path(self, backbone: str) -> Path:
         return self.backbone_dir(backbone) / "cost.json"
+
+    def verification_dir(self, backbone: str, emotion: str | None = None) -> Path:
+        """Speaker verification on unseen speakers: ``<model>/verification/`` (every clip) or
+        ``<model>/verification/<emotion>/`` (trials of one emotion label)."""
+        base = self.backbone_dir(backbone) / "verification"
+        return base if emotion is None else base / safe_name(emotion)
 
     def top_blocks_path(self, backbone: str, fold: str) -> Path:
         """A fine-tuned variant's trained top blocks of ``fold`` (beside its emotion head)."""

@@ -44,6 +44,7 @@ from torch import nn
 from trustser.backbones.base import Backbone, BackboneSpec, pad_frames
 from trustser.backbones.errors import BackboneError, WeightsNotFoundError
 from trustser.backbones.rnn import run_rnn
+from trustser.metrics.verification import equal_error_rate
 
 __all__ = [
     "GE2E_CONFIG",
@@ -376,38 +377,6 @@ def load_ge2e(spec: BackboneSpec, path: str | Path | None = None) -> GE2EBackbon
 
 
 # ----------------------------------------------------------------------------- verification
-
-
-def equal_error_rate(scores: np.ndarray, targets: np.ndarray) -> float:
-    """The rate at which false acceptances equal false rejections, over all thresholds.
-
-    ``scores`` are trial similarities (higher = more likely the same speaker), ``targets`` True
-    for same-speaker trials. The false-acceptance rate :math:`\\mathrm{FAR}(\\theta)` (non-target
-    trials scoring ≥ θ) and the false-rejection rate :math:`\\mathrm{FRR}(\\theta)` (target trials
-    below θ) are evaluated at every score; the EER is where the two curves cross, linearly
-    interpolated between the two thresholds that bracket the crossing.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    targets = np.asarray(targets, dtype=bool)
-    if scores.shape != targets.shape or scores.ndim != 1:
-        raise ValueError("scores and targets must be 1-D arrays of the same length.")
-    if targets.all() or not targets.any():
-        raise ValueError("the EER needs both target and non-target trials.")
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_targets = scores[order], targets[order]
-    # accept the top k trials; k runs over the ends of groups of tied scores (and 0)
-    ends = np.concatenate([[0], np.flatnonzero(np.diff(sorted_scores)) + 1, [len(scores)]])
-    accepted_targets = np.concatenate([[0], np.cumsum(sorted_targets)])[ends]
-    accepted_others = np.concatenate([[0], np.cumsum(~sorted_targets)])[ends]
-    far = accepted_others / (~targets).sum()
-    frr = 1.0 - accepted_targets / targets.sum()
-    gap = frr - far  # decreasing from 1 to -1
-    crossing = int(np.argmax(gap <= 0))
-    if gap[crossing] == 0 or crossing == 0:
-        return float(far[crossing])
-    before, after = gap[crossing - 1], gap[crossing]
-    weight = before / (before - after)
-    return float(far[crossing - 1] + weight * (far[crossing] - far[crossing - 1]))
 
 
 def verification_eer(embeddings: np.ndarray | torch.Tensor, speakers: list[str]) -> float:

@@ -2,7 +2,8 @@
 
 One module per axis: :mod:`~trustser.metrics.performance` (UAR, weighted accuracy, macro-F1),
 :mod:`~trustser.metrics.fairness` (equalized odds, statistical parity, per-speaker spread),
-:mod:`~trustser.metrics.privacy` (attribute inference beside chance) and
+:mod:`~trustser.metrics.privacy` (attribute inference beside chance),
+:mod:`~trustser.metrics.verification` (speaker verification: EER, minDCF, DET) and
 :mod:`~trustser.metrics.safety` (attack success rate); :mod:`~trustser.metrics.bootstrap` gives
 them speaker-level bootstrap intervals and paired comparisons, computed from count tables.
 ``*_score`` is higher-is-better, ``*_gap`` / ``*_difference`` lower-is-better; undefined cases
@@ -10,4 +11,4 @@ follow an explicit ``undefined`` policy (see :mod:`trustser.metrics._common`). S
 imported on use, not here.
 """
 
-__all__ = ["bootstrap", "fairness", "performance", "privacy", "safety"]
+__all__ = ["bootstrap", "fairness", "performance", "privacy", "safety", "verification"]

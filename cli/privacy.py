@@ -1,0 +1,165 @@
+"""`trustser privacy verify`: speaker verification on unseen speakers, from the cache."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from trustser.cli._common import (
+    BACKBONE,
+    MANIFEST,
+    RUNS,
+    StoreOption,
+    console,
+    user_errors,
+    workspace,
+)
+from trustser.cli._progress import CountBar
+from trustser.cli._tables import print_table
+from trustser.formatting import number, percent
+from trustser.metrics.bootstrap import DEFAULT_REPLICATES
+from trustser.profile.det import write_det_chart
+from trustser.verification.run import VerificationResult, run_verification
+from trustser.verification.trials import DEFAULT_MAX_NONTARGETS
+from trustser.workspace import stage_backbones
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Privacy attacks on the cache: speaker verification on unseen speakers.",
+    no_args_is_help=True,
+)
+
+
+@app.command("verify")
+def verify(
+    store: StoreOption = None,
+    backbone: Annotated[
+        list[str] | None,
+        typer.Option(
+            *BACKBONE, help="Store group(s) to attack, repeatable (default: every group)."
+        ),
+    ] = None,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            *RUNS,
+            help="Results root: DIR/<backbone>/verification/.",
+            show_default="runs, or trustser.toml's",
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            *MANIFEST,
+            help="Manifest giving speakers, genders and folds (default: the store group's own).",
+            dir_okay=False,
+        ),
+    ] = None,
+    emotion: Annotated[
+        str | None,
+        typer.Option(
+            "--emotion",
+            help="Only trials between clips of this emotion label (e.g. neutral); results go "
+            "to verification/<emotion>/.",
+        ),
+    ] = None,
+    max_nontargets: Annotated[
+        int,
+        typer.Option(
+            "--max-nontargets", min=1, help="Non-target trials per gender and trial set, at most."
+        ),
+    ] = DEFAULT_MAX_NONTARGETS,
+    bootstrap: Annotated[
+        int,
+        typer.Option("--bootstrap", min=1, help="Speaker-bootstrap replicates of the intervals."),
+    ] = DEFAULT_REPLICATES,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the non-target sample and the bootstrap.")
+    ] = 0,
+    plot: Annotated[
+        bool, typer.Option("--plot/--no-plot", help="Draw det.png / det.svg beside the results.")
+    ] = True,
+) -> None:
+    """EER and minDCF of two attackers linking clips of speakers they never saw.
+
+    The ignorant attacker compares raw time-means by cosine; the informed one first learns an
+    LDA projection from the training speakers. Each picks its layer on dev speakers. Figures
+    per gender with 95 % speaker-bootstrap intervals (docs/verification.md).
+    """
+    ws = workspace()
+    store, runs = ws.resolve("store", store), ws.resolve("runs", runs)
+    with user_errors():
+        names = stage_backbones(store, backbone)
+    for name in names:
+        with user_errors(), CountBar(f"verification · {name}", "attacker runs") as bar:
+            result = run_verification(
+                store,
+                name,
+                runs=runs,
+                manifest=manifest,
+                emotion=emotion,
+                seed=seed,
+                max_nontargets=max_nontargets,
+                replicates=bootstrap,
+                progress=bar,
+            )
+        _render(result)
+        if plot:
+            with user_errors():
+                write_det_chart(result.directory)
+        console.print(f"wrote {result.directory} ({result.seconds:.1f} s)")
+
+
+def _interval(entry: dict, scale: str) -> str:
+    low, high = entry["low"], entry["high"]
+    if low is None or high is None:
+        return "–"
+    if scale == "percent":
+        return f"[{percent(low)}, {percent(high)}]"
+    return f"[{number(low)}, {number(high)}]"
+
+
+def _layers(layers: list[int]) -> str:
+    """``[2, 2, 3]`` → ``2 (2 sets), 3 (1)``: the layers chosen on dev, most common first."""
+    counts = Counter(layers).most_common()
+    head, *rest = counts
+    text = f"{head[0]} ({head[1]} set{'s' if head[1] > 1 else ''})"
+    return ", ".join([text, *(f"{layer} ({n})" for layer, n in rest)])
+
+
+def _render(result: VerificationResult) -> None:
+    metrics = result.metrics
+    design = metrics["design"]
+    emotion = f", {design['emotion']} clips" if design["emotion"] else ""
+    table = Table(
+        title=f"speaker verification · {escape(result.backbone)}{escape(emotion)}",
+        caption=f"set mean of {len(design['sets'])} trial set(s); 95 % speaker-bootstrap "
+        f"intervals ({metrics['bootstrap']['replicates']} replicates); minDCF at "
+        f"P_target {metrics['operating_point']['p_target']:g}, C_miss = C_fa = 1, normalised",
+    )
+    for column in ("attacker", "trials", "EER %", "95 % CI", "minDCF", "95 % CI"):
+        table.add_column(column, justify="left" if column in ("attacker", "trials") else "right")
+        table.columns[-1].no_wrap = True
+    for name, figures in metrics["attackers"].items():
+        rows = [("all", figures), *figures["by_gender"].items()]
+        for index, (subset, entry) in enumerate(rows):
+            table.add_row(
+                name if index == 0 else "",
+                subset,
+                percent(entry["eer"]["value"]),
+                _interval(entry["eer"], "percent"),
+                number(entry["min_dcf"]["value"], 3),
+                _interval(entry["min_dcf"], "number"),
+                end_section=index == len(rows) - 1,
+            )
+    print_table(table, console=console)
+    for name in metrics["attackers"]:
+        console.print(f"{name}: layer chosen on dev {_layers(metrics[f'{name}_layers'])}")
+    if design["pooled_across_folds"]:
+        console.print(f"trials pooled across folds: {escape(design['pooled_reason'])}", style="dim")
