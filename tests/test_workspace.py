@@ -50,8 +50,8 @@ def typed(runner: CliRunner, line: str):
 @pytest.fixture
 def quick_heads(monkeypatch):
     """Short training: the commands' wiring is under test here, not the heads' convergence."""
-    import trustser.heads.tasks as tasks
     import trustser.heads.crossval as crossval
+    import trustser.heads.tasks as tasks
 
     monkeypatch.setattr(crossval, "DEFAULT_MIN_STEPS", 0)
     for task in ("emotion", "gender", "speaker"):
