@@ -384,12 +384,120 @@ def run_attack(
         method, snr_db, steps=steps, step_size=step_size, random_start=random_start
     )
     _check_counts(batch_size, save_audio)
-
     ranks = resolve_ranks(rank, world_size)
-    name, group, provenance, variant = _open_model(store, backbone)
     layout = RunLayout(Path(runs))
-    randomized = variant is not None and variant.randomized
-    if eot_samples is not None and not randomized:
+    target = _deploy(store, backbone, layout, folds, device, ranks, eot_samples=eot_samples)
+    passes = _passes(attacks, method, target.randomized, eot_samples)
+    notes = list(target.notes)
+    total = sum(len(p.utterances) for p in target.plans) * sum(1 + len(a) for a, _ in passes)
+    report = _Reporter(callback, total)
+    all_outcomes = []
+    for pass_attacks, _ in passes:
+        outcomes = {attack.snr_db: _SNROutcome() for attack in pass_attacks}
+        for fold_index, plan in enumerate(target.plans):
+            if not plan.utterances:
+                notes.append(f"fold {plan.fold}: no extracted test clips; skipped")
+                continue
+            _attack_fold(
+                deploy_plan(plan, target.variant, seed),
+                fold_index,
+                pass_attacks,
+                outcomes,
+                target.provenance,
+                batch_size=batch_size,
+                identical_only=target.identical_only,
+                device=target.device,
+                seed=seed,
+                save_audio=save_audio,
+                report=report,
+                ranks=ranks,
+            )
+        all_outcomes.append(outcomes)
+    notes = list(dict.fromkeys(notes))
+
+    common = target.provenance_record(store, batch_size=batch_size, seed=seed)
+    plain_summaries: dict[float, dict] = {}
+    results = []
+    # the plain pass first, so the adaptive summary can name the plain ASR beside its own
+    for (pass_attacks, subdir), outcomes in reversed(list(zip(passes, all_outcomes, strict=True))):
+        results += _write_pass(
+            pass_attacks,
+            outcomes,
+            subdir,
+            name=target.name,
+            common=common,
+            plain=plain_summaries,
+            layout=layout,
+            save_audio=save_audio,
+            sample_rate=target.sample_rate,
+            ranks=ranks,
+            plans=target.plans,
+            notes=notes,
+        )
+    results = results[len(results) - len(attacks) :]  # what the axis reads: the adaptive pass
+    complete = all(r.out_dir is not None for r in results)
+    name = target.name
+    sweep = write_sweep(layout, name) if complete and _has_several_snrs(layout, name) else None
+    return AttackRun(backbone=name, results=tuple(results), sweep=sweep, warnings=tuple(notes))
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The deployed model under attack: its name, variant, encoder and per-fold plans."""
+
+    name: str
+    provenance: dict
+    variant: Variant | None
+    plans: list[FoldPlan]
+    device: torch.device
+    identical_only: bool
+    sample_rate: int
+
+    @property
+    def randomized(self) -> bool:
+        return self.variant is not None and self.variant.randomized
+
+    @property
+    def notes(self) -> list[str]:
+        return [
+            f"fold {p.fold}: {p.skipped_labels} test clips have labels the head does not predict"
+            for p in self.plans
+            if p.skipped_labels
+        ]
+
+    def provenance_record(self, store: str | os.PathLike, *, batch_size: int, seed: int) -> dict:
+        """What every summary.json of this run records about the model and the run."""
+        record = {
+            "store": str(store),
+            "backbone_provenance": {k: self.provenance.get(k) for k in IDENTITY_KEYS},
+            "max_seconds": self.provenance.get("max_seconds"),
+            "sample_rate": self.sample_rate,
+            "batch_size": int(batch_size),
+            "identical_length_batches": self.identical_only,
+            "seed": int(seed),
+            "device": str(self.device),
+            "loss": "cross-entropy against the true label",
+            "clipping": "none (perturbed waveforms may exceed [-1, 1])",
+            "heads": {p.fold: str(p.head_path) for p in self.plans},
+        }
+        if self.variant is not None and self.variant.defence is not None:
+            record["defence"] = self.variant.defence
+        return record
+
+
+def _deploy(
+    store: str | os.PathLike,
+    backbone: str | None,
+    layout: RunLayout,
+    folds: str | Sequence[str] | None,
+    device: str | torch.device,
+    ranks: Ranks,
+    *,
+    eot_samples: int | None,
+) -> _Target:
+    """Open the model to attack, its heads and backbone, and plan its folds."""
+    name, group, provenance, variant = _open_model(store, backbone)
+    if eot_samples is not None and not (variant is not None and variant.randomized):
         raise AttackError(
             "--eot applies to randomized defences only (e.g. a <backbone>@smooth-s<s>-n<N> "
             f"variant); {name!r} is deterministic."
@@ -408,82 +516,27 @@ def run_attack(
         plans = plan_folds(chosen, heads, manifest, provenance, encoder, torch_device, variant)
     except (DeployedModelError, VariantError) as error:
         raise AttackError(str(error)) from None
-    identical_only = not bool(encoder.masks_padding)
-    sample_rate = int(provenance.get("sample_rate") or encoder.sample_rate)
+    return _Target(
+        name=name,
+        provenance=provenance,
+        variant=variant,
+        plans=plans,
+        device=torch_device,
+        identical_only=not bool(encoder.masks_padding),
+        sample_rate=int(provenance.get("sample_rate") or encoder.sample_rate),
+    )
 
-    notes = [
-        f"fold {p.fold}: {p.skipped_labels} test clips have labels the head does not predict"
-        for p in plans
-        if p.skipped_labels
-    ]
-    passes: list[tuple[list[Attack], Path | None]] = [(attacks, None)]
-    if randomized and method != "noise":
-        samples = DEFAULT_EOT_SAMPLES if eot_samples is None else eot_samples
-        adaptive = [EOT(a, samples) for a in attacks]  # type: ignore[arg-type]
-        passes = [(adaptive, None), (attacks, Path(PLAIN_SUBDIR))]
-    total = sum(len(p.utterances) for p in plans) * sum(1 + len(a) for a, _ in passes)
-    report = _Reporter(callback, total)
-    all_outcomes = []
-    for pass_attacks, _ in passes:
-        outcomes = {attack.snr_db: _SNROutcome() for attack in pass_attacks}
-        for fold_index, plan in enumerate(plans):
-            if not plan.utterances:
-                notes.append(f"fold {plan.fold}: no extracted test clips; skipped")
-                continue
-            _attack_fold(
-                deploy_plan(plan, variant, seed),
-                fold_index,
-                pass_attacks,
-                outcomes,
-                provenance,
-                batch_size=batch_size,
-                identical_only=identical_only,
-                device=torch_device,
-                seed=seed,
-                save_audio=save_audio,
-                report=report,
-                ranks=ranks,
-            )
-        all_outcomes.append(outcomes)
-    notes = list(dict.fromkeys(notes))
 
-    common = {
-        "store": str(store),
-        "backbone_provenance": {k: provenance.get(k) for k in IDENTITY_KEYS},
-        "max_seconds": provenance.get("max_seconds"),
-        "sample_rate": sample_rate,
-        "batch_size": int(batch_size),
-        "identical_length_batches": identical_only,
-        "seed": int(seed),
-        "device": str(torch_device),
-        "loss": "cross-entropy against the true label",
-        "clipping": "none (perturbed waveforms may exceed [-1, 1])",
-        "heads": {p.fold: str(p.head_path) for p in plans},
-    }
-    if variant is not None and variant.defence is not None:
-        common["defence"] = variant.defence
-    plain_summaries: dict[float, dict] = {}
-    results = []
-    # the plain pass first, so the adaptive summary can name the plain ASR beside its own
-    for (pass_attacks, subdir), outcomes in reversed(list(zip(passes, all_outcomes, strict=True))):
-        results += _write_pass(
-            pass_attacks,
-            outcomes,
-            subdir,
-            name=name,
-            common=common,
-            plain=plain_summaries,
-            layout=layout,
-            save_audio=save_audio,
-            sample_rate=sample_rate,
-            ranks=ranks,
-            plans=plans,
-            notes=notes,
-        )
-    results = results[len(results) - len(attacks) :]  # what the axis reads: the adaptive pass
-    complete = all(r.out_dir is not None for r in results)
-    sweep = write_sweep(layout, name) if complete and _has_several_snrs(layout, name) else None
-    return AttackRun(backbone=name, results=tuple(results), sweep=sweep, warnings=tuple(notes))
+def _passes(
+    attacks: list[Attack], method: str, randomized: bool, eot_samples: int | None
+) -> list[tuple[list[Attack], Path | None]]:
+    """The attack passes to run: one, or for a randomized defence the adaptive (EOT) pass and
+    the plain one written under :data:`PLAIN_SUBDIR`."""
+    if not randomized or method == "noise":
+        return [(attacks, None)]
+    samples = DEFAULT_EOT_SAMPLES if eot_samples is None else eot_samples
+    adaptive = [EOT(a, samples) for a in attacks]  # type: ignore[arg-type]
+    return [(adaptive, None), (attacks, Path(PLAIN_SUBDIR))]
 
 
 def _open_model(
