@@ -88,27 +88,14 @@ def run_profile(
         (progress or (lambda _m: None))(f"bootstrapping {bootstrap} replicates over test speakers")
     several = [runs] if isinstance(runs, (str, Path)) else list(runs)
     directories = corpus_runs(several) if len(several) > 1 or _multi_corpus(several[0]) else None
+    settings = dict(
+        backbones=backbones, scale=scale, attack=attack, paper=paper, bootstrap=bootstrap, seed=seed
+    )
     if directories is not None and len(directories) > 1:
-        profile = collect_corpora(
-            several,
-            backbones=backbones,
-            scale=scale,
-            attack=attack,
-            paper=paper,
-            bootstrap=bootstrap,
-            seed=seed,
-        )
+        profile = collect_corpora(several, **settings)
     else:
-        profile = collect_profile(
-            several[0] if directories is None else next(iter(directories.values())),
-            store=store,
-            backbones=backbones,
-            scale=scale,
-            attack=attack,
-            paper=paper,
-            bootstrap=bootstrap,
-            seed=seed,
-        )
+        only = several[0] if directories is None else next(iter(directories.values()))
+        profile = collect_profile(only, store=store, **settings)
     return profile, write_profile(profile, out, charts=charts, progress=progress)
 
 
