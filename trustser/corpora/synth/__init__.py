@@ -28,57 +28,30 @@ One module per concept, each importing only modules listed before it:
 from trustser.corpora.synth.calibrate import GENDER_F0_BOUNDARY_HZ, check_voice
 from trustser.corpora.synth.corpus import prepare, synthesize
 from trustser.corpora.synth.design import (
-    CONFIG_NAME,
-    DEFAULT_NUM_SENTENCES,
-    DEFAULT_NUM_SPEAKERS,
-    EMOTION_PROFILES,
-    FOLD_SCHEME,
-    GENERATOR_VERSION,
     LABELS,
     MANIFEST_NAME,
-    NAME,
-    NUM_FOLDS,
     SAMPLE_RATE,
-    SENTENCES,
-    SIZES,
-    SOURCE,
-    VOICES,
     Bias,
-    Prosody,
     Voice,
     parse_bias,
     parse_voice,
 )
 from trustser.corpora.synth.errors import EspeakNotFoundError, SynthesisError, VoiceError
-from trustser.corpora.synth.espeak import espeak_version, find_espeak
-from trustser.corpora.synth.pitch import PitchStats, estimate_f0, pitch_stats
+from trustser.corpora.synth.espeak import find_espeak
+from trustser.corpora.synth.pitch import estimate_f0, pitch_stats
 
+# The corpus's constants (sizes, voices, prosody profiles) live in ``design``: import them there.
 __all__ = [
-    "CONFIG_NAME",
-    "DEFAULT_NUM_SENTENCES",
-    "DEFAULT_NUM_SPEAKERS",
-    "EMOTION_PROFILES",
-    "FOLD_SCHEME",
     "GENDER_F0_BOUNDARY_HZ",
-    "GENERATOR_VERSION",
     "LABELS",
     "MANIFEST_NAME",
-    "NAME",
-    "NUM_FOLDS",
     "SAMPLE_RATE",
-    "SENTENCES",
-    "SIZES",
-    "SOURCE",
-    "VOICES",
     "Bias",
     "EspeakNotFoundError",
-    "PitchStats",
-    "Prosody",
     "SynthesisError",
     "Voice",
     "VoiceError",
     "check_voice",
-    "espeak_version",
     "estimate_f0",
     "find_espeak",
     "parse_bias",
