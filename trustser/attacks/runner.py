@@ -52,13 +52,10 @@ from trustser.deployed.loading import (
     IDENTITY_KEYS,
     DeployedModelError,
     FoldPlan,
-    available_heads,
     deploy_plan,
     load_waveforms,
     open_deployed_group,
-    plan_folds,
-    reload_backbone,
-    select_folds,
+    plan_deployment,
 )
 from trustser.devices import derived_seed
 from trustser.ranks import Ranks, rank_device, resolve_ranks
@@ -502,18 +499,14 @@ def _deploy(
             "--eot applies to randomized defences only (e.g. a <backbone>@smooth-s<s>-n<N> "
             f"variant); {name!r} is deterministic."
         )
-    # a defence at inference classifies with its base's heads; other variants with their own
-    heads_of = variant.base if variant is not None and variant.uses_base_heads else name
     try:
-        heads = available_heads(layout, heads_of)
-        manifest = group.manifest()
-        chosen = select_folds(manifest, heads, folds)
         try:
             torch_device = rank_device(device, ranks)
         except RuntimeError as error:  # CUDA requested but not visible
             raise AttackError(str(error)) from None
-        encoder = reload_backbone(provenance, torch_device)
-        plans = plan_folds(chosen, heads, manifest, provenance, encoder, torch_device, variant)
+        plans, encoder = plan_deployment(
+            layout, name, group, provenance, variant, folds, torch_device
+        )
     except (DeployedModelError, VariantError) as error:
         raise AttackError(str(error)) from None
     return _Target(

@@ -20,17 +20,14 @@ from trustser._version import __version__
 from trustser.deployed.batches import predict_clips
 from trustser.deployed.loading import (
     Deployment,
-    available_heads,
     deploy_plan,
     load_waveforms,
     open_deployed_group,
-    plan_folds,
-    reload_backbone,
-    select_folds,
+    plan_deployment,
 )
 from trustser.devices import resolve_device
 from trustser.metrics.performance import performance_summary
-from trustser.runs import ModelName, RunLayout, task_metrics, write_json, write_predictions
+from trustser.runs import RunLayout, task_metrics, write_json, write_predictions
 
 __all__ = ["evaluate_end_to_end"]
 
@@ -52,13 +49,10 @@ def evaluate_end_to_end(
     ``config.json``; return the metrics."""
     name, group, provenance = open_deployed_group(store, model)
     layout = RunLayout(Path(runs))
-    heads_of = ModelName.parse(name).base if deployment.uses_base_heads else name
-    heads = available_heads(layout, heads_of)
-    manifest = group.manifest()
-    chosen = select_folds(manifest, heads, folds)
     torch_device = resolve_device(device) if isinstance(device, str) else device
-    encoder = reload_backbone(provenance, torch_device)
-    plans = plan_folds(chosen, heads, manifest, provenance, encoder, torch_device, deployment)
+    plans, encoder = plan_deployment(
+        layout, name, group, provenance, deployment, folds, torch_device
+    )
     rows: list[dict[str, Any]] = []
     fold_metrics: list[dict[str, Any]] = []
     labels: list[str] = []

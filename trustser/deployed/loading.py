@@ -37,6 +37,7 @@ __all__ = [
     "deploy_plan",
     "load_waveforms",
     "open_deployed_group",
+    "plan_deployment",
     "plan_folds",
     "reload_backbone",
     "select_folds",
@@ -273,6 +274,25 @@ def plan_folds(
             )
         )
     return plans
+
+
+def plan_deployment(
+    layout: RunLayout,
+    name: str,
+    group: Any,
+    provenance: dict[str, Any],
+    deployment: Deployment | None,
+    folds: str | Sequence[str] | None,
+    device: torch.device,
+) -> tuple[list[FoldPlan], Any]:
+    """The fold plans of model ``name`` (store ``group``) as ``deployment`` runs it, and the
+    reloaded backbone: a defence at inference classifies with its base's heads."""
+    uses_base = deployment is not None and deployment.uses_base_heads
+    heads = available_heads(layout, ModelName.parse(name).base if uses_base else name)
+    manifest = group.manifest()
+    chosen = select_folds(manifest, heads, folds)
+    encoder = reload_backbone(provenance, device)
+    return plan_folds(chosen, heads, manifest, provenance, encoder, device, deployment), encoder
 
 
 def deploy_plan(plan: FoldPlan, deployment: Deployment | None, seed: int) -> FoldPlan:
