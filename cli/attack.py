@@ -137,6 +137,16 @@ def attack(
     random_start: Annotated[
         bool, typer.Option("--random-start/--no-random-start", help="PGD: start from U(−ε, ε).")
     ] = False,
+    eot: Annotated[
+        int | None,
+        typer.Option(
+            "--eot",
+            min=1,
+            help="Randomized defences (@smooth-…): noise draws each adaptive (EOT) gradient "
+            "averages; the plain attack is written beside it under plain/.",
+            show_default="8",
+        ),
+    ] = None,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
@@ -180,6 +190,7 @@ def attack(
                 steps=steps,
                 step_size=step_size,
                 random_start=random_start,
+                eot_samples=eot,
                 callback=bar.update,
                 rank=rank,
                 world_size=world_size,

@@ -8,7 +8,9 @@ fold's trained tensors, and the variant's privacy heads and probes see the fine-
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -32,7 +34,7 @@ from trustser.heads.finetune import (
 )
 from trustser.heads.model import load_head
 from trustser.heads.tasks import build_task
-from trustser.runs import RunLayout
+from trustser.runs import RunLayout, read_json
 from trustser.store import open_store
 from trustser.variants import VariantError, fit_variant, run_probes
 from trustser.variants.finetune import finetuned, variant_features, variant_means
@@ -228,31 +230,25 @@ def test_padding_changes_nothing_in_the_training_batch_path(whisper_run):
             )
 
 
-def test_variant_privacy_heads_and_probes_see_the_fine_tuned_blocks(whisper_run):
-    layout = RunLayout(whisper_run["runs"])
-    group = _group(whisper_run["store"])
+def _assert_head_read_the_variant(store, runs, task_name: str, fold: str) -> None:
+    """The ``task`` head of ``tiny:whisper@top1`` in ``fold``: its written test probabilities
+    are the head applied to the variant's features (the fold's fine-tuned blocks over the
+    cache), and the pretrained blocks would have given other ones."""
     variant = "tiny:whisper@top1"
-    tasks = {t.task: t for t in whisper_run["result"].tasks}
-    assert list(tasks) == [
-        "emotion",
-        "gender",
-        "speaker",
-    ]  # emotion first: its blocks feed the rest
-    assert tasks["gender"].metrics["variant"]["trained"].startswith("head only")
-    task = build_task("gender", group.manifest())
-    split = task.split("fold2")
-    head, sidecar = load_head(layout.head_path(variant, "gender", "fold2"))
-    assert sidecar["variant"]["blocks_fold"] == "fold2"
+    layout = RunLayout(runs)
+    group = _group(store)
+    split = build_task(task_name, group.manifest()).split(fold)
+    head, sidecar = load_head(layout.head_path(variant, task_name, fold))
+    labels = list(sidecar["labels"])
     written = {}
-    with open(layout.head_dir(variant, "gender") / "predictions.csv") as handle:
-        header = handle.readline().strip().split(",")
-        for line in handle:
-            row = dict(zip(header, line.strip().split(","), strict=True))
-            if row["fold"] == "fold2":
-                written[row["id"]] = np.array([float(row["prob_female"]), float(row["prob_male"])])
+    with open(layout.head_dir(variant, task_name) / "predictions.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["fold"] == fold:
+                written[row["id"]] = np.array([float(row[f"prob_{c}"]) for c in labels])
+    assert written
     top = store_top_blocks(group.provenance, 1)
     pretrained = store_top_blocks(group.provenance, 1)
-    top.load_state_dict(read_top_blocks(layout.top_blocks_path(variant, "fold2"))[0])
+    top.load_state_dict(read_top_blocks(layout.top_blocks_path(variant, fold))[0])
 
     def probabilities(blocks):
         features = variant_features(group, split.test, blocks)
@@ -269,6 +265,23 @@ def test_variant_privacy_heads_and_probes_see_the_fine_tuned_blocks(whisper_run)
         np.testing.assert_allclose(fine_tuned[utterance_id], expected, atol=1e-5)
         gap = max(gap, float(np.abs(frozen[utterance_id] - expected).max()))
     assert gap > 1e-3  # the pretrained blocks would give other answers: the heads saw the variant
+
+
+def test_variant_privacy_heads_and_probes_see_the_fine_tuned_blocks(whisper_run):
+    layout = RunLayout(whisper_run["runs"])
+    group = _group(whisper_run["store"])
+    variant = "tiny:whisper@top1"
+    tasks = {t.task: t for t in whisper_run["result"].tasks}
+    assert list(tasks) == [
+        "emotion",
+        "gender",
+        "speaker",
+    ]  # emotion first: its blocks feed the rest
+    assert tasks["gender"].metrics["variant"]["trained"].startswith("head only")
+    assert load_head(layout.head_path(variant, "gender", "fold2"))[1]["variant"]["blocks_fold"] == (
+        "fold2"
+    )
+    _assert_head_read_the_variant(whisper_run["store"], whisper_run["runs"], "gender", "fold2")
     # The speaker task has its own split: folds the emotion run lacks use the first fold's blocks.
     speaker = tasks["speaker"].metrics["variant"]["blocks_folds"]
     assert speaker == {
@@ -284,7 +297,9 @@ def test_variant_privacy_heads_and_probes_see_the_fine_tuned_blocks(whisper_run)
         probe.path == layout.probe_dir(variant) / "metrics.json"
         and probe.metrics["variant"]["k"] == 1
     )
-    ids = list(split.test)
+    top = store_top_blocks(group.provenance, 1)
+    top.load_state_dict(read_top_blocks(layout.top_blocks_path(variant, "fold2"))[0])
+    ids = list(build_task("gender", group.manifest()).split("fold2").test)
     means = variant_means(group, ids, top)
     np.testing.assert_allclose(means[:, :2], group.means(ids)[:, :2], rtol=0, atol=1e-6)
     frames = torch.from_numpy(group.frames(ids[0]))
@@ -361,8 +376,9 @@ def test_cli_fits_the_variant_and_its_privacy_heads(stores, tmp_path):
         "--device",
         "cpu",
     ]
+    fine_tune = ["--finetune-top", "1", "--block-lr", "1e-2"]  # blocks that move in 2 epochs
     result = runner.invoke(
-        app, ["heads", "fit", *common, "--task", "emotion", "--finetune-top", "1", "--folds", "1"]
+        app, ["heads", "fit", *common, "--task", "emotion", *fine_tune, "--folds", "1"]
     )
     assert result.exit_code == 0, result.output
     assert "tiny:whisper@top1" in result.output and "trainable parameters" in result.output
@@ -381,8 +397,8 @@ def test_cli_fits_the_variant_and_its_privacy_heads(stores, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    layout = RunLayout(tmp_path)
-    assert (layout.head_dir("tiny:whisper@top1", "gender") / "metrics.json").is_file()
+    # the gender head was trained on, and scores, the variant's representation
+    _assert_head_read_the_variant(stores["whisper"], tmp_path, "gender", "fold1")
     result = runner.invoke(
         app,
         [
@@ -401,6 +417,18 @@ def test_cli_fits_the_variant_and_its_privacy_heads(stores, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert (layout.probe_dir("tiny:whisper@top1") / "metrics.json").is_file()
+    # the probes read the variant's time-means: what the library call on the variant writes,
+    # and not what probes of the frozen backbone read
+    layout = RunLayout(tmp_path)
+    written = read_json(layout.probe_dir("tiny:whisper@top1") / "metrics.json")
+    again = tmp_path / "again"
+    shutil.copytree(tmp_path, again, ignore=shutil.ignore_patterns("again"))
+    library = run_probes(
+        stores["whisper"], "tiny:whisper@top1", task="gender", runs=again, folds="1"
+    )
+    frozen = run_probes(stores["whisper"], "tiny:whisper", task="gender", runs=again, folds="1")
+    assert written["variant"]["k"] == 1
+    assert written["tasks"]["gender"] == library.metrics["tasks"]["gender"]
+    assert written["tasks"]["gender"]["layers"] != frozen.metrics["tasks"]["gender"]["layers"]
     result = runner.invoke(app, ["heads", "fit", *common, "--finetune-top", "5"])
     assert result.exit_code == 2 and "K must lie in" in result.output

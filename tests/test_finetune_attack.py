@@ -3,12 +3,16 @@ cost is its base's. Tiny random Whisper on the toy tone corpus (float16 store, t
 
 from __future__ import annotations
 
+import csv
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from trustser.attacks import functional as AF
 from trustser.attacks.methods import AttackError
 from trustser.attacks.runner import run_attack
 from trustser.audio import load_audio
@@ -47,25 +51,52 @@ def variant_run(tmp_path_factory, toy_manifest_factory):
     return {"store": store, "runs": runs}
 
 
+@dataclass(frozen=True)
+class _Fold:
+    """A fold of the variant as the test rebuilds it by hand: its end-to-end model (the base
+    with the fold's blocks swapped in), the base's with the same head, and the test clips."""
+
+    model: EndToEndClassifier
+    base_model: EndToEndClassifier
+    top_blocks: dict
+    head: torch.nn.Module
+    labels: tuple[str, ...]
+    ids: list[str]
+    waveforms: list[torch.Tensor]
+
+
+def _fold(variant_run, fold: str) -> _Fold:
+    group = open_store(variant_run["store"]).group("tiny:whisper")
+    provenance, manifest = group.provenance, group.manifest()
+    layout = RunLayout(variant_run["runs"])
+    state, _ = read_top_blocks(layout.top_blocks_path(VARIANT, fold))
+    head, sidecar = load_head(layout.head_path(VARIANT, "emotion", fold))
+    backbone = load_backbone("tiny:whisper", device="cpu", window=provenance["window"])
+    ids = list(sidecar["test_ids"])
+    return _Fold(
+        model=EndToEndClassifier(with_top_blocks(backbone, state), head),
+        base_model=EndToEndClassifier(backbone, head),
+        top_blocks=state,
+        head=head,
+        labels=tuple(sidecar["labels"]),
+        ids=ids,
+        waveforms=[
+            load_audio(manifest[i].path, max_seconds=provenance["max_seconds"]).waveform
+            for i in ids
+        ],
+    )
+
+
 def test_variant_clean_logits_match_the_cache_path(variant_run):
     group = open_store(variant_run["store"]).group("tiny:whisper")
     provenance = group.provenance
-    layout = RunLayout(variant_run["runs"])
-    state, _ = read_top_blocks(layout.top_blocks_path(VARIANT, "fold1"))
-    head, sidecar = load_head(layout.head_path(VARIANT, "emotion", "fold1"))
-    backbone = load_backbone("tiny:whisper", device="cpu", window=provenance["window"])
-    model = EndToEndClassifier(with_top_blocks(backbone, state), head)
+    fold = _fold(variant_run, "fold1")
+    model, ids, waveforms = fold.model, fold.ids, fold.waveforms
     top = store_top_blocks(provenance, 1)
-    top.load_state_dict(state)
-    cache_path = FineTunedModel(top, head).eval()
-    manifest = group.manifest()
-    ids = sidecar["test_ids"]
-    waveforms = [
-        load_audio(manifest[i].path, max_seconds=provenance["max_seconds"]).waveform for i in ids
-    ]
+    top.load_state_dict(fold.top_blocks)
+    cache_path = FineTunedModel(top, fold.head).eval()
     logits = predict_clips(model, waveforms, batch_size=3)
-    base_model = EndToEndClassifier(backbone, head)
-    base_logits = predict_clips(base_model, waveforms, batch_size=3)
+    base_logits = predict_clips(fold.base_model, waveforms, batch_size=3)
     assert np.abs(base_logits - logits).max() > 1e-3  # the swapped blocks are not the base's
     with torch.no_grad():
         for row, utterance_id in enumerate(ids):
@@ -83,23 +114,49 @@ def test_variant_clean_logits_match_the_cache_path(variant_run):
             assert logits[row].argmax() == int(reference.argmax())
 
 
-def test_attack_a_variant_writes_its_own_results(variant_run):
+def test_attacking_a_variant_differentiates_its_own_blocks(variant_run):
+    """The attack classifies and differentiates the variant's model (its blocks swapped in), not
+    the base's: every saved adversarial clip is FGSM on the variant's model, recomputed here, and
+    the base's gradient would have given other clips; results land under the variant's name."""
     run = run_attack(
         variant_run["store"],
         VARIANT,
         runs=variant_run["runs"],
         method="fgsm",
         snr_db=45,
+        folds="1",
         device="cpu",
-        batch_size=4,
+        batch_size=1,  # clip by clip, as recomputed below
+        save_audio=1000,
     )
     layout = RunLayout(variant_run["runs"])
     (result,) = run.results
-    assert run.backbone == VARIANT
-    assert result.out_dir == layout.attack_dir(VARIANT, "fgsm", 45)
-    summary = json.loads((result.out_dir / "summary.json").read_text())
-    assert summary["backbone"] == VARIANT and summary["num_attacked"] > 0
+    assert run.backbone == VARIANT and result.out_dir == layout.attack_dir(VARIANT, "fgsm", 45)
     assert not layout.attack_dirs("tiny:whisper")  # the base has none of its own
+    fold = _fold(variant_run, "fold1")
+    with open(result.out_dir / "clips.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows
+    base_differs = []
+    for row in rows:
+        clean = fold.waveforms[fold.ids.index(row["id"])][None]
+        mask = torch.ones_like(clean, dtype=torch.bool)
+        label = torch.tensor([fold.labels.index(row["true"])])
+        epsilon = AF.snr_epsilon(clean, mask, 45.0)
+        ours = AF.fgsm(fold.model, clean, labels=label, mask=mask, epsilon=epsilon)
+        saved, _ = sf.read(result.out_dir / "audio" / f"{row['id']}.adv.wav", dtype="float32")
+        assert torch.allclose(ours[0], torch.from_numpy(saved), atol=1e-7), row["id"]
+        base = AF.fgsm(fold.base_model, clean, labels=label, mask=mask, epsilon=epsilon)
+        base_differs.append(not torch.equal(base, ours))
+        with torch.no_grad():
+            lengths = torch.tensor([clean.shape[1]])
+            clean_pred = int(fold.model(clean, lengths).argmax())
+            adv_pred = int(fold.model(ours, lengths).argmax())
+        assert (fold.labels[clean_pred], fold.labels[adv_pred]) == (
+            row["clean_pred"],
+            row["adv_pred"],
+        )
+    assert any(base_differs)  # the base's gradient points elsewhere: the check can fail
 
 
 def test_attack_refuses_blocks_of_other_weights(variant_run, tmp_path):

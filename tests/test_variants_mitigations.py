@@ -4,6 +4,7 @@ randomized smoothing with its adaptive attack and N× cost. Toy tone corpus, tin
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -12,9 +13,11 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from trustser.attacks import functional as AF
+from trustser.attacks.batched import attack_clips
 from trustser.attacks.methods import EOT, PGD, AttackError
 from trustser.attacks.runner import PLAIN_SUBDIR, run_attack
 from trustser.cost import measure_cost
+from trustser.deployed.batches import predict_clips
 from trustser.extract import extract
 from trustser.heads.data import PackedFeatures
 from trustser.heads.estimator import HeadClassifier
@@ -22,6 +25,8 @@ from trustser.heads.mitigated import cell_weights, reverse_gradient
 from trustser.heads.model import LayerWeightedHead, load_head
 from trustser.heads.tasks import build_task
 from trustser.heads.training import default_estimator, fit_heads
+from trustser.profile.collect import collect_profile
+from trustser.profile.mitigations import mitigation_rows
 from trustser.runs import ModelName, RunLayout, read_json
 from trustser.variants import VariantError, fit_variant, parse
 from trustser.variants.fairness import KIND as FAIRNESS
@@ -226,7 +231,7 @@ def test_post_processing_closes_a_planted_gap():
 
 # ------------------------------------------------------------------------- smoothing
 class _TinyModel(torch.nn.Module):
-    """A fixed random linear classifier of 64-sample waveforms."""
+    """A fixed random linear classifier of waveforms of up to 64 samples (padding adds 0)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -234,7 +239,47 @@ class _TinyModel(torch.nn.Module):
         self.weight = torch.randn(4, 64, generator=generator)
 
     def forward(self, waveforms, lengths):
-        return 20 * waveforms @ self.weight.T
+        return 20 * waveforms @ self.weight[:, : waveforms.shape[1]].T
+
+
+def _two_class(score: torch.Tensor) -> torch.Tensor:
+    """Logits ``[0, score]``: class 1 wins where ``score > 0``."""
+    return torch.stack([torch.zeros_like(score), score], dim=1)
+
+
+class _Concave(torch.nn.Module):
+    """Class 1's logit is ``−0.05 + Σₜ (xₜ − xₜ²)``: from ``x = 0`` FGSM's corner ``x = 1``
+    (logit ≈ 0, so a noisy pass is a coin toss there) is a poor point; ``x = 0.5`` is best."""
+
+    def forward(self, waveforms, lengths):
+        return _two_class(-0.05 + (waveforms - waveforms**2).sum(1))
+
+
+class _Rippled(torch.nn.Module):
+    """Class 1's logit is ``s·x + 0.4 Σₜ cos(10 xₜ)``: under smoothing noise the ripple's
+    gradient (up to ±4 per sample) is noise, while its expectation is the slope ``s`` (±1)."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__()
+        self.slope = torch.where(torch.arange(length) % 3 == 0, -1.0, 1.0)
+
+    def forward(self, waveforms, lengths):
+        return _two_class(waveforms @ self.slope + 0.4 * torch.cos(10 * waveforms).sum(1))
+
+
+class _TwoMoods(torch.nn.Module):
+    """A randomized toy whose calls alternate between two linear classifiers: class 1's logit is
+    ``bias[k] + scale[k] · direction[k] · x`` on call k mod 2."""
+
+    def __init__(self, bias, scale, directions) -> None:
+        super().__init__()
+        self.bias, self.scale, self.directions = bias, scale, directions
+        self.calls = 0
+
+    def forward(self, waveforms, lengths):
+        k = self.calls % 2
+        self.calls += 1
+        return _two_class(self.bias[k] + self.scale[k] * waveforms @ self.directions[k])
 
 
 def test_smoothing_is_the_mean_softmax_over_noisy_copies():
@@ -251,44 +296,159 @@ def test_smoothing_is_the_mean_softmax_over_noisy_copies():
     assert torch.allclose(noisy(x, lengths).exp().sum(1), torch.ones(3))
 
 
-def test_adaptive_attack_is_at_least_as_strong_as_the_plain_one_on_the_smoothed_model():
+def test_a_smoothed_prediction_fixes_each_clips_draws_by_its_seed():
     model = _TinyModel()
-    generator = torch.Generator().manual_seed(3)
-    x = torch.randn(96, 64, generator=generator)
-    lengths = torch.full((96,), 64)
-    mask = torch.ones(96, 64, dtype=torch.bool)
-    labels = model(x, lengths).argmax(1)
-    epsilon = AF.snr_epsilon(x, mask, 20.0)
+    smoothed = SmoothedClassifier(model, snr_db=0, samples=3, seed=1)
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(4))
+    x[1, 40:] = 0.0
+    lengths = torch.tensor([64, 40])
+    predict = smoothed.seeded([11, 12])
+    first = predict(x, lengths)
+    assert torch.equal(first, predict(x, lengths))  # the same draws on every call
+    assert not torch.equal(smoothed(x, lengths), smoothed(x, lengths))  # a plain call redraws
+    # clip 1 alone, without padding, with its own seed: the same prediction as in the batch
+    alone = smoothed.seeded([12])(x[1:, :40], lengths[1:])
+    assert torch.allclose(alone, first[1:], atol=1e-6)
+    assert not torch.allclose(smoothed.seeded([13])(x[1:, :40], lengths[1:]), alone)
+    # exactly the mean softmax over N copies drawn from the clip's seeded generator
+    generator = torch.Generator().manual_seed(11)
+    sigma = x[0].pow(2).mean().sqrt()
+    copies = [x[:1] + sigma * torch.randn(64, generator=generator) for _ in range(3)]
+    expected = torch.stack([torch.softmax(model(c, lengths[:1]), 1) for c in copies]).mean(0)
+    assert torch.allclose(first[:1].exp(), expected, atol=1e-5)
 
-    def asr(attack_model, adversarial) -> float:
-        judge = SmoothedClassifier(model, snr_db=5, samples=32, seed=99)
-        return float((judge(adversarial, lengths).argmax(1) != labels).float().mean())
 
-    plain = AF.pgd(
-        SmoothedClassifier(model, snr_db=5, samples=2, seed=5),
-        x,
-        labels=labels,
-        mask=mask,
-        epsilon=epsilon,
-        steps=5,
+def test_a_lucky_noisy_pass_does_not_stop_pgd():
+    """At FGSM's corner a noisy pass of :class:`_Concave` says "class 1" about one time in four,
+    while one more step flips the clip for good. Judged by fresh passes, PGD froze those clips
+    at the corner and a second pass called most of them correct again (82–86 % ASR here);
+    judged by the clip's verdict, a clip stops only where the verdict says it is flipped."""
+    clips, samples = 64, 16
+    x = torch.zeros(clips, samples)
+    mask = torch.ones(clips, samples, dtype=torch.bool)
+    lengths = torch.full((clips,), samples)
+    labels = torch.zeros(clips, dtype=torch.long)
+    for seed in range(3):
+        smoothed = SmoothedClassifier(_Concave(), snr_db=20, samples=2, seed=seed)
+        verdict = smoothed.seeded([1000 * seed + i for i in range(clips)])
+        corner = verdict(x + 1.0, lengths).argmax(1)
+        assert 0 < int(corner.sum()) < clips  # the corner is a coin toss under the noise
+        adversarial = AF.pgd(
+            smoothed, x, labels=labels, mask=mask, epsilon=1.0, steps=10, verdict=verdict
+        )
+        assert bool((verdict(adversarial, lengths).argmax(1) != labels).all()), seed
+        pushed = ~(adversarial == 1.0).all(1)  # clips that left FGSM's corner
+        assert torch.equal(pushed, corner == 0)  # exactly those the verdict did not flip there
+
+
+def test_eot_gradient_is_the_raw_mean_over_draws_rescaled_once():
+    samples = 32
+    generator = torch.Generator().manual_seed(0)
+    u, v = (torch.randn(samples, generator=generator, dtype=torch.float64) for _ in range(2))
+    x = torch.zeros(1, samples, dtype=torch.float64)
+    mask = torch.ones(1, samples, dtype=torch.bool)
+    labels = torch.zeros(1, dtype=torch.long)
+    # draw 0 is confident (p(class 1) ≈ 2e-9, raw gradient tiny), draw 1 unsure (p = 0.5)
+    toy = _TwoMoods(bias=(-20.0, 0.0), scale=(3.0, 1.0), directions=(u, v))
+    eot, _ = AF.eot_gradient(toy, x, labels=labels, mask=mask, samples=2)
+    # the gradient of the mean loss over the same two draws, by autograd
+    x_grad = x.clone().requires_grad_(True)
+    loss = sum(torch.nn.functional.cross_entropy(toy(x_grad, None), labels) for _ in range(2))
+    (raw,) = torch.autograd.grad(loss, x_grad)
+    assert torch.allclose(eot / eot.norm(), raw / raw.norm(), atol=1e-9)  # a positive multiple
+    assert torch.equal(torch.sign(eot), torch.sign(v)[None])  # led by the unsure draw
+    toy.calls = 0
+    per_draw = sum(AF.loss_gradient(toy, x, labels=labels, mask=mask)[0] for _ in range(2))
+    assert bool((torch.sign(per_draw) != torch.sign(eot)).any())  # the old weighting differs
+    # two confident draws: the raw mean underflows in float32, the rescaled one does not
+    confident = _TwoMoods((-200.0, -210.0), (1.0, 1.0), directions=(u.float(), v.float()))
+    x32 = x.float()
+    eot, _ = AF.eot_gradient(confident, x32, labels=labels, mask=mask, samples=2)
+    assert torch.equal(torch.sign(eot), torch.sign(u.float())[None])  # weight 1 vs e^-10
+
+
+def test_eot_gradient_on_a_deterministic_model_is_the_loss_gradient():
+    model = _TinyModel()
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(3, 64, dtype=torch.bool)
+    labels = torch.tensor([0, 1, 2])
+    direction, logits = AF.loss_gradient(model, x, labels=labels, mask=mask)
+    eot, eot_logits = AF.eot_gradient(model, x, labels=labels, mask=mask, samples=4)
+    assert torch.allclose(eot, direction, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(eot_logits, torch.log_softmax(logits, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="samples"):
+        AF.eot(0)
+
+
+def test_attack_clips_counts_a_clip_by_its_verdict():
+    """The clean prediction and the adversarial one are the clip's seeded verdict, whatever its
+    batch: recomputed clip by clip, alone; fresh noisy passes would have said otherwise."""
+    smoothed = SmoothedClassifier(_TinyModel(), snr_db=0, samples=2, seed=3)
+    generator = torch.Generator().manual_seed(5)
+    clips = [torch.randn(64 - 3 * i, generator=generator) for i in range(12)]
+    seeds = [100 + i for i in range(12)]
+
+    def verdict_alone(i: int, waveform: torch.Tensor) -> int:
+        length = torch.tensor([waveform.numel()])
+        return int(smoothed.seeded([seeds[i]])(waveform[None], length).argmax())
+
+    clean = predict_clips(smoothed, clips, batch_size=5, clip_seeds=seeds).argmax(1)
+    assert [int(c) for c in clean] == [verdict_alone(i, c) for i, c in enumerate(clips)]
+    outcome = attack_clips(
+        smoothed,
+        clips,
+        attack=EOT(PGD(20.0, steps=3), 2),
+        labels=clean.tolist(),
+        batch_size=5,
+        clip_seeds=seeds,
+        keep=frozenset(range(12)),
     )
-    adaptive = AF.eot_pgd(
-        SmoothedClassifier(model, snr_db=5, samples=2, seed=5),
-        x,
-        labels=labels,
-        mask=mask,
-        epsilon=epsilon,
-        steps=5,
-        samples=16,
-    )
-    assert AF.measured_snr(x, adaptive, mask).min() >= 20.0 - 1e-3  # the same ε budget
-    assert asr(None, adaptive) >= asr(None, plain)
+    adversarial = [outcome.adversarial[i] for i in range(12)]
+    assert outcome.adv_pred.tolist() == [verdict_alone(i, a) for i, a in enumerate(adversarial)]
+    fresh = [
+        [int(smoothed(a[None], torch.tensor([a.numel()])).argmax()) for a in adversarial]
+        for _ in range(5)
+    ]
+    assert any(f != outcome.adv_pred.tolist() for f in fresh)  # the noise alone changes calls
+
+
+def test_the_adaptive_attack_beats_the_plain_one_where_one_pass_gradient_is_noise():
+    """With the same ε and the same verdict, EOT-PGD follows the expected gradient of
+    :class:`_Rippled` (the slope) while plain PGD follows one noisy pass's: the adaptive attack
+    flips far more clips, seed after seed."""
+    clips, samples = 64, 64
+    model = _Rippled(samples)
+    mask = torch.ones(clips, samples, dtype=torch.bool)
+    lengths = torch.full((clips,), samples)
+    labels = torch.zeros(clips, dtype=torch.long)
+    for seed in range(3):
+        noise = torch.randn(clips, samples, generator=torch.Generator().manual_seed(seed))
+        x = -0.5 * model.slope + 0.05 * noise  # class 0 by a margin of about 32
+        smoothed = SmoothedClassifier(model, snr_db=0, samples=2, seed=seed)
+        verdict = smoothed.seeded(range(clips))
+        assert bool((verdict(x, lengths).argmax(1) == labels).all())
+        asr = {}
+        for name, gradient in (("plain", AF.loss_gradient), ("adaptive", AF.eot(16))):
+            adversarial = AF.pgd(
+                smoothed,
+                x,
+                labels=labels,
+                mask=mask,
+                epsilon=1.0,
+                steps=10,
+                gradient=gradient,
+                verdict=verdict,
+            )
+            assert float((adversarial - x).abs().max()) <= 1.0 + 1e-6  # the same ε budget
+            asr[name] = float((verdict(adversarial, lengths).argmax(1) != labels).float().mean())
+        assert asr["adaptive"] >= asr["plain"] + 0.4, (seed, asr)
     assert EOT(PGD(30.0), 4).settings()["eot_samples"] == 4
 
 
 def test_smoothed_variant_attacks_adaptive_and_plain_and_costs_n_passes(toy_runs):
     store, runs = toy_runs["store"], toy_runs["runs"]
     variant = SMOOTHING.variant(BASE, snr_db=30, samples=2).name
+    fit_variant(store, variant, default_estimator(epochs=1, device="cpu"), runs=runs, folds="1,2")
     run = run_attack(
         store, variant, runs=runs, method="pgd", snr_db=30, steps=2, eot_samples=2, device="cpu"
     )
@@ -297,13 +457,28 @@ def test_smoothed_variant_attacks_adaptive_and_plain_and_costs_n_passes(toy_runs
     out_dir = layout.attack_dir(variant, "pgd", 30)
     assert adaptive.out_dir == out_dir
     summary = read_json(out_dir / "summary.json")
-    assert summary["settings"]["eot_samples"] == 2
+    assert summary["settings"]["eot_samples"] == 2 and "verdict" in summary["settings"]
     plain = read_json(out_dir / PLAIN_SUBDIR / "summary.json")
     assert summary["settings"]["plain_attack"]["asr_mean"] == plain["asr_mean"]
     assert "eot_samples" not in plain["settings"]
+    # one verdict per clip: the attack's clean pass says what the variant's evaluation said
+    predicted = {r["id"]: r["pred"] for r in _csv_rows(layout.head_dir(variant, "emotion"))}
+    for directory in (out_dir, out_dir / PLAIN_SUBDIR):
+        rows = _csv_rows(directory, "clips.csv")
+        assert rows and all(predicted[r["id"]] == r["clean_pred"] for r in rows)
+    # the profile holds the adaptive ASR on the safety axis and shows the plain one beside it
+    profile = collect_profile(runs, backbones=[BASE, variant], attack=("pgd", 30), bootstrap=0)
+    (row,) = [r for r in mitigation_rows(profile) if r["variant"] == variant]
+    assert row["axes"]["safety"]["raw"] == pytest.approx(summary["asr_mean"])
+    assert row["plain_asr"] == pytest.approx(plain["asr_mean"])
     with pytest.raises(AttackError, match="randomized defences"):
         run_attack(store, BASE, runs=runs, eot_samples=2, device="cpu")
     base = measure_cost(BASE, device="cpu", timing=False, seconds=1.0)
     smoothed = measure_cost(variant, device="cpu", timing=False, seconds=1.0)
     assert smoothed.total_macs == 2 * base.total_macs
     assert smoothed.total_params == base.total_params and smoothed.inference_passes == 2
+
+
+def _csv_rows(directory, name: str = "predictions.csv") -> list[dict[str, str]]:
+    with open(directory / name, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

@@ -25,6 +25,10 @@ padding. The loss is the cross-entropy against the true labels; each clip's grad
 on its own loss (as for a sum over clips), so it does not depend on the rest of its batch, and is
 rescaled by a positive per-clip factor so that confident predictions do not underflow to zero
 (only signs of the gradient are used).
+
+A randomized model (a defence that draws fresh noise at every call) is attacked with the
+gradient averaged over draws (:func:`eot`) and judged by one deterministic ``verdict`` (its
+prediction with each clip's draws fixed by a seed) at every PGD iterate and at the end.
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ __all__ = [
     "Model",
     "check_batch",
     "cross_entropy_direction",
+    "eot",
     "eot_gradient",
-    "eot_pgd",
     "fgsm",
     "loss_gradient",
     "measured_snr",
@@ -56,8 +60,8 @@ __all__ = [
 ]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# ``gradient(model, x, labels=, mask=) -> (direction [B, S], logits [B, C] or None)``: see pgd.
-Gradient = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+# ``gradient(model, x, labels=, mask=) -> (direction [B, S], logits [B, C])``: see pgd.
+Gradient = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 def check_batch(waveforms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -217,8 +221,8 @@ def fgsm(
 
 
 class _BestIterate:
-    """Per clip, the strongest iterate seen: the first one the model misclassifies, else the one
-    of highest cross-entropy. Iterates are offered in order, FGSM's point first."""
+    """Per clip, the strongest iterate seen: the first one the verdict misclassifies, else the
+    one of highest cross-entropy under the verdict. Iterates are offered in order, FGSM's first."""
 
     def __init__(self, waveforms: torch.Tensor, labels: torch.Tensor) -> None:
         batch = waveforms.shape[0]
@@ -253,27 +257,33 @@ def pgd(
     random_start: bool = False,
     generator: torch.Generator | None = None,
     gradient: Gradient = loss_gradient,
+    verdict: Model | None = None,
 ) -> torch.Tensor:
     """Projected gradient descent on the L∞ ball of radius ``epsilon`` (Madry et al., 2018),
     started from FGSM's point and keeping each clip's strongest iterate.
 
-    Iterate 1 is the FGSM point ``δ₁ = ε · sign(∇ₓ CE(model(x), y))`` (:func:`fgsm`, exactly);
-    then ``δ ← clip(δ + α · sign(∇_δ CE(model(x + δ), y)), −ε, ε)`` on the real samples, for
+    Iterate 1 is the FGSM point ``δ₁ = ε · sign(g(x))`` (:func:`fgsm`, exactly, with the default
+    ``gradient``); then ``δ ← clip(δ + α · sign(g(x + δ)), −ε, ε)`` on the real samples, for
     ``steps`` gradient evaluations in all. With ``random_start`` the projected steps start from
     ``δ₀ ~ U(−ε, ε)`` (drawn from the CPU ``generator``) and FGSM's point is judged beside them.
     ``epsilon`` and ``step_size`` (α) are amplitudes in waveform units, per clip ``[B]`` or
     scalar; α defaults to ``2.5 · epsilon / steps``.
 
-    Each clip gets back its first iterate the model misclassifies — FGSM's point whenever FGSM
-    succeeds — or, if none does, the iterate of highest loss. So PGD is never weaker than FGSM
-    on any clip, more steps never undo a success, and a clip stops moving once it is flipped.
-    Without ``random_start`` the result is deterministic. Padding is returned unchanged.
+    ``gradient(model, x, labels=, mask=) -> (g [B, S], logits [B, C])`` gives each step's
+    direction: :func:`loss_gradient` (the default), or :func:`eot` ``(E)`` against a randomized
+    defence (the gradient averaged over ``E`` draws of its noise: EOT-PGD, and EOT-FGSM with
+    ``steps=1``).
 
-    ``gradient(model, x, labels=, mask=) -> (g [B, S], logits)`` gives the direction of every
-    step (default :func:`loss_gradient`; :func:`eot_pgd` passes an averaged one). When it
-    returns the model's logits at ``x``, they judge that iterate (no extra forward pass); when
-    it returns ``None`` in their place, each new iterate is judged by one further call of the
-    model instead, as a deployment would classify it (the random start is then not judged).
+    Each clip gets back its first iterate the **verdict** misclassifies — FGSM's point whenever
+    FGSM succeeds — or, if none does, the iterate of highest loss under it. So PGD is never
+    weaker than FGSM on any clip, more steps never undo a success, and a clip stops moving once
+    it is flipped. For a deterministic model (``verdict`` None) the verdict is the model itself,
+    read from the logits of each gradient pass (no extra forward pass). A randomized model
+    needs ``verdict``: a deterministic prediction (for a smoothed classifier, its N draws fixed
+    per clip by a seed) that judges every iterate and that the caller must use for the final
+    prediction too — judging by one fresh noisy call would stop a clip on a lucky draw that the
+    final prediction need not repeat. Without ``random_start`` the result is deterministic
+    given the verdict. Padding is returned unchanged.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -284,35 +294,49 @@ def pgd(
     labels = labels.to(waveforms.device)
     best = _BestIterate(waveforms, labels)
     real = lengths.to(waveforms.device)
+    judge_with = model if verdict is None else verdict
 
     def judge(delta: torch.Tensor) -> None:
-        """Offer ``delta`` to ``best``, judged by one separate call of the model."""
+        """Offer ``delta`` to ``best``, judged by one separate call of the verdict."""
         with torch.no_grad():
-            best.offer(delta, model(waveforms + delta, real))
+            best.offer(delta, judge_with(waveforms + delta, real))
 
     first, _ = gradient(model, waveforms, labels=labels, mask=mask)
     fgsm_delta = eps * _sign_without_ties(first, mask)
+    if steps == 1 and not random_start:
+        return (waveforms + fgsm_delta).detach()  # the only iterate: nothing to choose among
     judge(fgsm_delta)  # judged exactly as an FGSM result is judged
     if random_start:
         uniform = torch.rand(waveforms.shape, generator=generator, device="cpu")
         delta = (uniform.to(waveforms.device, waveforms.dtype) * 2 - 1) * eps * mask
-        remaining, judged = steps, False
+        remaining, pending = steps, True  # pending: an iterate not judged yet
     else:
-        delta, remaining, judged = fgsm_delta, steps - 1, True
+        delta, remaining, pending = fgsm_delta, steps - 1, False
+    if pending and verdict is not None:
+        judge(delta)
+        pending = False
     for _ in range(remaining):
         if not bool(best.searching.any()):
             break
         direction, logits = gradient(model, waveforms + delta, labels=labels, mask=mask)
-        if not judged and logits is not None:
+        if pending:  # a deterministic model: the gradient pass's own logits judge the iterate
             best.offer(delta, logits)
         updated = torch.maximum(torch.minimum(delta + alpha * torch.sign(direction), eps), -eps)
         delta = torch.where(best.searching[:, None], updated * mask, delta)
-        judged = logits is None
-        if judged:
+        if verdict is None:
+            pending = True
+        else:
             judge(delta)
-    if not judged and bool(best.searching.any()):  # the last iterate
+    if pending and bool(best.searching.any()):  # the last iterate
         judge(delta)
     return (waveforms + best.delta).detach()
+
+
+def _log_rest(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``log(1 − p_y)`` per clip ``[B]`` (float64), in log space: finite when ``p_y`` rounds to 1."""
+    z = logits.detach().double()
+    true = F.one_hot(labels.to(z.device), z.shape[1]).bool()
+    return torch.logsumexp(z.masked_fill(true, float("-inf")), dim=1) - torch.logsumexp(z, dim=1)
 
 
 def eot_gradient(
@@ -323,67 +347,46 @@ def eot_gradient(
     mask: torch.Tensor,
     samples: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Expectation over transformation: the mean of :func:`loss_gradient` over ``samples`` calls
-    of a randomized ``model`` (each call draws its own noise), and the logits of the last call.
+    """Expectation over transformation: ``(ḡ [B, S], logits [B, C])`` over ``samples`` calls of
+    a randomized ``model`` (each call draws its own noise).
 
-    For a deterministic model this equals :func:`loss_gradient` (up to rounding), so the
-    adaptive attack can only be as strong as the plain one or stronger.
+    ``ḡ`` is the mean of the **raw** loss gradients ``∇ₓ CE(model_e(x), y)`` over the draws
+    ``e = 1..E`` — the gradient of the expected loss — rescaled once per clip by the positive
+    factor ``1 / mean_e (1 − p_{y,e})``. Each draw's :func:`loss_gradient` ``g̃_e`` is its raw
+    gradient over ``1 − p_{y,e}``, so
+
+        ``ḡ = Σ_e (1 − p_{y,e}) · g̃_e / Σ_e (1 − p_{y,e})``
+
+    with the weights computed in log space (nothing underflows when ``p_y`` rounds to 1). The
+    draws where the model is least confident, whose raw gradients are largest, weigh the most,
+    as in the expected loss; a plain mean of the ``g̃_e`` would weigh the most confident draws as
+    much as the others. The logits are ``log`` of the mean softmax over the draws. For a
+    deterministic model ``ḡ`` equals :func:`loss_gradient`, so the adaptive attack is plain PGD.
     """
     if samples < 1:
         raise ValueError(f"EOT needs samples >= 1, got {samples}")
-    total, logits = None, None
-    for _ in range(int(samples)):
-        gradient, logits = loss_gradient(model, waveforms, labels=labels, mask=mask)
-        total = gradient if total is None else total + gradient
-    return total / int(samples), logits
+    direction, logits = loss_gradient(model, waveforms, labels=labels, mask=mask)
+    top = _log_rest(logits, labels)  # the largest log weight log(1 − p_y) so far
+    total, weights = direction.double(), torch.ones_like(top)  # sums relative to exp(top)
+    log_p_sum = torch.log_softmax(logits.double(), dim=1)
+    for _ in range(int(samples) - 1):
+        direction, logits = loss_gradient(model, waveforms, labels=labels, mask=mask)
+        weight = _log_rest(logits, labels)
+        new_top = torch.maximum(top, weight)
+        old, new = torch.exp(top - new_top), torch.exp(weight - new_top)
+        total = total * old[:, None] + direction.double() * new[:, None]
+        weights = weights * old + new
+        top = new_top
+        log_p_sum = torch.logaddexp(log_p_sum, torch.log_softmax(logits.double(), dim=1))
+    mean_log_p = log_p_sum - math.log(int(samples))
+    return (total / weights[:, None]).to(direction.dtype), mean_log_p.to(logits.dtype)
 
 
-def _eot_direction(
-    model: Model,
-    waveforms: torch.Tensor,
-    *,
-    labels: torch.Tensor,
-    mask: torch.Tensor,
-    samples: int,
-) -> tuple[torch.Tensor, None]:
-    """:func:`eot_gradient` as :func:`pgd`'s ``gradient``: no logits, so every iterate is judged
-    by a fresh call of the randomized model, not by one of the draws the gradient averaged."""
-    return eot_gradient(model, waveforms, labels=labels, mask=mask, samples=samples)[0], None
-
-
-def eot_pgd(
-    model: Model,
-    waveforms: torch.Tensor,
-    *,
-    labels: torch.Tensor,
-    mask: torch.Tensor,
-    epsilon: torch.Tensor | float,
-    steps: int = 10,
-    step_size: torch.Tensor | float | None = None,
-    samples: int = 8,
-    random_start: bool = False,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """PGD against a randomized defence (Athalye et al., 2018): :func:`pgd` with every gradient
-    replaced by its average over ``samples`` draws of the model's randomness
-    (:func:`eot_gradient`), in the same L∞ ball of radius ``epsilon``.
-
-    ``steps=1`` is EOT-FGSM. Iterates are judged by one further call of the model (one draw), as
-    a deployment would classify the clip; each clip keeps its first misclassified iterate, else
-    its highest-loss one. With ``samples=1`` it is plain PGD on the randomized model.
-    """
-    return pgd(
-        model,
-        waveforms,
-        labels=labels,
-        mask=mask,
-        epsilon=epsilon,
-        steps=steps,
-        step_size=step_size,
-        random_start=random_start,
-        generator=generator,
-        gradient=functools.partial(_eot_direction, samples=samples),
-    )
+def eot(samples: int) -> Gradient:
+    """:func:`eot_gradient` over ``samples`` draws, as :func:`pgd`'s ``gradient``."""
+    if isinstance(samples, bool) or int(samples) != samples or samples < 1:
+        raise ValueError(f"EOT needs a whole number of samples >= 1, got {samples!r}")
+    return functools.partial(eot_gradient, samples=int(samples))
 
 
 def white_noise(

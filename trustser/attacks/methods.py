@@ -8,7 +8,7 @@ waveform-level definitions live in exactly one place.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,6 +24,7 @@ __all__ = [
     "METHODS",
     "PGD",
     "Attack",
+    "AttackBatch",
     "AttackError",
     "WhiteNoise",
     "check_snr",
@@ -49,25 +50,47 @@ def check_snr(snr_db: float) -> float:
 
 
 @dataclass(frozen=True)
-class Attack:
-    """A configured attack, what the runner needs: a ``method`` name, a target SNR, a batched
-    call ``attack(model, waveforms, labels=, mask=, generator=)`` and its ``settings()``.
+class AttackBatch:
+    """One padded batch as an attack receives it: the model, the waveforms ``[B, S]``, true
+    ``labels``, ``mask``, each clip's L∞ radius ``epsilon [B]``, the CPU ``generator`` of its
+    random draws and the ``verdict`` that judges a randomized model (None: the model itself)."""
 
-    Every attack turns the checked SNR into each clip's radius ε. A subclass names its
-    ``method`` and the functional call it is (``perturb``, given the model, the batch and ε;
-    ``uses_model`` False for the noise control, which gets neither model nor labels;
-    ``uses_generator`` False for FGSM, which draws nothing), adds keyword arguments that depend
-    on ε in :meth:`_options` and the settings that ``summary.json`` records in :meth:`_details`.
+    model: AF.Model
+    waveforms: torch.Tensor
+    labels: torch.Tensor
+    mask: torch.Tensor
+    epsilon: torch.Tensor
+    generator: torch.Generator | None
+    verdict: AF.Model | None
+
+    def pgd(self, *, gradient: AF.Gradient = AF.loss_gradient, **options: Any) -> torch.Tensor:
+        """:func:`~.functional.pgd` on this batch with ``gradient`` and ``options``."""
+        return AF.pgd(
+            self.model,
+            self.waveforms,
+            labels=self.labels,
+            mask=self.mask,
+            epsilon=self.epsilon,
+            generator=self.generator,
+            verdict=self.verdict,
+            gradient=gradient,
+            **options,
+        )
+
+
+class Attack(ABC):
+    """A configured attack, what the runner needs: a ``method`` name, a target ``snr_db``, a
+    batched call ``attack(model, waveforms, labels=, mask=, generator=, verdict=)`` and its
+    ``settings()`` (what ``summary.json`` records).
+
+    The call turns the SNR into each clip's L∞ radius ε (:func:`~.functional.snr_epsilon`, here
+    only) and hands it to :meth:`perturb`, which a subclass implements as one functional call.
+    ``verdict`` judges the iterates of an attack against a randomized model
+    (:func:`~.functional.pgd`); attacks that choose among no iterates ignore it.
     """
 
-    snr_db: float = 45.0
-    method: ClassVar[str]
-    perturb: ClassVar[Callable[..., torch.Tensor]]
-    uses_model: ClassVar[bool] = True
-    uses_generator: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        check_snr(self.snr_db)
+    method: str
+    snr_db: float
 
     def __call__(
         self,
@@ -77,46 +100,64 @@ class Attack:
         labels: torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator | None = None,
+        verdict: AF.Model | None = None,
     ) -> torch.Tensor:
         epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
-        drawn = {"generator": generator} if self.uses_generator else {}
-        if not self.uses_model:
-            return self.perturb(waveforms, mask=mask, epsilon=epsilon, **drawn)
         return self.perturb(
-            model,
-            waveforms,
-            labels=labels,
-            mask=mask,
-            epsilon=epsilon,
-            **drawn,
-            **self._options(epsilon),
+            AttackBatch(model, waveforms, labels, mask, epsilon, generator, verdict)
         )
 
-    def _options(self, epsilon: torch.Tensor) -> dict[str, Any]:
-        return {}
+    @abstractmethod
+    def perturb(self, batch: AttackBatch) -> torch.Tensor:
+        """The adversarial waveforms of ``batch`` (at its per-clip radius ε)."""
+
+    @abstractmethod
+    def settings(self) -> dict[str, object]:
+        """What ``summary.json`` records about this attack."""
+
+
+@dataclass(frozen=True)
+class _AtSNR(Attack):
+    """An attack configured by its own target SNR (FGSM, PGD, the noise control)."""
+
+    snr_db: float = 45.0
+    method: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        check_snr(self.snr_db)
 
     def _details(self) -> dict[str, object]:
         raise NotImplementedError
 
     def settings(self) -> dict[str, object]:
-        """What ``summary.json`` records about this attack."""
         return {"method": self.method, "snr_db": self.snr_db, **self._details()}
 
 
 @dataclass(frozen=True)
-class FGSM(Attack):
+class FGSM(_AtSNR):
     """One signed-gradient step of L∞ radius ε = RMS(x)·10^(−snr_db/20) per clip (deterministic)."""
 
     method: ClassVar[str] = "fgsm"
-    perturb: ClassVar[Callable[..., torch.Tensor]] = staticmethod(AF.fgsm)
-    uses_generator: ClassVar[bool] = False
+
+    def perturb(self, batch: AttackBatch) -> torch.Tensor:
+        return AF.fgsm(
+            batch.model,
+            batch.waveforms,
+            labels=batch.labels,
+            mask=batch.mask,
+            epsilon=batch.epsilon,
+        )
+
+    def pgd_options(self, epsilon: torch.Tensor) -> dict[str, Any]:
+        """FGSM as :func:`~.functional.pgd`'s one-step case: one full step of ε."""
+        return {"steps": 1, "step_size": epsilon, "random_start": False}
 
     def _details(self) -> dict[str, object]:
         return {"norm": "linf", "zero_gradient_samples": "fixed ±1 tie signs"}
 
 
 @dataclass(frozen=True)
-class PGD(Attack):
+class PGD(_AtSNR):
     """``steps`` projected signed-gradient steps inside the same L∞ ball as :class:`FGSM`,
     starting at FGSM's point and keeping each clip's strongest iterate (never weaker than FGSM).
 
@@ -127,7 +168,6 @@ class PGD(Attack):
     step_size: float | None = None
     random_start: bool = False
     method: ClassVar[str] = "pgd"
-    perturb: ClassVar[Callable[..., torch.Tensor]] = staticmethod(AF.pgd)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -146,12 +186,16 @@ class PGD(Attack):
         """α / ε actually used."""
         return 2.5 / self.steps if self.step_size is None else float(self.step_size)
 
-    def _options(self, epsilon: torch.Tensor) -> dict[str, Any]:
+    def pgd_options(self, epsilon: torch.Tensor) -> dict[str, Any]:
+        """The keyword arguments of :func:`~.functional.pgd` at per-clip radius ``epsilon``."""
         return {
             "steps": int(self.steps),
             "step_size": epsilon * self.relative_step,
             "random_start": self.random_start,
         }
+
+    def perturb(self, batch: AttackBatch) -> torch.Tensor:
+        return batch.pgd(**self.pgd_options(batch.epsilon))
 
     def _details(self) -> dict[str, object]:
         return {
@@ -166,23 +210,28 @@ class PGD(Attack):
 
 
 @dataclass(frozen=True)
-class WhiteNoise(Attack):
-    """White Gaussian noise at exactly ``snr_db`` over each clip's real samples (a control)."""
+class WhiteNoise(_AtSNR):
+    """White Gaussian noise at exactly ``snr_db`` over each clip's real samples (a control that
+    ignores the model and the labels)."""
 
     method: ClassVar[str] = "noise"
-    perturb: ClassVar[Callable[..., torch.Tensor]] = staticmethod(AF.white_noise)
-    uses_model: ClassVar[bool] = False  # noise ignores the model and the labels
+
+    def perturb(self, batch: AttackBatch) -> torch.Tensor:
+        return AF.white_noise(
+            batch.waveforms, mask=batch.mask, epsilon=batch.epsilon, generator=batch.generator
+        )
 
     def _details(self) -> dict[str, object]:
         return {"distribution": "gaussian"}
 
 
 @dataclass(frozen=True)
-class EOT:
+class EOT(Attack):
     """The adaptive attack on a randomized defence: ``plain`` (FGSM or PGD) with each gradient
-    averaged over ``samples`` draws of the defence's noise (expectation over transformation),
-    in the same L∞ ball — FGSM is its one-step case. Same ``method`` and SNR as ``plain``, so its
-    results land where the plain attack's would (``attack-<method>-<snr>/``)."""
+    averaged over ``samples`` draws of the defence's noise (expectation over transformation,
+    :func:`~.functional.eot`), in the same L∞ ball — FGSM is its one-step case. Same ``method``
+    and SNR as ``plain``, so its results land where the plain attack's would
+    (``attack-<method>-<snr>/``)."""
 
     plain: FGSM | PGD
     samples: int = 8
@@ -196,36 +245,16 @@ class EOT:
             )
 
     @property
-    def snr_db(self) -> float:
+    def snr_db(self) -> float:  # type: ignore[override]
         return self.plain.snr_db
 
     @property
-    def method(self) -> str:
+    def method(self) -> str:  # type: ignore[override]
         return self.plain.method
 
-    def __call__(
-        self,
-        model: AF.Model,
-        waveforms: torch.Tensor,
-        *,
-        labels: torch.Tensor,
-        mask: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        epsilon = AF.snr_epsilon(waveforms, mask, self.snr_db)
-        if isinstance(self.plain, PGD):
-            options = self.plain._options(epsilon)
-        else:  # FGSM: one full step of ε
-            options = {"steps": 1, "step_size": epsilon, "random_start": False}
-        return AF.eot_pgd(
-            model,
-            waveforms,
-            labels=labels,
-            mask=mask,
-            epsilon=epsilon,
-            samples=int(self.samples),
-            generator=generator,
-            **options,
+    def perturb(self, batch: AttackBatch) -> torch.Tensor:
+        return batch.pgd(
+            gradient=AF.eot(int(self.samples)), **self.plain.pgd_options(batch.epsilon)
         )
 
     def settings(self) -> dict[str, object]:
@@ -233,7 +262,7 @@ class EOT:
             **self.plain.settings(),
             "adaptive": "expectation over transformation (EOT)",
             "eot_samples": int(self.samples),
-            "eot_gradient": "mean over draws of each draw's loss-gradient direction",
+            "eot_gradient": "mean over draws of the raw loss gradient, rescaled once per clip",
         }
 
 

@@ -175,6 +175,7 @@ def _attack_fold(
         batch_size=batch_size,
         identical_only=identical_only,
         device=device,
+        seed=seed,
         report=report,
     )
     for attack in attacks:
@@ -209,6 +210,7 @@ class _CleanPass:
     clean_pred: np.ndarray
     correct: np.ndarray  # indices of the correctly classified clips
     batches: list[list[int]]
+    seeds: list[int]  # per clip: the draws a randomized model classifies it with
 
 
 def _clean_pass(
@@ -218,11 +220,14 @@ def _clean_pass(
     batch_size: int,
     identical_only: bool,
     device: torch.device,
+    seed: int,
     report: _Reporter,
 ) -> _CleanPass:
     """Load the fold's test clips as extraction did, classify them, and batch the correct ones
-    longest first: only clips the model gets right are attacked."""
+    longest first: only clips the model gets right are attacked. A randomized model classifies
+    each clip with its draws fixed by the clip's seed, as the attacks then judge it."""
     waveforms = load_waveforms(plan.utterances, provenance)
+    seeds = plan.clip_seeds(seed)
     index_of = {label: i for i, label in enumerate(plan.labels)}
     truth = np.array([index_of[u.emotion] for u in plan.utterances], dtype=np.int64)
     report.start(plan.fold, "clean pass")
@@ -233,6 +238,7 @@ def _clean_pass(
         identical_only=identical_only,
         device=device,
         advance=report.advance,
+        clip_seeds=seeds,
     )
     clean_pred = logits.argmax(axis=1)
     correct = np.flatnonzero(clean_pred == truth)
@@ -242,7 +248,7 @@ def _clean_pass(
         descending=True,
         identical_only=identical_only,
     )
-    return _CleanPass(waveforms, truth, clean_pred, correct, batches)
+    return _CleanPass(waveforms, truth, clean_pred, correct, batches, seeds)
 
 
 @dataclass
@@ -288,6 +294,7 @@ def _attack_batches(
             generator=generator,
             keep=frozenset(j for j, p in enumerate(batch) if p in keep),
             advance=report.advance,
+            clip_seeds=[clean.seeds[int(clean.correct[p])] for p in batch],
         )
         for j, position in enumerate(batch):
             attacked.adv_pred[position] = int(outcome.adv_pred[j])
@@ -372,10 +379,12 @@ def run_attack(
 
     A variant is attacked as it is deployed (:class:`trustser.variants.Variant`): its fine-tuned
     blocks swapped in, or behind its defence. A randomized one (``<backbone>@smooth-s<s>-n<N>``,
-    docs/mitigations.md) is attacked twice on the same clips with FGSM and PGD: the adaptive
-    attack (:class:`~.methods.EOT`, gradients averaged over ``eot_samples`` noise draws, default
+    docs/mitigations.md) is attacked twice on the same clips with the same ε: the adaptive attack
+    (:class:`~.methods.EOT`, gradients averaged over ``eot_samples`` noise draws, default
     :data:`DEFAULT_EOT_SAMPLES`) writes ``attack-<method>-<snr>/`` — the safety axis — and the
-    plain one ``.../plain/``.
+    plain one ``.../plain/``. Both judge a clip by one verdict, the defence's prediction with the
+    clip's draws fixed by its seed (:meth:`FoldPlan.clip_seeds`): in the clean pass, at every PGD
+    iterate and in the adversarial prediction.
     """
     attacks = _configured_attacks(
         method, snr_db, steps=steps, step_size=step_size, random_start=random_start
@@ -479,6 +488,12 @@ class _Target:
         }
         if self.variant is not None and self.variant.defence is not None:
             record["defence"] = self.variant.defence
+        if self.randomized:
+            record["verdict"] = (
+                "the defence's own prediction over its draws, fixed per clip by (seed, fold, "
+                "clip id): it picks the clips to attack, judges every PGD iterate and gives the "
+                "adversarial prediction"
+            )
         return record
 
 

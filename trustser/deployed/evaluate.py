@@ -65,6 +65,7 @@ def evaluate_end_to_end(
             batch_size=batch_size,
             identical_only=not bool(encoder.masks_padding),
             device=torch_device,
+            clip_seeds=plan.clip_seeds(seed),  # a randomized model: the draws its attack judges by
         )
         predicted = [labels[k] for k in logits.argmax(1)]
         summary = performance_summary(

@@ -232,6 +232,11 @@ class FoldPlan:
     head_path: Path
     skipped_labels: int = 0
 
+    def clip_seeds(self, seed: int) -> list[int]:
+        """One seed per test clip, from (``seed``, fold, clip id): the draws a randomized model
+        classifies that clip with, the same in the clean evaluation and in every attack."""
+        return [derived_seed(seed, self.fold, u.id, "draws") for u in self.utterances]
+
 
 def plan_folds(
     chosen: Sequence[Fold],
@@ -296,8 +301,9 @@ def plan_deployment(
 
 
 def deploy_plan(plan: FoldPlan, deployment: Deployment | None, seed: int) -> FoldPlan:
-    """``plan`` with its model as ``deployment`` runs it (seeded per fold: a randomized defence
-    draws the same noise in the clean evaluation and in every attack pass)."""
+    """``plan`` with its model as ``deployment`` runs it. A randomized defence's fresh draws
+    (what an attack's gradients see) come from a generator seeded per fold; its predictions use
+    each clip's own draws (:meth:`FoldPlan.clip_seeds`)."""
     if deployment is None:
         return plan
 

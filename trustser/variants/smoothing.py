@@ -11,9 +11,12 @@ white Gaussian noise at exactly the SNR ``s`` over the clip's real samples,
     p(c \\mid x_b) = \\frac{1}{N} \\sum_{n=1}^{N} \\mathrm{softmax}(f(x_b + \\sigma_b \\varepsilon_{b,n}))_c,
 
 and returns ``log p`` as its logits (same argmax, and a cross-entropy an attack can
-differentiate). The noise comes from the wrapper's own generator (seeded at construction), so a
-run is deterministic given the seed, while every call sees fresh draws — which is what the
-adaptive EOT attack (:func:`trustser.attacks.functional.eot_pgd`) averages over.
+differentiate). A call draws fresh noise from the wrapper's own generator (seeded at
+construction): what the adaptive EOT attack (:func:`trustser.attacks.functional.eot`) averages
+its gradients over. Its **prediction** of a clip is :meth:`SmoothedClassifier.seeded`: the same
+mean over N copies, with the clip's N draws fixed by a per-clip seed, so a clip is classified the
+same way on every call and in any batch — in the clean evaluation, at every attack iterate and
+in the attack's verdict alike (:class:`trustser.deployed.batches.Randomized`).
 
 As a variant (:data:`KIND`) nothing is trained: the base's emotion heads classify behind the
 smoothing, so its clean predictions come from running the deployed model over every fold's test
@@ -27,11 +30,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from trustser._validation import check_positive
 from trustser.batching import length_mask
@@ -95,13 +98,48 @@ class SmoothedClassifier(nn.Module):
         return super().train(False)
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        batch, length = waveforms.shape
+        """``log p`` over N copies with fresh noise from the wrapper's generator."""
+        shape = tuple(waveforms.shape)
+        return self._smoothed(
+            waveforms, lengths, lambda: torch.randn(shape, generator=self.generator)
+        )
+
+    def seeded(self, clip_seeds: Sequence[int]) -> Callable[[torch.Tensor, torch.Tensor], Tensor]:
+        """This classifier with clip ``b``'s N draws fixed by ``clip_seeds[b]``: its prediction.
+
+        Copy ``n`` of clip ``b`` is the ``n``-th draw over the clip's real samples of a CPU
+        generator seeded by ``clip_seeds[b]``, so the output depends on the clip and its seed
+        only (not on the call, the batch, its padding or the device). Differentiable like
+        :meth:`forward`.
+        """
+        seeds = [int(s) for s in clip_seeds]
+
+        def predict(waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            if len(seeds) != waveforms.shape[0]:
+                raise ValueError(f"{waveforms.shape[0]} clips but {len(seeds)} clip seeds")
+            generators = [torch.Generator().manual_seed(s) for s in seeds]
+            real = [int(n) for n in lengths]
+
+            def draw() -> torch.Tensor:
+                noise = torch.zeros(tuple(waveforms.shape))
+                for row, (generator, n) in enumerate(zip(generators, real, strict=True)):
+                    noise[row, :n] = torch.randn(n, generator=generator)
+                return noise
+
+            return self._smoothed(waveforms, lengths, draw)
+
+        return predict
+
+    def _smoothed(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, draw: Callable[[], Tensor]
+    ) -> torch.Tensor:
+        """``log`` of the mean softmax over N copies ``x + σ · draw()`` (noise on real samples)."""
         sigma = noise_sigma(waveforms, lengths, self.snr_db)[:, None]
-        mask = length_mask(lengths.to(waveforms.device), length).to(waveforms.dtype)
+        mask = length_mask(lengths.to(waveforms.device), waveforms.shape[1]).to(waveforms.dtype)
         total = None
         for _ in range(self.samples):
-            draw = torch.randn((batch, length), generator=self.generator)
-            noisy = waveforms + sigma * draw.to(waveforms.device, waveforms.dtype) * mask
+            noise = draw().to(waveforms.device, waveforms.dtype)
+            noisy = waveforms + sigma * noise * mask
             proba = torch.softmax(self.model(noisy, lengths).float(), dim=1)
             total = proba if total is None else total + proba
         return torch.log((total / self.samples).clamp_min(1e-12))
