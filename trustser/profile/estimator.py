@@ -47,6 +47,7 @@ class Tables(NamedTuple):
     observed: np.ndarray  # [F, ...]
     resampled: np.ndarray  # [B, F, ...]
     folds: list[str]
+    labels: list[str] | None = None  # the classes of a confusion table's last two axes
 
 
 def _rows(path: Path) -> Rows | None:
@@ -108,9 +109,11 @@ class Estimator:
         self.draws, self.level = draws, level
         self.speakers = draws.speakers
 
-    def _tables(self, counts: np.ndarray, folds: list[str]) -> Tables:
+    def _tables(
+        self, counts: np.ndarray, folds: list[str], labels: list[str] | None = None
+    ) -> Tables:
         observed = bs.resample(counts, np.ones((1, counts.shape[0])))[0]
-        return Tables(observed, bs.resample(counts, self.draws.weights), folds)
+        return Tables(observed, bs.resample(counts, self.draws.weights), folds, labels)
 
     def confusion(self, rows: Rows, true: str, pred: str, *, grouped: bool) -> Tables:
         labels = _labels(rows, true, pred)
@@ -125,7 +128,7 @@ class Estimator:
             speaker_list=self.speakers,
             fold_list=folds,
         )
-        return self._tables(counts, folds)
+        return self._tables(counts, folds, labels)
 
     def attack(self, rows: Rows) -> Tables:
         return self.rates(

@@ -27,7 +27,7 @@ latency                   the spread of the repeated timings (2.5th–97.5th per
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ __all__ = [
     "compare_rows",
     "comparison_table",
     "resampled_text",
+    "speaker_draws",
+    "test_speakers",
 ]
 
 DEFAULT_SEED = 0
@@ -55,21 +57,36 @@ FEW_UNITS_COVERAGE = "83 %"
 FEW_UNITS_FALSE_POSITIVES = "16 %"
 
 
-def _speakers_of(files: Sequence[ClipFiles]) -> tuple[list[str], list[str | None], list[str]]:
-    """Every test speaker of the per-clip files the axes read (sorted), the one fold that tested
-    it (None when several did) and its gender (``""`` when unknown)."""
+def test_speakers(
+    tables: Iterable[Sequence[Mapping[str, str]]],
+) -> tuple[list[str], list[str | None], list[str]]:
+    """Every test speaker of per-clip rows (sorted), the one fold that tested it (None when
+    several did) and its gender (``""`` when unknown)."""
     gender: dict[str, str] = {}
     folds: dict[str, set[str]] = {}
-    for clips in files:
-        for axis in details_order():
-            for rows in axis.clips(clips):
-                for row in rows:
-                    if "speaker" in row:
-                        gender.setdefault(row["speaker"], row.get("gender", "") or "")
-                        folds.setdefault(row["speaker"], set()).add(row.get("fold", ""))
+    for rows in tables:
+        for row in rows:
+            if "speaker" in row:
+                gender.setdefault(row["speaker"], row.get("gender", "") or "")
+                folds.setdefault(row["speaker"], set()).add(row.get("fold", ""))
     speakers = sorted(gender)
     fold_of = [next(iter(folds[s])) if len(folds[s]) == 1 else None for s in speakers]
     return speakers, fold_of, [gender[s] for s in speakers]
+
+
+def speaker_draws(
+    tables: Iterable[Sequence[Mapping[str, str]]], replicates: int, seed: int = DEFAULT_SEED
+) -> bs.SpeakerDraws:
+    """The profile's draws over the test speakers of per-clip rows (``predictions.csv``,
+    ``clips.csv``): models scored with them are compared replicate by replicate."""
+    return bs.draw_speakers(*test_speakers(tables), replicates, seed)
+
+
+def _axis_rows(files: Sequence[ClipFiles]) -> Iterator[Sequence[Mapping[str, str]]]:
+    """The per-clip rows the axes read, file by file."""
+    for clips in files:
+        for axis in details_order():
+            yield from axis.clips(clips)
 
 
 def resampled_text(design: dict[str, Any]) -> str:
@@ -154,7 +171,7 @@ def bootstrap_profile(
     root = Path(runs)
     measured = [b for b in profile.backbones if not b.reference and b.directory]
     files = [ClipFiles(root / b.directory) for b in measured]
-    speakers, folds, genders = _speakers_of(files)
+    speakers, folds, genders = test_speakers(_axis_rows(files))
     if not speakers:
         profile.notes.append(
             "no per-clip predictions (predictions.csv, clips.csv) were found, so the figures have "
