@@ -47,7 +47,7 @@ __all__ = [
     "comparison_table",
     "resampled_text",
     "speaker_draws",
-    "test_speakers",
+    "tested_speakers",
 ]
 
 DEFAULT_SEED = 0
@@ -57,7 +57,7 @@ FEW_UNITS_COVERAGE = "83 %"
 FEW_UNITS_FALSE_POSITIVES = "16 %"
 
 
-def test_speakers(
+def tested_speakers(
     tables: Iterable[Sequence[Mapping[str, str]]],
 ) -> tuple[list[str], list[str | None], list[str]]:
     """Every test speaker of per-clip rows (sorted), the one fold that tested it (None when
@@ -79,7 +79,7 @@ def speaker_draws(
 ) -> bs.SpeakerDraws:
     """The profile's draws over the test speakers of per-clip rows (``predictions.csv``,
     ``clips.csv``): models scored with them are compared replicate by replicate."""
-    return bs.draw_speakers(*test_speakers(tables), replicates, seed)
+    return bs.draw_speakers(*tested_speakers(tables), replicates, seed)
 
 
 def _axis_rows(files: Sequence[ClipFiles]) -> Iterator[Sequence[Mapping[str, str]]]:
@@ -102,9 +102,9 @@ def _design_record(draws: bs.SpeakerDraws, num_folds: int) -> dict[str, Any]:
             "unit": "fold (all its test speakers together)",
             "resampled": f"the {num_folds} folds with replacement, each with all its test "
             f"speakers ({num_speakers} in all)",
-            "strata": "none (a fold drawn k times counts k times in the fold mean; a fold "
-            "tests a single speaker of some gender, so a draw within fold × gender could only "
-            "repeat that speaker)",
+            "strata": "none (a fold drawn k times counts k times in the fold mean; some fold "
+            "tests fewer speakers of a gender than there are folds, down to one, whom a draw "
+            "within fold × gender could only repeat)",
         }
     strata = {
         bs.DESIGN_FOLD_GENDER: "fold × gender (each replicate keeps each fold's number of test "
@@ -127,7 +127,7 @@ def _few_units_note(draws: bs.SpeakerDraws) -> str | None:
     if draws.smallest_unit_count >= FEW_SPEAKERS:
         return None
     if draws.design == bs.DESIGN_FOLDS:
-        what = f"the intervals resample only {draws.smallest_unit_count} folds"
+        what = f"they resample only {draws.smallest_unit_count} folds"
     else:
         what = (
             f"only {draws.smallest_unit_count} test speaker(s) in the smallest stratum "
@@ -171,7 +171,7 @@ def bootstrap_profile(
     root = Path(runs)
     measured = [b for b in profile.backbones if not b.reference and b.directory]
     files = [ClipFiles(root / b.directory) for b in measured]
-    speakers, folds, genders = test_speakers(_axis_rows(files))
+    speakers, folds, genders = tested_speakers(_axis_rows(files))
     if not speakers:
         profile.notes.append(
             "no per-clip predictions (predictions.csv, clips.csv) were found, so the figures have "
