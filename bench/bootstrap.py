@@ -73,9 +73,12 @@ def count_tables(data: dict[str, np.ndarray], replicates: int) -> dict[str, bs.I
     """Every figure the profile bootstraps, the profile's way."""
     speakers = sorted(set(data["speaker"].tolist()))
     gender_of = dict(zip(data["speaker"].tolist(), data["gender"].tolist(), strict=True))
-    weights = bs.speaker_weights(
-        len(speakers), replicates, seed=0, strata=[gender_of[s] for s in speakers]
+    fold_of = dict(zip(data["speaker"].tolist(), data["fold"].tolist(), strict=True))
+    draws = bs.draw_speakers(  # the profile's design
+        speakers, [fold_of[s] for s in speakers], [gender_of[s] for s in speakers], replicates
     )
+    weights = draws.weights
+    fold_weights = draws.fold_weights(sorted(set(data["fold"].tolist())))
     common = {"speaker_list": speakers}
     emotion = bs.confusion_counts(
         data["speaker"], data["fold"], data["true"], data["pred"],
@@ -104,8 +107,9 @@ def count_tables(data: dict[str, np.ndarray], replicates: int) -> dict[str, bs.I
     def add(key, metric, counts, **kwargs):
         observed = bs.resample(counts, np.ones((1, counts.shape[0])))[0]
         value = float(bs.fold_values(metric, observed, **kwargs))
+        resampled = bs.resample(counts, weights)
         out[key] = bs.interval(
-            value, bs.fold_values(metric, bs.resample(counts, weights), **kwargs)
+            value, bs.fold_values(metric, resampled, fold_weights=fold_weights, **kwargs)
         )
 
     for key, metric in (

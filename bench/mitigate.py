@@ -6,9 +6,10 @@ Side by side in one process, on the same store group and folds:
   (emotion head against the adversary + fresh gender and speaker heads + probes on the encoder's
   output) against the baseline emotion, gender and speaker heads + probes; ``fair-reweight`` and
   ``fair-post`` against the baseline emotion heads. Goal: each at most 3× its baseline.
-- **fairness evidence**: the TPR gap of ``--emotion`` (default angry) between the genders,
-  pooled over the test folds, worst-class EO gap and UAR of the baseline and both fairness
-  variants (on a planted-bias corpus: ``trustser data synth --bias angry:female``).
+- **fairness evidence**: the TPR gap of ``--emotion`` (default angry) between the genders, the
+  fairness axis (multiclass EO), the worst-class EO gap and UAR of the baseline and both
+  fairness variants, fold means with intervals and paired changes (``bench/fairness_gaps.py``;
+  on a planted-bias corpus: ``trustser data synth --bias angry:female``).
 - **privacy evidence**: emotion UAR against every fresh attacker's accuracy, per λ.
 
     python bench/mitigate.py --store cache.zarr --backbone whisper_tiny_en_offline \\
@@ -18,53 +19,25 @@ Side by side in one process, on the same store group and folds:
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from fairness_gaps import gap_report, print_report  # bench/ is on sys.path when a script runs
 
 from trustser.heads.probe import run_probes
 from trustser.heads.training import default_estimator, fit_heads
 from trustser.runs import RunLayout, read_json
 from trustser.variants import fit_variant
-from trustser.variants.fairness import GENDERS, worst_class_eo_gap
 
 
 def _timed(action):
     start = time.perf_counter()
     result = action()
     return result, time.perf_counter() - start
-
-
-def _predictions(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _fairness(path: Path, emotion: str) -> dict[str, float]:
-    rows = _predictions(path)
-    labels = sorted({r["true"] for r in rows})
-    index = {c: k for k, c in enumerate(labels)}
-    true = np.array([index[r["true"]] for r in rows])
-    pred = np.array([index[r["pred"]] for r in rows])
-    groups = np.array([r["gender"] for r in rows], dtype=object)
-    tpr = {}
-    for g in GENDERS:
-        keep = (groups == g) & (true == index[emotion])
-        tpr[g] = float(np.mean(pred[keep] == index[emotion])) if keep.any() else float("nan")
-    per_fold = read_json(path.with_name("metrics.json"))
-    return {
-        "tpr_female": tpr["female"],
-        "tpr_male": tpr["male"],
-        "gap": abs(tpr["female"] - tpr["male"]),
-        "eo_worst": worst_class_eo_gap(true, pred, groups, len(labels)),
-        "uar": float(per_fold["test_uar_mean"]),
-    }
 
 
 def main() -> None:
@@ -94,7 +67,7 @@ def main() -> None:
         )
         privacy.append(result)
         t_privacy.append(seconds)
-    post, t_post = _timed(lambda: fit_variant(store, f"{name}@fair-post", estimator, **options))
+    _, t_post = _timed(lambda: fit_variant(store, f"{name}@fair-post", estimator, **options))
     _, t_reweight = _timed(
         lambda: fit_variant(store, f"{name}@fair-reweight", estimator, **options)
     )
@@ -119,15 +92,8 @@ def main() -> None:
             f"{seconds / t_emotion:.2f} |"
         )
     layout = RunLayout(runs)
-    print(f"\n## Fairness ({args.emotion} TPR gap between genders, pooled test predictions)\n")
-    print("| model | TPR female | TPR male | gap | worst-class EO | UAR (fold mean) |")
-    print("|---|---|---|---|---|---|")
-    for model in (name, post.variant, f"{name}@fair-reweight"):
-        f = _fairness(layout.head_dir(model, "emotion") / "predictions.csv", args.emotion)
-        print(
-            f"| {model} | {f['tpr_female']:.3f} | {f['tpr_male']:.3f} | {f['gap']:.3f} | "
-            f"{f['eo_worst']:.3f} | {f['uar']:.3f} |"
-        )
+    print()
+    print_report(gap_report(runs, name, args.emotion, replicates=1000, seed=0))
     print("\n## Privacy (test, fold mean; fresh attackers on the shared representation)\n")
     print("| model | emotion UAR | gender head acc. | gender probe acc. | speaker-ID head acc. |")
     print("|---|---|---|---|---|")

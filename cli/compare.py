@@ -14,6 +14,7 @@ from trustser.cli._tables import print_table
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile import ModelComparison, run_compare
 from trustser.profile.axes import compared
+from trustser.profile.intervals import resampled_text
 from trustser.profile.tables import comparison_verdict, interval_text
 from trustser.runs import write_json
 
@@ -24,8 +25,8 @@ def _render(result: ModelComparison) -> None:
     design = result.bootstrap or {}
     table = Table(
         title=f"A = {escape(result.a.name)}  vs  B = {escape(result.b.name)}",
-        caption=f"paired speaker bootstrap: {design.get('replicates')} replicates over "
-        f"{design.get('num_speakers')} test speakers; A − B in points (GMAC for sustainability)",
+        caption=f"paired speaker bootstrap: {design.get('replicates')} replicates resampling "
+        f"{escape(resampled_text(design))}; A − B in points (GMAC for sustainability)",
     )
     table.add_column("axis", no_wrap=True)
     table.add_column("A", justify="right")

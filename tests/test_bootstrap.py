@@ -135,6 +135,15 @@ ACCURACY = {"m": 0.8, "f": 0.6}  # each speaker's accuracy ~ Beta around their g
 TRUE_UAR = (ACCURACY["m"] + ACCURACY["f"]) / 2  # equal speakers and clips per gender and class
 TRUE_EO = abs(ACCURACY["m"] - ACCURACY["f"])  # wrong answers all go to class y+1: TV = |Δ|
 GENDERS = np.tile(np.repeat(["m", "f"], SPEAKERS_PER_GENDER), FOLDS)  # the design's strata
+FOLD_OF = np.repeat(np.arange(FOLDS), 2 * SPEAKERS_PER_GENDER)
+
+
+def _draws(seed: int) -> bs.SpeakerDraws:
+    """The profile's design for 5 folds × (8 + 8) speakers: speakers within fold × gender."""
+    speakers = list(range(FOLDS * 2 * SPEAKERS_PER_GENDER))
+    draws = bs.draw_speakers(speakers, list(FOLD_OF), list(GENDERS), 1000, seed)
+    assert draws.design == bs.DESIGN_FOLD_GENDER
+    return draws
 
 
 def _speaker_accuracy(rng: np.random.Generator) -> np.ndarray:
@@ -158,47 +167,49 @@ def _simulated_counts(rng: np.random.Generator, accuracy: np.ndarray) -> np.ndar
 
 
 def _fold_mean_metrics(
-    counts: np.ndarray, weights: np.ndarray
+    counts: np.ndarray, draws: bs.SpeakerDraws
 ) -> dict[str, tuple[float, np.ndarray]]:
-    observed, tables = _observed(counts), bs.resample(counts, weights)
+    observed, tables = _observed(counts), bs.resample(counts, draws.weights)
     out = {}
     for name, metric in (("uar", bs.uar_from_counts), ("eo", bs.multiclass_eo_from_counts)):
         out[name] = (
             float(bs.fold_values(metric, observed)),
-            bs.fold_values(metric, tables),
+            bs.fold_values(metric, tables, fold_weights=draws.fold_weights(range(FOLDS))),
         )
     return out
 
 
 def test_interval_covers_the_known_uar_and_eo_in_95_percent_of_seeded_datasets():
-    """400 simulated evaluations (5 folds × 16 speakers, speaker effects); the 95 % interval
-    must cover the true UAR and EO gap in 93–97 % of them.
+    """400 simulated evaluations (5 folds × 16 speakers, speaker effects, speakers drawn within
+    fold × gender); the 95 % interval must cover the true UAR and EO gap in 92–97 % of them.
 
     Tolerance: with 400 datasets the coverage estimate has a binomial sd of
-    sqrt(.95 · .05 / 400) ≈ 1.1 points, so 93–97 % is ±1.8 sd around 95 %; a percentile interval
-    with 80 clusters is expected near 94 %, inside it. The seeds are fixed, so the test is exact.
+    sqrt(.95 · .05 / 400) ≈ 1.1 points. Drawing 8 speakers with replacement within each of the
+    10 strata gives a spread √(7/8) of the standard error, so a percentile interval is expected
+    to cover P(|Z| < 1.96 · √(7/8)) ≈ 93.3 %: 92–97 % is that expectation −1.2 sd to 95 % + 1.8 sd.
+    The seeds are fixed, so the test is exact (it gives 93.0 % and 95.0 %).
     """
-    weights = bs.speaker_weights(FOLDS * 2 * SPEAKERS_PER_GENDER, 1000, seed=0, strata=GENDERS)
+    draws = _draws(seed=0)
     covered = {"uar": 0, "eo": 0}
     truth = {"uar": TRUE_UAR, "eo": TRUE_EO}
     datasets = 400
     for seed in range(datasets):
         rng = np.random.default_rng(1000 + seed)
         counts = _simulated_counts(rng, _speaker_accuracy(rng))
-        for name, (value, samples) in _fold_mean_metrics(counts, weights).items():
+        for name, (value, samples) in _fold_mean_metrics(counts, draws).items():
             result = bs.interval(value, samples)
             covered[name] += result.low <= truth[name] <= result.high
     for name, hits in covered.items():
-        assert 0.93 <= hits / datasets <= 0.97, (name, hits / datasets)
+        assert 0.92 <= hits / datasets <= 0.97, (name, hits / datasets)
 
 
-def _paired(seed: int, planted: float, weights: np.ndarray) -> dict[str, bs.Comparison]:
+def _paired(seed: int, planted: float, draws: bs.SpeakerDraws) -> dict[str, bs.Comparison]:
     """A and B are the same speakers' evaluations with independent clip noise; B is worse by
     ``planted`` accuracy on every speaker."""
     rng = np.random.default_rng(seed)
     accuracy = _speaker_accuracy(rng)
-    a = _fold_mean_metrics(_simulated_counts(rng, accuracy), weights)
-    b = _fold_mean_metrics(_simulated_counts(rng, accuracy - planted), weights)
+    a = _fold_mean_metrics(_simulated_counts(rng, accuracy), draws)
+    b = _fold_mean_metrics(_simulated_counts(rng, accuracy - planted), draws)
     return {
         "uar": bs.compare_replicates(
             "uar", a["uar"][0], b["uar"][0], a["uar"][1], b["uar"][1], higher_is_better=True
@@ -207,8 +218,8 @@ def _paired(seed: int, planted: float, weights: np.ndarray) -> dict[str, bs.Comp
 
 
 def test_paired_test_says_no_difference_about_95_percent_of_the_time_for_the_same_model():
-    weights = bs.speaker_weights(FOLDS * 2 * SPEAKERS_PER_GENDER, 1000, seed=1, strata=GENDERS)
-    results = [_paired(5000 + seed, 0.0, weights)["uar"] for seed in range(400)]
+    draws = _draws(seed=1)
+    results = [_paired(5000 + seed, 0.0, draws)["uar"] for seed in range(400)]
     false_positive = np.mean([r.p_value < 0.05 for r in results])
     # ±2.7 binomial sd around 5 % for 400 seeded pairs
     assert 0.02 <= false_positive <= 0.08, false_positive
@@ -216,9 +227,9 @@ def test_paired_test_says_no_difference_about_95_percent_of_the_time_for_the_sam
 
 
 def test_paired_test_detects_a_planted_difference_and_brackets_its_size():
-    weights = bs.speaker_weights(FOLDS * 2 * SPEAKERS_PER_GENDER, 1000, seed=2, strata=GENDERS)
+    draws = _draws(seed=2)
     planted = 0.03  # about 4.5 sd of the paired UAR difference in this design
-    results = [_paired(9000 + seed, planted, weights)["uar"] for seed in range(100)]
+    results = [_paired(9000 + seed, planted, draws)["uar"] for seed in range(100)]
     assert np.mean([r.verdict == "A better" for r in results]) >= 0.95
     assert np.mean([r.low <= planted <= r.high for r in results]) >= 0.88
     assert not any(r.verdict == "B better" for r in results)
@@ -227,6 +238,83 @@ def test_paired_test_detects_a_planted_difference_and_brackets_its_size():
 def test_exact_metrics_compare_without_an_interval():
     result = bs.compare_replicates("gmacs", 2.0, 5.0, None, None, higher_is_better=False)
     assert result.exact and result.verdict == "A better" and result.p_value is None
+
+
+def test_an_interval_is_reported_as_computed_even_when_the_estimate_lies_outside_it():
+    """A biased gap (EO is an absolute difference) can have every replicate above its point
+    estimate; the interval is the replicates' percentiles, not widened to hold the estimate."""
+    samples = np.linspace(0.30, 0.50, 101)
+    result = bs.interval(0.20, samples)
+    assert result.value == pytest.approx(0.20)
+    assert (result.low, result.high) == pytest.approx(np.percentile(samples, [2.5, 97.5]))
+    assert result.low > result.value
+
+
+def test_weighted_fold_mean_counts_a_fold_as_often_as_it_was_drawn():
+    per_fold = np.array([[0.2, 0.6, np.nan]] * 4)
+    weights = np.array([[2, 1, 0], [0, 0, 3], [1, 1, 1], [0, 2, 0]], dtype=float)
+    means = bs.fold_mean(per_fold, weights)
+    # (2·0.2 + 0.6) / 3; only the undefined fold drawn: undefined; 0.2 and 0.6 once; 0.6
+    assert means[0] == pytest.approx(1 / 3) and np.isnan(means[1])
+    assert means[2:] == pytest.approx([0.4, 0.6])
+    assert bs.fold_mean(per_fold[:1])[0] == pytest.approx(0.4)  # unweighted: each fold once
+
+
+def _design(folds, genders, replicates=300, seed=0):
+    speakers = [f"s{i}" for i in range(len(folds))]
+    return bs.draw_speakers(speakers, folds, genders, replicates, seed)
+
+
+def test_speakers_are_drawn_within_fold_and_gender_when_each_has_as_many_as_there_are_folds():
+    folds = ["1"] * 4 + ["2"] * 4
+    genders = ["f", "f", "m", "m"] * 2
+    draws = _design(folds, genders)
+    assert draws.design == bs.DESIGN_FOLD_GENDER and draws.fold_weights(["1", "2"]) is None
+    for cell in range(4):  # each fold × gender keeps its two speakers' worth of draws
+        assert np.all(draws.weights[:, 2 * cell : 2 * cell + 2].sum(axis=1) == 2)
+    assert _design(folds, [""] * 8).design == bs.DESIGN_FOLD  # no gender: within fold
+    # three folds of 2 + 2: strata of two would shrink the spread more (√½) than folds (√⅔)
+    three = _design([str(f) for f in range(3) for _ in range(4)], ["f", "f", "m", "m"] * 3)
+    assert three.design == bs.DESIGN_FOLDS
+
+
+def test_folds_with_one_speaker_of_a_gender_are_drawn_whole():
+    """5 folds × (1 woman + 1 man): every fold a replicate draws has both genders, so each
+    drawn fold's EO is defined; drawing speakers within gender across folds (the earlier
+    design) left more than half of the folds without one gender."""
+    folds = [str(f) for f in range(5) for _ in range(2)]
+    genders = ["f", "m"] * 5
+    draws = _design(folds, genders, replicates=500)
+    assert draws.design == bs.DESIGN_FOLDS and draws.smallest_unit_count == 5
+    fold_weights = draws.fold_weights([str(f) for f in range(5)])
+    assert np.all(fold_weights.sum(axis=1) == 5)
+    assert np.array_equal(draws.weights[:, 0::2], fold_weights)  # both speakers of a fold
+    assert np.array_equal(draws.weights[:, 1::2], fold_weights)  # count as often as the fold
+    rng = np.random.default_rng(0)
+    counts = bs.confusion_counts(
+        np.repeat([f"s{i}" for i in range(10)], 40),
+        np.repeat(folds, 40),
+        rng.choice(LABELS, 400),
+        rng.choice(LABELS, 400),
+        labels=LABELS,
+        groups=np.repeat(genders, 40),
+        speaker_list=[f"s{i}" for i in range(10)],
+    )
+    eo = bs.multiclass_eo_from_counts(bs.resample(counts, draws.weights))  # [B, F]
+    assert not np.isnan(eo[fold_weights > 0]).any()
+    earlier = bs.speaker_weights(10, 500, seed=0, strata=genders)
+    left_out = np.isnan(bs.multiclass_eo_from_counts(bs.resample(counts, earlier))).mean()
+    assert 0.45 < left_out < 0.65  # 1 − (1 − (4/5)^5)^2 ≈ 0.55 of the folds
+    with pytest.raises(MetricError, match="not part of the bootstrap design"):
+        draws.fold_weights(["9"])
+
+
+def test_other_designs_fall_back_to_speakers():
+    several = [None, None, "1", "1"]  # two speakers tested in several folds
+    assert _design(several, ["f", "f", "m", "m"]).design == bs.DESIGN_GENDER
+    assert _design(["1", "1"], ["f", "m"]).design == bs.DESIGN_NONE  # one fold, 1 + 1
+    with pytest.raises(MetricError, match="one fold and one gender per speaker"):
+        bs.draw_speakers(["a", "b"], ["1"], ["f", "m"], 10)
 
 
 def test_stratified_weights_keep_each_stratum_size():

@@ -5,17 +5,23 @@ randomized smoothing with its adaptive attack and N× cost. Toy tone corpus, tin
 from __future__ import annotations
 
 import csv
+import io
 import json
+import shutil
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
 
 from trustser.attacks import functional as AF
 from trustser.attacks.batched import attack_clips
 from trustser.attacks.methods import EOT, PGD, AttackError
 from trustser.attacks.runner import PLAIN_SUBDIR, run_attack
+from trustser.cli.main import app
 from trustser.cost import measure_cost
 from trustser.deployed.batches import predict_clips
 from trustser.extract import extract
@@ -25,12 +31,18 @@ from trustser.heads.mitigated import cell_weights, reverse_gradient
 from trustser.heads.model import LayerWeightedHead, load_head
 from trustser.heads.tasks import build_task
 from trustser.heads.training import default_estimator, fit_heads
+from trustser.metrics._common import MetricWarning
+from trustser.metrics.fairness import (
+    equalized_odds_difference,
+    multiclass_equalized_odds_difference,
+)
+from trustser.metrics.performance import uar_score
 from trustser.profile.collect import collect_profile
 from trustser.profile.mitigations import mitigation_rows
 from trustser.runs import ModelName, RunLayout, read_json
 from trustser.variants import VariantError, fit_variant, parse
+from trustser.variants.fairness import GENDERS, PostProcessing
 from trustser.variants.fairness import KIND as FAIRNESS
-from trustser.variants.fairness import PostProcessing, worst_class_eo_gap
 from trustser.variants.privacy import KIND as PRIVACY
 from trustser.variants.privacy import attack_representation, encoder_frames
 from trustser.variants.smoothing import KIND as SMOOTHING
@@ -185,15 +197,54 @@ def test_privacy_variant_writes_every_privacy_run_and_attacks_end_to_end(toy_run
     assert run.results[0].out_dir == layout.attack_dir(result.variant, "fgsm", 30)
 
 
-def test_fairness_variants(toy_runs):
-    store, runs = toy_runs["store"], toy_runs["runs"]
+def _fold_figures(rows: list[dict[str, str]], labels: list[str]) -> dict[str, dict[str, float]]:
+    """Per fold of a predictions.csv: UAR and the axis's multiclass EO, by the metric functions."""
+    out = {}
+    for fold in sorted({r["fold"] for r in rows}):
+        part = [r for r in rows if r["fold"] == fold]
+        true, pred = [r["true"] for r in part], [r["pred"] for r in part]
+        genders = [r["gender"] for r in part]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MetricWarning)
+            eo = multiclass_equalized_odds_difference(true, pred, genders, labels=labels)
+        out[fold] = {"uar": uar_score(true, pred, labels=labels), "eo_multiclass": eo}
+    return out
+
+
+def _csv_rows(path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def test_fairness_variants(toy_runs, tmp_path):
+    store = toy_runs["store"]
+    runs = tmp_path / "runs"
+    shutil.copytree(toy_runs["runs"], runs)
     post = fit_variant(store, f"{BASE}@fair-post", runs=runs)
     assert post.variant == f"{BASE}@fair-post"
     assert set(post.inherited) == {"gender", "speaker"}
+    # every per-fold figure recorded is the figure of the predictions written: after from the
+    # variant's, before from the base's (the offsets change nothing else)
+    layout = RunLayout(runs)
+    labels = post.metrics["labels"]
+    after = _fold_figures(
+        _csv_rows(layout.head_dir(post.variant, "emotion") / "predictions.csv"), labels
+    )
+    before = _fold_figures(_csv_rows(layout.head_dir(BASE, "emotion") / "predictions.csv"), labels)
     for fold in post.metrics["folds"]:
-        assert fold["dev_uar_after"] >= fold["dev_uar_before"] - 0.02 - 1e-9
-        assert fold["dev_worst_eo_gap_after"] <= fold["dev_worst_eo_gap_before"] + 1e-9
-    assert (RunLayout(runs).head_dir(post.variant, "emotion") / "predictions.csv").is_file()
+        name = fold["fold"]
+        assert fold["test_uar"] == pytest.approx(after[name]["uar"])
+        assert fold["test_eo_multiclass_after"] == pytest.approx(after[name]["eo_multiclass"])
+        assert fold["test_eo_multiclass_before"] == pytest.approx(before[name]["eo_multiclass"])
+        assert "dev_eo_worst_class_after" in fold and fold["objective"].startswith("multiclass")
+    assert post.metrics["test_eo_multiclass_after_mean"] == pytest.approx(
+        np.mean([f["eo_multiclass"] for f in after.values()])
+    )
+    args = ["mitigate", "fairness", "-s", str(store), "-b", BASE, "-r", str(runs)]
+    shown = CliRunner().invoke(app, [*args, "--method", "post"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    before_mean = post.metrics["test_eo_multiclass_before_mean"]
+    after_mean = post.metrics["test_eo_multiclass_after_mean"]
+    assert f"{100 * before_mean:.1f} → {100 * after_mean:.1f}" in shown.output
     with pytest.raises(AttackError, match="gender at inference"):
         run_attack(store, post.variant, runs=runs, device="cpu")
     reweighted = fit_variant(
@@ -210,23 +261,136 @@ def test_fairness_variants(toy_runs):
     assert len(weights) == 8  # 2 genders × 4 emotions
 
 
-def test_post_processing_closes_a_planted_gap():
-    """Women's 'angry' is under-predicted (its log-probability pushed down): the offsets fitted
-    on these clips raise it back, cutting the worst-class EO gap, within the UAR floor."""
+def test_post_processing_applies_the_dev_offsets_to_test_clips(toy_runs, tmp_path, monkeypatch):
+    """Dev and test differ: on dev the women's last class is under-predicted, on test their
+    second-to-last. The test predictions written must be the test log-probabilities plus the
+    offsets fitted on dev (those of offsets.json); offsets fitted on the test clips would
+    predict differently."""
+    store, manifest = toy_runs["store"], toy_runs["manifest"]
+    runs = tmp_path / "runs"
+    shutil.copytree(toy_runs["runs"], runs)
+    layout = RunLayout(runs)
     rng = np.random.default_rng(0)
-    n, classes = 800, 4
+    planted = {}
+    for fold in ("fold1", "fold2"):
+        _, sidecar = load_head(layout.head_path(BASE, "emotion", fold))
+        labels = list(sidecar["labels"])
+        for role, hidden in (("dev", labels[-1]), ("test", labels[-2])):
+            ids = list(sidecar[f"{role}_ids"])
+            logits = 0.1 * rng.standard_normal((len(ids), len(labels)))
+            for k, i in enumerate(ids):
+                utterance = manifest[i]
+                logits[k, labels.index(utterance.emotion)] += 4.0
+                if utterance.gender == "female":
+                    logits[k, labels.index(hidden)] -= 4.0
+            logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+            planted[(fold, role)] = (ids, logp)
+
+    def tagged_head(path, **options):  # a fold's dev ids may be another fold's test ids
+        head, sidecar = load_head(path, **options)
+        head.fold = Path(path).parent.name
+        return head, sidecar
+
+    def planted_log_proba(head, source, ids, **_):
+        role = next(r for r in ("dev", "test") if planted[(head.fold, r)][0] == list(ids))
+        return planted[(head.fold, role)][1]
+
+    monkeypatch.setattr("trustser.variants.fairness.load_head", tagged_head)
+    monkeypatch.setattr("trustser.variants.fairness.head_log_proba", planted_log_proba)
+    post = fit_variant(store, f"{BASE}@fair-post", runs=runs)
+    written = _csv_rows(layout.head_dir(post.variant, "emotion") / "predictions.csv")
+    differs = 0
+    for fold in ("fold1", "fold2"):
+        fitted = {}
+        for role in ("dev", "test"):
+            ids, logp = planted[(fold, role)]
+            true = [labels.index(manifest[i].emotion) for i in ids]
+            genders = [manifest[i].gender for i in ids]
+            fitted[role] = PostProcessing().fit(logp, true, genders)
+        offsets = read_json(layout.head_dir(post.variant, "emotion") / fold / "offsets.json")
+        for g, row in zip(GENDERS, fitted["dev"].offsets, strict=True):
+            assert offsets["offsets"][g] == pytest.approx(dict(zip(labels, row, strict=True)))
+        assert fitted["dev"].offsets[0, labels.index(labels[-1])] > 0  # women's dev class raised
+        ids, logp = planted[(fold, "test")]
+        genders = [manifest[i].gender for i in ids]
+        expected = dict(zip(ids, fitted["dev"].predict(logp, genders), strict=True))
+        on_test = dict(zip(ids, fitted["test"].predict(logp, genders), strict=True))
+        rows = [r for r in written if r["fold"] == fold]
+        assert sorted(r["id"] for r in rows) == sorted(ids)
+        for row in rows:
+            assert row["pred"] == labels[expected[row["id"]]]
+            differs += row["pred"] != labels[on_test[row["id"]]]
+    assert differs > 0  # a fit on the test clips would not have written these predictions
+
+
+def _planted_split(rng: np.random.Generator, n: int = 800, classes: int = 4):
+    """Clips whose women's class 1 is under-predicted (its log-probability pushed down)."""
     true = rng.integers(0, classes, n)
     genders = np.where(rng.random(n) < 0.5, "female", "male")
     logits = rng.normal(0, 1, (n, classes))
     logits[np.arange(n), true] += 2.0
-    logits[genders == "female", 1] -= 2.0  # class 1 hard to predict for women
-    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    before = worst_class_eo_gap(true, logp.argmax(1), genders, classes)
-    post = PostProcessing().fit(logp, true, genders)
-    after = worst_class_eo_gap(true, post.predict(logp, genders), genders, classes)
-    assert after <= before / 2
-    assert post.fit_info["dev_uar_after"] >= post.fit_info["dev_uar_before"] - 0.02
+    logits[genders == "female", 1] -= 2.0
+    return logits - np.log(np.exp(logits).sum(1, keepdims=True)), true, genders
+
+
+def _class_tpr_gap(true, pred, genders, c: int) -> float:
+    tpr = {g: np.mean(pred[(genders == g) & (true == c)] == c) for g in GENDERS}
+    return tpr["female"] - tpr["male"]
+
+
+def test_post_processing_fitted_on_dev_closes_a_planted_gap_on_held_out_clips():
+    """Offsets fitted on one sample close the planted gap on another from the same source:
+    the women's class-1 TPR gap and the axis's multiclass EO fall on the held-out clips, and
+    what the fit records is the axis's own figure (the metric functions of docs/metrics.md)."""
+    rng = np.random.default_rng(0)
+    dev, test = _planted_split(rng), _planted_split(rng)
+    post = PostProcessing().fit(*dev)
+    logp, true, genders = test
+    before, after = logp.argmax(1), post.predict(logp, genders)
     assert post.offsets[0, 1] > 0  # women's class 1 raised
+    assert (
+        abs(_class_tpr_gap(true, after, genders, 1))
+        <= abs(_class_tpr_gap(true, before, genders, 1)) / 2
+    )
+    eo = {
+        k: multiclass_equalized_odds_difference(true, p, genders)
+        for k, p in (("before", before), ("after", after))
+    }
+    assert eo["after"] < eo["before"] - 0.03
+    assert uar_score(true, after) >= uar_score(true, before) - 0.03
+    dev_pred = post.predict(dev[0], dev[2])
+    info = post.fit_info
+    assert info["dev_eo_multiclass_after"] == pytest.approx(
+        multiclass_equalized_odds_difference(dev[1], dev_pred, dev[2])
+    )
+    assert info["dev_eo_worst_class_after"] == pytest.approx(
+        equalized_odds_difference(dev[1], dev_pred, dev[2], aggregate="max")
+    )
+    assert info["dev_uar_after"] >= info["dev_uar_before"] - post.uar_floor - 1e-12
+
+
+def test_post_processing_minimises_the_axis_figure_not_the_worst_class_gap():
+    """At the fitted offsets no single offset move on the grid that keeps the UAR floor lowers
+    the dev multiclass EO (coordinate-wise optimum of the axis's figure); the worst-class gap is
+    only reported, and here a move that lowers it exists."""
+    rng = np.random.default_rng(1)
+    logp, true, genders = _planted_split(rng, n=400)
+    post = PostProcessing(sweeps=30).fit(logp, true, genders)
+    floor = post.fit_info["dev_uar_before"] - post.uar_floor
+    best = multiclass_equalized_odds_difference(true, post.predict(logp, genders), genders)
+    lower_worst = False
+    for g in range(2):
+        for c in range(1, logp.shape[1]):
+            for value in post.grid:
+                trial = PostProcessing(offsets=post.offsets.copy())
+                trial.offsets[g, c] = value
+                pred = trial.predict(logp, genders)
+                if uar_score(true, pred) < floor - 1e-12:
+                    continue
+                assert multiclass_equalized_odds_difference(true, pred, genders) >= best - 1e-12
+                worst = equalized_odds_difference(true, pred, genders, aggregate="max")
+                lower_worst |= worst < post.fit_info["dev_eo_worst_class_after"] - 1e-9
+    assert lower_worst
 
 
 # ------------------------------------------------------------------------- smoothing

@@ -6,32 +6,87 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from trustser.cli.main import app
+from trustser.metrics import bootstrap as bs
+from trustser.metrics.fairness import multiclass_equalized_odds_difference
+from trustser.metrics.performance import uar_score
 from trustser.profile import collect_profile, profile_to_markdown, read_profile, run_profile
+from trustser.profile.axes import get_axis
 from trustser.profile.intervals import compare_rows
+from trustser.profile.scales import axis_score, scale_bounds
 
 
-def test_every_measured_axis_gets_an_interval_around_its_figure(tmp_path, write_fake_runs):
+def test_every_measured_axis_gets_the_percentile_interval_of_its_replicates(
+    tmp_path, write_fake_runs
+):
     write_fake_runs(tmp_path, clips=True)
     profile = collect_profile(tmp_path, bootstrap=300)
     (entry,) = profile.backbones
-    for axis in ("performance", "fairness", "safety"):
-        found = entry.intervals[axis]
-        assert found["value"] == pytest.approx(entry.raw[axis])
-        assert found["low"] <= entry.raw[axis] <= found["high"] and found["low"] < found["high"]
-        assert len(entry.replicates[axis]) == 300
-        low, high = entry.score_intervals[axis]
-        assert low <= entry.scores[axis] <= high
+    for name in ("performance", "fairness", "safety"):
+        found = entry.intervals[name]
+        assert found["value"] == pytest.approx(entry.raw[name])
+        samples = np.array(entry.replicates[name], dtype=float)
+        assert samples.size == 300 and not np.isnan(samples).any()  # every replicate defined
+        # as computed: the percentiles of the replicates, never widened to hold the estimate
+        ends = np.percentile(samples, [2.5, 97.5])
+        assert [found["low"], found["high"]] == pytest.approx(ends, abs=1e-5)
+        assert found["low"] < found["high"]
+        worst, best, log = scale_bounds(profile.scale, get_axis(name), entry, profile.backbones)
+        scores = sorted(axis_score(v, worst, best, log=log)[0] for v in ends)
+        assert entry.score_intervals[name] == pytest.approx(scores, abs=1e-4)
     # the privacy axis holds the linear probe (no per-clip predictions): no interval, said so
     assert "privacy" not in entry.intervals and entry.intervals["gender_accuracy_head"]["low"]
     assert any("no interval" in n for n in entry.notes)
     assert entry.intervals["sustainability"]["low"] == entry.intervals["sustainability"]["high"]
     assert entry.intervals["latency_ms"]["high"] == pytest.approx(13.0)  # p90 of the timings
     assert profile.bootstrap["num_speakers"] == 4 and profile.bootstrap["replicates"] == 300
-    assert profile.bootstrap["strata"].startswith("gender")
+
+
+def _per_fold(rows: list[dict], metric) -> dict[str, float]:
+    folds = sorted({r["fold"] for r in rows})
+    return {
+        f: metric(
+            [r["true"] for r in rows if r["fold"] == f],
+            [r["pred"] for r in rows if r["fold"] == f],
+            [r["gender"] for r in rows if r["fold"] == f],
+        )
+        for f in folds
+    }
+
+
+def test_folds_of_one_speaker_per_gender_are_drawn_whole_and_every_replicate_scores_them(
+    tmp_path, write_fake_runs
+):
+    """Each fold tests one woman and one man (EmoDB, IEMOCAP): a replicate draws whole folds, so
+    every drawn fold has both genders, and its figure is the mean of the drawn folds' figures,
+    a fold drawn twice counting twice."""
+    write_fake_runs(tmp_path, clips=True)
+    profile = collect_profile(tmp_path, bootstrap=200, seed=3)
+    (entry,) = profile.backbones
+    assert profile.bootstrap["design"] == bs.DESIGN_FOLDS
+    assert "2 folds" in profile.bootstrap["resampled"]
+    assert any("resample only 2 folds" in note for note in profile.notes)
+    path = tmp_path / "tiny-whisper" / "emotion" / "predictions.csv"
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    speakers = sorted({r["speaker"] for r in rows})
+    fold_of = {r["speaker"]: r["fold"] for r in rows}
+    gender_of = {r["speaker"]: r["gender"] for r in rows}
+    draws = bs.draw_speakers(
+        speakers, [fold_of[s] for s in speakers], [gender_of[s] for s in speakers], 200, 3
+    )
+    counts = draws.fold_weights(["fold1", "fold2"])  # [B, 2]
+    assert set(np.unique(counts.sum(axis=1))) == {2.0} and (counts == 0).any()
+    for name, metric in (
+        ("fairness", lambda t, p, g: multiclass_equalized_odds_difference(t, p, g)),
+        ("performance", lambda t, p, g: uar_score(t, p)),
+    ):
+        folds = _per_fold(rows, metric)
+        expected = counts @ np.array([folds["fold1"], folds["fold2"]]) / counts.sum(axis=1)
+        assert entry.replicates[name] == pytest.approx(expected, abs=1e-6)
 
 
 def test_intervals_reach_every_file_and_are_deterministic(tmp_path, write_fake_runs):

@@ -17,11 +17,18 @@ Everything is computed from count tables, never by re-running a metric per repli
 
 A metric is **per fold, then the mean over folds** (the point estimates of the heads and the
 profile) or **pooled** over every test clip (``tables.sum(axis=-4)`` before the metric; see
-:func:`fold_values`). A fold a replicate cannot score (no clip of it drawn; one gender only, for
-fairness) is left out of that replicate's fold mean, as the point estimate leaves out such folds;
-a replicate with no scorable fold at all is undefined and counted in
-:attr:`Interval.undefined_replicates`, not dropped silently. Formulas: docs/metrics.md,
-"Uncertainty".
+:func:`fold_values`).
+
+:func:`draw_speakers` chooses the design so that every replicate scores every fold it holds:
+speakers are drawn within their fold and gender when each fold has at least as many test
+speakers of each gender as there are folds (CREMA-D); with fewer — one speaker of a gender in a
+fold for EmoDB, IEMOCAP, MSP-Improv, where drawing within fold × gender could only redraw that
+speaker — whole folds are drawn instead and a fold drawn twice counts twice in the fold mean
+(:attr:`SpeakerDraws.fold_counts`). A fold
+a replicate still cannot score (one gender only in the data itself, for fairness) is left out of
+its fold mean, as the point estimate leaves it out; a replicate with no scorable fold at all is
+undefined and counted in :attr:`Interval.undefined_replicates`, not dropped silently. Formulas:
+docs/metrics.md, "Uncertainty".
 """
 
 from __future__ import annotations
@@ -37,14 +44,22 @@ from trustser.metrics._common import MetricError
 __all__ = [
     "DEFAULT_LEVEL",
     "DEFAULT_REPLICATES",
+    "DESIGN_FOLD",
+    "DESIGN_FOLDS",
+    "DESIGN_FOLD_GENDER",
+    "DESIGN_GENDER",
+    "DESIGN_NONE",
     "Comparison",
     "Interval",
+    "SpeakerDraws",
     "accuracy_from_counts",
     "asr_from_counts",
     "attack_counts",
     "class_gaps_from_counts",
+    "class_tpr_from_counts",
     "compare_replicates",
     "confusion_counts",
+    "draw_speakers",
     "fold_mean",
     "fold_values",
     "interval",
@@ -169,15 +184,124 @@ def speaker_weights(
         raise MetricError(
             f"strata needs one value per speaker ({num_speakers}), got {len(strata)}."
         )
-    labels = np.zeros(num_speakers, dtype=np.int64) if strata is None else np.asarray(strata)
+    values = [0] * num_speakers if strata is None else list(strata)  # any hashable (a tuple)
+    order = sorted(set(values), key=str)
+    code = {value: k for k, value in enumerate(order)}
+    labels = np.array([code[v] for v in values], dtype=np.int64)
     rng = np.random.default_rng(seed)
     weights = np.zeros((replicates, num_speakers), dtype=np.float64)
     rows = np.arange(replicates)[:, None]
-    for stratum in sorted(set(labels.tolist()), key=str):
+    for stratum in range(len(order)):
         members = np.flatnonzero(labels == stratum)
         draws = members[rng.integers(0, members.size, size=(replicates, members.size))]
         np.add.at(weights, (np.broadcast_to(rows, draws.shape), draws), 1.0)
     return weights
+
+
+DESIGN_FOLD_GENDER = "speakers within fold × gender"
+DESIGN_FOLD = "speakers within fold"
+DESIGN_FOLDS = "whole folds"
+DESIGN_GENDER = "speakers within gender"
+DESIGN_NONE = "speakers, unstratified"
+
+
+@dataclass(frozen=True)
+class SpeakerDraws:
+    """The replicates of one bootstrap design.
+
+    ``weights[B, S]``: how often each of ``speakers`` is drawn in each replicate. When whole
+    folds are the unit (``design`` :data:`DESIGN_FOLDS`), ``fold_counts`` gives how often each
+    fold is drawn (fold → ``[B]``): a fold drawn twice counts twice in that replicate's fold
+    mean; otherwise it is None and every fold counts once.
+    """
+
+    speakers: list[Any]
+    weights: np.ndarray
+    design: str
+    fold_counts: dict[Any, np.ndarray] | None = None
+    smallest_unit_count: int = 0  # folds, or speakers in the smallest stratum
+
+    @property
+    def replicates(self) -> int:
+        return int(self.weights.shape[0])
+
+    def fold_weights(self, folds: Sequence[Any]) -> np.ndarray | None:
+        """``[B, F]``: each of ``folds``'s weight in every replicate's fold mean (None: 1)."""
+        if self.fold_counts is None:
+            return None
+        missing = [f for f in folds if f not in self.fold_counts]
+        if missing:
+            raise MetricError(
+                f"fold(s) {missing} were not part of the bootstrap design "
+                f"({sorted(self.fold_counts, key=str)}); draw the speakers from every per-clip "
+                "file that will be scored."
+            )
+        return np.stack([self.fold_counts[f] for f in folds], axis=-1)
+
+
+def _stratum_sizes(keys: Sequence[Any]) -> dict[Any, int]:
+    sizes: dict[Any, int] = {}
+    for key in keys:
+        sizes[key] = sizes.get(key, 0) + 1
+    return sizes
+
+
+def draw_speakers(
+    speakers: Sequence[Any],
+    folds: Sequence[Any | None],
+    genders: Sequence[Any | None],
+    replicates: int,
+    seed: int = 0,
+) -> SpeakerDraws:
+    """Seeded replicates of the test ``speakers`` (``folds[i]``: the one fold that tested
+    speaker ``i``, None if several or unknown; ``genders[i]``: None or ``""`` if unknown), in a
+    design that scores every fold in every replicate:
+
+    1. each fold × gender (fold alone when some gender is unknown) has at least as many speakers
+       as there are folds, and at least two: speakers drawn within it (:data:`DESIGN_FOLD_GENDER`,
+       :data:`DESIGN_FOLD`);
+    2. otherwise, with at least two folds, whole folds are drawn with replacement, each with all
+       its test speakers (:data:`DESIGN_FOLDS`): within a stratum of one speaker a draw could only
+       repeat that speaker, and drawing across folds (the earlier design) left a fold without one
+       gender, its fairness undefined, in more than half of the replicates of EmoDB's design;
+    3. otherwise (one fold, or speakers tested in several folds): speakers within gender when each
+       gender has at least two, else unstratified; a replicate may then lack a fold's gender, and
+       that fold is left out of its mean.
+
+    Drawing ``n`` units with replacement within a stratum gives a spread √((n − 1) / n) of the
+    standard error, so rule 1 draws speakers only where their strata shrink it no more than
+    drawing the folds would.
+    """
+    if not (len(speakers) == len(folds) == len(genders)):
+        raise MetricError("draw_speakers needs one fold and one gender per speaker.")
+    if not speakers or replicates < 1:
+        raise MetricError("a bootstrap needs at least one speaker and one replicate.")
+    known_gender = all(g not in (None, "") for g in genders)
+    if all(f is not None for f in folds):
+        keys = list(zip(folds, genders, strict=True)) if known_gender else list(folds)
+        sizes = _stratum_sizes(keys)
+        if min(sizes.values()) >= max(2, len(set(folds))):
+            design = DESIGN_FOLD_GENDER if known_gender else DESIGN_FOLD
+            weights = speaker_weights(len(speakers), replicates, seed, strata=keys)
+            return SpeakerDraws(list(speakers), weights, design, None, min(sizes.values()))
+        fold_levels = sorted(set(folds), key=str)
+        if len(fold_levels) >= 2:
+            rng = np.random.default_rng(seed)
+            drawn = rng.integers(0, len(fold_levels), size=(replicates, len(fold_levels)))
+            counts = np.zeros((replicates, len(fold_levels)))
+            np.add.at(counts, (np.arange(replicates)[:, None], drawn), 1.0)
+            column = {f: k for k, f in enumerate(fold_levels)}
+            weights = counts[:, [column[f] for f in folds]]
+            fold_counts = {f: counts[:, k] for f, k in column.items()}
+            return SpeakerDraws(
+                list(speakers), weights, DESIGN_FOLDS, fold_counts, len(fold_levels)
+            )
+    sizes = _stratum_sizes(genders) if known_gender else {}
+    if sizes and len(sizes) >= 2 and min(sizes.values()) >= 2:
+        weights = speaker_weights(len(speakers), replicates, seed, strata=list(genders))
+        return SpeakerDraws(list(speakers), weights, DESIGN_GENDER, None, min(sizes.values()))
+    weights = speaker_weights(len(speakers), replicates, seed)
+    return SpeakerDraws(list(speakers), weights, DESIGN_NONE, None, len(speakers))
 
 
 def resample(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -274,6 +398,12 @@ def multiclass_sp_from_counts(confusion: np.ndarray) -> np.ndarray:
     return worst
 
 
+def class_tpr_from_counts(confusion: np.ndarray) -> np.ndarray:
+    r"""Per group and class the true-positive rate :math:`P(\hat y = c \mid y = c, g)` of tables
+    ``[..., G, C, C]`` → ``[..., G, C]``; NaN where the group has no clip of the class."""
+    return _divide(np.diagonal(confusion, axis1=-2, axis2=-1), confusion.sum(axis=-1))
+
+
 def class_gaps_from_counts(confusion: np.ndarray) -> dict[str, np.ndarray]:
     """The per-class one-vs-rest gaps of :func:`~trustser.metrics.fairness.class_fairness`
     aggregated over classes: ``equalized_odds_max`` / ``_mean`` and ``statistical_parity_max`` /
@@ -283,7 +413,7 @@ def class_gaps_from_counts(confusion: np.ndarray) -> dict[str, np.ndarray]:
     total = confusion.sum(axis=(-2, -1))[..., None]  # [..., G, 1]
     predicted = confusion.sum(axis=-2)  # [..., G, C]: predicted c
     tp = np.diagonal(confusion, axis1=-2, axis2=-1)
-    tpr = _divide(tp, positives)
+    tpr = class_tpr_from_counts(confusion)
     fpr = _divide(predicted - tp, total - positives)
     selection = _divide(predicted, total)
     mask = present[..., None]
@@ -316,22 +446,35 @@ def asr_from_counts(attacks: np.ndarray) -> np.ndarray:
     return _divide(attacks[..., 1], attacks[..., 0])
 
 
-def fold_mean(per_fold: np.ndarray) -> np.ndarray:
-    """Mean over the last (fold) axis of the folds that are defined; NaN if none is."""
-    return _nanmean(per_fold, axis=-1)
+def fold_mean(per_fold: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Mean over the last (fold) axis of the folds that are defined; NaN if none is.
+    ``weights`` (broadcast against ``per_fold``): how often each fold counts (a fold drawn twice
+    by :data:`DESIGN_FOLDS` counts twice)."""
+    if weights is None:
+        return _nanmean(per_fold, axis=-1)
+    weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), per_fold.shape)
+    used = np.where(np.isnan(per_fold), 0.0, weights)
+    total = np.where(used > 0, per_fold, 0.0) * used
+    return _divide(total.sum(axis=-1), used.sum(axis=-1))
 
 
 def fold_values(
-    metric: Any, tables: np.ndarray, *, pooled: bool = False, cell_dims: int = 3
+    metric: Any,
+    tables: np.ndarray,
+    *,
+    pooled: bool = False,
+    cell_dims: int = 3,
+    fold_weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``metric`` of resampled tables ``[..., F, *cell]``: per fold then the fold mean, or
+    """``metric`` of resampled tables ``[..., F, *cell]``: per fold then the fold mean (each fold
+    weighted by ``fold_weights[..., F]`` when given, :meth:`SpeakerDraws.fold_weights`), or
     ``pooled`` over the folds first. ``cell_dims`` is the rank of one fold's table (3 for
     confusion tables ``[G, C, C]``, 1 for attack tables ``[2]``)."""
     fold_axis = tables.ndim - cell_dims - 1
     if pooled:
         return metric(tables.sum(axis=fold_axis))
     values = metric(tables)  # [..., F]
-    return fold_mean(values)
+    return fold_mean(values, fold_weights)
 
 
 @dataclass
@@ -370,10 +513,13 @@ def interval(
     level: float = DEFAULT_LEVEL,
     method: str = "speaker bootstrap",
 ) -> Interval:
-    """The percentile interval of the defined replicate values ``samples`` around ``value``.
+    """The percentile interval of the defined replicate values ``samples``, beside ``value``.
 
-    Undefined replicates (NaN) are counted, not used; when more than half are undefined there is
-    no interval (``low = high = None``): the design cannot support one.
+    Reported as computed: a statistic whose replicates are skewed or biased (a gap such as EO,
+    an absolute difference, is biased upwards) can have its point estimate outside its own
+    percentile interval, and widening the interval to hold it would hide that. Undefined
+    replicates (NaN) are counted, not used; when more than half are undefined there is no
+    interval (``low = high = None``): the design cannot support one.
     """
     if not 0.0 < level < 1.0:
         raise MetricError(f"level must lie in (0, 1), got {level}.")
@@ -384,8 +530,6 @@ def interval(
     if defined.size and undefined <= samples.size / 2:
         tail = 100.0 * (1.0 - level) / 2.0
         low, high = (float(x) for x in np.percentile(defined, [tail, 100.0 - tail]))
-        if value is not None:  # widened to hold the estimate itself, which skewed replicates
-            low, high = min(low, value), max(high, value)  # (a biased gap) can leave outside
     return Interval(
         value=_finite(value) if value is not None else None,
         low=low,

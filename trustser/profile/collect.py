@@ -408,7 +408,14 @@ def collect_corpora(
             ),
             "seed": seed,
             "per_corpus": {c: p.bootstrap for c, p in per_corpus.items()},
-            "strata": f"{design['strata']}; each corpus bootstrapped on its own (seed + index)",
+            "resampled": "; ".join(
+                f"{c}: {p.bootstrap.get('resampled') or 'its test speakers'}"
+                for c, p in per_corpus.items()
+                if p.bootstrap
+            ),
+            "design": "per corpus",
+            "strata": "per corpus (see per_corpus); each corpus bootstrapped on its own "
+            "(seed + index)",
         },
         corpora=[
             {"name": c, "runs": str(d), "backbones": [b.name for b in per_corpus[c].backbones]}

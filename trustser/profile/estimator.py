@@ -14,7 +14,7 @@ import csv
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,7 +39,15 @@ METHOD_ASR = "speaker bootstrap of the attacked clips, per fold then the fold me
 _ROUND = 6  # digits of the replicate values kept in profile.json
 
 Rows = list[dict[str, str]]
-Tables = tuple[np.ndarray, np.ndarray]  # (observed, resampled) count tables
+
+
+class Tables(NamedTuple):
+    """Count tables of one per-clip file: as observed, in every replicate, and their folds."""
+
+    observed: np.ndarray  # [F, ...]
+    resampled: np.ndarray  # [B, F, ...]
+    folds: list[str]
+    labels: list[str] | None = None  # the classes of a confusion table's last two axes
 
 
 def _rows(path: Path) -> Rows | None:
@@ -94,10 +102,18 @@ class ClipFiles:
 
 
 class Estimator:
-    """Observed value and replicate values of count-table metrics on one profile's draws."""
+    """Observed value and replicate values of count-table metrics on one profile's draws
+    (:func:`~trustser.metrics.bootstrap.draw_speakers`)."""
 
-    def __init__(self, speakers: list[str], weights: np.ndarray, level: float) -> None:
-        self.speakers, self.weights, self.level = speakers, weights, level
+    def __init__(self, draws: bs.SpeakerDraws, level: float) -> None:
+        self.draws, self.level = draws, level
+        self.speakers = draws.speakers
+
+    def _tables(
+        self, counts: np.ndarray, folds: list[str], labels: list[str] | None = None
+    ) -> Tables:
+        observed = bs.resample(counts, np.ones((1, counts.shape[0])))[0]
+        return Tables(observed, bs.resample(counts, self.draws.weights), folds, labels)
 
     def confusion(self, rows: Rows, true: str, pred: str, *, grouped: bool) -> Tables:
         labels = _labels(rows, true, pred)
@@ -112,8 +128,7 @@ class Estimator:
             speaker_list=self.speakers,
             fold_list=folds,
         )
-        observed = bs.resample(counts, np.ones((1, counts.shape[0])))[0]
-        return observed, bs.resample(counts, self.weights)
+        return self._tables(counts, folds, labels)
 
     def attack(self, rows: Rows) -> Tables:
         return self.rates(
@@ -125,16 +140,16 @@ class Estimator:
     def rates(self, rows: Rows, hits: list[bool], *, tried: list[bool] | None = None) -> Tables:
         """(tried, hit) tables of a rate: an attack's flips among attacked clips, or a head's
         correct answers among all clips."""
+        folds = sorted({r["fold"] for r in rows})
         counts = bs.attack_counts(
             [r["speaker"] for r in rows],
             [r["fold"] for r in rows],
             [True] * len(rows) if tried is None else tried,
             hits,
             speaker_list=self.speakers,
-            fold_list=sorted({r["fold"] for r in rows}),
+            fold_list=folds,
         )
-        observed = bs.resample(counts, np.ones((1, counts.shape[0])))[0]
-        return observed, bs.resample(counts, self.weights)
+        return self._tables(counts, folds)
 
     def interval(
         self,
@@ -145,9 +160,14 @@ class Estimator:
         cell_dims: int = 3,
         pooled: bool = False,
     ) -> bs.Interval:
-        observed, resampled = tables
-        value = float(bs.fold_values(metric, observed, cell_dims=cell_dims, pooled=pooled))
-        samples = bs.fold_values(metric, resampled, cell_dims=cell_dims, pooled=pooled)
+        value = float(bs.fold_values(metric, tables.observed, cell_dims=cell_dims, pooled=pooled))
+        samples = bs.fold_values(
+            metric,
+            tables.resampled,
+            cell_dims=cell_dims,
+            pooled=pooled,
+            fold_weights=self.draws.fold_weights(tables.folds),
+        )
         return bs.interval(
             None if math.isnan(value) else value, samples, level=self.level, method=method
         )

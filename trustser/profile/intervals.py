@@ -6,7 +6,10 @@ speaker level (:mod:`trustser.metrics.bootstrap`). One set of speaker draws serv
 every axis, so replicate ``b`` of two models is the same resampled test set: comparisons between
 rows are paired, and a ranking can be recomputed replicate by replicate. The test speakers are
 those of the per-clip files the axes name (``Axis.clips``); each axis estimates its own figures
-(``Axis.bootstrap``, with :class:`~trustser.profile.estimator.RowBootstrap`).
+(``Axis.bootstrap``, with :class:`~trustser.profile.estimator.RowBootstrap`). The design
+(:func:`~trustser.metrics.bootstrap.draw_speakers`) scores every fold in every replicate:
+speakers drawn within fold × gender, or whole folds when a fold tests a single speaker of a
+gender (EmoDB, IEMOCAP).
 
 What each figure's interval means (docs/metrics.md, "Uncertainty"):
 
@@ -24,7 +27,7 @@ latency                   the spread of the repeated timings (2.5th–97.5th per
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +45,100 @@ __all__ = [
     "bootstrap_profile",
     "compare_rows",
     "comparison_table",
+    "resampled_text",
+    "speaker_draws",
+    "tested_speakers",
 ]
 
 DEFAULT_SEED = 0
-FEW_SPEAKERS = 10  # fewer test speakers per stratum than this: the intervals are optimistic
+FEW_SPEAKERS = 10  # fewer units (folds, or speakers per stratum): the intervals are optimistic
+# Measured by bench/intervals.py (docs/metrics.md, "Uncertainty"): 5 folds × (1 woman + 1 man).
+FEW_UNITS_COVERAGE = "83 %"
+FEW_UNITS_FALSE_POSITIVES = "16 %"
 
 
-def _speakers_of(files: Sequence[ClipFiles]) -> tuple[list[str], list[str]]:
-    """Every test speaker of the per-clip files the axes read (sorted), and its gender (``""``
-    when unknown)."""
+def tested_speakers(
+    tables: Iterable[Sequence[Mapping[str, str]]],
+) -> tuple[list[str], list[str | None], list[str]]:
+    """Every test speaker of per-clip rows (sorted), the one fold that tested it (None when
+    several did) and its gender (``""`` when unknown)."""
     gender: dict[str, str] = {}
+    folds: dict[str, set[str]] = {}
+    for rows in tables:
+        for row in rows:
+            if "speaker" in row:
+                gender.setdefault(row["speaker"], row.get("gender", "") or "")
+                folds.setdefault(row["speaker"], set()).add(row.get("fold", ""))
+    speakers = sorted(gender)
+    fold_of = [next(iter(folds[s])) if len(folds[s]) == 1 else None for s in speakers]
+    return speakers, fold_of, [gender[s] for s in speakers]
+
+
+def speaker_draws(
+    tables: Iterable[Sequence[Mapping[str, str]]], replicates: int, seed: int = DEFAULT_SEED
+) -> bs.SpeakerDraws:
+    """The profile's draws over the test speakers of per-clip rows (``predictions.csv``,
+    ``clips.csv``): models scored with them are compared replicate by replicate."""
+    return bs.draw_speakers(*tested_speakers(tables), replicates, seed)
+
+
+def _axis_rows(files: Sequence[ClipFiles]) -> Iterator[Sequence[Mapping[str, str]]]:
+    """The per-clip rows the axes read, file by file."""
     for clips in files:
         for axis in details_order():
-            for rows in axis.clips(clips):
-                for row in rows:
-                    if "speaker" in row:
-                        gender.setdefault(row["speaker"], row.get("gender", "") or "")
-    speakers = sorted(gender)
-    return speakers, [gender[s] for s in speakers]
+            yield from axis.clips(clips)
+
+
+def resampled_text(design: dict[str, Any]) -> str:
+    """What a profile's replicates resample, in words (older profiles: the test speakers)."""
+    return design.get("resampled") or f"the {design['num_speakers']} test speakers"
+
+
+def _design_record(draws: bs.SpeakerDraws, num_folds: int) -> dict[str, Any]:
+    """``profile.bootstrap``'s description of the draws."""
+    num_speakers = len(draws.speakers)
+    if draws.design == bs.DESIGN_FOLDS:
+        return {
+            "unit": "fold (all its test speakers together)",
+            "resampled": f"the {num_folds} folds with replacement, each with all its test "
+            f"speakers ({num_speakers} in all)",
+            "strata": "none (a fold drawn k times counts k times in the fold mean; some fold "
+            "tests fewer speakers of a gender than there are folds, down to one, whom a draw "
+            "within fold × gender could only repeat)",
+        }
+    strata = {
+        bs.DESIGN_FOLD_GENDER: "fold × gender (each replicate keeps each fold's number of test "
+        "speakers of each gender)",
+        bs.DESIGN_FOLD: "fold (each replicate keeps each fold's number of test speakers; some "
+        "speakers have no gender)",
+        bs.DESIGN_GENDER: "gender (speakers tested in several folds, or a single fold: a "
+        "replicate may leave a fold without one gender)",
+        bs.DESIGN_NONE: "none (some speakers have no gender, or a gender has a single speaker)",
+    }[draws.design]
+    return {
+        "unit": "test speaker",
+        "resampled": f"the {num_speakers} test speakers with replacement",
+        "strata": strata,
+    }
+
+
+def _few_units_note(draws: bs.SpeakerDraws) -> str | None:
+    """The warning of a design with few independent units (docs/metrics.md, "Uncertainty")."""
+    if draws.smallest_unit_count >= FEW_SPEAKERS:
+        return None
+    if draws.design == bs.DESIGN_FOLDS:
+        what = f"they resample only {draws.smallest_unit_count} folds"
+    else:
+        what = (
+            f"only {draws.smallest_unit_count} test speaker(s) in the smallest stratum "
+            f"({draws.design})"
+        )
+    return (
+        f"intervals: {what}; a bootstrap over so few units is optimistic (in the simulation of "
+        "5 folds × (1 woman + 1 man) of docs/metrics.md, 95 % intervals covered the true UAR in "
+        f"{FEW_UNITS_COVERAGE} of evaluations and the paired test's false-positive rate was "
+        f"{FEW_UNITS_FALSE_POSITIVES}, not 5 %): read p-values near 0.05 as inconclusive."
+    )
 
 
 def _bootstrap_entry(
@@ -92,35 +171,27 @@ def bootstrap_profile(
     root = Path(runs)
     measured = [b for b in profile.backbones if not b.reference and b.directory]
     files = [ClipFiles(root / b.directory) for b in measured]
-    speakers, genders = _speakers_of(files)
+    speakers, folds, genders = tested_speakers(_axis_rows(files))
     if not speakers:
         profile.notes.append(
             "no per-clip predictions (predictions.csv, clips.csv) were found, so the figures have "
             "no intervals."
         )
         return profile
-    strata = genders if all(genders) else None
-    weights = bs.speaker_weights(len(speakers), replicates, seed, strata=strata)
-    estimator = Estimator(speakers, weights, level)
+    draws = bs.draw_speakers(speakers, folds, genders, replicates, seed)
+    estimator = Estimator(draws, level)
     for entry, clips in zip(measured, files, strict=True):
         _bootstrap_entry(entry, clips, estimator, attack)
-    smallest = min(genders.count(g) for g in set(genders)) if strata is not None else len(speakers)
-    if smallest < FEW_SPEAKERS:
-        profile.notes.append(
-            f"intervals: only {smallest} test speaker(s) in the smallest "
-            f"{'gender' if strata is not None else 'test set'}; a bootstrap over so few speakers "
-            "is optimistic (in a simulation of 5 × 2 test speakers the paired test's false-positive "
-            "rate was about 16 %, not 5 %): read p-values near 0.05 as inconclusive."
-        )
+    note = _few_units_note(draws)
+    if note:
+        profile.notes.append(note)
     profile.bootstrap = {
         "replicates": replicates,
         "seed": seed,
         "level": level,
-        "unit": "test speaker",
+        "design": draws.design,
+        **_design_record(draws, len({f for f in folds if f is not None})),
         "num_speakers": len(speakers),
-        "strata": "gender (each replicate keeps the number of test speakers of each gender)"
-        if strata is not None
-        else "none (some speakers have no gender)",
         "interval": "percentile",
     }
     return profile

@@ -17,6 +17,7 @@ from trustser.formatting import MISSING
 from trustser.profile.axes import details_order, scored_axes
 from trustser.profile.cells import escape as _e
 from trustser.profile.cells import html_table as _table
+from trustser.profile.intervals import resampled_text
 from trustser.profile.mitigations import mitigations_html
 from trustser.profile.model import Profile
 from trustser.profile.radar import RadarChart, RadarCharts, draw_radar_charts, figure_svg
@@ -156,8 +157,8 @@ def _design(profile: Profile) -> str:
         return '<p class="note">Intervals: switched off (<code>--bootstrap 0</code>).</p>'
     return (
         f'<p class="note">Intervals: <code>value [low, high]</code> is the {design["level"]:.0%} '
-        f"interval of a speaker-level bootstrap: {design['replicates']} replicates resampling the "
-        f"{design['num_speakers']} test speakers with replacement (seed {design['seed']}; "
+        f"interval of a speaker-level bootstrap: {design['replicates']} replicates resampling "
+        f"{_e(resampled_text(design))} (seed {design['seed']}; "
         f"strata: {_e(design['strata'])}). GMACs and parameters are exact; latency shows the "
         "spread of its repeated timings.</p>"
     )

@@ -21,6 +21,7 @@ from trustser.profile.axes import (
 )
 from trustser.profile.axis import Axis, Column, CsvColumns, Figure
 from trustser.profile.cells import NOT_DEFINED, interval_text, score_text
+from trustser.profile.intervals import resampled_text
 from trustser.profile.mitigations import mitigations_markdown
 from trustser.profile.model import BackboneProfile, Profile
 
@@ -114,8 +115,8 @@ def _md_intro(profile: Profile) -> list[str]:
     if design:
         out += [
             f"Intervals: `value [low, high]` is the {design['level']:.0%} interval of a "
-            f"speaker-level bootstrap ({design['replicates']} replicates over "
-            f"{design['num_speakers']} test speakers, seed {design['seed']}; strata: "
+            f"speaker-level bootstrap ({design['replicates']} replicates resampling "
+            f"{resampled_text(design)}, seed {design['seed']}; strata: "
             f"{design['strata']}). GMACs and parameters are exact.",
             "",
         ]

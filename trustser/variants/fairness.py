@@ -4,11 +4,13 @@ emotion errors (docs/mitigations.md).
 (a) ``fit_fair_post`` — post-processing, ``<backbone>@fair-post``: the base's emotion heads,
 with per-gender class offsets added to their log-probabilities,
 :math:`\\hat y = \\arg\\max_c\\, \\log p_c(x) + \\delta_{g(x), c}`, fitted on each fold's **dev**
-speakers to minimise the worst-class equalized-odds gap
-:math:`\\max_c \\max(|\\Delta\\mathrm{TPR}_c|, |\\Delta\\mathrm{FPR}_c|)` subject to a UAR floor
-(dev UAR at least the unadjusted dev UAR minus ``uar_floor``), by coordinate search over a grid
-(:class:`PostProcessing`). The multiclass case fairlearn's ``ThresholdOptimizer`` does not
-cover. It needs each clip's gender **at inference**.
+speakers to minimise the figure the fairness axis scores, the multiclass equalized odds of
+docs/metrics.md, subject to a UAR floor (dev UAR at least the unadjusted dev UAR minus
+``uar_floor``), by coordinate search over a grid (:class:`PostProcessing`); the worst-class gap
+:math:`\\max_c \\max(|\\Delta\\mathrm{TPR}_c|, |\\Delta\\mathrm{FPR}_c|)` is reported beside it. The
+offsets fitted on a fold's dev clips are applied, unchanged, to its test clips. The multiclass
+case fairlearn's ``ThresholdOptimizer`` does not cover. It needs each clip's gender **at
+inference**.
 
 (b) ``fit_fair_reweight`` — training-time reweighting, ``<backbone>@fair-reweight``: the emotion
 head trained with every (gender, class) cell weighing the same in the loss
@@ -39,6 +41,8 @@ from trustser.heads.mitigated import MitigatedHeadClassifier
 from trustser.heads.model import LayerWeightedHead, load_head
 from trustser.heads.tasks import build_task, select_splits
 from trustser.heads.training import store_info
+from trustser.metrics import bootstrap as bs
+from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary, uar_score
 from trustser.runs import task_metrics, write_json, write_predictions
 from trustser.variants.kind import FitRequest, Variant, VariantError, VariantFit, VariantKind
@@ -52,7 +56,7 @@ __all__ = [
     "PostProcessing",
     "fit_fair_post",
     "fit_fair_reweight",
-    "worst_class_eo_gap",
+    "gender_gaps",
 ]
 
 DEFAULT_UAR_FLOOR = 0.02  # dev UAR may drop by at most 2 points
@@ -66,27 +70,35 @@ class FairnessError(TrustSERError, ValueError):
     """A fairness mitigation that cannot be fitted from the runs and store at hand."""
 
 
-def _rates(true: np.ndarray, pred: np.ndarray, c: int) -> tuple[float | None, float | None]:
-    positive, negative = true == c, true != c
-    tpr = float(np.mean(pred[positive] == c)) if positive.any() else None
-    fpr = float(np.mean(pred[negative] == c)) if negative.any() else None
-    return tpr, fpr
+def _group_rows(genders: Sequence[str]) -> np.ndarray:
+    """Each clip's row of the offsets: 0 female, 1 male, -1 any other gender (no offset)."""
+    return np.array([GENDERS.index(g) if g in GENDERS else -1 for g in genders], dtype=np.int64)
 
 
-def worst_class_eo_gap(
-    true: np.ndarray, pred: np.ndarray, groups: np.ndarray, num_classes: int
-) -> float:
-    """:math:`\\max_c \\max(|\\Delta\\mathrm{TPR}_c|, |\\Delta\\mathrm{FPR}_c|)` between the two
-    genders (class indices; undefined rates left out; 0 when nothing is defined)."""
-    worst = 0.0
-    female, male = groups == GENDERS[0], groups == GENDERS[1]
-    for c in range(num_classes):
-        a = _rates(true[female], pred[female], c)
-        b = _rates(true[male], pred[male], c)
-        for x, y in zip(a, b, strict=True):
-            if x is not None and y is not None:
-                worst = max(worst, abs(x - y))
-    return worst
+def gender_gaps(
+    true: np.ndarray, pred: np.ndarray, genders: Sequence[str], num_classes: int
+) -> dict[str, float | None]:
+    r"""The fairness axis's figure and the worst-class gap beside it, between the two genders
+    (class indices; clips of another gender left out; None where undefined):
+
+    - ``eo_multiclass``: the multiclass equalized odds of docs/metrics.md,
+      :math:`\frac{1}{C'}\sum_y \tfrac12\sum_{\hat y}|P_f(\hat y|y) - P_m(\hat y|y)|`
+      (:func:`~trustser.metrics.fairness.multiclass_equalized_odds_difference`);
+    - ``eo_worst_class``: :math:`\max_c \max(|\Delta\mathrm{TPR}_c|, |\Delta\mathrm{FPR}_c|)`
+      (:func:`~trustser.metrics.fairness.equalized_odds_difference`, ``aggregate="max"``).
+    """
+    rows = _group_rows(genders)
+    keep = rows >= 0
+    flat = np.ravel_multi_index(
+        (rows[keep], np.asarray(true)[keep], np.asarray(pred)[keep]),
+        (2, num_classes, num_classes),
+    )
+    confusion = np.bincount(flat, minlength=2 * num_classes**2).reshape(2, num_classes, num_classes)
+    figures = {
+        "eo_multiclass": bs.multiclass_eo_from_counts(confusion),
+        "eo_worst_class": bs.class_gaps_from_counts(confusion)["equalized_odds_max"],
+    }
+    return {k: None if np.isnan(v) else float(v) for k, v in figures.items()}
 
 
 @dataclass
@@ -94,8 +106,10 @@ class PostProcessing:
     """Per-gender additive offsets on log-probabilities, ``offsets[g, c]`` (class 0 fixed at 0).
 
     :meth:`fit` runs coordinate search: ``sweeps`` passes over every free offset, each trying
-    every value of ``grid`` and keeping the one of lowest worst-class EO gap among those whose
-    UAR stays at least ``base UAR − uar_floor`` (ties: higher UAR, then the smaller offset).
+    every value of ``grid`` and keeping the one of lowest **multiclass equalized odds** (the
+    fairness axis's figure, :func:`gender_gaps`) among those whose UAR stays at least
+    ``base UAR − uar_floor`` (ties: higher UAR, then the smaller offset). The worst-class gap is
+    recorded beside it, not optimised.
     """
 
     uar_floor: float = DEFAULT_UAR_FLOOR
@@ -110,36 +124,41 @@ class PostProcessing:
     def adjusted(self, log_proba: np.ndarray, genders: Sequence[str]) -> np.ndarray:
         if self.offsets is None:
             raise FairnessError("PostProcessing is not fitted; call fit(...) first.")
-        rows = np.array([GENDERS.index(g) if g in GENDERS else -1 for g in genders])
-        shift = np.where(rows[:, None] >= 0, self.offsets[np.clip(rows, 0, 1)], 0.0)
-        return log_proba + shift
+        return _shifted(np.asarray(log_proba, dtype=np.float64), self.offsets, _group_rows(genders))
 
     def fit(
         self, log_proba: np.ndarray, true: np.ndarray, genders: Sequence[str]
     ) -> PostProcessing:
+        """Fit the offsets on (dev) log-probabilities ``[N, C]``, true class indices and genders."""
         log_proba = np.asarray(log_proba, dtype=np.float64)
         true = np.asarray(true)
-        groups = np.asarray(list(genders), dtype=object)
+        genders = list(genders)
+        rows = _group_rows(genders)
         num_classes = log_proba.shape[1]
         self.offsets = np.zeros((2, num_classes))
-        present = {g for g in groups if g in GENDERS}
-        base_pred = log_proba.argmax(1)
-        base_uar = float(uar_score(true, base_pred))
-        base_gap = worst_class_eo_gap(true, base_pred, groups, num_classes)
-        self.fit_info = {"dev_uar_before": base_uar, "dev_worst_eo_gap_before": base_gap}
-        if len(present) < 2:
-            self.fit_info["note"] = "the dev speakers are of one gender: no offsets fitted"
-            self.fit_info.update(dev_uar_after=base_uar, dev_worst_eo_gap_after=base_gap)
+
+        def evaluate(offsets: np.ndarray) -> tuple[dict[str, float | None], float]:
+            pred = _shifted(log_proba, offsets, rows).argmax(1)
+            return gender_gaps(true, pred, genders, num_classes), float(uar_score(true, pred))
+
+        gaps, base_uar = evaluate(self.offsets)
+        self.fit_info = {
+            "objective": "multiclass equalized odds (the fairness axis) under a dev UAR floor",
+            "dev_uar_before": base_uar,
+            "dev_eo_multiclass_before": gaps["eo_multiclass"],
+            "dev_eo_worst_class_before": gaps["eo_worst_class"],
+        }
+        why = None
+        if len({r for r in rows.tolist() if r >= 0}) < 2:
+            why = "the dev speakers are of one gender: no offsets fitted"
+        elif gaps["eo_multiclass"] is None:
+            why = "no class has dev clips of both genders: no offsets fitted"
+        if why is not None:
+            self.fit_info["note"] = why
+            self._record(gaps, base_uar)
             return self
         floor = base_uar - self.uar_floor
-        rows = np.array([GENDERS.index(g) if g in GENDERS else -1 for g in groups])
-
-        def evaluate(offsets: np.ndarray) -> tuple[float, float]:
-            shift = np.where(rows[:, None] >= 0, offsets[np.clip(rows, 0, 1)], 0.0)
-            pred = (log_proba + shift).argmax(1)
-            return worst_class_eo_gap(true, pred, groups, num_classes), float(uar_score(true, pred))
-
-        best_gap, best_uar = base_gap, base_uar
+        best_eo, best_uar = gaps["eo_multiclass"], base_uar
         for _ in range(self.sweeps):
             improved = False
             for g in range(2):
@@ -148,18 +167,31 @@ class PostProcessing:
                     for value in self.grid:
                         trial = self.offsets.copy()
                         trial[g, c] = value
-                        gap, uar = evaluate(trial)
-                        if uar < floor - 1e-12:
+                        found, uar = evaluate(trial)
+                        eo = found["eo_multiclass"]
+                        if eo is None or uar < floor - 1e-12:
                             continue
-                        key = (round(gap, 12), -round(uar, 12), abs(value))
-                        if key < (round(best_gap, 12), -round(best_uar, 12), abs(current)):
-                            best_gap, best_uar, current = gap, uar, value
+                        key = (round(eo, 12), -round(uar, 12), abs(value))
+                        if key < (round(best_eo, 12), -round(best_uar, 12), abs(current)):
+                            best_eo, best_uar, current = eo, uar, value
                             self.offsets[g, c] = value
                             improved = True
             if not improved:
                 break
-        self.fit_info.update(dev_uar_after=best_uar, dev_worst_eo_gap_after=best_gap)
+        self._record(*evaluate(self.offsets))
         return self
+
+    def _record(self, gaps: dict[str, float | None], uar: float) -> None:
+        self.fit_info.update(
+            dev_uar_after=uar,
+            dev_eo_multiclass_after=gaps["eo_multiclass"],
+            dev_eo_worst_class_after=gaps["eo_worst_class"],
+        )
+
+
+def _shifted(log_proba: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``log_proba`` plus each clip's gender's offsets (none for another gender)."""
+    return log_proba + np.where(rows[:, None] >= 0, offsets[np.clip(rows, 0, 1)], 0.0)
 
 
 @torch.no_grad()
@@ -224,6 +256,7 @@ def fit_fair_post(variant: Variant, request: FitRequest) -> VariantFit:
     description = KIND.description(variant, request)
     metrics = task_metrics("emotion", target, labels, fold_metrics, roles=("test", "dev"))
     metrics.update(
+        **_gap_means(fold_metrics),
         variant=description,
         trustser_version=__version__,
         fit_seconds_total=time.perf_counter() - start,
@@ -238,6 +271,19 @@ def fit_fair_post(variant: Variant, request: FitRequest) -> VariantFit:
     return VariantFit(target, metrics=metrics, seconds=time.perf_counter() - start)
 
 
+def _gap_means(folds: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """``test_<gap>_<before|after>_mean`` over the folds that define it (the axis's fold mean
+    for ``eo_multiclass``); None when none does."""
+    out: dict[str, float | None] = {}
+    for gap in ("eo_multiclass", "eo_worst_class"):
+        for when in ("before", "after"):
+            values = [
+                f[key] for f in folds if (key := f"test_{gap}_{when}") in f and f[key] is not None
+            ]
+            out[f"test_{gap}_{when}_mean"] = mean_std(values)[0] if values else None
+    return out
+
+
 def _post_process_fold(
     head: LayerWeightedHead,
     sidecar: Mapping[str, Any],
@@ -246,8 +292,9 @@ def _post_process_fold(
     fold: str,
     uar_floor: float,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One fold: offsets fitted on its dev clips, applied to dev and test; the fold's record
-    (dev/test figures, the offsets) and its test prediction rows."""
+    """One fold: offsets fitted on its dev clips only, applied unchanged to dev and test; the
+    fold's record (dev/test figures, the test gaps before and after, the offsets) and its test
+    prediction rows."""
     labels = list(sidecar["labels"])
     index = {c: k for k, c in enumerate(labels)}
     parts = {r: [i for i in sidecar[f"{r}_ids"] if i in manifest.by_id] for r in ("dev", "test")}
@@ -257,10 +304,15 @@ def _post_process_fold(
     post = PostProcessing(uar_floor=uar_floor).fit(logp["dev"], truth["dev"], genders["dev"])
     record: dict[str, Any] = {"fold": fold, **post.fit_info}
     rows: list[dict[str, Any]] = []
+    base = gender_gaps(truth["test"], logp["test"].argmax(1), genders["test"], len(labels))
+    record.update({f"test_{k}_before": v for k, v in base.items()})
     for role in ("dev", "test"):
         adjusted = post.adjusted(logp[role], genders[role])
         predicted = [labels[k] for k in adjusted.argmax(1)]
         summary = performance_summary([labels[k] for k in truth[role]], predicted, labels=labels)
+        if role == "test":
+            gaps = gender_gaps(truth[role], adjusted.argmax(1), genders[role], len(labels))
+            record.update({f"test_{k}_after": v for k, v in gaps.items()})
         record[f"{role}_uar"] = summary["uar"]
         record[f"{role}_accuracy"] = summary["weighted_accuracy"]
         record[f"{role}_macro_f1"] = summary["macro_f1"]
