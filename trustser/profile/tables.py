@@ -175,6 +175,14 @@ def profile_to_markdown(profile: Profile) -> str:
     out += _md_comparisons(profile)
     out += _md_scales(profile)
     out += mitigations_markdown(profile)
+    unmeasurable = [(b.name, a, r) for b in profile.backbones for a, r in b.not_measurable.items()]
+    if unmeasurable:
+        out += ["## Not measurable", ""]
+        out += [
+            f"- **{name}** — {axis}: {reason} (no score; left out of the radar and the rankings)"
+            for name, axis, reason in unmeasurable
+        ]
+        out.append("")
     missing = [(b.name, a, c) for b in profile.backbones for a, c in b.missing.items()]
     if missing:
         out += ["## Missing axes", ""]
