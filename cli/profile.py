@@ -29,7 +29,7 @@ from trustser.profile.recommend import (
     SCENARIOS,
     Recommendation,
     run_recommend,
-    unweighed_lines,
+    unweighed_text,
 )
 from trustser.workspace import stage_backbones, store_window
 
@@ -338,8 +338,9 @@ def _render_recommendation(result: Recommendation) -> None:
         console.print(f"the paper's Table 5 recommends {result.paper_choice}", style="dim")
     for name, why in result.excluded.items():
         err_console.print(f"[yellow]not ranked[/yellow] {escape(name)}: {escape(why)}")
-    for line in unweighed_lines(result):
-        console.print(f"[yellow]{NOT_MEASURABLE}[/yellow] {escape(line)}")
+    text = unweighed_text(result)
+    if text:
+        console.print(f"[yellow]note[/yellow]: {escape(text)}")
 
 
 @app.command(

@@ -43,7 +43,7 @@ __all__ = [
     "recommendation_to_markdown",
     "run_recommend",
     "scenario_weights",
-    "unweighed_lines",
+    "unweighed_text",
     "weights_text",
 ]
 
@@ -471,12 +471,16 @@ def recommend(
     )
 
 
-def unweighed_lines(result: Recommendation) -> list[str]:
-    """One line per weighted axis left out of a ranking because it is not measurable."""
-    return [
-        f"{axis} left out of the weighing (its weight shared out over the other axes): {why}"
-        for axis, why in result.unweighed.items()
-    ]
+def unweighed_text(result: Recommendation, *, reasons: bool = True) -> str | None:
+    """One line naming the weighted axes left out of a ranking because some candidate cannot
+    measure them (with ``reasons``, why); None when none was."""
+    if not result.unweighed:
+        return None
+    if reasons:
+        named = "; ".join(f"{axis} ({why})" for axis, why in result.unweighed.items())
+    else:
+        named = ", ".join(result.unweighed) + " (not measurable)"
+    return f"not weighed: {named}; their weight is shared out over the other axes"
 
 
 def weights_text(result: Recommendation) -> str:
@@ -505,7 +509,7 @@ def recommendation_to_markdown(result: Recommendation) -> str:
     if result.paper_choice:
         lines += [f"The paper's Table 5 recommends {result.paper_choice} for this scenario.", ""]
     lines += [f"- not ranked: **{k}** — {v}" for k, v in result.excluded.items()]
-    lines += [f"- {line}" for line in unweighed_lines(result)]
+    lines += [f"- {text}" for text in [unweighed_text(result)] if text]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -25,7 +25,7 @@ from trustser.profile.recommend import (
     SCENARIOS,
     RecommendError,
     recommend,
-    unweighed_lines,
+    unweighed_text,
     weights_text,
 )
 from trustser.profile.tables import (
@@ -152,7 +152,11 @@ def _recommendations(profile: Profile) -> str:
                 f'<p class="missing">not ranked: {_e(k)} — {_e(v)}</p>'
                 for k, v in result.excluded.items()
             )
-            + "".join(f'<p class="unmeasurable">{_e(line)}</p>' for line in unweighed_lines(result))
+            + "".join(
+                f'<p class="unmeasurable">{_e(text.capitalize())} (see the scores).</p>'
+                for text in [unweighed_text(result, reasons=False)]
+                if text
+            )
         )
     return "".join(parts)
 

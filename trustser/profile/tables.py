@@ -179,7 +179,7 @@ def profile_to_markdown(profile: Profile) -> str:
     if unmeasurable:
         out += ["## Not measurable", ""]
         out += [
-            f"- **{name}** — {axis}: {reason} (no score; left out of the radar and the rankings)"
+            f"- **{name}** — {axis}: {reason} (no score: a gap on the radar, not weighed by the rankings)"
             for name, axis, reason in unmeasurable
         ]
         out.append("")
