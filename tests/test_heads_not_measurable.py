@@ -9,6 +9,7 @@ speakers, too few speakers) are checked on manifests alone.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -144,6 +145,12 @@ def test_the_profile_says_not_measurable_in_json_table_markdown_and_report(profi
     assert f"- **{BACKBONE}** — fairness: {FAIRNESS_REASON}" in markdown
     scores = markdown.split("## Scores")[1].split("##")[0]
     assert scores.count("not measurable") == 2
+    with open(out / "profile.csv", newline="") as handle:
+        (csv_row,) = list(csv.DictReader(handle))
+    assert (
+        csv_row["score_fairness"] == ""
+        and f"fairness: {FAIRNESS_REASON}" in csv_row["not_measurable"]
+    )
     report = (out / "report.html").read_text()
     assert report.count('<td class="unmeasurable"') == 2
     assert f"fairness: {FAIRNESS_REASON}" in report

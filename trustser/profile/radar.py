@@ -198,6 +198,18 @@ def _draw_entry(
     band = _band(entry, axes)
     for run in shape.runs if band is not None else ():  # each axis's 95 % interval ends
         low, high = band
+        if len(run) == 1:  # a scored spoke between two gaps: its interval as a radial bar
+            (index,) = run
+            angle = shape.spokes[index].angle
+            ax.plot(
+                [angle, angle],
+                [low[index], high[index]],
+                color=colour,
+                alpha=0.35,
+                linewidth=6,
+                solid_capstyle="butt",
+            )
+            continue
         indices = [*run, run[0]] if shape.closed else list(run)
         ax.fill_between(
             [angle for angle, _ in shape.points(run)],

@@ -60,6 +60,7 @@ def _row(b: BackboneProfile) -> dict[str, Any]:
     row["trainable_params"] = (b.training or {}).get("trainable_parameters")
     row["train_seconds"] = (b.training or {}).get("fit_seconds")
     row["missing"] = "; ".join(f"{a}: {c}" for a, c in b.missing.items())
+    row["not_measurable"] = "; ".join(f"{a}: {r}" for a, r in b.not_measurable.items())
     for part in parts:
         row.update(part.later)
     for part in parts:
