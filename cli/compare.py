@@ -11,9 +11,11 @@ from rich.table import Table
 
 from trustser.cli._common import OUT, RUNS, STORE, console, user_errors, workspace
 from trustser.cli._tables import print_table
+from trustser.formatting import MISSING
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile import ModelComparison, run_compare
 from trustser.profile.axes import compared
+from trustser.profile.cells import NOT_MEASURABLE
 from trustser.profile.intervals import resampled_text
 from trustser.profile.tables import comparison_verdict, interval_text
 from trustser.runs import write_json
@@ -37,8 +39,18 @@ def _render(result: ModelComparison) -> None:
         measure = measures[comparison.metric]
         table.add_row(
             measure.title,
-            interval_text(result.a, measure.key, comparison.a, as_percent=measure.percent),
-            interval_text(result.b, measure.key, comparison.b, as_percent=measure.percent),
+            *(
+                escape(
+                    interval_text(
+                        row,
+                        measure.key,
+                        value,
+                        as_percent=measure.percent,
+                        missing=NOT_MEASURABLE if measure.key in row.not_measurable else MISSING,
+                    )
+                )
+                for row, value in ((result.a, comparison.a), (result.b, comparison.b))
+            ),
             escape(comparison_verdict(comparison.to_dict())),
         )
     print_table(table, keys=1, console=console)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._tables import print_table
@@ -181,7 +183,7 @@ def fit(
         with user_errors(), _FitProgress() as progress:
             variant = finetuned(name, finetune_top)
             if variant is None:
-                tasks = fit_heads(
+                fitted = fit_heads(
                     store,
                     name,
                     estimator,
@@ -191,7 +193,7 @@ def fit(
                     data=data,
                     callback=progress.update,
                     resume=resume,
-                ).tasks
+                )
             else:
                 request = fit_request(
                     store,
@@ -204,8 +206,9 @@ def fit(
                     callback=progress.update,
                     resume=resume,
                 )
-                tasks = variant.fit(request).tasks
-        _render_fit(tasks)
+                fitted = variant.fit(request)
+        _render_fit(fitted.tasks)
+        not_measurable(fitted.skipped, name)
 
 
 @app.command("probe")
@@ -240,6 +243,7 @@ def probe(
                 callback=progress.update,
             )
         _render_probe(result)
+        not_measurable(result.skipped, name)
 
 
 class _ProbeProgress:
@@ -357,6 +361,18 @@ def _render_fit(tasks: list[TaskResult]) -> None:
         print_table(weights, console=console)
         resumed = f"; folds {', '.join(task.resumed)} resumed from disk" if task.resumed else ""
         console.print(f"wrote {task.directory} ({task.seconds:.1f} s{resumed})")
+
+
+def not_measurable(skipped: Mapping[str, str], model: str) -> None:
+    """One line per task skipped because the corpus cannot measure it (not an error: a bare
+    command fits what it can; the profile shows the cell as not measurable)."""
+    for task, reason in skipped.items():
+        console.print(
+            Text.assemble(
+                ("note: ", "yellow"),
+                f"{task} skipped for {model}, not measurable: {reason}",
+            )
+        )
 
 
 def _render_probe(result: ProbeResult) -> None:

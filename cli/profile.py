@@ -24,7 +24,13 @@ from trustser.cost import CostReport, run_cost
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile import SCALE_MODES, Profile, ProfileError, run_profile
 from trustser.profile.axes import registered_axes, scored_axes
-from trustser.profile.recommend import SCENARIOS, Recommendation, run_recommend
+from trustser.profile.cells import NOT_MEASURABLE
+from trustser.profile.recommend import (
+    SCENARIOS,
+    Recommendation,
+    run_recommend,
+    unweighed_text,
+)
 from trustser.workspace import stage_backbones, store_window
 
 __all__ = ["app"]
@@ -199,11 +205,12 @@ def _render_profile(profile: Profile) -> None:
         cells = []
         for axis in axes:
             score = entry.scores.get(axis.name)
-            cells.append(
-                "[red]missing[/red]"
-                if score is None
-                else f"{score:.2f}" + ("*" if entry.clipped.get(axis.name) else "")
-            )
+            if score is not None:
+                cells.append(f"{score:.2f}" + ("*" if entry.clipped.get(axis.name) else ""))
+            elif axis.name in entry.not_measurable:
+                cells.append(f"[yellow]{NOT_MEASURABLE}[/yellow]")
+            else:
+                cells.append("[red]missing[/red]")
         table.add_row(escape(entry.name), *cells)
     print_table(table, console=console)
     if profile.bootstrap:
@@ -218,6 +225,11 @@ def _render_profile(profile: Profile) -> None:
         for note in entry.notes:
             if note.startswith("beyond the scale: "):
                 console.print(f"{escape(entry.name)}: {escape(note)}", style="dim")
+    for entry in profile.backbones:
+        for axis, reason in entry.not_measurable.items():
+            console.print(
+                f"[yellow]{NOT_MEASURABLE}[/yellow] {escape(entry.name)} {axis}: {escape(reason)}"
+            )
     for entry in profile.backbones:
         for axis, command in entry.missing.items():
             err_console.print(
@@ -326,6 +338,9 @@ def _render_recommendation(result: Recommendation) -> None:
         console.print(f"the paper's Table 5 recommends {result.paper_choice}", style="dim")
     for name, why in result.excluded.items():
         err_console.print(f"[yellow]not ranked[/yellow] {escape(name)}: {escape(why)}")
+    text = unweighed_text(result)
+    if text:
+        console.print(f"[yellow]note[/yellow]: {escape(text)}")
 
 
 @app.command(

@@ -286,7 +286,8 @@ def test_unknown_labels(corpus):
 def test_missing_or_unknown_gender(corpus):
     message = _problems(_with(_with(corpus, 0, gender=""), 2, gender="f"))
     assert "missing gender (1):" in message and "c_f1_0: gender is empty" in message
-    assert "unknown gender (1):" in message and "c_m1_0: gender='f'" in message
+    assert "unrecognised gender (1):" in message and "c_m1_0: gender='f'" in message
+    validate(_with(corpus, 0, gender="unknown"))  # a gender the corpus does not record
 
 
 def test_missing_speaker(corpus):
@@ -319,6 +320,17 @@ def test_speaker_overlapping_folds(corpus):
     message = _problems(_with(by_session, 0, session="s2"))
     assert "speaker-dependent fold (1):" in message
     assert "bysess: 1 speaker(s) ['f1'] are in both train and test" in message
+    # The error names the way out: the fold schemes accepted, and what `unknown` speakers do.
+    for words in ('by "speaker"', 'by "session"', 'by "split"', "'unknown'", "speaker-dependent"):
+        assert words in message, words
+    unknown = replace(
+        _with(by_session, 0, session="s2"),
+        utterances=tuple(
+            replace(u, speaker="unknown") if u.speaker == "f1" else u
+            for u in _with(by_session, 0, session="s2").utterances
+        ),
+    )
+    validate(unknown)  # marked unknown, the speaker no longer makes the fold speaker-dependent
 
 
 def test_empty_fold_role_and_duplicate_fold_names(corpus):

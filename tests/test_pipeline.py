@@ -14,6 +14,7 @@ from trustser.pipeline import (
     AttackSettings,
     CorpusSource,
     HeadSettings,
+    MitigateSettings,
     PipelineConfig,
     PipelineConfigError,
     config_from_options,
@@ -281,3 +282,33 @@ def test_cli_run_shows_an_attack_bar_counting_clips(tmp_path, toy_manifest):
     assert result.exit_code == 0, result.output
     passes = 2 * len(toy_manifest)  # every clip is a test clip once: one clean, one attacked pass
     assert result.output.count(f"{passes}/{passes} clip passes") == 3  # one bar per attack
+
+
+def test_a_corpus_of_one_gender_gives_every_axis_it_can_and_resumes(tmp_path, toy_manifest_factory):
+    women = tuple((f"f{i}", "female") for i in range(1, 7))
+    corpus = toy_manifest_factory(
+        tmp_path / "toy", speakers=women, groups=[["f1", "f2"], ["f3", "f4"], ["f5", "f6"]]
+    )
+    manifest = write_manifest(corpus, tmp_path / "women.jsonl")
+    out = tmp_path / "runs"
+    heads = HeadSettings(tasks=("emotion", "gender", "speaker"), epochs=1, min_steps=0)
+    settings = {"heads": heads, "mitigate": MitigateSettings(privacy=(1.0,))}
+    first = run_pipeline(_config(manifest, out, **settings), progress=False)
+    assert first.exit_code == 0, [e.detail for e in first.failures]
+    details = {(e.stage, e.backbone): e.detail for e in first.events}
+    reason = "one gender only (6 female speakers in the toy manifest)"
+    assert f"gender not measurable: {reason}" in details[("heads", "tiny:whisper")]
+    assert f"gender not measurable: {reason}" in details[("probe", "tiny:whisper")]
+    # The gender adversary cannot train on one gender: skipped with the reason, not failed.
+    privacy = "tiny:whisper@privacy-l1"
+    assert _statuses(first)[("mitigate", privacy)] == "skipped"
+    assert details[("mitigate", privacy)] == f"not measurable: needs the gender task: {reason}"
+    assert ("cost", privacy) not in details
+    row = json.loads((out / "toy" / "report" / "profile.json").read_text())["backbones"][0]
+    assert set(row["not_measurable"]) == {"fairness", "privacy"}
+    assert row["scores"]["performance"] is not None and row["scores"]["safety"] is not None
+    # The skipped task's record counts as done: a second run redoes nothing.
+    again = run_pipeline(_config(manifest, out, **settings), progress=False)
+    statuses = _statuses(again)
+    for stage in ("extract", "heads", "probe", "attack-fgsm", "cost"):
+        assert statuses[(stage, "tiny:whisper")] == "skipped", stage

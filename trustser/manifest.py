@@ -32,6 +32,7 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_FORMAT_VERSION",
     "ROLES",
+    "UNKNOWN_GENDER",
     "UNKNOWN_SPEAKER",
     "AudioCheck",
     "Fold",
@@ -54,6 +55,9 @@ __all__ = [
 
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
 GENDERS: tuple[str, ...] = ("female", "male")
+# Gender of clips whose speaker's gender the corpus does not record. Such clips take part in
+# every emotion measurement but in no gender measurement (the gender attack, fairness).
+UNKNOWN_GENDER = "unknown"
 ROLES: tuple[str, ...] = ("train", "dev", "test")
 FOLD_KEYS: tuple[str, ...] = ("speaker", "session", "split")
 # Speaker id for clips whose speaker the corpus does not know (MSP-Podcast). Such clips are
@@ -331,9 +335,15 @@ def validate(manifest: Manifest, *, check_files: bool = True) -> Manifest:
                 f"{u.id}: emotion={u.emotion!r}, expected one of {sorted(labels)}",
             )
         if not u.gender:
-            add("missing gender", f"{u.id}: gender is empty; expected 'female' or 'male'")
-        elif u.gender not in GENDERS:
-            add("unknown gender", f"{u.id}: gender={u.gender!r}, expected 'female' or 'male'")
+            add(
+                "missing gender",
+                f"{u.id}: gender is empty; expected 'female', 'male' or {UNKNOWN_GENDER!r}",
+            )
+        elif u.gender not in (*GENDERS, UNKNOWN_GENDER):
+            add(
+                "unrecognised gender",
+                f"{u.id}: gender={u.gender!r}, expected 'female', 'male' or {UNKNOWN_GENDER!r}",
+            )
         if not u.speaker:
             add("missing speaker", f"{u.id}: speaker is empty")
         elif u.speaker_known and u.gender in GENDERS:
@@ -356,9 +366,26 @@ def validate(manifest: Manifest, *, check_files: bool = True) -> Manifest:
         for kind, rows in problems.items():
             lines.append(f"{kind} ({len(rows)}):")
             lines.append(format_rows(rows))
+            if kind in _WAYS_OUT:
+                lines.append(_WAYS_OUT[kind])
         lines.append("Fix the corpus or the manifest rows above, then run again.")
         raise ManifestError("\n".join(lines))
     return manifest
+
+
+# What to do about a kind of problem whose fix is not obvious from its rows.
+_WAYS_OUT = {
+    "speaker-dependent fold": (
+        "  Folds must be speaker-independent: a fold puts each known speaker in one role only. "
+        'Accepted fold schemes: by "speaker" (speaker ids per role), by "session" or by "split" '
+        "(values of the clips' session or split field), as long as no speaker's clips fall in "
+        "two roles. A corpus with too few speakers for such folds (train, dev and test each need "
+        f"one) can mark its speakers {UNKNOWN_SPEAKER!r}: their clips are then exempt from this "
+        "check, but every result becomes speaker-dependent (the test speakers were heard in "
+        "training), speaker identification leaves them out, and the profile's speaker bootstrap "
+        "resamples them as one speaker. See docs/manifest.md."
+    ),
+}
 
 
 def _validate_folds(manifest: Manifest, add: Callable[[str, str], None]) -> None:

@@ -5,7 +5,8 @@
     runs/                                  (--runs DIR)
       <backbone>/
         emotion/ | gender/ | speaker/      heads: config.json, metrics.json, predictions.csv,
-          <fold>/head.safetensors (+ .json)
+          <fold>/head.safetensors (+ .json); or not_measurable.json: why the corpus cannot
+          support the task (one gender, too few speakers), written when a bare command skips it
         probe/                             linear probes on time-means: metrics.json
         attack-<method>-<snr>/             summary.json (asr_mean ...), clips.csv, audio/
         verification/[<emotion>/]          speaker verification: metrics.json, trials.csv
@@ -44,6 +45,7 @@ __all__ = [
     "ATTACK_METHODS",
     "DEFAULT_RUNS",
     "FOLD_STD",
+    "NOT_MEASURABLE_FILE",
     "TASKS",
     "VARIANT_SEPARATOR",
     "ModelName",
@@ -54,6 +56,7 @@ __all__ = [
     "inherit_privacy_runs",
     "jsonable",
     "read_json",
+    "record_not_measurable",
     "register_variant_word",
     "safe_name",
     "task_metrics",
@@ -188,6 +191,16 @@ class RunLayout:
     def head_path(self, backbone: str, task: str, fold: str) -> Path:
         return self.head_dir(backbone, task) / fold / "head.safetensors"
 
+    def not_measurable_path(self, backbone: str, task: str) -> Path:
+        """Why ``task`` cannot be measured on the corpus (written instead of its run)."""
+        return self.head_dir(backbone, task) / NOT_MEASURABLE_FILE
+
+    def task_done(self, backbone: str, task: str) -> Path:
+        """The file that says ``task`` is done: its ``metrics.json``, or the record that the
+        corpus cannot measure it (what a resumable stage checks for)."""
+        marker = self.not_measurable_path(backbone, task)
+        return marker if marker.is_file() else self.head_dir(backbone, task) / "metrics.json"
+
     def probe_dir(self, backbone: str) -> Path:
         return self.backbone_dir(backbone) / "probe"
 
@@ -239,6 +252,21 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+NOT_MEASURABLE_FILE = "not_measurable.json"
+
+
+def record_not_measurable(
+    layout: RunLayout, model: str, task: str, reason: str | None
+) -> Path | None:
+    """Record why ``task`` cannot be measured for ``model`` (``reason``), or with ``None`` drop
+    the record of an earlier run (the task was measured since); returns the record's path."""
+    path = layout.not_measurable_path(model, task)
+    if reason is None:
+        path.unlink(missing_ok=True)
+        return None
+    return write_json(path, {"task": task, "model": model, "reason": reason})
 
 
 FOLD_STD = "population standard deviation over folds (ddof=0)"
@@ -309,9 +337,16 @@ def inherit_privacy_runs(layout: RunLayout, base: str, variant: str) -> list[str
     copied = []
     for part in ("gender", "speaker", "probe"):
         source = layout.backbone_dir(base) / part
+        target = layout.backbone_dir(variant) / part
+        if (
+            source / NOT_MEASURABLE_FILE
+        ).is_file():  # the corpus cannot measure it: nor can the variant
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / NOT_MEASURABLE_FILE, target / NOT_MEASURABLE_FILE)
+            copied.append(part)
+            continue
         if not (source / "metrics.json").is_file():
             continue
-        target = layout.backbone_dir(variant) / part
         target.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.json", "predictions.csv", "config.json"):
             if (source / name).is_file():

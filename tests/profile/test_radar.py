@@ -90,3 +90,37 @@ def test_radar_draws_an_interval_band_and_says_so(tmp_path, write_fake_runs):
     assert any(spoke in t.get_text() for t in ax.texts)  # the spoke label names the interval
     plain = draw_radar_charts(collect_profile(tmp_path, bootstrap=0)).backbones[0]
     assert not any("Shaded band" in t.get_text() for t in plain.figure.texts)
+
+
+def test_a_figure_not_measured_yet_is_a_gap_never_a_zero(tmp_path, write_fake_runs):
+    """A row whose cost has not run has no sustainability score: no point at the centre of
+    that spoke, the outline broken there, the spoke dashed and labelled "not measured"."""
+    import math
+
+    from trustser.profile.axes import scored_axes
+    from trustser.profile.radar import radar_shape
+
+    write_fake_runs(tmp_path, cost=False)
+    profile = collect_profile(tmp_path, bootstrap=0, scale="absolute")
+    entry = profile.backbones[0]
+    axes = scored_axes(profile.scale)
+    shape = radar_shape(entry, axes)
+    assert shape.gaps == {"sustainability": "not measured"}
+    (gap,) = [s for s in shape.spokes if s.gap]
+    at_gap = round(gap.angle % (2 * math.pi), 9)
+    assert len(shape.outline) == 1  # one run: the other four spokes, broken at the gap
+    angles = [round(a % (2 * math.pi), 9) for a, _ in shape.outline[0]]
+    assert len(angles) == 4 and at_gap not in angles
+    assert at_gap not in {round(a % (2 * math.pi), 9) for a, _ in shape.fill}
+    chart = draw_radar_charts(profile).backbones[0]
+    (ax,) = [a for a in chart.figure.axes if a.name == "polar"]
+    for line in ax.lines:  # at the gap only the dashed spoke mark: no point, no 0
+        if at_gap in {round(a % (2 * math.pi), 9) for a in line.get_xdata()}:
+            assert line.get_linestyle() == "--" and list(line.get_ydata()) == [0, 1]
+    texts = [t.get_text() for t in chart.figure.texts]
+    assert any("a gap, not a 0" in t for t in texts)
+    # Nothing missing: one closed ring through every spoke.
+    write_fake_runs(tmp_path / "full")
+    full = collect_profile(tmp_path / "full", bootstrap=0, scale="absolute").backbones[0]
+    ring = radar_shape(full, axes)
+    assert ring.closed and len(ring.outline) == 1 and len(ring.outline[0]) == len(axes) + 1

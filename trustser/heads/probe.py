@@ -7,7 +7,9 @@ class-balanced L2 logistic regression is fitted on the training part, once per l
 chosen the honest way: on each fold, the layer with the best dev UAR, whose test score is that
 fold's figure (``dev_chosen``); no layer is ever chosen by its test score. Results go to
 ``<runs>/<backbone>/probe/metrics.json``; probing one task keeps the other tasks already there
-when they come from the same store group.
+when they come from the same store group. Asked for every task, the probes skip a privacy task
+the corpus cannot measure (one gender, too few speakers) and record why under
+``not_measurable`` (:func:`~trustser.heads.tasks.plan_tasks`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from trustser._validation import check_positive
 from trustser._version import __version__
 from trustser.heads.data import StoreGroupError
-from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
+from trustser.heads.tasks import Split, Task, plan_tasks, select_splits
 from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary
 from trustser.runs import RunLayout, read_json, write_json
@@ -92,6 +94,7 @@ class ProbeResult:
     tasks: list[ProbeTaskResult]
     metrics: dict[str, Any]
     seconds: float
+    skipped: dict[str, str] = field(default_factory=dict)  # task -> why it is not measurable
 
 
 def probe_task(
@@ -218,8 +221,12 @@ def run_probes(
     model: str | None = None,
     representation: Callable[..., Callable[..., np.ndarray]] | None = None,
     description: Mapping[str, Any] | None = None,
+    skip_unmeasurable: bool | None = None,
 ) -> ProbeResult:
     """Probe each task of ``task`` (a name, a comma list or ``all``) and write probe/metrics.json.
+
+    A task the corpus cannot measure is skipped (its reason under ``not_measurable``) when
+    ``skip_unmeasurable`` (default: when ``task`` is ``all``), else it raises.
 
     ``seed`` only matters for the speaker task's split (the probes themselves are deterministic).
     A model variant probes what it exposes: ``representation(group, layout, ids)`` gives its
@@ -231,7 +238,8 @@ def run_probes(
     start = time.perf_counter()
     group, name = open_group(store, backbone, error=StoreGroupError)
     manifest = group.manifest()
-    tasks = [build_task(n, manifest, seed=seed) for n in parse_tasks(task)]
+    plan = plan_tasks(task, manifest, seed=seed, skip_unmeasurable=skip_unmeasurable)
+    tasks = list(plan.tasks)
     chosen = {t.name: select_splits(t, folds) for t in tasks}
     ids = list(dict.fromkeys(i for splits in chosen.values() for s in splits for i in s.ids))
     if representation is not None:  # a variant: its own features per fold
@@ -274,6 +282,20 @@ def run_probes(
     )
     if description is not None:
         metrics["variant"] = dict(description)
+    unmeasurable = {
+        **metrics.get("not_measurable", {}),
+        **plan.skipped,
+    }
+    for skipped in plan.skipped:  # what an earlier probe of this task wrote no longer holds
+        metrics["tasks"].pop(skipped, None)
+        for key in [k for k in metrics if k.startswith(f"{skipped}_")]:
+            del metrics[key]
+    for probed in tasks:
+        unmeasurable.pop(probed.name, None)
+    if unmeasurable:
+        metrics["not_measurable"] = unmeasurable
+    else:
+        metrics.pop("not_measurable", None)
     for result in results:
         metrics["tasks"][result.task] = {
             **result.to_dict(),
@@ -292,6 +314,8 @@ def run_probes(
         for stale in ("best_layer_test", "best_layer_dev"):  # written by earlier versions
             metrics.pop(f"{result.task}_{stale}", None)
     write_json(path, metrics)
+    for skipped in plan.skipped:
+        (path.parent / f"predictions-{skipped}.csv").unlink(missing_ok=True)
     for result in results:
         _write_predictions(path.parent / f"predictions-{result.task}.csv", result, manifest)
     return ProbeResult(
@@ -300,6 +324,7 @@ def run_probes(
         tasks=results,
         metrics=metrics,
         seconds=time.perf_counter() - start,
+        skipped=dict(plan.skipped),
     )
 
 

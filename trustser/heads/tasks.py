@@ -9,6 +9,11 @@ Three tasks share one head and one training loop:
 * ``speaker`` — closed-set speaker identification, a second privacy attack. A closed set needs
   every speaker in train, dev and test, so this task cannot use speaker-independent folds; it
   uses its own split (see :func:`speaker_splits`).
+
+Some corpora cannot support a privacy task at all: one gender (TESS), no gender labels, or too
+few speakers. Such a task raises :class:`NotMeasurableError`; :func:`plan_tasks` lets a bare
+command skip it with the reason (an explicitly named task still fails), so the emotion head and
+every other axis are still measured and the profile shows the cell as not measurable.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trustser._validation import TrustSERError, select_names
-from trustser.manifest import GENDERS, Manifest, Utterance
+from trustser.manifest import GENDERS, UNKNOWN_GENDER, Manifest, Utterance
 from trustser.runs import TASKS
 
 __all__ = [
@@ -28,12 +33,15 @@ __all__ = [
     "DEFAULT_MIN_STEPS",
     "SPEAKER_FOLDS",
     "TASKS",
+    "NotMeasurableError",
     "Split",
     "Task",
     "TaskError",
+    "TaskPlan",
     "build_task",
     "ids_checksum",
     "parse_tasks",
+    "plan_tasks",
     "select_splits",
     "speaker_splits",
 ]
@@ -52,6 +60,28 @@ SPEAKER_FOLDS = 5
 
 class TaskError(TrustSERError, ValueError):
     """A task that cannot be built from the data at hand (too few labels, unknown fold...)."""
+
+
+class NotMeasurableError(TaskError):
+    """A privacy task the corpus cannot support at all (one gender, no gender labels, too few
+    speakers): no rerun would help. A bare command skips it and records ``reason``
+    (:func:`plan_tasks`); a command that names the task fails with it."""
+
+    def __init__(self, task: str, reason: str) -> None:
+        self.task, self.reason = task, reason
+        super().__init__(
+            f"task {task!r} cannot be measured on this corpus: {reason}. Ask for every task "
+            "instead (leave out --task, or task='all') to fit the others; the profile then shows "
+            f"the {task} task as not measurable."
+        )
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """The tasks to fit and, for each task skipped, why the corpus cannot measure it."""
+
+    tasks: tuple[Task, ...]
+    skipped: Mapping[str, str] = field(default_factory=dict)  # task -> reason
 
 
 @dataclass(frozen=True)
@@ -142,6 +172,8 @@ def build_task(
         raise TaskError(f"the {manifest.corpus} manifest has no utterances; extract some first.")
     if name == "speaker":
         return speaker_splits(manifest, num_folds=speaker_folds, seed=seed)
+    if name == "gender":
+        _check_genders(manifest)
     attribute = name  # "emotion" or "gender": a typed Utterance field
     allowed = manifest.labels if name == "emotion" else GENDERS
     present = {getattr(u, attribute) for u in manifest.utterances}
@@ -156,17 +188,26 @@ def build_task(
             f"the {manifest.corpus} manifest defines no folds; the {name} task needs its "
             "speaker-independent folds (prepare the corpus with `trustser data prepare`)."
         )
+    # The gender task leaves out clips whose gender is unknown; emotion uses every clip.
     label_of = {u.id: getattr(u, attribute) for u in manifest.utterances}
+    excluded = {i: "gender unknown" for i, label in label_of.items() if label not in labels}
+    for utterance_id in excluded:
+        del label_of[utterance_id]
     splits = []
     for fold in manifest.folds:
         parts = manifest.split(fold)
-        split = Split(fold.name, *(tuple(u.id for u in parts[r]) for r in ("train", "dev", "test")))
+        split = Split(
+            fold.name,
+            *(tuple(u.id for u in parts[r] if u.id in label_of) for r in ("train", "dev", "test")),
+        )
         for role in ("train", "dev", "test"):
             if not getattr(split, role):
                 raise TaskError(
                     f"fold {fold.name!r} of {manifest.corpus} has no extracted utterances in {role}; "
                     "finish extraction or choose other folds."
                 )
+        if name == "gender":
+            _check_fold_genders(manifest, split, label_of)
         splits.append(split)
     return Task(
         name=name,
@@ -174,7 +215,72 @@ def build_task(
         label_of=label_of,
         splits=tuple(splits),
         scheme=f"speaker-independent folds of the manifest: {manifest.fold_scheme or 'as defined'}",
+        excluded=excluded,
     )
+
+
+def _check_genders(manifest: Manifest) -> None:
+    """Raise :class:`NotMeasurableError` unless both genders are labelled in ``manifest``."""
+    speakers: dict[str, set[str]] = {}
+    for u in manifest.utterances:
+        speakers.setdefault(u.gender, set()).add(u.speaker)
+    known = [g for g in GENDERS if g in speakers]
+    if not known:
+        raise NotMeasurableError(
+            "gender",
+            f"no gender labels (every clip of the {manifest.corpus} manifest is "
+            f"{UNKNOWN_GENDER!r})",
+        )
+    if len(known) < 2:
+        (only,) = known
+        count = len(speakers[only])
+        raise NotMeasurableError(
+            "gender",
+            f"one gender only ({count} {only} speaker{'s' if count != 1 else ''} in the "
+            f"{manifest.corpus} manifest)",
+        )
+
+
+def _check_fold_genders(manifest: Manifest, split: Split, label_of: Mapping[str, str]) -> None:
+    """A gender head cannot learn from a fold whose training clips are all of one gender."""
+    trained = {label_of[i] for i in split.train}
+    if len(trained) < 2:
+        raise NotMeasurableError(
+            "gender",
+            f"fold {split.name} of {manifest.corpus} trains on {', '.join(sorted(trained))} "
+            "speakers only (too few speakers of the other gender for the folds)",
+        )
+
+
+def plan_tasks(
+    spec: str | None,
+    manifest: Manifest,
+    *,
+    seed: int = 0,
+    skip_unmeasurable: bool | None = None,
+    speaker_folds: int = SPEAKER_FOLDS,
+) -> TaskPlan:
+    """The tasks of ``spec`` (``None`` or ``"all"``: every task; a name or a comma list) built
+    over ``manifest``, skipping those the corpus cannot measure (:class:`NotMeasurableError`)
+    when ``skip_unmeasurable`` — by default when ``spec`` asks for every task, so a bare command
+    fits what it can while a task named on purpose fails with the reason. The emotion task is
+    never skipped, and a plan left with no task at all is an error."""
+    spec = spec or "all"
+    if skip_unmeasurable is None:
+        skip_unmeasurable = spec.strip() == "all"
+    tasks: list[Task] = []
+    skipped: dict[str, str] = {}
+    for name in parse_tasks(spec):
+        try:
+            tasks.append(build_task(name, manifest, seed=seed, speaker_folds=speaker_folds))
+        except NotMeasurableError as error:
+            if not skip_unmeasurable:
+                raise
+            skipped[name] = error.reason
+    if not tasks:
+        reasons = "; ".join(f"{t}: {why}" for t, why in skipped.items())
+        raise TaskError(f"no task of {spec!r} can be measured on this corpus ({reasons}).")
+    return TaskPlan(tuple(tasks), skipped)
 
 
 def speaker_splits(manifest: Manifest, *, num_folds: int = SPEAKER_FOLDS, seed: int = 0) -> Task:
@@ -186,16 +292,20 @@ def speaker_splits(manifest: Manifest, *, num_folds: int = SPEAKER_FOLDS, seed: 
     emotions (stratified by speaker, then emotion). Fold ``k`` tests on group ``k``, selects
     the epoch on group ``k+1`` and trains on the rest — the same rotation as the corpus folds.
     Speakers with fewer than ``num_folds`` utterances cannot appear in every group and are
-    excluded (listed in :attr:`Task.excluded`).
+    excluded (listed in :attr:`Task.excluded`), as are clips of an ``unknown`` speaker.
+    Fewer than two speakers left: :class:`NotMeasurableError`.
     """
     if num_folds < 3:
         raise TaskError(f"speaker folds must be >= 3 (train, dev and test), got {num_folds}.")
     by_speaker: dict[str, list[Utterance]] = {}
+    excluded: dict[str, str] = {}
     for u in manifest.utterances:
-        by_speaker.setdefault(u.speaker, []).append(u)
+        if u.speaker_known:
+            by_speaker.setdefault(u.speaker, []).append(u)
+        else:  # an unknown speaker is no class of a closed set
+            excluded[u.id] = "speaker unknown"
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EA4]))
     groups: list[list[str]] = [[] for _ in range(num_folds)]
-    excluded: dict[str, str] = {}
     kept: list[str] = []
     for speaker in sorted(by_speaker):
         utterances = by_speaker[speaker]
@@ -213,9 +323,10 @@ def speaker_splits(manifest: Manifest, *, num_folds: int = SPEAKER_FOLDS, seed: 
         for position, index in enumerate(order):
             groups[(start + position) % num_folds].append(utterances[index].id)
     if len(kept) < 2:
-        raise TaskError(
-            f"speaker identification needs at least two speakers with >= {num_folds} utterances "
-            f"each in the {manifest.corpus} manifest; found {len(kept)}."
+        raise NotMeasurableError(
+            "speaker",
+            f"too few speakers ({len(kept)} known speaker(s) of the {manifest.corpus} manifest "
+            f"with >= {num_folds} clips; speaker identification needs two)",
         )
     position_of = {u.id: i for i, u in enumerate(manifest.utterances)}
     groups = [sorted(g, key=position_of.__getitem__) for g in groups]  # manifest order

@@ -7,7 +7,9 @@ configured estimator over the folds (:func:`~trustser.heads.crossval.cross_valid
 ``<runs>/<backbone>/<task>/`` in the shared results layout (:class:`trustser.runs.RunLayout`):
 ``config.json``, ``metrics.json``, ``predictions.csv`` and ``<fold>/head.safetensors`` +
 ``head.json``. The backbone is never loaded. An interrupted fit resumes at the first unfinished
-fold. Variants of a backbone (fine-tuned blocks, mitigations) are fitted by their kind
+fold. Asked for every task, a fit skips a privacy task the corpus cannot measure (one gender, too
+few speakers) and writes ``<task>/not_measurable.json`` with the reason instead
+(:func:`~trustser.heads.tasks.plan_tasks`). Variants of a backbone (fine-tuned blocks, mitigations) are fitted by their kind
 (:mod:`trustser.variants`), on the same driver.
 """
 
@@ -32,8 +34,8 @@ from trustser.heads.data import (
     feature_bytes,
 )
 from trustser.heads.estimator import HeadClassifier
-from trustser.heads.tasks import build_task, parse_tasks, select_splits
-from trustser.runs import RunLayout
+from trustser.heads.tasks import plan_tasks, select_splits
+from trustser.runs import RunLayout, record_not_measurable
 from trustser.store.format import DTYPES, frame_row_bytes
 
 __all__ = [
@@ -57,6 +59,7 @@ class FitResult:
     data_mode: str
     tasks: list[TaskResult] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: dict[str, str] = field(default_factory=dict)  # task -> why it is not measurable
 
 
 def choose_data_mode(
@@ -142,10 +145,15 @@ def fit_heads(
     memory_fraction: float = 0.5,
     callback: Callable[[TrainingEvent], None] | None = None,
     resume: bool = True,
+    skip_unmeasurable: bool | None = None,
 ) -> FitResult:
     """Cross-validate ``estimator`` (default :func:`default_estimator`) for ``task``
     (``emotion``, ``gender``, ``speaker``, ``all`` or a comma list) on every fold (or
     ``folds``: names or 1-based indices) of the store group ``backbone`` and write the runs.
+
+    A task the corpus cannot measure is skipped, its reason in :attr:`FitResult.skipped` and
+    ``<task>/not_measurable.json``, when ``skip_unmeasurable`` (default: when ``task`` is
+    ``all``); otherwise it raises :class:`~trustser.heads.tasks.NotMeasurableError`.
 
     ``data``: ``auto`` keeps the needed features in RAM when they fit, ``memory`` forces it,
     ``stream`` reads batches from the store every epoch. Folds finished by an earlier run with
@@ -158,12 +166,17 @@ def fit_heads(
     estimator = estimator if estimator is not None else default_estimator()
     group, name = open_group(store, backbone, error=StoreGroupError)
     manifest = group.manifest()
-    tasks = [build_task(n, manifest, seed=estimator.seed) for n in parse_tasks(task)]
+    plan = plan_tasks(task, manifest, seed=estimator.seed, skip_unmeasurable=skip_unmeasurable)
+    tasks = plan.tasks
     chosen = {t.name: select_splits(t, folds) for t in tasks}
     needed = list(dict.fromkeys(i for splits in chosen.values() for s in splits for i in s.ids))
     source, mode = open_features(group, needed, data=data, memory_fraction=memory_fraction)
     info = store_info(store, group, name)
     layout = RunLayout(Path(runs))
+    for skipped, reason in plan.skipped.items():
+        record_not_measurable(layout, name, skipped, reason)
+    for t in tasks:
+        record_not_measurable(layout, name, t.name, None)
     results = [
         cross_validate(
             estimator,
@@ -186,4 +199,5 @@ def fit_heads(
         data_mode=mode,
         tasks=results,
         seconds=time.perf_counter() - start,
+        skipped=dict(plan.skipped),
     )

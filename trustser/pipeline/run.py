@@ -18,6 +18,12 @@ setting re-runs only what depends on it. Extraction resumes by itself at the sha
 A stage that raises — a bad file, a missing checkpoint, CUDA running out of memory — is recorded
 as failed (its traceback goes to ``failures.log``) and the other backbones go on; the run's exit
 code then says that something failed.
+
+A task the corpus cannot measure at all (the gender head on a corpus of one gender, speaker
+identification with too few speakers) is not a failure: the heads and probes skip it with the
+reason (``<task>/not_measurable.json``, which also counts as the task's output when the run
+resumes), the profile shows its cells as not measurable, and a mitigation that needs it (the
+gender adversary) is skipped with the reason too.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 
 from trustser._validation import TrustSERError
 from trustser.formatting import percent
+from trustser.heads.tasks import NotMeasurableError
 from trustser.heads.training import default_estimator
 from trustser.pipeline.config import CorpusSource, PipelineConfig
 from trustser.pipeline.ledger import Ledger
@@ -50,7 +57,7 @@ class StageEvent:
 
     corpus: str
     stage: str
-    status: str  # "start" | "done" | "skipped" | "failed"
+    status: str  # "start" | "done" | "skipped" (up to date, or not measurable) | "failed"
     backbone: str | None = None
     seconds: float = 0.0
     detail: str = ""
@@ -209,6 +216,7 @@ class _CorpusRun:
             seed=self.config.seed,
             batch_size=self.config.attack.batch_size,
             tasks=tuple(heads.tasks),
+            skip_unmeasurable=True,
             **changes,
         )
 
@@ -232,11 +240,14 @@ class _CorpusRun:
             ) -> str:
                 if self.ledger.is_done(f"mitigate:{variant.name}", inputs, outputs):
                     return "up to date"
-                variant.fit(request)
+                try:
+                    variant.fit(request)
+                except NotMeasurableError as error:  # e.g. a gender adversary on one gender
+                    return f"{_NOT_MEASURABLE}: needs the {error.task} task: {error.reason}"
                 self.ledger.mark(f"mitigate:{variant.name}", inputs)
                 return f"→ {self.layout.backbone_dir(variant.name)}"
 
-            if not self._stage("mitigate", name, fit):
+            if not self._stage("mitigate", name, fit) or self._unmeasured(name):
                 continue
             for method in self.config.attack.methods if variant.not_attackable is None else ():
                 self._stage(f"attack-{method}", name, partial(self.attack, name, method, inputs))
@@ -252,11 +263,17 @@ class _CorpusRun:
         except Exception as error:  # any failure of one stage: record it, let the others run
             status, detail = "failed", self._record_failure(stage, backbone, error)
         else:
-            status = "skipped" if detail.startswith("up to date") else "done"
+            skipped = detail.startswith(("up to date", _NOT_MEASURABLE))
+            status = "skipped" if skipped else "done"
         event = StageEvent(corpus, stage, status, backbone, time.perf_counter() - start, detail)
         self.result.events.append(event)
         self.notify(event)
         return status != "failed"
+
+    def _unmeasured(self, backbone: str) -> bool:
+        """Whether the last stage of ``backbone`` was skipped as not measurable."""
+        last = next((e for e in reversed(self.result.events) if e.backbone == backbone), None)
+        return last is not None and last.detail.startswith(_NOT_MEASURABLE)
 
     def _record_failure(self, stage: str, backbone: str | None, error: Exception) -> str:
         """Append the error and its traceback to ``failures.log``; the one-line detail."""
@@ -298,7 +315,7 @@ class _CorpusRun:
         from trustser.heads.training import fit_heads
 
         settings = self.config.heads
-        outputs = [self.layout.head_dir(group, t) / "metrics.json" for t in settings.tasks]
+        outputs = [self.layout.task_done(group, t) for t in settings.tasks]
         if self.ledger.is_done(f"heads:{group}", inputs, outputs):
             return "up to date"
         fit = fit_heads(
@@ -307,20 +324,21 @@ class _CorpusRun:
             self._request().estimator,
             task=",".join(settings.tasks),
             runs=self.directory,
+            skip_unmeasurable=True,
         )
         self.ledger.mark(f"heads:{group}", inputs)
-        return ", ".join(_task_summary(t) for t in fit.tasks)
+        return _fit_summary(fit.tasks, fit.skipped)
 
     def variant_heads(self, variant: Variant, inputs: dict[str, Any]) -> str:
         """A fine-tuned variant's heads: its kind fits them (blocks + emotion head first)."""
         settings = self.config.heads
-        outputs = [self.layout.head_dir(variant.name, t) / "metrics.json" for t in settings.tasks]
+        outputs = [self.layout.task_done(variant.name, t) for t in settings.tasks]
         if self.ledger.is_done(f"heads:{variant.name}", inputs, outputs):
             return "up to date"
         block_lr = self.config.variants.block_lr
         fit = variant.fit(self._request(options={"block_lr": block_lr} if block_lr else {}))
         self.ledger.mark(f"heads:{variant.name}", inputs)
-        return ", ".join(_task_summary(t) for t in fit.tasks)
+        return _fit_summary(fit.tasks, fit.skipped)
 
     def probe(self, group: str, heads_inputs: dict[str, Any]) -> str:
         """Linear probes beside the heads: the stronger privacy attacker on small corpora."""
@@ -337,12 +355,20 @@ class _CorpusRun:
         if self.ledger.is_done(f"probe:{group}", inputs, [output]):
             return "up to date"
         result = run_probes(
-            self.store, group, task=",".join(tasks), runs=self.directory, seed=self.config.seed
+            self.store,
+            group,
+            task=",".join(tasks),
+            runs=self.directory,
+            seed=self.config.seed,
+            skip_unmeasurable=True,
         )
         self.ledger.mark(f"probe:{group}", inputs)
         return "test UAR " + ", ".join(
-            f"{t.task} {percent(t.all_layers['test_uar_mean'], unit=True, missing='n/a')}"
-            for t in result.tasks
+            [
+                f"{t.task} {percent(t.all_layers['test_uar_mean'], unit=True, missing='n/a')}"
+                for t in result.tasks
+            ]
+            + _skipped_notes(result.skipped)
         )
 
     def attack(self, group: str, method: str, heads_inputs: dict[str, Any]) -> str:
@@ -449,6 +475,18 @@ def _group_name(store: Path, backbone: str) -> str:
     if name in names:
         return name
     raise _StageError(f"store {store} has no group for backbone {backbone!r} (groups: {names})")
+
+
+_NOT_MEASURABLE = "not measurable"  # a stage detail saying the corpus cannot measure it
+
+
+def _skipped_notes(skipped: dict[str, str]) -> list[str]:
+    return [f"{task} {_NOT_MEASURABLE}: {reason}" for task, reason in skipped.items()]
+
+
+def _fit_summary(tasks: list[Any], skipped: dict[str, str]) -> str:
+    """The heads stage's detail: each task's test figure, then each task skipped and why."""
+    return ", ".join([_task_summary(t) for t in tasks] + _skipped_notes(skipped))
 
 
 def _task_summary(task_result: Any) -> str:

@@ -12,6 +12,7 @@ new axis.
 from __future__ import annotations
 
 import shlex
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,6 +268,9 @@ class Axis:
         """The raw figure of a radar spoke: the axis's own label, or ``short`` and the value;
         for rates, the interval's ends on a second line."""
         value = entry.raw.get(self.name)
+        reason = (entry.not_measurable or {}).get(self.name)
+        if value is None and reason:  # the reason, wrapped to fit beside the chart
+            return "not measurable:\n" + "\n".join(textwrap.wrap(reason, 30))
         if value is None:
             text = "not measured"
         elif self.spoke is not None:

@@ -10,9 +10,25 @@ from typing import Any
 from trustser.formatting import MISSING, number, percent
 from trustser.profile.model import BackboneProfile
 
-__all__ = ["NOT_DEFINED", "escape", "html_table", "interval_text", "score_text"]
+__all__ = [
+    "NOT_DEFINED",
+    "NOT_MEASURABLE",
+    "escape",
+    "html_table",
+    "interval_text",
+    "score_text",
+    "unmeasured",
+]
 
 NOT_DEFINED = "n/a"  # a fold-level figure no fold defines (e.g. every fold tests one gender)
+NOT_MEASURABLE = "not measurable"  # an axis the row's corpus cannot measure (one gender ...)
+
+
+def unmeasured(b: BackboneProfile, axis: str) -> str | None:
+    """``"not measurable: <reason>"`` when the row's corpus cannot measure ``axis`` (one
+    gender, no gender labels ...), else None."""
+    reason = (b.not_measurable or {}).get(axis)
+    return None if reason is None else f"{NOT_MEASURABLE}: {reason}"
 
 
 def interval_text(
@@ -49,7 +65,10 @@ def interval_text(
 
 
 def score_text(b: BackboneProfile, axis: str) -> str:
-    """``0.83 [0.15, 1.00]``: an axis score with the scores of its raw interval's ends."""
+    """``0.83 [0.15, 1.00]``: an axis score with the scores of its raw interval's ends
+    (``not measurable`` when the row's corpus cannot measure the axis)."""
+    if axis in (b.not_measurable or {}) and b.scores.get(axis) is None:
+        return NOT_MEASURABLE
     found = (b.score_intervals or {}).get(axis)
     text = number(b.scores.get(axis))
     if found and b.scores.get(axis) is not None and found[0] != found[1]:

@@ -299,6 +299,10 @@ def _mean_axis(
     a counted axis, else the mean of the corpora's replicates."""
     name, corpora = axis.name, ", ".join(rows)
     values = [r.raw.get(name) for r in rows.values()]
+    unmeasurable = {c: r.not_measurable[name] for c, r in rows.items() if name in r.not_measurable}
+    if unmeasurable:  # a corpus that cannot measure it leaves the mean not measurable too
+        entry.not_measurable[name] = "; ".join(f"on {c}: {why}" for c, why in unmeasurable.items())
+        return
     if any(v is None for v in values):
         lacking = [c for c, r in rows.items() if r.raw.get(name) is None]
         entry.notes.append(f"{name}: not measured on {', '.join(lacking)}; no mean.")

@@ -211,6 +211,17 @@ def _compare(
     if isinstance(measure, Axis):
         key, av, bv = measure.name, a.raw.get(measure.name), b.raw.get(measure.name)
         exact = measure.counted
+        why = [
+            f"{row.name}: {row.not_measurable[key]}"
+            for row, value in ((a, av), (b, bv))
+            if value is None and key in (row.not_measurable or {})
+        ]
+        if why:  # the corpus cannot measure it: say so rather than "not comparable"
+            result = bs.compare_replicates(
+                key, av, bv, None, None, higher_is_better=measure.higher_is_better
+            )
+            result.verdict = "not measurable (" + "; ".join(why) + ")"
+            return result
     else:
         key, av, bv, exact = measure.key, measure.value(a), measure.value(b), False
     higher = measure.higher_is_better

@@ -5,8 +5,10 @@ backbones; a chart of one backbone is titled with its name. A spoke per axis on 
 scale (:func:`trustser.profile.axes.scored_axes`), labelled by the axis's record. Every chart
 states its scale: the centre is score 0 (worst end of the scale), the rim score 1 (best end), and
 the footer lists each axis's worst → best bounds. A value past an end is drawn at that end with a star and labelled
-"clipped". Axes that were not measured are drawn at 0 with a hollow marker and labelled
-"not measured".
+"clipped". An axis without a score — not measured yet, or not measurable on the corpus (one
+gender: fairness) — is a *gap*, never a score of 0: the outline breaks there, the fill stops at
+the neighbouring spokes, and the spoke is drawn dashed and labelled "not measured" or "not
+measurable" with the reason (:func:`radar_shape` is the data a polygon is drawn from).
 
 A profile's charts are drawn once (:func:`draw_radar_charts`) and then both written as files
 (:func:`write_radar_charts`) and embedded in the HTML report, each use giving the chart its title.
@@ -32,10 +34,13 @@ __all__ = [
     "OVERLAY_STEM",
     "RadarChart",
     "RadarCharts",
+    "RadarShape",
+    "RadarSpoke",
     "chart_stem",
     "draw_radar_charts",
     "figure_svg",
     "radar_figure",
+    "radar_shape",
     "raw_label",
     "save_figure",
     "variants_stem",
@@ -80,46 +85,163 @@ def _polar_axes(figure: Figure, count: int, *, single: bool) -> Any:
     return ax
 
 
+NOT_MEASURED = "not measured"
+
+
+@dataclass(frozen=True)
+class RadarSpoke:
+    """One spoke of a row's polygon: its score, or None for a gap and the reason (``gap``:
+    ``"not measured"`` or ``"not measurable: <reason>"``)."""
+
+    axis: str
+    angle: float
+    score: float | None
+    clipped: bool = False
+    gap: str | None = None
+
+
+@dataclass(frozen=True)
+class RadarShape:
+    """What a row's polygon is drawn from: its spokes and the runs of consecutive scored spokes
+    (indices, read clockwise; one run of every spoke when nothing is missing). The outline is
+    the runs, broken at every gap (a closed ring when there is none); the filled area's vertices
+    put the centre where a gap is, so the fill stops along the neighbouring spokes and never
+    reaches out along a gap's spoke."""
+
+    spokes: tuple[RadarSpoke, ...]
+    runs: tuple[tuple[int, ...], ...]
+
+    @property
+    def gaps(self) -> dict[str, str]:
+        return {s.axis: s.gap for s in self.spokes if s.gap is not None}
+
+    @property
+    def closed(self) -> bool:
+        return not self.gaps and bool(self.spokes)
+
+    def points(self, run: Sequence[int]) -> list[tuple[float, float]]:
+        """A run's ``(angle, score)`` points, angles increasing through 2π (a run may wrap past
+        the top); the ring closes on its first point when there is no gap."""
+        indices = [*run, run[0]] if self.closed else list(run)
+        points: list[tuple[float, float]] = []
+        for index in indices:
+            angle = self.spokes[index].angle
+            while points and angle <= points[-1][0]:
+                angle += 2 * math.pi
+            points.append((angle, float(self.spokes[index].score)))  # type: ignore[arg-type]
+        return points
+
+    @property
+    def outline(self) -> list[list[tuple[float, float]]]:
+        return [self.points(run) for run in self.runs]
+
+    @property
+    def fill(self) -> list[tuple[float, float]]:
+        """The filled area's vertices (empty when fewer than two spokes are scored)."""
+        if self.closed:
+            return self.points(self.runs[0])
+        vertices: list[tuple[float, float]] = []
+        for run in self.runs:  # each run, then the centre before the next gap
+            vertices += self.points(run)
+            vertices.append((vertices[-1][0], 0.0))
+        return vertices if sum(len(r) for r in self.runs) > 1 else []
+
+
+def _gap(entry: BackboneProfile, axis: Axis) -> str:
+    reason = (entry.not_measurable or {}).get(axis.name)
+    return f"not measurable: {reason}" if reason else NOT_MEASURED
+
+
+def radar_shape(entry: BackboneProfile, axes: Sequence[Axis]) -> RadarShape:
+    """The spokes and runs of ``entry``'s polygon over ``axes`` (angles clockwise from the
+    top): a spoke without a score is a gap, drawn as no point at all."""
+    spokes = tuple(
+        RadarSpoke(
+            axis.name,
+            angle,
+            entry.scores.get(axis.name),
+            bool(entry.clipped.get(axis.name)),
+            None if entry.scores.get(axis.name) is not None else _gap(entry, axis),
+        )
+        for angle, axis in zip(_angles(len(axes)), axes, strict=True)
+    )
+    count = len(spokes)
+    gaps = [i for i, spoke in enumerate(spokes) if spoke.score is None]
+    if not gaps:
+        return RadarShape(spokes, (tuple(range(count)),) if count else ())
+    runs: list[list[int]] = [[]]
+    for step in range(1, count + 1):  # around the circle from the first gap
+        index = (gaps[0] + step) % count
+        if spokes[index].score is None:
+            runs.append([])
+        else:
+            runs[-1].append(index)
+    return RadarShape(spokes, tuple(tuple(run) for run in runs if run))
+
+
 def _draw_entry(
     ax: Any, entry: BackboneProfile, axes: Sequence[Axis], colour: str, *, single: bool
 ) -> bool:
-    """One polygon with its markers (hollow: not measured; star: clipped) and its interval
-    band; whether it has a band."""
-    angles = _angles(len(axes))
-    values = [entry.scores.get(a.name) for a in axes]
-    drawn = [0.0 if v is None else v for v in values]
+    """One polygon with its markers (star: clipped) and its interval band, broken at the gaps
+    (:func:`radar_shape`); whether it has a band."""
+    shape = radar_shape(entry, axes)
     style = "--" if entry.reference else "-"
-    closed_a, closed_v = [*angles, angles[0]], [*drawn, drawn[0]]
     label = entry.name
     if entry.is_variant:
         label += f" ({entry.variant_description})"
-    ax.plot(closed_a, closed_v, style, color=colour, linewidth=1.8, label=label)
-    ax.fill(closed_a, closed_v, color=colour, alpha=0.12 if not single else 0.2)
-    band = _band(entry, axes, drawn)
-    if band is not None:  # the scores of each axis's 95 % interval ends
+    for index, points in enumerate(shape.outline or [[]]):  # nothing scored: still in the legend
+        angles, values = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(angles, values, style, color=colour, linewidth=1.8, label=None if index else label)
+    if shape.fill:
+        angles, values = [p[0] for p in shape.fill], [p[1] for p in shape.fill]
+        ax.fill(angles, values, color=colour, alpha=0.12 if not single else 0.2, linewidth=0)
+    band = _band(entry, axes)
+    for run in shape.runs if band is not None else ():  # each axis's 95 % interval ends
         low, high = band
+        if len(run) == 1:  # a scored spoke between two gaps: its interval as a radial bar
+            (index,) = run
+            angle = shape.spokes[index].angle
+            ax.plot(
+                [angle, angle],
+                [low[index], high[index]],
+                color=colour,
+                alpha=0.35,
+                linewidth=6,
+                solid_capstyle="butt",
+            )
+            continue
+        indices = [*run, run[0]] if shape.closed else list(run)
         ax.fill_between(
-            closed_a,
-            [*low, low[0]],
-            [*high, high[0]],
+            [angle for angle, _ in shape.points(run)],
+            [low[i] for i in indices],
+            [high[i] for i in indices],
             color=colour,
             alpha=0.25,
             linewidth=0,
             hatch="////" if not single else None,
         )
-    for angle, axis, value in zip(angles, axes, values, strict=True):
-        hollow = value is None
-        clipped = bool(entry.clipped.get(axis.name)) and not hollow
+    for spoke in shape.spokes:
+        if spoke.score is None:
+            continue  # a gap: no point (the spoke itself is marked, see _mark_gaps)
         ax.plot(
-            [angle],
-            [0.0 if hollow else value],
-            "*" if clipped else "o",  # a star: the value lies past the scale's end
+            [spoke.angle],
+            [spoke.score],
+            "*" if spoke.clipped else "o",  # a star: the value lies past the scale's end
             color=colour,
-            markersize=11 if clipped else 5,
-            markerfacecolor="white" if hollow else colour,
+            markersize=11 if spoke.clipped else 5,
             clip_on=False,
         )
     return band is not None
+
+
+def _mark_gaps(ax: Any, entries: Sequence[BackboneProfile], axes: Sequence[Axis]) -> bool:
+    """Draw dashed every spoke where some row has a gap; whether there was one."""
+    marked = False
+    for angle, axis in zip(_angles(len(axes)), axes, strict=True):
+        if any(e.scores.get(axis.name) is None for e in entries):
+            ax.plot([angle, angle], [0, 1], linestyle=(0, (3, 3)), color="#888888", linewidth=1.1)
+            marked = True
+    return marked
 
 
 def _spoke_labels(
@@ -160,6 +282,7 @@ def _footer(
     *,
     banded: bool,
     single: bool,
+    gapped: bool = False,
 ) -> None:
     bounds = [f"{a.title}: {scales[a.name]['description']}" for a in axes if a.name in scales]
     rule = " (ends: the paper's Table 4 rows ± half their spread)" if scale == "paper" else ""
@@ -167,6 +290,11 @@ def _footer(
         f"Scale: {scale}{rule}: centre = 0 (worst end), rim = 1 (best end).",
         "Higher is more trustworthy on every axis; ★ = past the scale's end, drawn at it."
         + (" Shaded band: the 95 % interval of each score." if banded else ""),
+        *(
+            ["Dashed spoke: no score there (not measured, or not measurable) — a gap, not a 0."]
+            if gapped
+            else []
+        ),
         " · ".join(bounds[:3]),
         " · ".join(bounds[3:]),
     ]
@@ -203,12 +331,13 @@ def radar_figure(
         figure = Figure(figsize=(7.6, 7.6 if single else 8.2), dpi=150)
         ax = _polar_axes(figure, len(axes), single=single)
         banded = False
+        gapped = _mark_gaps(ax, entries, axes)
         for index, entry in enumerate(entries):
             colour = _COLOURS[index % len(_COLOURS)]
             banded = _draw_entry(ax, entry, axes, colour, single=single) or banded
         _spoke_labels(ax, axes, entries[0] if single else None, attack)
         _set_title(figure, title, single=single)
-        _footer(figure, axes, scale, scales, banded=banded, single=single)
+        _footer(figure, axes, scale, scales, banded=banded, single=single, gapped=gapped)
         if not single:
             ax.legend(
                 loc="upper center",
@@ -221,15 +350,16 @@ def radar_figure(
 
 
 def _band(
-    entry: BackboneProfile, axes: Sequence[Axis], drawn: Sequence[float]
-) -> tuple[list[float], list[float]] | None:
-    """Per axis, the scores of the interval's ends (the score itself where exact or unknown);
-    None when no axis has an interval."""
+    entry: BackboneProfile, axes: Sequence[Axis]
+) -> tuple[list[float | None], list[float | None]] | None:
+    """Per axis, the scores of the interval's ends (the score itself where exact or unknown,
+    None at a gap); None when no axis has an interval."""
     ends = [(entry.score_intervals or {}).get(a.name) for a in axes]
     if not any(ends):
         return None
-    low = [e[0] if e else v for e, v in zip(ends, drawn, strict=True)]
-    high = [e[1] if e else v for e, v in zip(ends, drawn, strict=True)]
+    scores = [entry.scores.get(a.name) for a in axes]
+    low = [e[0] if e else v for e, v in zip(ends, scores, strict=True)]
+    high = [e[1] if e else v for e, v in zip(ends, scores, strict=True)]
     return low, high
 
 

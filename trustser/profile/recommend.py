@@ -6,6 +6,11 @@ weight (3 / 2 / 1); weights are normalised to sum to 1 and each backbone is rank
 A custom weight vector (``perf=3,safety=1,...``) replaces the scenario. An axis a scenario does not
 name weighs nothing in it. Backbones missing an axis that carries weight are not ranked; the
 result says which command would measure it.
+
+An axis that is *not measurable* for a candidate (fairness and the gender attack on a corpus of
+one gender) is never scored as 0: it is left out of the weighing for every candidate — its
+weight shared out over the other weighted axes in proportion — so all are ranked on the same
+axes, and the result names it with the reason (:attr:`Recommendation.unweighed`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "recommendation_to_markdown",
     "run_recommend",
     "scenario_weights",
+    "unweighed_text",
     "weights_text",
 ]
 
@@ -113,6 +119,8 @@ class Recommendation:
     # replicates (most often first, first); one name = a winner, several = a tie.
     tied: list[str] = field(default_factory=list)
     replicates: int = 0
+    # Weighted axes left out because some candidate cannot measure them: axis -> why.
+    unweighed: dict[str, str] = field(default_factory=dict)
 
     @property
     def best(self) -> str | None:
@@ -327,17 +335,24 @@ def _check_on_scale(profile: Profile, weights: Mapping[str, float]) -> None:
         )
 
 
-def _candidates(
+def _unmeasurable(entry: BackboneProfile, axis: str) -> bool:
+    return entry.scores.get(axis) is None and axis in (entry.not_measurable or {})
+
+
+def _rankable(
     profile: Profile, weights: Mapping[str, float]
-) -> tuple[list[tuple[float, BackboneProfile, dict[str, float], dict[str, float]]], dict[str, str]]:
-    """``(weighted score, row, scores, contributions)`` of every rankable row, best first, and
-    why each other row is not ranked."""
-    excluded: dict[str, str] = {}
-    candidates = []
+) -> tuple[list[BackboneProfile], dict[str, str]]:
+    """The rows that can be ranked, and why each other row is not: it lacks a weighted axis
+    that was not run (an axis the row cannot measure does not exclude it)."""
+    rows, excluded = [], {}
     for entry in profile.backbones:
         if profile.corpora and entry.corpus not in (None, MEAN_CORPUS):
             continue  # across corpora, the means over corpora are ranked
-        lacking = [a for a in weights if weights[a] > 0 and entry.scores.get(a) is None]
+        lacking = [
+            a
+            for a in weights
+            if weights[a] > 0 and entry.scores.get(a) is None and not _unmeasurable(entry, a)
+        ]
         if lacking:
             hints = "; ".join(
                 f"{a}: run `{entry.missing[a]}`" if a in entry.missing else f"{a}: not measured"
@@ -345,14 +360,43 @@ def _candidates(
             )
             excluded[entry.name] = f"missing {', '.join(lacking)} ({hints})"
             continue
-        scores = {a: float(entry.scores.get(a) or 0.0) for a in weights}
-        contributions = {a: weights[a] * scores[a] for a in weights}
+        rows.append(entry)
+    return rows, excluded
+
+
+def _unweighed(
+    rows: Sequence[BackboneProfile], weights: Mapping[str, float]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """``weights`` without the weighted axes some row cannot measure (the rest renormalised to
+    sum to 1), and why each was left out."""
+    left: dict[str, str] = {}
+    for axis in (a for a in weights if weights[a] > 0):
+        for entry in rows:
+            if _unmeasurable(entry, axis):
+                left[axis] = f"not measurable on {entry.name}: {entry.not_measurable[axis]}"
+                break
+    kept = {a: (0.0 if a in left else w) for a, w in weights.items()}
+    total = sum(kept.values())
+    if left and total <= 0:
+        reasons = "; ".join(f"{a}: {why}" for a, why in left.items())
+        raise RecommendError(f"no weighted axis can be measured on every candidate ({reasons}).")
+    return ({a: w / total for a, w in kept.items()} if left else dict(weights)), left
+
+
+def _candidates(
+    rows: Sequence[BackboneProfile], weights: Mapping[str, float], excluded: Mapping[str, str]
+) -> list[tuple[float, BackboneProfile, dict[str, float], dict[str, float]]]:
+    """``(weighted score, row, scores, contributions)`` of every rankable row, best first."""
+    candidates = []
+    for entry in rows:
+        scores = {a: float(entry.scores.get(a) or 0.0) for a in weights if weights[a] > 0}
+        contributions = {a: weights[a] * scores[a] for a in scores}
         candidates.append((sum(contributions.values()), entry, scores, contributions))
     if not candidates:
         detail = "; ".join(f"{k}: {v}" for k, v in excluded.items()) or "the profile is empty"
         raise RecommendError(f"no backbone has every weighted axis measured ({detail}).")
     candidates.sort(key=lambda c: (-c[0], c[1].name))
-    return candidates, excluded
+    return candidates
 
 
 def _ahead(
@@ -381,9 +425,10 @@ def recommend(
 ) -> Recommendation:
     """Rank the backbones of ``profile`` for ``scenario`` (edge, cloud, critical) or ``weights``."""
     weighing = _weighing(scenario, weights)
-    normalised = weighing.weights
-    _check_on_scale(profile, normalised)
-    candidates, excluded = _candidates(profile, normalised)
+    _check_on_scale(profile, weighing.weights)
+    rows, excluded = _rankable(profile, weighing.weights)
+    normalised, unweighed = _unweighed(rows, weighing.weights)
+    candidates = _candidates(rows, normalised, excluded)
     entries = [c[1] for c in candidates]
     shares, replicates = _first_shares(profile, entries, normalised)
     tied = _confidence_set([e.name for e in entries], shares, CONFIDENCE) if replicates else []
@@ -413,14 +458,29 @@ def recommend(
         scenario=weighing.name,
         description=weighing.description,
         weights=normalised,
-        priorities=weighing.priorities,
+        priorities={
+            a: ("not measurable" if a in unweighed else p) for a, p in weighing.priorities.items()
+        },
         scale=profile.scale,
         ranking=ranking,
         excluded=excluded,
         paper_choice=weighing.paper_choice,
         tied=tied,
         replicates=replicates,
+        unweighed=unweighed,
     )
+
+
+def unweighed_text(result: Recommendation, *, reasons: bool = True) -> str | None:
+    """One line naming the weighted axes left out of a ranking because some candidate cannot
+    measure them (with ``reasons``, why); None when none was."""
+    if not result.unweighed:
+        return None
+    if reasons:
+        named = "; ".join(f"{axis} ({why})" for axis, why in result.unweighed.items())
+    else:
+        named = ", ".join(result.unweighed) + " (not measurable)"
+    return f"not weighed: {named}; their weight is shared out over the other axes"
 
 
 def weights_text(result: Recommendation) -> str:
@@ -449,6 +509,7 @@ def recommendation_to_markdown(result: Recommendation) -> str:
     if result.paper_choice:
         lines += [f"The paper's Table 5 recommends {result.paper_choice} for this scenario.", ""]
     lines += [f"- not ranked: **{k}** — {v}" for k, v in result.excluded.items()]
+    lines += [f"- {text}" for text in [unweighed_text(result)] if text]
     return "\n".join(lines).rstrip() + "\n"
 
 

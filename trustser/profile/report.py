@@ -15,13 +15,20 @@ from pathlib import Path
 from trustser._version import __version__
 from trustser.formatting import MISSING
 from trustser.profile.axes import details_order, scored_axes
+from trustser.profile.cells import NOT_MEASURABLE
 from trustser.profile.cells import escape as _e
 from trustser.profile.cells import html_table as _table
 from trustser.profile.intervals import resampled_text
 from trustser.profile.mitigations import mitigations_html
 from trustser.profile.model import Profile
 from trustser.profile.radar import RadarChart, RadarCharts, draw_radar_charts, figure_svg
-from trustser.profile.recommend import SCENARIOS, RecommendError, recommend, weights_text
+from trustser.profile.recommend import (
+    SCENARIOS,
+    RecommendError,
+    recommend,
+    unweighed_text,
+    weights_text,
+)
 from trustser.profile.tables import (
     TRAINING_HEADER,
     comparison_header,
@@ -44,10 +51,24 @@ td.reasons{text-align:left;max-width:520px}
 .charts img{width:100%;height:auto;border:1px solid #eee}
 code{background:#f6f6f6;padding:.05rem .3rem;border-radius:3px;font-size:.85rem}
 .missing{color:#a33}.note{color:#555;font-size:.88rem}
+td.unmeasurable{background:repeating-linear-gradient(135deg,#f6f6f6 0 6px,#ececec 6px 12px);
+color:#555;text-align:center;max-width:12rem}
+td.unmeasurable .why{font-size:.78rem;color:#666}
+p.unmeasurable,li.unmeasurable{color:#7a5b00}
 """
 
 
-def _score_cell(score: float | None, clipped: bool, ends: Sequence[float] | None = None) -> str:
+def _score_cell(
+    score: float | None,
+    clipped: bool,
+    ends: Sequence[float] | None = None,
+    unmeasurable: str | None = None,
+) -> str:
+    if score is None and unmeasurable is not None:  # the corpus cannot measure it: say why
+        return (
+            f'<td class="unmeasurable" title="{_e(unmeasurable)}">{NOT_MEASURABLE}'
+            f'<br><span class="why">{_e(unmeasurable)}</span></td>'
+        )
     if score is None:
         return '<td class="missing">not measured</td>'
     hue = int(120 * score)  # red (0) → green (1)
@@ -77,6 +98,7 @@ def _scores(profile: Profile) -> str:
                 b.scores.get(a.name),
                 bool(b.clipped.get(a.name)),
                 (b.score_intervals or {}).get(a.name),
+                b.not_measurable.get(a.name),
             )
             for a in axes
         )
@@ -130,6 +152,11 @@ def _recommendations(profile: Profile) -> str:
             + "".join(
                 f'<p class="missing">not ranked: {_e(k)} — {_e(v)}</p>'
                 for k, v in result.excluded.items()
+            )
+            + "".join(
+                f'<p class="unmeasurable">{_e(text.capitalize())} (see the scores).</p>'
+                for text in [unweighed_text(result, reasons=False)]
+                if text
             )
         )
     return "".join(parts)
@@ -201,6 +228,11 @@ def render_report(
         for b in profile.backbones
         for a, c in b.missing.items()
     ]
+    unmeasurable = [
+        f'<li class="unmeasurable"><b>{_e(b.name)}</b> — {_e(a)}: {_e(r)}</li>'
+        for b in profile.backbones
+        for a, r in b.not_measurable.items()
+    ]
     notes = [f"<li>{_e(n)}</li>" for n in profile.notes]
     notes += [f"<li>{_e(b.name)}: {_e(n)}</li>" for b in profile.backbones for n in b.notes]
     attack = profile.attack
@@ -216,6 +248,16 @@ def render_report(
         _design(profile),
         "<h2>Scores</h2>",
         _scores(profile),
+        *(
+            [
+                '<p class="note">Not measurable: the corpus cannot give this figure (one gender, '
+                "no gender labels, too few speakers), so it has no score; the radar leaves a gap "
+                "there and the rankings leave the axis out.</p>",
+                f'<ul class="note">{"".join(unmeasurable)}</ul>',
+            ]
+            if unmeasurable
+            else []
+        ),
         f'<div class="charts">{"".join(figures)}</div>',
         *_axis_sections(profile),
         *_comparisons(profile),

@@ -61,6 +61,7 @@ def _row(b: BackboneProfile) -> dict[str, Any]:
     row["trainable_params"] = (b.training or {}).get("trainable_parameters")
     row["train_seconds"] = (b.training or {}).get("fit_seconds")
     row["missing"] = "; ".join(f"{a}: {c}" for a, c in b.missing.items())
+    row["not_measurable"] = "; ".join(f"{a}: {r}" for a, r in b.not_measurable.items())
     for part in parts:
         row.update(part.later)
     for part in parts:
@@ -176,6 +177,14 @@ def profile_to_markdown(profile: Profile) -> str:
     out += _md_comparisons(profile)
     out += _md_scales(profile)
     out += mitigations_markdown(profile)
+    unmeasurable = [(b.name, a, r) for b in profile.backbones for a, r in b.not_measurable.items()]
+    if unmeasurable:
+        out += ["## Not measurable", ""]
+        out += [
+            f"- **{name}** — {axis}: {reason} (no score: a gap on the radar, not weighed by the rankings)"
+            for name, axis, reason in unmeasurable
+        ]
+        out.append("")
     missing = [(b.name, a, c) for b in profile.backbones for a, c in b.missing.items()]
     if missing:
         out += ["## Missing axes", ""]

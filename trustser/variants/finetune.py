@@ -45,9 +45,9 @@ from trustser.heads.finetune import (
     save_top_blocks,
     store_top_blocks,
 )
-from trustser.heads.tasks import Split, Task, build_task, parse_tasks, select_splits
+from trustser.heads.tasks import Split, Task, plan_tasks, select_splits
 from trustser.heads.training import open_features, store_info
-from trustser.runs import ModelName, RunLayout
+from trustser.runs import ModelName, RunLayout, record_not_measurable
 from trustser.store.batching import Batch
 from trustser.variants.kind import (
     FitRequest,
@@ -305,9 +305,16 @@ def fit_finetuned(variant: Variant, request: FitRequest) -> VariantFit:
     k = int(variant.params["k"])
     group, name = open_group(request.store, variant.base, error=StoreGroupError)
     check_top_blocks_k(name, k, group.num_layers)
-    names = sorted(parse_tasks(",".join(request.tasks)), key=lambda n: n != "emotion")
     manifest = group.manifest()
-    tasks = [build_task(n, manifest, seed=request.seed) for n in names]
+    plan = plan_tasks(
+        ",".join(request.tasks),
+        manifest,
+        seed=request.seed,
+        skip_unmeasurable=request.skip_unmeasurable,
+    )
+    tasks = sorted(plan.tasks, key=lambda t: t.name != "emotion")
+    for skipped, reason in plan.skipped.items():
+        record_not_measurable(request.layout, variant.name, skipped, reason)
     chosen = {t.name: select_splits(t, request.folds) for t in tasks}
     needed = list(dict.fromkeys(i for splits in chosen.values() for s in splits for i in s.ids))
     source, mode = open_features(group, needed, data=request.data)
@@ -350,7 +357,12 @@ def fit_finetuned(variant: Variant, request: FitRequest) -> VariantFit:
                 resume=request.resume,
             )
         )
-    return VariantFit(variant.name, tasks=results, seconds=time.perf_counter() - start)
+    return VariantFit(
+        variant.name,
+        tasks=results,
+        seconds=time.perf_counter() - start,
+        skipped=dict(plan.skipped),
+    )
 
 
 def _privacy_hooks(

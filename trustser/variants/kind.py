@@ -76,7 +76,9 @@ class FitRequest:
     ``estimator`` is the base's head configuration (``trustser heads fit``'s), which every kind
     that trains a head starts from; ``options`` holds kind-specific settings by name
     (``uar_floor``, ``block_lr``, ``block_dropout``); ``batch_size`` is the clips per batch of an
-    end-to-end evaluation; ``tasks`` the tasks a kind that trains privacy heads trains.
+    end-to-end evaluation; ``tasks`` the tasks a kind that trains privacy heads trains, and
+    ``skip_unmeasurable`` whether it skips one the corpus cannot measure (None: when ``tasks``
+    is ``("all",)``; :func:`trustser.heads.tasks.plan_tasks`).
     """
 
     store: Path
@@ -88,6 +90,7 @@ class FitRequest:
     batch_size: int = 8
     data: str = "auto"
     tasks: tuple[str, ...] = ("emotion", "gender", "speaker")
+    skip_unmeasurable: bool | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     callback: Callable[[TrainingEvent], None] | None = None
     resume: bool = True
@@ -107,6 +110,7 @@ class VariantFit:
     metrics: dict[str, Any] | None = None  # the emotion metrics when no head was trained
     inherited: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: dict[str, str] = field(default_factory=dict)  # task -> why it is not measurable
 
     @property
     def emotion_metrics(self) -> dict[str, Any] | None:

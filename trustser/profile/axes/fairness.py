@@ -13,14 +13,15 @@ from typing import Any
 import numpy as np
 
 from trustser.formatting import MISSING, percent
+from trustser.manifest import GENDERS
 from trustser.metrics import bootstrap as bs
 from trustser.metrics._common import MetricError, MetricWarning, mean_std
 from trustser.metrics.fairness import fairness_report
 from trustser.profile.axes.performance import AXIS as PERFORMANCE
 from trustser.profile.axes.performance import EMOTION
 from trustser.profile.axis import AbsoluteEnds, Axis, Column, CsvColumns, Reading, Section
-from trustser.profile.cells import NOT_DEFINED, escape, html_table, interval_text
-from trustser.profile.estimator import METHOD_FAIR, METHOD_POOLED, RowBootstrap
+from trustser.profile.cells import NOT_DEFINED, escape, html_table, interval_text, unmeasured
+from trustser.profile.estimator import METHOD_FAIR, METHOD_POOLED, RowBootstrap, Tables
 from trustser.profile.model import BackboneProfile, Profile
 from trustser.profile.results import Results, column, labels_of
 
@@ -88,19 +89,58 @@ def _details(rows: list[dict[str, str]], labels: list[str]) -> tuple[dict[str, A
     return result, notes
 
 
+def _known_gender(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The test clips whose speaker's gender is known: the only ones fairness can compare."""
+    return [row for row in rows if row["gender"] in GENDERS]
+
+
+def unmeasurable_reason(rows: list[dict[str, str]]) -> str | None:
+    """Why fairness between genders cannot be measured on these test clips (None: it can)."""
+    present = sorted({row["gender"] for row in rows} & set(GENDERS))
+    if not present:
+        return "no gender labels among the test clips (every gender unknown)"
+    if len(present) < 2:
+        return f"one gender only among the test clips ({present[0]})"
+    return None
+
+
 def _collect(results: Results) -> Reading | None:
     rows = results.predictions(EMOTION)
     if rows is None:
         return None
+    reason = unmeasurable_reason(rows)
+    if reason is not None:
+        return Reading(not_measurable=reason)
+    known = _known_gender(rows)
+    notes = []
+    if len(known) < len(rows):
+        notes.append(
+            f"{_NAME}: {len(rows) - len(known)} of {len(rows)} test clips have no gender label "
+            "and are left out of the gaps."
+        )
     try:
-        details, notes = _details(rows, labels_of(rows, results.metrics(EMOTION)))
+        details, found = _details(known, labels_of(rows, results.metrics(EMOTION)))
     except MetricError as error:
-        return Reading(notes=[f"{_NAME}: {error}"])
-    return Reading(details, details["axis_value"], notes=[f"{_NAME}: {n}" for n in notes])
+        return Reading(notes=[*notes, f"{_NAME}: {error}"])
+    notes += [f"{_NAME}: {n}" for n in found]
+    return Reading(details, details["axis_value"], notes=notes)
+
+
+def _tables(draws: RowBootstrap) -> Tables | None:
+    """The emotion head's per-gender count tables over the clips of known gender."""
+    rows = draws.clips.predictions(EMOTION)
+    if rows is None:
+        return None
+    known = _known_gender(rows)
+    if len(known) == len(rows):
+        return draws.head_tables(EMOTION, grouped=True)  # shared with performance
+    return draws.estimator.confusion(known, "true", "pred", grouped=True)
 
 
 def _bootstrap(draws: RowBootstrap) -> None:
-    tables = draws.head_tables(EMOTION, grouped=True)
+    if draws.entry.raw.get(_NAME) is None and _NAME in draws.entry.not_measurable:
+        return
+    tables = _tables(draws)
     if tables is None:
         return
     estimate, entry = draws.estimator.interval, draws.entry
@@ -125,7 +165,7 @@ def fold_eo(b: BackboneProfile) -> str:
         return percent(b.raw.get(_NAME))
     fair = b.fairness or {}
     if not fair:
-        return MISSING
+        return unmeasured(b, _NAME) or MISSING
     if (b.intervals or {}).get("eo_multiclass", {}).get("low") is not None and fair.get(
         "multiclass_equalized_odds_fold_mean"
     ) is not None:

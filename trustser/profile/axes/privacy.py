@@ -16,10 +16,11 @@ from trustser.formatting import MISSING, percent
 from trustser.metrics import bootstrap as bs
 from trustser.metrics.privacy import inference_report
 from trustser.profile.axis import AbsoluteEnds, Axis, Chance, Column, CsvColumns, Reading, Section
-from trustser.profile.cells import html_table, interval_text
+from trustser.profile.cells import NOT_MEASURABLE, html_table, interval_text, unmeasured
 from trustser.profile.estimator import METHOD_FOLD, ClipFiles, RowBootstrap
 from trustser.profile.model import BackboneProfile, Profile
 from trustser.profile.results import Results, column, labels_of, noting
+from trustser.runs import NOT_MEASURABLE_FILE
 
 __all__ = ["ATTACKERS", "AXIS", "attacker", "strongest_attacker"]
 
@@ -109,6 +110,21 @@ def _inference(metrics: dict[str, Any] | None, rows: list[dict[str, str]] | None
     return result
 
 
+def unmeasurable_tasks(results: Results) -> dict[str, str]:
+    """Why each privacy task could not be measured on the corpus (one gender, too few
+    speakers), as the heads (``<task>/not_measurable.json``) and the probes recorded it."""
+    found: dict[str, str] = {}
+    probe = results.json("probe/metrics.json") or {}
+    for task in _TASKS:
+        if results.metrics(task) is not None:
+            continue  # measured, whatever an older record says
+        record = results.json(f"{task}/{NOT_MEASURABLE_FILE}") or {}
+        reason = record.get("reason") or (probe.get("not_measurable") or {}).get(task)
+        if isinstance(reason, str):
+            found[task] = reason
+    return found
+
+
 def _collect(results: Results) -> Reading:
     privacy: dict[str, Any] = {}
     reading = Reading()
@@ -118,6 +134,9 @@ def _collect(results: Results) -> Reading:
             with noting(f"{_NAME} ({task})") as notes:
                 privacy[task] = _inference(metrics, rows)
             reading.notes += notes
+    unmeasurable = unmeasurable_tasks(results)
+    if unmeasurable:
+        privacy["not_measurable"] = unmeasurable
     gender = privacy.get("gender") or {}
     axis = strongest_attacker(gender.get("accuracy"), results.probe())
     if axis is not None:
@@ -125,6 +144,8 @@ def _collect(results: Results) -> Reading:
         reading.raw = axis["accuracy"]
         if gender.get("chance_majority") is not None:
             reading.context["gender_chance"] = gender["chance_majority"]
+    elif "gender" in unmeasurable:
+        reading.not_measurable = unmeasurable["gender"]
     reading.details = privacy or None
     return reading
 
@@ -232,20 +253,26 @@ def _head_accuracy(b: BackboneProfile) -> str:
     )
 
 
+def _axis_text(b: BackboneProfile) -> str:
+    """The axis's figure with its interval, or why the corpus cannot measure it."""
+    return interval_text(b, _NAME, b.raw.get(_NAME), missing=unmeasured(b, _NAME) or MISSING)
+
+
+def _speaker_text(b: BackboneProfile) -> str:
+    """Speaker-ID accuracy with its interval, or why the corpus cannot measure it."""
+    reason = ((b.privacy or {}).get("not_measurable") or {}).get("speaker")
+    missing = f"{NOT_MEASURABLE}: {reason}" if reason else MISSING
+    return interval_text(b, "speaker_accuracy", _tasks(b)[1].get("accuracy"), missing=missing)
+
+
 def _markdown(_profile: Profile) -> list[Column]:
     return [
-        Column(
-            "gender acc. % (strongest attacker)",
-            lambda b: interval_text(b, _NAME, b.raw.get(_NAME)),
-        ),
+        Column("gender acc. % (strongest attacker)", _axis_text),
         Column("attacker", lambda b: attacker(b) or MISSING),
         Column("gender acc., head % (the paper's)", _head_accuracy),
         Column("gender chance %", lambda b: percent(_tasks(b)[0].get("chance_majority"))),
         Column("gender acc., linear probe % (all layers / layer chosen on dev)", _probe_text),
-        Column(
-            "speaker-ID acc. %",
-            lambda b: interval_text(b, "speaker_accuracy", _tasks(b)[1].get("accuracy")),
-        ),
+        Column("speaker-ID acc. %", _speaker_text),
         Column("speaker chance %", lambda b: percent(_tasks(b)[1].get("chance_uniform"))),
     ]
 
@@ -255,13 +282,13 @@ def _section_row(b: BackboneProfile) -> list[str]:
     head = g.get("accuracy") if not b.reference else b.raw.get(_NAME)
     return [
         b.name,
-        interval_text(b, _NAME, b.raw.get(_NAME)),
+        _axis_text(b),
         attacker(b) or MISSING,
         interval_text(b, "gender_accuracy_head", head, spread=g.get("accuracy_std")),
         interval_text(b, "gender_uar_head", g.get("uar")),
         f"{percent(g.get('chance_majority'))} / {percent(g.get('chance_uniform'))}",
         _probe_text(b),
-        interval_text(b, "speaker_accuracy", s.get("accuracy")),
+        _speaker_text(b),
         f"{percent(s.get('chance_majority'))} / {percent(s.get('chance_uniform'))}",
     ]
 
