@@ -558,17 +558,16 @@ def render_document(
     *,
     data: str | Path | None = None,
     figures: str | Path | None = None,
-    text: str | None = None,
 ) -> Rendering:
-    """Render every block of the document at ``path`` (or of ``text``, read from ``path``'s
-    place) from the data directory ``data`` (default: the document's path without ``.md``),
-    with figures in ``figures`` (default: ``img/<document stem>/`` beside the document).
-    Each profile is collected once, however many blocks show it."""
+    """Render every block of the document at ``path`` from the data directory ``data``
+    (default: the document's path without ``.md``), with figures in ``figures`` (default:
+    ``img/<document stem>/`` beside the document). Each profile is collected once, however
+    many blocks show it."""
     path = Path(path)
     default_data, default_figures = _default_dirs(path)
     data = Path(data) if data is not None else default_data
     figure_dir = Path(figures) if figures is not None else default_figures
-    original = path.read_text(encoding="utf-8") if text is None else text
+    original = path.read_text(encoding="utf-8")
     blocks = parse_blocks(original, path)
     if not blocks:
         raise ResultsDocError(
