@@ -16,6 +16,7 @@ from trustser.cli import (
     pipeline,
     privacy,
     profile,
+    results,
     store,
     synth,
     variants,
@@ -37,6 +38,9 @@ app.add_typer(heads.app, name="heads", help="Train heads and probes from the emb
 app.add_typer(mitigate.app, name="mitigate", help="Privacy, fairness and safety mitigations.")
 app.add_typer(
     privacy.app, name="privacy", help="Privacy attacks: speaker verification on unseen speakers."
+)
+app.add_typer(
+    results.app, name="results", help="Render a document's result tables from their artefacts."
 )
 # Single commands at the top level: extract, attack, cost, profile, recommend, compare, run, demo,
 # variants.

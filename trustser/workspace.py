@@ -18,18 +18,13 @@ are relative to that directory); the built-in default (``manifest.jsonl``, ``cac
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trustser._toml import tomllib
 from trustser._validation import TrustSERError
 from trustser.runs import DEFAULT_RUNS, RunLayout
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "CONFIG_FILE",

@@ -4,20 +4,15 @@ code, from the command line's options or from a TOML file (docs/reproducing-the-
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from trustser._toml import tomllib
 from trustser._validation import TrustSERError, check_choice
 from trustser.runs import ATTACK_METHODS, TASKS
 from trustser.variants.fairness import FAIRNESS_METHODS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "STAGES",
