@@ -355,10 +355,11 @@ class _CorpusRun:
 
     def verify(self, model: str, heads_inputs: dict[str, Any]) -> str:
         """Speaker verification on unseen speakers, from the cache: the embeddings the model
-        exposes (a variant's through its kind), both attackers, the DET chart; a corpus with
-        too few test speakers for any trial is noted, not failed."""
+        exposes (a variant's through its kind), both attackers, the DET chart; a corpus (or an
+        emotion) with too few speakers or clips for the trials is noted, not failed."""
         from trustser.profile.det import write_det_chart
         from trustser.variants import verify_model
+        from trustser.verification.attackers import VerificationAttackError
         from trustser.verification.trials import TrialDesignError
 
         settings = self.config.verification
@@ -384,7 +385,7 @@ class _CorpusRun:
                     max_nontargets=settings.max_nontargets,
                     replicates=settings.bootstrap,
                 )
-            except TrialDesignError as error:
+            except (TrialDesignError, VerificationAttackError) as error:  # too few speakers, clips
                 if emotion is None:
                     return f"not measurable on this corpus: {error}"
                 parts.append(f"{emotion}: not measurable ({error})")
