@@ -1,4 +1,4 @@
-"""``trustser run``: prepare → extract → heads → probes → verify → attack → cost → profile, resumable.
+"""``trustser run``: prepare → extract → heads → probes → verify → attack → cost → profile.
 
 Each corpus gets its own directory under ``out``::
 

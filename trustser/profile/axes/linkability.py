@@ -1,4 +1,4 @@
-"""Linkability beside the privacy axis: the speaker-verification EER of attackers on unseen speakers.
+"""Linkability beside the privacy axis: the speaker-verification EER on unseen speakers.
 
 Not an axis of its own: the privacy axis (:mod:`.privacy`) carries these figures. It reads
 ``runs/<model>/verification/`` (``trustser privacy verify``: ``metrics.json``, ``trials.csv``,
@@ -364,7 +364,8 @@ def section(profile: Profile) -> str:
         "compares one layer's time-means by cosine; the <i>informed</i> one first learns the "
         "representation's within-speaker variation from other speakers. Intervals here are the "
         "verification run's own speaker bootstrap; profile.md, profile.csv and the paired "
-        "comparisons redraw them on the profile's draws. minDCF at P_target 0.05, C_miss = C_fa = 1, normalised."
+        "comparisons redraw them on the profile's draws. minDCF at P_target 0.05, "
+        "C_miss = C_fa = 1, normalised."
         + (
             " Some trials were pooled across folds (too few test speakers per fold)."
             if pooled

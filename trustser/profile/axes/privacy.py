@@ -164,9 +164,8 @@ def _bootstrap(draws: RowBootstrap) -> None:
             key, estimate(bs.accuracy_from_counts, tables, METHOD_FOLD), axis=chosen == name
         )
     linkability.bootstrap(draws, chosen)
-    if chosen not in (None, GENDER_HEAD, *map(linkability.verifier, linkability.ATTACKERS)) and (
-        chosen not in probes
-    ):
+    verifiers = {linkability.verifier(name) for name in linkability.ATTACKERS}
+    if chosen not in (None, GENDER_HEAD) and chosen not in probes | verifiers:
         entry.notes.append(
             f"privacy: the axis holds the {chosen}, whose per-clip predictions were not found "
             "(probes written by an earlier version), so its figure has no interval; rerun "
