@@ -18,10 +18,12 @@ __all__ = [
     "BACKBONE",
     "MANIFEST",
     "OUT",
+    "PRIVACY_SCORE",
     "RUNS",
     "SHARED_FLAGS",
     "STORE",
     "USER_ERRORS",
+    "PrivacyScoreOption",
     "StoreOption",
     "console",
     "err_console",
@@ -48,6 +50,18 @@ StoreOption = Annotated[
         help="Embedding store written by `trustser extract`.",
         file_okay=False,
         show_default="cache.zarr, or trustser.toml's",
+    ),
+]
+
+# What the profile's privacy axis scores (the axis option privacy_score, docs/metrics.md).
+PRIVACY_SCORE = "gender"
+PrivacyScoreOption = Annotated[
+    str,
+    typer.Option(
+        "--privacy-score",
+        help="What the privacy axis scores: gender (gender inference, the paper's definition) or "
+        "strongest (the stronger of gender inference and speaker-verification linkability; "
+        "--scale absolute or relative).",
     ),
 ]
 

@@ -9,7 +9,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from trustser.cli._common import OUT, RUNS, STORE, console, user_errors, workspace
+from trustser.cli._common import (
+    OUT,
+    PRIVACY_SCORE,
+    RUNS,
+    STORE,
+    PrivacyScoreOption,
+    console,
+    user_errors,
+    workspace,
+)
 from trustser.cli._tables import print_table
 from trustser.formatting import MISSING
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
@@ -83,6 +92,7 @@ def compare(
     out: Annotated[
         Path | None, typer.Option(*OUT, help="Also write the comparison as JSON to this file.")
     ] = None,
+    privacy_score: PrivacyScoreOption = PRIVACY_SCORE,
 ) -> None:
     ws = workspace()
     with user_errors():
@@ -94,6 +104,7 @@ def compare(
             attack=(attack, snr),
             bootstrap=bootstrap,
             seed=seed,
+            options={"privacy_score": privacy_score},
         )
     _render(result)
     if out is not None:

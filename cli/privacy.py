@@ -24,7 +24,8 @@ from trustser.cli._tables import print_table
 from trustser.formatting import number, percent
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile.det import write_det_chart
-from trustser.verification.run import VerificationResult, run_verification
+from trustser.variants import verify_model
+from trustser.verification.run import VerificationResult
 from trustser.verification.trials import DEFAULT_MAX_NONTARGETS
 from trustser.workspace import stage_backbones
 
@@ -42,7 +43,9 @@ def verify(
     backbone: Annotated[
         list[str] | None,
         typer.Option(
-            *BACKBONE, help="Store group(s) to attack, repeatable (default: every group)."
+            *BACKBONE,
+            help="Store group(s) or variant(s) (<backbone>@privacy-l0.3, @top1) to attack, "
+            "repeatable (default: every group).",
         ),
     ] = None,
     runs: Annotated[
@@ -88,9 +91,10 @@ def verify(
 ) -> None:
     """EER and minDCF of two attackers linking clips of speakers they never saw.
 
-    The ignorant attacker compares raw time-means by cosine; the informed one first learns an
-    LDA projection from the training speakers. Each picks its layer on dev speakers. Figures
-    per gender with 95 % speaker-bootstrap intervals (docs/verification.md).
+    The ignorant attacker compares raw time-means by cosine; the informed one first learns a
+    within-speaker whitening from the training speakers. Each picks its layer on dev speakers.
+    A variant is attacked on what its deployed model exposes, by attackers trained afresh on
+    it. Figures per gender with 95 % speaker-bootstrap intervals (docs/verification.md).
     """
     ws = workspace()
     store, runs = ws.resolve("store", store), ws.resolve("runs", runs)
@@ -98,7 +102,7 @@ def verify(
         names = stage_backbones(store, backbone)
     for name in names:
         with user_errors(), CountBar(f"verification · {name}", "attacker runs") as bar:
-            result = run_verification(
+            result = verify_model(
                 store,
                 name,
                 runs=runs,

@@ -12,8 +12,10 @@ from rich.table import Table
 from trustser.cli._common import (
     BACKBONE,
     OUT,
+    PRIVACY_SCORE,
     RUNS,
     STORE,
+    PrivacyScoreOption,
     console,
     err_console,
     user_errors,
@@ -24,7 +26,7 @@ from trustser.cost import CostReport, run_cost
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile import SCALE_MODES, Profile, ProfileError, run_profile
 from trustser.profile.axes import registered_axes, scored_axes
-from trustser.profile.cells import NOT_MEASURABLE
+from trustser.profile.cells import NOT_MEASURABLE, interval_text
 from trustser.profile.recommend import (
     SCENARIOS,
     Recommendation,
@@ -213,6 +215,7 @@ def _render_profile(profile: Profile) -> None:
                 cells.append("[red]missing[/red]")
         table.add_row(escape(entry.name), *cells)
     print_table(table, console=console)
+    _render_figures(profile)
     if profile.bootstrap:
         console.print(
             f"95 % intervals ({profile.bootstrap['replicates']} speaker-bootstrap replicates) "
@@ -235,6 +238,26 @@ def _render_profile(profile: Profile) -> None:
             err_console.print(
                 f"[yellow]missing[/yellow] {escape(entry.name)} {axis}: run `{escape(command)}`"
             )
+
+
+def _render_figures(profile: Profile) -> None:
+    """The figures the axes carry beside them (``Axis.figures``: e.g. the speaker-verification
+    EER beside privacy), for the rows that have any; shown, not scored."""
+    figures = [(a, f) for a in registered_axes() for f in a.figures]
+    shown = [(a, f) for a, f in figures if any(f.value(b) is not None for b in profile.backbones)]
+    if not shown:
+        return
+    table = Table(title="Beside the axes (not scored; higher is more trustworthy)")
+    table.add_column("backbone", no_wrap=True)
+    for axis, figure in shown:
+        unit = "%" if figure.percent else figure.unit
+        table.add_column(f"{axis.title}: {figure.title} {unit}", justify="right", no_wrap=True)
+    for entry in profile.backbones:
+        cells = [
+            interval_text(entry, f.key, f.value(entry), as_percent=f.percent) for _, f in shown
+        ]
+        table.add_row(escape(entry.name), *cells)
+    print_table(table, console=console)
 
 
 @app.command(
@@ -292,6 +315,7 @@ def profile(
         ),
     ] = DEFAULT_REPLICATES,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
+    privacy_score: PrivacyScoreOption = PRIVACY_SCORE,
 ) -> None:
     first, store = _runs_and_store(runs[0] if runs else None, store)
     chosen = [first, *(runs or [])[1:]]
@@ -308,6 +332,7 @@ def profile(
             progress=lambda message: status.update(message),
             bootstrap=bootstrap,
             seed=seed,
+            options={"privacy_score": privacy_score},
         )
     _render_profile(result)
     console.print(

@@ -27,6 +27,7 @@ RANKS = {
     "radar": 7,
     "recommend": 7,
     "report": 8,
+    "det": 8,  # DET charts of speaker verification: the radar's style and figure saving
     "run": 9,
 }
 

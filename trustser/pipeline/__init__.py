@@ -1,4 +1,4 @@
-"""``trustser run``: prepare → extract → heads → probes → attack → cost → profile, resumable.
+"""``trustser run``: prepare → extract → heads → probes → verify → attack → cost → profile.
 
 :mod:`.config` holds what a run is asked to do (options, a TOML file), :mod:`.ledger` what each
 finished stage was made with, and :mod:`.run` runs the stages (docs/reproducing-the-paper.md).

@@ -11,8 +11,10 @@ from typing import Any
 
 from trustser._toml import tomllib
 from trustser._validation import TrustSERError, check_choice
+from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.runs import ATTACK_METHODS, TASKS
 from trustser.variants.fairness import FAIRNESS_METHODS
+from trustser.verification.trials import DEFAULT_MAX_NONTARGETS
 
 __all__ = [
     "STAGES",
@@ -24,11 +26,13 @@ __all__ = [
     "PipelineConfig",
     "PipelineConfigError",
     "VariantSettings",
+    "VerificationSettings",
     "config_from_options",
     "load_config",
 ]
 
-STAGES = ("prepare", "extract", "heads", "attack", "cost", "profile")
+STAGES = ("prepare", "extract", "heads", "verify", "attack", "cost", "profile")
+PRIVACY_SCORES = ("gender", "strongest")  # [profile] privacy_score (the privacy axis's option)
 
 
 class PipelineConfigError(TrustSERError, ValueError):
@@ -156,6 +160,41 @@ class MitigateSettings:
         return bool(self.privacy or self.fairness or self.smoothing_snr)
 
 
+@dataclass(frozen=True)
+class VerificationSettings:
+    """``[verification]``: speaker verification on unseen speakers (docs/verification.md), run
+    from the cache for every backbone and variant, its EER shown beside the privacy axis.
+
+    ``enabled``: run it; ``emotions``: also the trials of each of these emotion labels alone
+    (``verification/<emotion>/``, e.g. ``["neutral"]``); ``max_nontargets`` non-target trials per
+    gender and set; ``bootstrap`` speaker-bootstrap replicates of the run's own intervals.
+    A corpus with too few test speakers per gender for any trial is noted, not failed.
+    """
+
+    enabled: bool = True
+    emotions: tuple[str, ...] = ()
+    max_nontargets: int = DEFAULT_MAX_NONTARGETS
+    bootstrap: int = DEFAULT_REPLICATES
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise PipelineConfigError(
+                f"verification.enabled must be true or false, got {self.enabled!r}."
+            )
+        emotions = (self.emotions,) if isinstance(self.emotions, str) else tuple(self.emotions)
+        if not all(isinstance(e, str) and e for e in emotions):
+            raise PipelineConfigError(
+                f"verification.emotions lists emotion labels (e.g. ['neutral']), got {emotions!r}."
+            )
+        object.__setattr__(self, "emotions", tuple(dict.fromkeys(emotions)))
+        for key in ("max_nontargets", "bootstrap"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PipelineConfigError(
+                    f"verification.{key} must be a whole number >= 1, got {value!r}."
+                )
+
+
 def _top_blocks(key: str, values: Any) -> tuple[int, ...]:
     values = (values,) if isinstance(values, int) else tuple(values or ())
     for value in values:
@@ -182,9 +221,12 @@ class PipelineConfig:
     profile_attack: tuple[str, float] = ("fgsm", 45.0)
     variants: VariantSettings = field(default_factory=VariantSettings)
     mitigate: MitigateSettings = field(default_factory=MitigateSettings)
+    verification: VerificationSettings = field(default_factory=VerificationSettings)
+    privacy_score: str = "gender"  # [profile] privacy_score: what the privacy axis scores
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
+        check_choice("profile.privacy_score", self.privacy_score, PRIVACY_SCORES)
         if not self.corpora:
             raise PipelineConfigError(
                 "no corpus given: pass --corpus NAME --root PATH (or --manifest)."
@@ -261,6 +303,7 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         "profile",
         "variants",
         "mitigate",
+        "verification",
     }
     unknown = sorted(set(data) - top)
     if unknown:
@@ -286,6 +329,11 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
             )
         )
     profile = dict(data.get("profile", {}))
+    unknown = sorted(set(profile) - {"scale", "privacy_score"})
+    if unknown:
+        raise PipelineConfigError(
+            f"{path}: unknown key(s) {unknown} in [profile]; known: ['privacy_score', 'scale']"
+        )
     config = PipelineConfig(
         corpora=tuple(corpora),
         backbones=tuple(data.get("backbones", ())),
@@ -296,8 +344,10 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         heads=_section(data, "heads", HeadSettings, path),
         attack=_section(data, "attack", AttackSettings, path),
         scale=str(profile.get("scale", "paper")),
+        privacy_score=str(profile.get("privacy_score", "gender")),
         variants=_section(data, "variants", VariantSettings, path),
         mitigate=_section(data, "mitigate", MitigateSettings, path),
+        verification=_section(data, "verification", VerificationSettings, path),
     )
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 

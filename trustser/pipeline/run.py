@@ -1,10 +1,10 @@
-"""``trustser run``: prepare → extract → heads → probes → attack → cost → profile, resumable.
+"""``trustser run``: prepare → extract → heads → probes → verify → attack → cost → profile.
 
 Each corpus gets its own directory under ``out``::
 
     out/<corpus>/manifest.jsonl      the validated manifest
     out/<corpus>/cache.zarr          the embedding store (one group per backbone)
-    out/<corpus>/<backbone>/...      heads, attacks, cost (trustser.runs layout)
+    out/<corpus>/<backbone>/...      heads, speaker verification, attacks, cost (trustser.runs)
     out/<corpus>/<backbone>@top<K>/  the fine-tuned variants asked for (--finetune-top K), each
                                      with every stage of a backbone (trustser.runs, "variants")
     out/<corpus>/<backbone>@privacy-l<λ>/, @fair-post/, ...  the mitigations of [mitigate]
@@ -171,6 +171,7 @@ class _CorpusRun:
             if not self._stage("heads", group, partial(self.heads, group, inputs)):
                 continue
             self._stage("probe", group, partial(self.probe, group, inputs))
+            self._verify(group, inputs)
             for method in self.config.attack.methods:
                 self._stage(f"attack-{method}", group, partial(self.attack, group, method, inputs))
             self._stage("cost", group, partial(self.cost, group, inputs))
@@ -190,9 +191,15 @@ class _CorpusRun:
         if not self._stage("heads", name, partial(self.variant_heads, variant, inputs)):
             return
         self._stage("probe", name, partial(self.probe, name, inputs))
+        self._verify(name, inputs)
         for method in self.config.attack.methods:
             self._stage(f"attack-{method}", name, partial(self.attack, name, method, inputs))
         self._stage("cost", name, partial(self.cost, name, inputs))
+
+    def _verify(self, model: str, inputs: dict[str, Any]) -> None:
+        """``[verification]``: the stage of ``model`` (a backbone or a variant), when enabled."""
+        if self.config.verification.enabled:
+            self._stage("verify", model, partial(self.verify, model, inputs))
 
     def _request(self, **changes: Any) -> FitRequest:
         """How this run fits variants: the configured heads, device, seed and store."""
@@ -249,6 +256,7 @@ class _CorpusRun:
 
             if not self._stage("mitigate", name, fit) or self._unmeasured(name):
                 continue
+            self._verify(name, inputs)
             for method in self.config.attack.methods if variant.not_attackable is None else ():
                 self._stage(f"attack-{method}", name, partial(self.attack, name, method, inputs))
             self._stage("cost", name, partial(self.cost, name, inputs))
@@ -371,6 +379,52 @@ class _CorpusRun:
             + _skipped_notes(result.skipped)
         )
 
+    def verify(self, model: str, heads_inputs: dict[str, Any]) -> str:
+        """Speaker verification on unseen speakers, from the cache: the embeddings the model
+        exposes (a variant's through its kind), both attackers, the DET chart; a corpus (or an
+        emotion) with too few speakers or clips for the trials is noted, not failed."""
+        from trustser.profile.det import write_det_chart
+        from trustser.variants import verify_model
+        from trustser.verification.attackers import VerificationAttackError
+        from trustser.verification.trials import TrialDesignError
+
+        settings = self.config.verification
+        inputs = {
+            "provenance": heads_inputs["provenance"],
+            "verification": asdict(settings),
+            "seed": self.config.seed,
+        }
+        if "variant" in heads_inputs:  # what a variant exposes depends on how it was fitted
+            inputs.update(heads=heads_inputs["heads"], variant=heads_inputs["variant"])
+        output = self.layout.verification_dir(model) / "metrics.json"
+        if self.ledger.is_done(f"verify:{model}", inputs, [output]):
+            return "up to date"
+        parts = []
+        for emotion in (None, *settings.emotions):
+            try:
+                result = verify_model(
+                    self.store,
+                    model,
+                    runs=self.directory,
+                    emotion=emotion,
+                    seed=self.config.seed,
+                    max_nontargets=settings.max_nontargets,
+                    replicates=settings.bootstrap,
+                )
+            except (TrialDesignError, VerificationAttackError) as error:  # too few speakers, clips
+                if emotion is None:
+                    return f"not measurable on this corpus: {error}"
+                parts.append(f"{emotion}: not measurable ({error})")
+                continue
+            write_det_chart(result.directory)
+            eers = ", ".join(
+                f"{name} {percent(result.metrics[f'{name}_eer'], unit=True, missing='n/a')}"
+                for name in result.metrics["attackers"]
+            )
+            parts.append(f"{emotion or 'all'}: EER {eers}")
+        self.ledger.mark(f"verify:{model}", inputs)
+        return "; ".join(parts)
+
     def attack(self, group: str, method: str, heads_inputs: dict[str, Any]) -> str:
         from trustser.attacks.runner import run_attack
 
@@ -434,6 +488,7 @@ class _CorpusRun:
             store=str(self.store),
             scale=self.config.scale,
             attack=self.config.profile_attack,
+            options={"privacy_score": self.config.privacy_score},
         )
         if files.get("report") is not None:
             self.result.reports[self.source.name] = Path(files["report"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shlex
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "SCALE_MODES",
     "AbsoluteEnds",
     "Axis",
+    "AxisOption",
     "Chance",
     "Column",
     "Commands",
@@ -154,13 +155,36 @@ class Figure:
     title: str
     higher_is_better: bool  # the more trustworthy direction, for the comparisons' verdicts
     unit: str = FRACTION
+    # Its value read from the row's details, for a profile without a bootstrap (None: only
+    # from the intervals).
+    collected: Callable[[BackboneProfile], float | None] | None = None
+    # What two rows must share for their figures to be compared (e.g. the trial list the
+    # figure was measured on); None: the test speakers suffice.
+    pairing: Callable[[BackboneProfile], Any] | None = None
 
     @property
     def percent(self) -> bool:
         return self.unit == FRACTION
 
     def value(self, entry: BackboneProfile) -> float | None:
-        return ((entry.intervals or {}).get(self.key) or {}).get("value")
+        found = ((entry.intervals or {}).get(self.key) or {}).get("value")
+        if found is None and self.collected is not None:
+            return self.collected(entry)
+        return found
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed as itself (its mappings are not)
+class AxisOption:
+    """A choice of how an axis is measured, made per profile (``trustser profile
+    --privacy-score strongest``): its name (the key of a profile's options), the allowed
+    ``choices`` and the ``default``, what each choice means, and the scales a choice may be used
+    on (a choice absent from ``scales`` is allowed on every scale)."""
+
+    name: str
+    choices: tuple[str, ...]
+    default: str
+    meaning: Mapping[str, str]
+    scales: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _no_clips(_clips: ClipFiles) -> list[list[dict[str, str]]]:
@@ -193,6 +217,9 @@ class Axis:
     (secondary figures shown and compared beside it), ``aliases`` (names accepted in
     ``--weights``), and ``details_after`` (the axis whose details its own follow: fairness,
     read from the emotion head's predictions, sits after performance).
+
+    Choices: ``options`` (:class:`AxisOption`: how the axis may be measured, chosen per profile;
+    its collector reads the choice from ``Results.options``).
     """
 
     name: str
@@ -219,6 +246,7 @@ class Axis:
     figures: tuple[Figure, ...] = ()
     aliases: tuple[str, ...] = ()
     details_after: str | None = None
+    options: tuple[AxisOption, ...] = ()
 
     @property
     def key(self) -> str:

@@ -11,7 +11,7 @@ An axis that was not run is ``None`` and names the command that would fill it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from trustser._validation import check_choice
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.metrics.bootstrap import interval as bootstrap_interval
-from trustser.profile.axes import details_order, new_row, registered_axes
+from trustser.profile.axes import axis_options, details_order, new_row, registered_axes
 from trustser.profile.axis import Axis, Commands, Reading
 from trustser.profile.intervals import DEFAULT_SEED, bootstrap_profile, comparison_table
 from trustser.profile.model import (
@@ -97,9 +97,11 @@ def collect_backbone(
     *,
     store: str | None = None,
     attack: tuple[str, float] = DEFAULT_ATTACK,
+    options: Mapping[str, str] | None = None,
 ) -> BackboneProfile:
     """Everything measured for backbone ``name`` under ``runs``: every registered axis reads
-    its figure; an axis not run names its command (one not measurable, its reason)."""
+    its figure; an axis not run names its command (one not measurable, its reason).
+    ``options``: the axes' options (:func:`~trustser.profile.axes.axis_options`)."""
     root = Path(runs)
     base = _backbone_dir(root, name)
     display = _display_name(base, name)
@@ -108,7 +110,7 @@ def collect_backbone(
     if model_name.is_variant:
         entry.base = _display_name(_backbone_dir(root, model_name.base), model_name.base)
         entry.variant = model_name.tag
-    results = Results(base, attack=attack)
+    results = Results(base, attack=attack, options=options)
     entry.training = _training(results.metrics("emotion"))
     entry.probe = results.probe()
     for axis in details_order():
@@ -214,16 +216,19 @@ def collect_profile(
     paper: Sequence[str] | None = None,
     bootstrap: int = DEFAULT_REPLICATES,
     seed: int = DEFAULT_SEED,
+    options: Mapping[str, str] | None = None,
 ) -> Profile:
     """Collect and score the profile of ``backbones`` (default: :func:`discover_backbones` —
     every results directory under ``runs``, and the store's groups without results yet),
-    optionally beside the paper's rows named in ``paper``.
+    optionally beside the paper's rows named in ``paper``; ``options`` chooses how axes are
+    measured (``{"privacy_score": "strongest"}``, :func:`~trustser.profile.axes.axis_options`).
 
     ``bootstrap`` speaker-level replicates (seeded by ``seed``; 0 = none) give every figure its
     95 % interval and, with several measured rows, the paired comparisons of every pair
     (:mod:`trustser.profile.intervals`)."""
     check_choice("scale", scale, SCALE_MODES)
     check_choice("attack method", attack[0], ("fgsm", "pgd", "noise"))
+    chosen_options = axis_options(options, scale)
     names = list(backbones) if backbones else discover_backbones(runs, store)
     if not names and not paper:
         raise ProfileError(
@@ -238,7 +243,10 @@ def collect_profile(
         if safe_name(name) not in seen:
             seen.add(safe_name(name))
             chosen.append(name)
-    entries = [collect_backbone(runs, n, store=store, attack=attack) for n in chosen]
+    entries = [
+        collect_backbone(runs, n, store=store, attack=attack, options=chosen_options)
+        for n in chosen
+    ]
     if paper:
         entries += paper_reference(paper)
     method, snr = attack
@@ -249,12 +257,24 @@ def collect_profile(
         attack={"method": method, "snr_db": float(snr)},
         runs=str(runs),
         store=store,
+        notes=_option_notes(chosen_options),
     )
     profile = score_profile(
         bootstrap_profile(profile, runs, replicates=bootstrap, seed=seed), scale
     )
     profile.comparisons = comparison_table(profile)
     return profile
+
+
+def _option_notes(options: Mapping[str, str]) -> list[str]:
+    """A note per axis option set to other than its default: what the axis then measures."""
+    return [
+        f"{axis.name}: {option.name} = {options[option.name]} — "
+        f"{option.meaning[options[option.name]]}"
+        for axis in registered_axes()
+        for option in axis.options
+        if options.get(option.name, option.default) != option.default
+    ]
 
 
 # --------------------------------------------------------------------------- across corpora
@@ -357,6 +377,7 @@ def collect_corpora(
     paper: Sequence[str] | None = None,
     bootstrap: int = DEFAULT_REPLICATES,
     seed: int = DEFAULT_SEED,
+    options: Mapping[str, str] | None = None,
 ) -> Profile:
     """A profile across corpora: per backbone measured on every corpus, the mean over corpora
     with the interval of the mean (``name (mean)``), then per corpus a row per backbone
@@ -375,13 +396,14 @@ def collect_corpora(
             attack=attack,
             bootstrap=bootstrap,
             seed=seed + index,
+            options=options,
         )
     rows: list[BackboneProfile] = []
     by_name: dict[str, dict[str, BackboneProfile]] = {}
     for corpus, profile in per_corpus.items():
         for entry in profile.backbones:
             by_name.setdefault(entry.name, {})[corpus] = entry
-    notes = []
+    notes = _option_notes(axis_options(options, scale))
     for name, found in by_name.items():
         if len(found) == len(per_corpus):
             rows.append(_mean_row(f"{name} ({MEAN_CORPUS})", found, bootstrap))

@@ -225,6 +225,12 @@ def _compare(
     else:
         key, av, bv, exact = measure.key, measure.value(a), measure.value(b), False
     higher = measure.higher_is_better
+    pairing = measure.pairing if isinstance(measure, Figure) else None
+    if pairing is not None and None not in (av, bv) and pairing(a) != pairing(b):
+        result = bs.compare_replicates(key, av, bv, None, None, higher_is_better=higher)
+        result.exact, result.low, result.high = False, None, None
+        result.verdict = "not paired (measured on different trials)"
+        return result
     if exact:
         return bs.compare_replicates(key, av, bv, None, None, higher_is_better=higher)
     sa, sb = _samples(a, key), _samples(b, key)

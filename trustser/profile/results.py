@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +77,21 @@ def labels_of(rows: list[dict[str, str]], metrics: dict[str, Any] | None) -> lis
 class Results:
     """The results directory of one model, for the axes' collectors (files read once).
 
-    ``attack`` is the attack behind the safety axis, ``(method, SNR in dB)``.
+    ``attack`` is the attack behind the safety axis, ``(method, SNR in dB)``; ``options`` the
+    profile's axis options by name (``{"privacy_score": "strongest"}``; an axis reads its own,
+    ``Axis.options``, with their defaults filled in).
     """
 
-    def __init__(self, directory: Path, *, attack: tuple[str, float]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        attack: tuple[str, float],
+        options: Mapping[str, str] | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.attack = attack
+        self.options: dict[str, str] = dict(options or {})
         self._json: dict[str, dict[str, Any] | None] = {}
         self._rows: dict[str, list[dict[str, str]] | None] = {}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,9 +78,11 @@ def run_profile(
     progress: Callable[[str], None] | None = None,
     bootstrap: int = DEFAULT_REPLICATES,
     seed: int = DEFAULT_SEED,
+    options: Mapping[str, str] | None = None,
 ) -> tuple[Profile, dict[str, Path]]:
     """``trustser profile``: collect, score (with ``bootstrap`` speaker-level replicates for
-    the intervals, 0 = none) and write everything to ``out``.
+    the intervals, 0 = none) and write everything to ``out``; ``options`` are the axes'
+    (``{"privacy_score": "strongest"}``).
 
     Several ``runs`` directories, or one holding corpus directories (a multi-corpus
     ``trustser run`` output), give a profile across corpora (:func:`collect_corpora`)."""
@@ -89,7 +91,13 @@ def run_profile(
     several = [runs] if isinstance(runs, (str, Path)) else list(runs)
     directories = corpus_runs(several) if len(several) > 1 or _multi_corpus(several[0]) else None
     settings = dict(
-        backbones=backbones, scale=scale, attack=attack, paper=paper, bootstrap=bootstrap, seed=seed
+        backbones=backbones,
+        scale=scale,
+        attack=attack,
+        paper=paper,
+        bootstrap=bootstrap,
+        seed=seed,
+        options=options,
     )
     if directories is not None and len(directories) > 1:
         profile = collect_corpora(several, **settings)
@@ -138,6 +146,7 @@ def run_compare(
     attack: tuple[str, float] = DEFAULT_ATTACK,
     bootstrap: int = DEFAULT_REPLICATES,
     seed: int = DEFAULT_SEED,
+    options: Mapping[str, str] | None = None,
 ) -> ModelComparison:
     """Compare backbones or variants ``a`` and ``b`` axis by axis on the same test clips: the
     paired difference ``A − B``, its bootstrap interval, p-value and verdict.
@@ -148,7 +157,15 @@ def run_compare(
     if bootstrap < 1:
         raise ProfileError("compare needs bootstrap replicates (--bootstrap 1 or more).")
     profile = collect_profile(
-        runs, store=store, backbones=[a, b], attack=attack, bootstrap=bootstrap, seed=seed
+        runs,
+        store=store,
+        backbones=[a, b],
+        # compare reads raw figures, not scores: a scale every axis option is allowed on
+        scale="relative" if options else "paper",
+        attack=attack,
+        bootstrap=bootstrap,
+        seed=seed,
+        options=options,
     )
     if len(profile.backbones) != 2:
         raise ProfileError(f"{a!r} and {b!r} name the same results directory under {str(runs)!r}.")

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.probe import ProbeResult
-from trustser.runs import ModelName, forget_variant_word, register_variant_word
+from trustser.runs import ModelName, RunLayout, forget_variant_word, register_variant_word
 from trustser.variants import fairness, finetune, privacy, smoothing
 from trustser.variants import kind as _kind_module
+from trustser.variants.kind import (
+    Exposed as Exposed,
+)
 from trustser.variants.kind import (
     FitRequest,
     Variant,
@@ -33,6 +36,12 @@ from trustser.variants.kind import (
 from trustser.variants.kind import (
     encoder_fold as encoder_fold,
 )
+from trustser.variants.kind import (
+    fold_means as fold_means,
+)
+
+if TYPE_CHECKING:
+    from trustser.verification.run import VerificationResult
 
 __all__ = [
     *_kind_module.__all__,
@@ -43,6 +52,7 @@ __all__ = [
     "register",
     "run_probes",
     "unregister",
+    "verify_model",
 ]
 
 _BUILT_IN: tuple[VariantKind, ...] = (
@@ -124,6 +134,38 @@ def run_probes(store: str | os.PathLike, model: str | None = None, **options: An
         model=variant.name,
         representation=representation,
         description=variant.kind.probe_description(variant, group),
+        **options,
+    )
+
+
+def verify_model(
+    store: str | os.PathLike,
+    model: str | None = None,
+    *,
+    runs: str | os.PathLike = "runs",
+    **options: Any,
+) -> VerificationResult:
+    """``trustser privacy verify`` for a backbone or a variant: speaker verification on the
+    embeddings the model exposes, by attackers trained afresh on them. A backbone's are the
+    store's time-means; a variant's are what its kind says its deployed model exposes
+    (:meth:`~.kind.VariantKind.exposed`: a fine-tuned variant's hidden states, a privacy
+    mitigation's encoder output), never the mitigation's own adversary. Options as
+    :func:`trustser.verification.run_verification`."""
+    from trustser.verification import run_verification
+
+    variant = parse(model) if model is not None else None
+    if variant is None:
+        return run_verification(store, model, runs=runs, **options)
+    from trustser.store import open_group
+
+    group, _ = open_group(store, variant.base, error=VariantError)
+    exposed = variant.exposed(group, RunLayout(Path(runs)))
+    return run_verification(
+        store,
+        variant.name,
+        runs=runs,
+        source=exposed.source,
+        features=exposed.description,
         **options,
     )
 

@@ -50,12 +50,14 @@ from trustser.heads.training import open_features, store_info
 from trustser.runs import ModelName, RunLayout, record_not_measurable
 from trustser.store.batching import Batch
 from trustser.variants.kind import (
+    Exposed,
     FitRequest,
     Variant,
     VariantError,
     VariantFit,
     VariantKind,
     encoder_fold,
+    fold_means,
 )
 
 __all__ = [
@@ -469,6 +471,17 @@ class FineTuneKind(VariantKind):
     ) -> Callable[..., np.ndarray]:
         """What a linear-probe adversary of this variant reads (:func:`variant_probe_means`)."""
         return variant_probe_means(group, layout, variant, ids)
+
+    def exposed(self, variant: Variant, group: Any, layout: RunLayout) -> Exposed:
+        """Each fold's hidden states through its fine-tuned blocks (:func:`variant_means`): what
+        the deployed model of that fold exposes."""
+        blocks = load_variant_blocks(layout, variant, group.provenance, group=group.name)
+        ids = list(group.ids)
+        return Exposed(
+            fold_means(blocks, ids, lambda fold: variant_means(group, ids, blocks[fold])),
+            "time-mean of every hidden state: the store's lower layers + each fold's fine-tuned "
+            f"top {int(variant.params['k'])} block(s)",
+        )
 
     def probe_description(self, variant: Variant, group: Any) -> dict[str, Any]:
         return {

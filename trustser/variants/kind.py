@@ -14,7 +14,8 @@ deployed               :meth:`~VariantKind.fold_encoder` and :meth:`~VariantKind
 attacked               :meth:`~VariantKind.not_attackable` (why not), :meth:`~VariantKind.randomized`
                        (attacked adaptively, with expectation over transformation)
 privacy                :meth:`~VariantKind.exposes_base_representation`: it inherits its
-                       base's privacy runs
+                       base's privacy runs; :meth:`~VariantKind.exposed`: the embeddings its
+                       deployed model exposes (what speaker verification attacks)
 cost                   :meth:`~VariantKind.inference_passes`: forward passes per clip
 described              :attr:`~VariantKind.summary` (the kind), :meth:`~VariantKind.describe`
                        (a variant), :attr:`~VariantKind.mitigation` (the profile's
@@ -24,11 +25,12 @@ described              :attr:`~VariantKind.summary` (the kind), :meth:`~VariantK
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import nn
 
 from trustser._validation import TrustSERError
@@ -38,12 +40,14 @@ from trustser.heads.estimator import HeadClassifier
 from trustser.runs import VARIANT_SEPARATOR, ModelName, RunLayout, inherit_privacy_runs
 
 __all__ = [
+    "Exposed",
     "FitRequest",
     "Variant",
     "VariantError",
     "VariantFit",
     "VariantKind",
     "encoder_fold",
+    "fold_means",
 ]
 
 
@@ -67,6 +71,45 @@ def encoder_fold(fold: str, available: Sequence[str], *, task: str) -> str:
         f"{', '.join(available) or 'none'}); fit that fold's emotion model first (e.g. "
         "`trustser heads fit --task emotion --finetune-top K --folds ...`)."
     )
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """What a variant's deployed model exposes to someone holding its embeddings.
+
+    ``source`` gives time-means ``[N, L, D]`` of clip ids: one function for every fold, or
+    ``{fold: function}`` when each fold deploys a model of its own (the embedding sources of
+    :mod:`trustser.verification.sources`); ``description`` says what they are, in words.
+    """
+
+    source: Any
+    description: str
+
+
+def fold_means(
+    folds: Iterable[str], ids: Sequence[str], compute: Callable[[str], np.ndarray]
+) -> dict[str, Callable[[Sequence[str]], np.ndarray]]:
+    """``{fold: source}``: each fold's time-means of every clip of ``ids``, computed once by
+    ``compute(fold)`` (rows in ``ids`` order) when first asked, then served by rows."""
+    ids = list(ids)
+    row = {utterance_id: i for i, utterance_id in enumerate(ids)}
+    cache: dict[str, np.ndarray] = {}
+
+    def of(fold: str) -> Callable[[Sequence[str]], np.ndarray]:
+        def source(wanted: Sequence[str]) -> np.ndarray:
+            if fold not in cache:
+                cache[fold] = np.asarray(compute(fold))
+            missing = [i for i in wanted if i not in row]
+            if missing:
+                raise VariantError(
+                    f"{len(missing)} clip(s) have no features in the store group (e.g. "
+                    f"{missing[:3]}); attack the clips the store holds."
+                )
+            return cache[fold][[row[i] for i in wanted]]
+
+        return source
+
+    return {fold: of(fold) for fold in folds}
 
 
 @dataclass(frozen=True)
@@ -174,6 +217,21 @@ class VariantKind:
         and probe runs are the variant's too (inherited, marked as such)."""
         return False
 
+    def exposed(self, variant: Variant, group: Any, layout: RunLayout) -> Exposed:
+        """The embeddings the variant's deployed model exposes, for attackers trained afresh on
+        them (speaker verification, ``trustser privacy verify``): by default, for a variant that
+        exposes its base's representation, the store group's time-means."""
+        if self.exposes_base_representation(variant.params):
+            return Exposed(
+                group.means,
+                "time-mean of every hidden state of the base (the variant exposes its base's "
+                "representation)",
+            )
+        raise VariantError(
+            f"{variant.name}: the {self.label} kind does not say which embeddings its deployed "
+            "model exposes (`VariantKind.exposed`), so it cannot be attacked on them."
+        )
+
     def uses_base_heads(self, params: Mapping[str, Any]) -> bool:
         """True when the variant classifies with its base's emotion heads at inference."""
         return False
@@ -258,6 +316,9 @@ class Variant:
     @property
     def exposes_base_representation(self) -> bool:
         return self.kind.exposes_base_representation(self.params)
+
+    def exposed(self, group: Any, layout: RunLayout) -> Exposed:
+        return self.kind.exposed(self, group, layout)
 
     @property
     def uses_base_heads(self) -> bool:

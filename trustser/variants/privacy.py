@@ -47,12 +47,14 @@ from trustser.heads.tasks import Split, Task, build_task, select_splits
 from trustser.heads.training import store_info
 from trustser.runs import RunLayout, write_json
 from trustser.variants.kind import (
+    Exposed,
     FitRequest,
     Variant,
     VariantError,
     VariantFit,
     VariantKind,
     encoder_fold,
+    fold_means,
 )
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "PrivacyKind",
     "attack_representation",
     "encoder_frames",
+    "encoder_means",
     "fit_privacy",
 ]
 
@@ -91,6 +94,37 @@ def encoder_frames(
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     frames = torch.cat([outputs[i] for i in ids])[None]  # [1, ΣT, H]
     return PackedFeatures(ids, frames, offsets)
+
+
+def encoder_means(variant: Variant, group: Any, layout: RunLayout) -> Exposed:
+    """The encoder's output (:func:`encoder_frames`) of every fold's trained emotion head of
+    ``variant``, time-averaged, ``[N, 1, H]`` per fold: what each deployed model shares."""
+    emotion = layout.head_dir(variant.name, "emotion")
+    paths = {
+        d.name: d / "head.safetensors"
+        for d in (sorted(emotion.iterdir()) if emotion.is_dir() else [])
+        if (d / "head.safetensors").is_file()
+    }
+    if not paths:
+        raise VariantError(
+            f"no trained emotion heads of {variant.name} under {str(emotion)!r}; fit the "
+            f"variant first (`trustser mitigate privacy --lambda {variant.params['lam']:g}`, the "
+            "same --runs)."
+        )
+    ids = list(group.ids)
+    packed: list[PackedFeatures] = []  # the store group read once, when first needed
+
+    def compute(fold: str) -> np.ndarray:
+        if not packed:
+            packed.append(PackedFeatures.from_source(group, ids))
+        head = load_head(paths[fold], device="cpu")[0]
+        return encoder_frames(head, packed[0], ids).means(ids)
+
+    return Exposed(
+        fold_means(paths, ids, compute),
+        "time-mean of the encoder's output (layer weights + 1x1 conv stack of each fold's "
+        "emotion head, trained against the gender adversary)",
+    )
 
 
 class _Attacker(FoldVariant):
@@ -323,6 +357,9 @@ class PrivacyKind(VariantKind):
 
     def planned(self, base: str, settings: Mapping[str, Any]) -> list[Variant]:
         return [self.variant(base, lam=float(lam)) for lam in settings.get("privacy", ())]
+
+    def exposed(self, variant: Variant, group: Any, layout: RunLayout) -> Exposed:
+        return encoder_means(variant, group, layout)
 
     def fit(self, variant: Variant, request: FitRequest) -> VariantFit:
         return fit_privacy(variant, request)

@@ -176,6 +176,7 @@ def run_verification(
     runs: str | os.PathLike = "runs",
     manifest: Manifest | str | os.PathLike | None = None,
     source: Any = None,
+    features: str | None = None,
     emotion: str | None = None,
     seed: int = 0,
     max_nontargets: int = DEFAULT_MAX_NONTARGETS,
@@ -191,6 +192,8 @@ def run_verification(
     the group's own) gives speakers, genders, emotions and folds; clips without features are
     left out. A variant ``<backbone>@<tag>`` exposes other embeddings than the store's, so it
     needs ``source`` (see :func:`verify`); its results go to the variant's directory.
+    ``features`` says in words what the source exposes (recorded in ``metrics.json``);
+    :func:`trustser.variants.verify_model` builds both from a variant's kind.
     """
     from trustser.store import open_group
 
@@ -206,13 +209,13 @@ def run_verification(
                 f"store group {name!r}; pass its embedding source (`source=`) to attack it."
             )
         name = str(ModelName(name, model.tag))
-    features = set(group.ids)
+    stored = set(group.ids)
     if manifest is None:
         manifest = group.manifest()
     elif not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
-    missing = [u.id for u in manifest.utterances if u.id not in features]
-    manifest = manifest.filter(lambda u: u.id in features)
+    missing = [u.id for u in manifest.utterances if u.id not in stored]
+    manifest = manifest.filter(lambda u: u.id in stored)
     report = verify(
         manifest,
         source if source is not None else store_source(group),
@@ -238,9 +241,12 @@ def run_verification(
             "checksum": manifest.checksum(),
             "clips_without_features": len(missing),
         },
-        "features": "time-mean of every hidden state (the store's means)"
-        if source is None
-        else "the embedding source passed by the caller (a variant's deployed model)",
+        "features": features
+        or (
+            "time-mean of every hidden state (the store's means)"
+            if source is None
+            else "the embedding source passed by the caller (a variant's deployed model)"
+        ),
         **report.metrics(),
         "trustser_version": __version__,
     }

@@ -10,6 +10,7 @@ so a report can redraw intervals with another seed or replicate count.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ __all__ = [
     "TrialScores",
     "TrialScoresError",
     "read_trial_scores",
+    "replicates_on",
     "summarise_scores",
+    "trials_digest",
     "write_trial_scores",
 ]
 
@@ -238,6 +241,56 @@ def summarise_scores(
             result["sets"].append(row)
         out[attacker] = result
     return out
+
+
+def replicates_on(
+    table: TrialScores,
+    speakers: Sequence[str],
+    draws: np.ndarray,
+    *,
+    operating_point: OperatingPoint = DEFAULT_OPERATING_POINT,
+) -> dict[str, dict[str, tuple[float | None, np.ndarray]]]:
+    """Per attacker, ``{"eer": (observed, replicates [B]), "min_dcf": (...)}`` over every trial
+    (per set, then the mean over sets), on speaker draws made elsewhere: ``draws [B, S]`` counts
+    how often each of ``speakers`` is drawn (a profile's draws, shared by every figure it
+    compares, so two models' replicates are paired). Every trial speaker must be among them."""
+    trial_speakers, _, enrol, test = _speaker_index(table.trials)
+    column = {s: i for i, s in enumerate(speakers)}
+    missing = [s for s in trial_speakers if s not in column]
+    if missing:
+        raise TrialScoresError(
+            f"the speaker draws do not cover the trial speakers {missing[:5]}; draw every "
+            "speaker of the trials."
+        )
+    chosen = np.asarray(draws, dtype=np.float64)[:, [column[s] for s in trial_speakers]]
+    observed = np.ones((1, len(trial_speakers)))
+    out: dict[str, dict[str, tuple[float | None, np.ndarray]]] = {}
+    for attacker, scores in table.scores.items():
+        point, samples = (
+            verification_replicates(
+                scores,
+                table.trials.target,
+                enrol,
+                test,
+                table.sets,
+                weights,
+                operating_point=operating_point,
+            )
+            for weights in (observed, chosen)
+        )
+        out[attacker] = {m: (_value(point[m][0]), samples[m]) for m in ("eer", "min_dcf")}
+    return out
+
+
+def trials_digest(table: TrialScores) -> str:
+    """SHA-256 of the trial list (sets, clips, target flags; not the scores): two models scored
+    on equal digests were scored on the same trials, so their figures pair trial by trial."""
+    digest = hashlib.sha256()
+    t = table.trials
+    columns = (table.sets, t.enrol, t.test, t.target.astype(int))
+    for values in zip(*(c.tolist() for c in columns), strict=True):
+        digest.update(("\t".join(map(str, values)) + "\n").encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _value(x: float) -> float | None:

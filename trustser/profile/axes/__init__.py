@@ -11,6 +11,7 @@ never by copying :data:`AXES`, so that a test can register an axis of its own::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 
 from trustser.profile.axes import fairness, performance, privacy, safety, sustainability
@@ -20,6 +21,7 @@ from trustser.profile.model import BackboneProfile, ProfileError
 __all__ = [
     "AXES",
     "axis_names",
+    "axis_options",
     "compared",
     "details_order",
     "get_axis",
@@ -101,6 +103,34 @@ def details_order() -> tuple[Axis, ...]:
         lost = ", ".join(a.name for a in axes if a not in placed)
         raise ProfileError(f"axes {lost} show their details after one another in a circle.")
     return tuple(placed)
+
+
+def axis_options(options: Mapping[str, str] | None, scale: str) -> dict[str, str]:
+    """Every registered axis option with its value: ``options``'s, checked (a known option, an
+    allowed choice, a scale the choice may be used on), else its default."""
+    declared = {o.name: (a, o) for a in registered_axes() for o in a.options}
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ProfileError(
+            f"unknown axis option(s) {unknown}; the options are {sorted(declared) or 'none'}."
+        )
+    chosen = {}
+    for name, (axis, option) in declared.items():
+        value = given.get(name, option.default)
+        if value not in option.choices:
+            raise ProfileError(
+                f"{name} (the {axis.name} axis) takes one of {', '.join(option.choices)}, got "
+                f"{value!r}."
+            )
+        allowed = option.scales.get(value)
+        if allowed is not None and scale not in allowed:
+            raise ProfileError(
+                f"{name} = {value} is not on the {scale} scale ({option.meaning[value]}); use "
+                f"--scale {' or '.join(allowed)}, or {name} = {option.default}."
+            )
+        chosen[name] = value
+    return chosen
 
 
 def compared() -> tuple[Axis | Figure, ...]:

@@ -2,7 +2,10 @@
 
 The figure is the strongest gender attacker that was run (:func:`strongest_attacker`): the
 trained gender head (the paper's attack) or a linear probe on time-averaged layers. The gender
-and speaker heads' own figures are kept beside it.
+and speaker heads' own figures are kept beside it, and so is linkability: the EER of speaker
+verification on unseen speakers, per attacker (:mod:`.linkability`, the axis's ``figures``).
+The option ``privacy_score = strongest`` (not on the paper scale, which keeps the paper's
+definition) scores the stronger of gender inference and linkability instead.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 from trustser.formatting import MISSING, percent
 from trustser.metrics import bootstrap as bs
 from trustser.metrics.privacy import inference_report
+from trustser.profile.axes import linkability
 from trustser.profile.axis import AbsoluteEnds, Axis, Chance, Column, CsvColumns, Reading, Section
 from trustser.profile.cells import NOT_MEASURABLE, html_table, interval_text, unmeasured
 from trustser.profile.estimator import METHOD_FOLD, ClipFiles, RowBootstrap
@@ -139,6 +143,13 @@ def _collect(results: Results) -> Reading:
         privacy["not_measurable"] = unmeasurable
     gender = privacy.get("gender") or {}
     axis = strongest_attacker(gender.get("accuracy"), results.probe())
+    verification = linkability.read(results)
+    if verification is not None:
+        privacy[linkability.DETAILS] = verification
+    option = linkability.OPTION
+    if results.options.get(option.name, option.default) == linkability.STRONGEST:
+        axis, notes = linkability.strongest(axis, verification, gender.get("chance_majority"))
+        reading.notes += notes
     if axis is not None:
         privacy["axis"] = axis
         reading.raw = axis["accuracy"]
@@ -152,7 +163,7 @@ def _collect(results: Results) -> Reading:
 
 def _clips(clips: ClipFiles) -> list[list[dict[str, str]]]:
     probe = clips.rows("probe/predictions-gender.csv")
-    return [*clips.heads(*_TASKS), *([probe] if probe else [])]
+    return [*clips.heads(*_TASKS), *([probe] if probe else []), *linkability.clips(clips)]
 
 
 def _bootstrap(draws: RowBootstrap) -> None:
@@ -173,7 +184,9 @@ def _bootstrap(draws: RowBootstrap) -> None:
         draws.store(
             key, estimate(bs.accuracy_from_counts, tables, METHOD_FOLD), axis=chosen == name
         )
-    if chosen not in (None, GENDER_HEAD) and chosen not in probes:
+    linkability.bootstrap(draws, chosen)
+    verifiers = {linkability.verifier(name) for name in linkability.ATTACKERS}
+    if chosen not in (None, GENDER_HEAD) and chosen not in probes | verifiers:
         entry.notes.append(
             f"privacy: the axis holds the {chosen}, whose per-clip predictions were not found "
             "(probes written by an earlier version), so its figure has no interval; rerun "
@@ -202,6 +215,12 @@ def _combine(rows: Sequence[BackboneProfile]) -> Reading:
 
 
 def _spoke(entry: BackboneProfile, _attack: dict[str, Any]) -> str:
+    link = ((entry.privacy or {}).get("axis") or {}).get("linkability") or {}
+    if attacker(entry) == linkability.verifier(link.get("attacker", "")):
+        return (
+            f"≙ gender acc. {percent(entry.raw[_NAME], unit=True)}\n"
+            f"(EER {percent(link['eer'], unit=True)}, {link['attacker']})"
+        )
     by = _SPOKE_NAMES.get(attacker(entry) or "", "")
     return f"gender acc. {percent(entry.raw[_NAME], unit=True)}" + (f" ({by})" if by else "")
 
@@ -221,6 +240,7 @@ def _probe_text(b: BackboneProfile) -> str:
 
 def _csv(b: BackboneProfile) -> CsvColumns:
     gender, speaker = _tasks(b)
+    eer_values, eer_bounds = linkability.csv_values(b)
     return CsvColumns(
         values={
             "gender_accuracy": b.raw.get(_NAME),
@@ -234,12 +254,14 @@ def _csv(b: BackboneProfile) -> CsvColumns:
             ),
             "speaker_id_accuracy": speaker.get("accuracy"),
             "speaker_id_chance_uniform": speaker.get("chance_uniform"),
+            **eer_values,
         },
         bounds={
             "privacy": "gender_accuracy",
             "gender_accuracy_head": "gender_accuracy_head",
             "gender_uar_head": "gender_uar",
             "speaker_accuracy": "speaker_id_accuracy",
+            **eer_bounds,
         },
     )
 
@@ -274,6 +296,7 @@ def _markdown(_profile: Profile) -> list[Column]:
         Column("gender acc., linear probe % (all layers / layer chosen on dev)", _probe_text),
         Column("speaker-ID acc. %", _speaker_text),
         Column("speaker chance %", lambda b: percent(_tasks(b)[1].get("chance_uniform"))),
+        *linkability.markdown_columns(),
     ]
 
 
@@ -310,7 +333,7 @@ def _section(profile: Profile) -> str:
         "the highest test accuracy (fold mean) of the trained gender head (the paper's attack) "
         "and the linear probes on time-averaged layers (<code>trustser heads probe</code>: all "
         "layers, and the layer chosen on dev). The embeddings leak at least what the strongest "
-        "attacker finds; the head's own figure stays beside it.</p>"
+        "attacker finds; the head's own figure stays beside it.</p>" + linkability.section(profile)
     )
 
 
@@ -336,5 +359,7 @@ AXIS = Axis(
     csv=_csv,
     markdown=_markdown,
     section=Section("Privacy", _section),
+    figures=linkability.FIGURES,
     aliases=("priv",),
+    options=(linkability.OPTION,),
 )

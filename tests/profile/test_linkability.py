@@ -1,0 +1,171 @@
+"""Linkability beside the privacy axis: the speaker-verification EER in every table, the
+``privacy_score = strongest`` option, and `trustser compare` on the EER (paired by trials).
+
+Two models of one toy corpus: ``voice`` (a planted speaker signal: easily linked) and ``noise``
+(none: EER near chance), each with fake heads, attacks and cost runs and a real
+``trustser privacy verify`` run on its store group.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from trustser.cli.main import app
+from trustser.profile import collect_profile, run_compare, run_profile
+from trustser.profile.axes import axis_options, get_axis, linkability
+from trustser.profile.det import write_det_chart
+from trustser.profile.model import ProfileError
+from trustser.profile.radar import draw_radar_charts
+from trustser.runs import RunLayout, write_json
+from trustser.verification import run_verification
+
+from ..test_verification_run import planted, write_store
+from ..test_verification_trials import speaker_manifest
+
+
+@pytest.fixture(scope="module")
+def linked_runs(tmp_path_factory):
+    """``runs/{voice,noise}``: fake head, attack and cost results plus a verification run."""
+    from .conftest import write_fake_runs
+
+    root = tmp_path_factory.mktemp("linkability")
+    manifest = speaker_manifest(groups=4, per_gender=2, clips=6)
+    store = root / "cache.zarr"
+    write_store(store, "voice", manifest, planted(manifest, signal=2.0))
+    write_store(store, "noise", manifest, planted(manifest, signal=0.0, seed=1))
+    runs = root / "runs"
+    metrics = {}
+    for seed, name in enumerate(("voice", "noise")):
+        write_fake_runs(runs, name, seed=seed, clips=True)
+        # no gender probe: the gender head (about 90 %) is the gender attacker
+        write_json(RunLayout(runs).probe_dir(name) / "metrics.json", {"emotion_test_uar_mean": 0.9})
+        result = run_verification(store, name, runs=runs, replicates=50)
+        write_det_chart(result.directory)
+        metrics[name] = result.metrics
+    return {"runs": runs, "store": store, "metrics": metrics}
+
+
+def test_the_eer_stands_beside_privacy_in_every_table(linked_runs, tmp_path):
+    runs, metrics = linked_runs["runs"], linked_runs["metrics"]
+    profile, files = run_profile(runs, tmp_path / "out", bootstrap=100)
+    data = json.loads(files["json"].read_text())
+    voice = next(b for b in data["backbones"] if b["name"] == "voice")
+    for attacker in ("ignorant", "informed"):
+        key = linkability.eer_key(attacker)
+        interval = voice["intervals"][key]
+        assert interval["value"] == pytest.approx(metrics["voice"][f"{attacker}_eer"])
+        assert interval["low"] <= interval["value"] <= interval["high"]
+        assert len(voice["replicates"][key]) == 100  # kept: compared like an axis
+        figures = voice["privacy"]["verification"]["attackers"][attacker]
+        assert figures["eer"]["value"] == metrics["voice"][f"{attacker}_eer"]
+        assert set(figures["by_gender"]) == {"female", "male"}
+    assert voice["privacy"]["verification"]["trials_digest"]
+    # the axis keeps the paper's definition: gender inference, as without verification
+    assert voice["privacy"]["axis"]["attacker"] == "gender head"
+    assert voice["raw"]["privacy"] == profile.get("voice").privacy["axis"]["accuracy"]
+    rows = {r["backbone"]: r for r in csv.DictReader(io.StringIO(files["csv"].read_text()))}
+    columns = {"eer_ignorant", "eer_informed", "eer_informed_low", "min_dcf_informed"}
+    assert columns <= set(rows["voice"])
+    assert float(rows["noise"]["eer_informed"]) == pytest.approx(metrics["noise"]["informed_eer"])
+    markdown = files["markdown"].read_text()
+    assert "speaker-verification EER % (ignorant / informed)" in markdown
+    assert "| EER (ignorant) | EER (informed) |" in markdown  # the paired comparisons
+    page = files["report"].read_text()
+    assert "Linkability (speaker verification)" in page
+    assert page.count('alt="DET curves: ') == 2
+    output = _cli(["profile", "-r", str(runs), "-o", str(tmp_path / "cli"), "--bootstrap", "20"])
+    assert "Beside the axes" in output and "EER (informed)" in output
+
+
+def test_without_a_bootstrap_the_figures_still_show(linked_runs):
+    profile = collect_profile(linked_runs["runs"], bootstrap=0)
+    figure = get_axis("privacy").figures[1]
+    assert figure.value(profile.get("voice")) == linked_runs["metrics"]["voice"]["informed_eer"]
+
+
+def test_strongest_scores_the_stronger_of_gender_and_linkability(linked_runs):
+    runs = linked_runs["runs"]
+    gender = collect_profile(runs, scale="absolute", bootstrap=50)
+    strongest = collect_profile(
+        runs, scale="absolute", bootstrap=50, options={"privacy_score": "strongest"}
+    )
+    voice, noise = strongest.get("voice"), strongest.get("noise")
+    eer = min(linked_runs["metrics"]["voice"][f"{a}_eer"] for a in ("ignorant", "informed"))
+    chance = voice.context["gender_chance"]
+    # voice links its speakers: linkability leaks more than gender inference does
+    assert voice.privacy["axis"]["attacker"].startswith("speaker verification")
+    assert voice.raw["privacy"] == pytest.approx(chance + (1 - chance) * (1 - 2 * eer))
+    assert voice.raw["privacy"] > gender.get("voice").raw["privacy"]
+    assert voice.scores["privacy"] < gender.get("voice").scores["privacy"]
+    low, high = voice.intervals["privacy"]["low"], voice.intervals["privacy"]["high"]
+    assert low <= voice.raw["privacy"] <= high
+    assert voice.privacy["axis"]["gender_accuracy"] == gender.get("voice").raw["privacy"]
+    # noise links nothing: the axis keeps gender inference
+    assert noise.privacy["axis"]["attacker"] == gender.get("noise").privacy["axis"]["attacker"]
+    assert noise.raw["privacy"] == gender.get("noise").raw["privacy"]
+    assert any("privacy_score = strongest" in n for n in strongest.notes)
+    index = strongest.backbones.index(voice)
+    chart = draw_radar_charts(strongest).backbones[index].figure.axes[0]
+    assert any("EER" in t.get_text() for t in chart.texts)
+
+
+def test_the_option_is_checked_and_the_paper_scale_keeps_the_papers_definition(linked_runs):
+    assert axis_options(None, "paper") == {"privacy_score": "gender"}
+    with pytest.raises(ProfileError, match="not on the paper scale"):
+        collect_profile(linked_runs["runs"], options={"privacy_score": "strongest"})
+    with pytest.raises(ProfileError, match="takes one of gender, strongest"):
+        axis_options({"privacy_score": "max"}, "absolute")
+    with pytest.raises(ProfileError, match="unknown axis option"):
+        axis_options({"privacy": "strongest"}, "absolute")
+    result = CliRunner().invoke(
+        app, ["profile", "-r", str(linked_runs["runs"]), "--privacy-score", "strongest"]
+    )
+    assert result.exit_code == 2 and "--scale absolute or relative" in result.output
+
+
+def test_strongest_without_verification_keeps_gender_and_says_so(tmp_path, write_fake_runs):
+    write_fake_runs(tmp_path, "plain", clips=True)
+    plain = collect_profile(
+        tmp_path, scale="relative", bootstrap=0, options={"privacy_score": "strongest"}
+    ).get("plain")
+    assert plain.privacy["axis"]["attacker"] == "linear probe (all layers)"
+    assert any("no speaker verification was found" in n for n in plain.notes)
+
+
+def test_compare_covers_the_eer_paired_by_trials(linked_runs, tmp_path):
+    runs = linked_runs["runs"]
+    result = run_compare("voice", "noise", runs, bootstrap=200)
+    by_metric = {c.metric: c for c in result.comparisons}
+    for attacker in ("ignorant", "informed"):
+        eer = by_metric[linkability.eer_key(attacker)]
+        assert eer.a == pytest.approx(linked_runs["metrics"]["voice"][f"{attacker}_eer"])
+        assert eer.difference < 0 and eer.low <= eer.difference <= eer.high
+        assert eer.verdict == "B better"  # noise hides who is speaking: a higher EER
+    output = _cli(["compare", "voice", "noise", "-r", str(runs), "--bootstrap", "50"])
+    assert "EER (informed)" in output and "B better" in output
+    # verification of another trial sample: no paired comparison of the EER
+    run_verification(linked_runs["store"], "noise", runs=tmp_path, max_nontargets=10, replicates=20)
+    moved = tmp_path / "noise" / "verification"
+    target = runs / "noise" / "verification"
+    saved = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
+    try:
+        for name in ("metrics.json", "trials.csv"):
+            (target / name).write_bytes((moved / name).read_bytes())
+        unpaired = {
+            c.metric: c for c in run_compare("voice", "noise", runs, bootstrap=50).comparisons
+        }
+        assert unpaired["eer_informed"].verdict == "not paired (measured on different trials)"
+    finally:
+        for name, content in saved.items():
+            (target / name).write_bytes(content)
+
+
+def _cli(arguments: list[str]) -> str:
+    result = CliRunner().invoke(app, arguments, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
