@@ -6,6 +6,12 @@ weight (3 / 2 / 1); weights are normalised to sum to 1 and each backbone is rank
 A custom weight vector (``perf=3,safety=1,...``) replaces the scenario. An axis a scenario does not
 name weighs nothing in it. Backbones missing an axis that carries weight are not ranked; the
 result says which command would measure it.
+
+The ranking uses the test figures it shows. A choice among variants of one backbone that differ
+only in a setting (the λ of ``privacy-l<λ>``) is not a ranking but a model selection, made as a
+user would make it, on **dev** figures only: the variant's kind chooses one
+(:meth:`~trustser.variants.VariantKind.choose_on_dev`, from each row's ``dev`` figures), and the
+others are left out of the ranking with the reason (``dev_choices``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from trustser.profile.collect import collect_profile
 from trustser.profile.intervals import DEFAULT_SEED
 from trustser.profile.model import MEAN_CORPUS, BackboneProfile, Profile, ProfileError, read_profile
 from trustser.profile.scales import axis_score, scale_bounds, score_profile
+from trustser.runs import ModelName
+from trustser.variants import Variant
+from trustser.variants import parse as parse_variant
 
 __all__ = [
     "CONFIDENCE",
@@ -33,6 +42,7 @@ __all__ = [
     "Ranked",
     "RecommendError",
     "Recommendation",
+    "dev_choices",
     "parse_weights",
     "recommend",
     "recommendation_to_markdown",
@@ -113,6 +123,9 @@ class Recommendation:
     # replicates (most often first, first); one name = a winner, several = a tie.
     tied: list[str] = field(default_factory=list)
     replicates: int = 0
+    # Per family of variants of one backbone, the one chosen on dev (``chosen``, ``rule``,
+    # ``candidates``); the others appear in ``excluded`` with why.
+    dev_choices: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def best(self) -> str | None:
@@ -327,16 +340,58 @@ def _check_on_scale(profile: Profile, weights: Mapping[str, float]) -> None:
         )
 
 
+def dev_choices(profile: Profile) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The variants chosen on dev among each family of variants of one backbone (rows of one
+    base and kind with dev figures; two at least), and why each other member is left out."""
+    families: dict[tuple[Any, ...], list[tuple[Variant, BackboneProfile]]] = {}
+    for entry in profile.backbones:
+        if not entry.is_variant or not entry.dev:
+            continue
+        if profile.corpora and entry.corpus not in (None, MEAN_CORPUS):
+            continue
+        try:
+            variant = parse_variant(ModelName(entry.base or entry.name, entry.variant))
+        except (ValueError, TrustSERError):
+            continue
+        if variant is not None:
+            families.setdefault((entry.base, variant.kind.word), []).append((variant, entry))
+    choices, left_out = [], {}
+    for (base, _), members in families.items():
+        if len(members) < 2:
+            continue
+        kind = members[0][0].kind
+        choice = kind.choose_on_dev([(v, e.dev) for v, e in members])
+        if choice is None:
+            continue
+        row_of = {v.name: e.name for v, e in members}
+        chosen = row_of[choice.chosen]
+        choices.append(
+            {
+                "base": base,
+                "kind": kind.word,
+                "chosen": chosen,
+                "rule": choice.rule,
+                "candidates": [e.name for _, e in members],
+            }
+        )
+        for name, why in choice.rejected.items():
+            left_out[row_of[name]] = f"not chosen on dev among the {kind.label} variants ({why})"
+    return choices, left_out
+
+
 def _candidates(
-    profile: Profile, weights: Mapping[str, float]
+    profile: Profile, weights: Mapping[str, float], left_out: Mapping[str, str] | None = None
 ) -> tuple[list[tuple[float, BackboneProfile, dict[str, float], dict[str, float]]], dict[str, str]]:
     """``(weighted score, row, scores, contributions)`` of every rankable row, best first, and
-    why each other row is not ranked."""
+    why each other row is not ranked (``left_out``: variants not chosen on dev)."""
     excluded: dict[str, str] = {}
     candidates = []
     for entry in profile.backbones:
         if profile.corpora and entry.corpus not in (None, MEAN_CORPUS):
             continue  # across corpora, the means over corpora are ranked
+        if left_out and entry.name in left_out:
+            excluded[entry.name] = left_out[entry.name]
+            continue
         lacking = [a for a in weights if weights[a] > 0 and entry.scores.get(a) is None]
         if lacking:
             hints = "; ".join(
@@ -383,7 +438,8 @@ def recommend(
     weighing = _weighing(scenario, weights)
     normalised = weighing.weights
     _check_on_scale(profile, normalised)
-    candidates, excluded = _candidates(profile, normalised)
+    choices, left_out = dev_choices(profile)
+    candidates, excluded = _candidates(profile, normalised, left_out)
     entries = [c[1] for c in candidates]
     shares, replicates = _first_shares(profile, entries, normalised)
     tied = _confidence_set([e.name for e in entries], shares, CONFIDENCE) if replicates else []
@@ -420,6 +476,7 @@ def recommend(
         paper_choice=weighing.paper_choice,
         tied=tied,
         replicates=replicates,
+        dev_choices=choices,
     )
 
 
@@ -448,6 +505,11 @@ def recommendation_to_markdown(result: Recommendation) -> str:
     lines += ["", f"Choice: **{result.verdict}**.", ""]
     if result.paper_choice:
         lines += [f"The paper's Table 5 recommends {result.paper_choice} for this scenario.", ""]
+    for choice in result.dev_choices:
+        lines += [
+            f"- chosen on dev among {', '.join(choice['candidates'])}: **{choice['chosen']}** "
+            f"({choice['rule']})"
+        ]
     lines += [f"- not ranked: **{k}** — {v}" for k, v in result.excluded.items()]
     return "\n".join(lines).rstrip() + "\n"
 
