@@ -21,7 +21,9 @@ attacker tasks train until dev stops improving (``patience``; docs/heads.md).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +31,7 @@ import numpy as np
 
 from trustser._version import __version__
 from trustser.heads.crossval import FoldVariant, TaskResult, TrainingEvent, cross_validate
-from trustser.heads.data import FeatureSource, PackedFeatures
+from trustser.heads.data import FeatureSource, PackedFeatures, StoreGroupError
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.probe import (
     PROBE_ATTACKERS,
@@ -37,13 +39,15 @@ from trustser.heads.probe import (
     record_probe,
     write_probe_predictions,
 )
-from trustser.heads.tasks import Split, Task, select_splits
+from trustser.heads.tasks import Split, Task, build_task, select_splits
+from trustser.heads.training import store_info
 from trustser.runs import FOLD_STD, RunLayout, read_json, write_json
-from trustser.variants.kind import encoder_fold
+from trustser.variants.kind import VariantFit, encoder_fold
 
 __all__ = [
     "GENDER_HEAD",
     "EncodedRepresentation",
+    "PrivacyFitData",
     "Representation",
     "attack_representation",
     "privacy_figures",
@@ -280,3 +284,82 @@ def trade_off(layout: RunLayout, variant: Any) -> dict[str, Any]:
             "vs_control": None if reference is None else _change(own, reference),
         }
     return out
+
+
+@dataclass(frozen=True)
+class PrivacyFitData:
+    """What every privacy kind's fit starts from: the base's store group (``group``, its
+    ``name``) and manifest, the emotion, gender and speaker tasks, the emotion splits of the
+    requested folds, every clip some task needs (``needed``) and what runs record of the store."""
+
+    group: Any
+    name: str
+    manifest: Any
+    emotion: Task
+    gender: Task
+    speaker: Task
+    emotion_splits: list[Split]
+    needed: list[str]
+    store_info: dict[str, Any]
+    start: float
+
+    @classmethod
+    def open(cls, variant: Any, request: Any) -> PrivacyFitData:
+        """The data of ``variant`` (a privacy kind's) under the :class:`~.kind.FitRequest`."""
+        from trustser.store import open_group
+
+        start = time.perf_counter()
+        group, name = open_group(request.store, variant.base, error=StoreGroupError)
+        manifest = group.manifest()
+        emotion, gender, speaker = (
+            build_task(t, manifest, seed=request.seed) for t in ("emotion", "gender", "speaker")
+        )
+        needed = list(
+            dict.fromkeys(
+                i
+                for task in (emotion, gender, speaker)
+                for s in select_splits(task, request.folds if task is not speaker else None)
+                for i in s.ids
+            )
+        )
+        return cls(
+            group,
+            name,
+            manifest,
+            emotion,
+            gender,
+            speaker,
+            select_splits(emotion, request.folds),
+            needed,
+            store_info(request.store, group, name),
+            start,
+        )
+
+    def judged(
+        self,
+        variant: Any,
+        request: Any,
+        representation: Representation,
+        emotion_run: TaskResult,
+        description: Mapping[str, Any],
+    ) -> VariantFit:
+        """The fit's result once the fresh attackers have judged ``representation``."""
+        attackers, probe = attack_representation(
+            representation,
+            [self.gender, self.speaker],
+            estimator=request.estimator,
+            manifest=self.manifest,
+            layout=request.layout,
+            variant=variant.name,
+            store_info=self.store_info,
+            folds=request.folds,
+            description=description,
+            callback=request.callback,
+            resume=request.resume,
+        )
+        return VariantFit(
+            variant.name,
+            tasks=[emotion_run, *attackers],
+            probe=probe,
+            seconds=time.perf_counter() - self.start,
+        )

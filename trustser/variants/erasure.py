@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,12 +38,12 @@ import torch
 from torch import nn
 
 from trustser.heads.crossval import FoldVariant, cross_validate
-from trustser.heads.data import DataError, FeatureSource, PackedBatch, StoreGroupError
-from trustser.heads.tasks import Split, build_task, select_splits
-from trustser.heads.training import open_features, store_info
+from trustser.heads.data import DataError, FeatureSource, PackedBatch
+from trustser.heads.tasks import Split
+from trustser.heads.training import open_features
 from trustser.manifest import GENDERS
 from trustser.runs import RunLayout
-from trustser.variants.attackers import attack_representation, privacy_figures
+from trustser.variants.attackers import PrivacyFitData, privacy_figures
 from trustser.variants.kind import FitRequest, Variant, VariantError, VariantFit, VariantKind
 
 __all__ = [
@@ -61,7 +60,6 @@ __all__ = [
 
 CONCEPTS = ("gender",)  # what can be erased: a manifest attribute with a label per clip
 ERASER_FILE = "eraser.safetensors"
-TASK_ORDER = ("emotion", "gender", "speaker")
 
 
 @dataclass(frozen=True)
@@ -354,61 +352,27 @@ class _ErasedEmotion(FoldVariant):
 def fit_erasure(variant: Variant, request: FitRequest) -> VariantFit:
     """Fit ``<backbone>@erase-gender``: per emotion fold an eraser on its training clips, the
     emotion heads on the erased features, then the fresh attackers (module docstring)."""
-    from trustser.store import open_group
-
-    start = time.perf_counter()
-    group, name = open_group(request.store, variant.base, error=StoreGroupError)
-    manifest = group.manifest()
-    emotion, gender, speaker = (build_task(t, manifest, seed=request.seed) for t in TASK_ORDER)
-    folds = request.folds
-    emotion_splits = select_splits(emotion, folds)
-    needed = list(
-        dict.fromkeys(
-            i
-            for task in (emotion, gender, speaker)
-            for s in select_splits(task, folds if task is not speaker else None)
-            for i in s.ids
-        )
-    )
-    source, mode = open_features(group, needed, data=request.data)
-    concept = _concept_of(variant, manifest)
-    erasers = fit_erasers(source.means(needed), needed, emotion_splits, concept)
-    info = store_info(request.store, group, name)
-    layout = request.layout
+    data = PrivacyFitData.open(variant, request)
+    source, mode = open_features(data.group, data.needed, data=request.data)
+    concept = _concept_of(variant, data.manifest)
+    erasers = fit_erasers(source.means(data.needed), data.needed, data.emotion_splits, concept)
     description = KIND.description(variant, request)
     emotion_run = cross_validate(
         request.estimator,
-        emotion,
-        emotion_splits,
+        data.emotion,
+        data.emotion_splits,
         source,
-        manifest=manifest,
-        layout=layout,
+        manifest=data.manifest,
+        layout=request.layout,
         model=variant.name,
-        store_info=info,
+        store_info=data.store_info,
         data_mode=mode,
         variant=_ErasedEmotion(erasers, description, concept),
         callback=request.callback,
         resume=request.resume,
     )
-    attackers, probe = attack_representation(
-        ErasedRepresentation(source, erasers),
-        [gender, speaker],
-        estimator=request.estimator,
-        manifest=manifest,
-        layout=layout,
-        variant=variant.name,
-        store_info=info,
-        folds=folds,
-        description=description,
-        callback=request.callback,
-        resume=request.resume,
-    )
-    return VariantFit(
-        variant.name,
-        tasks=[emotion_run, *attackers],
-        probe=probe,
-        seconds=time.perf_counter() - start,
-    )
+    representation = ErasedRepresentation(source, erasers)
+    return data.judged(variant, request, representation, emotion_run, description)
 
 
 def load_erasers(layout: RunLayout, variant: Variant) -> dict[str, LayerEraser]:

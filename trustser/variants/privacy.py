@@ -26,7 +26,6 @@ never by the adversary used in training, which the encoder may fool without hidi
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,14 @@ import torch
 
 from trustser.devices import resolve_device
 from trustser.heads.crossval import FoldVariant, cross_validate
-from trustser.heads.data import PackedFeatures, StoreGroupError
+from trustser.heads.data import PackedFeatures
 from trustser.heads.mitigated import MitigatedHeadClassifier
 from trustser.heads.model import LayerWeightedHead, load_head
-from trustser.heads.tasks import Split, build_task, select_splits
-from trustser.heads.training import store_info
+from trustser.heads.tasks import Split
 from trustser.runs import RunLayout
 from trustser.variants.attackers import (
     EncodedRepresentation,
+    PrivacyFitData,
     attack_representation,
     privacy_figures,
 )
@@ -74,7 +73,6 @@ CONTROL_LAMBDA = 0.0  # the same encoder trained for emotion alone
 # The largest drop of dev emotion UAR below the λ = 0 control's that a chosen λ may cost (the
 # fairness post-processing's floor too); fixed, not tuned to any corpus.
 DEV_UAR_FLOOR = 0.02
-TASK_ORDER = ("emotion", "gender", "speaker")
 
 
 @torch.no_grad()
@@ -129,68 +127,36 @@ class _Adversarial(FoldVariant):
 def fit_privacy(variant: Variant, request: FitRequest) -> VariantFit:
     """Train ``<backbone>@privacy-l<λ>``'s emotion heads against the gender adversary, then
     judge the encoder they share with fresh attackers (module docstring)."""
-    from trustser.store import open_group
-
-    start = time.perf_counter()
-    group, name = open_group(request.store, variant.base, error=StoreGroupError)
-    manifest = group.manifest()
-    emotion, gender, speaker = (build_task(t, manifest, seed=request.seed) for t in TASK_ORDER)
-    folds = request.folds
-    emotion_splits = select_splits(emotion, folds)
-    needed = list(
-        dict.fromkeys(
-            i
-            for task in (emotion, gender, speaker)
-            for s in select_splits(task, folds if task is not speaker else None)
-            for i in s.ids
-        )
-    )
-    source = PackedFeatures.from_source(group, needed)
-    info = store_info(request.store, group, name)
+    data = PrivacyFitData.open(variant, request)
+    source = PackedFeatures.from_source(data.group, data.needed)
     layout = request.layout
     description = KIND.description(variant, request)
     estimator = MitigatedHeadClassifier(
         adversary_weight=float(variant.params["lam"]), **request.estimator.get_params()
     )
+    genders = {u.id: u.gender for u in data.manifest.utterances}
     emotion_run = cross_validate(
         estimator,
-        emotion,
-        emotion_splits,
+        data.emotion,
+        data.emotion_splits,
         source,
-        manifest=manifest,
+        manifest=data.manifest,
         layout=layout,
         model=variant.name,
-        store_info=info,
-        variant=_Adversarial(description, {u.id: u.gender for u in manifest.utterances}),
+        store_info=data.store_info,
+        variant=_Adversarial(description, genders),
         callback=request.callback,
         resume=request.resume,
     )
     device = resolve_device(request.estimator.device)
-    paths = {s.name: layout.head_path(variant.name, "emotion", s.name) for s in emotion_splits}
+    paths = {s.name: layout.head_path(variant.name, "emotion", s.name) for s in data.emotion_splits}
     encoded = {
-        fold: encoder_frames(load_head(path, device=device)[0], source, needed)
+        fold: encoder_frames(load_head(path, device=device)[0], source, data.needed)
         for fold, path in paths.items()
     }
     identity = {fold: _file_digest(path) for fold, path in paths.items()}
-    attackers, probe = attack_representation(
-        EncodedRepresentation(encoded, identity),
-        [gender, speaker],
-        estimator=request.estimator,
-        manifest=manifest,
-        layout=layout,
-        variant=variant.name,
-        store_info=info,
-        folds=folds,
-        description=description,
-        callback=request.callback,
-        resume=request.resume,
-    )
-    return VariantFit(
-        variant.name,
-        tasks=[emotion_run, *attackers],
-        probe=probe,
-        seconds=time.perf_counter() - start,
-    )
+    representation = EncodedRepresentation(encoded, identity)
+    return data.judged(variant, request, representation, emotion_run, description)
 
 
 def _file_digest(path: Path) -> str:
