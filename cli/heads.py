@@ -14,7 +14,7 @@ from rich.text import Text
 from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._tables import print_table
 from trustser.heads.crossval import TaskResult, TrainingEvent
-from trustser.heads.estimator import HeadClassifier, class_weight_policy
+from trustser.heads.estimator import DEFAULT_MAX_EPOCHS, HeadClassifier, class_weight_policy
 from trustser.heads.finetune import DEFAULT_BLOCK_LR
 from trustser.heads.model import POOLINGS
 from trustser.heads.probe import ProbeEvent, ProbeResult
@@ -99,6 +99,18 @@ def fit(
             "0 = the paper's epochs exactly).",
         ),
     ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            "--patience",
+            help="After the epochs above, train on until this many epochs bring no better dev "
+            "score (default: gender and speaker 10, emotion 0 = the epochs exactly).",
+        ),
+    ] = None,
+    max_epochs: Annotated[
+        int,
+        typer.Option("--max-epochs", help="Cap on epochs when training with patience."),
+    ] = DEFAULT_MAX_EPOCHS,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
     layer_lr: Annotated[
         float | None,
@@ -167,6 +179,8 @@ def fit(
         estimator = default_estimator(
             epochs=epochs,
             min_steps=min_steps,
+            patience=patience,
+            max_epochs=max_epochs,
             hidden=hidden,
             lr=lr,
             layer_lr=layer_lr,
@@ -307,7 +321,12 @@ class _FitProgress:
             )
         elif event.kind == "epoch":
             status = "" if event.dev_uar is None else f"dev UAR {event.dev_uar:.3f}"
-            self._progress.update(self._bars[key], completed=event.epoch, status=status)
+            self._progress.update(  # with patience, training may run past its budget
+                self._bars[key],
+                completed=event.epoch,
+                total=max(event.epochs, event.epoch),
+                status=status,
+            )
         elif event.kind == "fold_end":
             self._progress.update(
                 self._bars[key], status=f"dev {event.dev_uar:.3f}  test UAR {event.test_uar:.3f}"
@@ -325,12 +344,14 @@ def _render_fit(tasks: list[TaskResult]) -> None:
             caption=f"{len(task.labels)} classes; features read from {task.data_mode}{trained}"
             + (f"; {trainable:,} trainable parameters" if trainable else ""),
         )
-        for column in ("fold", "best epoch", "dev UAR", "test UAR", "test acc", "test macro-F1"):
+        columns = ("fold", "best / trained", "dev UAR", "test UAR", "test acc", "test macro-F1")
+        for column in columns:
             table.add_column(column, justify="left" if column == "fold" else "right", no_wrap=True)
         for fold in task.folds:
             table.add_row(
                 fold.fold,
-                str(fold.best_epoch),
+                f"{fold.best_epoch} / {fold.epochs_trained}"
+                + (" (cap)" if fold.stop_reason == "cap" else ""),
                 f"{fold.dev['uar']:.3f}",
                 f"{fold.test['uar']:.3f}",
                 f"{fold.test['weighted_accuracy']:.3f}",
@@ -359,6 +380,7 @@ def _render_fit(tasks: list[TaskResult]) -> None:
                 str(layer), *(f"{f.layer_weights[layer]:.3f}" for f in task.folds), f"{mean:.3f}"
             )
         print_table(weights, console=console)
+        warn_at_cap(task.task, m)
         resumed = f"; folds {', '.join(task.resumed)} resumed from disk" if task.resumed else ""
         console.print(f"wrote {task.directory} ({task.seconds:.1f} s{resumed})")
 
@@ -372,6 +394,16 @@ def not_measurable(skipped: Mapping[str, str], model: str) -> None:
                 ("note: ", "yellow"),
                 f"{task} skipped for {model}, not measurable: {reason}",
             )
+        )
+
+
+def warn_at_cap(task: str, metrics: dict[str, Any]) -> None:
+    """Say which folds stopped at the epoch cap while dev was still improving."""
+    capped = metrics.get("folds_at_cap") or []
+    if capped:
+        console.print(
+            f"[yellow]{task}: fold(s) {', '.join(capped)} stopped at the epoch cap while dev "
+            "was still improving (not shown to have converged); raise --max-epochs.[/yellow]"
         )
 
 

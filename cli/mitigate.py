@@ -1,4 +1,5 @@
-"""`trustser mitigate privacy|fairness|smoothing`: mitigations as variants of each backbone."""
+"""`trustser mitigate privacy|erasure|fairness|smoothing`: mitigations as variants of each
+backbone."""
 
 from __future__ import annotations
 
@@ -16,11 +17,17 @@ from trustser.cli._progress import AttackBar
 from trustser.cli.heads import _FitProgress, fit_request
 from trustser.cost import run_cost
 from trustser.formatting import percent
+from trustser.heads.probe import PROBE_ATTACKERS
 from trustser.heads.training import default_estimator
-from trustser.variants import FitRequest, Variant, VariantFit
+from trustser.runs import RunLayout
+from trustser.variants import DevChoice, FitRequest, Variant, VariantFit
+from trustser.variants import parse as parse_variant
+from trustser.variants.attackers import GENDER_HEAD, ROLES, privacy_figures, trade_off
+from trustser.variants.erasure import CONCEPTS
+from trustser.variants.erasure import KIND as ERASURE
 from trustser.variants.fairness import DEFAULT_UAR_FLOOR
 from trustser.variants.fairness import KIND as FAIRNESS
-from trustser.variants.privacy import DEFAULT_LAMBDAS
+from trustser.variants.privacy import DEFAULT_LAMBDAS, DEV_UAR_FLOOR, choose_lambda, with_control
 from trustser.variants.privacy import KIND as PRIVACY
 from trustser.variants.smoothing import DEFAULT_NOISE_SNR, DEFAULT_SAMPLES
 from trustser.variants.smoothing import KIND as SMOOTHING
@@ -120,46 +127,202 @@ def privacy(
         list[float],
         typer.Option(
             "--lambda",
-            help="Adversary weight λ; several values sweep: --lambda 0.1 0.3 1.",
+            help="Adversary weight λ; several values sweep: --lambda 0.1 0.3 1 (the λ = 0 "
+            "control is always fitted too).",
         ),
     ] = _LAMBDAS,
+    uar_floor: Annotated[
+        float,
+        typer.Option(
+            "--uar-floor",
+            help="Choosing λ on dev: largest dev UAR drop below the λ = 0 control (0.02 = 2 points).",
+        ),
+    ] = DEV_UAR_FLOOR,
     runs: RunsOption = None,
     folds: FoldsOption = None,
     epochs: EpochsOption = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
 ) -> None:
-    """Emotion heads trained against a gender adversary (gradient reversal, weight λ), judged by
-    fresh gender, speaker-ID and probe attackers on the encoder's output (<backbone>@privacy-l<λ>).
-    """
-    values = _numbers(lambdas, ctx.args, "--lambda")
-    table = Table(title="privacy mitigation: UAR against fresh attackers (test, fold mean)")
+    """Emotion heads trained against a gender adversary (gradient reversal, weight λ), with the
+    λ = 0 control, judged by fresh gender, speaker-ID and probe attackers on the encoder's output
+    (<backbone>@privacy-l<λ>); λ is chosen on dev, test figures are reported beside it."""
+    values = with_control(_numbers(lambdas, ctx.args, "--lambda"))
+    targets = _Targets(store, runs, backbone, folds, device, seed, epochs)
+    fits = _fitted(targets, lambda name: [PRIVACY.variant(name, lam=lam) for lam in values])
+    by_base: dict[str, list[tuple[Variant, FitRequest]]] = {}
+    for variant, _, request in fits:
+        by_base.setdefault(variant.base, []).append((variant, request))
+    for base, fitted in by_base.items():
+        layout = fitted[0][1].layout
+        offs = [trade_off(layout, variant) for variant, _ in fitted]
+        choice = choose_lambda(
+            [(v, o["dev"]) for (v, _), o in zip(fitted, offs, strict=True)], uar_floor=uar_floor
+        )
+        _privacy_tables(base, layout, offs, choice)
+
+
+def _lam(name: str) -> str:
+    variant = parse_variant(name)
+    return f"{variant.params['lam']:g}" if variant is not None else "base"
+
+
+def _delta(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:+.1f}"
+
+
+def _privacy_tables(
+    base: str, layout: RunLayout, offs: list[dict[str, Any]], choice: DevChoice | None
+) -> None:
+    """The sweep of one backbone: dev figures (which choose λ), then test figures (reported)."""
+    dev = Table(title=f"{base}: privacy over λ on DEV clips (these choose λ; fold means)")
     for column in (
-        "variant",
+        "λ",
+        "emotion UAR",
+        "strongest gender attacker",
+        "acc.",
+        "Δ UAR vs control",
+        "Δ acc. vs control",
+        "chosen",
+    ):
+        dev.add_column(
+            column, justify="left" if column in ("λ", "strongest gender attacker") else "right"
+        )
+    for off in offs:
+        d = off["dev"]
+        control = d["vs_control"] or {}
+        dev.add_row(
+            _lam(off["variant"]),
+            _pct(d["uar"]),
+            d["attacker"] or "—",
+            _pct(d["attacker_accuracy"]),
+            _delta(control.get("uar")),
+            _delta(control.get("attacker_accuracy")),
+            "◀" if choice is not None and choice.chosen == off["variant"] else "",
+        )
+    console.print(dev)
+    test = Table(
+        title=f"{base}: TEST figures for every λ (reported, never used to choose; fold means)"
+    )
+    for column in (
         "λ",
         "emotion UAR",
         "gender head acc.",
         "gender probe acc.",
         "speaker-ID acc.",
+        "Δ UAR vs base / control",
+        "Δ strongest attacker vs base / control",
     ):
-        table.add_column(column)
-    targets = _Targets(store, runs, backbone, folds, device, seed, epochs)
-    fits = _fitted(targets, lambda name: [PRIVACY.variant(name, lam=lam) for lam in values])
-    for variant, result, _ in fits:
-        emotion, gender, speaker = result.tasks
-        table.add_row(
-            variant.name,
-            f"{variant.params['lam']:g}",
-            _pct(emotion.metrics["test_uar_mean"]),
-            _pct(gender.metrics["test_accuracy_mean"]),
-            _pct((result.probe or {}).get("gender_test_accuracy_mean")),
-            _pct(speaker.metrics["test_accuracy_mean"]),
-        )
-    console.print(table)
-    console.print(
-        "Fresh attackers trained on the encoder's output (never the training adversary; its dev "
-        "accuracy is in each head.json). Gender at inference: not needed."
+        test.add_column(column, justify="left" if column == "λ" else "right")
+    base_test = privacy_figures(layout, base, "test")
+    test.add_row(
+        "base",
+        _pct(base_test["uar"]),
+        _pct(base_test["attackers"].get(GENDER_HEAD)),
+        _pct(base_test["attackers"].get(PROBE_ATTACKERS[None])),
+        _pct(base_test["speaker_head"]),
+        "",
+        "",
+        end_section=True,
     )
+    for off in offs:
+        t = off["test"]
+        vs_base, vs_control = t["vs_base"], t["vs_control"] or {}
+        test.add_row(
+            _lam(off["variant"]),
+            _pct(t["uar"]),
+            _pct(t["attackers"].get(GENDER_HEAD)),
+            _pct(t["attackers"].get(PROBE_ATTACKERS[None])),
+            _pct(t["speaker_head"]),
+            f"{_delta(vs_base['uar'])} / {_delta(vs_control.get('uar'))}",
+            f"{_delta(vs_base['attacker_accuracy'])} / {_delta(vs_control.get('attacker_accuracy'))}",
+        )
+    console.print(test)
+    if choice is None:
+        console.print("No λ chosen: the dev figures are incomplete (run every attacker).")
+    else:
+        console.print(f"Chosen on dev: [bold]{choice.chosen}[/bold] — {choice.rule}.")
+    console.print(
+        "Changes in points. Control: λ = 0, the same encoder trained for emotion alone (the "
+        "change against it is the adversary's). Fresh attackers trained on the encoder's output, "
+        "never the training adversary (its dev accuracy is in each head.json)."
+    )
+    _note_caps(offs)
+
+
+def _note_caps(offs: list[dict[str, Any]]) -> None:
+    for off in offs:
+        for task, folds_at_cap in off["test"]["attackers_at_cap"].items():
+            console.print(
+                f"[yellow]{off['variant']}: the {task} attacker stopped at the epoch cap in "
+                f"fold(s) {', '.join(folds_at_cap)} while still improving.[/yellow]"
+            )
+
+
+@app.command("erasure")
+def erasure(
+    store: StoreOption = None,
+    backbone: BackboneOption = None,
+    concept: Annotated[
+        str, typer.Option("--concept", help=f"What to erase: {', '.join(CONCEPTS)}.")
+    ] = "gender",
+    runs: RunsOption = None,
+    folds: FoldsOption = None,
+    epochs: EpochsOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+) -> None:
+    """LEACE concept erasure (<backbone>@erase-gender): gender erased from every hidden state in
+    closed form, fitted per fold on the training clips; emotion heads retrained on the erased
+    features; judged by fresh linear and non-linear attackers."""
+    if concept not in CONCEPTS:
+        raise typer.BadParameter(f"--concept {concept!r}: choose {', '.join(CONCEPTS)}.")
+    targets = _Targets(store, runs, backbone, folds, device, seed, epochs)
+    fits = _fitted(targets, lambda name: [ERASURE.variant(name, concept=concept)])
+    for variant, _, request in fits:
+        off = trade_off(request.layout, variant)
+        base = {role: privacy_figures(request.layout, variant.base, role) for role in ROLES}
+        table = Table(title=f"{variant.name}: attackers against the erased representation")
+        for column in ("attacker", "kind", "base dev", "erased dev", "base test", "erased test"):
+            table.add_column(column, justify="left" if column in ("attacker", "kind") else "right")
+        table.add_row(
+            "emotion UAR (the cost)",
+            "—",
+            *(_pct(x) for x in (base["dev"]["uar"], off["dev"]["uar"])),
+            *(_pct(x) for x in (base["test"]["uar"], off["test"]["uar"])),
+            end_section=True,
+        )
+        for name, linear in _ATTACKER_KINDS.items():
+            table.add_row(
+                name,
+                linear,
+                *(
+                    _pct(figures["attackers"].get(name))
+                    for figures in (base["dev"], off["dev"], base["test"], off["test"])
+                ),
+            )
+        table.add_row(
+            "speaker-ID head",
+            "non-linear",
+            *(
+                _pct(figures["speaker_head"])
+                for figures in (base["dev"], off["dev"], base["test"], off["test"])
+            ),
+        )
+        console.print(table)
+        console.print(
+            "LEACE leaves no *linear* classifier better than a constant on the clips it was "
+            "fitted on; the probes measure that on unseen speakers, the heads what a non-linear "
+            "attacker still reads. Fold means; dev and test labelled."
+        )
+        _note_caps([off])
+
+
+_ATTACKER_KINDS = {
+    GENDER_HEAD: "non-linear",
+    PROBE_ATTACKERS[None]: "linear",
+    PROBE_ATTACKERS["dev"]: "linear",
+}
 
 
 @app.command("fairness")

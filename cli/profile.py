@@ -361,6 +361,10 @@ def _render_recommendation(result: Recommendation) -> None:
     console.print(f"choice: {escape(result.verdict)}")
     if result.paper_choice:
         console.print(f"the paper's Table 5 recommends {result.paper_choice}", style="dim")
+    for choice in result.dev_choices:
+        console.print(
+            f"chosen on dev: {escape(choice['chosen'])} ({escape(choice['rule'])})", style="dim"
+        )
     for name, why in result.excluded.items():
         err_console.print(f"[yellow]not ranked[/yellow] {escape(name)}: {escape(why)}")
     text = unweighed_text(result)

@@ -650,8 +650,8 @@ def test_step_floor_applies_to_default_epochs_only(fake_store, tmp_path):
     store, _ = fake_store
     common = dict(task="gender", folds="1")
 
-    def head(**params):
-        return default_estimator(batch_size=16, device="cpu", **params)
+    def head(**params):  # no patience: the budget alone decides how long a fit trains
+        return default_estimator(batch_size=16, device="cpu", patience=0, **params)
 
     exact = fit_heads(store, None, head(epochs=1), runs=tmp_path / "a", **common)
     exact = exact.tasks[0].folds[0]
@@ -663,3 +663,71 @@ def test_step_floor_applies_to_default_epochs_only(fake_store, tmp_path):
     default = fit_heads(store, None, head(), runs=tmp_path / "c", **common).tasks[0].folds[0]
     expected = max(DEFAULT_EPOCHS["gender"], -(-DEFAULT_MIN_STEPS // steps_per_epoch))
     assert len(default.history) == expected > DEFAULT_EPOCHS["gender"]
+
+
+# ------------------------------------------------------------------- training to convergence
+def _run_selection(scores, **options):
+    """The epochs an EpochSelection lets a fit train when dev scores follow ``scores``."""
+    from trustser.heads.estimator import EpochSelection, run_epochs
+
+    selection = EpochSelection(3, **options)
+    module = torch.nn.Linear(1, 1)
+    run_epochs(
+        selection,
+        seed=0,
+        train=lambda seed: (module, 0.0),
+        evaluate=lambda m: scores[len(selection.history)],
+    )
+    return selection
+
+
+def test_patience_trains_past_the_budget_until_dev_stops_improving():
+    rising_then_flat = [0.1 * k for k in range(1, 9)] + [0.5] * 40
+    selection = _run_selection(rising_then_flat, patience=4, max_epochs=100)
+    # best at epoch 8, then 4 epochs without a better score
+    assert (selection.best_epoch, len(selection.history)) == (8, 12)
+    assert selection.stop_reason == "patience"
+    # the cap ends a fit that is still improving, and says so
+    still_rising = [0.01 * k for k in range(1, 60)]
+    capped = _run_selection(still_rising, patience=4, max_epochs=20)
+    assert len(capped.history) == 20 and capped.stop_reason == "cap"
+    # no patience: the budget exactly, whatever dev does
+    budget = _run_selection(still_rising, patience=0, max_epochs=20)
+    assert len(budget.history) == 3 and budget.stop_reason == "budget"
+    # patience never stops a fit before its budget
+    early_peak = [0.9] + [0.1] * 20
+    floor = _run_selection(early_peak, patience=1, max_epochs=50)
+    assert len(floor.history) == 3 and floor.stop_reason == "patience"
+
+
+def test_attackers_train_to_convergence_by_default_and_runs_record_the_cap(fake_store, tmp_path):
+    store, _ = fake_store
+    default = fit_heads(
+        store,
+        None,
+        default_estimator(epochs=1, min_steps=0, batch_size=16, device="cpu"),
+        task="gender,emotion",
+        folds="1",
+        runs=tmp_path / "a",
+    )
+    gender, emotion = default.tasks
+    fold = gender.folds[0]
+    # the attacker goes on until 10 epochs bring no better dev score
+    assert fold.stop_reason == "patience" and fold.epochs_trained == fold.best_epoch + 10
+    assert emotion.folds[0].epochs_trained == 1  # the emotion head keeps its budget
+    assert emotion.folds[0].stop_reason == "budget"
+    sidecar = json.loads(fold.head_path.with_suffix(".json").read_text())
+    assert sidecar["stop_reason"] == "patience" and sidecar["hit_cap"] is False
+    capped = fit_heads(
+        store,
+        None,
+        default_estimator(
+            epochs=1, min_steps=0, patience=50, max_epochs=3, batch_size=16, device="cpu"
+        ),
+        task="gender",
+        folds="1",
+        runs=tmp_path / "b",
+    ).tasks[0]
+    metrics = json.loads((capped.directory / "metrics.json").read_text())
+    assert metrics["folds_at_cap"] == ["fold1"] and metrics["folds"][0]["hit_cap"] is True
+    assert metrics["folds"][0]["epochs_trained"] == 3

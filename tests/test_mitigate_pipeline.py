@@ -22,6 +22,7 @@ from trustser.runs import RunLayout
 
 BASE = "tiny:whisper"
 VARIANTS = (
+    f"{BASE}@privacy-l0",  # the control, fitted whenever privacy variants are
     f"{BASE}@privacy-l1",
     f"{BASE}@fair-post",
     f"{BASE}@fair-reweight",
@@ -35,7 +36,8 @@ def _config(manifest, out) -> PipelineConfig:
         backbones=(BASE,),
         out=out,
         device="cpu",
-        heads=HeadSettings(tasks=("emotion", "gender", "speaker"), epochs=2),
+        # patience 0: the attackers' convergence is tested in test_heads.py; here it only costs time
+        heads=HeadSettings(tasks=("emotion", "gender", "speaker"), epochs=2, patience=0),
         attack=AttackSettings(methods=("pgd",), snr=(30.0,), steps=2),
         mitigate=MitigateSettings(
             privacy=(1.0,),
@@ -71,6 +73,15 @@ def test_run_with_mitigations_runs_each_then_skips_it(tmp_path, toy_manifest):
         assert f"| {variant} |" in section, variant
     assert "| tiny:whisper@fair-post | per-gender logit offsets fitted on dev | yes |" in section
     assert "<h2>Mitigations</h2>" in (out / "toy" / "report" / "report.html").read_text()
+    # λ = 1 against its control: the change of each axis's raw figure, as profile.json has them
+    rows = {b["name"]: b for b in profile["backbones"]}
+    l1, l0 = rows[f"{BASE}@privacy-l1"], rows[f"{BASE}@privacy-l0"]
+    control = section.split("### Against the control", 1)[1]
+    line = next(x for x in control.splitlines() if x.startswith(f"| {BASE}@privacy-l1 |"))
+    change = 100 * (l1["raw"]["performance"] - l0["raw"]["performance"])
+    assert line.split(" | ")[1] == f"{BASE}@privacy-l0"
+    assert line.split(" | ")[2].startswith(f"{change:+.1f} (")
+    assert l1["dev"]["uar"] is not None and "attacker_accuracy" in l1["dev"]
     again = run_pipeline(_config(manifest, out), progress=False)
     statuses = {(e.stage, e.backbone): e.status for e in again.events}
     for variant in VARIANTS:
@@ -82,13 +93,16 @@ def test_mitigate_section_in_the_config(tmp_path):
     path.write_text(
         'backbones = ["tiny:whisper"]\n[[corpora]]\nname = "toy"\nmanifest = "toy.jsonl"\n'
         '[mitigate]\nprivacy = [0.1, 0.3, 1]\nfairness = ["post", "reweight"]\n'
-        "smoothing_snr = [30, 20]\nsmoothing_samples = 8\n"
+        'smoothing_snr = [30, 20]\nsmoothing_samples = 8\nerasure = ["gender"]\n'
     )
     config = load_config(path)
     assert config.mitigate.privacy == (0.1, 0.3, 1)
+    assert config.mitigate.erasure == ("gender",)
     assert config.mitigate.smoothing_snr == (30, 20)
     path.write_text(path.read_text().replace('"reweight"', '"pre"'))
     with pytest.raises(ValueError, match="fairness"):
         load_config(path)
     with pytest.raises(PipelineConfigError):
         MitigateSettings(smoothing_samples=0)
+    with pytest.raises(ValueError, match=r"mitigate\.erasure"):
+        MitigateSettings(erasure=("speaker",))

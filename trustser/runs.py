@@ -75,7 +75,7 @@ VARIANT_SEPARATOR = "@"
 # the word to split ``base@tag`` into a base and a tag without loading any model; everything
 # else about a kind (its tag grammar, how it is fitted, deployed, attacked and costed) is its
 # module in :mod:`trustser.variants`, whose registry must name the same words (a test checks).
-_VARIANT_WORDS: list[str] = ["top", "privacy", "fair", "smooth"]
+_VARIANT_WORDS: list[str] = ["top", "privacy", "fair", "smooth", "erase"]
 _TAG = re.compile(r"^(?P<kind>[a-z]+)(?P<rest>[A-Za-z0-9._-]*)$")
 
 
@@ -332,8 +332,11 @@ def task_metrics(
 
 def inherit_privacy_runs(layout: RunLayout, base: str, variant: str) -> list[str]:
     """Copy the base's gender, speaker and probe runs into ``variant`` (a variant that exposes
-    its base's representation), each ``metrics.json`` marked ``inherited_from``; returns what was
-    copied."""
+    its base's representation): every result file of each part — ``metrics.json``,
+    ``config.json``, the per-clip ``predictions.csv`` and the probes' ``predictions-<task>.csv``
+    (the privacy axis's interval is bootstrapped from them) — each ``metrics.json`` marked
+    ``inherited_from``; files of an earlier copy the base no longer has are removed. Returns the
+    parts copied."""
     copied = []
     for part in ("gender", "speaker", "probe"):
         source = layout.backbone_dir(base) / part
@@ -348,12 +351,20 @@ def inherit_privacy_runs(layout: RunLayout, base: str, variant: str) -> list[str
         if not (source / "metrics.json").is_file():
             continue
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.json", "predictions.csv", "config.json"):
-            if (source / name).is_file():
-                shutil.copyfile(source / name, target / name)
+        wanted = {p.name for p in source.iterdir() if p.is_file() and _is_result_file(p.name)}
+        for stale in target.iterdir():
+            if stale.is_file() and _is_result_file(stale.name) and stale.name not in wanted:
+                stale.unlink()
+        for name in sorted(wanted):
+            shutil.copyfile(source / name, target / name)
         metrics = read_json(target / "metrics.json")
         metrics["inherited_from"] = base
         metrics["inherited_why"] = "the variant exposes the same representation as its base"
         write_json(target / "metrics.json", metrics)
         copied.append(part)
     return copied
+
+
+def _is_result_file(name: str) -> bool:
+    """A stage's result file of a task or probe directory (not a temporary or a fold's folder)."""
+    return name.endswith((".json", ".csv")) and not name.endswith(".tmp")

@@ -36,7 +36,7 @@ from trustser._version import __version__
 from trustser.heads.data import FeatureSet, FeatureSource
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.model import save_head
-from trustser.heads.tasks import DEFAULT_MIN_STEPS, Split, Task
+from trustser.heads.tasks import DEFAULT_MIN_STEPS, DEFAULT_PATIENCE, Split, Task
 from trustser.manifest import Manifest
 from trustser.metrics.performance import performance_summary
 from trustser.runs import RunLayout, read_json, task_metrics, write_json, write_predictions
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 FOLD_STATE = "fold.json"  # beside each fold's head: its results and the key that made them
-_FOLD_STATE_VERSION = 1
+_FOLD_STATE_VERSION = 2  # 2: epochs trained and why training stopped
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,16 @@ class FoldResult:
     ids_sha256: str
     seconds: float
     head_path: Path
+    epochs_trained: int = 0
+    stop_reason: str | None = None  # "budget", "patience" or "cap" (EpochSelection)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "fold": self.fold,
             "best_epoch": self.best_epoch,
+            "epochs_trained": self.epochs_trained,
+            "stop_reason": self.stop_reason,
+            "hit_cap": self.stop_reason == "cap",
             "layer_weights": self.layer_weights,
             "n_train": self.sizes["train"],
             "n_dev": self.sizes["dev"],
@@ -118,6 +123,8 @@ class FoldResult:
             "sizes": self.sizes,
             "ids_sha256": self.ids_sha256,
             "seconds": self.seconds,
+            "epochs_trained": self.epochs_trained,
+            "stop_reason": self.stop_reason,
         }
 
     @classmethod
@@ -267,15 +274,20 @@ def task_estimator(estimator: HeadClassifier, task: Task) -> HeadClassifier:
     """``estimator`` with the task's defaults filled in: ``epochs=None`` is the task's own
     epoch count (emotion 30, gender 10, speaker 30) and then ``min_steps=None`` a floor of
     :data:`~trustser.heads.tasks.DEFAULT_MIN_STEPS` optimiser steps; with explicit ``epochs``,
-    ``min_steps=None`` is no floor, so ``epochs=30`` trains exactly 30 epochs, as the paper."""
+    ``min_steps=None`` is no floor, so ``epochs=30`` trains exactly 30 epochs, as the paper.
+    ``patience=None`` is the task's :data:`~trustser.heads.tasks.DEFAULT_PATIENCE` (the privacy
+    attackers train on until dev stops improving; the emotion head trains its budget)."""
     params = estimator.get_params()
-    if params["epochs"] is not None and params["min_steps"] is not None:
+    if all(params[k] is not None for k in ("epochs", "min_steps", "patience")):
         return estimator
     epochs = params["epochs"] if params["epochs"] is not None else task.default_epochs
     floor = params["min_steps"]
     if floor is None:
         floor = DEFAULT_MIN_STEPS if params["epochs"] is None else 0
-    return type(estimator)(**{**params, "epochs": epochs, "min_steps": floor})
+    patience = params["patience"]
+    if patience is None:
+        patience = DEFAULT_PATIENCE[task.name]
+    return type(estimator)(**{**params, "epochs": epochs, "min_steps": floor, "patience": patience})
 
 
 def _fit_fold(
@@ -318,6 +330,8 @@ def _fit_fold(
             "dev_ids": list(split.dev),
             "test_ids": list(split.test),
             "epochs_trained": model.epochs_,
+            "stop_reason": model.stop_reason_,
+            "hit_cap": model.hit_cap_,
             "best_epoch": model.best_epoch_,
             "layer_weights": layer_weights,
             "dev_uar": summaries["dev"]["uar"],
@@ -338,6 +352,8 @@ def _fit_fold(
         ids_sha256=split.checksum(),
         seconds=time.perf_counter() - fold_start,
         head_path=head_path,
+        epochs_trained=model.epochs_,
+        stop_reason=model.stop_reason_,
     )
     state = {
         "format_version": _FOLD_STATE_VERSION,
@@ -463,5 +479,7 @@ def _task_metrics(
     metrics["layer_weights_mean"] = weights.mean(axis=0).tolist()
     metrics["layer_weights_std"] = weights.std(axis=0).tolist()
     metrics["best_epoch_mean"] = float(np.mean([f.best_epoch for f in folds]))
+    # folds whose epoch cap ended a fit still improving on dev: not shown to have converged
+    metrics["folds_at_cap"] = [f.fold for f in folds if f.stop_reason == "cap"]
     metrics["fit_seconds_total"] = seconds
     return metrics

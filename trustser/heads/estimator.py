@@ -30,6 +30,7 @@ from trustser.metrics.performance import uar_score
 
 __all__ = [
     "CLASS_WEIGHTS",
+    "DEFAULT_MAX_EPOCHS",
     "EpochEnd",
     "EpochSelection",
     "HeadClassifier",
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 CLASS_WEIGHTS = ("balanced", "none")  # the policies a user can name
+# The cap on epochs of a fit with patience: scikit-learn's MLPClassifier's ``max_iter`` (its
+# ``n_iter_no_change`` = 10 is the attackers' patience, trustser.heads.tasks.DEFAULT_PATIENCE).
+DEFAULT_MAX_EPOCHS = 200
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,30 @@ class EpochEnd:
 
 class EpochSelection:
     """The epoch a fit keeps — the best dev UAR, or the last epoch without dev data — and the
-    per-epoch history and callbacks; shared by the heads and the fine-tuned blocks."""
+    per-epoch history and callbacks; shared by the heads and the fine-tuned blocks.
 
-    def __init__(self, epochs: int, callback: Callable[[EpochEnd], None] | None = None) -> None:
-        self.epochs, self.callback = epochs, callback
+    ``epochs`` is the budget every fit trains. With ``patience`` p > 0 training goes on after
+    it until p epochs in a row bring no better dev score (an *early stop* on convergence, as
+    scikit-learn's ``n_iter_no_change``), at most ``max_epochs`` epochs in all (the cap; never
+    below ``epochs``). :attr:`stop_reason` says why the loop ended: ``"budget"`` (no patience:
+    exactly ``epochs``), ``"patience"`` (dev stopped improving) or ``"cap"`` (the cap was hit
+    while dev had improved within the last p epochs: the fit may not have converged).
+    """
+
+    def __init__(
+        self,
+        epochs: int,
+        callback: Callable[[EpochEnd], None] | None = None,
+        *,
+        patience: int = 0,
+        max_epochs: int | None = None,
+    ) -> None:
+        self.epochs, self.callback, self.patience = epochs, callback, patience
+        self.limit = max(epochs, max_epochs or epochs) if patience > 0 else epochs
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch, self.best_score = 0, -np.inf
+        self.stop_reason: str | None = None
 
     def end(
         self,
@@ -87,8 +108,23 @@ class EpochSelection:
         )
         if self.callback is not None:
             self.callback(
-                EpochEnd(epoch, self.epochs, train_loss, dev_uar, self.best_epoch, seconds)
+                EpochEnd(
+                    epoch,
+                    max(self.epochs, epoch),
+                    train_loss,
+                    dev_uar,
+                    self.best_epoch,
+                    seconds,
+                )
             )
+
+    def finished(self, epoch: int) -> bool:
+        """Whether training stops after ``epoch`` (sets :attr:`stop_reason` when it does)."""
+        if self.patience > 0 and epoch >= self.epochs and epoch - self.best_epoch >= self.patience:
+            self.stop_reason = "patience"
+        elif epoch >= self.limit:
+            self.stop_reason = "cap" if self.patience > 0 else "budget"
+        return self.stop_reason is not None
 
     def restore(self, module: nn.Module) -> None:
         """Load the kept state into ``module`` and switch it to eval mode."""
@@ -222,8 +258,11 @@ def run_epochs(
     """The epoch loop of the head fits: ``train(epoch_seed)`` runs one pass over the training
     clips and returns the module it trains with its mean loss, ``evaluate(module)`` gives its
     dev UAR (None without dev data), and ``selection`` records the epoch. The shuffling seed of
-    an epoch derives from ``seed`` and the epoch number only."""
-    for epoch in range(1, selection.epochs + 1):
+    an epoch derives from ``seed`` and the epoch number only. The loop ends when ``selection``
+    says so (its budget, patience or cap)."""
+    epoch = 0
+    while epoch == 0 or not selection.finished(epoch):
+        epoch += 1
         start = time.perf_counter()
         epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
         module, train_loss = train(epoch_seed)
@@ -259,13 +298,17 @@ class HeadClassifier:
     written). ``min_steps`` sets a floor on optimiser steps: the paper's epoch counts were made
     for folds of thousands of clips, and on a small corpus (EmoDB: 4 batches per epoch) they
     stop training long before the head converges; :meth:`epochs_for` says how many epochs a
-    training set gets. ``layer_lr`` gives the layer logits their own learning rate; ``weight_decay``
-    switches Adam to AdamW (never applied to the layer logits).
+    training set gets. ``patience`` p > 0 goes on training after that budget until p epochs in
+    a row bring no better dev UAR, at most ``max_epochs`` epochs in all (:class:`EpochSelection`;
+    the privacy attackers' default, so an attacker is trained to convergence; 0, the default
+    here, trains the budget exactly). ``layer_lr`` gives the layer logits their own learning
+    rate; ``weight_decay`` switches Adam to AdamW (never applied to the layer logits).
 
     Parameters are stored exactly as given and checked in :meth:`fit`. Learned state:
     ``head_`` (the best-epoch :class:`LayerWeightedHead`, eval mode), ``classes_``,
     ``layer_weights_`` (softmax weights over the L hidden states), ``epochs_`` (epochs trained),
-    ``best_epoch_`` (1-based), ``best_score_`` (dev UAR at that epoch, or None without dev
+    ``stop_reason_`` (``"budget"``, ``"patience"`` or ``"cap"``: :class:`EpochSelection`),
+    ``hit_cap_`` (the cap ended a fit that was still improving), ``best_epoch_`` (1-based), ``best_score_`` (dev UAR at that epoch, or None without dev
     data), ``history_`` (one dict per epoch: ``epoch``, ``train_loss``, ``dev_uar``,
     ``seconds``), ``device_`` and ``trainable_parameters_`` (the head's).
     """
@@ -277,6 +320,9 @@ class HeadClassifier:
         "weight_decay": "float >= 0",
         "epochs": "int >= 1 (None: the task's default, filled in by cross_validate)",
         "min_steps": "int >= 0 (None: the task's default floor, filled in by cross_validate)",
+        "patience": "int >= 0 (0: no early stop; None: the task's default, filled in by "
+        "cross_validate)",
+        "max_epochs": "int >= 1: the cap on epochs when patience > 0",
         "batch_size": "int >= 1",
         "dropout": "float in [0, 1]",
         "pooling": f"one of {POOLINGS}",
@@ -295,6 +341,8 @@ class HeadClassifier:
         weight_decay: float = 0.0,
         epochs: int | None = 30,
         min_steps: int | None = 0,
+        patience: int | None = 0,
+        max_epochs: int = DEFAULT_MAX_EPOCHS,
         batch_size: int = 64,
         dropout: float = 0.0,
         pooling: str = "mean",
@@ -309,6 +357,8 @@ class HeadClassifier:
         self.weight_decay = weight_decay
         self.epochs = epochs
         self.min_steps = min_steps
+        self.patience = patience
+        self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.dropout = dropout
         self.pooling = pooling
@@ -329,15 +379,31 @@ class HeadClassifier:
         batches = max(1, -(-num_train // self.batch_size))
         return max(self.epochs, -(-self.min_steps // batches))
 
+    def epoch_selection(
+        self,
+        num_train: int,
+        callback: Callable[[EpochEnd], None] | None = None,
+        *,
+        has_dev: bool = True,
+    ) -> EpochSelection:
+        """The epoch loop's budget, patience and cap for ``num_train`` training clips (no
+        patience without dev data: nothing to stop on)."""
+        return EpochSelection(
+            self.epochs_for(num_train),
+            callback,
+            patience=self.patience if has_dev else 0,
+            max_epochs=self.max_epochs,
+        )
+
     def _validate_params(self) -> None:
-        for name in ("epochs", "min_steps"):
+        for name in ("epochs", "min_steps", "patience"):
             if getattr(self, name) is None:
                 raise ValueError(
                     f"{name}=None means the task's default, which only a cross-validation "
                     "knows (trustser.heads.crossval.task_estimator fills it in); give a number "
                     "to fit this estimator on its own."
                 )
-        for name in ("hidden", "epochs", "batch_size"):
+        for name in ("hidden", "epochs", "batch_size", "max_epochs"):
             value = getattr(self, name)
             if not isinstance(value, Integral) or isinstance(value, bool):
                 raise ValueError(f"{name} must be an integer, got {value!r}.")
@@ -345,6 +411,11 @@ class HeadClassifier:
         if not isinstance(self.min_steps, Integral) or isinstance(self.min_steps, bool):
             raise ValueError(f"min_steps must be an integer, got {self.min_steps!r}.")
         check_positive("min_steps", self.min_steps, allow_zero=True)
+        if not isinstance(self.patience, Integral) or isinstance(self.patience, bool):
+            raise ValueError(
+                f"patience must be an integer (0: no early stop), got {self.patience!r}."
+            )
+        check_positive("patience", self.patience, allow_zero=True)
         if not isinstance(self.lr, Real):
             raise ValueError(f"lr must be a number, got {self.lr!r}.")
         check_positive("lr", self.lr)
@@ -386,7 +457,7 @@ class HeadClassifier:
         feed = _HeadFeed.prepare(train, dev, statistics, batch_size=self.batch_size)
         training = _HeadTraining(self, feed, index, statistics, loss_fn, device)
         with seeded_rng(device, self.seed):
-            selection = EpochSelection(self.epochs_for(len(train)), callback)
+            selection = self.epoch_selection(len(train), callback, has_dev=dev is not None)
             run_epochs(
                 selection,
                 seed=self.seed,
@@ -450,7 +521,9 @@ class HeadClassifier:
         self.head_ = head
         self.classes_ = np.array(classes, dtype=object)
         self.layer_weights_ = head.layer_weights.detach().to("cpu").numpy().astype(float)
-        self.epochs_ = selection.epochs
+        self.epochs_ = len(selection.history)
+        self.stop_reason_ = selection.stop_reason
+        self.hit_cap_ = selection.stop_reason == "cap"
         self.best_epoch_ = selection.best_epoch
         self.best_score_ = selection.best_score if has_dev else None
         self.history_ = selection.history

@@ -38,7 +38,6 @@ from trustser.heads.data import (
 )
 from trustser.heads.estimator import (
     EpochEnd,
-    EpochSelection,
     HeadClassifier,
     check_labelled,
     dev_uar_scorer,
@@ -282,7 +281,7 @@ class FineTuneClassifier(HeadClassifier):
                 )
                 return model, train_pass(batches, step)
 
-            selection = EpochSelection(self.epochs_for(len(train)), callback)
+            selection = self.epoch_selection(len(train), callback, has_dev=dev is not None)
             run_epochs(
                 selection,
                 seed=self.seed,

@@ -31,7 +31,6 @@ from trustser.devices import resolve_device
 from trustser.heads.data import DataError, FeatureSet
 from trustser.heads.estimator import (
     EpochEnd,
-    EpochSelection,
     HeadClassifier,
     check_labelled,
     class_weights,
@@ -144,7 +143,7 @@ class MitigatedHeadClassifier(HeadClassifier):
                 statistics=statistics,
                 device=device,
             )
-            selection = EpochSelection(self.epochs_for(len(train)), callback)
+            selection = self.epoch_selection(len(train), callback, has_dev=dev is not None)
             try:
                 run_epochs(
                     selection, seed=self.seed, train=training.epoch, evaluate=training.evaluate

@@ -44,8 +44,11 @@ __all__ = [
     "ProbeEvent",
     "ProbeResult",
     "ProbeTaskResult",
+    "probe_predictions_path",
     "probe_task",
+    "record_probe",
     "run_probes",
+    "write_probe_predictions",
 ]
 
 
@@ -137,7 +140,13 @@ def probe_task(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 model.fit(features[index["train"]], truth["train"])
-            fold: dict[str, Any] = {"fold": split.name}
+            iterations = int(np.max(model[-1].n_iter_))
+            fold: dict[str, Any] = {
+                "fold": split.name,
+                "iterations": iterations,
+                # lbfgs stopped by max_iter, not by its tolerance: the probe may be under-fitted
+                "hit_max_iter": iterations >= max_iter,
+            }
             for role in ("dev", "test"):
                 predicted = model.predict(features[index[role]])
                 if role == "test":
@@ -203,6 +212,7 @@ def _aggregate(folds: list[dict[str, Any]]) -> dict[str, Any]:
             out[f"{role}_{name}_mean"], out[f"{role}_{name}_std"] = mean_std(
                 [f[f"{role}_{name}"] for f in folds]
             )
+    out["folds_at_max_iter"] = [f["fold"] for f in folds if f.get("hit_max_iter")]
     out["folds"] = folds
     return out
 
@@ -296,28 +306,13 @@ def run_probes(
         metrics["not_measurable"] = unmeasurable
     else:
         metrics.pop("not_measurable", None)
-    for result in results:
-        metrics["tasks"][result.task] = {
-            **result.to_dict(),
-            "split_scheme": tasks[[t.name for t in tasks].index(result.task)].scheme,
-            "folds": [s.name for s in chosen[result.task]],
-            "C": C,
-            "seed": seed,
-        }
-        for key in ("test_uar", "test_accuracy", "test_macro_f1", "dev_uar", "dev_accuracy"):
-            for stat in ("mean", "std"):
-                metrics[f"{result.task}_{key}_{stat}"] = result.all_layers[f"{key}_{stat}"]
-                metrics[f"{result.task}_dev_chosen_layer_{key}_{stat}"] = result.dev_chosen[
-                    f"{key}_{stat}"
-                ]
-        metrics[f"{result.task}_dev_chosen_layers"] = result.dev_chosen["layers"]
-        for stale in ("best_layer_test", "best_layer_dev"):  # written by earlier versions
-            metrics.pop(f"{result.task}_{stale}", None)
+    for task, result in zip(tasks, results, strict=True):
+        record_probe(metrics, result, task, chosen[task.name], C=C, seed=seed)
     write_json(path, metrics)
     for skipped in plan.skipped:
         (path.parent / f"predictions-{skipped}.csv").unlink(missing_ok=True)
     for result in results:
-        _write_predictions(path.parent / f"predictions-{result.task}.csv", result, manifest)
+        write_probe_predictions(path.parent, result, manifest)
     return ProbeResult(
         backbone=name,
         path=path,
@@ -328,9 +323,43 @@ def run_probes(
     )
 
 
-def _write_predictions(path: Path, result: ProbeTaskResult, manifest: Any) -> None:
+def record_probe(
+    metrics: dict[str, Any],
+    result: ProbeTaskResult,
+    task: Task,
+    splits: Sequence[Split],
+    **settings: Any,
+) -> None:
+    """Put one task's probe ``result`` into a probe ``metrics.json`` dict: its details under
+    ``tasks[<task>]`` (with ``settings``), and the plain ``<task>_<role>_<metric>_mean/_std``
+    keys of the all-layers probe and of the layer chosen on dev."""
+    metrics.setdefault("tasks", {})[result.task] = {
+        **result.to_dict(),
+        "split_scheme": task.scheme,
+        "folds": [s.name for s in splits],
+        **settings,
+    }
+    for key in ("test_uar", "test_accuracy", "test_macro_f1", "dev_uar", "dev_accuracy"):
+        for stat in ("mean", "std"):
+            metrics[f"{result.task}_{key}_{stat}"] = result.all_layers[f"{key}_{stat}"]
+            metrics[f"{result.task}_dev_chosen_layer_{key}_{stat}"] = result.dev_chosen[
+                f"{key}_{stat}"
+            ]
+    metrics[f"{result.task}_dev_chosen_layers"] = result.dev_chosen["layers"]
+    for stale in ("best_layer_test", "best_layer_dev"):  # written by earlier versions
+        metrics.pop(f"{result.task}_{stale}", None)
+
+
+def probe_predictions_path(probe_dir: Path, task: str) -> Path:
+    """``<probe dir>/predictions-<task>.csv``: the probes' per-clip test predictions."""
+    return Path(probe_dir) / f"predictions-{task}.csv"
+
+
+def write_probe_predictions(probe_dir: Path, result: ProbeTaskResult, manifest: Any) -> Path:
     """Per-clip test predictions of the probes scored as attackers, with speaker and gender (the
     profile's speaker bootstrap clusters them); written to a temporary name, then renamed."""
+    path = probe_predictions_path(probe_dir, result.task)
+    path.parent.mkdir(parents=True, exist_ok=True)
     utterances = {u.id: u for u in manifest.utterances}
     columns = ["id", "fold", "speaker", "gender", "attacker", "true", "pred"]
     tmp = path.with_name(path.name + ".tmp")
@@ -341,6 +370,7 @@ def _write_predictions(path: Path, result: ProbeTaskResult, manifest: Any) -> No
             utterance = utterances[row["id"]]
             writer.writerow({**row, "speaker": utterance.speaker, "gender": utterance.gender or ""})
     os.replace(tmp, path)
+    return path
 
 
 def _merge_existing(path: Path, store_info: Mapping[str, Any]) -> dict[str, Any]:

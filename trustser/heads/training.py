@@ -110,9 +110,10 @@ def choose_data_mode(
 
 def default_estimator(**params: Any) -> HeadClassifier:
     """The heads' estimator as ``trustser heads fit`` configures it by default: the paper's
-    head with each task's own epoch count and the step floor (``epochs=None``,
-    ``min_steps=None``: :func:`~trustser.heads.crossval.task_estimator`), ``params`` changed."""
-    return HeadClassifier(**{"epochs": None, "min_steps": None, **params})
+    head with each task's own epoch count, the step floor and the attackers' patience
+    (``epochs=None``, ``min_steps=None``, ``patience=None``:
+    :func:`~trustser.heads.crossval.task_estimator`), ``params`` changed."""
+    return HeadClassifier(**{"epochs": None, "min_steps": None, "patience": None, **params})
 
 
 def store_info(store: str | os.PathLike, group: Any, name: str) -> dict[str, Any]:

@@ -11,8 +11,10 @@ from typing import Any
 
 from trustser._toml import tomllib
 from trustser._validation import TrustSERError, check_choice
+from trustser.heads.estimator import DEFAULT_MAX_EPOCHS
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.runs import ATTACK_METHODS, TASKS
+from trustser.variants.erasure import CONCEPTS as ERASURE_CONCEPTS
 from trustser.variants.fairness import FAIRNESS_METHODS
 from trustser.verification.trials import DEFAULT_MAX_NONTARGETS
 
@@ -62,6 +64,8 @@ class HeadSettings:
     tasks: tuple[str, ...] = TASKS
     epochs: int | None = None  # None: each task's paper default (emotion 30, gender 10)
     min_steps: int | None = None  # None: DEFAULT_MIN_STEPS optimiser steps at least
+    patience: int | None = None  # None: each task's default (gender, speaker 10; emotion 0)
+    max_epochs: int = DEFAULT_MAX_EPOCHS  # the cap on epochs of a fit with patience
     hidden: int = 128
     lr: float = 5e-4
     batch_size: int = 64
@@ -120,7 +124,9 @@ class VariantSettings:
 class MitigateSettings:
     """``[mitigate]``: mitigations run as variants of every backbone (docs/mitigations.md).
 
-    ``privacy``: adversary weights λ (``<backbone>@privacy-l<λ>``); ``fairness``: ``post``
+    ``privacy``: adversary weights λ (``<backbone>@privacy-l<λ>``; the λ = 0 control is always
+    fitted with them); ``erasure``: concepts erased by LEACE (``["gender"]``:
+    ``<backbone>@erase-gender``); ``fairness``: ``post``
     and/or ``reweight`` (``@fair-post``, ``@fair-reweight``); ``smoothing_snr``: noise SNRs in
     dB, each with ``smoothing_samples`` copies (``@smooth-s<s>-n<N>``); ``uar_floor``: the
     post-processing's largest dev UAR drop; ``eot_samples``: the adaptive attack's draws.
@@ -132,9 +138,10 @@ class MitigateSettings:
     smoothing_samples: int = 8
     uar_floor: float = 0.02
     eot_samples: int | None = None
+    erasure: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for key in ("privacy", "fairness", "smoothing_snr"):
+        for key in ("privacy", "fairness", "smoothing_snr", "erasure"):
             value = getattr(self, key)
             object.__setattr__(
                 self, key, tuple(value) if isinstance(value, (list, tuple)) else (value,)
@@ -142,6 +149,8 @@ class MitigateSettings:
         for lam in self.privacy:
             if isinstance(lam, bool) or not isinstance(lam, (int, float)) or lam < 0:
                 raise PipelineConfigError(f"mitigate.privacy: λ must be >= 0, got {lam!r}.")
+        for concept in self.erasure:
+            check_choice("mitigate.erasure", concept, ERASURE_CONCEPTS)
         for method in self.fairness:
             check_choice("mitigate.fairness", method, FAIRNESS_METHODS)
         for snr in self.smoothing_snr:
@@ -157,7 +166,7 @@ class MitigateSettings:
 
     @property
     def any(self) -> bool:
-        return bool(self.privacy or self.fairness or self.smoothing_snr)
+        return bool(self.privacy or self.fairness or self.smoothing_snr or self.erasure)
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,8 @@ class _CorpusRun:
             pooling=heads.pooling,
             epochs=heads.epochs,
             min_steps=heads.min_steps,
+            patience=heads.patience,
+            max_epochs=heads.max_epochs,
             device=self.config.device,
             seed=self.config.seed,
         )

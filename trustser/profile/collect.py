@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trustser._validation import check_choice
+from trustser._validation import TrustSERError, check_choice
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.metrics.bootstrap import interval as bootstrap_interval
 from trustser.profile.axes import axis_options, details_order, new_row, registered_axes
@@ -34,6 +34,7 @@ from trustser.profile.paper import paper_reference
 from trustser.profile.results import Results, maybe_json
 from trustser.profile.scales import SCALE_MODES, score_profile
 from trustser.runs import DEFAULT_RUNS, TASKS, ModelName, RunLayout, safe_name
+from trustser.variants import parse as parse_variant
 
 __all__ = [
     "collect_backbone",
@@ -111,6 +112,7 @@ def collect_backbone(
         entry.base = _display_name(_backbone_dir(root, model_name.base), model_name.base)
         entry.variant = model_name.tag
     results = Results(base, attack=attack, options=options)
+    entry.dev = _dev_figures(root, model_name)
     entry.training = _training(results.metrics("emotion"))
     entry.probe = results.probe()
     for axis in details_order():
@@ -185,6 +187,35 @@ def with_variants(layout: RunLayout, names: Sequence[str]) -> list[str]:
     for name in names:
         out.append(name)
         out += [v for v in layout.variants(name) if v not in out and v not in names]
+    return out
+
+
+def _dev_figures(root: Path, model: ModelName) -> dict[str, Any]:
+    """A variant's dev figures, as its kind reads them (empty for a backbone or a kind that
+    chooses nothing on dev)."""
+    try:
+        variant = parse_variant(model) if model.is_variant else None
+    except (ValueError, TrustSERError):  # a malformed tag: the row says so elsewhere
+        variant = None
+    if variant is None:
+        return {}
+    return dict(variant.dev_figures(RunLayout(root)) or {})
+
+
+def _mean_dev(rows: Sequence[BackboneProfile]) -> dict[str, Any]:
+    """The mean over corpora of the rows' numeric dev figures (empty unless every row has
+    them)."""
+    figures = [r.dev for r in rows]
+    if not figures or not all(figures):
+        return {}
+    keys = [
+        k for k, v in figures[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [f.get(key) for f in figures]
+        if all(isinstance(v, (int, float)) for v in values):
+            out[key] = float(np.mean(values))
     return out
 
 
@@ -364,6 +395,7 @@ def _mean_row(name: str, rows: dict[str, BackboneProfile], replicates: int) -> B
             combined = axis.combine(list(rows.values()))
             axis.set_details(entry, combined.details)
             entry.context.update(combined.context)
+    entry.dev = _mean_dev(list(rows.values()))
     entry.notes.append(f"mean over {len(rows)} corpora: {', '.join(rows)}")
     return entry
 

@@ -38,7 +38,7 @@ class ProfileError(TrustSERError, ValueError):
 
 # Fields written to profile.json only when they hold something, so a profile whose axes all have
 # fields of their own (format 1's five) reads exactly as before these fields existed.
-_WRITTEN_WHEN_SET = ("axis_details", "not_measurable")
+_WRITTEN_WHEN_SET = ("axis_details", "not_measurable", "dev")
 
 
 @dataclass
@@ -81,6 +81,9 @@ class BackboneProfile:
     corpus: str | None = None
     axis_details: dict[str, dict[str, Any]] = field(default_factory=dict)
     not_measurable: dict[str, str] = field(default_factory=dict)  # axis -> why, in words
+    # A variant's figures on dev clips (its kind's ``dev_figures``): what ``recommend`` chooses
+    # among variants of one backbone by (λ of privacy-l<λ>), never the test figures it ranks by.
+    dev: dict[str, Any] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:

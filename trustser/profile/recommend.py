@@ -11,6 +11,12 @@ An axis that is *not measurable* for a candidate (fairness and the gender attack
 one gender) is never scored as 0: it is left out of the weighing for every candidate — its
 weight shared out over the other weighted axes in proportion — so all are ranked on the same
 axes, and the result names it with the reason (:attr:`Recommendation.unweighed`).
+
+The ranking uses the test figures it shows. A choice among variants of one backbone that differ
+only in a setting (the λ of ``privacy-l<λ>``) is not a ranking but a model selection, made as a
+user would make it, on **dev** figures only: the variant's kind chooses one
+(:meth:`~trustser.variants.VariantKind.choose_on_dev`, from each row's ``dev`` figures), and the
+others are left out of the ranking with the reason (``dev_choices``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from trustser.profile.collect import collect_profile
 from trustser.profile.intervals import DEFAULT_SEED
 from trustser.profile.model import MEAN_CORPUS, BackboneProfile, Profile, ProfileError, read_profile
 from trustser.profile.scales import axis_score, scale_bounds, score_profile
+from trustser.runs import ModelName
+from trustser.variants import Variant
+from trustser.variants import parse as parse_variant
 
 __all__ = [
     "CONFIDENCE",
@@ -38,6 +47,7 @@ __all__ = [
     "Ranked",
     "RecommendError",
     "Recommendation",
+    "dev_choices",
     "parse_weights",
     "recommend",
     "recommendation_to_markdown",
@@ -121,6 +131,9 @@ class Recommendation:
     replicates: int = 0
     # Weighted axes left out because some candidate cannot measure them: axis -> why.
     unweighed: dict[str, str] = field(default_factory=dict)
+    # Per family of variants of one backbone, the one chosen on dev (``chosen``, ``rule``,
+    # ``candidates``); the others appear in ``excluded`` with why.
+    dev_choices: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def best(self) -> str | None:
@@ -335,19 +348,62 @@ def _check_on_scale(profile: Profile, weights: Mapping[str, float]) -> None:
         )
 
 
+def dev_choices(profile: Profile) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The variants chosen on dev among each family of variants of one backbone (rows of one
+    base and kind with dev figures; two at least), and why each other member is left out."""
+    families: dict[tuple[Any, ...], list[tuple[Variant, BackboneProfile]]] = {}
+    for entry in profile.backbones:
+        if not entry.is_variant or not entry.dev:
+            continue
+        if profile.corpora and entry.corpus not in (None, MEAN_CORPUS):
+            continue
+        try:
+            variant = parse_variant(ModelName(entry.base or entry.name, entry.variant))
+        except (ValueError, TrustSERError):
+            continue
+        if variant is not None:
+            families.setdefault((entry.base, variant.kind.word), []).append((variant, entry))
+    choices, left_out = [], {}
+    for (base, _), members in families.items():
+        if len(members) < 2:
+            continue
+        kind = members[0][0].kind
+        choice = kind.choose_on_dev([(v, e.dev) for v, e in members])
+        if choice is None:
+            continue
+        row_of = {v.name: e.name for v, e in members}
+        chosen = row_of[choice.chosen]
+        choices.append(
+            {
+                "base": base,
+                "kind": kind.word,
+                "chosen": chosen,
+                "rule": choice.rule,
+                "candidates": [e.name for _, e in members],
+            }
+        )
+        for name, why in choice.rejected.items():
+            left_out[row_of[name]] = f"not chosen on dev among the {kind.label} variants ({why})"
+    return choices, left_out
+
+
 def _unmeasurable(entry: BackboneProfile, axis: str) -> bool:
     return entry.scores.get(axis) is None and axis in (entry.not_measurable or {})
 
 
 def _rankable(
-    profile: Profile, weights: Mapping[str, float]
+    profile: Profile, weights: Mapping[str, float], left_out: Mapping[str, str]
 ) -> tuple[list[BackboneProfile], dict[str, str]]:
-    """The rows that can be ranked, and why each other row is not: it lacks a weighted axis
-    that was not run (an axis the row cannot measure does not exclude it)."""
+    """The rows that can be ranked, and why each other row is not: a variant not chosen on dev
+    (``left_out``), or a row lacking a weighted axis that was not run (an axis the row cannot
+    measure does not exclude it)."""
     rows, excluded = [], {}
     for entry in profile.backbones:
         if profile.corpora and entry.corpus not in (None, MEAN_CORPUS):
             continue  # across corpora, the means over corpora are ranked
+        if entry.name in left_out:
+            excluded[entry.name] = left_out[entry.name]
+            continue
         lacking = [
             a
             for a in weights
@@ -426,7 +482,8 @@ def recommend(
     """Rank the backbones of ``profile`` for ``scenario`` (edge, cloud, critical) or ``weights``."""
     weighing = _weighing(scenario, weights)
     _check_on_scale(profile, weighing.weights)
-    rows, excluded = _rankable(profile, weighing.weights)
+    choices, left_out = dev_choices(profile)
+    rows, excluded = _rankable(profile, weighing.weights, left_out)
     normalised, unweighed = _unweighed(rows, weighing.weights)
     candidates = _candidates(rows, normalised, excluded)
     entries = [c[1] for c in candidates]
@@ -468,6 +525,7 @@ def recommend(
         tied=tied,
         replicates=replicates,
         unweighed=unweighed,
+        dev_choices=choices,
     )
 
 
@@ -508,6 +566,11 @@ def recommendation_to_markdown(result: Recommendation) -> str:
     lines += ["", f"Choice: **{result.verdict}**.", ""]
     if result.paper_choice:
         lines += [f"The paper's Table 5 recommends {result.paper_choice} for this scenario.", ""]
+    for choice in result.dev_choices:
+        lines += [
+            f"- chosen on dev among {', '.join(choice['candidates'])}: **{choice['chosen']}** "
+            f"({choice['rule']})"
+        ]
     lines += [f"- not ranked: **{k}** — {v}" for k, v in result.excluded.items()]
     lines += [f"- {text}" for text in [unweighed_text(result)] if text]
     return "\n".join(lines).rstrip() + "\n"

@@ -150,6 +150,10 @@ def _recommendations(profile: Profile) -> str:
             f"<p>Choice: <b>{_e(result.verdict)}</b></p>"
             + _table(["rank", "backbone", "weighted score", "reasons"], rows, raw_last=True)
             + "".join(
+                f'<p class="note">chosen on dev: {_e(c["chosen"])} ({_e(c["rule"])})</p>'
+                for c in result.dev_choices
+            )
+            + "".join(
                 f'<p class="missing">not ranked: {_e(k)} — {_e(v)}</p>'
                 for k, v in result.excluded.items()
             )

@@ -5,7 +5,9 @@
   judged by fresh attackers on the encoder's output;
 * ``fair-post`` / ``fair-reweight`` (:mod:`.fairness`): per-gender logit offsets fitted on dev,
   or gender × class reweighting of the loss;
-* ``smooth-s<s>-n<N>`` (:mod:`.smoothing`): randomized smoothing at inference.
+* ``smooth-s<s>-n<N>`` (:mod:`.smoothing`): randomized smoothing at inference;
+* ``erase-gender`` (:mod:`.erasure`): gender erased from every hidden state by LEACE, judged
+  by fresh attackers like ``privacy-l<λ>`` (:mod:`.attackers`).
 
 ``parse("whisper_tiny_en_offline@top1")`` gives the :class:`~.kind.Variant` (None for a base
 backbone); every stage asks it what it needs. A new kind is a module with a
@@ -21,8 +23,11 @@ from typing import TYPE_CHECKING, Any
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.probe import ProbeResult
 from trustser.runs import ModelName, RunLayout, forget_variant_word, register_variant_word
-from trustser.variants import fairness, finetune, privacy, smoothing
+from trustser.variants import erasure, fairness, finetune, privacy, smoothing
 from trustser.variants import kind as _kind_module
+from trustser.variants.kind import (
+    DevChoice as DevChoice,
+)
 from trustser.variants.kind import (
     Exposed as Exposed,
 )
@@ -60,6 +65,7 @@ _BUILT_IN: tuple[VariantKind, ...] = (
     privacy.KIND,
     fairness.KIND,
     smoothing.KIND,
+    erasure.KIND,
 )
 _KINDS: dict[str, VariantKind] = {k.word: k for k in _BUILT_IN}
 

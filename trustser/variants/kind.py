@@ -16,6 +16,10 @@ attacked               :meth:`~VariantKind.not_attackable` (why not), :meth:`~Va
 privacy                :meth:`~VariantKind.exposes_base_representation`: it inherits its
                        base's privacy runs; :meth:`~VariantKind.exposed`: the embeddings its
                        deployed model exposes (what speaker verification attacks)
+compared               :meth:`~VariantKind.control` (the variant its change is also reported
+                       against), :meth:`~VariantKind.dev_figures` and
+                       :meth:`~VariantKind.choose_on_dev` (which of several variants of one
+                       backbone a user deploys, chosen on dev clips only)
 cost                   :meth:`~VariantKind.inference_passes`: forward passes per clip
 described              :attr:`~VariantKind.summary` (the kind), :meth:`~VariantKind.describe`
                        (a variant), :attr:`~VariantKind.mitigation` (the profile's
@@ -40,6 +44,7 @@ from trustser.heads.estimator import HeadClassifier
 from trustser.runs import VARIANT_SEPARATOR, ModelName, RunLayout, inherit_privacy_runs
 
 __all__ = [
+    "DevChoice",
     "Exposed",
     "FitRequest",
     "Variant",
@@ -58,14 +63,16 @@ class VariantError(TrustSERError, ValueError):
 def encoder_fold(fold: str, available: Sequence[str], *, task: str) -> str:
     """Which emotion fold's deployed encoder a ``task`` fold of a variant is measured on.
 
-    The fold of the same name (gender heads and probes share the emotion folds, so the adversary
-    is tested on speakers neither model saw); the speaker task has its own split, so a fold name
-    the emotion run lacks takes the first emotion fold's encoder (one deployed model).
+    Gender heads and probes share the emotion folds, so gender fold k reads emotion fold k's
+    encoder (the adversary is tested on speakers neither model saw). The speaker task has its
+    own utterance split, whose fold names only happen to match the emotion folds' (``fold<k>``):
+    every speaker fold reads **one** deployed encoder, the first emotion fold's of ``available``
+    (in fold order), so the closed-set attack trains and tests on a single model's output.
     """
-    if fold in available:
-        return fold
     if task == "speaker" and available:
         return available[0]
+    if fold in available:
+        return fold
     raise VariantError(
         f"fold {fold!r} has no trained encoder of this variant (it has: "
         f"{', '.join(available) or 'none'}); fit that fold's emotion model first (e.g. "
@@ -163,6 +170,17 @@ class VariantFit:
         return self.metrics
 
 
+@dataclass(frozen=True)
+class DevChoice:
+    """Which of several variants of one backbone a kind would deploy, chosen on **dev** figures
+    only (test figures are shown beside them, never used to choose): ``chosen`` (a variant
+    name), the ``rule`` in words, and why each other candidate lost (``rejected``)."""
+
+    chosen: str
+    rule: str
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
 class VariantKind:
     """One kind of variant; subclass it in a module of :mod:`trustser.variants` and register
     the instance (module docstring). Defaults describe a variant that changes nothing but its
@@ -173,6 +191,7 @@ class VariantKind:
     summary: ClassVar[str]  # one line: what the kind does and its tag's form
     form: ClassVar[str]  # the tag's form, for error messages (``top<K> with K >= 1 ...``)
     mitigation: ClassVar[bool] = True  # listed in the profile's Mitigations section
+    targets: ClassVar[str | None] = None  # the profile axis the mitigation aims to improve
 
     # ------------------------------------------------------------------ tag grammar
     def parse(self, tag: str) -> dict[str, Any] | None:
@@ -245,6 +264,24 @@ class VariantKind:
 
     def defence(self, params: Mapping[str, Any], base: str) -> dict[str, Any] | None:
         """What an attack's summary records about a defence at inference (None: none)."""
+        return None
+
+    def control(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The parameters of the variant of the same kind that this one's change is also
+        reported against — the same model without the mitigation (a λ = 0 control) — or None
+        when its base is its only reference."""
+        return None
+
+    def dev_figures(self, variant: Variant, layout: RunLayout) -> dict[str, Any] | None:
+        """The variant's figures on **dev** clips, read from its runs, that
+        :meth:`choose_on_dev` compares (None: none, or the kind makes no such choice)."""
+        return None
+
+    def choose_on_dev(
+        self, candidates: Sequence[tuple[Variant, Mapping[str, Any]]]
+    ) -> DevChoice | None:
+        """Which of ``candidates`` (variants of one backbone with their :meth:`dev_figures`)
+        this kind would deploy (None: it makes no such choice, every variant stands alone)."""
         return None
 
     def planned(self, base: str, settings: Mapping[str, Any]) -> list[Variant]:
@@ -335,6 +372,15 @@ class Variant:
     @property
     def defence(self) -> dict[str, Any] | None:
         return self.kind.defence(self.params, self.base)
+
+    @property
+    def control(self) -> Variant | None:
+        """The variant of the same kind whose change this one's is also compared with."""
+        params = self.kind.control(self.params)
+        return None if params is None else self.kind.variant(self.base, **params)
+
+    def dev_figures(self, layout: RunLayout) -> dict[str, Any] | None:
+        return self.kind.dev_figures(self, layout)
 
     def fit(self, request: FitRequest) -> VariantFit:
         """Fit (or evaluate) the variant and write its runs; a variant that exposes its base's

@@ -7,68 +7,75 @@ base's heads') and writes the variant ``<runs>/<backbone>@privacy-l<λ>/emotion/
 layout (the saved model is a plain
 layer-weighted head, so ``trustser attack`` runs it end to end: backbone → encoder → classifier).
 
+**The λ = 0 control.** ``privacy-l0`` is the same narrow encoder (layer weights and the 1×1
+conv stack, ``[T, H]``) trained for emotion alone, from the same seed: the change of a λ > 0
+variant against it is the adversary's; against the base it mixes the adversary with the switch
+to a narrow encoder. Every sweep fits it (:meth:`PrivacyKind.planned`, ``trustser mitigate
+privacy``), and each λ's change is reported against both (:meth:`PrivacyKind.control`).
+
 What a deployment shares is the **encoder's output**: the head's front end (layer weights and
 the 1×1 conv stack) applied to every frame, ``[T, H]`` per clip (:func:`encoder_frames`). Privacy
-is judged only by attackers trained afresh on that output — never by the adversary used in
-training, which the encoder may fool without hiding anything:
+is judged only by attackers trained afresh on that output (:mod:`trustser.variants.attackers`),
+never by the adversary used in training, which the encoder may fool without hiding anything.
 
-* a gender head (the layer-weighted head on the one "layer" of encoder frames) trained on the
-  fold's training speakers and tested on its held-out speakers → ``gender/``;
-* the speaker-ID head on the speaker task's own split (closed set) → ``speaker/``;
-* linear probes (logistic regression on the time-mean of the encoder frames) for both →
-  ``probe/metrics.json``.
-
-These are the files the profile's privacy axis reads for any backbone, so the variant's privacy
-is measured exactly as a backbone's. Each task fold uses the encoder of the emotion fold of the
-same name (the speaker split, which has no such fold, uses the first: one deployed model;
-:func:`~trustser.variants.kind.encoder_fold`).
+**Choosing λ.** Which λ a user would deploy is chosen on dev clips only
+(:func:`choose_lambda`): the lowest dev accuracy of the strongest fresh gender attacker among the
+λ whose dev emotion UAR is within :data:`DEV_UAR_FLOOR` of the control's.
 """
 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from trustser._version import __version__
 from trustser.devices import resolve_device
-from trustser.heads.crossval import FoldVariant, TaskResult, TrainingEvent, cross_validate
-from trustser.heads.data import PackedFeatures, StoreGroupError
-from trustser.heads.estimator import HeadClassifier
+from trustser.heads.crossval import FoldVariant, cross_validate
+from trustser.heads.data import PackedFeatures
 from trustser.heads.mitigated import MitigatedHeadClassifier
 from trustser.heads.model import LayerWeightedHead, load_head
-from trustser.heads.probe import probe_task
-from trustser.heads.tasks import Split, Task, build_task, select_splits
-from trustser.heads.training import store_info
-from trustser.runs import RunLayout, write_json
+from trustser.heads.tasks import Split
+from trustser.runs import RunLayout
+from trustser.variants.attackers import (
+    EncodedRepresentation,
+    PrivacyFitData,
+    attack_representation,
+    privacy_figures,
+)
 from trustser.variants.kind import (
+    DevChoice,
     Exposed,
     FitRequest,
     Variant,
     VariantError,
     VariantFit,
     VariantKind,
-    encoder_fold,
     fold_means,
 )
 
 __all__ = [
+    "CONTROL_LAMBDA",
     "DEFAULT_LAMBDAS",
+    "DEV_UAR_FLOOR",
     "KIND",
     "PrivacyKind",
     "attack_representation",
+    "choose_lambda",
     "encoder_frames",
     "encoder_means",
     "fit_privacy",
+    "with_control",
 ]
 
 DEFAULT_LAMBDAS = (0.1, 0.3, 1.0)
-TASK_ORDER = ("emotion", "gender", "speaker")
+CONTROL_LAMBDA = 0.0  # the same encoder trained for emotion alone
+# The largest drop of dev emotion UAR below the λ = 0 control's that a chosen λ may cost (the
+# fairness post-processing's floor too); fixed, not tuned to any corpus.
+DEV_UAR_FLOOR = 0.02
 
 
 @torch.no_grad()
@@ -127,105 +134,6 @@ def encoder_means(variant: Variant, group: Any, layout: RunLayout) -> Exposed:
     )
 
 
-class _Attacker(FoldVariant):
-    """A fresh attacker of one task: each fold reads the representation of its emotion fold's
-    encoder (:func:`~trustser.variants.kind.encoder_fold`)."""
-
-    def __init__(
-        self,
-        task: Task,
-        encoded: Mapping[str, PackedFeatures],
-        identity: Mapping[str, Any],
-        description: Mapping[str, Any],
-    ) -> None:
-        self.task, self.encoded, self.identity = task, encoded, identity
-        self.description = {
-            **description,
-            "trained": "a fresh attacker head on the encoder's output",
-        }
-
-    def _fold(self, split: Split) -> str:
-        return encoder_fold(split.name, list(self.encoded), task=self.task.name)
-
-    def features(self, split: Split, source: Any) -> PackedFeatures:
-        return self.encoded[self._fold(split)]
-
-    def fold_identity(self, split: Split) -> Any:
-        return self.identity.get(self._fold(split))
-
-
-def attack_representation(
-    encoded: Mapping[str, PackedFeatures],
-    tasks: Sequence[Task],
-    *,
-    estimator: HeadClassifier,
-    manifest: Any,
-    layout: RunLayout,
-    variant: str,
-    store_info: Mapping[str, Any],
-    folds: str | Sequence[str] | None = None,
-    description: Mapping[str, Any] | None = None,
-    identity: Mapping[str, Any] | None = None,
-    callback: Callable[[TrainingEvent], None] | None = None,
-    resume: bool = True,
-) -> tuple[list[TaskResult], dict[str, Any]]:
-    """Fresh attackers on a shared representation: per task (gender, speaker) a head
-    (``estimator``) trained on ``encoded[fold]`` (the representation of the emotion fold's
-    encoder, whose files ``identity`` names) and a linear probe; writes ``<variant>/<task>/``
-    and ``<variant>/probe/metrics.json``. Returns the task runs and the probe metrics."""
-    available = list(encoded)
-    first = encoded[available[0]]
-    results: list[TaskResult] = []
-    probe: dict[str, Any] = {
-        "backbone": variant,
-        "store": dict(store_info),
-        "features": "time-mean of the encoder's output (the shared representation)",
-        "model": "LogisticRegression(C=1.0, class_weight='balanced', L2, lbfgs, max_iter=2000)",
-        "std": "population standard deviation over folds (ddof=0)",
-        "tasks": {},
-        "trustser_version": __version__,
-        "variant": dict(description or {}),
-    }
-    for task in tasks:
-        splits = select_splits(task, folds if task.name != "speaker" else None)
-        results.append(
-            cross_validate(
-                estimator,
-                task,
-                splits,
-                first,
-                manifest=manifest,
-                layout=layout,
-                model=variant,
-                store_info=store_info,
-                variant=_Attacker(task, encoded, dict(identity or {}), dict(description or {})),
-                callback=callback,
-                resume=resume,
-            )
-        )
-        ids = list(dict.fromkeys(i for s in splits for i in s.ids))
-
-        def means_of(split: Any, task: Task = task, ids: list[str] = ids) -> np.ndarray:
-            source = encoded[encoder_fold(split.name, available, task=task.name)]
-            return np.asarray(source.means(ids), dtype=np.float64)
-
-        result = probe_task(means_of, ids, task, splits)
-        probe["tasks"][task.name] = {
-            **result.to_dict(),
-            "split_scheme": task.scheme,
-            "folds": [s.name for s in splits],
-        }
-        for key in ("test_uar", "test_accuracy", "test_macro_f1", "dev_uar", "dev_accuracy"):
-            for stat in ("mean", "std"):
-                probe[f"{task.name}_{key}_{stat}"] = result.all_layers[f"{key}_{stat}"]
-                probe[f"{task.name}_dev_chosen_layer_{key}_{stat}"] = result.dev_chosen[
-                    f"{key}_{stat}"
-                ]
-        probe[f"{task.name}_dev_chosen_layers"] = result.dev_chosen["layers"]
-    write_json(layout.probe_dir(variant) / "metrics.json", probe)
-    return results, probe
-
-
 class _Adversarial(FoldVariant):
     """The emotion head trained against the gender adversary: genders in ``fit``, the training
     adversary's dev accuracy recorded beside each head (for reference only)."""
@@ -253,68 +161,36 @@ class _Adversarial(FoldVariant):
 def fit_privacy(variant: Variant, request: FitRequest) -> VariantFit:
     """Train ``<backbone>@privacy-l<λ>``'s emotion heads against the gender adversary, then
     judge the encoder they share with fresh attackers (module docstring)."""
-    from trustser.store import open_group
-
-    start = time.perf_counter()
-    group, name = open_group(request.store, variant.base, error=StoreGroupError)
-    manifest = group.manifest()
-    emotion, gender, speaker = (build_task(t, manifest, seed=request.seed) for t in TASK_ORDER)
-    folds = request.folds
-    emotion_splits = select_splits(emotion, folds)
-    needed = list(
-        dict.fromkeys(
-            i
-            for task in (emotion, gender, speaker)
-            for s in select_splits(task, folds if task is not speaker else None)
-            for i in s.ids
-        )
-    )
-    source = PackedFeatures.from_source(group, needed)
-    info = store_info(request.store, group, name)
+    data = PrivacyFitData.open(variant, request)
+    source = PackedFeatures.from_source(data.group, data.needed)
     layout = request.layout
     description = KIND.description(variant, request)
     estimator = MitigatedHeadClassifier(
         adversary_weight=float(variant.params["lam"]), **request.estimator.get_params()
     )
+    genders = {u.id: u.gender for u in data.manifest.utterances}
     emotion_run = cross_validate(
         estimator,
-        emotion,
-        emotion_splits,
+        data.emotion,
+        data.emotion_splits,
         source,
-        manifest=manifest,
+        manifest=data.manifest,
         layout=layout,
         model=variant.name,
-        store_info=info,
-        variant=_Adversarial(description, {u.id: u.gender for u in manifest.utterances}),
+        store_info=data.store_info,
+        variant=_Adversarial(description, genders),
         callback=request.callback,
         resume=request.resume,
     )
     device = resolve_device(request.estimator.device)
-    paths = {s.name: layout.head_path(variant.name, "emotion", s.name) for s in emotion_splits}
+    paths = {s.name: layout.head_path(variant.name, "emotion", s.name) for s in data.emotion_splits}
     encoded = {
-        fold: encoder_frames(load_head(path, device=device)[0], source, needed)
+        fold: encoder_frames(load_head(path, device=device)[0], source, data.needed)
         for fold, path in paths.items()
     }
-    attackers, probe = attack_representation(
-        encoded,
-        [gender, speaker],
-        estimator=request.estimator,
-        manifest=manifest,
-        layout=layout,
-        variant=variant.name,
-        store_info=info,
-        folds=folds,
-        description=description,
-        identity={fold: _file_digest(path) for fold, path in paths.items()},
-        callback=request.callback,
-        resume=request.resume,
-    )
-    return VariantFit(
-        variant.name,
-        tasks=[emotion_run, *attackers],
-        probe=probe,
-        seconds=time.perf_counter() - start,
-    )
+    identity = {fold: _file_digest(path) for fold, path in paths.items()}
+    representation = EncodedRepresentation(encoded, identity)
+    return data.judged(variant, request, representation, emotion_run, description)
 
 
 def _file_digest(path: Path) -> str:
@@ -327,6 +203,7 @@ class PrivacyKind(VariantKind):
     """``privacy-l<λ>``: the emotion head trained against a gender adversary of weight λ."""
 
     word = "privacy"
+    targets = "privacy"
     label = "privacy mitigation"
     summary = "emotion head trained against a gender adversary with weight λ"
     form = "privacy-l<λ> with λ >= 0 (e.g. privacy-l0.3)"
@@ -342,7 +219,23 @@ class PrivacyKind(VariantKind):
         return f"privacy-l{float(lam):g}"
 
     def describe(self, params: Mapping[str, Any]) -> str:
+        if float(params["lam"]) == CONTROL_LAMBDA:
+            return "λ = 0 control: the privacy encoder trained for emotion alone"
         return f"gender adversary (gradient reversal), λ = {params['lam']:g}"
+
+    def control(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        return None if float(params["lam"]) == CONTROL_LAMBDA else {"lam": CONTROL_LAMBDA}
+
+    def dev_figures(self, variant: Variant, layout: RunLayout) -> dict[str, Any] | None:
+        figures = privacy_figures(layout, variant.name, "dev")
+        if figures["uar"] is None or figures["attacker_accuracy"] is None:
+            return None
+        return figures
+
+    def choose_on_dev(
+        self, candidates: Sequence[tuple[Variant, Mapping[str, Any]]]
+    ) -> DevChoice | None:
+        return choose_lambda(candidates)
 
     def description(self, variant: Variant, request: FitRequest) -> dict[str, Any]:
         return {
@@ -356,7 +249,8 @@ class PrivacyKind(VariantKind):
         }
 
     def planned(self, base: str, settings: Mapping[str, Any]) -> list[Variant]:
-        return [self.variant(base, lam=float(lam)) for lam in settings.get("privacy", ())]
+        """The λ of ``[mitigate] privacy``, the λ = 0 control first (always fitted)."""
+        return [self.variant(base, lam=lam) for lam in with_control(settings.get("privacy", ()))]
 
     def exposed(self, variant: Variant, group: Any, layout: RunLayout) -> Exposed:
         return encoder_means(variant, group, layout)
@@ -366,3 +260,57 @@ class PrivacyKind(VariantKind):
 
 
 KIND = PrivacyKind()
+
+
+def with_control(lambdas: Sequence[float]) -> list[float]:
+    """``lambdas`` with the λ = 0 control first (once), in the order given; empty stays empty
+    (no privacy sweep, no control)."""
+    values = [float(lam) for lam in lambdas]
+    if not values:
+        return []
+    return list(dict.fromkeys([CONTROL_LAMBDA, *values]))
+
+
+def choose_lambda(
+    candidates: Sequence[tuple[Variant, Mapping[str, Any]]], *, uar_floor: float = DEV_UAR_FLOOR
+) -> DevChoice | None:
+    """The λ a user would deploy, from **dev** figures only (:func:`privacy_figures` with
+    role ``dev``): among the λ whose dev emotion UAR is at most ``uar_floor`` below the λ = 0
+    control's (the best dev UAR when the control is absent), the one whose strongest fresh
+    gender attacker has the lowest dev accuracy; ties go to the higher dev UAR, then the
+    smaller λ. None when no candidate has both dev figures."""
+    usable = [
+        (v, f)
+        for v, f in candidates
+        if f.get("uar") is not None and f.get("attacker_accuracy") is not None
+    ]
+    if not usable:
+        return None
+    control = [f for v, f in usable if float(v.params["lam"]) == CONTROL_LAMBDA]
+    reference = control[0]["uar"] if control else max(f["uar"] for _, f in usable)
+    where = "the λ = 0 control's" if control else "the best λ's"
+    admissible = [(v, f) for v, f in usable if f["uar"] >= reference - uar_floor - 1e-12]
+    chosen, best = min(
+        admissible,
+        key=lambda c: (c[1]["attacker_accuracy"], -c[1]["uar"], float(c[0].params["lam"])),
+    )
+    rejected = {}
+    for v, f in usable:
+        if v.name == chosen.name:
+            continue
+        if f["uar"] < reference - uar_floor - 1e-12:
+            why = (
+                f"dev UAR {f['uar']:.3f} is more than {uar_floor:g} below {where} ({reference:.3f})"
+            )
+        else:
+            why = (
+                f"dev attacker accuracy {f['attacker_accuracy']:.3f} vs "
+                f"{best['attacker_accuracy']:.3f} for λ = {chosen.params['lam']:g}"
+            )
+        rejected[v.name] = why
+    rule = (
+        f"on dev: the lowest accuracy of the strongest fresh gender attacker among the λ whose "
+        f"emotion UAR is within {uar_floor:g} of {where} ({reference:.3f}); ties: higher UAR, "
+        "then smaller λ"
+    )
+    return DevChoice(chosen.name, rule, rejected)
