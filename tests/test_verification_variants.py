@@ -150,3 +150,23 @@ def test_a_fine_tuned_variant_exposes_its_fine_tuned_blocks(tmp_path, toy_manife
     result = verify_model(store, "tiny:whisper@top1", runs=runs, replicates=20)
     assert "fine-tuned top 1 block" in result.metrics["features"]
     assert result.metrics["pooled_across_folds"] is True
+
+
+def test_an_erased_variant_is_linked_on_its_erased_features(mitigated, tmp_path):
+    """A LEACE variant exposes each fold's erased hidden states: what its eraser leaves."""
+    store = mitigated["store"]
+    runs = tmp_path / "runs"
+    fit_variant(store, "voice@erase-gender", _estimator(), runs=runs)
+    group = open_store(store).group("voice")
+    exposed = parse("voice@erase-gender").exposed(group, RunLayout(runs))
+    folds = sorted(exposed.source)
+    assert folds == sorted(f.name for f in group.manifest().folds)
+    ids = list(group.ids)[:7]
+    from trustser.variants.erasure import load_erasers
+
+    eraser = load_erasers(RunLayout(runs), parse("voice@erase-gender"))[folds[0]]
+    expected = eraser.erase_means(np.asarray(group.means(ids), dtype=np.float32))
+    np.testing.assert_allclose(exposed.source[folds[0]](ids), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(exposed.source[folds[0]](ids), group.means(ids))
+    result = verify_model(store, "voice@erase-gender", runs=runs, replicates=20)
+    assert "eraser" in result.metrics["features"]

@@ -44,7 +44,15 @@ from trustser.heads.training import open_features
 from trustser.manifest import GENDERS
 from trustser.runs import RunLayout
 from trustser.variants.attackers import PrivacyFitData, privacy_figures
-from trustser.variants.kind import FitRequest, Variant, VariantError, VariantFit, VariantKind
+from trustser.variants.kind import (
+    Exposed,
+    FitRequest,
+    Variant,
+    VariantError,
+    VariantFit,
+    VariantKind,
+    fold_means,
+)
 
 __all__ = [
     "CONCEPTS",
@@ -438,6 +446,15 @@ class ErasureKind(VariantKind):
                 f"head to {head.sidecar.get('fold')!r}; refit the variant."
             )
         return ErasedEncoder(encoder, eraser).to(head.device)
+
+    def exposed(self, variant: Variant, group: Any, layout: RunLayout) -> Exposed:
+        """Each fold's deployed model exposes every hidden state after that fold's eraser."""
+        representation = ErasedRepresentation(group, load_erasers(layout, variant))
+        ids = list(group.ids)
+        return Exposed(
+            fold_means(representation.folds, ids, lambda fold: representation.means(fold, ids)),
+            ErasedRepresentation.summary + " (each fold's deployed model)",
+        )
 
     def dev_figures(self, variant: Variant, layout: RunLayout) -> dict[str, Any] | None:
         figures = privacy_figures(layout, variant.name, "dev")
