@@ -233,7 +233,7 @@ def bootstrap(draws: RowBootstrap, chosen: str | None) -> None:
         return
     table = read_trial_scores(path)
     estimator = draws.estimator
-    figures = replicates_on(table, estimator.speakers, estimator.weights)
+    figures = replicates_on(table, estimator.speakers, estimator.draws.weights)
     for name, metrics in figures.items():
         value, samples = metrics["eer"]
         eer = bs.interval(value, samples, level=draws.level, method=METHOD_EER)
