@@ -16,6 +16,7 @@ from trustser.cli import (
     pipeline,
     privacy,
     profile,
+    robustness,
     store,
     synth,
     variants,
@@ -39,8 +40,8 @@ app.add_typer(
     privacy.app, name="privacy", help="Privacy attacks: speaker verification on unseen speakers."
 )
 # Single commands at the top level: extract, attack, cost, profile, recommend, compare, run, demo,
-# variants.
-for area in (extract, attack, profile, compare, pipeline, variants):
+# variants, robustness.
+for area in (extract, attack, profile, compare, pipeline, variants, robustness):
     app.add_typer(area.app)
 
 
