@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trustser._validation import TrustSERError, check_choice
+from trustser.corruptions import CorruptionError, suite
 from trustser.runs import ATTACK_METHODS, TASKS
 from trustser.variants.fairness import FAIRNESS_METHODS
 
@@ -28,6 +29,7 @@ __all__ = [
     "MitigateSettings",
     "PipelineConfig",
     "PipelineConfigError",
+    "RobustnessSettings",
     "VariantSettings",
     "config_from_options",
     "load_config",
@@ -161,6 +163,45 @@ class MitigateSettings:
         return bool(self.privacy or self.fairness or self.smoothing_snr)
 
 
+@dataclass(frozen=True)
+class RobustnessSettings:
+    """``[robustness]``: every backbone's heads and variants on corrupted test clips
+    (docs/robustness.md); the section's presence turns the stage on.
+
+    ``corruptions`` / ``severities``: the suite's cases (empty: every one); ``seed``: the suite
+    seed (None: the run's); ``bootstrap``: speaker-bootstrap replicates (0: no intervals);
+    ``variants``: also the backbones' variants; ``batch_size``: clips per batch.
+    """
+
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = ()
+    seed: int | None = None
+    bootstrap: int = 1000
+    variants: bool = True
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        for key in ("corruptions", "severities"):
+            value = getattr(self, key)
+            object.__setattr__(
+                self, key, tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            )
+        try:
+            suite(self.corruptions or None, levels=self.severities or None)
+        except CorruptionError as error:
+            raise PipelineConfigError(f"robustness: {error}") from None
+        for key, least in (("bootstrap", 0), ("batch_size", 1)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise PipelineConfigError(
+                    f"robustness.{key} must be a whole number >= {least}, got {value!r}."
+                )
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise PipelineConfigError(f"robustness.seed must be a whole number, got {self.seed!r}.")
+
+
 def _top_blocks(key: str, values: Any) -> tuple[int, ...]:
     values = (values,) if isinstance(values, int) else tuple(values or ())
     for value in values:
@@ -187,6 +228,7 @@ class PipelineConfig:
     profile_attack: tuple[str, float] = ("fgsm", 45.0)
     variants: VariantSettings = field(default_factory=VariantSettings)
     mitigate: MitigateSettings = field(default_factory=MitigateSettings)
+    robustness: RobustnessSettings | None = None  # None: no [robustness] stage
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -222,6 +264,10 @@ class PipelineConfig:
         if "emotion" not in self.heads.tasks and self.mitigate.any:
             raise PipelineConfigError(
                 "mitigations start from the emotion head: add 'emotion' to heads.tasks."
+            )
+        if "emotion" not in self.heads.tasks and self.robustness is not None:
+            raise PipelineConfigError(
+                "[robustness] evaluates the emotion heads: add 'emotion' to heads.tasks."
             )
         unknown = sorted(set(self.variants.per_backbone) - set(self.backbones))
         if unknown:
@@ -266,6 +312,7 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         "profile",
         "variants",
         "mitigate",
+        "robustness",
     }
     unknown = sorted(set(data) - top)
     if unknown:
@@ -303,6 +350,9 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         scale=str(profile.get("scale", "paper")),
         variants=_section(data, "variants", VariantSettings, path),
         mitigate=_section(data, "mitigate", MitigateSettings, path),
+        robustness=(
+            _section(data, "robustness", RobustnessSettings, path) if "robustness" in data else None
+        ),
     )
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -318,6 +368,7 @@ def config_from_options(
     device: str | None = None,
     seed: int | None = None,
     finetune_top: Sequence[int] = (),
+    robustness: bool = False,
 ) -> PipelineConfig:
     """The run configuration of ``trustser run``'s options.
 
@@ -326,6 +377,8 @@ def config_from_options(
     prepared ``manifest`` (its corpus name read from its header) and/or corpora by name, one
     root per name; unset options take the defaults (``runs``, ``auto``, seed 0, no variants).
     ``finetune_top`` lists K values: each backbone also runs its variant ``<backbone>@top<K>``.
+    ``robustness`` turns the ``[robustness]`` stage on with its defaults (a config file's
+    section keeps its settings).
     """
     if config is not None:
         loaded = load_config(config, out=out, device=device, seed=seed)
@@ -334,6 +387,8 @@ def config_from_options(
                 loaded,
                 variants=replace(loaded.variants, finetune_top=tuple(finetune_top)),
             )
+        if robustness and loaded.robustness is None:
+            loaded = replace(loaded, robustness=RobustnessSettings())
         return loaded
     sources = []
     if manifest is not None:
@@ -354,4 +409,5 @@ def config_from_options(
         device=device or "auto",
         seed=seed or 0,
         variants=VariantSettings(finetune_top=tuple(finetune_top)),
+        robustness=RobustnessSettings() if robustness else None,
     )

@@ -30,6 +30,7 @@ from trustser.corruptions.babble import Talker
 from trustser.corruptions.babble_pool import BabblePools
 from trustser.extract import ExtractionSummary, ExtractProgress, extract
 from trustser.manifest import Fold, Manifest, Utterance
+from trustser.store.plan import DEFAULT_SHARD_MB
 
 __all__ = [
     "COPIES_SUFFIX",
@@ -252,11 +253,13 @@ def extract_copies(
     *,
     device: str = "auto",
     num_workers: int = 2,
+    shard_mb: float = DEFAULT_SHARD_MB,
     progress: Callable[[ExtractProgress], None] | None = None,
 ) -> ExtractionSummary:
     """Extract ``copies`` into the store group ``group`` (a ``StoreGroup``) with the backbone and
     settings its clean clips were extracted with (its provenance: backbone, window, crop,
-    dtype, codec), resumably: copies already written are kept, a rerun finishes the rest."""
+    dtype, codec), resumably: units of copies already written are kept, a rerun (after an
+    interruption or an error) writes the rest. ``shard_mb`` sizes the units (§6.3)."""
     provenance = dict(group.provenance)
     corrupter = Corrupter(
         copies.source,
@@ -275,6 +278,7 @@ def extract_copies(
         codec=str(provenance["codec"]),
         max_seconds=provenance.get("max_seconds"),
         num_workers=num_workers,
+        shard_mb=shard_mb,
         progress=progress,
         transform=corrupter,
         derived=copies.record(),
