@@ -541,6 +541,15 @@ class StoreGroup(_Features):
         return list(self._done)
 
     @property
+    def derived_ids(self) -> list[str]:
+        """The done clips of derived manifests (corrupted copies, §4.1), part order: ``ids``
+        holds them too, ``ids`` less these are the corpora's clips."""
+        derived = {str(r["checksum"]) for r in self._manifest_refs(derived=True)}
+        if not derived:
+            return []
+        return [u for u, (p, _) in self._done.items() if str(p.attrs["manifest"]) in derived]
+
+    @property
     def skipped(self) -> dict[str, str]:
         """``{id: reason}`` for clips that could not be extracted."""
         return dict(self._skipped)
@@ -764,8 +773,7 @@ class StoreGroup(_Features):
             self.provenance["sample_rate"]
         )
         frames = sum(int(p.num_frames[i]) for p, i in done)
-        derived = {str(r["checksum"]) for r in self._manifest_refs(derived=True)}
-        copies = sum(1 for p, _ in done if str(p.attrs["manifest"]) in derived)
+        copies = len(self.derived_ids)
         disk = 0
         for part in self.parts:
             for dirpath, _, files in os.walk(part.path):

@@ -100,7 +100,7 @@ def _group_provenance(store: Path, backbone: str) -> dict[str, Any]:
         "provenance": {
             k: v for k, v in group.provenance.items() if k not in ("created", "versions")
         },
-        "num_done": len(group.ids),
+        "num_done": len(group.ids) - len(group.derived_ids),  # corrupted copies left out
     }
 
 

@@ -21,6 +21,7 @@ from trustser.robustness.run import (
     ModelResult,
     RobustnessProgress,
     RobustnessRun,
+    predict_from_cache,
     robustness_models,
     run_robustness,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "corrupted_id",
     "corrupted_set",
     "extract_copies",
+    "predict_from_cache",
     "read_clips",
     "read_summary",
     "robustness_models",

@@ -60,6 +60,7 @@ __all__ = [
     "ModelResult",
     "RobustnessProgress",
     "RobustnessRun",
+    "predict_from_cache",
     "robustness_models",
     "run_robustness",
 ]
@@ -395,22 +396,16 @@ class _Evaluation:
     def _predict(
         self, ids: Mapping[str, str], paths: Mapping[str, CachedPath], counter: _Counter
     ) -> dict[str, dict[str, int]]:
-        """``{model: {clean id: class index}}`` of the clips whose cached features are
-        ``ids[clean id]``."""
-        back = {stored: clip for clip, stored in ids.items()}
-        out: dict[str, dict[str, int]] = {name: {} for name in paths}
-        if not back:
-            return out
-        for batch in self.group.batches(list(back), batch_size=self.batch_size, shuffle=False):
-            hidden = torch.as_tensor(batch.hidden, dtype=torch.float32).to(self.device)
-            mask = torch.as_tensor(batch.mask, dtype=torch.bool).to(self.device)
-            clips = [back[i] for i in batch.ids]
-            genders = [self.manifest[c].gender for c in clips]
-            for name, path in paths.items():
-                predicted = path(hidden, mask, genders).argmax(1).tolist()
-                out[name].update(zip(clips, predicted, strict=True))
-            counter.advance(len(clips) * len(paths))
-        return out
+        genders = {clip: self.manifest[clip].gender for clip in ids}
+        return predict_from_cache(
+            self.group,
+            ids,
+            paths,
+            genders=genders,
+            batch_size=self.batch_size,
+            device=self.device,
+            advance=counter.advance,
+        )
 
     def _end_to_end(self, model: _Model, rows: dict[str, list[ClipRow]], counter: _Counter) -> None:
         """A model whose inference path the cache cannot stand in for: the deployed model on
@@ -489,6 +484,38 @@ class _Counter:
         self.done += int(count)
         total = max(self.total, self.done)
         self.report(RobustnessProgress(self.label, self.done, total, "clip passes"))
+
+
+def predict_from_cache(
+    group: Any,
+    ids: Mapping[str, str],
+    paths: Mapping[str, CachedPath],
+    *,
+    genders: Mapping[str, str],
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    advance: Callable[[int], None] = lambda count: None,
+) -> dict[str, dict[str, int]]:
+    """``{model: {clip: class index}}``: every model of ``paths`` on the clips whose cached
+    features are ``ids[clip]`` in the store group ``group`` (a copy's id, or the clip's own).
+
+    Each batch of features is read once and serves every model; ``genders[clip]`` reaches a
+    model that needs it at inference; ``advance(n)`` counts clip passes (clips × models).
+    """
+    back = {stored: clip for clip, stored in ids.items()}
+    out: dict[str, dict[str, int]] = {name: {} for name in paths}
+    if not back:
+        return out
+    for batch in group.batches(list(back), batch_size=batch_size, shuffle=False):
+        hidden = torch.as_tensor(batch.hidden, dtype=torch.float32).to(device)
+        mask = torch.as_tensor(batch.mask, dtype=torch.bool).to(device)
+        clips = [back[i] for i in batch.ids]
+        clip_genders = [genders[c] for c in clips]
+        for name, path in paths.items():
+            predicted = path(hidden, mask, clip_genders).argmax(1).tolist()
+            out[name].update(zip(clips, predicted, strict=True))
+        advance(len(clips) * len(paths))
+    return out
 
 
 def _row(u: Utterance, fold: Fold, case: CorruptionCase, clean: str, pred: str) -> ClipRow:
