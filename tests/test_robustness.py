@@ -193,19 +193,32 @@ def test_cache_predictions_equal_end_to_end_on_the_same_corrupted_clip(pipeline,
 
 
 def test_the_same_seed_gives_the_same_results_and_reuses_the_copies(pipeline, evaluated):
+    first = {m.model: m for m in evaluated.models}
+    before = {m.model: read_clips(m.directory) for m in evaluated.models}
     (again,) = run_robustness(
         pipeline["store"],
         runs=pipeline["runs"],
         corruptions=CORRUPTIONS,
         device="cpu",
-        batch_size=3,  # other batches: the same predictions
+        batch_size=3,  # other batches of cached features: the same predictions
         replicates=200,
+        variants=False,
     )
     assert again.extraction.clips_written == 0 and again.extraction.done == 16 * 7
-    for first, second in zip(evaluated.models, again.models, strict=True):
-        assert read_clips(first.directory) == read_clips(second.directory)
+    (smooth,) = run_robustness(  # randomized, so the same settings: the same draws
+        pipeline["store"],
+        runs=pipeline["runs"],
+        backbones=[SMOOTH],
+        corruptions=CORRUPTIONS,
+        device="cpu",
+        batch_size=4,
+        replicates=200,
+    )
+    for second in (*again.models, *smooth.models):
+        model = first[second.model]
+        assert before[second.model] == read_clips(second.directory)
         for key in ("cases", "suite_mean", "clean"):
-            assert json.dumps(first.summary[key], sort_keys=True) == json.dumps(
+            assert json.dumps(model.summary[key], sort_keys=True) == json.dumps(
                 second.summary[key], sort_keys=True
             )
 
@@ -302,6 +315,10 @@ def test_variant_kinds_say_whether_they_need_the_waveform():
 
 
 def test_bad_requests_fail_with_one_clear_sentence(pipeline):
+    from trustser.extract import ExtractionError, extract
+
+    with pytest.raises(ExtractionError, match="transform and derived go together"):
+        extract(pipeline["manifest"], pipeline["store"], BACKBONE, transform=lambda u, w: w)
     with pytest.raises(Exception, match="unknown corruption 'hum'"):
         run_robustness(pipeline["store"], runs=pipeline["runs"], corruptions=["hum"])
     with pytest.raises(RobustnessError, match="batch_size"):

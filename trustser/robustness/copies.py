@@ -39,6 +39,7 @@ __all__ = [
     "CorruptedSet",
     "Corrupter",
     "RobustnessError",
+    "copies_of",
     "corrupted_id",
     "corrupted_set",
     "extract_copies",
