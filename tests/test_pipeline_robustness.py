@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,18 +25,16 @@ from trustser.runs import RunLayout
 SMALL = RobustnessSettings(corruptions=("white_noise",), severities=(3,), bootstrap=20)
 
 
-def _config(manifest: Path, out: Path, **changes) -> PipelineConfig:
-    settings = {
-        "corpora": (CorpusSource("toy", manifest=str(manifest)),),
-        "backbones": ("tiny:whisper",),
-        "out": out,
-        "device": "cpu",
-        "heads": HeadSettings(tasks=("emotion",), epochs=2),
-        "attack": AttackSettings(methods=()),
-        "robustness": SMALL,
-        **changes,
-    }
-    return PipelineConfig(**settings)
+def _config(manifest: Path, out: Path, robustness: RobustnessSettings | None) -> PipelineConfig:
+    """The toy corpus through tiny:whisper: emotion heads only, no attack."""
+    config = config_from_options(manifest=manifest, backbones=["tiny:whisper"], out=out)
+    return replace(
+        config,
+        device="cpu",
+        heads=HeadSettings(tasks=("emotion",), epochs=2),
+        attack=AttackSettings(methods=()),
+        robustness=robustness,
+    )
 
 
 def _status(result, stage: str) -> str:
@@ -45,7 +44,7 @@ def _status(result, stage: str) -> str:
 def test_the_section_runs_once_then_is_skipped_and_reruns_when_it_changes(tmp_path, toy_manifest):
     manifest = write_manifest(toy_manifest, tmp_path / "toy.jsonl")
     out = tmp_path / "runs"
-    first = run_pipeline(_config(manifest, out), progress=False)
+    first = run_pipeline(_config(manifest, out, SMALL), progress=False)
     assert first.exit_code == 0, [e.detail for e in first.failures]
     assert _status(first, "robustness") == "done"
     summary = RunLayout(out / "toy").robustness_dir("tiny:whisper") / "summary.json"
@@ -53,11 +52,11 @@ def test_the_section_runs_once_then_is_skipped_and_reruns_when_it_changes(tmp_pa
     profile = json.loads((out / "toy" / "report" / "profile.json").read_text())
     assert profile["backbones"][0]["raw"]["robustness"] is not None
 
-    again = run_pipeline(_config(manifest, out), progress=False)
+    again = run_pipeline(_config(manifest, out, SMALL), progress=False)
     assert _status(again, "robustness") == "skipped"
 
     more = RobustnessSettings(corruptions=("white_noise", "telephone"), severities=(3, 1))
-    changed = run_pipeline(_config(manifest, out, robustness=more), progress=False)
+    changed = run_pipeline(_config(manifest, out, more), progress=False)
     assert _status(changed, "robustness") == "done"
     assert json.loads(summary.read_text())["suite"]["cases"] == [
         "white_noise-1",
@@ -67,11 +66,10 @@ def test_the_section_runs_once_then_is_skipped_and_reruns_when_it_changes(tmp_pa
 
     summary.unlink()  # a lost output is made again
     assert (
-        _status(run_pipeline(_config(manifest, out, robustness=more), progress=False), "robustness")
-        == "done"
+        _status(run_pipeline(_config(manifest, out, more), progress=False), "robustness") == "done"
     )
 
-    without = run_pipeline(_config(manifest, out, robustness=None), progress=False)
+    without = run_pipeline(_config(manifest, out, None), progress=False)
     assert all(e.stage != "robustness" for e in without.events)
 
 

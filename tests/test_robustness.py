@@ -41,17 +41,6 @@ TOP = f"{BACKBONE}@top1"
 SMOOTH = f"{BACKBONE}@smooth-s20-n2"
 SPEAKERS = (("s1", "female"), ("s2", "male"), ("s3", "female"), ("s4", "male"))
 CORRUPTIONS = ["white_noise", "babble", "telephone"]  # seeded, talkers, deterministic
-F0 = {"neutral": 120.0, "happy": 300.0, "sad": 700.0, "angry": 1600.0}
-
-
-def _tone(rng: np.random.Generator, index: int, emotion: str) -> np.ndarray:
-    """0.4–0.8 s of a tone near the emotion's F0, at a random level, plus a little noise."""
-    del index
-    n = int(16_000 * (0.4 + 0.4 * rng.random()))
-    t = np.arange(n) / 16_000
-    f0 = F0[emotion] * (1 + 0.05 * rng.standard_normal())
-    x = (0.1 + 0.2 * rng.random()) * np.sin(2 * np.pi * f0 * t)
-    return x + 0.01 * rng.standard_normal(n)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +54,7 @@ def pipeline(tmp_path_factory, toy_manifest_factory):
 
     root = tmp_path_factory.mktemp("robustness")
     groups = [[s] for s, _ in SPEAKERS]
-    manifest = toy_manifest_factory(root, speakers=SPEAKERS, groups=groups, clip=_tone)
+    manifest = toy_manifest_factory(root, speakers=SPEAKERS, groups=groups)
     store = root / "cache.zarr"
     extract(manifest, store, BACKBONE, device="cpu", progress=False, dtype="float32")
     shutil.copytree(store, root / "pristine.zarr")

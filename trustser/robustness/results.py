@@ -18,7 +18,7 @@ from typing import Any
 from trustser.corruptions import SUITE_VERSION, CorruptionCase
 from trustser.robustness.copies import RobustnessError
 from trustser.robustness.scores import ClipRow
-from trustser.runs import read_json, write_json
+from trustser.runs import PREDICTION_COLUMNS, read_json, write_json
 
 __all__ = [
     "CLIPS",
@@ -37,17 +37,8 @@ FORMAT = "trustser-robustness"
 FORMAT_VERSION = 1
 SUMMARY = "summary.json"
 CLIPS = "clips.csv"
-CLIP_COLUMNS = (
-    "id",
-    "fold",
-    "speaker",
-    "gender",
-    "true",
-    "case",
-    "clean_pred",
-    "pred",
-    "unchanged",
-)
+# a test clip (its predictions.csv columns up to the label), the case, both predictions
+CLIP_COLUMNS = (*PREDICTION_COLUMNS[:5], "case", "clean_pred", "pred", "unchanged")
 
 
 def write_clips(directory: str | os.PathLike, rows: Iterable[ClipRow]) -> Path:
