@@ -340,3 +340,22 @@ def test_cli_wiring_and_an_80_column_table(pipeline, evaluated):
     assert all(len(line) <= 80 for line in result.output.splitlines())
     bad = runner.invoke(app, [*args, "--corruption", "hum", "--no-progress"])
     assert bad.exit_code == 2 and "unknown corruption 'hum'" in bad.output
+
+
+def test_the_phase_bar_draws_one_bar_per_phase_with_its_unit():
+    import io
+
+    from rich.console import Console
+
+    from trustser.cli._progress import PhaseBar
+    from trustser.robustness import RobustnessProgress
+
+    stream = io.StringIO()
+    with PhaseBar(console=Console(file=stream, width=100, force_terminal=False)) as bar:
+        for done in (0, 5, 10):
+            bar(RobustnessProgress("tiny:whisper: corrupted copies", done, 10, "clips"))
+        for done in (0, 40):
+            bar(RobustnessProgress("tiny:whisper: evaluating", done, 40, "clip passes"))
+    text = stream.getvalue()
+    assert "corrupted copies" in text and "10/10 clips" in text
+    assert "evaluating" in text and "40/40 clip passes" in text
