@@ -264,6 +264,11 @@ def _run_backbone(
     )
     rows = evaluation.run(models, report)
     for model in models:
+        if not rows[model.name]:
+            raise RobustnessError(
+                f"{model.name}: none of its test clips has a corrupted copy with features in "
+                f"{store} (`trustser store skipped --backbone {name}` says why)."
+            )
         directory = layout.robustness_dir(model.name)
         scores = score_suite(
             rows[model.name],
