@@ -53,6 +53,7 @@ BENCHMARKS = (
     Benchmark("decode", "decode.py", "decode ms per clip at 16–48 kHz: torchaudio vs soxr", "no"),
     Benchmark("bootstrap", "bootstrap.py", "speaker bootstrap of every axis vs a loop", "no"),
     Benchmark("corruptions", "corruptions.py", "ms per 6 s clip of each corruption", "uses"),
+    Benchmark("robustness", "robustness.py", "N heads on corrupted copies: cache vs rerun", "uses"),
 )
 
 # Arguments per size: "quick" finishes in minutes on 2 CPU cores, "full" is the published run.
@@ -65,6 +66,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "decode": ["--clips", "4"],
         "bootstrap": ["--clips", "2000", "--loop-replicates", "2"],
         "corruptions": ["--clips", "2", "--repeats", "2"],
+        "robustness": ["--heads", "2", "--corruptions", "white_noise,telephone", "--epochs", "2"],
     },
     "full": {
         "backbones": ["--clips", "4"],
@@ -74,6 +76,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "decode": ["--clips", "8", "--repeats", "3"],
         "bootstrap": [],
         "corruptions": ["--clips", "8", "--repeats", "3"],
+        "robustness": ["--heads", "8"],
     },
 }
 

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["AttackBar", "CountBar", "ExtractBar"]
+__all__ = ["AttackBar", "CountBar", "ExtractBar", "PhaseBar"]
 
 
 def _columns(unit: str) -> tuple:
@@ -150,3 +150,40 @@ class ExtractBar:
             total=event.total,
             clips_rate=event.clips_per_second,
         )
+
+
+class PhaseBar:
+    """One bar per phase of a run whose events name the phase, its unit and its count
+    (``label``, ``unit``, ``done``, ``total``; e.g. the robustness run's extraction in clips,
+    then its evaluation in clip passes): a new label closes the bar and opens the next one.
+    Disabled, it ignores every event."""
+
+    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
+        self.enabled, self.console = enabled, console
+        self._bar: tuple[Progress, TaskID] | None = None
+        self._label: str | None = None
+
+    def __enter__(self) -> PhaseBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __call__(self, event) -> None:  # event: label, unit, done, total
+        if not self.enabled:
+            return
+        if self._bar is not None and event.label != self._label:
+            self.close()
+        if self._bar is None:
+            progress = Progress(*_columns(event.unit), console=self.console)
+            progress.start()
+            self._bar = (progress, progress.add_task(event.label, total=event.total))
+            self._label = event.label
+        progress, task = self._bar
+        progress.update(task, completed=event.done, total=event.total)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar[0].stop()
+            self._bar = None
+        self._label = None

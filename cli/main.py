@@ -17,6 +17,7 @@ from trustser.cli import (
     privacy,
     profile,
     results,
+    robustness,
     store,
     synth,
     variants,
@@ -43,8 +44,8 @@ app.add_typer(
     results.app, name="results", help="Render a document's result tables from their artefacts."
 )
 # Single commands at the top level: extract, attack, cost, profile, recommend, compare, run, demo,
-# variants.
-for area in (extract, attack, profile, compare, pipeline, variants):
+# variants, robustness.
+for area in (extract, attack, profile, compare, pipeline, variants, robustness):
     app.add_typer(area.app)
 
 

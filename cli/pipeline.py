@@ -88,8 +88,17 @@ def run(
             "(<backbone>@top<K>; repeatable).",
         ),
     ] = None,
+    robustness: Annotated[
+        bool,
+        typer.Option(
+            "--robustness",
+            help="Also run the [robustness] stage with its defaults: every model on corrupted "
+            "test clips (a --config's [robustness] section keeps its settings).",
+        ),
+    ] = False,
 ) -> None:
-    """Prepare → extract → heads → probes → attack → cost → profile; finished stages are skipped."""
+    """Prepare → extract → heads → probes → attack → cost → [robustness] → profile; finished
+    stages are skipped."""
     from trustser.pipeline import config_from_options, run_pipeline
 
     with user_errors():
@@ -103,6 +112,7 @@ def run(
             device=device,
             seed=seed,
             finetune_top=finetune_top or (),
+            robustness=robustness,
         )
         with AttackBar(console=err_console) as bar:
             result = run_pipeline(cfg, notify=_show, attack_progress=bar.update)

@@ -143,6 +143,8 @@ def info(
             ),
             ("corpora", ", ".join(s["corpora"]) or "none"),
         ]
+        if s.get("copies_done"):
+            facts.append(("corrupted copies", f"{s['copies_done']} done (trustser robustness)"))
         width = max(len(k) for k, _ in facts)
         for key, value in facts:
             _line(f"  {key.ljust(width)}  {value}")

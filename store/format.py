@@ -26,6 +26,7 @@ __all__ = [
     "ALLOWED_CODECS",
     "ALLOWED_DATA_TYPES",
     "CODECS",
+    "DERIVED_KEY",
     "DTYPES",
     "FORMAT",
     "FORMAT_VERSION",
@@ -61,11 +62,13 @@ __all__ = [
 ]
 
 FORMAT = "trustser-store"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # Version 2 adds unit claims (§8) and the unit record's files, flags, device and versions (§7);
-# version 3 adds int8 groups: 8-bit codes in ``emb`` and a float16 ``scales`` array (§6.5).
+# version 3 adds int8 groups: 8-bit codes in ``emb`` and a float16 ``scales`` array (§6.5);
+# version 4 adds derived manifests (corrupted copies of clips, §4.1): a manifest reference
+# carrying ``derived`` is not one of the group's corpora.
 # Older stores are read as they are and upgraded by the first writer of this version (§3).
-READABLE_FORMAT_VERSIONS = (1, 2, 3)
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
 
 ROOT_ATTR = "trustser_store"
 GROUP_ATTR = "trustser_group"
@@ -73,6 +76,9 @@ PART_ATTR = "trustser_part"
 UNIT_ATTR = "trustser_unit"
 MANIFEST_ATTR = "trustser_manifest"
 MANIFEST_REF_ATTR = "trustser_manifest_ref"
+# A manifest reference with this key names a derived manifest (§4.1, version 4): what the clips
+# were derived from and how; it is none of the group's corpora.
+DERIVED_KEY = "derived"
 
 DTYPES = ("float16", "float32", "int8")  # choices for the frame array
 QUANTIZED_DTYPES = frozenset({"int8"})  # frame dtypes stored as codes plus per-row scales

@@ -25,6 +25,7 @@ from trustser.batching import length_batches
 from trustser.manifest import Fold, Manifest, Utterance
 from trustser.store.batching import Batch, pad_batch
 from trustser.store.format import (
+    DERIVED_KEY,
     FORMAT,
     GROUP_ATTR,
     MANIFEST_ATTR,
@@ -540,6 +541,15 @@ class StoreGroup(_Features):
         return list(self._done)
 
     @property
+    def derived_ids(self) -> list[str]:
+        """The done clips of derived manifests (corrupted copies, §4.1), part order: ``ids``
+        holds them too, ``ids`` less these are the corpora's clips."""
+        derived = {str(r["checksum"]) for r in self._manifest_refs(derived=True)}
+        if not derived:
+            return []
+        return [u for u, (p, _) in self._done.items() if str(p.attrs["manifest"]) in derived]
+
+    @property
     def skipped(self) -> dict[str, str]:
         """``{id: reason}`` for clips that could not be extracted."""
         return dict(self._skipped)
@@ -564,7 +574,9 @@ class StoreGroup(_Features):
         return len(self._done)
 
     # -- manifests ------------------------------------------------------------------------
-    def _manifest_refs(self) -> list[dict[str, Any]]:
+    def _manifest_refs(self, *, derived: bool = False) -> list[dict[str, Any]]:
+        """The group's manifest references: the corpora's (``derived=False``) or the derived
+        manifests' (``derived=True``, §4.1)."""
         base = self.path / "manifests"
         refs = []
         if base.is_dir():
@@ -572,13 +584,22 @@ class StoreGroup(_Features):
                 node = base / entry / "zarr.json"
                 if node.is_file():
                     ref = read_node(node).get("attributes", {}).get(MANIFEST_REF_ATTR)
-                    refs.append(require_keys(str(node), ref, ("checksum", "corpus", "registered")))
+                    ref = require_keys(str(node), ref, ("checksum", "corpus", "registered"))
+                    if (DERIVED_KEY in ref) == derived:
+                        refs.append(ref)
         return refs
 
     @property
     def corpora(self) -> list[str]:
-        """Corpus names of the manifests extracted into this group."""
+        """Corpus names of the manifests extracted into this group (derived ones left out)."""
         return sorted({str(r["corpus"]) for r in self._manifest_refs()})
+
+    def derived_manifests(self) -> list[dict[str, Any]]:
+        """The references of the derived manifests extracted into this group (corrupted copies
+        of its clips, §4.1): ``checksum``, ``corpus``, ``registered`` and ``derived`` (what they
+        were derived from and how), oldest first. Their clips are none of the corpora's."""
+        refs = self._manifest_refs(derived=True)
+        return sorted(refs, key=lambda r: (str(r["registered"]), str(r["checksum"])))
 
     def manifest(self, corpus: str | None = None) -> Manifest:
         """The corpus's latest manifest (folds included), restricted to the done clips."""
@@ -752,6 +773,7 @@ class StoreGroup(_Features):
             self.provenance["sample_rate"]
         )
         frames = sum(int(p.num_frames[i]) for p, i in done)
+        copies = len(self.derived_ids)
         disk = 0
         for part in self.parts:
             for dirpath, _, files in os.walk(part.path):
@@ -767,7 +789,8 @@ class StoreGroup(_Features):
             "window": self.provenance.get("window"),
             "corpora": self.corpora,
             "parts": len(self.parts),
-            "clips_done": len(self._done),
+            "clips_done": len(self._done) - copies,
+            "copies_done": copies,  # clips of derived manifests: corrupted copies (§4.1)
             "clips_skipped": len(self._skipped),
             "clips_flagged": len(self.flags),
             "clips_pending": len(self._pending),

@@ -46,6 +46,7 @@ from trustser.store.claims import (
 )
 from trustser.store.format import (
     CODECS,
+    DERIVED_KEY,
     DTYPES,
     FORMAT_VERSION,
     GROUP_ATTR,
@@ -414,14 +415,17 @@ class StoreWriter:
         if self.durable:
             fsync_dir(final.parent)
 
-    def _register(self, manifest: Manifest, checksum: str) -> None:
-        ref = {
-            MANIFEST_REF_ATTR: {
-                "checksum": checksum,
-                "corpus": manifest.corpus,
-                "registered": utc_now(),
-            }
+    def _register(
+        self, manifest: Manifest, checksum: str, derived: Mapping[str, Any] | None = None
+    ) -> None:
+        ref: dict[str, Any] = {
+            "checksum": checksum,
+            "corpus": manifest.corpus,
+            "registered": utc_now(),
         }
+        if derived is not None:
+            ref[DERIVED_KEY] = json.loads(json.dumps(dict(derived), default=str))
+        ref = {MANIFEST_REF_ATTR: ref}
         write_json_atomic(
             self.group_path / "manifests" / checksum / "zarr.json",
             group_document(ref),
@@ -434,6 +438,7 @@ class StoreWriter:
         *,
         clips: Mapping[str, ClipFacts],
         shard_mb: float = DEFAULT_SHARD_MB,
+        derived: Mapping[str, Any] | None = None,
     ) -> list[Part]:
         """Plan the manifest's new clips as a part (if any) and return every part it touches.
 
@@ -441,13 +446,22 @@ class StoreWriter:
         :class:`~trustser.store.plan.ClipFacts`). Clips the group already planned are reused; a
         clip planned without samples whose audio now has some is planned again; if a planned
         clip's audio now decodes to a different sample count, the manifest is refused (the
-        stored features would be wrong for it).
+        stored features would be wrong for it). ``derived`` (a JSON object saying what the
+        clips were derived from and how) registers a derived manifest (§4.1): its clips are
+        none of the group's corpora. A corpus name is either derived or not, never both.
         """
         missing = [u.id for u in manifest.utterances if u.id not in clips]
         if missing:
             raise ValueError(f"clips lacks the facts of {len(missing)} clip(s): {missing[:5]}")
         checksum = manifest.checksum()
         group = self.group()
+        other = group.corpora if derived is not None else group.derived_manifests()
+        if manifest.corpus in {r if isinstance(r, str) else r["corpus"] for r in other}:
+            what = "a corpus" if derived is not None else "a derived manifest (corrupted copies)"
+            raise StoreError(
+                f"group {self.name!r} already holds {what} named {manifest.corpus!r}; a "
+                f"{'derived' if derived is not None else 'corpus'} manifest needs another name."
+            )
         planned: dict[str, tuple[Part, int]] = {}
         for part in group.parts:
             for index, utt in enumerate(part.ids):
@@ -488,7 +502,7 @@ class StoreWriter:
                 shard_mb=shard_mb,
             )
             self._create_part(plan, manifest, checksum)
-        self._register(manifest, checksum)
+        self._register(manifest, checksum, derived)
         wanted = set(manifest.ids)
         return [p for p in self.group().parts if wanted.intersection(p.ids)]
 

@@ -735,7 +735,7 @@ def test_a_version_1_store_is_read_and_upgraded_by_the_next_writer(corpus: Path,
     old = open_store(path).group(GROUP)
     assert len(old.ids) == 24 and old.flags == {} and verify_store(path, deep=True).complete
     extract(corpus, path, FrameBackbone(), shard_mb=SHARD_MB)
-    assert json.loads(root.read_text())["attributes"]["trustser_store"]["format_version"] == 3
+    assert json.loads(root.read_text())["attributes"]["trustser_store"]["format_version"] == 4
 
 
 def test_store_commands_never_cut_identifiers_at_80_columns(corpus: Path, tmp_path, monkeypatch):

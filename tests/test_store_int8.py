@@ -172,7 +172,7 @@ def int8_store(tmp_path: Path):
 def test_int8_round_trip_layout_and_in_memory_form(int8_store):
     path, _ = int8_store
     root = json.loads((path / "zarr.json").read_text())["attributes"]["trustser_store"]
-    assert root["format_version"] == FORMAT_VERSION == 3
+    assert root["format_version"] == FORMAT_VERSION == 4
     group = open_store(path).group("fake")
     assert group.dtype == "int8" and "a004" in group.skipped
     part = group.parts[0]
@@ -263,7 +263,7 @@ def test_a_version_2_store_still_opens_and_a_writer_upgrades_it(tmp_path: Path):
     writer = StoreWriter(copy, "fake", provenance={**PROVENANCE, "store_format_version": 3})
     fill(writer, writer.add_manifest(more, clips=clips(more)))
     upgraded = json.loads((copy / "zarr.json").read_text())["attributes"]["trustser_store"]
-    assert upgraded["format_version"] == 3 and "upgraded" in upgraded
+    assert upgraded["format_version"] == FORMAT_VERSION and "upgraded" in upgraded
     group = open_store(copy).group("fake")
     assert {"v000", "w000", "w001"} <= set(group.ids)
     np.testing.assert_array_equal(group.frames("v000"), features("v000", group._length("v000")))
@@ -278,17 +278,17 @@ def _edit(path: Path, change) -> None:
 def test_unknown_versions_object_dtypes_and_bad_scales_are_refused(int8_store, tmp_path: Path):
     path, _ = int8_store
     for name, change, message in [
-        ("v4", lambda d: None, "format_version 4"),
+        ("v99", lambda d: None, "format_version 99"),
         ("object", lambda d: None, "data type 'object' is refused"),
         ("scales", lambda d: None, "needs float16 scales"),
     ]:
         copy = tmp_path / name
         shutil.copytree(path, copy)
         part = next(p for p in (copy / "fake").iterdir() if p.name.startswith("part-"))
-        if name == "v4":
+        if name == "v99":
             _edit(
                 copy / "zarr.json",
-                lambda d: d["attributes"]["trustser_store"].update(format_version=4),
+                lambda d: d["attributes"]["trustser_store"].update(format_version=99),
             )
         elif name == "object":
             _edit(part / "emb" / "zarr.json", lambda d: d.update(data_type="object"))

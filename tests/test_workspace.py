@@ -72,6 +72,8 @@ def test_the_designs_commands_run_as_written_in_an_empty_directory(
     typed(runner, "trustser heads fit")
     attack = typed(runner, "trustser attack --snr 45")
     typed(runner, "trustser cost --no-timing")
+    # the README's bare `trustser robustness`, on one case to stay quick
+    typed(runner, "trustser robustness --corruption white_noise --severity 3 --bootstrap 0")
     typed(runner, "trustser profile")
 
     assert (work / "manifest.jsonl").is_file()
@@ -84,6 +86,7 @@ def test_the_designs_commands_run_as_written_in_an_empty_directory(
             assert (base / task / "metrics.json").is_file(), (directory, task)
         assert (base / "attack-fgsm-45" / "summary.json").is_file(), directory
         assert (base / "cost.json").is_file()
+        assert (base / "robustness" / "summary.json").is_file()
     # 80 test clips over the folds, one clean and one adversarial pass each, for each backbone
     assert attack.output.count("160/160 clip passes") == 2
     profile = json.loads((work / "report" / "profile.json").read_text())

@@ -54,6 +54,7 @@ __all__ = [
     "FLAG_MEANINGS",
     "FLAG_SILENT",
     "FLAG_TRUNCATED",
+    "AudioTransform",
     "ExtractProgress",
     "ExtractionError",
     "ExtractionSummary",
@@ -87,6 +88,11 @@ class ExtractProgress:
 
 
 ProgressCallback = Callable[[ExtractProgress], None]
+# What extraction computes features of, when not the decoded file itself: a deterministic
+# function of the clip and its decoded waveform (1-D float32, 16 kHz) keeping its length, e.g.
+# a corrupted copy (trustser.robustness). It runs in the decoder threads, so it must be
+# thread-safe; an error it raises stops the extraction (the unit stays unwritten).
+AudioTransform = Callable[[Utterance, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -352,9 +358,14 @@ FLAG_MEANINGS = {
 
 
 def _decode(
-    clip: _Clip, *, sample_rate: int, max_seconds: float | None
+    clip: _Clip,
+    *,
+    sample_rate: int,
+    max_seconds: float | None,
+    transform: AudioTransform | None = None,
 ) -> tuple[torch.Tensor | None, str | None, tuple[str, ...]]:
-    """``(waveform, None, flags)``, or ``(None, reason, ())`` for a clip to skip.
+    """``(waveform, None, flags)``, or ``(None, reason, ())`` for a clip to skip; with a
+    ``transform``, the waveform is its output.
 
     Runs in decoder threads: warnings are not raised here (they would reach the user as raw
     source lines), the flags travel with the result into the unit record instead.
@@ -382,7 +393,15 @@ def _decode(
     flags = tuple(
         name for name, on in ((FLAG_SILENT, audio.silent), (FLAG_TRUNCATED, audio.truncated)) if on
     )
-    return audio.waveform, None, flags
+    if transform is None:
+        return audio.waveform, None, flags
+    waveform = transform(clip.utterance, audio.waveform)
+    if tuple(waveform.shape) != tuple(audio.waveform.shape):
+        raise ExtractionError(
+            f"the audio transform changed the shape of {clip.utterance.id!r} from "
+            f"{tuple(audio.waveform.shape)} to {tuple(waveform.shape)}; it must keep the length."
+        )
+    return waveform.to(torch.float32), None, flags
 
 
 class _Committer(threading.Thread):
@@ -470,6 +489,8 @@ def extract(
     retry_skipped: bool = False,
     break_claims: bool = False,
     progress: ProgressCallback | bool | None = None,
+    transform: AudioTransform | None = None,
+    derived: dict[str, Any] | None = None,
 ) -> ExtractionSummary:
     """Extract every hidden layer of ``backbone`` for the manifest(s) into the store.
 
@@ -482,7 +503,17 @@ def extract(
     anyway). ``progress`` receives :class:`ExtractProgress` events. Resumable: call again with
     the same arguments after an interruption. Returns an :class:`ExtractionSummary`; its
     ``exit_code`` is 3 when clips were skipped (bad audio), else 0.
+
+    ``transform`` and ``derived`` extract something other than the files themselves: each clip's
+    features are computed from ``transform(utterance, waveform)`` (see :data:`AudioTransform`)
+    and the manifests are registered as *derived* (docs/store-format.md §4.1: ``derived`` says
+    what they were derived from and how), as ``trustser robustness`` does for corrupted copies.
     """
+    if (transform is None) != (derived is None):
+        raise ExtractionError(
+            "transform and derived go together: features of transformed audio belong to a "
+            "derived manifest, which says how the audio was transformed."
+        )
     started = time.perf_counter()
     _check_options(
         dtype=dtype,
@@ -512,6 +543,7 @@ def extract(
         shard_mb=shard_mb,
         retry_skipped=retry_skipped,
         break_claims=break_claims,
+        derived=derived,
     )
     stats = _Stats()
     _run_units(
@@ -530,6 +562,7 @@ def extract(
         info=_unit_info(ranks, target, versions),
         report=_progress_callback(progress),
         label=f"{writer.name} [rank {rank}/{world_size}]" if world_size > 1 else writer.name,
+        transform=transform,
     )
     return _summary(
         writer,
@@ -622,6 +655,7 @@ def _plan_run(
     shard_mb: float,
     retry_skipped: bool,
     break_claims: bool,
+    derived: dict[str, Any] | None = None,
 ) -> tuple[StoreWriter, dict[str, Part], list[tuple[Part, int]]]:
     """Open group ``name`` for writing, register every manifest with its clips planned from
     header facts alone, and list the units this rank still has to compute: the writer, the
@@ -642,7 +676,7 @@ def _plan_run(
             sample_rate=int(model.sample_rate),
             max_samples=getattr(model, "max_samples", None),
         )
-        for part in writer.add_manifest(m, clips=clips, shard_mb=shard_mb):
+        for part in writer.add_manifest(m, clips=clips, shard_mb=shard_mb, derived=derived):
             parts[part.key] = part
     todo = writer.pending_units(
         list(parts.values()),
@@ -759,6 +793,7 @@ def _run_units(
     info: dict[str, Any],
     report: ProgressCallback,
     label: str,
+    transform: AudioTransform | None = None,
 ) -> None:
     """Claim, decode, compute and commit each unit of ``todo`` in order.
 
@@ -780,6 +815,7 @@ def _run_units(
         sample_rate=sample_rate,
         max_seconds=max_seconds,
         retry_skipped=retry_skipped,
+        transform=transform,
     )
     progress = _Progress(report, label, stats, lookahead)
     finished = False
@@ -836,9 +872,11 @@ class _Lookahead:
         sample_rate: int,
         max_seconds: float | None,
         retry_skipped: bool,
+        transform: AudioTransform | None = None,
     ) -> None:
         self.writer, self.stats, self.decoder = writer, stats, decoder
         self.sample_rate, self.max_seconds = sample_rate, max_seconds
+        self.transform = transform
         self.retry_skipped = retry_skipped
         self.total_clips = sum(len(c) for _, _, c in units)
         self.pending: deque[tuple[Part, int, list[_Clip], list[Future], Claim]] = deque()
@@ -860,7 +898,11 @@ class _Lookahead:
             self.held[(part.key, unit)] = outcome.claim
             futures = [
                 self.decoder.submit(
-                    _decode, c, sample_rate=self.sample_rate, max_seconds=self.max_seconds
+                    _decode,
+                    c,
+                    sample_rate=self.sample_rate,
+                    max_seconds=self.max_seconds,
+                    transform=self.transform,
                 )
                 for c in clips
             ]

@@ -10,6 +10,7 @@
         probe/                             linear probes on time-means: metrics.json
         attack-<method>-<snr>/             summary.json (asr_mean ...), clips.csv, audio/
         verification/[<emotion>/]          speaker verification: metrics.json, trials.csv
+        robustness/                        corrupted test clips: summary.json, clips.csv
         cost.json                          parameters, FLOPs/MACs, latency
       <backbone>@<tag>/                    a *variant* of the backbone: a model of its own with
                                            the same layout (e.g. ``@top1``: its top encoder block
@@ -221,6 +222,11 @@ class RunLayout:
         ``<model>/verification/<emotion>/`` (trials of one emotion label)."""
         base = self.backbone_dir(backbone) / "verification"
         return base if emotion is None else base / safe_name(emotion)
+
+    def robustness_dir(self, backbone: str) -> Path:
+        """Robustness to corrupted test clips (``trustser robustness``): ``<model>/robustness/``
+        with ``summary.json`` and ``clips.csv``."""
+        return self.backbone_dir(backbone) / "robustness"
 
     def top_blocks_path(self, backbone: str, fold: str) -> Path:
         """A fine-tuned variant's trained top blocks of ``fold`` (beside its emotion head)."""

@@ -93,6 +93,40 @@ def _write_clips(path: Path, emotion: list[dict], asr: float, rng) -> dict[str, 
     }
 
 
+def _write_robustness(
+    layout: RunLayout, backbone: str, emotion: list[dict], unchanged: float, rng
+) -> dict:
+    """``robustness/`` as ``trustser robustness`` writes it over the emotion test clips: every
+    case of the suite, each clip's prediction changed with probability ``1 − unchanged``."""
+    from trustser.corruptions import suite
+    from trustser.robustness.results import suite_record, write_clips, write_summary
+    from trustser.robustness.scores import ClipRow, score_suite
+
+    cases = suite()
+    rows = []
+    for case in cases:
+        for r in emotion:
+            changed = rng.random() >= unchanged
+            pred = LABELS[(LABELS.index(r["pred"]) + 1) % 4] if changed else r["pred"]
+            rows.append(
+                ClipRow(
+                    r["id"], r["fold"], r["speaker"], r["gender"], r["true"], case.name,
+                    r["pred"], pred,
+                )
+            )  # fmt: skip
+    summary = {
+        "model": backbone,
+        "inference": {"path": "cache", "description": "the emotion head", "reason": None},
+        "suite": suite_record(cases, 0),
+        "labels": LABELS,
+        **score_suite(rows, LABELS, cases, replicates=0),
+    }
+    directory = layout.robustness_dir(backbone)
+    write_clips(directory, rows)
+    write_summary(directory, summary)
+    return summary
+
+
 def write_fake_runs(
     root: Path,
     backbone: str = "tiny:whisper",
@@ -105,8 +139,10 @@ def write_fake_runs(
     attacks: bool = True,
     cost: bool = True,
     clips: bool = False,
+    robustness: float | None = 0.8,
 ) -> dict[str, dict]:
-    """A results layout as the heads, attack and cost stages write it (two folds, 4 speakers)."""
+    """A results layout as the heads, attack, cost and robustness stages write it (two folds,
+    4 speakers); ``robustness``: the share of unchanged predictions (None: not run)."""
     layout = RunLayout(root)
     rng = np.random.default_rng(seed)
     emotion, gender, speaker = [], [], []
@@ -181,6 +217,8 @@ def write_fake_runs(
             repeats=5,
         )
         write_json(layout.cost_path(backbone), report.to_dict())
+    if robustness is not None and "emotion" in tasks:
+        written["robustness"] = _write_robustness(layout, backbone, emotion, robustness, rng)
     written["emotion_rows"] = {"rows": emotion}
     return written
 

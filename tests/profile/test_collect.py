@@ -10,6 +10,7 @@ import pytest
 from trustser.heads.estimator import HeadClassifier
 from trustser.metrics.fairness import multiclass_equalized_odds_difference
 from trustser.profile import ProfileError, axis_names, collect_profile, run_profile
+from trustser.profile.axes import scored_axes
 from trustser.profile.axes.privacy import attacker, strongest_attacker
 from trustser.runs import RunLayout
 
@@ -54,7 +55,7 @@ def test_collect_reads_every_axis(tmp_path, write_fake_runs, fake_speakers):
     assert entry.scores["sustainability"] == pytest.approx(
         (np.log10(2.4) - worst) / (best - worst), rel=1e-4
     )
-    assert entry.complete
+    assert not entry.missing and all(entry.scores[a.name] is not None for a in scored_axes("paper"))
 
 
 def test_privacy_is_scored_by_the_strongest_attacker(tmp_path, write_fake_runs):
@@ -142,11 +143,13 @@ def test_bad_predictions_file_is_a_clear_error(tmp_path):
 
 
 def test_profile_of_a_real_pipeline_run(tmp_path, toy_manifest):
-    """extract → heads (emotion, gender) → attack → cost → profile, with the real producers."""
+    """extract → heads (emotion, gender) → attack → cost → robustness → profile, with the
+    real producers."""
     from trustser.attacks.runner import run_attack
     from trustser.cost import run_cost
     from trustser.extract import extract
     from trustser.heads.training import fit_heads
+    from trustser.robustness import run_robustness
 
     store, runs = tmp_path / "cache.zarr", tmp_path / "runs"
     extract(toy_manifest, store, "tiny:whisper", device="cpu", progress=False)
@@ -161,6 +164,9 @@ def test_profile_of_a_real_pipeline_run(tmp_path, toy_manifest):
         )
     run_attack(store, runs=runs, method="fgsm", snr_db=45, folds="1,2", device="cpu", batch_size=8)
     run_cost("tiny:whisper", runs=runs, timing=False)
+    (robust,) = run_robustness(
+        store, runs=runs, corruptions=["white_noise"], severities=[3], device="cpu", replicates=0
+    )
 
     profile, files = run_profile(runs, tmp_path / "out", store=str(store), charts=False)
     (entry,) = profile.backbones
@@ -172,11 +178,16 @@ def test_profile_of_a_real_pipeline_run(tmp_path, toy_manifest):
     )
     assert entry.raw["performance"] == pytest.approx(metrics["test_uar_mean"])
     assert entry.raw["safety"] == pytest.approx(summary["asr_mean"])
+    suite_mean = robust.models[0].summary["suite_mean"]
+    assert entry.raw["robustness"] == pytest.approx(suite_mean["unchanged"])
+    assert "robustness: measured on 1 of the suite's 31 cases (white_noise)" in " ".join(
+        entry.notes
+    )
     assert entry.raw["sustainability"] > 0 and entry.fairness["per_fold"].keys() == {
         "fold1",
         "fold2",
     }
-    assert all(0.0 <= entry.scores[a] <= 1.0 for a in axis_names())
+    assert all(0.0 <= entry.scores[a.name] <= 1.0 for a in scored_axes("paper"))
     assert "report" in files
 
 

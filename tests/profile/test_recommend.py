@@ -57,8 +57,9 @@ def test_scores_are_the_weighted_sum_and_reasons_explain_the_order(paper_profile
     top = result.ranking[0]
     entry = profile.get(top.backbone)
     assert top.score == pytest.approx(
-        sum(result.weights[a] * entry.scores[a] for a in axis_names())
+        sum(result.weights[a] * entry.scores[a] for a in axis_names() if result.weights[a])
     )
+    assert result.weights["robustness"] == 0.0  # the paper's scenarios do not name it
     assert [r.rank for r in result.ranking] == list(range(1, len(PAPER_TABLE4) + 1))
     assert all(a.score >= b.score for a, b in zip(result.ranking, result.ranking[1:], strict=False))
     assert any("sustainability" in reason and "high priority" in reason for reason in top.reasons)
@@ -74,6 +75,7 @@ def test_custom_weights():
         "safety": 3.0,
         "fairness": 0.0,
         "sustainability": 0.5,
+        "robustness": 0.0,
     }
     assert scenario_weights("critical")["safety"] == 3.0
     for text, message in (

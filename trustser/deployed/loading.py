@@ -32,9 +32,11 @@ __all__ = [
     "Deployment",
     "FoldHead",
     "FoldPlan",
+    "LoadedHead",
     "available_heads",
     "check_identity",
     "deploy_plan",
+    "load_fold_head",
     "load_waveforms",
     "open_deployed_group",
     "plan_deployment",
@@ -238,6 +240,41 @@ class FoldPlan:
         return [derived_seed(seed, self.fold, u.id, "draws") for u in self.utterances]
 
 
+@dataclass
+class LoadedHead:
+    """A fold's trained emotion head, checked against the store: the module, its
+    :class:`FoldHead` record, its class labels and the test clips it is evaluated on (those
+    with a label it knows; ``skipped_labels`` counts the others)."""
+
+    fold: str
+    head: nn.Module
+    record: FoldHead
+    labels: tuple[str, ...]
+    utterances: list[Utterance]
+    skipped_labels: int = 0
+
+
+def load_fold_head(
+    fold: Fold, path: Path, manifest: Manifest, provenance: dict[str, Any], device: torch.device
+) -> LoadedHead:
+    """Load ``fold``'s emotion head from ``path``; its recorded store provenance must be the
+    store group's (else :class:`DeployedModelError` says to retrain)."""
+    from trustser.heads.model import load_head
+
+    head, sidecar = load_head(path, device=device)
+    check_identity(
+        provenance,
+        (sidecar.get("store") or {}).get("provenance"),
+        what=f"the emotion head of fold {fold.name}",
+        fix="retrain the heads on this store with `trustser heads fit`.",
+    )
+    labels = _head_labels(sidecar, manifest, path)
+    clips = _head_test_clips(sidecar, manifest, manifest.split(fold)["test"])
+    known = [u for u in clips if u.emotion in labels]
+    record = FoldHead(path, sidecar, provenance, device)
+    return LoadedHead(fold.name, head, record, labels, known, len(clips) - len(known))
+
+
 def plan_folds(
     chosen: Sequence[Fold],
     heads: dict[str, Path],
@@ -249,33 +286,20 @@ def plan_folds(
 ) -> list[FoldPlan]:
     """Load each chosen fold's head (checked against the store) and pair it with ``encoder``
     as ``deployment`` deploys it for that fold (a fine-tuned variant: the fold's blocks)."""
-    from trustser.heads.model import load_head
-
     plans = []
     for fold in chosen:
-        head, sidecar = load_head(heads[fold.name], device=device)
-        check_identity(
-            provenance,
-            (sidecar.get("store") or {}).get("provenance"),
-            what=f"the emotion head of fold {fold.name}",
-            fix="retrain the heads on this store with `trustser heads fit`.",
-        )
+        loaded = load_fold_head(fold, heads[fold.name], manifest, provenance, device)
         fold_encoder = encoder
         if deployment is not None:
-            fold_encoder = deployment.fold_encoder(
-                encoder, FoldHead(heads[fold.name], sidecar, provenance, device)
-            )
-        labels = _head_labels(sidecar, manifest, heads[fold.name])
-        clips = _head_test_clips(sidecar, manifest, manifest.split(fold)["test"])
-        known = [u for u in clips if u.emotion in labels]
+            fold_encoder = deployment.fold_encoder(encoder, loaded.record)
         plans.append(
             FoldPlan(
                 fold=fold.name,
-                model=EndToEndClassifier(fold_encoder, head),
-                labels=labels,
-                utterances=known,
+                model=EndToEndClassifier(fold_encoder, loaded.head),
+                labels=loaded.labels,
+                utterances=loaded.utterances,
                 head_path=heads[fold.name],
-                skipped_labels=len(clips) - len(known),
+                skipped_labels=loaded.skipped_labels,
             )
         )
     return plans

@@ -11,6 +11,7 @@ from typing import Any
 
 from trustser._toml import tomllib
 from trustser._validation import TrustSERError, check_choice
+from trustser.corruptions import CorruptionError, suite
 from trustser.heads.estimator import DEFAULT_MAX_EPOCHS
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.runs import ATTACK_METHODS, TASKS
@@ -27,6 +28,7 @@ __all__ = [
     "MitigateSettings",
     "PipelineConfig",
     "PipelineConfigError",
+    "RobustnessSettings",
     "VariantSettings",
     "VerificationSettings",
     "config_from_options",
@@ -204,6 +206,45 @@ class VerificationSettings:
                 )
 
 
+@dataclass(frozen=True)
+class RobustnessSettings:
+    """``[robustness]``: every backbone's heads and variants on corrupted test clips
+    (docs/robustness.md); the section's presence turns the stage on.
+
+    ``corruptions`` / ``severities``: the suite's cases (empty: every one); ``seed``: the suite
+    seed (None: the run's); ``bootstrap``: speaker-bootstrap replicates (0: no intervals);
+    ``variants``: also the backbones' variants; ``batch_size``: clips per batch.
+    """
+
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = ()
+    seed: int | None = None
+    bootstrap: int = 1000
+    variants: bool = True
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        for key in ("corruptions", "severities"):
+            value = getattr(self, key)
+            object.__setattr__(
+                self, key, tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            )
+        try:
+            suite(self.corruptions or None, levels=self.severities or None)
+        except CorruptionError as error:
+            raise PipelineConfigError(f"robustness: {error}") from None
+        for key, least in (("bootstrap", 0), ("batch_size", 1)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise PipelineConfigError(
+                    f"robustness.{key} must be a whole number >= {least}, got {value!r}."
+                )
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise PipelineConfigError(f"robustness.seed must be a whole number, got {self.seed!r}.")
+
+
 def _top_blocks(key: str, values: Any) -> tuple[int, ...]:
     values = (values,) if isinstance(values, int) else tuple(values or ())
     for value in values:
@@ -232,6 +273,7 @@ class PipelineConfig:
     mitigate: MitigateSettings = field(default_factory=MitigateSettings)
     verification: VerificationSettings = field(default_factory=VerificationSettings)
     privacy_score: str = "gender"  # [profile] privacy_score: what the privacy axis scores
+    robustness: RobustnessSettings | None = None  # None: no [robustness] stage
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -268,6 +310,10 @@ class PipelineConfig:
         if "emotion" not in self.heads.tasks and self.mitigate.any:
             raise PipelineConfigError(
                 "mitigations start from the emotion head: add 'emotion' to heads.tasks."
+            )
+        if "emotion" not in self.heads.tasks and self.robustness is not None:
+            raise PipelineConfigError(
+                "[robustness] evaluates the emotion heads: add 'emotion' to heads.tasks."
             )
         unknown = sorted(set(self.variants.per_backbone) - set(self.backbones))
         if unknown:
@@ -313,6 +359,7 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         "variants",
         "mitigate",
         "verification",
+        "robustness",
     }
     unknown = sorted(set(data) - top)
     if unknown:
@@ -357,6 +404,9 @@ def load_config(path: str | os.PathLike, **overrides: Any) -> PipelineConfig:
         variants=_section(data, "variants", VariantSettings, path),
         mitigate=_section(data, "mitigate", MitigateSettings, path),
         verification=_section(data, "verification", VerificationSettings, path),
+        robustness=(
+            _section(data, "robustness", RobustnessSettings, path) if "robustness" in data else None
+        ),
     )
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -372,6 +422,7 @@ def config_from_options(
     device: str | None = None,
     seed: int | None = None,
     finetune_top: Sequence[int] = (),
+    robustness: bool = False,
 ) -> PipelineConfig:
     """The run configuration of ``trustser run``'s options.
 
@@ -380,6 +431,8 @@ def config_from_options(
     prepared ``manifest`` (its corpus name read from its header) and/or corpora by name, one
     root per name; unset options take the defaults (``runs``, ``auto``, seed 0, no variants).
     ``finetune_top`` lists K values: each backbone also runs its variant ``<backbone>@top<K>``.
+    ``robustness`` turns the ``[robustness]`` stage on with its defaults (a config file's
+    section keeps its settings).
     """
     if config is not None:
         loaded = load_config(config, out=out, device=device, seed=seed)
@@ -388,6 +441,8 @@ def config_from_options(
                 loaded,
                 variants=replace(loaded.variants, finetune_top=tuple(finetune_top)),
             )
+        if robustness and loaded.robustness is None:
+            loaded = replace(loaded, robustness=RobustnessSettings())
         return loaded
     sources = []
     if manifest is not None:
@@ -408,4 +463,5 @@ def config_from_options(
         device=device or "auto",
         seed=seed or 0,
         variants=VariantSettings(finetune_top=tuple(finetune_top)),
+        robustness=RobustnessSettings() if robustness else None,
     )

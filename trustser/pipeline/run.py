@@ -1,4 +1,5 @@
-"""``trustser run``: prepare → extract → heads → probes → verify → attack → cost → profile.
+"""``trustser run``: prepare → extract → heads → probes → verify → attack → cost →
+[robustness] → profile, resumable.
 
 Each corpus gets its own directory under ``out``::
 
@@ -8,6 +9,8 @@ Each corpus gets its own directory under ``out``::
     out/<corpus>/<backbone>@top<K>/  the fine-tuned variants asked for (--finetune-top K), each
                                      with every stage of a backbone (trustser.runs, "variants")
     out/<corpus>/<backbone>@privacy-l<λ>/, @fair-post/, ...  the mitigations of [mitigate]
+    out/<corpus>/<model>/robustness/ corrupted test clips, with a [robustness] section (the
+                                     copies' features go to cache.zarr)
     out/<corpus>/report/             profile.json/csv/md, radar charts, report.html
     out/<corpus>/stages.json         what each finished stage was run with
     out/<corpus>/failures.log        each failed stage's error and traceback (when one failed)
@@ -42,7 +45,7 @@ from trustser._validation import TrustSERError
 from trustser.formatting import percent
 from trustser.heads.tasks import NotMeasurableError
 from trustser.heads.training import default_estimator
-from trustser.pipeline.config import CorpusSource, PipelineConfig
+from trustser.pipeline.config import CorpusSource, PipelineConfig, RobustnessSettings
 from trustser.pipeline.ledger import Ledger
 from trustser.runs import TASKS, RunLayout
 from trustser.variants import FitRequest, Variant, kinds
@@ -104,7 +107,7 @@ def _group_provenance(store: Path, backbone: str) -> dict[str, Any]:
         "provenance": {
             k: v for k, v in group.provenance.items() if k not in ("created", "versions")
         },
-        "num_done": len(group.ids),
+        "num_done": len(group.ids) - len(group.derived_ids),  # corrupted copies left out
     }
 
 
@@ -178,6 +181,9 @@ class _CorpusRun:
             for k in self.config.variants.for_backbone(backbone):
                 self._variant(FINETUNED.variant(group, k=k), inputs)
             self._mitigations(group, inputs)
+            if self.config.robustness is not None:
+                robustness = partial(self.robustness, group, inputs, self.config.robustness)
+                self._stage("robustness", group, robustness)
         if ready:
             self._stage("profile", None, self.profile)
 
@@ -479,6 +485,51 @@ class _CorpusRun:
         report, _ = run_cost(group, runs=self.directory, device=self.config.device, window=window)
         self.ledger.mark(f"cost:{group}", inputs)
         return _cost_summary(report)
+
+    def robustness(
+        self, group: str, heads_inputs: dict[str, Any], settings: RobustnessSettings
+    ) -> str:
+        """``[robustness]``: the backbone's corrupted copies extracted once, every model of it
+        (its heads and the variants this run fitted) evaluated; skipped when done with the
+        same settings and the same fitted models (their stages' ledger keys)."""
+        from trustser.robustness import robustness_models, run_robustness
+
+        models = robustness_models(self.layout, group, variants=settings.variants)
+        fitted = {
+            m: (
+                self.ledger.entries.get(f"heads:{m}")
+                or self.ledger.entries.get(f"mitigate:{m}")
+                or {}
+            ).get("key")
+            for m in models
+        }
+        inputs = {
+            "provenance": heads_inputs["provenance"],
+            "robustness": asdict(settings),
+            "seed": self.config.seed,
+            "models": fitted,
+        }
+        outputs = [self.layout.robustness_dir(m) / "summary.json" for m in models]
+        if self.ledger.is_done(f"robustness:{group}", inputs, outputs):
+            return "up to date"
+        (run,) = run_robustness(
+            self.store,
+            runs=self.directory,
+            backbones=[group],
+            corruptions=settings.corruptions or None,
+            severities=settings.severities or None,
+            variants=settings.variants,
+            seed=self.config.seed if settings.seed is None else settings.seed,
+            device=self.config.device,
+            batch_size=settings.batch_size,
+            replicates=settings.bootstrap,
+        )
+        self.ledger.mark(f"robustness:{group}", inputs)
+        return ", ".join(
+            f"{m.model} unchanged "
+            f"{percent(m.summary['suite_mean'].get('unchanged'), unit=True, missing='n/a')}"
+            for m in run.models
+        )
 
     def profile(self) -> str:
         from trustser.profile import run_profile

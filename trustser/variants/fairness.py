@@ -35,6 +35,8 @@ import torch
 
 from trustser._validation import TrustSERError, select_names
 from trustser._version import __version__
+from trustser.deployed.cached import CachedPath, head_on_cache
+from trustser.deployed.loading import FoldHead
 from trustser.heads.crossval import FoldVariant, cross_validate
 from trustser.heads.data import PackedFeatures, StoreGroupError
 from trustser.heads.mitigated import MitigatedHeadClassifier
@@ -44,7 +46,7 @@ from trustser.heads.training import store_info
 from trustser.metrics import bootstrap as bs
 from trustser.metrics._common import mean_std
 from trustser.metrics.performance import performance_summary, uar_score
-from trustser.runs import task_metrics, write_json, write_predictions
+from trustser.runs import RunLayout, read_json, task_metrics, write_json, write_predictions
 from trustser.variants.kind import FitRequest, Variant, VariantError, VariantFit, VariantKind
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "fit_fair_post",
     "fit_fair_reweight",
     "gender_gaps",
+    "offsets_path",
 ]
 
 DEFAULT_UAR_FLOOR = 0.02  # dev UAR may drop by at most 2 points
@@ -244,7 +247,7 @@ def fit_fair_post(variant: Variant, request: FitRequest) -> VariantFit:
         record, fold_rows = _post_process_fold(head, sidecar, source, manifest, fold, uar_floor)
         rows += fold_rows
         write_json(
-            layout.head_dir(target, "emotion") / fold / "offsets.json",
+            offsets_path(layout, target, fold),
             {
                 "fold": fold,
                 "offsets": record["offsets"],
@@ -337,6 +340,41 @@ def _post_process_fold(
         g: dict(zip(labels, post.offsets[k].tolist(), strict=True)) for k, g in enumerate(GENDERS)
     }
     return record, rows
+
+
+def offsets_path(layout: RunLayout, variant: str, fold: str) -> Path:
+    """Where ``fit_fair_post`` writes one fold's per-gender offsets."""
+    return layout.head_dir(variant, "emotion") / fold / "offsets.json"
+
+
+def cached_post_processing(head: torch.nn.Module, path: Path) -> CachedPath:
+    """The base's emotion head on the cached hidden states, its log-probabilities shifted by
+    the per-gender offsets saved at ``path`` (a clip of another gender is not shifted)."""
+    if not path.is_file():
+        raise FairnessError(
+            f"no per-gender offsets at {str(path)!r}; fit the variant first with "
+            "`trustser mitigate fairness --method post`."
+        )
+    saved = read_json(path)
+    labels = list(saved["labels"])
+    table = torch.tensor(
+        [[float(saved["offsets"][g][c]) for c in labels] for g in GENDERS], dtype=torch.float32
+    )
+    head.eval()
+
+    def logits(hidden: torch.Tensor, mask: torch.Tensor, genders: Sequence[str]) -> torch.Tensor:
+        log_proba = torch.log_softmax(head(hidden, mask).double(), dim=1)
+        shift = torch.zeros_like(log_proba)
+        for row, gender in enumerate(genders):
+            if gender in GENDERS:
+                shift[row] = table[GENDERS.index(gender)].to(shift)
+        return log_proba + shift
+
+    return CachedPath(
+        logits,
+        "the base's emotion head on the cached hidden states plus the fold's per-gender offsets "
+        "(each clip's gender given)",
+    )
 
 
 class _Reweighting(FoldVariant):
@@ -442,6 +480,17 @@ class FairnessKind(VariantKind):
 
     def needs_gender_at_inference(self, params: Mapping[str, Any]) -> bool:
         return params["method"] == "post"
+
+    def cached_path(
+        self, variant: Variant, head: torch.nn.Module, fold: FoldHead, layout: RunLayout
+    ) -> CachedPath:
+        """``fair-post``: the base's head, its log-probabilities shifted by the fold's fitted
+        offsets for each clip's gender (``offsets.json``); ``fair-reweight``: its own head."""
+        if variant.params["method"] != "post":
+            return head_on_cache(head)
+        return cached_post_processing(
+            head, offsets_path(layout, variant.name, fold.path.parent.name)
+        )
 
     def uses_base_heads(self, params: Mapping[str, Any]) -> bool:
         return params["method"] == "post"

@@ -32,6 +32,7 @@ from trustser.backbones.top_blocks import (
     check_top_blocks_k,
     with_top_blocks,
 )
+from trustser.deployed.cached import CachedPath
 from trustser.deployed.loading import FoldHead
 from trustser.heads.crossval import FoldVariant, TaskResult, cross_validate
 from trustser.heads.data import FeatureSource, PackedFeatures, StoreGroupError
@@ -64,6 +65,7 @@ __all__ = [
     "KIND",
     "FineTuneKind",
     "VariantSource",
+    "cached_top_blocks",
     "finetuned",
     "fit_finetuned",
     "load_variant_blocks",
@@ -403,10 +405,10 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def variant_encoder(variant: Variant, encoder: Any, head: FoldHead) -> Any:
-    """A copy of the (identity-checked) base ``encoder`` with one fold's fine-tuned top blocks
-    swapped in, read from beside the fold's emotion head; the blocks must extend the store's
-    backbone (same weights checksum, the head's K)."""
+def _fold_blocks(head: FoldHead) -> tuple[Path, dict[str, torch.Tensor], int]:
+    """``(path, tensors, K)`` of one fold's fine-tuned top blocks, read from beside the fold's
+    emotion head and checked to extend the store's backbone (same weights checksum, the
+    head's K)."""
     info = head.sidecar.get("variant") or {}
     path = head.path.parent / str(info.get("top_blocks") or "top_blocks.safetensors")
     try:
@@ -420,10 +422,43 @@ def variant_encoder(variant: Variant, encoder: Any, head: FoldHead) -> Any:
             f"with K={blocks.get('k')!r}, but the store's backbone has {expected!r} and the head "
             f"K={info.get('k')!r}; retrain the variant on this store."
         )
+    return path, state, int(blocks["k"])
+
+
+def variant_encoder(variant: Variant, encoder: Any, head: FoldHead) -> Any:
+    """A copy of the (identity-checked) base ``encoder`` with one fold's fine-tuned top blocks
+    swapped in (:func:`_fold_blocks`)."""
+    path, state, k = _fold_blocks(head)
     try:
-        return with_top_blocks(encoder, state, k=int(blocks["k"])).to(head.device)
+        return with_top_blocks(encoder, state, k=k).to(head.device)
     except TopBlocksError as error:
         raise VariantError(f"{str(path)!r}: {error}") from None
+
+
+def cached_top_blocks(head_module: torch.nn.Module, head: FoldHead) -> CachedPath:
+    """One fold of ``<backbone>@top<K>`` run from the cache: its fine-tuned top K blocks on
+    the cached input of block L − K (store layer L − 1 − K), then its emotion head on the
+    cached lower layers and the blocks' outputs — the backbone's lower layers are not rerun."""
+    path, state, k = _fold_blocks(head)
+    top = store_top_blocks(head.provenance, k)
+    try:
+        top.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise VariantError(f"{str(path)!r} does not fit the top {k} blocks: {error}") from None
+    top = top.requires_grad_(False).eval().to(head.device)
+    head_module.eval()
+    lower = top.input_layer + 1
+
+    def logits(hidden: torch.Tensor, mask: torch.Tensor, genders: Sequence[str]) -> torch.Tensor:
+        upper = top(hidden[:, lower - 1], mask).to(hidden.dtype)
+        return head_module(torch.cat([hidden[:, :lower], upper], dim=1), mask)
+
+    blocks = f"block{'s' if k > 1 else ''}"
+    return CachedPath(
+        logits,
+        f"the fine-tuned top {k} {blocks} on the cached store layer {lower - 1}, then the "
+        "emotion head (the lower layers are read from the cache)",
+    )
 
 
 class FineTuneKind(VariantKind):
@@ -465,6 +500,11 @@ class FineTuneKind(VariantKind):
 
     def fold_encoder(self, variant: Variant, encoder: Any, head: FoldHead) -> Any:
         return variant_encoder(variant, encoder, head)
+
+    def cached_path(
+        self, variant: Variant, head: torch.nn.Module, fold: FoldHead, layout: RunLayout
+    ) -> CachedPath:
+        return cached_top_blocks(head, fold)
 
     def probe_means(
         self, variant: Variant, group: Any, layout: RunLayout, ids: Sequence[str]

@@ -11,6 +11,9 @@ tag grammar            :meth:`~VariantKind.parse` (tag → parameters), :meth:`~
 fitted from the cache  :meth:`~VariantKind.fit` (a :class:`FitRequest` configured once)
 deployed               :meth:`~VariantKind.fold_encoder` and :meth:`~VariantKind.wrap`: what
                        it changes in a fold's end-to-end model (:mod:`trustser.deployed`)
+from the cache         :meth:`~VariantKind.cached_path`: a fold run on cached hidden states;
+                       :meth:`~VariantKind.end_to_end`: why it cannot be (it changes the
+                       inference path before the backbone), so it runs end to end
 attacked               :meth:`~VariantKind.not_attackable` (why not), :meth:`~VariantKind.randomized`
                        (attacked adaptively, with expectation over transformation)
 privacy                :meth:`~VariantKind.exposes_base_representation`: it inherits its
@@ -38,6 +41,7 @@ import numpy as np
 from torch import nn
 
 from trustser._validation import TrustSERError
+from trustser.deployed.cached import CachedPath, head_on_cache
 from trustser.deployed.loading import FoldHead
 from trustser.heads.crossval import TaskResult, TrainingEvent
 from trustser.heads.estimator import HeadClassifier
@@ -301,6 +305,31 @@ class VariantKind:
         """A fold's end-to-end model as the variant runs it (default: unchanged)."""
         return model
 
+    def end_to_end(self, params: Mapping[str, Any]) -> str | None:
+        """Why the variant's predictions need the backbone run on the waveform (its inference
+        path changes what the backbone sees, which the cache does not hold); None when they
+        come from the cached hidden states (:meth:`cached_path`). By default a kind that
+        changes the deployed model (:meth:`wrap`, :meth:`fold_encoder`) without saying how to
+        run it from the cache runs end to end."""
+        kind = type(self)
+        changes = (
+            kind.wrap is not VariantKind.wrap or kind.fold_encoder is not VariantKind.fold_encoder
+        )
+        if changes and kind.cached_path is VariantKind.cached_path:
+            return (
+                f"a {self.label} changes the deployed model in a way the cached hidden states "
+                "cannot stand in for"
+            )
+        return None
+
+    def cached_path(
+        self, variant: Variant, head: nn.Module, fold: FoldHead, layout: RunLayout
+    ) -> CachedPath:
+        """One fold of the variant run from the cached hidden states; ``head`` is the fold's
+        emotion head (its base's when :meth:`uses_base_heads`), loaded from ``fold.path``.
+        Default: the head alone (a variant that changes only its heads)."""
+        return head_on_cache(head)
+
     def probe_means(
         self, variant: Variant, group: Any, layout: RunLayout, ids: Sequence[str]
     ) -> Callable[..., Any] | None:
@@ -396,3 +425,10 @@ class Variant:
 
     def wrap(self, model: nn.Module, *, fold: str, seed: int) -> nn.Module:
         return self.kind.wrap(self, model, fold=fold, seed=seed)
+
+    @property
+    def end_to_end(self) -> str | None:
+        return self.kind.end_to_end(self.params)
+
+    def cached_path(self, head: nn.Module, fold: FoldHead, layout: RunLayout) -> CachedPath:
+        return self.kind.cached_path(self, head, fold, layout)

@@ -191,6 +191,13 @@ class SmoothingKind(VariantKind):
     def inference_passes(self, params: Mapping[str, Any]) -> int:
         return int(params["samples"])
 
+    def end_to_end(self, params: Mapping[str, Any]) -> str | None:
+        return (
+            "randomized smoothing adds noise to the waveform before the backbone, and the cache "
+            f"holds no hidden states of noisy copies: the backbone runs on {params['samples']} "
+            "noisy copies of every clip"
+        )
+
     def defence(self, params: Mapping[str, Any], base: str) -> dict[str, Any]:
         return {
             "kind": "randomized smoothing",

@@ -2,9 +2,10 @@
 
 Each axis is one module of this package that builds one :class:`~trustser.profile.axis.Axis`
 record; :data:`AXES` lists them in the order the profile shows them (the radar's spokes, the
-score columns, profile.json's ``axes``). Tables, radar, report, recommend, compare and the
-mitigations section loop over the registry through the functions below — read it through them,
-never by copying :data:`AXES`, so that a test can register an axis of its own::
+score columns, profile.json's ``axes``): the paper's five, then robustness (not on the paper's
+scale). Tables, radar, report, recommend, compare and the mitigations section loop over the
+registry through the functions below — read it through them, never by copying :data:`AXES`, so
+that a test can register an axis of its own::
 
     monkeypatch.setattr("trustser.profile.axes.AXES", (*axes.AXES, my_axis))
 """
@@ -14,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cache
 
-from trustser.profile.axes import fairness, performance, privacy, safety, sustainability
+from trustser.profile.axes import (
+    fairness,
+    performance,
+    privacy,
+    robustness,
+    safety,
+    sustainability,
+)
 from trustser.profile.axis import Axis, Figure
 from trustser.profile.model import BackboneProfile, ProfileError
 
@@ -36,6 +44,7 @@ AXES: tuple[Axis, ...] = (
     safety.AXIS,
     fairness.AXIS,
     sustainability.AXIS,
+    robustness.AXIS,
 )
 
 

@@ -237,5 +237,5 @@ AXIS = Axis(
     csv=_csv,
     markdown=_markdown,
     section=Section("Safety", _section),
-    aliases=("safe", "robustness"),
+    aliases=("safe",),
 )
