@@ -509,13 +509,9 @@ def extract(
     and the manifests are registered as *derived* (docs/store-format.md §4.1: ``derived`` says
     what they were derived from and how), as ``trustser robustness`` does for corrupted copies.
     """
-    if (transform is None) != (derived is None):
-        raise ExtractionError(
-            "transform and derived go together: features of transformed audio belong to a "
-            "derived manifest, which says how the audio was transformed."
-        )
     started = time.perf_counter()
     _check_options(
+        derived_by=(transform is not None, derived is not None),
         dtype=dtype,
         codec=codec,
         batch_seconds=batch_seconds,
@@ -526,7 +522,6 @@ def extract(
     )
     manifests, by_id = _as_manifests(manifest)
     ranks = resolve_ranks(rank, world_size)
-    rank, world_size = ranks.rank, ranks.world_size
     target = rank_device(device, ranks)
     model = _load_model(backbone, target, window)
     sample_rate = int(model.sample_rate)
@@ -561,7 +556,7 @@ def extract(
         retry_skipped=retry_skipped,
         info=_unit_info(ranks, target, versions),
         report=_progress_callback(progress),
-        label=f"{writer.name} [rank {rank}/{world_size}]" if world_size > 1 else writer.name,
+        label=_run_label(writer.name, ranks),
         transform=transform,
     )
     return _summary(
@@ -576,8 +571,14 @@ def extract(
     )
 
 
+def _run_label(name: str, ranks: Ranks) -> str:
+    """What the progress events call this run: the group, and the rank when there are several."""
+    return f"{name} [rank {ranks.rank}/{ranks.world_size}]" if ranks.world_size > 1 else name
+
+
 def _check_options(
     *,
+    derived_by: tuple[bool, bool] = (False, False),
     dtype: str,
     codec: str,
     batch_seconds: float,
@@ -587,6 +588,11 @@ def _check_options(
     max_seconds: float | None,
 ) -> None:
     """Refuse bad :func:`extract` options before any model loads or store opens."""
+    if derived_by[0] != derived_by[1]:
+        raise ExtractionError(
+            "transform and derived go together: features of transformed audio belong to a "
+            "derived manifest, which says how the audio was transformed."
+        )
     check_choice("dtype", dtype, DTYPES)
     check_choice("codec", codec, CODECS)
     check_positive("batch_seconds", batch_seconds)

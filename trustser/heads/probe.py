@@ -292,20 +292,7 @@ def run_probes(
     )
     if description is not None:
         metrics["variant"] = dict(description)
-    unmeasurable = {
-        **metrics.get("not_measurable", {}),
-        **plan.skipped,
-    }
-    for skipped in plan.skipped:  # what an earlier probe of this task wrote no longer holds
-        metrics["tasks"].pop(skipped, None)
-        for key in [k for k in metrics if k.startswith(f"{skipped}_")]:
-            del metrics[key]
-    for probed in tasks:
-        unmeasurable.pop(probed.name, None)
-    if unmeasurable:
-        metrics["not_measurable"] = unmeasurable
-    else:
-        metrics.pop("not_measurable", None)
+    _record_skipped(metrics, plan.skipped, probed=[t.name for t in tasks])
     for task, result in zip(tasks, results, strict=True):
         record_probe(metrics, result, task, chosen[task.name], C=C, seed=seed)
     write_json(path, metrics)
@@ -321,6 +308,24 @@ def run_probes(
         seconds=time.perf_counter() - start,
         skipped=dict(plan.skipped),
     )
+
+
+def _record_skipped(
+    metrics: dict[str, Any], skipped: Mapping[str, str], *, probed: Sequence[str]
+) -> None:
+    """Record the tasks this corpus cannot measure under ``not_measurable`` (with earlier
+    records), drop what an earlier probe wrote for them, and clear the ones probed now."""
+    unmeasurable = {**metrics.get("not_measurable", {}), **skipped}
+    for task in skipped:  # what an earlier probe of this task wrote no longer holds
+        metrics["tasks"].pop(task, None)
+        for key in [k for k in metrics if k.startswith(f"{task}_")]:
+            del metrics[key]
+    for task in probed:
+        unmeasurable.pop(task, None)
+    if unmeasurable:
+        metrics["not_measurable"] = unmeasurable
+    else:
+        metrics.pop("not_measurable", None)
 
 
 def record_probe(

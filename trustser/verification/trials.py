@@ -203,19 +203,8 @@ class TrialDesign:
         }
 
 
-def build_trials(
-    manifest: Manifest,
-    *,
-    emotion: str | None = None,
-    seed: int = 0,
-    max_nontargets: int = DEFAULT_MAX_NONTARGETS,
-) -> TrialDesign:
-    """The trial sets of ``manifest`` (see the module docstring for the design).
-
-    ``emotion`` keeps only clips of that label in the test and dev trials (the attacker still
-    trains on every clip of its training speakers). ``max_nontargets`` caps the non-target
-    trials per gender and set. The same arguments always give the same trials.
-    """
+def _check_arguments(manifest: Manifest, emotion: str | None, max_nontargets: int) -> None:
+    """Refuse what no trial design can come from, naming the field and the fix."""
     if isinstance(max_nontargets, bool) or not isinstance(max_nontargets, int):
         raise TrialDesignError(f"max_nontargets must be an integer, got {max_nontargets!r}.")
     if max_nontargets < 1:
@@ -230,6 +219,22 @@ def build_trials(
             f"emotion {emotion!r} is not a label of the {manifest.corpus} manifest; "
             f"choose one of {list(manifest.labels)}."
         )
+
+
+def build_trials(
+    manifest: Manifest,
+    *,
+    emotion: str | None = None,
+    seed: int = 0,
+    max_nontargets: int = DEFAULT_MAX_NONTARGETS,
+) -> TrialDesign:
+    """The trial sets of ``manifest`` (see the module docstring for the design).
+
+    ``emotion`` keeps only clips of that label in the test and dev trials (the attacker still
+    trains on every clip of its training speakers). ``max_nontargets`` caps the non-target
+    trials per gender and set. The same arguments always give the same trials.
+    """
+    _check_arguments(manifest, emotion, max_nontargets)
     known = [u for u in manifest.utterances if u.speaker_known and u.gender in GENDERS]
     position = {u.id: i for i, u in enumerate(known)}
     roles = {fold.name: _roles(fold, known) for fold in manifest.folds}
