@@ -675,9 +675,9 @@ def test_smoothed_variant_attacks_adaptive_and_plain_and_costs_n_passes(toy_runs
     assert summary["settings"]["plain_attack"]["asr_mean"] == plain["asr_mean"]
     assert "eot_samples" not in plain["settings"]
     # one verdict per clip: the attack's clean pass says what the variant's evaluation said
-    predicted = {r["id"]: r["pred"] for r in _csv_rows(layout.head_dir(variant, "emotion"))}
+    predicted = {r["id"]: r["pred"] for r in _rows_in(layout.head_dir(variant, "emotion"))}
     for directory in (out_dir, out_dir / PLAIN_SUBDIR):
-        rows = _csv_rows(directory, "clips.csv")
+        rows = _rows_in(directory, "clips.csv")
         assert rows and all(predicted[r["id"]] == r["clean_pred"] for r in rows)
     # the profile holds the adaptive ASR on the safety axis and shows the plain one beside it
     profile = collect_profile(runs, backbones=[BASE, variant], attack=("pgd", 30), bootstrap=0)
@@ -692,6 +692,6 @@ def test_smoothed_variant_attacks_adaptive_and_plain_and_costs_n_passes(toy_runs
     assert smoothed.total_params == base.total_params and smoothed.inference_passes == 2
 
 
-def _csv_rows(directory, name: str = "predictions.csv") -> list[dict[str, str]]:
+def _rows_in(directory, name: str = "predictions.csv") -> list[dict[str, str]]:
     with open(directory / name, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))

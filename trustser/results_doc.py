@@ -75,7 +75,8 @@ _BEGIN_PREFIX, _END_PREFIX, _SUFFIX = "<!-- results:begin ", "<!-- results:end "
 # The files of one model's results directory that a profile is computed from (relative globs):
 # the heads' and probes' metrics and per-clip predictions, the heads' configuration (what was
 # trained on which store), the attacks' summaries and per-clip results (with the plain attack
-# beside a randomized defence's adaptive one), and the cost. Never weights, audio or the store.
+# beside a randomized defence's adaptive one), the robustness suite's figures, the speaker
+# verification trials' scores, and the cost. Never weights, audio or the store.
 DATA_FILES = (
     "cost.json",
     "*/config.json",
@@ -86,6 +87,11 @@ DATA_FILES = (
     "attack-*/clips.csv",
     "attack-*/plain/summary.json",
     "attack-*/plain/clips.csv",
+    "robustness/summary.json",
+    "robustness/clips.csv",
+    "verification/trials.csv",
+    "verification/*/metrics.json",
+    "verification/*/trials.csv",
 )
 MAX_FILE_BYTES = 2_000_000  # a larger file is not a small result: refuse it rather than commit it
 

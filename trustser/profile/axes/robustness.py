@@ -111,15 +111,27 @@ def _replicated(draws: RowBootstrap, rows: list[dict[str, str]]) -> dict[str, An
         by_case.setdefault(row["case"], []).append(row)
     for case, mine in by_case.items():
         hits = [r["unchanged"].strip() in ("1", "True", "true") for r in mine]
-        observed, resampled = estimator.rates(mine, hits)
+        rates = estimator.rates(mine, hits)
         out["unchanged"][case] = (
-            float(bs.fold_values(bs.asr_from_counts, observed, cell_dims=1)),
-            bs.fold_values(bs.asr_from_counts, resampled, cell_dims=1),
+            float(bs.fold_values(bs.asr_from_counts, rates.observed, cell_dims=1)),
+            bs.fold_values(
+                bs.asr_from_counts,
+                rates.resampled,
+                cell_dims=1,
+                fold_weights=estimator.draws.fold_weights(rates.folds),
+            ),
         )
         clean = estimator.confusion(mine, "true", "clean_pred", grouped=False)
         corrupted = estimator.confusion(mine, "true", "pred", grouped=False)
-        values = [bs.fold_values(bs.uar_from_counts, t[0]) for t in (clean, corrupted)]
-        samples = [bs.fold_values(bs.uar_from_counts, t[1]) for t in (clean, corrupted)]
+        values = [bs.fold_values(bs.uar_from_counts, t.observed) for t in (clean, corrupted)]
+        samples = [
+            bs.fold_values(
+                bs.uar_from_counts,
+                t.resampled,
+                fold_weights=estimator.draws.fold_weights(t.folds),
+            )
+            for t in (clean, corrupted)
+        ]
         out["drop"][case] = (float(values[0] - values[1]), samples[0] - samples[1])
     return out
 
