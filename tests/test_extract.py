@@ -741,15 +741,13 @@ def test_a_version_1_store_is_read_and_upgraded_by_the_next_writer(corpus: Path,
 def test_store_commands_never_cut_identifiers_at_80_columns(corpus: Path, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from trustser.cli import _common
     from trustser.cli.main import app
 
     name = "whisper_tiny_en_offline-trimmed-float16-a-long-group-name"
     monkeypatch.chdir(tmp_path)  # a short store path, so every line can fit in 80 columns
     path = Path("narrow.zarr")
     extract(corpus, path, FrameBackbone(), group=name, shard_mb=SHARD_MB)
-    monkeypatch.setattr(_common.console, "width", 80)
-    runner = CliRunner()
+    runner = CliRunner(env={"COLUMNS": "80"})  # the console reads it at each print
     info = runner.invoke(app, ["store", "info", str(path)])
     assert name in info.output and "float16" in info.output and "…" not in info.output
     verify = runner.invoke(app, ["store", "verify", str(path)])
