@@ -24,7 +24,7 @@ def test_extract_heads_fgsm_and_cost_on_whisper_base(tmp_path, toy_manifest_fact
     from trustser.attacks.runner import run_attack
     from trustser.cost import measure_cost
     from trustser.extract import extract
-    from trustser.heads.training import fit_heads
+    from trustser.heads.training import default_estimator, fit_heads
     from trustser.runs import RunLayout
     from trustser.store import open_store
 
@@ -38,7 +38,8 @@ def test_extract_heads_fgsm_and_cost_on_whisper_base(tmp_path, toy_manifest_fact
     assert group.provenance["weights_file_sha256"] == WHISPER_BASE.sha256
 
     runs = tmp_path / "runs"
-    fit_heads(store, runs=runs, folds="1", epochs=3, lr=1e-2, normalize=True, device="cpu")
+    head = default_estimator(epochs=3, lr=1e-2, normalize=True, device="cpu")
+    fit_heads(store, estimator=head, runs=runs, folds="1")
     (result,) = run_attack(
         store, runs=runs, method="fgsm", snr_db=45, device="cpu", batch_size=4
     ).results
