@@ -51,7 +51,9 @@ class CountBar:
 
     def __call__(self, done: int, total: int) -> None:
         if self._bar is None:
-            progress = Progress(*_columns(self.unit), console=self.console)
+            # a console of its own, sized to the terminal as it is now (rich's global one keeps
+            # the width it was first created with)
+            progress = Progress(*_columns(self.unit), console=self.console or Console())
             progress.start()
             self._bar = (progress, progress.add_task(self.description.format(total=total)))
         progress, task = self._bar
