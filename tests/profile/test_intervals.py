@@ -177,3 +177,22 @@ def test_latency_interval_is_the_spread_of_the_recorded_timings(tmp_path, write_
     found = entry.intervals["latency_ms"]
     assert found["low"] == pytest.approx(11.0) and found["high"] == pytest.approx(49.0)
     assert "41 repeated timings" in found["method"]
+
+
+def test_the_speaker_id_split_and_verification_rows_do_not_change_the_draw_design():
+    """EmoDB-like: each fold tests one woman and one man. The speaker-ID task's closed-set split
+    tests every speaker in every fold and verification rows name no fold: neither may turn the
+    design of every other figure into a plain speaker draw."""
+    from trustser.metrics.bootstrap import DESIGN_FOLDS, draw_speakers
+    from trustser.profile.intervals import tested_speakers
+
+    emotion = [
+        {"speaker": f"s{k}{g}", "gender": g, "fold": f"fold{k}"} for k in range(5) for g in "fm"
+    ]
+    speaker_id = [{**row, "fold": f"fold{j}"} for row in emotion for j in range(5)]
+    trials = [{"speaker": row["speaker"], "gender": row["gender"]} for row in emotion]
+    speakers, folds, genders = tested_speakers([emotion, speaker_id, trials])
+    assert folds == [f"fold{s[1]}" for s in speakers]
+    assert draw_speakers(speakers, folds, genders, 20, 0).design == DESIGN_FOLDS
+    # the speaker-ID split alone names no fold for anyone
+    assert set(tested_speakers([speaker_id])[1]) == {None}

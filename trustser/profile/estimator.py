@@ -48,6 +48,9 @@ class Tables(NamedTuple):
     resampled: np.ndarray  # [B, F, ...]
     folds: list[str]
     labels: list[str] | None = None  # the classes of a confusion table's last two axes
+    # False for a closed-set split (one speaker tested in several folds): its folds are not the
+    # design's units, the speakers' weights alone carry the draw
+    folds_drawn: bool = True
 
 
 def _rows(path: Path) -> Rows | None:
@@ -110,10 +113,20 @@ class Estimator:
         self.speakers = draws.speakers
 
     def _tables(
-        self, counts: np.ndarray, folds: list[str], labels: list[str] | None = None
+        self, counts: np.ndarray, rows: Rows, folds: list[str], labels: list[str] | None = None
     ) -> Tables:
         observed = bs.resample(counts, np.ones((1, counts.shape[0])))[0]
-        return Tables(observed, bs.resample(counts, self.draws.weights), folds, labels)
+        tested_in: dict[str, set[str]] = {}
+        for row in rows:
+            tested_in.setdefault(row["speaker"], set()).add(row["fold"])
+        independent = all(len(found) == 1 for found in tested_in.values())
+        resampled = bs.resample(counts, self.draws.weights)
+        return Tables(observed, resampled, folds, labels, independent)
+
+    def fold_weights(self, tables: Tables) -> np.ndarray | None:
+        """Each fold's weight in the replicates' fold means of ``tables`` (None: each counts
+        once, as in a closed-set split, whose speakers' weights carry the draw)."""
+        return self.draws.fold_weights(tables.folds) if tables.folds_drawn else None
 
     def confusion(self, rows: Rows, true: str, pred: str, *, grouped: bool) -> Tables:
         labels = _labels(rows, true, pred)
@@ -128,7 +141,7 @@ class Estimator:
             speaker_list=self.speakers,
             fold_list=folds,
         )
-        return self._tables(counts, folds, labels)
+        return self._tables(counts, rows, folds, labels)
 
     def attack(self, rows: Rows) -> Tables:
         return self.rates(
@@ -149,7 +162,7 @@ class Estimator:
             speaker_list=self.speakers,
             fold_list=folds,
         )
-        return self._tables(counts, folds)
+        return self._tables(counts, rows, folds)
 
     def interval(
         self,
@@ -166,7 +179,7 @@ class Estimator:
             tables.resampled,
             cell_dims=cell_dims,
             pooled=pooled,
-            fold_weights=self.draws.fold_weights(tables.folds),
+            fold_weights=self.fold_weights(tables),
         )
         return bs.interval(
             None if math.isnan(value) else value, samples, level=self.level, method=method

@@ -61,14 +61,25 @@ def tested_speakers(
     tables: Iterable[Sequence[Mapping[str, str]]],
 ) -> tuple[list[str], list[str | None], list[str]]:
     """Every test speaker of per-clip rows (sorted), the one fold that tested it (None when
-    several did) and its gender (``""`` when unknown)."""
+    several did) and its gender (``""`` when unknown).
+
+    A speaker's fold comes from the speaker-independent files only: a file that tests one
+    speaker in several folds (the speaker-ID task's closed-set split) and rows that name no fold
+    (verification trials) add speakers and genders, not folds, so they cannot turn the design
+    of every other figure into a plain speaker draw."""
     gender: dict[str, str] = {}
     folds: dict[str, set[str]] = {}
     for rows in tables:
+        tested_in: dict[str, set[str]] = {}
         for row in rows:
             if "speaker" in row:
                 gender.setdefault(row["speaker"], row.get("gender", "") or "")
-                folds.setdefault(row["speaker"], set()).add(row.get("fold", ""))
+                tested_in.setdefault(row["speaker"], set())
+                if row.get("fold") is not None:
+                    tested_in[row["speaker"]].add(row["fold"])
+        independent = all(len(f) <= 1 for f in tested_in.values())
+        for speaker, found in tested_in.items():
+            folds.setdefault(speaker, set()).update(found if independent else ())
     speakers = sorted(gender)
     fold_of = [next(iter(folds[s])) if len(folds[s]) == 1 else None for s in speakers]
     return speakers, fold_of, [gender[s] for s in speakers]

@@ -118,7 +118,7 @@ def _replicated(draws: RowBootstrap, rows: list[dict[str, str]]) -> dict[str, An
                 bs.asr_from_counts,
                 rates.resampled,
                 cell_dims=1,
-                fold_weights=estimator.draws.fold_weights(rates.folds),
+                fold_weights=estimator.fold_weights(rates),
             ),
         )
         clean = estimator.confusion(mine, "true", "clean_pred", grouped=False)
@@ -128,7 +128,7 @@ def _replicated(draws: RowBootstrap, rows: list[dict[str, str]]) -> dict[str, An
             bs.fold_values(
                 bs.uar_from_counts,
                 t.resampled,
-                fold_weights=estimator.draws.fold_weights(t.folds),
+                fold_weights=estimator.fold_weights(t),
             )
             for t in (clean, corrupted)
         ]
