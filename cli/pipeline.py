@@ -72,7 +72,8 @@ def run(
         typer.Option(*BACKBONE, help="Backbone name or spec (repeatable)."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(*OUT, help="Output directory [default: runs].")
+        Path | None,
+        typer.Option(*OUT, help="Output directory (default: runs, or the --config's out)."),
     ] = None,
     config: Annotated[
         Path | None,
@@ -92,12 +93,12 @@ def run(
         bool,
         typer.Option(
             "--robustness",
-            help="Also run the [robustness] stage with its defaults: every model on corrupted "
-            "test clips (a --config's [robustness] section keeps its settings).",
+            help="Also run the \\[robustness] stage with its defaults: every model on corrupted "
+            "test clips (a --config's \\[robustness] section keeps its settings).",
         ),
     ] = False,
 ) -> None:
-    """Prepare → extract → heads → probes → attack → cost → [robustness] → profile; finished
+    """Prepare → extract → heads → probes → attack → cost → \\[robustness] → profile; finished
     stages are skipped."""
     from trustser.pipeline import config_from_options, run_pipeline
 

@@ -33,3 +33,19 @@ def test_shared_things_have_the_same_short_flags_everywhere():
                     problems.append(f"{path}: {short} is not {long} here ({sorted(opts)})")
     assert not problems, "\n".join(problems)
     assert seen == set(SHARED_FLAGS)  # every shared flag is used somewhere
+
+
+def test_help_texts_keep_their_bracketed_words():
+    """Rich reads ``[word]`` in a help text as markup and drops it ("run the  stage"): a TOML
+    section named in help must be written ``\\[word]``."""
+    from rich.text import Text
+
+    problems = []
+    for path, command in _leaves(typer.main.get_command(app)):
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in texts:
+            shown = Text.from_markup(text).plain
+            lost = [w for w in ("[", "]") if text.count(w) != shown.count(w)]
+            if lost and "[/" not in text:
+                problems.append(f"{path}: {text[:70]!r} is shown as {shown[:70]!r}")
+    assert not problems, "\n".join(problems)

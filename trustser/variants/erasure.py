@@ -195,17 +195,10 @@ class _ErasedPacked(_ErasedSource):
     :class:`~trustser.heads.data.PackedFeatures` offers them to the heads."""
 
     def packed_batches(
-        self,
-        ids: Sequence[str],
-        batch_size: int = 64,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        reuse: bool = False,
+        self, ids: Sequence[str], *args: Any, **kwargs: Any
     ) -> Iterator[PackedBatch]:
-        for batch in self.inner.packed_batches(
-            ids, batch_size, shuffle=shuffle, seed=seed, reuse=reuse
-        ):
+        """The inner source's packed batches (its arguments, passed through), erased."""
+        for batch in self.inner.packed_batches(ids, *args, **kwargs):
             frames = self.eraser.erase_frames(batch.frames)
             if self._affine is not None:
                 mean, inverse = self._affine

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from trustser.verification.trials import DEFAULT_MAX_NONTARGETS, TrialDesign, bu
 
 __all__ = [
     "VerificationError",
+    "VerificationOptions",
     "VerificationReport",
     "VerificationResult",
     "run_verification",
@@ -43,6 +44,18 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
+
+
+class VerificationOptions(TypedDict, total=False):
+    """The settings of a verification run, as :func:`verify` takes them (its defaults hold)."""
+
+    emotion: str | None
+    seed: int
+    max_nontargets: int
+    replicates: int
+    level: float
+    operating_point: OperatingPoint
+    progress: Progress | None
 
 
 class VerificationError(TrustSERError, ValueError):
@@ -177,13 +190,7 @@ def run_verification(
     manifest: Manifest | str | os.PathLike | None = None,
     source: Any = None,
     features: str | None = None,
-    emotion: str | None = None,
-    seed: int = 0,
-    max_nontargets: int = DEFAULT_MAX_NONTARGETS,
-    replicates: int = DEFAULT_REPLICATES,
-    level: float = DEFAULT_LEVEL,
-    operating_point: OperatingPoint = DEFAULT_OPERATING_POINT,
-    progress: Progress | None = None,
+    **options: Unpack[VerificationOptions],
 ) -> VerificationResult:
     """Speaker verification on the unseen speakers of a store group; writes
     ``<runs>/<model>/verification/[<emotion>/]{metrics.json,trials.csv}``.
@@ -193,7 +200,8 @@ def run_verification(
     left out. A variant ``<backbone>@<tag>`` exposes other embeddings than the store's, so it
     needs ``source`` (see :func:`verify`); its results go to the variant's directory.
     ``features`` says in words what the source exposes (recorded in ``metrics.json``);
-    :func:`trustser.variants.verify_model` builds both from a variant's kind.
+    :func:`trustser.variants.verify_model` builds both from a variant's kind. ``options`` are
+    :func:`verify`'s settings (:class:`VerificationOptions`).
     """
     from trustser.store import open_group
 
@@ -216,18 +224,8 @@ def run_verification(
         manifest = read_manifest(manifest)
     missing = [u.id for u in manifest.utterances if u.id not in stored]
     manifest = manifest.filter(lambda u: u.id in stored)
-    report = verify(
-        manifest,
-        source if source is not None else store_source(group),
-        emotion=emotion,
-        seed=seed,
-        max_nontargets=max_nontargets,
-        replicates=replicates,
-        level=level,
-        operating_point=operating_point,
-        progress=progress,
-    )
-    directory = RunLayout(Path(runs)).verification_dir(name, emotion)
+    report = verify(manifest, source if source is not None else store_source(group), **options)
+    directory = RunLayout(Path(runs)).verification_dir(name, options.get("emotion"))
     trials_path = write_trial_scores(directory / "trials.csv", report.scores)
     metrics = {
         "backbone": name,
