@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -21,11 +20,11 @@ from trustser.cli._common import (
 )
 from trustser.cli._progress import CountBar
 from trustser.cli._tables import print_table
-from trustser.formatting import number, percent
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile.det import write_det_chart
 from trustser.variants import verify_model
 from trustser.verification.run import VerificationResult
+from trustser.verification.table import summary_table
 from trustser.verification.trials import DEFAULT_MAX_NONTARGETS
 from trustser.workspace import stage_backbones
 
@@ -120,50 +119,17 @@ def verify(
         console.print(f"wrote {result.directory} ({result.seconds:.1f} s)")
 
 
-def _interval(entry: dict, scale: str) -> str:
-    low, high = entry["low"], entry["high"]
-    if low is None or high is None:
-        return "–"
-    if scale == "percent":
-        return f"[{percent(low)}, {percent(high)}]"
-    return f"[{number(low)}, {number(high)}]"
-
-
-def _layers(layers: list[int]) -> str:
-    """``[2, 2, 3]`` → ``2 (2 sets), 3 (1)``: the layers chosen on dev, most common first."""
-    counts = Counter(layers).most_common()
-    head, *rest = counts
-    text = f"{head[0]} ({head[1]} set{'s' if head[1] > 1 else ''})"
-    return ", ".join([text, *(f"{layer} ({n})" for layer, n in rest)])
-
-
 def _render(result: VerificationResult) -> None:
-    metrics = result.metrics
-    design = metrics["design"]
-    emotion = f", {design['emotion']} clips" if design["emotion"] else ""
-    table = Table(
-        title=f"speaker verification · {escape(result.backbone)}{escape(emotion)}",
-        caption=f"set mean of {len(design['sets'])} trial set(s); 95 % speaker-bootstrap "
-        f"intervals ({metrics['bootstrap']['replicates']} replicates); minDCF at "
-        f"P_target {metrics['operating_point']['p_target']:g}, C_miss = C_fa = 1, normalised",
-    )
-    for column in ("attacker", "trials", "EER %", "95 % CI", "minDCF", "95 % CI"):
+    summary = summary_table(result.metrics, where=str(result.metrics_path))
+    table = Table(title=escape(summary.title), caption=escape(summary.caption))
+    for column in summary.header:
         table.add_column(column, justify="left" if column in ("attacker", "trials") else "right")
         table.columns[-1].no_wrap = True
-    for name, figures in metrics["attackers"].items():
-        rows = [("all", figures), *figures["by_gender"].items()]
-        for index, (subset, entry) in enumerate(rows):
-            table.add_row(
-                name if index == 0 else "",
-                subset,
-                percent(entry["eer"]["value"]),
-                _interval(entry["eer"], "percent"),
-                number(entry["min_dcf"]["value"], 3),
-                _interval(entry["min_dcf"], "number"),
-                end_section=index == len(rows) - 1,
-            )
+    for rows in summary.groups.values():
+        for index, row in enumerate(rows):
+            table.add_row(*row, end_section=index == len(rows) - 1)
     print_table(table, console=console)
-    for name in metrics["attackers"]:
-        console.print(f"{name}: layer chosen on dev {_layers(metrics[f'{name}_layers'])}")
-    if design["pooled_across_folds"]:
-        console.print(f"trials pooled across folds: {escape(design['pooled_reason'])}", style="dim")
+    for name, layers in summary.layers.items():
+        console.print(f"{name}: layer chosen on dev {layers}")
+    if summary.pooled_reason:
+        console.print(f"trials pooled across folds: {escape(summary.pooled_reason)}", style="dim")

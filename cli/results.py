@@ -112,11 +112,21 @@ def import_(
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace a model's directory already in OUT.")
     ] = False,
+    trials: Annotated[
+        bool,
+        typer.Option(
+            "--trials/--no-trials",
+            help="Copy the speaker-verification runs' per-trial scores (trials.csv). Without "
+            "them the verification view still shows each run's figures and intervals, but a "
+            "profile has no interval of the EER on its own draws and no paired comparison of it.",
+        ),
+    ] = True,
 ) -> None:
     """Copy the small files a profile is computed from (predictions, metrics, attack results,
-    cost; no weights, no store) into a document's data directory."""
+    robustness and speaker-verification figures, cost; no weights, no store) into a document's
+    data directory."""
     with user_errors():
-        imported = import_results(runs, out, models=model, replace=replace)
+        imported = import_results(runs, out, models=model, replace=replace, trials=trials)
     console.print(
         f"copied {len(imported.files)} files ({imported.total_bytes / 1e6:.2f} MB) to "
         f"{escape(str(imported.out))}"

@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,11 +48,13 @@ from trustser.profile.radar import figure_svg, radar_figure
 from trustser.profile.scales import SCALE_MODES
 from trustser.profile.tables import profile_to_markdown
 from trustser.runs import RunLayout, read_json
+from trustser.verification.table import summary_table, verification_runs
 
 __all__ = [
     "DATA_FILES",
     "MAX_FILE_BYTES",
     "SETTINGS_FILE",
+    "TRIAL_FILES",
     "VIEWS",
     "Block",
     "ImportedResults",
@@ -76,7 +79,8 @@ _BEGIN_PREFIX, _END_PREFIX, _SUFFIX = "<!-- results:begin ", "<!-- results:end "
 # the heads' and probes' metrics and per-clip predictions, the heads' configuration (what was
 # trained on which store), the attacks' summaries and per-clip results (with the plain attack
 # beside a randomized defence's adaptive one), the robustness suite's figures, the speaker
-# verification trials' scores, and the cost. Never weights, audio or the store.
+# verification runs' figures and per-trial scores, and the cost. Never weights, audio or the
+# store.
 DATA_FILES = (
     "cost.json",
     "*/config.json",
@@ -93,6 +97,10 @@ DATA_FILES = (
     "verification/*/metrics.json",
     "verification/*/trials.csv",
 )
+# The verification runs' per-trial scores: what a profile redraws the EER's interval from on its
+# own speaker draws (and pairs two models' EERs by). The `verification` view needs only each
+# run's metrics.json, so an import may leave these out (their size grows with the speakers).
+TRIAL_FILES = ("verification/trials.csv", "verification/*/trials.csv")
 MAX_FILE_BYTES = 2_000_000  # a larger file is not a small result: refuse it rather than commit it
 
 
@@ -280,12 +288,18 @@ def parse_blocks(text: str, source: str | Path = "<document>") -> list[Block]:
 @dataclass(frozen=True)
 class ViewInput:
     """What a view renders from: the block, its profile's settings and collected profile, and
-    where its figures go (``figure_link`` is the figure directory as the document links it)."""
+    where its figures go (``figure_link`` is the figure directory as the document links it).
+    The profile is collected when a view first asks for it (``collect``: once per profile), so
+    a view that reads its files directly renders results no profile is computed from."""
 
     block: Block
     settings: ProfileSettings
-    profile: Profile
+    collect: Callable[[], Profile]
     figure_link: str
+
+    @property
+    def profile(self) -> Profile:
+        return self.collect()
 
 
 @dataclass(frozen=True)
@@ -497,6 +511,58 @@ def _intervals(given: ViewInput) -> Rendered:
     return Rendered(_md_table(header, body))
 
 
+def _verification_markdown(metrics_path: Path) -> tuple[str, str | None]:
+    """One verification run's summary (:func:`trustser.verification.table.summary_table`, as
+    ``trustser privacy verify`` prints it) as a titled Markdown table, and why its trials were
+    pooled across folds (None: they were not)."""
+    metrics = _json(metrics_path)
+    if metrics is None:
+        raise ResultsDocError(f"{metrics_path} is not a JSON object; rerun the verification.")
+    summary = summary_table(metrics, where=str(metrics_path))
+    rows = [row for group in summary.groups.values() for row in group]
+    layers = "; ".join(f"{name} {text}" for name, text in summary.layers.items())
+    markdown = (
+        f"**{summary.title}** — {summary.caption}.\n\n"
+        + _md_table(summary.header, rows)
+        + f"\nLayer chosen on dev: {layers}.\n"
+    )
+    return markdown, summary.pooled_reason
+
+
+def _verification(given: ViewInput) -> Rendered:
+    """Linkability from each model's speaker-verification runs (``verification/metrics.json``
+    and each emotion's ``verification/<emotion>/metrics.json``): per run, EER and minDCF of
+    each attacker with the run's own speaker-bootstrap intervals, in all and per gender. Read
+    from those files alone (the profile is not collected; no ``trials.csv`` is needed)."""
+    settings = given.settings
+    names = list(settings.models) or discover_backbones(settings.runs)
+    layout = RunLayout(settings.runs)
+    parts: list[str] = []
+    lacking: list[str] = []
+    reasons: dict[str, None] = {}
+    for name in names:
+        runs = verification_runs(layout.verification_dir(name))
+        if not runs:
+            lacking.append(name)
+            continue
+        for metrics_path in runs.values():
+            markdown, pooled_reason = _verification_markdown(metrics_path)
+            parts.append(markdown)
+            if pooled_reason:
+                reasons[pooled_reason] = None
+    if not parts:
+        raise ResultsDocError(
+            f"block {given.block.name!r}: no model of profile {settings.name!r} has speaker "
+            f"verification results (verification/metrics.json under {settings.runs}/<model>/; "
+            f"models: {', '.join(names) or 'none'}). Run `trustser privacy verify` and import "
+            "the results with `trustser results import`."
+        )
+    notes = [f"Trials pooled across folds: {reason}" for reason in reasons]
+    if lacking:
+        notes.append(f"No speaker verification for {', '.join(lacking)}.")
+    return Rendered("\n".join(parts) + "".join(f"\n{note}\n" for note in notes))
+
+
 def _radar(given: ViewInput) -> Rendered:
     """The radar chart of every row of the profile (the paper's rows included), as SVG."""
     profile = given.profile
@@ -536,6 +602,12 @@ VIEWS: dict[str, View] = {
         View("attacks", "every attack: ASR, flipped / attacked, measured SNR", _attacks),
         View("intervals", "how each interval of a frozen backbone was computed", _intervals),
         View("radar", "the radar chart of every row (SVG)", _radar),
+        View(
+            "verification",
+            "linkability: each model's speaker-verification runs (EER, minDCF per attacker, "
+            "intervals, per gender), from their metrics.json",
+            _verification,
+        ),
     )
 }
 
@@ -600,9 +672,13 @@ def render_document(
                 f"views are {', '.join(VIEWS)}."
             )
         chosen = settings[block.profile]
-        if block.profile not in profiles:
-            profiles[block.profile] = chosen.collect()
-        result = view.render(ViewInput(block, chosen, profiles[block.profile], link))
+
+        def collect(name: str = block.profile, chosen: ProfileSettings = chosen) -> Profile:
+            if name not in profiles:
+                profiles[name] = chosen.collect()
+            return profiles[name]
+
+        result = view.render(ViewInput(block, chosen, collect, link))
         out += lines[position : block.begin + 1]
         out += ["\n", result.markdown.rstrip("\n") + "\n", "\n"]
         position = block.end
@@ -675,19 +751,33 @@ class ImportedResults:
 
 def _relative_text(text: str, root: Path) -> str:
     """``text`` with the absolute paths of ``root`` made relative to it (a JSON file's store
-    and weights paths: the copy must not name the machine it was made on)."""
+    and weights paths: the copy must not name the machine it was made on), and those of the
+    directories above it too (a store beside the results: ``../cache.zarr``), up to the
+    filesystem's root."""
     for form in {str(root), str(root.resolve())}:
         escaped = form.replace("\\", "\\\\")
         text = text.replace(escaped + "/", "").replace(f'"{escaped}"', '"."')
+    for depth, ancestor in enumerate(root.resolve().parents, start=1):
+        if ancestor.parent == ancestor:
+            break
+        escaped = re.escape(str(ancestor).replace("\\", "\\\\"))
+        up = "/".join([".."] * depth)
+        text = re.sub(rf'(?<![\w.\-/]){escaped}(?=["/])', up, text)
     return text
 
 
 def _copy_result(source: Path, target: Path, root: Path) -> int:
     size = source.stat().st_size
     if size > MAX_FILE_BYTES:
+        hint = (
+            " A verification run's trials.csv: pass --no-trials (the verification view needs "
+            "only its metrics.json)."
+            if source.name == "trials.csv"
+            else ""
+        )
         raise ResultsDocError(
             f"{source} has {size} bytes (over {MAX_FILE_BYTES}); a results document's data must "
-            "stay small. Import fewer models, or leave this file out."
+            f"stay small. Import fewer models, or leave this file out.{hint}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.suffix == ".json":
@@ -722,12 +812,17 @@ def import_results(
     *,
     models: Sequence[str] | None = None,
     replace: bool = False,
+    trials: bool = True,
 ) -> ImportedResults:
     """Copy the files a profile of ``models`` (default: every results directory) is computed
     from (:data:`DATA_FILES`) from the results directory ``runs`` to ``out``, with ``runs``'s
-    ``manifest.jsonl`` when it has one. Absolute paths under ``runs`` become relative; audio
-    paths become relative to the corpus root. ``replace`` first removes a model's directory
-    already in ``out`` (otherwise that is refused: old files would mix with new)."""
+    ``manifest.jsonl`` when it has one. Absolute paths under ``runs`` (and the directories above
+    it) become relative; audio paths become relative to the corpus root. ``replace`` first
+    removes a model's directory already in ``out`` (otherwise that is refused: old files would
+    mix with new). ``trials=False`` leaves out the verification runs' per-trial scores
+    (:data:`TRIAL_FILES`): the ``verification`` view shows each run's own figures and intervals
+    without them, but a profile then has no interval of the EER on its own draws and no paired
+    comparison of it."""
     root, out = Path(runs), Path(out)
     names = list(models) if models else discover_backbones(root)
     if not names:
@@ -749,7 +844,8 @@ def import_results(
                     f"{target} exists; pass --replace to replace it with the files of {source}."
                 )
             shutil.rmtree(target)
-        files = sorted({f for pattern in DATA_FILES for f in source.glob(pattern) if f.is_file()})
+        patterns = [p for p in DATA_FILES if trials or p not in TRIAL_FILES]
+        files = sorted({f for pattern in patterns for f in source.glob(pattern) if f.is_file()})
         for file in files:
             total += _copy_result(file, target / file.relative_to(source), root)
             copied.append(target.relative_to(out) / file.relative_to(source))

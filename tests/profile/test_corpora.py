@@ -63,3 +63,80 @@ def test_no_results_anywhere_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ProfileError, match="no backbone results"):
         corpus_runs([tmp_path / "empty"])
+
+
+@pytest.fixture(scope="module")
+def linked_corpora(tmp_path_factory):
+    """Two corpora, each with ``voice`` (a planted speaker signal) and ``noise`` (none): fake
+    heads, attacks and cost, plus a real speaker-verification run of each on its store."""
+    from trustser.verification import run_verification
+
+    from ..test_verification_run import planted, write_store
+    from ..test_verification_trials import speaker_manifest
+    from .conftest import write_fake_runs
+
+    out = tmp_path_factory.mktemp("linked") / "out"
+    for index, corpus in enumerate(("crema", "msp")):
+        manifest = speaker_manifest(groups=4, per_gender=2, clips=6)
+        store = out.parent / f"{corpus}.zarr"
+        for offset, (name, signal) in enumerate((("voice", 2.0), ("noise", 0.0))):
+            seed = 10 * index + offset
+            write_store(store, name, manifest, planted(manifest, signal=signal, seed=seed))
+            write_fake_runs(out / corpus, name, seed=seed, clips=True)
+            run_verification(store, name, runs=out / corpus, replicates=20)
+    return out
+
+
+def test_the_mean_over_corpora_carries_the_verification_eer(linked_corpora):
+    from trustser.profile.axes import linkability
+    from trustser.profile.tables import profile_to_markdown
+
+    profile = collect_corpora([linked_corpora], bootstrap=60)
+    mean, crema, msp = (profile.get(f"voice ({c})") for c in ("mean", "crema", "msp"))
+    for attacker in ("ignorant", "informed"):
+        key = linkability.eer_key(attacker)
+        expected = (crema.intervals[key]["value"] + msp.intervals[key]["value"]) / 2
+        found = mean.intervals[key]
+        assert found["value"] == pytest.approx(expected)
+        assert found["low"] <= found["value"] <= found["high"]
+        assert "mean over corpora (crema, msp)" in found["method"]
+        replicates = (np.array(crema.replicates[key]) + np.array(msp.replicates[key])) / 2
+        assert np.allclose(mean.replicates[key], replicates, atol=1e-6)
+        # the details (report, profile.csv) hold the mean of the runs' own figures
+        details = mean.privacy["verification"]["attackers"][attacker]
+        runs = [r.privacy["verification"]["attackers"][attacker] for r in (crema, msp)]
+        assert details["eer"]["value"] == pytest.approx(
+            (runs[0]["eer"]["value"] + runs[1]["eer"]["value"]) / 2
+        )
+        assert set(details["by_gender"]) == {"female", "male"}
+    values, _ = linkability.csv_values(mean)
+    assert values["eer_informed"] == pytest.approx(
+        mean.privacy["verification"]["attackers"]["informed"]["eer"]["value"]
+    )
+    # profile.md's raw metrics show the mean's EER with its interval, not "–"
+    cell = linkability.markdown_columns()[0].cell(mean)
+    assert "[" in cell
+    lines = profile_to_markdown(profile).splitlines()
+    assert any("| voice (mean) |" in x and cell in x for x in lines)
+    # the two means were tested on the same trials in every corpus: their EERs pair
+    pair = next(p for p in profile.comparisons if {p["a"], p["b"]} == {"noise (mean)", mean.name})
+    verdict = pair["axes"]["eer_informed"]["verdict"]
+    assert verdict in ("A better", "B better", "no significant difference")
+
+
+def test_a_corpus_without_verification_leaves_the_mean_without_eer(linked_corpora, tmp_path):
+    import shutil
+
+    from trustser.profile.axes import linkability
+
+    copy = tmp_path / "out"
+    shutil.copytree(linked_corpora, copy)
+    shutil.rmtree(copy / "msp" / "voice" / "verification")
+    profile = collect_corpora([copy], bootstrap=20)
+    mean = profile.get("voice (mean)")
+    assert linkability.eer_key("informed") not in mean.intervals
+    assert "verification" not in (mean.privacy or {})
+    assert any("EER (informed): not measured on msp" in n for n in mean.notes)
+    assert linkability.markdown_columns()[0].cell(mean) == "–"
+    # the other model has it on both corpora
+    assert profile.get("noise (mean)").intervals[linkability.eer_key("informed")]["low"] is not None

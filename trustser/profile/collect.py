@@ -21,7 +21,7 @@ from trustser._validation import TrustSERError, check_choice
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.metrics.bootstrap import interval as bootstrap_interval
 from trustser.profile.axes import axis_options, details_order, new_row, registered_axes
-from trustser.profile.axis import Axis, Commands, Reading
+from trustser.profile.axis import Axis, Commands, Figure, Reading
 from trustser.profile.intervals import DEFAULT_SEED, bootstrap_profile, comparison_table
 from trustser.profile.model import (
     DEFAULT_ATTACK,
@@ -126,7 +126,8 @@ def collect_backbone(
 
 def holds_results(directory: str | Path) -> bool:
     """Whether ``directory`` is a backbone's results directory, whatever its name: it holds a
-    head's or probe's ``metrics.json``, an attack's ``summary.json`` or a ``cost.json``.
+    head's or probe's ``metrics.json``, an attack's ``summary.json``, a speaker verification's
+    ``verification/metrics.json`` or a ``cost.json``.
 
     Other folders under a results root — a ``trustser run`` folder's ``cache.zarr`` and
     ``report/``, say — are not backbones.
@@ -134,7 +135,9 @@ def holds_results(directory: str | Path) -> bool:
     directory = Path(directory)
     if not directory.is_dir():
         return False
-    if (directory / "cost.json").is_file():
+    if (directory / "cost.json").is_file() or (
+        directory / "verification" / "metrics.json"
+    ).is_file():
         return True
     for part, files in [
         *((t, ("metrics.json", "predictions.csv")) for t in TASKS),
@@ -348,7 +351,7 @@ def _mean_axis(
 ) -> None:
     """The mean over corpora of one axis's figure, and its interval: the range over corpora for
     a counted axis, else the mean of the corpora's replicates."""
-    name, corpora = axis.name, ", ".join(rows)
+    name = axis.name
     values = [r.raw.get(name) for r in rows.values()]
     unmeasurable = {c: r.not_measurable[name] for c, r in rows.items() if name in r.not_measurable}
     if unmeasurable:  # a corpus that cannot measure it leaves the mean not measurable too
@@ -362,7 +365,6 @@ def _mean_axis(
         )
         return
     entry.raw[name] = float(np.mean(values))
-    samples = [r.replicates.get(name) for r in rows.values()]
     if axis.counted:
         entry.intervals[name] = {
             "value": entry.raw[name],
@@ -370,15 +372,55 @@ def _mean_axis(
             "high": float(max(values)),
             "method": "exact per corpus (the range over corpora)",
         }
-    elif replicates and all(s and len(s) == replicates for s in samples):
-        matrix = np.array([[np.nan if v is None else v for v in s] for s in samples])
-        mean = matrix.mean(axis=0)
-        result = bootstrap_interval(entry.raw[name], mean)
-        result.method = f"mean over corpora ({corpora}) of their speaker bootstraps"
-        entry.intervals[name] = result.to_dict()
-        entry.replicates[name] = [None if np.isnan(x) else round(float(x), 6) for x in mean]
-    elif replicates:
+    elif not _interval_of_mean(entry, name, entry.raw[name], rows, replicates) and replicates:
         entry.notes.append(f"{name}: some corpus has no interval, so the mean has none.")
+
+
+def _interval_of_mean(
+    entry: BackboneProfile,
+    key: str,
+    value: float,
+    rows: dict[str, BackboneProfile],
+    replicates: int,
+) -> bool:
+    """The interval of the mean of figure ``key`` (``intervals[key]``, and its replicates): each
+    replicate the mean of the corpora's replicates (independent draws per corpus). False when
+    some corpus has none."""
+    samples = [r.replicates.get(key) for r in rows.values()]
+    if not replicates or not all(s and len(s) == replicates for s in samples):
+        return False
+    matrix = np.array([[np.nan if v is None else v for v in s] for s in samples])
+    mean = matrix.mean(axis=0)
+    result = bootstrap_interval(value, mean)
+    result.method = f"mean over corpora ({', '.join(rows)}) of their speaker bootstraps"
+    entry.intervals[key] = result.to_dict()
+    entry.replicates[key] = [None if np.isnan(x) else round(float(x), 6) for x in mean]
+    return True
+
+
+def _mean_figure(
+    entry: BackboneProfile, figure: Figure, rows: dict[str, BackboneProfile], replicates: int
+) -> None:
+    """The mean over corpora of a figure beside an axis (``Axis.figures``: the privacy axis's
+    speaker-verification EER), with the interval of the mean as an axis's; a corpus without the
+    figure leaves the mean without it (and says so)."""
+    values = {corpus: figure.value(r) for corpus, r in rows.items()}
+    lacking = [corpus for corpus, value in values.items() if value is None]
+    if lacking:
+        if len(lacking) < len(rows):
+            entry.notes.append(
+                f"{figure.title}: not measured on {', '.join(lacking)}; no mean over corpora."
+            )
+        return
+    value = float(np.mean(list(values.values())))
+    if not _interval_of_mean(entry, figure.key, value, rows, replicates):
+        why = "; no interval: some corpus has no replicates of it" if replicates else ""
+        entry.intervals[figure.key] = {
+            "value": value,
+            "low": None,
+            "high": None,
+            "method": f"mean over corpora ({', '.join(rows)}){why}",
+        }
 
 
 def _mean_row(name: str, rows: dict[str, BackboneProfile], replicates: int) -> BackboneProfile:
@@ -390,6 +432,8 @@ def _mean_row(name: str, rows: dict[str, BackboneProfile], replicates: int) -> B
     entry = new_row(name, base=first.base, variant=first.variant, corpus=MEAN_CORPUS)
     for axis in registered_axes():
         _mean_axis(entry, axis, rows, replicates)
+        for figure in axis.figures:
+            _mean_figure(entry, figure, rows, replicates)
     for axis in registered_axes():
         if axis.combine is not None:
             combined = axis.combine(list(rows.values()))

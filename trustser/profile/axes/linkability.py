@@ -31,6 +31,7 @@ from trustser.profile.model import BackboneProfile, Profile
 from trustser.profile.results import Results
 from trustser.verification.attackers import ATTACKERS
 from trustser.verification.scores import read_trial_scores, replicates_on, trials_digest
+from trustser.verification.table import verification_runs
 
 __all__ = [
     "DETAILS",
@@ -39,6 +40,7 @@ __all__ = [
     "STRONGEST",
     "bootstrap",
     "clips",
+    "combine",
     "csv_values",
     "eer_key",
     "equivalent_accuracy",
@@ -113,11 +115,11 @@ def read(results: Results) -> dict[str, Any] | None:
     trials = directory / "trials.csv"
     det = directory / "det.svg"
     design = metrics.get("design") or {}
-    emotions = {}
-    for sub in sorted(directory.iterdir()):
-        sub_metrics = results.json(f"{DETAILS}/{sub.name}/metrics.json") if sub.is_dir() else None
-        if sub_metrics is not None:
-            emotions[sub.name] = _figures(sub_metrics)
+    emotions = {
+        emotion: _figures(results.json(f"{DETAILS}/{emotion}/metrics.json") or {})
+        for emotion in verification_runs(directory)
+        if emotion is not None
+    }
     return {
         "attackers": _figures(metrics),
         "pooled_across_folds": bool(metrics.get("pooled_across_folds")),
@@ -129,6 +131,57 @@ def read(results: Results) -> dict[str, Any] | None:
         "trials_digest": trials_digest(read_trial_scores(trials)) if trials.is_file() else None,
         "det_svg": str(det.resolve()) if det.is_file() else None,
         "emotions": emotions,
+    }
+
+
+def _mean_of(values: list[Any]) -> float | None:
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None
+
+
+def _mean_figures(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """One attacker's figures averaged over corpora (values only: the mean's interval is the
+    profile's, ``intervals[eer_key(...)]``); a gender every corpus has."""
+
+    def mean(entries: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+        return {"value": _mean_of([(e.get(metric) or {}).get("value") for e in entries])}
+
+    genders = set.intersection(*(set(f.get("by_gender") or {}) for f in figures))
+    return {
+        "eer": mean(figures, "eer"),
+        "min_dcf": mean(figures, "min_dcf"),
+        "by_gender": {
+            g: {m: mean([f["by_gender"][g] for f in figures], m) for m in ("eer", "min_dcf")}
+            for g in sorted(genders)
+        },
+        "layers": None,
+        "description": figures[0].get("description"),
+    }
+
+
+def _mean_attackers(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    names = [n for n in ATTACKERS if all(n in (run or {}) for run in runs)]
+    return {name: _mean_figures([run[name] for run in runs]) for name in names}
+
+
+def combine(rows: list[BackboneProfile]) -> dict[str, Any] | None:
+    """What a mean over corpora keeps of the verification details (None unless every corpus
+    has them): each attacker's EER and minDCF averaged over corpora, in all, per gender and per
+    emotion run every corpus has; the corpora's trial lists (``trials_digest``, a list: two means
+    are paired when every corpus's trials are)."""
+    details = [_details(r) for r in rows]
+    if not details or not all(d.get("attackers") for d in details):
+        return None
+    emotions = set.intersection(*(set(d.get("emotions") or {}) for d in details))
+    return {
+        "attackers": _mean_attackers([d["attackers"] for d in details]),
+        "pooled_across_folds": any(d.get("pooled_across_folds") for d in details),
+        "trials_digest": [d.get("trials_digest") for d in details],
+        "operating_point": details[0].get("operating_point"),
+        "features": details[0].get("features"),
+        "emotions": {
+            e: _mean_attackers([d["emotions"][e] for d in details]) for e in sorted(emotions)
+        },
+        "corpora": len(details),
     }
 
 

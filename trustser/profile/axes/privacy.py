@@ -202,12 +202,17 @@ def _bootstrap(draws: RowBootstrap) -> None:
 
 
 def _combine(rows: Sequence[BackboneProfile]) -> Reading:
-    """A mean over corpora names the attacker when every corpus has the same one, and averages
-    the gender chance levels."""
+    """A mean over corpora names the attacker when every corpus has the same one, averages
+    the gender chance levels and the speaker-verification figures (:func:`.linkability.combine`)."""
     reading = Reading()
+    details: dict[str, Any] = {}
     attackers = {attacker(r) for r in rows}
     if len(attackers) == 1 and None not in attackers:
-        reading.details = {"axis": {"attacker": attackers.pop()}}
+        details["axis"] = {"attacker": attackers.pop()}
+    verification = linkability.combine(list(rows))
+    if verification is not None:
+        details[linkability.DETAILS] = verification
+    reading.details = details or None
     chance = [r.context.get("gender_chance") for r in rows]
     if all(g is not None for g in chance):
         reading.context["gender_chance"] = float(np.mean(chance))
