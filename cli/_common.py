@@ -55,15 +55,12 @@ StoreOption = Annotated[
 
 # What the profile's privacy axis scores (the axis option privacy_score, docs/metrics.md).
 PRIVACY_SCORE = "gender"
-PrivacyScoreOption = Annotated[
-    str,
-    typer.Option(
-        "--privacy-score",
-        help="What the privacy axis scores: gender (gender inference, the paper's definition) or "
-        "strongest (the stronger of gender inference and speaker-verification linkability; "
-        "--scale absolute or relative).",
-    ),
-]
+PRIVACY_SCORE_HELP = (
+    "What the privacy axis scores: gender (gender inference, the paper's definition) or "
+    "strongest (the stronger of gender inference and speaker-verification linkability; "
+    "--scale absolute or relative)."
+)
+PrivacyScoreOption = Annotated[str, typer.Option("--privacy-score", help=PRIVACY_SCORE_HELP)]
 
 # Errors caused by the user's input or environment: shown without a traceback, exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -13,6 +13,7 @@ from trustser.cli._common import (
     BACKBONE,
     OUT,
     PRIVACY_SCORE,
+    PRIVACY_SCORE_HELP,
     RUNS,
     STORE,
     PrivacyScoreOption,
@@ -430,6 +431,14 @@ def recommend(
         ),
     ] = DEFAULT_REPLICATES,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap draws.")] = 0,
+    privacy_score: Annotated[
+        str | None,
+        typer.Option(
+            "--privacy-score",
+            help=f"{PRIVACY_SCORE_HELP} Without --profile only (a saved profile keeps its own).",
+            show_default=PRIVACY_SCORE,
+        ),
+    ] = None,
 ) -> None:
     extra = list(ctx.args)
     if scenario:  # --scenario edge cloud: click leaves "cloud" as an extra argument
@@ -448,6 +457,7 @@ def recommend(
             paper=paper,
             bootstrap=bootstrap,
             seed=seed,
+            options=None if privacy_score is None else {"privacy_score": privacy_score},
         )
     for result in results:
         _render_recommendation(result)

@@ -557,7 +557,7 @@ def _verification(given: ViewInput) -> Rendered:
             f"models: {', '.join(names) or 'none'}). Run `trustser privacy verify` and import "
             "the results with `trustser results import`."
         )
-    notes = [f"Trials pooled across folds: {reason}" for reason in reasons]
+    notes = [f"Trials pooled across folds: {reason.rstrip('.')}." for reason in reasons]
     if lacking:
         notes.append(f"No speaker verification for {', '.join(lacking)}.")
     return Rendered("\n".join(parts) + "".join(f"\n{note}\n" for note in notes))

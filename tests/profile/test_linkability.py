@@ -171,3 +171,48 @@ def _cli(arguments: list[str]) -> str:
     result = CliRunner().invoke(app, arguments, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def test_recommend_ranks_on_the_privacy_score_asked_for(linked_runs, tmp_path):
+    from trustser.profile import write_profile
+    from trustser.profile.recommend import RecommendError, run_recommend
+
+    runs = linked_runs["runs"]
+
+    def privacy_ranking(**options: str) -> dict[str, float]:
+        (result,) = run_recommend(
+            runs=runs,
+            scale="absolute",
+            weights="privacy=1",
+            bootstrap=0,
+            options=options or None,
+        )
+        return {r.backbone: r.score for r in result.ranking}
+
+    gender, strongest = privacy_ranking(), privacy_ranking(privacy_score="strongest")
+    expected = collect_profile(
+        runs, scale="absolute", bootstrap=0, options={"privacy_score": "strongest"}
+    )
+    for name in ("voice", "noise"):
+        assert strongest[name] == pytest.approx(expected.get(name).scores["privacy"])
+    # voice links its speakers: scored on the stronger threat, its privacy falls below noise's
+    assert strongest["voice"] < gender["voice"]
+    assert strongest["voice"] < strongest["noise"]
+    assert privacy_ranking(privacy_score="gender") == gender
+    # the command passes the option on; a saved profile keeps what it was collected with
+    args = ["recommend", "-r", str(runs), "--weights", "privacy=1", "--scale", "absolute"]
+    output = _cli([*args, "--bootstrap", "0", "--privacy-score", "strongest"])
+    assert f"{strongest['voice']:.3f}" in output and f"{gender['voice']:.3f}" not in output
+    write_profile(expected, tmp_path / "saved", charts=False, report=False)
+    with pytest.raises(RecommendError, match="--privacy-score applies when collecting"):
+        run_recommend(profile=tmp_path / "saved", options={"privacy_score": "strongest"})
+    refused = CliRunner().invoke(app, [*args, "--privacy-score", "strongest", "-p", "x"])
+    assert refused.exit_code == 2 and "applies when collecting" in refused.output
+    assert (
+        "not on the paper scale"
+        in CliRunner()
+        .invoke(
+            app, ["recommend", "-r", str(runs), "--privacy-score", "strongest", "--bootstrap", "0"]
+        )
+        .output
+    )

@@ -21,6 +21,7 @@ from trustser.results_doc import (
     write_rendering,
 )
 from trustser.runs import write_json
+from trustser.verification.table import VerificationSummaryError
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "tiny:whisper"
@@ -325,3 +326,122 @@ def test_cli_check_fails_on_a_stale_document_and_render_fixes_it(document):
         app, ["results", "check", str(broken), "--data", str(document.with_suffix(""))]
     )
     assert result.exit_code == 2 and "never ended" in result.output
+
+
+# --------------------------------------------------------------------------- speaker verification
+
+
+@pytest.fixture(scope="module")
+def verification_runs(tmp_path_factory):
+    """A results directory holding speaker-verification runs only (no heads): ``voice`` on every
+    clip and on the neutral clips, ``noise`` on every clip; and the store they came from."""
+    from trustser.verification import run_verification
+
+    from ..test_verification_run import planted, write_store
+    from ..test_verification_trials import speaker_manifest
+
+    root = tmp_path_factory.mktemp("verification")
+    manifest = speaker_manifest(groups=4, per_gender=2, clips=8)
+    store = root / "cache.zarr"
+    write_store(store, "voice", manifest, planted(manifest, signal=2.0))
+    write_store(store, "noise", manifest, planted(manifest, signal=0.0, seed=1))
+    runs = root / "runs"
+    metrics = {
+        "voice": run_verification(store, "voice", runs=runs, replicates=30).metrics,
+        "voice/neutral": run_verification(
+            store, "voice", runs=runs, emotion="neutral", replicates=30
+        ).metrics,
+        "noise": run_verification(store, "noise", runs=runs, replicates=30).metrics,
+    }
+    return {"runs": runs, "metrics": metrics}
+
+
+def _verification_document(tmp_path: Path, runs: Path, **settings: object) -> Path:
+    data = tmp_path / "results"
+    imported = import_results(runs, data / "runs")
+    assert any(p.name == "trials.csv" for p in imported.files)
+    _settings(data, **settings)
+    path = tmp_path / "results.md"
+    path.write_text(
+        "<!-- results:begin fake/verification -->\n<!-- results:end fake/verification -->\n"
+    )
+    return path
+
+
+def test_the_verification_view_shows_each_run_from_its_metrics(
+    tmp_path, verification_runs, monkeypatch
+):
+    from trustser.formatting import number, percent
+
+    path = _verification_document(tmp_path, verification_runs["runs"])
+    # the view reads the runs' metrics.json alone: no profile is collected for it
+    monkeypatch.setattr(
+        results_doc.ProfileSettings, "collect", lambda self: pytest.fail("profile collected")
+    )
+    text = render_document(path).text
+    titles = [line for line in text.splitlines() if line.startswith("**speaker verification")]
+    assert [t.split("**")[1] for t in titles] == [
+        "speaker verification · noise, every clip",
+        "speaker verification · voice, every clip",
+        "speaker verification · voice, neutral clips",
+    ]
+    for key in ("voice", "voice/neutral", "noise"):
+        figures = verification_runs["metrics"][key]["attackers"]["informed"]
+        eer, dcf = figures["eer"], figures["min_dcf"]
+        row = (
+            f"| informed | all | {percent(eer['value'])} | [{percent(eer['low'])}, "
+            f"{percent(eer['high'])}] | {number(dcf['value'], 3)} |"
+        )
+        assert row in text
+        male = figures["by_gender"]["male"]["eer"]["value"]
+        assert f"|  | male | {percent(male)} |" in text
+    assert "30 replicates" in text and "Layer chosen on dev: ignorant" in text
+    # the voice is linked, the noise is not
+    voice = verification_runs["metrics"]["voice"]["ignorant_eer"]
+    assert voice < 0.2 < verification_runs["metrics"]["noise"]["ignorant_eer"]
+
+
+def test_the_verification_view_names_what_is_missing(tmp_path, verification_runs, write_fake_runs):
+    path = _verification_document(tmp_path, verification_runs["runs"])
+    runs = path.parent / "results" / "runs"
+    write_fake_runs(runs, MODEL, clips=True)  # a model with heads and no verification
+    text = render_document(path).text
+    assert "No speaker verification for tiny-whisper." in text  # its directory
+    _settings(path.parent / "results", models=[MODEL])
+    with pytest.raises(ResultsDocError, match=r"no model of profile 'fake' has speaker verif"):
+        render_document(path)
+    broken = runs / "noise" / "verification" / "metrics.json"
+    write_json(broken, {"backbone": "noise"})
+    _settings(path.parent / "results", models=["noise"])
+    with pytest.raises(VerificationSummaryError, match=r"lacks attackers, design.*privacy verify"):
+        render_document(path)
+
+
+def test_import_without_trials_keeps_the_view_and_relative_paths(
+    tmp_path, verification_runs, monkeypatch
+):
+    out = tmp_path / "out"
+    imported = import_results(verification_runs["runs"], out, trials=False)
+    names = sorted(p.as_posix() for p in imported.files)
+    assert names == [
+        "noise/verification/metrics.json",
+        "voice/verification/metrics.json",
+        "voice/verification/neutral/metrics.json",
+    ]
+    # the store lived beside the results: its path is relative to them, the machine unnamed
+    copied = json.loads((out / "voice" / "verification" / "metrics.json").read_text())
+    assert copied["store"]["path"] == "../cache.zarr"
+    root = verification_runs["runs"].parent
+    assert str(root) not in (out / "voice" / "verification" / "metrics.json").read_text()
+    # a trials.csv over the size limit is refused, naming the way out, which the command takes
+    runs = verification_runs["runs"]
+    largest = max(f.stat().st_size for f in runs.rglob("metrics.json"))
+    assert (runs / "voice" / "verification" / "trials.csv").stat().st_size > largest
+    monkeypatch.setattr(results_doc, "MAX_FILE_BYTES", largest)
+    with pytest.raises(ResultsDocError, match="pass --no-trials"):
+        import_results(runs, tmp_path / "big")
+    command = ["results", "import", "-r", str(runs), "-o", str(tmp_path / "small")]
+    result = CliRunner().invoke(app, [*command, "--no-trials"])
+    assert result.exit_code == 0, result.output
+    assert "copied 3 files" in result.output
+    assert not list((tmp_path / "small").rglob("trials.csv"))

@@ -588,18 +588,24 @@ def run_recommend(
     paper: Sequence[str] | None = None,
     bootstrap: int = DEFAULT_REPLICATES,
     seed: int = DEFAULT_SEED,
+    options: Mapping[str, str] | None = None,
 ) -> list[Recommendation]:
     """``trustser recommend``: rank from a saved ``profile.json`` (or collect one from ``runs``).
 
     With neither ``scenarios`` nor ``weights``, every Table 5 scenario is ranked. A saved profile
-    is re-scored when ``scale`` differs from the one it was written with.
+    is re-scored when ``scale`` differs from the one it was written with. ``options`` chooses how
+    axes are measured while collecting (``{"privacy_score": "strongest"}``, as ``trustser
+    profile --privacy-score``); a saved profile keeps the choices it was collected with.
     """
     if profile is not None:
+        for flag, given in (("--paper", paper), ("--privacy-score", options)):
+            if given:
+                raise RecommendError(
+                    f"{flag} applies when collecting; it cannot be used with --profile (a saved "
+                    "profile keeps what it was collected with: collect it again with "
+                    f"`trustser profile {flag} ...`, or rank from --runs)."
+                )
         loaded = read_profile(profile)
-        if paper:
-            raise RecommendError(
-                "--paper adds rows when collecting; it cannot be used with --profile."
-            )
         loaded = loaded if loaded.scale == scale else score_profile(loaded, scale)
     else:
         loaded = collect_profile(
@@ -610,6 +616,7 @@ def run_recommend(
             paper=paper,
             bootstrap=bootstrap,
             seed=seed,
+            options=options,
         )
     if weights is not None:
         if scenarios:

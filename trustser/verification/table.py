@@ -59,7 +59,7 @@ def _interval(entry: Mapping[str, Any], as_percent: bool) -> str:
         return MISSING
     if as_percent:
         return f"[{percent(low)}, {percent(high)}]"
-    return f"[{number(low)}, {number(high)}]"
+    return f"[{number(low, 3)}, {number(high, 3)}]"
 
 
 def chosen_layers(layers: Sequence[int] | None) -> str:
