@@ -48,14 +48,18 @@ def write_store(path: Path, name: str, manifest: Manifest, frames: dict[str, np.
     return path
 
 
-@pytest.fixture(scope="module")
-def toy_store(tmp_path_factory) -> tuple[Path, Manifest]:
+def voice_and_noise(path: Path, clips: int = 6) -> tuple[Path, Manifest]:
     """One store, two groups: ``voice`` (a planted speaker signal) and ``noise`` (none)."""
-    manifest = speaker_manifest(groups=4, per_gender=2, clips=6)
-    path = tmp_path_factory.mktemp("verify") / "cache.zarr"
+    manifest = speaker_manifest(groups=4, per_gender=2, clips=clips)
     write_store(path, "voice", manifest, planted(manifest, signal=2.0))
     write_store(path, "noise", manifest, planted(manifest, signal=0.0, seed=1))
     return path, manifest
+
+
+@pytest.fixture(scope="module")
+def toy_store(tmp_path_factory) -> tuple[Path, Manifest]:
+    """:func:`voice_and_noise` in a temporary directory."""
+    return voice_and_noise(tmp_path_factory.mktemp("verify") / "cache.zarr")
 
 
 def test_a_planted_speaker_signal_is_linkable_and_random_embeddings_are_not(toy_store, tmp_path):

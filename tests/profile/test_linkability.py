@@ -24,8 +24,7 @@ from trustser.profile.radar import draw_radar_charts
 from trustser.runs import RunLayout, write_json
 from trustser.verification import run_verification
 
-from ..test_verification_run import planted, write_store
-from ..test_verification_trials import speaker_manifest
+from ..test_verification_run import voice_and_noise
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +33,7 @@ def linked_runs(tmp_path_factory):
     from .conftest import write_fake_runs
 
     root = tmp_path_factory.mktemp("linkability")
-    manifest = speaker_manifest(groups=4, per_gender=2, clips=6)
-    store = root / "cache.zarr"
-    write_store(store, "voice", manifest, planted(manifest, signal=2.0))
-    write_store(store, "noise", manifest, planted(manifest, signal=0.0, seed=1))
+    store, _ = voice_and_noise(root / "cache.zarr")
     runs = root / "runs"
     metrics = {}
     for seed, name in enumerate(("voice", "noise")):

@@ -337,14 +337,10 @@ def verification_runs(tmp_path_factory):
     clip and on the neutral clips, ``noise`` on every clip; and the store they came from."""
     from trustser.verification import run_verification
 
-    from ..test_verification_run import planted, write_store
-    from ..test_verification_trials import speaker_manifest
+    from ..test_verification_run import voice_and_noise
 
     root = tmp_path_factory.mktemp("verification")
-    manifest = speaker_manifest(groups=4, per_gender=2, clips=8)
-    store = root / "cache.zarr"
-    write_store(store, "voice", manifest, planted(manifest, signal=2.0))
-    write_store(store, "noise", manifest, planted(manifest, signal=0.0, seed=1))
+    store, _ = voice_and_noise(root / "cache.zarr", clips=8)
     runs = root / "runs"
     metrics = {
         "voice": run_verification(store, "voice", runs=runs, replicates=30).metrics,
