@@ -17,6 +17,7 @@ from trustser.heads.crossval import TaskResult, TrainingEvent
 from trustser.heads.estimator import DEFAULT_MAX_EPOCHS, HeadClassifier, class_weight_policy
 from trustser.heads.finetune import DEFAULT_BLOCK_LR
 from trustser.heads.model import POOLINGS
+from trustser.heads.precision import PRECISIONS
 from trustser.heads.probe import ProbeEvent, ProbeResult
 from trustser.heads.tasks import DEFAULT_MIN_STEPS
 from trustser.heads.training import DATA_MODES, default_estimator, fit_heads
@@ -50,6 +51,24 @@ FoldsOption = Annotated[
 ]
 SeedOption = Annotated[
     int, typer.Option("--seed", help="Seed (weights init, shuffling, speaker split).")
+]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help=f"Training precision, {' | '.join(PRECISIONS)}: fp32 = the reference eager float32 "
+        "step; bf16 = bfloat16 frame network with the compiled layer mix; auto = bf16 only "
+        "where the device has fast bfloat16 and the stage is shown not to move results "
+        "(none yet: float32). Predictions are float32 either way.",
+    ),
+]
+CompileOption = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        help="Compile the bf16 path's layer mix with torch.compile (falls back to eager with a "
+        "warning where it cannot); fp32 always runs eagerly.",
+    ),
 ]
 
 
@@ -135,6 +154,8 @@ def fit(
     ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     seed: SeedOption = 0,
+    precision: PrecisionOption = "auto",
+    compile_: CompileOption = True,
     data: Annotated[
         str,
         typer.Option(
@@ -192,6 +213,8 @@ def fit(
             normalize=normalize,
             device=device,
             seed=seed,
+            precision=precision,
+            compile=compile_,
         )
     for name in names:
         with user_errors(), _FitProgress() as progress:

@@ -14,7 +14,7 @@ from rich.table import Table
 from trustser.attacks.runner import run_attack
 from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._progress import AttackBar
-from trustser.cli.heads import _FitProgress, fit_request
+from trustser.cli.heads import CompileOption, PrecisionOption, _FitProgress, fit_request
 from trustser.cost import run_cost
 from trustser.formatting import percent
 from trustser.heads.probe import PROBE_ATTACKERS
@@ -76,7 +76,7 @@ def _numbers(first: list[float], extra: list[str], flag: str) -> list[float]:
 @dataclass(frozen=True)
 class _Targets:
     """What every mitigation command works on: the store, runs, backbones (flag > workspace)
-    and folds, and how the heads train (epochs, device, seed)."""
+    and folds, and how the heads train (epochs, device, seed, precision, compile)."""
 
     store: Path | None
     runs: Path | None
@@ -85,6 +85,8 @@ class _Targets:
     device: str = "auto"
     seed: int = 0
     epochs: int | None = None
+    precision: str = "auto"
+    compile: bool = True
 
 
 def _fitted(
@@ -100,7 +102,11 @@ def _fitted(
     with user_errors():
         names = stage_backbones(store, targets.backbones)
         estimator = default_estimator(
-            epochs=targets.epochs, device=targets.device, seed=targets.seed
+            epochs=targets.epochs,
+            device=targets.device,
+            seed=targets.seed,
+            precision=targets.precision,
+            compile=targets.compile,
         )
     for name in names:
         with user_errors():
@@ -143,12 +149,14 @@ def privacy(
     epochs: EpochsOption = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
+    precision: PrecisionOption = "auto",
+    compile_: CompileOption = True,
 ) -> None:
     """Emotion heads trained against a gender adversary (gradient reversal, weight λ), with the
     λ = 0 control, judged by fresh gender, speaker-ID and probe attackers on the encoder's output
     (<backbone>@privacy-l<λ>); λ is chosen on dev, test figures are reported beside it."""
     values = with_control(_numbers(lambdas, ctx.args, "--lambda"))
-    targets = _Targets(store, runs, backbone, folds, device, seed, epochs)
+    targets = _Targets(store, runs, backbone, folds, device, seed, epochs, precision, compile_)
     fits = _fitted(targets, lambda name: [PRIVACY.variant(name, lam=lam) for lam in values])
     by_base: dict[str, list[tuple[Variant, FitRequest]]] = {}
     for variant, _, request in fits:
@@ -271,13 +279,15 @@ def erasure(
     epochs: EpochsOption = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
+    precision: PrecisionOption = "auto",
+    compile_: CompileOption = True,
 ) -> None:
     """LEACE concept erasure (<backbone>@erase-gender): gender erased from every hidden state in
     closed form, fitted per fold on the training clips; emotion heads retrained on the erased
     features; judged by fresh linear and non-linear attackers."""
     if concept not in CONCEPTS:
         raise typer.BadParameter(f"--concept {concept!r}: choose {', '.join(CONCEPTS)}.")
-    targets = _Targets(store, runs, backbone, folds, device, seed, epochs)
+    targets = _Targets(store, runs, backbone, folds, device, seed, epochs, precision, compile_)
     fits = _fitted(targets, lambda name: [ERASURE.variant(name, concept=concept)])
     for variant, _, request in fits:
         off = trade_off(request.layout, variant)
@@ -344,6 +354,8 @@ def fairness(
     epochs: EpochsOption = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
+    precision: PrecisionOption = "auto",
+    compile_: CompileOption = True,
 ) -> None:
     """Close the gender gap in emotion errors: post-processing offsets fitted on dev over the
     trained emotion heads (<backbone>@fair-post) and/or gender × class reweighting
@@ -359,7 +371,7 @@ def fairness(
         "gender at inference",
     ):
         table.add_column(column)
-    targets = _Targets(store, runs, backbone, folds, device, seed, epochs)
+    targets = _Targets(store, runs, backbone, folds, device, seed, epochs, precision, compile_)
     fits = _fitted(
         targets,
         lambda name: [FAIRNESS.variant(name, method=m) for m in methods],

@@ -36,6 +36,7 @@ from trustser._version import __version__
 from trustser.heads.data import FeatureSet, FeatureSource
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.model import save_head
+from trustser.heads.precision import keyed_settings
 from trustser.heads.tasks import DEFAULT_MIN_STEPS, DEFAULT_PATIENCE, Split, Task
 from trustser.manifest import Manifest
 from trustser.metrics.performance import performance_summary
@@ -87,6 +88,7 @@ class FoldResult:
     head_path: Path
     epochs_trained: int = 0
     stop_reason: str | None = None  # "budget", "patience" or "cap" (EpochSelection)
+    precision: dict[str, Any] | None = None  # what it trained with (trustser.heads.precision)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -101,6 +103,7 @@ class FoldResult:
             "n_test": self.sizes["test"],
             "ids_sha256": self.ids_sha256,
             "fit_seconds": self.seconds,
+            "precision": self.precision,
             "history": self.history,
         }
         for role, summary in (("test", self.test), ("dev", self.dev)):
@@ -125,6 +128,7 @@ class FoldResult:
             "seconds": self.seconds,
             "epochs_trained": self.epochs_trained,
             "stop_reason": self.stop_reason,
+            "precision": self.precision,
         }
 
     @classmethod
@@ -197,6 +201,7 @@ def cross_validate(
     variant = variant or FoldVariant()
     estimator = task_estimator(estimator, task)
     params = estimator.get_params()
+    key_params = keyed_settings(params, estimator.training_path())
     fold_results: list[FoldResult] = []
     rows: list[dict[str, Any]] = []
     resumed: list[str] = []
@@ -204,7 +209,7 @@ def cross_validate(
     for index, split in enumerate(splits):
         notify = _notifier(callback, task.name, split.name, index, len(splits))
         head_path = layout.head_path(model, task.name, split.name)
-        key = _fold_key(type(estimator).__name__, params, task, split, store_info, variant)
+        key = _fold_key(type(estimator).__name__, key_params, task, split, store_info, variant)
         state = _finished_fold(head_path, key) if resume else None
         if state is None:
             state = _fit_fold(
@@ -239,6 +244,7 @@ def cross_validate(
     seconds = time.perf_counter() - start
     metrics = _task_metrics(task, model, fold_results, seconds)
     metrics["trainable_parameters"] = trainable
+    metrics["precision"] = _common_precision(fold_results)
     config = {
         "task": task.name,
         "backbone": model,
@@ -248,6 +254,7 @@ def cross_validate(
         "folds": [s.name for s in splits],
         "excluded": dict(task.excluded),
         "hyperparameters": params,
+        "precision": metrics["precision"],
         "data_mode": data_mode,
         "trustser_version": __version__,
     }
@@ -337,6 +344,7 @@ def _fit_fold(
             "dev_uar": summaries["dev"]["uar"],
             "test_uar": summaries["test"]["uar"],
             "hyperparameters": model.get_params(),
+            "precision": model.precision_,
             "trustser_version": __version__,
             **extras,
         },
@@ -354,6 +362,7 @@ def _fit_fold(
         head_path=head_path,
         epochs_trained=model.epochs_,
         stop_reason=model.stop_reason_,
+        precision=model.precision_,
     )
     state = {
         "format_version": _FOLD_STATE_VERSION,
@@ -399,6 +408,13 @@ def _evaluate(
                 }
             )
     return summaries, rows
+
+
+def _common_precision(folds: Sequence[FoldResult]) -> dict[str, Any] | list[Any] | None:
+    """What the folds trained with: one record when they agree (None for folds from runs that
+    did not record it), else every fold's."""
+    records = [f.precision for f in folds]
+    return records[0] if all(r == records[0] for r in records) else records
 
 
 def _fold_key(

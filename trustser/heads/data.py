@@ -26,6 +26,7 @@ __all__ = [
     "DataError",
     "FeatureSet",
     "FeatureSource",
+    "FrameBatch",
     "PackedBatch",
     "PackedFeatures",
     "ReplayBatches",
@@ -51,6 +52,18 @@ class PackedBatch:
 
     ids: list[str]
     frames: torch.Tensor
+    segments: torch.Tensor
+    lengths: torch.Tensor  # [B]
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """A few clips as indices into their source's stored rows (nothing widened or copied):
+    ``index [F]`` (the row of each frame, clip by clip), ``segments [F]`` (the clip index of
+    each frame); the bfloat16 training path reads the rows through ``index``."""
+
+    ids: list[str]
+    index: torch.Tensor
     segments: torch.Tensor
     lengths: torch.Tensor  # [B]
 
@@ -378,6 +391,22 @@ class PackedFeatures:
                 position += end - start
             segments = torch.repeat_interleave(torch.arange(len(rows)), lengths)
             yield PackedBatch(ids=chunk, frames=frames, segments=segments, lengths=lengths)
+
+    def frame_batches(
+        self, ids: Sequence[str], batch_size: int = 64, *, shuffle: bool = True, seed: int = 0
+    ) -> Iterator[FrameBatch]:
+        """The batches of :meth:`packed_batches` (the same clips for the same seed) as row
+        indices into :attr:`rows` — the stored values, never standardised here: whoever reads
+        them applies the statistics."""
+        for chunk in self._order(list(ids), batch_size, shuffle, seed):
+            rows = np.asarray(self._rows(chunk))
+            starts, ends = self.offsets[rows], self.offsets[rows + 1]
+            lengths = torch.from_numpy(ends - starts)
+            index = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+            segments = torch.repeat_interleave(torch.arange(len(rows)), lengths)
+            yield FrameBatch(
+                ids=chunk, index=torch.from_numpy(index), segments=segments, lengths=lengths
+            )
 
     def batches(
         self, ids: Sequence[str], batch_size: int = 64, *, shuffle: bool = True, seed: int = 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -24,8 +25,16 @@ from torch import nn
 
 from trustser._validation import check_choice, check_fitted, check_positive, check_probability
 from trustser.devices import DEVICE_CHOICES, resolve_device
-from trustser.heads.data import DataError, FeatureSet, ReplayBatches, feature_statistics
+from trustser.heads.data import (
+    DataError,
+    FeatureSet,
+    FrameBatch,
+    ReplayBatches,
+    feature_statistics,
+)
+from trustser.heads.mixing import CompileFailed, FrameMixer, compiled_mixer
 from trustser.heads.model import POOLINGS, LayerWeightedHead
+from trustser.heads.precision import PRECISIONS, TrainingPrecision, resolve_precision
 from trustser.metrics.performance import uar_score
 
 __all__ = [
@@ -41,6 +50,7 @@ __all__ = [
     "head_optimizer",
     "run_epochs",
     "seeded_rng",
+    "stored_logits",
     "train_pass",
 ]
 
@@ -303,6 +313,10 @@ class HeadClassifier:
     the privacy attackers' default, so an attacker is trained to convergence; 0, the default
     here, trains the budget exactly). ``layer_lr`` gives the layer logits their own learning
     rate; ``weight_decay`` switches Adam to AdamW (never applied to the layer logits).
+    ``precision`` (``auto``, ``fp32``, ``bf16``) and ``compile`` choose the training step
+    (:mod:`trustser.heads.precision`): float32 eagerly, exactly the reference step, or the
+    frame network in bfloat16 with the layer mix read from the stored frames by a compiled
+    kernel; predictions are float32 either way.
 
     Parameters are stored exactly as given and checked in :meth:`fit`. Learned state:
     ``head_`` (the best-epoch :class:`LayerWeightedHead`, eval mode), ``classes_``,
@@ -310,8 +324,13 @@ class HeadClassifier:
     ``stop_reason_`` (``"budget"``, ``"patience"`` or ``"cap"``: :class:`EpochSelection`),
     ``hit_cap_`` (the cap ended a fit that was still improving), ``best_epoch_`` (1-based), ``best_score_`` (dev UAR at that epoch, or None without dev
     data), ``history_`` (one dict per epoch: ``epoch``, ``train_loss``, ``dev_uar``,
-    ``seconds``), ``device_`` and ``trainable_parameters_`` (the head's).
+    ``seconds``), ``device_``, ``trainable_parameters_`` (the head's) and ``precision_`` (what
+    the fit trained with: :meth:`~trustser.heads.precision.TrainingPrecision.record`).
     """
+
+    #: the stage this estimator trains, as :func:`~trustser.heads.precision.resolve_precision`
+    #: knows it (which stages have a bfloat16 path, and where ``auto`` picks it)
+    precision_stage: ClassVar[str] = "heads"
 
     _parameter_constraints: ClassVar[dict[str, str]] = {
         "hidden": "int >= 1",
@@ -330,6 +349,8 @@ class HeadClassifier:
         "normalize": "bool",
         "device": f"one of {DEVICE_CHOICES} (or 'cuda:N')",
         "seed": "int",
+        "precision": f"one of {PRECISIONS} (trustser.heads.precision)",
+        "compile": "bool: compile the bfloat16 path's layer mix (float32 is always eager)",
     }
 
     def __init__(
@@ -350,6 +371,8 @@ class HeadClassifier:
         normalize: bool = True,
         device: str = "auto",
         seed: int = 0,
+        precision: str = "auto",
+        compile: bool = True,
     ) -> None:
         self.hidden = hidden
         self.lr = lr
@@ -366,6 +389,8 @@ class HeadClassifier:
         self.normalize = normalize
         self.device = device
         self.seed = seed
+        self.precision = precision
+        self.compile = compile
 
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._parameter_constraints}
@@ -434,6 +459,48 @@ class HeadClassifier:
             raise ValueError(f"seed must be an integer, got {self.seed!r}.")
         if self.class_weight is not None and not isinstance(self.class_weight, Mapping):
             check_choice("class_weight", self.class_weight, ("balanced",))
+        check_choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}.")
+
+    def training_precision(self, device: torch.device, source: Any = None) -> TrainingPrecision:
+        """How a fit on features from ``source`` trains on ``device``, before compiling (a
+        compile that fails is recorded by the fit); ``source=None``: features held in RAM as
+        stored rows, the usual case."""
+        return resolve_precision(
+            self.precision,
+            device,
+            self.precision_stage,
+            compile=self.compile,
+            in_memory=source is None or hasattr(source, "packed_batches"),
+            stored_rows=source is None or hasattr(source, "frame_batches"),
+        )
+
+    def training_path(self) -> str | None:
+        """The training path this estimator's fits take on its device, as resume keys record it
+        (:attr:`~trustser.heads.precision.TrainingPrecision.key`; None: float32)."""
+        return self.training_precision(resolve_device(self.device)).key
+
+    def _training_path(
+        self, source: Any, device: torch.device
+    ) -> tuple[TrainingPrecision, FrameMixer | None]:
+        """The resolved precision of a fit on ``source`` and, for the compiled bfloat16 path,
+        its layer mixer (None: the eager path, float32 or bfloat16). A compile that fails
+        warns in one line and leaves the fit on the eager bfloat16 path."""
+        plan = self.training_precision(device, source)
+        if not plan.compiled:
+            return plan, None
+        try:
+            mixer = compiled_mixer(source.rows, source.scales, device, indexed=device.type == "cpu")
+        except CompileFailed as error:
+            warnings.warn(
+                f"torch.compile failed for the heads' layer mix ({error}); training on the "
+                "eager bfloat16 path.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return plan.fell_back(str(error)), None
+        return plan, mixer
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -454,8 +521,11 @@ class HeadClassifier:
         device = resolve_device(self.device)
         loss_fn = self._class_weighted_loss(train, classes, device)
         statistics = self._train_statistics(train)
-        feed = _HeadFeed.prepare(train, dev, statistics, batch_size=self.batch_size)
-        training = _HeadTraining(self, feed, index, statistics, loss_fn, device)
+        plan, mixer = self._training_path(train.source, device)
+        feed = _HeadFeed.prepare(
+            train, dev, statistics, batch_size=self.batch_size, stored=mixer is not None
+        )
+        training = _HeadTraining(self, feed, index, statistics, loss_fn, device, plan, mixer)
         with seeded_rng(device, self.seed):
             selection = self.epoch_selection(len(train), callback, has_dev=dev is not None)
             run_epochs(
@@ -466,7 +536,13 @@ class HeadClassifier:
             )
         selection.restore(training.head)
         self._record_fit(
-            training.head, training.head, classes, selection, has_dev=dev is not None, device=device
+            training.head,
+            training.head,
+            classes,
+            selection,
+            has_dev=dev is not None,
+            device=device,
+            precision=plan,
         )
         return self
 
@@ -515,9 +591,10 @@ class HeadClassifier:
         *,
         has_dev: bool,
         device: torch.device,
+        precision: TrainingPrecision,
     ) -> None:
         """Set the fitted attributes from the kept epoch (``trained``: what was trained, whose
-        trainable parameters are counted)."""
+        trainable parameters are counted; ``precision``: what it trained with)."""
         self.head_ = head
         self.classes_ = np.array(classes, dtype=object)
         self.layer_weights_ = head.layer_weights.detach().to("cpu").numpy().astype(float)
@@ -531,6 +608,7 @@ class HeadClassifier:
         self.trainable_parameters_ = int(
             sum(p.numel() for p in trained.parameters() if p.requires_grad)
         )
+        self.precision_ = precision.record()
 
     # --------------------------------------------------------------- prediction
     def predict_proba(self, data: FeatureSet) -> np.ndarray:
@@ -555,7 +633,9 @@ class _HeadFeed:
     """Where a head fit reads its batches. Packed training clips in RAM are standardised once
     (not every batch of every epoch) and read into one reused buffer; packed dev clips are cut
     into the same batches every epoch and widened anew each time (RAM keeps the stored dtype).
-    Any other source streams padded batches."""
+    Any other source streams padded batches. ``stored``: the compiled bfloat16 path, whose
+    training batches are row indices into the stored values (:class:`FrameBatch`), read by the
+    head itself."""
 
     train: FeatureSet
     dev: FeatureSet | None
@@ -565,6 +645,7 @@ class _HeadFeed:
     standardized: bool
     dev_batches: ReplayBatches | None
     dev_standardized: bool
+    stored: bool = False
 
     @classmethod
     def prepare(
@@ -574,6 +655,7 @@ class _HeadFeed:
         statistics: tuple[torch.Tensor, torch.Tensor] | None,
         *,
         batch_size: int,
+        stored: bool = False,
     ) -> _HeadFeed:
         packed = hasattr(train.source, "packed_batches")
         source, standardized = train.source, False
@@ -591,11 +673,23 @@ class _HeadFeed:
                 )
             )
         return cls(
-            train, dev, batch_size, source, packed, standardized, dev_batches, dev_standardized
+            train,
+            dev,
+            batch_size,
+            source,
+            packed,
+            standardized,
+            dev_batches,
+            dev_standardized,
+            stored,
         )
 
     def train_batches(self, seed: int) -> Iterator[Any]:
         """The training clips in batches shuffled by ``seed``."""
+        if self.stored:  # the same clips per batch as packed_batches, as row indices
+            return self.train.source.frame_batches(
+                self.train.ids, batch_size=self.batch_size, shuffle=True, seed=seed
+            )
         if self.packed:  # each batch is consumed before the next: reuse one buffer
             return self.source.packed_batches(
                 self.train.ids, batch_size=self.batch_size, shuffle=True, seed=seed, reuse=True
@@ -606,6 +700,8 @@ class _HeadFeed:
 
     def shape(self, batch: Any) -> tuple[int, int]:
         """``(L, D)`` of the features in a training batch."""
+        if isinstance(batch, FrameBatch):
+            return self.train.source.num_layers, self.train.source.dim
         shape = (
             batch.frames.shape[::2] if self.packed else torch.as_tensor(batch.hidden).shape[1::2]
         )
@@ -625,7 +721,9 @@ class _HeadFeed:
 
 class _HeadTraining:
     """The trained parts of one head fit and its step on a batch. The head and its optimiser
-    are made at the first batch, whose shapes they take, from the seeded RNG."""
+    are made at the first batch, whose shapes they take, from the seeded RNG. ``plan`` is the
+    fit's precision; ``mixer`` the compiled layer mix of the stored bfloat16 path (None: the
+    eager path, float32 or bfloat16)."""
 
     def __init__(
         self,
@@ -635,8 +733,12 @@ class _HeadTraining:
         statistics: tuple[torch.Tensor, torch.Tensor] | None,
         loss_fn: nn.Module,
         device: torch.device,
+        plan: TrainingPrecision,
+        mixer: FrameMixer | None = None,
     ) -> None:
         self.estimator, self.feed, self.device = estimator, feed, device
+        self.compute_dtype = torch.bfloat16 if plan.bf16 else None
+        self.mixer = mixer
         self.num_classes, self.statistics, self.loss_fn = len(index), statistics, loss_fn
         self.target_of = dict(
             zip(feed.train.ids, (index[y] for y in feed.train.labels), strict=True)
@@ -664,12 +766,43 @@ class _HeadTraining:
             )
         self.head.train()
         targets = torch.tensor([self.target_of[i] for i in batch.ids], device=self.device)
-        logits = _logits(self.head, batch, self.device, self.feed.packed, self.feed.standardized)
+        if self.mixer is not None:
+            logits = stored_logits(
+                self.head, self.feed.train.source, batch, self.device, self.mixer
+            )
+        else:
+            logits = _logits(
+                self.head,
+                batch,
+                self.device,
+                self.feed.packed,
+                self.feed.standardized,
+                compute_dtype=self.compute_dtype,
+            )
         loss = self.loss_fn(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss
+
+
+def stored_logits(
+    head: LayerWeightedHead,
+    source: Any,
+    batch: FrameBatch,
+    device: torch.device,
+    mixer: FrameMixer,
+) -> torch.Tensor:
+    """Logits of a :class:`FrameBatch` read from ``source``'s stored rows by the compiled
+    ``mixer`` (bfloat16 frame network). On CPU the kernel reads the rows where they lie; on
+    another device the batch's rows are gathered in the stored dtype and moved first."""
+    rows, scales, index = source.rows, source.scales, batch.index
+    if device.type != "cpu":
+        rows = rows.index_select(0, index).to(device, non_blocking=True)
+        scales = None if scales is None else scales.index_select(0, index).to(device)
+        index = None
+    segments = batch.segments.to(device, non_blocking=True)
+    return head.forward_stored(rows, index, segments, len(batch.ids), mixer=mixer, scales=scales)
 
 
 def _logits(
@@ -678,11 +811,19 @@ def _logits(
     device: torch.device,
     packed: bool,
     standardized: bool = False,
+    *,
+    compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     if packed:
         frames = batch.frames.to(device, non_blocking=True)
         segments = batch.segments.to(device, non_blocking=True)
-        return head.forward_packed(frames, segments, len(batch.ids), standardized=standardized)
+        return head.forward_packed(
+            frames,
+            segments,
+            len(batch.ids),
+            standardized=standardized,
+            compute_dtype=compute_dtype,
+        )
     hidden = torch.as_tensor(batch.hidden, dtype=torch.float32).to(device, non_blocking=True)
     mask = torch.as_tensor(batch.mask, dtype=torch.bool).to(device, non_blocking=True)
     return head(hidden, mask)

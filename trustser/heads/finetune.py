@@ -209,6 +209,8 @@ class FineTuneClassifier(HeadClassifier):
     mode), ``top_blocks_`` (the best epoch's blocks), ``trainable_parameters_``.
     """
 
+    precision_stage: ClassVar[str] = "finetune"  # no bfloat16 path: trains in float32
+
     _parameter_constraints: ClassVar[dict[str, str]] = {
         **HeadClassifier._parameter_constraints,
         "block_lr": "float > 0",
@@ -298,7 +300,13 @@ class FineTuneClassifier(HeadClassifier):
         self.model_ = model
         self.top_blocks_ = model.top
         self._record_fit(
-            model.head, model, classes, selection, has_dev=dev is not None, device=device
+            model.head,
+            model,
+            classes,
+            selection,
+            has_dev=dev is not None,
+            device=device,
+            precision=self.training_precision(device, train.source),
         )
         return self
 

@@ -37,9 +37,12 @@ from trustser.heads.estimator import (
     head_optimizer,
     run_epochs,
     seeded_rng,
+    stored_logits,
     train_pass,
 )
+from trustser.heads.mixing import FrameMixer
 from trustser.heads.model import LayerWeightedHead
+from trustser.heads.precision import TrainingPrecision
 from trustser.metrics.performance import uar_score
 
 __all__ = ["GradientReversal", "MitigatedHeadClassifier", "cell_weights", "reverse_gradient"]
@@ -82,6 +85,8 @@ class MitigatedHeadClassifier(HeadClassifier):
     accuracy on the dev clips at the selected epoch (recorded for reference only: privacy is
     judged by fresh attackers), ``cell_weights_`` (``"gender/class" → weight``) when reweighting.
     """
+
+    precision_stage: ClassVar[str] = "mitigated"
 
     _parameter_constraints: ClassVar[dict[str, str]] = {
         **HeadClassifier._parameter_constraints,
@@ -130,6 +135,7 @@ class MitigatedHeadClassifier(HeadClassifier):
         source, standardized = train.source, False
         if statistics is not None and hasattr(source, "standardized"):
             source, standardized = source.standardized(*statistics, ids=train.ids), True
+        plan, mixer = self._training_path(train.source, device)
         with seeded_rng(device, self.seed):
             training = _AdversarialTraining(
                 self,
@@ -142,6 +148,8 @@ class MitigatedHeadClassifier(HeadClassifier):
                 genders=genders,
                 statistics=statistics,
                 device=device,
+                plan=plan,
+                mixer=mixer,
             )
             selection = self.epoch_selection(len(train), callback, has_dev=dev is not None)
             try:
@@ -152,7 +160,13 @@ class MitigatedHeadClassifier(HeadClassifier):
                 training.close()
         selection.restore(training.head)
         self._record_fit(
-            training.head, training.head, classes, selection, has_dev=dev is not None, device=device
+            training.head,
+            training.head,
+            classes,
+            selection,
+            has_dev=dev is not None,
+            device=device,
+            precision=plan,
         )
         self.history_ = _with_adversary(selection.history, training.accuracies)
         self.adversary_dev_accuracy_ = training.accuracies[selection.best_epoch - 1]
@@ -194,7 +208,9 @@ class _AdversarialTraining:
     pooled encoder output (a forward hook on its classifier collects it) and their optimiser —
     with the weighted, adversarial loss of a batch and the dev evaluation. The head, then the
     adversary, are initialised from the current (seeded) RNG. ``accuracies`` holds the
-    adversary's dev accuracy per epoch (None without dev data or adversary)."""
+    adversary's dev accuracy per epoch (None without dev data or adversary). ``plan`` and
+    ``mixer``: the fit's precision, as :class:`~trustser.heads.estimator.HeadClassifier`'s
+    (the adversary, on the float32 pooled output, trains in float32)."""
 
     def __init__(
         self,
@@ -209,8 +225,12 @@ class _AdversarialTraining:
         genders: Mapping[str, str],
         statistics: tuple[torch.Tensor, torch.Tensor] | None,
         device: torch.device,
+        plan: TrainingPrecision,
+        mixer: FrameMixer | None = None,
     ) -> None:
         self.estimator, self.train, self.dev, self.device = estimator, train, dev, device
+        self.compute_dtype = torch.bfloat16 if plan.bf16 else None
+        self.mixer = mixer
         self.source, self.standardized = source, standardized  # the training clips' source
         self.weight_of = dict(zip(train.ids, sample_weight.tolist(), strict=True))
         self.target_of = dict(zip(train.ids, (index[y] for y in train.labels), strict=True))
@@ -252,8 +272,13 @@ class _AdversarialTraining:
         """One pass over the training clips: the head and its mean loss."""
         self.head.train()
         self.adversary.train()
+        batches = (
+            self.train.source.frame_batches
+            if self.mixer is not None
+            else self.source.packed_batches
+        )
         loss = train_pass(
-            self.source.packed_batches(
+            batches(
                 self.train.ids,
                 batch_size=self.estimator.batch_size,
                 shuffle=True,
@@ -269,11 +294,16 @@ class _AdversarialTraining:
         """The weighted emotion loss, plus the adversary's loss through the gradient reversal."""
         device, weight = self.device, self.estimator.adversary_weight
         self.pooled.clear()
-        frames = batch.frames.to(device)
-        segments = batch.segments.to(device)
-        logits = self.head.forward_packed(
-            frames, segments, len(batch.ids), standardized=self.standardized
-        )
+        if self.mixer is not None:
+            logits = stored_logits(self.head, self.train.source, batch, device, self.mixer)
+        else:
+            logits = self.head.forward_packed(
+                batch.frames.to(device),
+                batch.segments.to(device),
+                len(batch.ids),
+                standardized=self.standardized,
+                compute_dtype=self.compute_dtype,
+            )
         targets = torch.tensor([self.target_of[i] for i in batch.ids], device=device)
         w = torch.tensor([self.weight_of[i] for i in batch.ids], dtype=torch.float32, device=device)
         per_clip = nn.functional.cross_entropy(logits, targets, reduction="none")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,7 @@ class LayerWeightedHead(nn.Module):
         num_segments: int,
         *,
         standardized: bool = False,
+        compute_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Logits ``[S, C]`` from the frames of ``S`` clips packed layer-major, ``[L, F, D]``,
         where ``segments[f]`` is the clip (0..S-1) of frame ``f``.
@@ -146,6 +147,9 @@ class LayerWeightedHead(nn.Module):
         average is one matrix-vector product (its gradient another) on this layout.
         ``standardized=True`` says the frames were already standardised with this head's
         statistics (training standardises its data once instead of every batch).
+        ``compute_dtype=torch.bfloat16`` runs the frame network's matrix products under
+        bfloat16 autocast (the layer average, pooling and classifier stay float32); None is
+        float32 throughout.
         """
         if frames.dim() != 3 or frames.shape[0] != self.num_layers or frames.shape[2] != self.dim:
             raise ValueError(
@@ -153,7 +157,49 @@ class LayerWeightedHead(nn.Module):
             )
         x = (frames if standardized else self._normalized(frames, 0)).reshape(self.num_layers, -1)
         mixed = (self.layer_weights.to(x.dtype) @ x).view(-1, self.dim)  # [F, D]
-        h = self._frame_net(mixed)  # [F, H]
+        return self._logits_of_mixed(mixed, segments, num_segments, compute_dtype)
+
+    def forward_stored(
+        self,
+        rows: torch.Tensor,
+        index: torch.Tensor | None,
+        segments: torch.Tensor,
+        num_segments: int,
+        *,
+        mixer: Callable[..., torch.Tensor],
+        scales: torch.Tensor | None = None,
+        compute_dtype: torch.dtype | None = torch.bfloat16,
+    ) -> torch.Tensor:
+        """Logits ``[S, C]`` read straight from stored rows ``[N, L, D]`` (the store's dtype,
+        raw: this head's statistics standardise them), frame ``f`` being row ``index[f]``
+        (``index=None``: the rows are the batch's frames in order); ``scales [N, L]`` for int8
+        codes. ``mixer`` computes the standardised layer average in one pass over the rows per
+        direction (:func:`trustser.heads.mixing.compiled_mixer`); the rest is as
+        :meth:`forward_packed`.
+        """
+        if rows.dim() != 3 or rows.shape[1] != self.num_layers or rows.shape[2] != self.dim:
+            raise ValueError(
+                f"expected stored rows [N, {self.num_layers}, {self.dim}], got {tuple(rows.shape)}"
+            )
+        mixed = mixer(
+            self.layer_weights, rows, index, scales, self.feature_mean, self.feature_scale
+        )
+        return self._logits_of_mixed(mixed, segments, num_segments, compute_dtype)
+
+    def _logits_of_mixed(
+        self,
+        mixed: torch.Tensor,
+        segments: torch.Tensor,
+        num_segments: int,
+        compute_dtype: torch.dtype | None,
+    ) -> torch.Tensor:
+        """The frame network on the mixed frames ``[F, D]``, pooling per clip, classifier."""
+        if compute_dtype is None:
+            h = self._frame_net(mixed)  # [F, H]
+        else:
+            with torch.autocast(mixed.device.type, dtype=compute_dtype):
+                h = self._frame_net(mixed)
+            h = h.float()
         counts = torch.bincount(segments, minlength=num_segments).to(h.dtype).clamp_min(1.0)
         if self.attention is None:
             pooled = (

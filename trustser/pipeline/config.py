@@ -13,6 +13,7 @@ from trustser._toml import tomllib
 from trustser._validation import TrustSERError, check_choice
 from trustser.corruptions import CorruptionError, suite
 from trustser.heads.estimator import DEFAULT_MAX_EPOCHS
+from trustser.heads.precision import PRECISIONS
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.runs import ATTACK_METHODS, TASKS
 from trustser.variants.erasure import CONCEPTS as ERASURE_CONCEPTS
@@ -73,6 +74,8 @@ class HeadSettings:
     batch_size: int = 64
     dropout: float = 0.0
     pooling: str = "mean"
+    precision: str = "auto"  # auto | fp32 | bf16 (trustser.heads.precision)
+    compile: bool = True  # compile the bf16 path's layer mix
 
 
 @dataclass(frozen=True)
@@ -297,6 +300,11 @@ class PipelineConfig:
             raise PipelineConfigError(f"corpus names must be unique, got {names}")
         for task in self.heads.tasks:
             check_choice("heads.tasks", task, TASKS)
+        check_choice("heads.precision", self.heads.precision, PRECISIONS)
+        if not isinstance(self.heads.compile, bool):
+            raise PipelineConfigError(
+                f"heads.compile must be true or false, got {self.heads.compile!r}."
+            )
         for method in self.attack.methods:
             check_choice("attack.methods", method, ATTACK_METHODS)
         if "emotion" not in self.heads.tasks and self.attack.methods:

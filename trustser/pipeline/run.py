@@ -43,6 +43,7 @@ from typing import Any
 
 from trustser._validation import TrustSERError
 from trustser.formatting import percent
+from trustser.heads.precision import keyed_settings
 from trustser.heads.tasks import NotMeasurableError
 from trustser.heads.training import default_estimator
 from trustser.pipeline.config import CorpusSource, PipelineConfig, RobustnessSettings
@@ -168,7 +169,9 @@ class _CorpusRun:
             group = _group_name(self.store, backbone)
             inputs = {
                 **_group_provenance(self.store, group),
-                "heads": asdict(self.config.heads),
+                "heads": keyed_settings(
+                    asdict(self.config.heads), self._request().estimator.training_path()
+                ),
                 "seed": self.config.seed,
             }
             if not self._stage("heads", group, partial(self.heads, group, inputs)):
@@ -222,6 +225,8 @@ class _CorpusRun:
             max_epochs=heads.max_epochs,
             device=self.config.device,
             seed=self.config.seed,
+            precision=heads.precision,
+            compile=heads.compile,
         )
         return FitRequest(
             store=self.store,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from trustser._validation import TrustSERError, check_choice
+from trustser.heads.precision import precision_label
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.metrics.bootstrap import interval as bootstrap_interval
 from trustser.profile.axes import axis_options, details_order, new_row, registered_axes
@@ -237,7 +238,18 @@ def _training(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     for key in ("k", "block_parameters", "block_lr"):
         if key in variant:
             training[key] = variant[key]
+    precision = _precision(metrics.get("precision"))
+    if precision is not None:  # runs made before it was recorded have none
+        training["precision"] = precision
     return training
+
+
+def _precision(record: Any) -> str | None:
+    """The emotion heads' training precision as a short text (``mixed`` when folds differ)."""
+    if isinstance(record, list):
+        labels = {precision_label(r) for r in record} - {None}
+        return labels.pop() if len(labels) == 1 else ("mixed" if labels else None)
+    return precision_label(record)
 
 
 def collect_profile(

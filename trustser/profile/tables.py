@@ -211,7 +211,7 @@ def training_rows(profile: Profile) -> list[list[str]]:
             [
                 b.name,
                 f"{b.variant_description} ({b.base})" if b.is_variant else "frozen backbone",
-                str(training.get("trained", MISSING)),
+                _trained(training),
                 MISSING if trainable is None else f"{trainable / 1e3:.1f} k",
                 MISSING if seconds is None else f"{seconds:.0f} s",
                 sustainability.inference_gmacs(b),
@@ -219,6 +219,13 @@ def training_rows(profile: Profile) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _trained(training: dict) -> str:
+    """What training updated, and its precision when it was not float32."""
+    trained = str(training.get("trained", MISSING))
+    precision = training.get("precision")
+    return trained if precision in (None, "fp32") else f"{trained}; {precision}"
 
 
 TRAINING_HEADER = [
