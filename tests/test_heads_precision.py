@@ -351,6 +351,52 @@ def test_runs_record_the_precision_and_float32_keeps_its_resume_key(tmp_path, on
     assert again.metrics["precision"]["precision"] == "fp32"
 
 
+# --------------------------------------------------------------------- options wiring
+def test_the_commands_and_the_run_configuration_pass_precision_on(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from trustser.cli import heads as cli_heads
+    from trustser.cli import mitigate as cli_mitigate
+    from trustser.cli.main import app
+    from trustser.heads.training import FitResult
+    from trustser.pipeline.config import PipelineConfigError, load_config
+
+    seen: dict[str, object] = {}
+
+    def fake_fit(store, name, estimator, **options):
+        seen["heads"] = estimator.get_params()
+        return FitResult(store=store, backbone=name, data_mode="memory")
+
+    def fake_fitted(targets, variants_of, **settings):
+        seen["mitigate"] = targets
+        return iter(())
+
+    monkeypatch.setattr(cli_heads, "_targets", lambda *args: (tmp_path, tmp_path, ["fake"]))
+    monkeypatch.setattr(cli_heads, "fit_heads", fake_fit)
+    monkeypatch.setattr(cli_mitigate, "_fitted", fake_fitted)
+    runner = CliRunner()
+    result = runner.invoke(app, ["heads", "fit", "--precision", "bf16", "--no-compile"])
+    assert result.exit_code == 0, result.output
+    assert (seen["heads"]["precision"], seen["heads"]["compile"]) == ("bf16", False)
+    result = runner.invoke(app, ["heads", "fit"])
+    assert (seen["heads"]["precision"], seen["heads"]["compile"]) == ("auto", True)
+    result = runner.invoke(app, ["mitigate", "privacy", "--lambda", "0.3", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert (seen["mitigate"].precision, seen["mitigate"].compile) == ("fp32", True)
+
+    config = tmp_path / "run.toml"
+    body = 'backbones = ["tiny:whisper"]\n[[corpora]]\nname = "emodb"\nroot = "x"\n[heads]\n'
+    config.write_text(body + 'precision = "bf16"\ncompile = false\n')
+    heads = load_config(config).heads
+    assert (heads.precision, heads.compile) == ("bf16", False)
+    config.write_text(body + 'precision = "half"\n')
+    with pytest.raises(ValueError, match=r"heads\.precision"):
+        load_config(config)
+    config.write_text(body + 'compile = "yes"\n')
+    with pytest.raises(PipelineConfigError, match=r"heads\.compile"):
+        load_config(config)
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write-reference"]:
     torch.set_num_threads(1)
     REFERENCE.write_text(json.dumps(reference_record(), indent=1) + "\n")
