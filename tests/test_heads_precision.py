@@ -397,6 +397,20 @@ def test_the_commands_and_the_run_configuration_pass_precision_on(monkeypatch, t
         load_config(config)
 
 
+def test_the_profile_names_the_precision_only_where_recorded():
+    from trustser.profile.collect import _training
+    from trustser.profile.tables import _trained
+
+    record = resolve_precision("bf16", torch.device("cpu"), "heads").record()
+    training = _training({"precision": record, "trainable_parameters": 10})
+    assert training["precision"] == "bf16 (compiled)"
+    assert _trained(training) == "head only (backbone frozen); bf16 (compiled)"
+    assert "precision" not in _training({})  # runs made before it was recorded
+    float32 = _training({"precision": {"precision": "fp32"}})
+    assert _trained(float32) == "head only (backbone frozen)"
+    assert _training({"precision": [record, {"precision": "fp32"}]})["precision"] == "mixed"
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write-reference"]:
     torch.set_num_threads(1)
     REFERENCE.write_text(json.dumps(reference_record(), indent=1) + "\n")

@@ -51,27 +51,14 @@ def _widened(
     return (x - mean) * inverse
 
 
-def _mix(
-    weights: torch.Tensor,
-    rows: torch.Tensor,
-    index: torch.Tensor | None,
-    scales: torch.Tensor | None,
-    mean: torch.Tensor,
-    inverse: torch.Tensor,
-) -> torch.Tensor:
-    return (_widened(rows, index, scales, mean, inverse) * weights[:, None]).sum(1)
+def _mix(weights: torch.Tensor, *stored: Any) -> torch.Tensor:
+    """The mixed frames ``[F, D]``; ``stored`` is ``(rows, index, scales, mean, inverse)``."""
+    return (_widened(*stored) * weights[:, None]).sum(1)
 
 
-def _mix_partials(
-    grad: torch.Tensor,
-    rows: torch.Tensor,
-    index: torch.Tensor | None,
-    scales: torch.Tensor | None,
-    mean: torch.Tensor,
-    inverse: torch.Tensor,
-) -> torch.Tensor:
-    x = _widened(rows, index, scales, mean, inverse)
-    return (x * grad.float()[:, None, :]).sum(-1)  # [F, L]
+def _mix_partials(grad: torch.Tensor, *stored: Any) -> torch.Tensor:
+    """Per frame and layer, ``Σ_d grad[f, d] · x̂[f, l, d]``: ``[F, L]``."""
+    return (_widened(*stored) * grad.float()[:, None, :]).sum(-1)
 
 
 @functools.cache
