@@ -537,7 +537,6 @@ class HeadClassifier:
         selection.restore(training.head)
         self._record_fit(
             training.head,
-            training.head,
             classes,
             selection,
             has_dev=dev is not None,
@@ -585,16 +584,18 @@ class HeadClassifier:
     def _record_fit(
         self,
         head: LayerWeightedHead,
-        trained: nn.Module,
         classes: Sequence[str],
         selection: EpochSelection,
         *,
         has_dev: bool,
         device: torch.device,
         precision: TrainingPrecision,
+        trained: nn.Module | None = None,
     ) -> None:
         """Set the fitted attributes from the kept epoch (``trained``: what was trained, whose
-        trainable parameters are counted; ``precision``: what it trained with)."""
+        trainable parameters are counted, default the head; ``precision``: what it trained
+        with)."""
+        trained = head if trained is None else trained
         self.head_ = head
         self.classes_ = np.array(classes, dtype=object)
         self.layer_weights_ = head.layer_weights.detach().to("cpu").numpy().astype(float)

@@ -301,12 +301,12 @@ class FineTuneClassifier(HeadClassifier):
         self.top_blocks_ = model.top
         self._record_fit(
             model.head,
-            model,
             classes,
             selection,
             has_dev=dev is not None,
             device=device,
             precision=self.training_precision(device, train.source),
+            trained=model,
         )
         return self
 

@@ -161,7 +161,6 @@ class MitigatedHeadClassifier(HeadClassifier):
         selection.restore(training.head)
         self._record_fit(
             training.head,
-            training.head,
             classes,
             selection,
             has_dev=dev is not None,
