@@ -5,7 +5,7 @@ A small fixed case (synthetic float16 features, three classes) is trained by
 holds what the eager float32 path trained on it *before* the bfloat16 path existed (weights,
 test probabilities and losses as exact float hex); ``precision="fp32"`` (and ``auto``, which
 resolves to it) must reproduce it bit for bit where the recorded torch version and CPU
-capability match (elsewhere: to 1e-5). Regenerate it only from a commit whose float32 path is
+capability match (elsewhere: to 1e-4). Regenerate it only from a commit whose float32 path is
 known to be unchanged: ``python tests/test_heads_precision.py --write-reference``.
 
 Only one test compiles (``torch.compile`` costs seconds on first use); the others run the
@@ -125,7 +125,7 @@ def test_fp32_is_todays_eager_path_bit_for_bit(one_thread, precision):
         if exact:
             assert mine == theirs
         else:  # another torch or CPU: the same maths, rounded by other kernels
-            np.testing.assert_allclose(_floats(mine), _floats(theirs), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(_floats(mine), _floats(theirs), rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- resolution
