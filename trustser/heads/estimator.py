@@ -534,15 +534,7 @@ class HeadClassifier:
                 train=training.epoch,
                 evaluate=dev_uar_scorer(dev, index, lambda head: feed.dev_proba(head, device)),
             )
-        selection.restore(training.head)
-        self._record_fit(
-            training.head,
-            classes,
-            selection,
-            has_dev=dev is not None,
-            device=device,
-            precision=plan,
-        )
+        self._record_fit(training.head, classes, selection, dev=dev, device=device, precision=plan)
         return self
 
     def _class_weighted_loss(
@@ -587,15 +579,17 @@ class HeadClassifier:
         classes: Sequence[str],
         selection: EpochSelection,
         *,
-        has_dev: bool,
+        dev: FeatureSet | None,
         device: torch.device,
         precision: TrainingPrecision,
         trained: nn.Module | None = None,
     ) -> None:
-        """Set the fitted attributes from the kept epoch (``trained``: what was trained, whose
-        trainable parameters are counted, default the head; ``precision``: what it trained
-        with)."""
+        """Restore the kept epoch's weights into ``trained`` (what was trained, whose trainable
+        parameters are counted; default the head) and set the fitted attributes from it
+        (``dev``: the data that chose the epoch, if any; ``precision``: what it trained with)."""
         trained = head if trained is None else trained
+        selection.restore(trained)
+        has_dev = dev is not None
         self.head_ = head
         self.classes_ = np.array(classes, dtype=object)
         self.layer_weights_ = head.layer_weights.detach().to("cpu").numpy().astype(float)

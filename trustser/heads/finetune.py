@@ -296,14 +296,13 @@ class FineTuneClassifier(HeadClassifier):
                     ),
                 ),
             )
-        selection.restore(model)
         self.model_ = model
         self.top_blocks_ = model.top
         self._record_fit(
             model.head,
             classes,
             selection,
-            has_dev=dev is not None,
+            dev=dev,
             device=device,
             precision=self.training_precision(device, train.source),
             trained=model,

@@ -158,15 +158,7 @@ class MitigatedHeadClassifier(HeadClassifier):
                 )
             finally:
                 training.close()
-        selection.restore(training.head)
-        self._record_fit(
-            training.head,
-            classes,
-            selection,
-            has_dev=dev is not None,
-            device=device,
-            precision=plan,
-        )
+        self._record_fit(training.head, classes, selection, dev=dev, device=device, precision=plan)
         self.history_ = _with_adversary(selection.history, training.accuracies)
         self.adversary_dev_accuracy_ = training.accuracies[selection.best_epoch - 1]
         return self
