@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -86,7 +87,11 @@ class LayerEraser:
         """Fit on time-means ``[N, L, D]`` and a 0/1 ``concept`` per row (float64 statistics;
         the package's covariance shrinkage; the trace constraint off, since it mixes in a
         projection that would break the zero cross-covariance)."""
-        from concept_erasure import LeaceFitter
+        # concept_erasure scripts two helpers with torch.jit when imported; torch's deprecation
+        # notice about that is not the user's to act on.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+            from concept_erasure import LeaceFitter
 
         x = torch.as_tensor(np.asarray(means), dtype=torch.float64)
         z = torch.as_tensor(np.asarray(concept, dtype=np.float64)).reshape(-1, 1)
