@@ -250,7 +250,7 @@ def _compare(
         result.exact = False
         result.low = result.high = None
         if result.difference is not None:
-            result.verdict = "no interval (no per-clip predictions)"
+            result.verdict = "no interval (no per-clip or per-trial results were kept)"
         return result
     return bs.compare_replicates(key, av, bv, sa, sb, higher_is_better=higher, level=level)
 
