@@ -297,10 +297,13 @@ def _markdown(_profile: Profile) -> list[Column]:
         Column("gender acc. % (strongest attacker)", _axis_text),
         Column("attacker", lambda b: attacker(b) or MISSING),
         Column("gender acc., head % (the paper's)", _head_accuracy),
-        Column("gender chance %", lambda b: percent(_tasks(b)[0].get("chance_majority"))),
+        Column(
+            "gender chance % (majority class)",
+            lambda b: percent(_tasks(b)[0].get("chance_majority")),
+        ),
         Column("gender acc., linear probe % (all layers / layer chosen on dev)", _probe_text),
         Column("speaker-ID acc. %", _speaker_text),
-        Column("speaker chance %", lambda b: percent(_tasks(b)[1].get("chance_uniform"))),
+        Column("speaker chance % (1/K)", lambda b: percent(_tasks(b)[1].get("chance_uniform"))),
         *linkability.markdown_columns(),
     ]
 
