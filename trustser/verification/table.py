@@ -109,7 +109,8 @@ def summary_table(metrics: Mapping[str, Any], *, where: str = "metrics.json") ->
         f"set mean of {len(design.get('sets') or ())} trial set(s)"
         f"{_trial_counts(metrics.get('trials'))}; 95 % speaker-bootstrap intervals "
         f"({metrics['bootstrap'].get('replicates')} replicates); minDCF at P_target "
-        f"{point.get('p_target'):g}, C_miss = C_fa = 1, normalised"
+        f"{point.get('p_target'):g}, C_miss = {point.get('c_miss', 1.0):g}, "
+        f"C_fa = {point.get('c_fa', 1.0):g}, normalised"
     )
     pooled = design.get("pooled_reason") if design.get("pooled_across_folds") else None
     return SummaryTable(
