@@ -14,7 +14,13 @@ from rich.table import Table
 from trustser.attacks.runner import run_attack
 from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
 from trustser.cli._progress import AttackBar
-from trustser.cli.heads import CompileOption, PrecisionOption, _FitProgress, fit_request
+from trustser.cli.heads import (
+    CompileOption,
+    PrecisionOption,
+    _FitProgress,
+    fit_notes,
+    fit_request,
+)
 from trustser.cost import run_cost
 from trustser.formatting import percent
 from trustser.heads.probe import PROBE_ATTACKERS
@@ -117,6 +123,7 @@ def _fitted(
                     store, runs, estimator, targets.folds, callback=progress.update, **settings
                 )
                 fitted = variant.fit(request)
+            fit_notes(fitted.notes)
             yield variant, fitted, request
 
 

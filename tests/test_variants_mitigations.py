@@ -29,7 +29,7 @@ from trustser.heads.data import PackedFeatures
 from trustser.heads.estimator import HeadClassifier
 from trustser.heads.mitigated import cell_weights, reverse_gradient
 from trustser.heads.model import load_head
-from trustser.heads.tasks import build_task
+from trustser.heads.tasks import Split, Task, build_task
 from trustser.heads.training import default_estimator, fit_heads
 from trustser.metrics._common import MetricWarning
 from trustser.metrics.fairness import (
@@ -41,7 +41,7 @@ from trustser.profile.collect import collect_profile
 from trustser.profile.mitigations import mitigation_rows
 from trustser.runs import ModelName, RunLayout, read_json
 from trustser.variants import VariantError, fit_variant, parse
-from trustser.variants.fairness import GENDERS, PostProcessing
+from trustser.variants.fairness import GENDERS, PostProcessing, reweighting_is_moot
 from trustser.variants.fairness import KIND as FAIRNESS
 from trustser.variants.privacy import KIND as PRIVACY
 from trustser.variants.privacy import attack_representation, encoder_frames
@@ -695,3 +695,28 @@ def test_smoothed_variant_attacks_adaptive_and_plain_and_costs_n_passes(toy_runs
 def _rows_in(directory, name: str = "predictions.csv") -> list[dict[str, str]]:
     with open(directory / name, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def _task(cells: dict[tuple[str, str], int]) -> tuple[Task, dict[str, str]]:
+    """A one-fold emotion task whose training clips fill (gender, emotion) cells as asked."""
+    label_of, genders = {}, {}
+    for (gender, emotion), count in cells.items():
+        for k in range(count):
+            utterance = f"{gender}-{emotion}-{k}"
+            label_of[utterance], genders[utterance] = emotion, gender
+    split = Split("fold1", train=tuple(label_of), dev=(), test=())
+    labels = tuple(dict.fromkeys(label_of.values()))
+    return Task("emotion", labels, label_of, (split,), "toy"), genders
+
+
+def test_fair_reweight_says_when_its_weights_are_the_base_class_weights():
+    # every emotion split evenly by gender: cell weights N/(K n_gc) = N/(C n_c), the base's
+    even, genders = _task({("f", "a"): 4, ("m", "a"): 4, ("f", "b"): 2, ("m", "b"): 2})
+    assert reweighting_is_moot(even, even.splits[0], genders, "balanced")
+    # ... but not against unweighted classes, nor when one emotion leans to one gender
+    assert not reweighting_is_moot(even, even.splits[0], genders, None)
+    cells = {("f", "a"): 3, ("m", "a"): 3, ("f", "b"): 3, ("m", "b"): 3}
+    uniform, genders = _task(cells)  # every cell the same size: weights all equal
+    assert reweighting_is_moot(uniform, uniform.splits[0], genders, None)
+    skewed, genders = _task({("f", "a"): 5, ("m", "a"): 3, ("f", "b"): 2, ("m", "b"): 2})
+    assert not reweighting_is_moot(skewed, skewed.splits[0], genders, "balanced")

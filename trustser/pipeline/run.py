@@ -261,11 +261,11 @@ class _CorpusRun:
                 if self.ledger.is_done(f"mitigate:{variant.name}", inputs, outputs):
                     return "up to date"
                 try:
-                    variant.fit(request)
+                    fitted = variant.fit(request)
                 except NotMeasurableError as error:  # e.g. a gender adversary on one gender
                     return f"{_NOT_MEASURABLE}: needs the {error.task} task: {error.reason}"
                 self.ledger.mark(f"mitigate:{variant.name}", inputs)
-                return f"→ {self.layout.backbone_dir(variant.name)}"
+                return "; ".join([f"→ {self.layout.backbone_dir(variant.name)}", *fitted.notes])
 
             if not self._stage("mitigate", name, fit) or self._unmeasured(name):
                 continue

@@ -39,7 +39,8 @@ from trustser.deployed.cached import CachedPath, head_on_cache
 from trustser.deployed.loading import FoldHead
 from trustser.heads.crossval import FoldVariant, cross_validate
 from trustser.heads.data import PackedFeatures, StoreGroupError
-from trustser.heads.mitigated import MitigatedHeadClassifier
+from trustser.heads.estimator import class_weights
+from trustser.heads.mitigated import MitigatedHeadClassifier, cell_weights
 from trustser.heads.model import LayerWeightedHead, load_head
 from trustser.heads.tasks import build_task, select_splits
 from trustser.heads.training import store_info
@@ -404,7 +405,11 @@ def fit_fair_reweight(variant: Variant, request: FitRequest) -> VariantFit:
     source = PackedFeatures.from_source(
         group, list(dict.fromkeys(i for s in splits for i in s.ids))
     )
+    genders = {u.id: u.gender for u in manifest.utterances}
     estimator = MitigatedHeadClassifier(cell_weight=True, **request.estimator.get_params())
+    unchanged = [
+        s.name for s in splits if reweighting_is_moot(task, s, genders, estimator.class_weight)
+    ]
     run = cross_validate(
         estimator,
         task,
@@ -414,13 +419,32 @@ def fit_fair_reweight(variant: Variant, request: FitRequest) -> VariantFit:
         layout=request.layout,
         model=variant.name,
         store_info=store_info(request.store, group, name),
-        variant=_Reweighting(
-            KIND.description(variant, request), {u.id: u.gender for u in manifest.utterances}
-        ),
+        variant=_Reweighting(KIND.description(variant, request), genders),
         callback=request.callback,
         resume=request.resume,
     )
-    return VariantFit(variant.name, tasks=[run], seconds=time.perf_counter() - start)
+    notes = []
+    if unchanged:
+        notes.append(
+            f"{variant.name}: in {', '.join(unchanged)} every emotion has as many training "
+            "clips of each gender, so the cell weights are the base's class weights and "
+            "these heads train exactly as the base's: there is nothing to reweight"
+        )
+    return VariantFit(variant.name, tasks=[run], seconds=time.perf_counter() - start, notes=notes)
+
+
+def reweighting_is_moot(
+    task: Any, split: Any, genders: Mapping[str, str], class_weight: Any
+) -> bool:
+    """Whether the gender × class cell weights of ``split``'s training clips are proportional,
+    clip for clip, to the base head's per-class weights: the loss divides by the sum of the
+    weights, so the reweighted head then trains exactly as the base's (e.g. every emotion's
+    clips split evenly by gender, with balanced class weights)."""
+    labels = [task.label_of[i] for i in split.train]
+    reweighted, _ = cell_weights(labels, [genders[i] for i in split.train])
+    per_class = class_weights(labels, task.labels, class_weight)
+    base = np.array([per_class[task.labels.index(y)] for y in labels])
+    return bool(np.allclose(reweighted / reweighted.sum(), base / base.sum(), rtol=1e-9, atol=0))
 
 
 class FairnessKind(VariantKind):

@@ -165,6 +165,7 @@ class VariantFit:
     inherited: list[str] = field(default_factory=list)
     seconds: float = 0.0
     skipped: dict[str, str] = field(default_factory=dict)  # task -> why it is not measurable
+    notes: list[str] = field(default_factory=list)  # what the user should know about this fit
 
     @property
     def emotion_metrics(self) -> dict[str, Any] | None:
