@@ -246,7 +246,6 @@ def fit(
                 fitted = variant.fit(request)
         _render_fit(fitted.tasks)
         not_measurable(fitted.skipped, name)
-        fit_notes(fitted.notes)
 
 
 @app.command("probe")
@@ -419,12 +418,6 @@ def not_measurable(skipped: Mapping[str, str], model: str) -> None:
                 f"{task} skipped for {model}, not measurable: {reason}",
             )
         )
-
-
-def fit_notes(notes: list[str]) -> None:
-    """What a variant's fit says the user should know (a mitigation with nothing to change)."""
-    for note in notes:
-        console.print(Text.assemble(("note: ", "yellow"), note))
 
 
 def warn_at_cap(task: str, metrics: dict[str, Any]) -> None:

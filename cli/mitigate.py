@@ -3,6 +3,8 @@ backbone."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from trustser.attacks.runner import run_attack
 from trustser.cli._common import BACKBONE, RUNS, StoreOption, console, user_errors, workspace
@@ -18,7 +21,6 @@ from trustser.cli.heads import (
     CompileOption,
     PrecisionOption,
     _FitProgress,
-    fit_notes,
     fit_request,
 )
 from trustser.cost import run_cost
@@ -95,6 +97,45 @@ class _Targets:
     compile: bool = True
 
 
+def _target_options(
+    store: StoreOption = None,
+    backbone: BackboneOption = None,
+    runs: RunsOption = None,
+    folds: FoldsOption = None,
+    epochs: EpochsOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    precision: PrecisionOption = "auto",
+    compile_: CompileOption = True,
+) -> _Targets:
+    """The options of every mitigation command that trains heads, as one :class:`_Targets`."""
+    return _Targets(store, runs, backbone, folds, device, seed, epochs, precision, compile_)
+
+
+def _trains_heads(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the options of :func:`_target_options` (``--store`` and ``--backbone``
+    first, the rest after its own) and call it with them as ``targets``: one place declares
+    them for every command."""
+    shared = list(inspect.signature(_target_options, eval_str=True).parameters.values())
+    own = [
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name != "targets"
+    ]
+    context = [p for p in own if p.annotation is typer.Context]
+    own = [p for p in own if p.annotation is not typer.Context]
+    parameters = context + shared[:2] + own + shared[2:]
+
+    @functools.wraps(command)
+    def run(**options: Any) -> None:
+        targets = _target_options(**{p.name: options.pop(p.name) for p in shared})
+        command(targets=targets, **options)
+
+    run.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    return run
+
+
 def _fitted(
     targets: _Targets,
     variants_of: Callable[[str], list[Variant]],
@@ -123,8 +164,14 @@ def _fitted(
                     store, runs, estimator, targets.folds, callback=progress.update, **settings
                 )
                 fitted = variant.fit(request)
-            fit_notes(fitted.notes)
+            _fit_notes(fitted.notes)
             yield variant, fitted, request
+
+
+def _fit_notes(notes: list[str]) -> None:
+    """What a variant's fit says the user should know (a mitigation with nothing to change)."""
+    for note in notes:
+        console.print(Text.assemble(("note: ", "yellow"), note))
 
 
 def _pct(value: float | None) -> str:
@@ -132,10 +179,9 @@ def _pct(value: float | None) -> str:
 
 
 @app.command("privacy", context_settings=EXTRA)
+@_trains_heads
 def privacy(
     ctx: typer.Context,
-    store: StoreOption = None,
-    backbone: BackboneOption = None,
     lambdas: Annotated[
         list[float],
         typer.Option(
@@ -151,19 +197,13 @@ def privacy(
             help="Choosing λ on dev: largest dev UAR drop below the λ = 0 control (0.02 = 2 points).",
         ),
     ] = DEV_UAR_FLOOR,
-    runs: RunsOption = None,
-    folds: FoldsOption = None,
-    epochs: EpochsOption = None,
-    device: DeviceOption = "auto",
-    seed: SeedOption = 0,
-    precision: PrecisionOption = "auto",
-    compile_: CompileOption = True,
+    *,
+    targets: _Targets,
 ) -> None:
     """Emotion heads trained against a gender adversary (gradient reversal, weight λ), with the
     λ = 0 control, judged by fresh gender, speaker-ID and probe attackers on the encoder's output
     (<backbone>@privacy-l<λ>); λ is chosen on dev, test figures are reported beside it."""
     values = with_control(_numbers(lambdas, ctx.args, "--lambda"))
-    targets = _Targets(store, runs, backbone, folds, device, seed, epochs, precision, compile_)
     fits = _fitted(targets, lambda name: [PRIVACY.variant(name, lam=lam) for lam in values])
     by_base: dict[str, list[tuple[Variant, FitRequest]]] = {}
     for variant, _, request in fits:
@@ -275,26 +315,19 @@ def _note_caps(offs: list[dict[str, Any]]) -> None:
 
 
 @app.command("erasure")
+@_trains_heads
 def erasure(
-    store: StoreOption = None,
-    backbone: BackboneOption = None,
     concept: Annotated[
         str, typer.Option("--concept", help=f"What to erase: {', '.join(CONCEPTS)}.")
     ] = "gender",
-    runs: RunsOption = None,
-    folds: FoldsOption = None,
-    epochs: EpochsOption = None,
-    device: DeviceOption = "auto",
-    seed: SeedOption = 0,
-    precision: PrecisionOption = "auto",
-    compile_: CompileOption = True,
+    *,
+    targets: _Targets,
 ) -> None:
     """LEACE concept erasure (<backbone>@erase-gender): gender erased from every hidden state in
     closed form, fitted per fold on the training clips; emotion heads retrained on the erased
     features; judged by fresh linear and non-linear attackers."""
     if concept not in CONCEPTS:
         raise typer.BadParameter(f"--concept {concept!r}: choose {', '.join(CONCEPTS)}.")
-    targets = _Targets(store, runs, backbone, folds, device, seed, epochs, precision, compile_)
     fits = _fitted(targets, lambda name: [ERASURE.variant(name, concept=concept)])
     for variant, _, request in fits:
         off = trade_off(request.layout, variant)
@@ -343,9 +376,8 @@ _ATTACKER_KINDS = {
 
 
 @app.command("fairness")
+@_trains_heads
 def fairness(
-    store: StoreOption = None,
-    backbone: BackboneOption = None,
     method: Annotated[
         str,
         typer.Option(
@@ -356,13 +388,8 @@ def fairness(
         float,
         typer.Option("--uar-floor", help="post: largest dev UAR drop allowed (0.02 = 2 points)."),
     ] = DEFAULT_UAR_FLOOR,
-    runs: RunsOption = None,
-    folds: FoldsOption = None,
-    epochs: EpochsOption = None,
-    device: DeviceOption = "auto",
-    seed: SeedOption = 0,
-    precision: PrecisionOption = "auto",
-    compile_: CompileOption = True,
+    *,
+    targets: _Targets,
 ) -> None:
     """Close the gender gap in emotion errors: post-processing offsets fitted on dev over the
     trained emotion heads (<backbone>@fair-post) and/or gender × class reweighting
@@ -378,7 +405,6 @@ def fairness(
         "gender at inference",
     ):
         table.add_column(column)
-    targets = _Targets(store, runs, backbone, folds, device, seed, epochs, precision, compile_)
     fits = _fitted(
         targets,
         lambda name: [FAIRNESS.variant(name, method=m) for m in methods],

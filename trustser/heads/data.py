@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import torch
@@ -101,7 +101,34 @@ class FeatureSet:
         return len(self.ids)
 
 
-class PackedFeatures:
+class Standardizable:
+    """What a feature source in RAM shares about standardising: :meth:`standardized` gives a
+    copy that computes ``(x - mean) / max(std, eps)`` per layer and dimension — what a
+    normalising head computes — as each batch is widened, so no second copy is held."""
+
+    _affine: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def standardized(
+        self,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        ids: Sequence[str] | None = None,
+        *,
+        eps: float = 1e-5,
+    ) -> Self:
+        """The same clips standardised; ``ids`` (default: all) are the clips the copy serves."""
+        if self._affine is not None:
+            raise DataError("these features are standardised already.")
+        inverse = 1.0 / std.to(torch.float32).clamp_min(eps)
+        return self._with_affine(ids, (mean.to(torch.float32), inverse))
+
+    def _with_affine(
+        self, ids: Sequence[str] | None, affine: tuple[torch.Tensor, torch.Tensor]
+    ) -> Self:
+        raise NotImplementedError
+
+
+class PackedFeatures(Standardizable):
     """Clips held in RAM in the store's own dtype, frames back to back, plus offsets.
 
     Values stay as stored — float16, float32, or int8 codes with a float16 scale per frame and
@@ -324,28 +351,13 @@ class PackedFeatures:
             count += clip.shape[1]
         return _mean_std(total, squares, count)
 
-    def standardized(
-        self,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        ids: Sequence[str] | None = None,
-        *,
-        eps: float = 1e-5,
+    def _with_affine(
+        self, ids: Sequence[str] | None, affine: tuple[torch.Tensor, torch.Tensor]
     ) -> PackedFeatures:
-        """The same clips with ``(x - mean) / max(std, eps)`` per layer and dimension — what a
-        normalising head computes — applied as each batch is widened: no second copy in RAM.
-
-        ``ids`` (default: all) are the clips the copy serves.
-        """
-        if self._affine is not None:
-            raise DataError("these features are standardised already.")
-        ids = self.ids if ids is None else list(ids)
-        self._rows(ids)
+        """A copy that serves ``ids`` (default: all), applying ``affine`` as it widens."""
+        self._rows(self.ids if ids is None else list(ids))
         copy = PackedFeatures.__new__(PackedFeatures)
-        inverse = 1.0 / std.to(torch.float32).clamp_min(eps)
-        copy._setup(
-            self.ids, self.rows, self.offsets, self.scales, (mean.to(torch.float32), inverse)
-        )
+        copy._setup(self.ids, self.rows, self.offsets, self.scales, affine)
         return copy
 
     def _order(self, ids: list[str], batch_size: int, shuffle: bool, seed: int) -> list[list[str]]:

@@ -110,18 +110,11 @@ class FrameMixer:
         with torch.no_grad(), torch.autocast(first.device.type, enabled=False):
             return kernel(first, *inputs)
 
-    def __call__(
-        self,
-        weights: torch.Tensor,
-        rows: torch.Tensor,
-        index: torch.Tensor | None,
-        scales: torch.Tensor | None,
-        mean: torch.Tensor,
-        inverse: torch.Tensor,
-    ) -> torch.Tensor:
-        """``[F, D]`` in :attr:`dtype`: frames ``index`` of ``rows`` (``None``: every row, in order)
-        widened (times ``scales`` for int8 codes), standardised and mixed with ``weights``."""
-        return _MixFrames.apply(weights, self, rows, index, scales, mean, inverse)
+    def __call__(self, weights: torch.Tensor, *stored: torch.Tensor | None) -> torch.Tensor:
+        """``[F, D]`` in :attr:`dtype`: ``stored`` is ``(rows, index, scales, mean, inverse)`` as
+        :func:`_widened` reads it — frames ``index`` of ``rows`` (``None``: every row, in order)
+        widened (times ``scales`` for int8 codes), standardised — mixed with ``weights``."""
+        return _MixFrames.apply(weights, self, *stored)
 
 
 def _first_rows(values: torch.Tensor | None, count: int) -> torch.Tensor | None:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from trustser.heads.crossval import FoldVariant, cross_validate
-from trustser.heads.data import DataError, FeatureSource, PackedBatch
+from trustser.heads.data import DataError, FeatureSource, PackedBatch, Standardizable
 from trustser.heads.tasks import Split
 from trustser.heads.training import open_features
 from trustser.manifest import GENDERS
@@ -195,7 +195,7 @@ class _ErasedSource:
             yield replace(batch, hidden=hidden)
 
 
-class _ErasedPacked(_ErasedSource):
+class _ErasedPacked(_ErasedSource, Standardizable):
     """:class:`_ErasedSource` over features in RAM: packed batches and a standardised copy, as
     :class:`~trustser.heads.data.PackedFeatures` offers them to the heads."""
 
@@ -210,16 +210,10 @@ class _ErasedPacked(_ErasedSource):
                 frames = (frames - mean[:, None, :]) * inverse[:, None, :]
             yield replace(batch, frames=frames)
 
-    def standardized(
-        self,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        ids: Sequence[str] | None = None,
-        *,
-        eps: float = 1e-5,
+    def _with_affine(
+        self, ids: Sequence[str] | None, affine: tuple[torch.Tensor, torch.Tensor]
     ) -> _ErasedPacked:
-        inverse = 1.0 / std.to(torch.float32).clamp_min(eps)
-        return _ErasedPacked(self.inner, self.eraser, (mean.to(torch.float32), inverse))
+        return _ErasedPacked(self.inner, self.eraser, affine)
 
     def statistics(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation ``[L, D]`` of the erased frames of ``ids``."""
