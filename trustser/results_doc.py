@@ -45,6 +45,7 @@ from trustser.profile.collect import collect_profile, discover_backbones
 from trustser.profile.intervals import DEFAULT_SEED
 from trustser.profile.model import DEFAULT_ATTACK, BackboneProfile, Profile
 from trustser.profile.radar import figure_svg, radar_figure
+from trustser.profile.recommend import SCENARIOS, recommend, unweighed_text, weights_text
 from trustser.profile.scales import SCALE_MODES
 from trustser.profile.tables import profile_to_markdown
 from trustser.runs import RunLayout, read_json
@@ -581,6 +582,33 @@ def _radar(given: ViewInput) -> Rendered:
     return Rendered(f"![Radar chart: {names}]({link})\n", {name: figure_svg(figure)})
 
 
+def _recommend(given: ViewInput) -> Rendered:
+    """``trustser recommend`` for each of the paper's Table 5 scenarios over the profile's rows:
+    the ranking with weighted scores and how often each row ranks first over the speaker
+    bootstrap, the choice (a tie where no row is first in 95 % of the replicates), and the
+    paper's own choice beside it."""
+    profile = given.profile
+    lines = [
+        "| scenario | ranking: weighted score (first in % of replicates) | choice | paper's Table 5 |",
+        "|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    for scenario in SCENARIOS:
+        result = recommend(profile, scenario=scenario)
+        ranked = "; ".join(
+            f"{r.rank}. {r.backbone} {r.score:.3f}"
+            + ("" if r.first_share is None else f" ({r.first_share:.0%})")
+            for r in result.ranking
+        )
+        lines.append(
+            f"| **{scenario}** | {ranked} | {result.verdict} | {result.paper_choice or MISSING} |"
+        )
+        notes.append(f"- **{scenario}** ({result.description}): {weights_text(result)}.")
+        notes += [f"  - not ranked: {k} — {v}" for k, v in result.excluded.items()]
+        notes += [f"  - {text}" for text in [unweighed_text(result)] if text]
+    return Rendered("\n".join([*lines, "", "Weights per scenario:", "", *notes]) + "\n")
+
+
 VIEWS: dict[str, View] = {
     view.name: view
     for view in (
@@ -602,6 +630,11 @@ VIEWS: dict[str, View] = {
         View("attacks", "every attack: ASR, flipped / attacked, measured SNR", _attacks),
         View("intervals", "how each interval of a frozen backbone was computed", _intervals),
         View("radar", "the radar chart of every row (SVG)", _radar),
+        View(
+            "recommend",
+            "trustser recommend for the paper's three scenarios beside its Table 5 choice",
+            _recommend,
+        ),
         View(
             "verification",
             "linkability: each model's speaker-verification runs (EER, minDCF per attacker, "

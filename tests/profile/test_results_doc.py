@@ -25,6 +25,7 @@ from trustser.verification.table import VerificationSummaryError
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "tiny:whisper"
+OTHER = "tiny:wav2vec2"
 
 
 def test_docs_results_md_is_what_the_current_code_renders():
@@ -441,3 +442,24 @@ def test_import_without_trials_keeps_the_view_and_relative_paths(
     assert result.exit_code == 0, result.output
     assert "copied 3 files" in result.output
     assert not list((tmp_path / "small").rglob("trials.csv"))
+
+
+def test_the_recommend_view_ranks_the_rows_for_each_scenario_beside_the_paper(
+    tmp_path, write_fake_runs
+):
+    data = tmp_path / "results"
+    # the same speakers and seed: one model better on every axis but privacy (the same gender
+    # predictions), so it must rank first in every scenario
+    write_fake_runs(data / "runs", MODEL, clips=True, accuracy=0.95, asr=0.2, gmacs=1.0)
+    write_fake_runs(data / "runs", OTHER, clips=True, accuracy=0.5, asr=0.9, gmacs=9.0)
+    _settings(data, models=[MODEL, OTHER])
+    path = tmp_path / "results.md"
+    path.write_text("<!-- results:begin fake/recommend -->\n<!-- results:end fake/recommend -->\n")
+    text = render_document(path).text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if "| **" in line}
+    assert set(rows) == {"**edge**", "**cloud**", "**critical**"}
+    for scenario, paper in (("edge", "Whisper tiny"), ("cloud", "Whisper small")):
+        cells = [c.strip() for c in rows[f"**{scenario}**"].split("|")[1:-1]]
+        assert cells[1].startswith(f"1. {MODEL} ") and f"2. {OTHER} " in cells[1]
+        assert cells[2].startswith(MODEL) and cells[3] == paper
+    assert "Sustainability 0.33 (high)" in text  # edge's weights, said beside the table
