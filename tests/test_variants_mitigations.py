@@ -37,7 +37,7 @@ from trustser.metrics.fairness import (
     multiclass_equalized_odds_difference,
 )
 from trustser.metrics.performance import uar_score
-from trustser.profile.collect import collect_profile
+from trustser.profile.collect import collect_backbone, collect_profile
 from trustser.profile.mitigations import mitigation_rows
 from trustser.runs import ModelName, RunLayout, read_json
 from trustser.variants import VariantError, fit_variant, parse
@@ -296,6 +296,9 @@ def test_fairness_variants(toy_runs, tmp_path):
     assert f"{100 * before_mean:.1f} → {100 * after_mean:.1f}" in shown.output
     with pytest.raises(AttackError, match="gender at inference"):
         run_attack(store, post.variant, runs=runs, device="cpu")
+    # ... and the profile says so instead of naming an attack command that would fail
+    row = collect_backbone(runs, post.variant, store=str(store))
+    assert "gender at inference" in row.not_measurable["safety"] and "safety" not in row.missing
     reweighted = fit_variant(
         store,
         f"{BASE}@fair-reweight",

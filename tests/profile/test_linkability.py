@@ -19,7 +19,7 @@ from trustser.cli.main import app
 from trustser.profile import collect_profile, run_compare, run_profile
 from trustser.profile.axes import axis_options, get_axis, linkability
 from trustser.profile.det import write_det_chart
-from trustser.profile.model import ProfileError
+from trustser.profile.model import BackboneProfile, Profile, ProfileError
 from trustser.profile.radar import draw_radar_charts
 from trustser.runs import RunLayout, write_json
 from trustser.verification import run_verification
@@ -74,6 +74,8 @@ def test_the_eer_stands_beside_privacy_in_every_table(linked_runs, tmp_path):
     page = files["report"].read_text()
     assert "Linkability (speaker verification)" in page
     assert page.count('alt="DET curves: ') == 2
+    point = metrics["voice"]["operating_point"]  # the note says what the runs recorded
+    assert f"minDCF at P_target {point['p_target']:g}, C_miss = {point['c_miss']:g}" in page
     output = _cli(["profile", "-r", str(runs), "-o", str(tmp_path / "cli"), "--bootstrap", "20"])
     assert "Beside the axes" in output and "EER (informed)" in output
 
@@ -212,3 +214,16 @@ def test_recommend_ranks_on_the_privacy_score_asked_for(linked_runs, tmp_path):
         )
         .output
     )
+
+
+def test_the_report_names_each_operating_point_the_runs_recorded():
+    def row(name, p_target):
+        point = {"p_target": p_target, "c_miss": 1.0, "c_fa": 1.0}
+        return BackboneProfile(name=name, privacy={linkability.DETAILS: {"operating_point": point}})
+
+    one = Profile(backbones=[row("a", 0.05), row("b", 0.05)], scale="paper", scales={}, attack={})
+    shown = linkability.operating_points_text(one)
+    assert shown == "minDCF at P_target 0.05, C_miss = 1, C_fa = 1, normalised."
+    two = Profile(backbones=[row("a", 0.05), row("b", 0.01)], scale="paper", scales={}, attack={})
+    shown = linkability.operating_points_text(two)
+    assert "the runs differ in: P_target 0.01" in shown and "; P_target 0.05" in shown

@@ -172,3 +172,24 @@ def test_near_equal_candidates_are_a_tie_not_a_winner(tmp_path, write_fake_runs)
     again = recommend(read_profile(tmp_path / "out"), scenario="critical")
     assert again.tied == result.tied and again.replicates == 300
     assert "Choice: **tie: " in recommendation_to_markdown(result)
+
+
+def test_a_row_that_cannot_measure_an_axis_others_measured_is_not_ranked_without_it():
+    full = dict.fromkeys(axis_names(), 0.5)
+    # a variant that cannot be attacked, otherwise the best: ranking it without safety would
+    # favour it, so it is left out with the reason, and safety keeps its weight for the rest
+    post = _entry("a@fair-post", {**full, "safety": None, "performance": 0.9})
+    post.missing.clear()
+    post.not_measurable["safety"] = "needs each clip's gender at inference"
+    profile = Profile(
+        backbones=[_entry("a", full), post, _entry("b", {**full, "safety": 0.2})],
+        scale="paper",
+        scales={},
+        attack={"method": "fgsm", "snr_db": 45.0},
+    )
+    result = recommend(profile, scenario="critical")
+    assert [r.backbone for r in result.ranking] == ["a", "b"]
+    assert result.excluded["a@fair-post"] == (
+        "safety not measurable: needs each clip's gender at inference"
+    )
+    assert result.weights["safety"] > 0 and not result.unweighed

@@ -112,7 +112,7 @@ def collect_backbone(
     if model_name.is_variant:
         entry.base = _display_name(_backbone_dir(root, model_name.base), model_name.base)
         entry.variant = model_name.tag
-    results = Results(base, attack=attack, options=options)
+    results = Results(base, attack=attack, options=options, model=display)
     entry.dev = _dev_figures(root, model_name)
     entry.training = _training(results.metrics("emotion"))
     entry.probe = results.probe()

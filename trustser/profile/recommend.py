@@ -395,20 +395,29 @@ def _rankable(
     profile: Profile, weights: Mapping[str, float], left_out: Mapping[str, str]
 ) -> tuple[list[BackboneProfile], dict[str, str]]:
     """The rows that can be ranked, and why each other row is not: a variant not chosen on dev
-    (``left_out``), or a row lacking a weighted axis that was not run (an axis the row cannot
-    measure does not exclude it)."""
+    (``left_out``), a row lacking a weighted axis that was not run, or a row that cannot
+    measure a weighted axis other rows did measure (a variant that cannot be attacked, say:
+    ranking it without that axis would favour it). An axis no row can measure excludes no row:
+    it is left out of the weights (:func:`_unweighed`)."""
     rows, excluded = [], {}
+    weighed = [a for a in weights if weights[a] > 0]
+    measured = {a for a in weighed for e in profile.backbones if e.scores.get(a) is not None}
     for entry in profile.backbones:
         if profile.corpora and entry.corpus not in (None, MEAN_CORPUS):
             continue  # across corpora, the means over corpora are ranked
         if entry.name in left_out:
             excluded[entry.name] = left_out[entry.name]
             continue
-        lacking = [
-            a
-            for a in weights
-            if weights[a] > 0 and entry.scores.get(a) is None and not _unmeasurable(entry, a)
-        ]
+        lacking = [a for a in weighed if entry.scores.get(a) is None]
+        unmeasurable = [a for a in lacking if _unmeasurable(entry, a)]
+        if unmeasurable and set(unmeasurable) & measured:
+            excluded[entry.name] = "; ".join(
+                f"{a} not measurable: {entry.not_measurable[a]}"
+                for a in unmeasurable
+                if a in measured
+            )
+            continue
+        lacking = [a for a in lacking if a not in unmeasurable]
         if lacking:
             hints = "; ".join(
                 f"{a}: run `{entry.missing[a]}`" if a in entry.missing else f"{a}: not measured"

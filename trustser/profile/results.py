@@ -79,7 +79,8 @@ class Results:
 
     ``attack`` is the attack behind the safety axis, ``(method, SNR in dB)``; ``options`` the
     profile's axis options by name (``{"privacy_score": "strongest"}``; an axis reads its own,
-    ``Axis.options``, with their defaults filled in).
+    ``Axis.options``, with their defaults filled in); ``model`` the model's name
+    (``<backbone>@<tag>`` for a variant), for what its kind rules out (:meth:`not_attackable`).
     """
 
     def __init__(
@@ -88,8 +89,10 @@ class Results:
         *,
         attack: tuple[str, float],
         options: Mapping[str, str] | None = None,
+        model: str | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.model = model
         self.attack = attack
         self.options: dict[str, str] = dict(options or {})
         self._json: dict[str, dict[str, Any] | None] = {}
@@ -111,6 +114,18 @@ class Results:
             path = self.directory / task / "predictions.csv"
             self._rows[task] = _read_rows(path) if path.is_file() else None
         return self._rows[task]
+
+    def not_attackable(self) -> str | None:
+        """Why no waveform attack can run on this model (a variant that needs each clip's
+        gender at inference, say), None when one can."""
+        from trustser.variants import VariantError, parse
+
+        if self.model is None or "@" not in self.model:
+            return None
+        try:
+            return parse(self.model).not_attackable
+        except VariantError:  # a tag this version does not know: nothing ruled out
+            return None
 
     def probe(self) -> dict[str, float] | None:
         """The linear probes' test figures (:data:`PROBE_FIGURES`), None when not run."""

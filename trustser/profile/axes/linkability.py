@@ -185,6 +185,21 @@ def combine(rows: list[BackboneProfile]) -> dict[str, Any] | None:
     }
 
 
+def operating_points_text(profile: Profile) -> str:
+    """The minDCF operating point(s) the profile's verification runs recorded, in words."""
+    points = {
+        (p.get("p_target"), p.get("c_miss", 1.0), p.get("c_fa", 1.0))
+        for b in profile.backbones
+        if isinstance(p := _details(b).get("operating_point"), dict) and p.get("p_target")
+    }
+    if not points:
+        return "minDCF normalised (no operating point recorded)."
+    said = "; ".join(f"P_target {t:g}, C_miss = {m:g}, C_fa = {f:g}" for t, m, f in sorted(points))
+    if len(points) > 1:
+        return f"minDCF normalised, at the operating points the runs differ in: {said}."
+    return f"minDCF at {said}, normalised."
+
+
 def _details(b: BackboneProfile) -> dict[str, Any]:
     return (b.privacy or {}).get(DETAILS) or {}
 
@@ -417,8 +432,8 @@ def section(profile: Profile) -> str:
         "compares one layer's time-means by cosine; the <i>informed</i> one first learns the "
         "representation's within-speaker variation from other speakers. Intervals here are the "
         "verification run's own speaker bootstrap; profile.md, profile.csv and the paired "
-        "comparisons redraw them on the profile's draws. minDCF at P_target 0.05, "
-        "C_miss = C_fa = 1, normalised."
+        "comparisons redraw them on the profile's draws. "
+        + operating_points_text(profile)
         + (
             " Some trials were pooled across folds (too few test speakers per fold)."
             if pooled

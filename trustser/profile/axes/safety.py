@@ -66,7 +66,8 @@ def _find(attacks: list[dict[str, Any]], method: str, snr: float) -> dict[str, A
 def _collect(results: Results) -> Reading | None:
     attacks = _attacks(results.directory)
     if not attacks:
-        return None
+        reason = results.not_attackable()
+        return None if reason is None else Reading(not_measurable=reason)
     method, snr = results.attack
     chosen, noise = _find(attacks, method, snr), _find(attacks, _NOISE, snr)
     details = {"attacks": attacks, "axis_attack": {"method": method, "snr_db": snr}}
