@@ -120,12 +120,13 @@ class Results:
         gender at inference, say), None when one can."""
         from trustser.variants import VariantError, parse
 
-        if self.model is None or "@" not in self.model:
+        if self.model is None:
             return None
         try:
-            return parse(self.model).not_attackable
+            variant = parse(self.model)
         except VariantError:  # a tag this version does not know: nothing ruled out
             return None
+        return None if variant is None else variant.not_attackable
 
     def probe(self) -> dict[str, float] | None:
         """The linear probes' test figures (:data:`PROBE_FIGURES`), None when not run."""
