@@ -586,8 +586,10 @@ def _recommend(given: ViewInput) -> Rendered:
     """``trustser recommend`` for each of the paper's Table 5 scenarios over the profile's rows:
     the ranking with weighted scores and how often each row ranks first over the speaker
     bootstrap, the choice (a tie where no row is first in 95 % of the replicates), and the
-    paper's own choice beside it."""
-    profile = given.profile
+    paper's own choice beside it. Only measured rows are ranked: the paper's rows of the
+    profile are its reference, not candidates."""
+    measured = [b for b in given.profile.backbones if not b.reference]
+    profile = dataclasses.replace(given.profile, backbones=measured)
     lines = [
         "| scenario | ranking: weighted score (first in % of replicates) | choice | paper's Table 5 |",
         "|---|---|---|---|",

@@ -452,7 +452,7 @@ def test_the_recommend_view_ranks_the_rows_for_each_scenario_beside_the_paper(
     # predictions), so it must rank first in every scenario
     write_fake_runs(data / "runs", MODEL, clips=True, accuracy=0.95, asr=0.2, gmacs=1.0)
     write_fake_runs(data / "runs", OTHER, clips=True, accuracy=0.5, asr=0.9, gmacs=9.0)
-    _settings(data, models=[MODEL, OTHER])
+    _settings(data, models=[MODEL, OTHER], paper=["Whisper tiny"])
     path = tmp_path / "results.md"
     path.write_text("<!-- results:begin fake/recommend -->\n<!-- results:end fake/recommend -->\n")
     text = render_document(path).text
@@ -462,4 +462,5 @@ def test_the_recommend_view_ranks_the_rows_for_each_scenario_beside_the_paper(
         cells = [c.strip() for c in rows[f"**{scenario}**"].split("|")[1:-1]]
         assert cells[1].startswith(f"1. {MODEL} ") and f"2. {OTHER} " in cells[1]
         assert cells[2].startswith(MODEL) and cells[3] == paper
+        assert "paper:" not in cells[1]  # the paper's rows are the reference, not candidates
     assert "Sustainability 0.33 (high)" in text  # edge's weights, said beside the table
