@@ -40,7 +40,8 @@ from trustser._validation import TrustSERError
 from trustser.formatting import MISSING, percent
 from trustser.manifest import read_manifest, write_manifest
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
-from trustser.profile.axes import details_order
+from trustser.profile.axes import details_order, get_axis
+from trustser.profile.cells import interval_text
 from trustser.profile.collect import collect_profile, discover_backbones
 from trustser.profile.intervals import DEFAULT_SEED
 from trustser.profile.model import DEFAULT_ATTACK, BackboneProfile, Profile
@@ -582,6 +583,70 @@ def _radar(given: ViewInput) -> Rendered:
     return Rendered(f"![Radar chart: {names}]({link})\n", {name: figure_svg(figure)})
 
 
+def _robustness(given: ViewInput) -> Rendered:
+    """Each measured row under the corruption suite: clean UAR, the UAR drop and the share of
+    unchanged predictions (suite means with intervals, per gender), the ranking by UAR clean
+    and corrupted; then every case, a column per row (UAR drop in points / unchanged %)."""
+    axis = get_axis("robustness")
+    rows = [(b, axis.details(b)) for b in _measured(given.profile)]
+    rows = [(b, d) for b, d in rows if d]
+    if not rows:
+        raise ResultsDocError(
+            f"block {given.block.name!r}: no model of profile {given.settings.name!r} has "
+            "robustness results; run `trustser robustness` and import them with "
+            "`trustser results import`."
+        )
+
+    def corrupted(d: dict[str, Any]) -> float | None:
+        clean, drop = d.get("clean_uar"), d.get("uar_drop")
+        return None if clean is None or drop is None else clean - drop
+
+    def ranks(key: Callable[[dict[str, Any]], float | None]) -> dict[str, int]:
+        scored = sorted((-(key(d) or 0.0), b.name) for b, d in rows)
+        return {name: index + 1 for index, (_, name) in enumerate(scored)}
+
+    clean_rank, corrupted_rank = ranks(lambda d: d.get("clean_uar")), ranks(corrupted)
+    summary = [
+        [
+            b.name,
+            percent(d.get("clean_uar")),
+            percent(corrupted(d)),
+            interval_text(b, "robustness_uar_drop", d.get("uar_drop")),
+            interval_text(b, "robustness", b.raw.get("robustness")),
+            " / ".join(
+                percent(((d.get("per_gender") or {}).get(g) or {}).get("unchanged"))
+                for g in ("female", "male")
+            ),
+            f"{clean_rank[b.name]} → {corrupted_rank[b.name]}",
+        ]
+        for b, d in rows
+    ]
+    header = [
+        "model",
+        "clean UAR %",
+        "corrupted UAR % (suite mean)",
+        "UAR drop pts",
+        "unchanged %",
+        "unchanged F / M %",
+        "rank by UAR: clean → corrupted",
+    ]
+    cases: dict[str, dict[str, str]] = {}
+    for b, d in rows:
+        for case in d.get("cases", []):
+            drop, same = case.get("uar_drop"), case.get("unchanged")
+            cases.setdefault(case["name"], {})[b.name] = (
+                f"{MISSING if drop is None else f'{100 * drop:.1f}'} / {percent(same)}"
+            )
+    detail = [
+        [name, *(found.get(b.name, MISSING) for b, _ in rows)] for name, found in cases.items()
+    ]
+    return Rendered(
+        _md_table(header, summary)
+        + "\nPer case: UAR drop in points / unchanged predictions %.\n\n"
+        + _md_table(["case", *(b.name for b, _ in rows)], detail)
+    )
+
+
 def _recommend(given: ViewInput) -> Rendered:
     """``trustser recommend`` for each of the paper's Table 5 scenarios over the profile's rows:
     the ranking with weighted scores and how often each row ranks first over the speaker
@@ -632,6 +697,12 @@ VIEWS: dict[str, View] = {
         View("attacks", "every attack: ASR, flipped / attacked, measured SNR", _attacks),
         View("intervals", "how each interval of a frozen backbone was computed", _intervals),
         View("radar", "the radar chart of every row (SVG)", _radar),
+        View(
+            "robustness",
+            "the corruption suite: clean and corrupted UAR, unchanged predictions, the ranking "
+            "clean → corrupted, and every case per model",
+            _robustness,
+        ),
         View(
             "recommend",
             "trustser recommend for the paper's three scenarios beside its Table 5 choice",

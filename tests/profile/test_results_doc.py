@@ -464,3 +464,23 @@ def test_the_recommend_view_ranks_the_rows_for_each_scenario_beside_the_paper(
         assert cells[2].startswith(MODEL) and cells[3] == paper
         assert "paper:" not in cells[1]  # the paper's rows are the reference, not candidates
     assert "Sustainability 0.33 (high)" in text  # edge's weights, said beside the table
+
+
+def test_the_robustness_view_shows_each_case_and_the_ranking_clean_and_corrupted(
+    tmp_path, write_fake_runs
+):
+    data = tmp_path / "results"
+    # one model more accurate on clean speech, the other far steadier under corruption
+    write_fake_runs(data / "runs", MODEL, clips=True, accuracy=0.9, robustness=0.3)
+    write_fake_runs(data / "runs", OTHER, clips=True, accuracy=0.7, robustness=0.99)
+    _settings(data, models=[MODEL, OTHER])
+    path = tmp_path / "results.md"
+    path.write_text(
+        "<!-- results:begin fake/robustness -->\n<!-- results:end fake/robustness -->\n"
+    )
+    text = render_document(path).text
+    summary = {line.split("|")[1].strip(): line for line in text.splitlines() if "| tiny:" in line}
+    assert summary[MODEL].rstrip().endswith("| 1 → 2 |")  # first clean, second corrupted
+    assert summary[OTHER].rstrip().endswith("| 2 → 1 |")
+    per_case = [line for line in text.splitlines() if line.startswith("| white_noise-1 |")]
+    assert len(per_case) == 1 and per_case[0].count(" / ") == 2  # a cell per model
