@@ -602,8 +602,9 @@ def _robustness(given: ViewInput) -> Rendered:
         return None if clean is None or drop is None else clean - drop
 
     def ranks(key: Callable[[dict[str, Any]], float | None]) -> dict[str, int]:
-        scored = sorted((-(key(d) or 0.0), b.name) for b, d in rows)
-        return {name: index + 1 for index, (_, name) in enumerate(scored)}
+        """1 + the number of rows strictly ahead (tied rows share a rank)."""
+        values = {b.name: round(key(d) or 0.0, 9) for b, d in rows}
+        return {n: 1 + sum(other > v for other in values.values()) for n, v in values.items()}
 
     clean_rank, corrupted_rank = ranks(lambda d: d.get("clean_uar")), ranks(corrupted)
     summary = [
