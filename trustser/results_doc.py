@@ -41,6 +41,7 @@ from trustser.formatting import MISSING, percent
 from trustser.manifest import read_manifest, write_manifest
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES
 from trustser.profile.axes import details_order, get_axis
+from trustser.profile.axes.robustness import DROP
 from trustser.profile.cells import interval_text
 from trustser.profile.collect import collect_profile, discover_backbones
 from trustser.profile.intervals import DEFAULT_SEED
@@ -612,8 +613,8 @@ def _robustness(given: ViewInput) -> Rendered:
             b.name,
             percent(d.get("clean_uar")),
             percent(corrupted(d)),
-            interval_text(b, "robustness_uar_drop", d.get("uar_drop")),
-            interval_text(b, "robustness", b.raw.get("robustness")),
+            interval_text(b, DROP, d.get("uar_drop")),
+            interval_text(b, axis.name, b.raw.get(axis.name)),
             " / ".join(
                 percent(((d.get("per_gender") or {}).get(g) or {}).get("unchanged"))
                 for g in ("female", "male")
