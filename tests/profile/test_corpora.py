@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trustser.profile import ProfileError, collect_profile, run_profile
-from trustser.profile.collect import collect_corpora, corpus_runs
+from trustser.profile.collect import corpus_runs
 from trustser.profile.recommend import recommend
 
 
@@ -21,7 +21,7 @@ def two_corpora(tmp_path, write_fake_runs):
 
 
 def test_mean_over_corpora_with_the_interval_of_the_mean(two_corpora):
-    profile = collect_corpora([two_corpora], bootstrap=200)
+    profile = collect_profile([two_corpora], bootstrap=200)
     names = [b.name for b in profile.backbones]
     assert names[:2] == ["bad (mean)", "good (mean)"]  # discovery order (sorted)
     assert {"good (crema)", "good (msp)", "bad (crema)", "bad (msp)"} <= set(names)
@@ -46,8 +46,8 @@ def test_mean_over_corpora_with_the_interval_of_the_mean(two_corpora):
 
 
 def test_several_runs_directories_equal_the_run_output(two_corpora, tmp_path):
-    one = collect_corpora([two_corpora], bootstrap=50)
-    two = collect_corpora([two_corpora / "crema", two_corpora / "msp"], bootstrap=50)
+    one = collect_profile([two_corpora], bootstrap=50)
+    two = collect_profile([two_corpora / "crema", two_corpora / "msp"], bootstrap=50)
     assert one.to_dict()["backbones"] == two.to_dict()["backbones"]
     profile, files = run_profile(two_corpora, tmp_path / "report", bootstrap=50, charts=False)
     assert profile.corpora and "good (mean)" in files["markdown"].read_text()
@@ -91,7 +91,7 @@ def test_the_mean_over_corpora_carries_the_verification_eer(linked_corpora):
     from trustser.profile.axes import linkability
     from trustser.profile.tables import profile_to_markdown
 
-    profile = collect_corpora([linked_corpora], bootstrap=60)
+    profile = collect_profile([linked_corpora], bootstrap=60)
     mean, crema, msp = (profile.get(f"voice ({c})") for c in ("mean", "crema", "msp"))
     for attacker in ("ignorant", "informed"):
         key = linkability.eer_key(attacker)
@@ -132,7 +132,7 @@ def test_a_corpus_without_verification_leaves_the_mean_without_eer(linked_corpor
     copy = tmp_path / "out"
     shutil.copytree(linked_corpora, copy)
     shutil.rmtree(copy / "msp" / "voice" / "verification")
-    profile = collect_corpora([copy], bootstrap=20)
+    profile = collect_profile([copy], bootstrap=20)
     mean = profile.get("voice (mean)")
     assert linkability.eer_key("informed") not in mean.intervals
     assert "verification" not in (mean.privacy or {})

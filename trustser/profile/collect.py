@@ -39,7 +39,6 @@ from trustser.variants import parse as parse_variant
 
 __all__ = [
     "collect_backbone",
-    "collect_corpora",
     "collect_profile",
     "corpus_runs",
     "discover_backbones",
@@ -253,7 +252,7 @@ def _precision(record: Any) -> str | None:
 
 
 def collect_profile(
-    runs: str | Path = DEFAULT_RUNS,
+    runs: str | Path | Sequence[str | Path] = DEFAULT_RUNS,
     *,
     store: str | None = None,
     backbones: Sequence[str] | None = None,
@@ -271,9 +270,37 @@ def collect_profile(
 
     ``bootstrap`` speaker-level replicates (seeded by ``seed``; 0 = none) give every figure its
     95 % interval and, with several measured rows, the paired comparisons of every pair
-    (:mod:`trustser.profile.intervals`)."""
+    (:mod:`trustser.profile.intervals`).
+
+    Several ``runs`` (one corpus each), or one directory holding corpus directories (a
+    multi-corpus ``trustser run``'s output), give a profile across corpora: per backbone the
+    mean over corpora with the interval of the mean (``name (mean)``), then per corpus a row per
+    backbone (``name (corpus)``); ``store`` then plays no part."""
     check_choice("scale", scale, SCALE_MODES)
     check_choice("attack method", attack[0], ("fgsm", "pgd", "noise"))
+    several = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    if not several:
+        raise ProfileError("nothing to profile: no results directory given")
+    multi = len(several) > 1 or _multi_corpus(several[0])
+    directories = corpus_runs(several) if multi else {}
+    if len(directories) > 1:
+        per_corpus = {
+            corpus: collect_profile(
+                directory,
+                backbones=backbones,
+                scale=scale,
+                attack=attack,
+                bootstrap=bootstrap,
+                seed=seed + index,  # corpora are independent draws
+                options=options,
+            )
+            for index, (corpus, directory) in enumerate(directories.items())
+        }
+        notes = _option_notes(axis_options(options, scale))
+        return _across_corpora(
+            per_corpus, directories, paper=paper, bootstrap=bootstrap, seed=seed, notes=notes
+        )
+    runs = next(iter(directories.values())) if directories else several[0]
     chosen_options = axis_options(options, scale)
     names = list(backbones) if backbones else discover_backbones(runs, store)
     if not names and not paper:
@@ -324,6 +351,15 @@ def _option_notes(options: Mapping[str, str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- across corpora
+
+
+def _multi_corpus(path: str | Path) -> bool:
+    """Whether ``path`` holds no backbone results itself but corpus directories that do (the
+    output directory of a multi-corpus ``trustser run``)."""
+    path = Path(path)
+    if not path.is_dir() or discover_backbones(path):
+        return False
+    return any(d.is_dir() and discover_backbones(d) for d in path.iterdir())
 
 
 def corpus_runs(paths: Sequence[str | Path]) -> dict[str, Path]:
@@ -456,42 +492,24 @@ def _mean_row(name: str, rows: dict[str, BackboneProfile], replicates: int) -> B
     return entry
 
 
-def collect_corpora(
-    runs: Sequence[str | Path],
+def _across_corpora(
+    per_corpus: dict[str, Profile],
+    directories: dict[str, Path],
     *,
-    backbones: Sequence[str] | None = None,
-    scale: str = "paper",
-    attack: tuple[str, float] = DEFAULT_ATTACK,
-    paper: Sequence[str] | None = None,
-    bootstrap: int = DEFAULT_REPLICATES,
-    seed: int = DEFAULT_SEED,
-    options: Mapping[str, str] | None = None,
+    paper: Sequence[str] | None,
+    bootstrap: int,
+    seed: int,
+    notes: list[str],
 ) -> Profile:
-    """A profile across corpora: per backbone measured on every corpus, the mean over corpora
-    with the interval of the mean (``name (mean)``), then per corpus a row per backbone
-    (``name (corpus)``).
-
-    ``runs`` are results directories (one corpus each) or the output of a multi-corpus
-    ``trustser run`` (:func:`corpus_runs`). Each corpus is bootstrapped over its own speakers
-    with its own seed (``seed + index``), so corpora are independent draws."""
-    directories = corpus_runs(runs)
-    per_corpus: dict[str, Profile] = {}
-    for index, (corpus, directory) in enumerate(directories.items()):
-        per_corpus[corpus] = collect_profile(
-            directory,
-            backbones=backbones,
-            scale=scale,
-            attack=attack,
-            bootstrap=bootstrap,
-            seed=seed + index,
-            options=options,
-        )
+    """A profile across corpora from each corpus's own profile: per backbone measured on every
+    corpus, the mean over corpora with the interval of the mean (``name (mean)``), then per
+    corpus a row per backbone (``name (corpus)``). Each corpus was bootstrapped over its own
+    speakers with its own seed (``seed + index``), so corpora are independent draws."""
     rows: list[BackboneProfile] = []
     by_name: dict[str, dict[str, BackboneProfile]] = {}
     for corpus, profile in per_corpus.items():
         for entry in profile.backbones:
             by_name.setdefault(entry.name, {})[corpus] = entry
-    notes = _option_notes(axis_options(options, scale))
     for name, found in by_name.items():
         if len(found) == len(per_corpus):
             rows.append(_mean_row(f"{name} ({MEAN_CORPUS})", found, bootstrap))
@@ -504,13 +522,14 @@ def collect_corpora(
             rows.append(entry)
     if paper:
         rows += paper_reference(paper)
-    method, snr = attack
+    first = next(iter(per_corpus.values()))  # every corpus's profile has the same settings
+    scale = first.scale
     design = next((p.bootstrap for p in per_corpus.values() if p.bootstrap), None)
     combined = Profile(
         backbones=rows,
         scale=scale,
         scales={},
-        attack={"method": method, "snr_db": float(snr)},
+        attack=dict(first.attack),
         runs=", ".join(str(d) for d in directories.values()),
         notes=notes,
         bootstrap=None

@@ -10,10 +10,7 @@ from typing import Any
 
 from trustser.metrics.bootstrap import DEFAULT_REPLICATES, Comparison
 from trustser.profile.collect import (
-    collect_corpora,
     collect_profile,
-    corpus_runs,
-    discover_backbones,
 )
 from trustser.profile.intervals import DEFAULT_SEED, compare_rows
 from trustser.profile.model import DEFAULT_ATTACK, BackboneProfile, Profile, ProfileError
@@ -56,15 +53,6 @@ def write_profile(
     return files
 
 
-def _multi_corpus(path: str | Path) -> bool:
-    """Whether ``path`` holds no backbone results itself but corpus directories that do (the
-    output directory of a multi-corpus ``trustser run``)."""
-    path = Path(path)
-    if not path.is_dir() or discover_backbones(path):
-        return False
-    return any(d.is_dir() and discover_backbones(d) for d in path.iterdir())
-
-
 def run_profile(
     runs: str | Path | Sequence[str | Path] = DEFAULT_RUNS,
     out: str | Path = "report",
@@ -85,12 +73,12 @@ def run_profile(
     (``{"privacy_score": "strongest"}``).
 
     Several ``runs`` directories, or one holding corpus directories (a multi-corpus
-    ``trustser run`` output), give a profile across corpora (:func:`collect_corpora`)."""
+    ``trustser run`` output), give a profile across corpora (:func:`~trustser.profile.collect.collect_profile`)."""
     if bootstrap:
         (progress or (lambda _m: None))(f"bootstrapping {bootstrap} replicates over test speakers")
-    several = [runs] if isinstance(runs, (str, Path)) else list(runs)
-    directories = corpus_runs(several) if len(several) > 1 or _multi_corpus(several[0]) else None
-    settings = dict(
+    profile = collect_profile(
+        runs,
+        store=store,
         backbones=backbones,
         scale=scale,
         attack=attack,
@@ -99,11 +87,6 @@ def run_profile(
         seed=seed,
         options=options,
     )
-    if directories is not None and len(directories) > 1:
-        profile = collect_corpora(several, **settings)
-    else:
-        only = several[0] if directories is None else next(iter(directories.values()))
-        profile = collect_profile(only, store=store, **settings)
     return profile, write_profile(profile, out, charts=charts, progress=progress)
 
 

@@ -295,10 +295,6 @@ def _section(profile: Profile) -> str:
     )
 
 
-def _spoke(entry: BackboneProfile, _attack: dict[str, Any]) -> str:
-    return f"unchanged {percent(entry.raw[_NAME], unit=True)}"
-
-
 AXIS = Axis(
     name=_NAME,
     title="Robustness",
@@ -313,7 +309,6 @@ AXIS = Axis(
     clips=_clips,
     bootstrap=_bootstrap,
     combine=_combine,
-    spoke=_spoke,
     csv=_csv,
     markdown=_markdown,
     section=Section("Robustness", _section),
