@@ -48,6 +48,7 @@ from trustser.profile.intervals import DEFAULT_SEED
 from trustser.profile.model import DEFAULT_ATTACK, BackboneProfile, Profile
 from trustser.profile.radar import figure_svg, radar_figure
 from trustser.profile.recommend import SCENARIOS, recommend, unweighed_text, weights_text
+from trustser.profile.results import maybe_json
 from trustser.profile.scales import SCALE_MODES
 from trustser.profile.tables import profile_to_markdown
 from trustser.runs import RunLayout, read_json
@@ -462,31 +463,70 @@ def _snr_range(path: Path) -> str:
     return f"{low:.1f}" if high - low < 0.05 else f"{low:.1f}–{high:.1f} (mean {mean:.1f})"
 
 
+def _attack_row(
+    name: str, label: str, folds: str, summary: dict[str, Any], clips: Path
+) -> list[str]:
+    """One row of the attacks view from an attack's ``summary.json`` and its per-clip file."""
+    attacked, pooled = summary.get("num_attacked"), summary.get("asr_pooled")
+    flipped = (
+        f"{round(pooled * attacked)} / {attacked}"
+        if isinstance(attacked, int) and isinstance(pooled, (int, float))
+        else MISSING
+    )
+    return [
+        name,
+        label,
+        f"{float(summary.get('snr_db', math.nan)):g}",
+        folds,
+        percent(summary.get("asr_mean"), summary.get("asr_std")),
+        flipped,
+        _snr_range(clips),
+    ]
+
+
 def _attacks(given: ViewInput) -> Rendered:
-    """Every attack of every measured model: ASR over the clips the clean model got right
-    (fold mean ± sd), flipped / attacked over all folds, and the SNR each clip was measured at."""
-    body = []
+    """Every attack of every measured model: the folds attacked (named when fewer than the
+    most any attack in the table covers), ASR over the clips the clean model got right (fold
+    mean ± sd), flipped / attacked over those folds, and the SNR each clip was measured at. A
+    randomized variant's attack is the adaptive one (``EOT-E``: E noise draws per gradient),
+    with the plain attack on the same clips in the row below it."""
+    found = []
     for entry in _measured(given.profile):
         directory = given.settings.runs / (entry.directory or entry.name)
-        for index, attack in enumerate((entry.safety or {}).get("attacks") or []):
-            attacked = attack.get("num_attacked")
-            pooled = attack.get("asr_pooled")
-            flipped = (
-                f"{round(pooled * attacked)} / {attacked}"
-                if isinstance(attacked, int) and isinstance(pooled, (int, float))
-                else MISSING
-            )
+        for attack in (entry.safety or {}).get("attacks") or []:
+            folder = directory / str(attack.get("directory", ""))
+            summary = {**attack, **(maybe_json(folder / "summary.json") or {})}
+            found.append((entry.name, folder, summary))
+    most = max((len(s.get("folds") or []) for _, _, s in found), default=0)
+
+    def folds_text(summary: dict[str, Any]) -> str:
+        names = [str(f.get("fold", "?")) for f in summary.get("folds") or []]
+        if not names:
+            return MISSING
+        return str(len(names)) if len(names) == most else f"{len(names)}: {', '.join(names)}"
+
+    body, shown = [], set()
+    for name, folder, summary in found:
+        first = "" if name in shown else name
+        shown.add(name)
+        settings = summary.get("settings") or {}
+        eot = settings.get("eot_samples")
+        method = str(summary.get("method", MISSING))
+        label = f"{method}, EOT-{eot}" if eot else method
+        body.append(_attack_row(first, label, folds_text(summary), summary, folder / "clips.csv"))
+        plain = folder / "plain" / "summary.json"
+        if eot and plain.is_file():
+            plain_summary = read_json(plain)
             body.append(
-                [
-                    entry.name if index == 0 else "",
-                    str(attack.get("method", MISSING)),
-                    f"{float(attack.get('snr_db', math.nan)):g}",
-                    percent(attack.get("asr_mean"), attack.get("asr_std")),
-                    flipped,
-                    _snr_range(directory / str(attack.get("directory", "")) / "clips.csv"),
-                ]
+                _attack_row(
+                    "",
+                    f"{method}, plain",
+                    folds_text(plain_summary),
+                    plain_summary,
+                    plain.parent / "clips.csv",
+                )
             )
-    header = ["model", "attack", "SNR dB", "ASR % (fold mean ± sd)", "flipped / attacked"]
+    header = ["model", "attack", "SNR dB", "folds", "ASR % (fold mean ± sd)", "flipped / attacked"]
     return Rendered(_md_table([*header, "measured SNR dB"], body))
 
 

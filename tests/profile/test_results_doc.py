@@ -159,6 +159,32 @@ def test_views_that_read_the_results_directory(tmp_path, write_fake_runs):
     assert "| tiny:whisper | fgsm | 45 |" in text and "| 45.0 |" in text
 
 
+def test_the_attacks_view_names_partial_folds_and_shows_the_plain_attack(tmp_path, write_fake_runs):
+    """A randomized variant's attack is labelled adaptive (EOT-E) with its plain attack in the
+    row below; an attack over fewer folds than the others names its folds."""
+    data = tmp_path / "results"
+    write_fake_runs(data / "runs", MODEL)
+    folder = data / "runs" / "tiny-whisper" / "attack-pgd-45"
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["folds"] = [{"fold": "fold2", "asr": 0.6}]
+    summary["settings"] = {"eot_samples": 8}
+    write_json(folder / "summary.json", summary)
+    plain = {**summary, "asr_mean": 0.25, "asr_pooled": 0.25, "num_attacked": 40}
+    plain.pop("settings")
+    write_json(folder / "plain" / "summary.json", plain)
+    fgsm = folder.parent / "attack-fgsm-45" / "summary.json"
+    write_json(
+        fgsm, {**json.loads(fgsm.read_text()), "folds": [{"fold": "fold1"}, {"fold": "fold2"}]}
+    )
+    _settings(data)
+    path = tmp_path / "results.md"
+    path.write_text("<!-- results:begin fake/attacks -->\n<!-- results:end fake/attacks -->\n")
+    text = render_document(path).text
+    assert "| tiny:whisper | fgsm | 45 | 2 |" in text
+    assert "|  | pgd, EOT-8 | 45 | 1: fold2 |" in text
+    assert "|  | pgd, plain | 45 | 1: fold2 | 25.0 ± 2.0 | 10 / 40 |" in text
+
+
 def test_a_missing_section_is_an_error_not_an_empty_block(document):
     document.write_text(
         "<!-- results:begin fake/mitigations -->\n<!-- results:end fake/mitigations -->\n"
