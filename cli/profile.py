@@ -32,6 +32,7 @@ from trustser.profile.recommend import (
     SCENARIOS,
     Recommendation,
     run_recommend,
+    saturated_text,
     unweighed_text,
 )
 from trustser.workspace import stage_backbones, store_window
@@ -368,9 +369,9 @@ def _render_recommendation(result: Recommendation) -> None:
         )
     for name, why in result.excluded.items():
         err_console.print(f"[yellow]not ranked[/yellow] {escape(name)}: {escape(why)}")
-    text = unweighed_text(result)
-    if text:
-        console.print(f"[yellow]note[/yellow]: {escape(text)}")
+    for text in (unweighed_text(result), saturated_text(result)):
+        if text:
+            console.print(f"[yellow]note[/yellow]: {escape(text)}")
 
 
 @app.command(

@@ -47,7 +47,13 @@ from trustser.profile.collect import collect_profile, discover_backbones
 from trustser.profile.intervals import DEFAULT_SEED
 from trustser.profile.model import DEFAULT_ATTACK, BackboneProfile, Profile
 from trustser.profile.radar import figure_svg, radar_figure
-from trustser.profile.recommend import SCENARIOS, recommend, unweighed_text, weights_text
+from trustser.profile.recommend import (
+    SCENARIOS,
+    recommend,
+    saturated_text,
+    unweighed_text,
+    weights_text,
+)
 from trustser.profile.results import maybe_json
 from trustser.profile.scales import SCALE_MODES
 from trustser.profile.tables import profile_to_markdown
@@ -714,7 +720,9 @@ def _recommend(given: ViewInput) -> Rendered:
         )
         notes.append(f"- **{scenario}** ({result.description}): {weights_text(result)}.")
         notes += [f"  - not ranked: {k} — {v}" for k, v in result.excluded.items()]
-        notes += [f"  - {text}" for text in [unweighed_text(result)] if text]
+        notes += [
+            f"  - {text}" for text in [unweighed_text(result), saturated_text(result)] if text
+        ]
     return Rendered("\n".join([*lines, "", "Weights per scenario:", "", *notes]) + "\n")
 
 

@@ -21,6 +21,7 @@ from trustser.profile.recommend import (
     recommend,
     recommendation_to_markdown,
     run_recommend,
+    saturated_text,
     scenario_weights,
 )
 
@@ -122,6 +123,23 @@ def test_backbones_missing_a_weighted_axis_are_listed_not_ranked():
         recommend(only_b, scenario="edge")
     with pytest.raises(RecommendError, match="exactly one"):
         recommend(profile)
+
+
+def test_an_axis_every_candidate_passes_the_end_of_is_named_as_unable_to_separate():
+    full = dict.fromkeys(axis_names(), 0.5)
+    a, b = _entry("a", {**full, "performance": 1.0}), _entry("b", {**full, "performance": 1.0})
+    a.raw["performance"], b.raw["performance"] = 0.89, 0.92  # both past the scale's best end
+    profile = Profile(backbones=[a, b], scale="paper", scales={}, attack={})
+    result = recommend(profile, scenario="critical")
+    assert result.saturated == {"performance": "best"}
+    text = saturated_text(result)
+    assert "performance (all at its best end)" in text and "paper scale" in text
+    assert saturated_text(result) in recommendation_to_markdown(result)
+    # equal raw figures are a genuine tie on the axis, not a clipped one; nor is one candidate
+    b.raw["performance"] = 0.89
+    assert recommend(profile, scenario="critical").saturated == {}
+    alone = Profile(backbones=[a], scale="paper", scales={}, attack={})
+    assert recommend(alone, scenario="critical").saturated == {}
 
 
 def test_run_recommend_from_saved_profile_and_cli(tmp_path):

@@ -52,6 +52,7 @@ __all__ = [
     "recommend",
     "recommendation_to_markdown",
     "run_recommend",
+    "saturated_text",
     "scenario_weights",
     "unweighed_text",
     "weights_text",
@@ -134,6 +135,9 @@ class Recommendation:
     # Per family of variants of one backbone, the one chosen on dev (``chosen``, ``rule``,
     # ``candidates``); the others appear in ``excluded`` with why.
     dev_choices: list[dict[str, Any]] = field(default_factory=list)
+    # Weighted axes on which every candidate's raw figure lies past one end of the scale, so
+    # all score the same end (0 or 1) and the axis cannot separate them: axis -> which end.
+    saturated: dict[str, str] = field(default_factory=dict)
 
     @property
     def best(self) -> str | None:
@@ -482,6 +486,24 @@ def _ahead(
     return text
 
 
+def _saturated(
+    candidates: Sequence[tuple[float, BackboneProfile, dict[str, float], dict[str, float]]],
+) -> dict[str, str]:
+    """The weighted axes on which two or more candidates with different raw figures all score
+    exactly 0 or exactly 1: each lies past the same end of the scale (the paper scale's ends
+    are the paper's Table 4 extremes, which an easy corpus can pass), so the axis adds the
+    same to every weighted score and ranks nothing."""
+    found: dict[str, str] = {}
+    if len(candidates) < 2:
+        return found
+    for axis in candidates[0][2]:
+        scores = {c[2][axis] for c in candidates}
+        raws = {c[1].raw.get(axis) for c in candidates}
+        if len(scores) == 1 and scores & {0.0, 1.0} and len(raws) > 1:
+            found[axis] = "best" if scores == {1.0} else "worst"
+    return found
+
+
 def recommend(
     profile: Profile,
     *,
@@ -535,6 +557,7 @@ def recommend(
         replicates=replicates,
         unweighed=unweighed,
         dev_choices=choices,
+        saturated=_saturated(candidates),
     )
 
 
@@ -548,6 +571,19 @@ def unweighed_text(result: Recommendation, *, reasons: bool = True) -> str | Non
     else:
         named = ", ".join(result.unweighed) + " (not measurable)"
     return f"not weighed: {named}; their weight is shared out over the other axes"
+
+
+def saturated_text(result: Recommendation) -> str | None:
+    """One line naming the weighted axes that cannot separate the candidates on this scale
+    (:attr:`Recommendation.saturated`); None when every weighted axis can."""
+    if not result.saturated:
+        return None
+    named = ", ".join(f"{axis} (all at its {end} end)" for axis, end in result.saturated.items())
+    return (
+        f"cannot separate the candidates: {named}; every candidate's figure lies past that end "
+        f"of the {result.scale} scale, so the axis adds the same to each score (another "
+        "--scale ranks on it)"
+    )
 
 
 def weights_text(result: Recommendation) -> str:
@@ -581,7 +617,7 @@ def recommendation_to_markdown(result: Recommendation) -> str:
             f"({choice['rule']})"
         ]
     lines += [f"- not ranked: **{k}** — {v}" for k, v in result.excluded.items()]
-    lines += [f"- {text}" for text in [unweighed_text(result)] if text]
+    lines += [f"- {text}" for text in [unweighed_text(result), saturated_text(result)] if text]
     return "\n".join(lines).rstrip() + "\n"
 
 

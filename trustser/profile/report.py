@@ -26,6 +26,7 @@ from trustser.profile.recommend import (
     SCENARIOS,
     RecommendError,
     recommend,
+    saturated_text,
     unweighed_text,
     weights_text,
 )
@@ -160,6 +161,11 @@ def _recommendations(profile: Profile) -> str:
             + "".join(
                 f'<p class="unmeasurable">{_e(text.capitalize())} (see the scores).</p>'
                 for text in [unweighed_text(result, reasons=False)]
+                if text
+            )
+            + "".join(
+                f'<p class="note">{_e(text.capitalize())}.</p>'
+                for text in [saturated_text(result)]
                 if text
             )
         )
