@@ -474,6 +474,7 @@ def _attack_row(
 ) -> list[str]:
     """One row of the attacks view from an attack's ``summary.json`` and its per-clip file."""
     attacked, pooled = summary.get("num_attacked"), summary.get("asr_pooled")
+    one_fold = len(summary.get("folds") or []) == 1  # no spread over folds to show
     flipped = (
         f"{round(pooled * attacked)} / {attacked}"
         if isinstance(attacked, int) and isinstance(pooled, (int, float))
@@ -484,7 +485,7 @@ def _attack_row(
         label,
         f"{float(summary.get('snr_db', math.nan)):g}",
         folds,
-        percent(summary.get("asr_mean"), summary.get("asr_std")),
+        percent(summary.get("asr_mean"), None if one_fold else summary.get("asr_std")),
         flipped,
         _snr_range(clips),
     ]
